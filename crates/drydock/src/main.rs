@@ -1,0 +1,69 @@
+//! `drydock`: a private OCI registry with continuous vulnerability assessment.
+//!
+//! The binary is thin: it parses the command line and the configuration,
+//! then hands over to the library crates. Each subcommand lives in its own
+//! `cmd_*` module.
+
+mod cmd_db;
+mod cmd_scan;
+mod cmd_serve;
+mod config;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "drydock", version, about = "Private OCI registry with continuous vulnerability assessment")]
+struct Cli {
+    /// Configuration file (TOML). Values in it are overridden by DRYDOCK_*
+    /// environment variables, which are overridden by command-line flags.
+    #[arg(long, global = true, env = "DRYDOCK_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Data directory: blobs, metadata database, vulnerability database.
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry server.
+    Serve(cmd_serve::ServeArgs),
+    /// Build, update, inspect and query the vulnerability database.
+    Db(cmd_db::DbArgs),
+    /// Scan an image from an OCI layout, a docker archive or a registry.
+    Scan(cmd_scan::ScanArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match config::Config::load(cli.config.as_deref(), cli.data.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("drydock: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    config::init_tracing(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cmd_serve::run(args, config).await,
+            Command::Db(args) => cmd_db::run(args, config).await,
+            Command::Scan(args) => cmd_scan::run(args, config).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("drydock: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

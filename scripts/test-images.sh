@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Build the real test images (OCI layout) that integration tests and
+# benchmarks use, with the shared image builder. Idempotent.
+# Output: $DRYDOCK_TEST_IMAGES (default: target/test-images)/oci
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="${DRYDOCK_TEST_IMAGES:-$root/target/test-images}"
+tools="${DRYDOCK_SHARED_TOOLS:-$root/../shared/tools}"
+# The 1 GiB and 200-layer images are for benchmarks only (bench/ builds them).
+images=("$@")
+[ ${#images[@]} -gt 0 ] || images=(bookworm-base python-app node-app rust-app multiarch)
+mkdir -p "$out"
+# make-images.sh skips images whose tag already exists.
+bash "$tools/make-images.sh" "$out" "${images[@]}"
