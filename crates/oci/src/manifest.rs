@@ -85,6 +85,8 @@ pub struct ImageIndex {
 }
 
 /// A parsed manifest of either kind, with the media type it is served as.
+// Parsed once per push or catalog run; boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Manifest {
     Image {
