@@ -5,8 +5,11 @@
 //! `cmd_*` module.
 
 mod cmd_db;
+mod cmd_gc;
+mod cmd_import;
 mod cmd_scan;
 mod cmd_serve;
+mod cmd_usage;
 mod config;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +39,12 @@ enum Command {
     Db(cmd_db::DbArgs),
     /// Scan an image from an OCI layout, a docker archive or a registry.
     Scan(cmd_scan::ScanArgs),
+    /// Remove blobs and manifests that nothing references.
+    Gc(cmd_gc::GcArgs),
+    /// Import an image into a running drydock from another registry or an archive.
+    Import(cmd_import::ImportArgs),
+    /// Show metered usage: distinct images assessed per repository and month.
+    Usage(cmd_usage::UsageArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +66,9 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => cmd_serve::run(args, config).await,
             Command::Db(args) => cmd_db::run(args, config).await,
             Command::Scan(args) => cmd_scan::run(args, config).await,
+            Command::Gc(args) => cmd_gc::run(args, config).await,
+            Command::Import(args) => cmd_import::run(args, config).await,
+            Command::Usage(args) => cmd_usage::run(args, config).await,
         }
     });
     match result {
