@@ -1,1 +1,2 @@
 //! web (placeholder)
+pub mod dashboard;

@@ -1,0 +1,36 @@
+//! The dashboard: one static page (HTML, CSS, JavaScript embedded in the
+//! binary) that reads the management API under `/api/v1` and shows registry
+//! health, recommendations and each image's vulnerabilities.
+//!
+//! It has no server-side state of its own: everything it shows comes from
+//! the same API that scripts use, so the two can never disagree.
+
+use axum::Router;
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::get;
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const STYLE_CSS: &str = include_str!("../assets/style.css");
+
+/// Routes: `/` redirects to `/ui/`, which serves the page and its assets.
+pub fn router() -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::temporary("/ui/") }))
+        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        .route("/ui/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
+        .route("/ui/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/ui/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+}
