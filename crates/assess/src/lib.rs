@@ -1,1 +1,73 @@
-//! assess (placeholder)
+//! Continuous assessment: every image in the registry is assessed as soon
+//! as it is pushed or imported, and stays assessed as the vulnerability
+//! database changes.
+//!
+//! # Job
+//! - **Intake.** [`Service::manifest_pushed`] (called by the registry's
+//!   event sink after a commit) persists a job in the queue and wakes a
+//!   worker; it is one SQLite upsert, so the push is not slowed down. At
+//!   start, jobs interrupted by a crash are queued again and every manifest
+//!   the registry holds that the assessor never saw is queued (covering a
+//!   crash between the registry's commit and the enqueue).
+//! - **Queue.** Persistent, deduplicated by digest, with per-digest status:
+//!   `queued`, `cataloging`, `matching`, `done`, `failed` (with the error),
+//!   `unsupported` (artifacts that are not images: signatures, SBOMs…,
+//!   judged by config media type, artifact type and layer media types).
+//!   An index enqueues each platform manifest and is rolled up at read time.
+//! - **Assessment.** catalog (layers read once per layer digest and catalog
+//!   version, through a registry-wide SQLite layer cache) → stored inventory
+//!   → match against the current database → stored findings. Usage counts
+//!   the digest once, in the month of its first assessment.
+//! - **Re-matching.** When the database version changes, and at least every
+//!   `rescan_interval` (daily), images pushed or pulled within the window
+//!   (default 30 days) are re-matched from their stored inventory (no blob is
+//!   read). Others keep their results, reported `stale` with their date.
+//! - **Verdicts** ([`policy`], pure): health by a per-repository policy,
+//!   exemptions with expiry (applied at read time, so expiry needs no job),
+//!   summaries, diffs; [`remediation`] (pure): upgrade plan and base-image
+//!   advice; [`notify`] (pure decision + signed delivery): webhooks only for
+//!   unhealthy images and only for problems not told before per digest.
+//!
+//! # Invariants
+//! - A job is in the database before the registry's event call returns.
+//! - Re-matching never reads blobs: it reads `inventories`.
+//! - Time comes from the injected [`Clock`]; registry pull times are shifted
+//!   into it by [`Clock::offset`].
+//! - The same (digest, vulnerability, package) problem is notified at most
+//!   once; a failed assessment at most once per digest and error.
+//!
+//! # API
+//! [`Service::open`] + [`Service::start`] (or the one-call [`start`]),
+//! intake methods, and read models in [`views`] used by the REST API.
+
+pub mod clock;
+pub mod notify;
+pub mod policy;
+pub mod ports;
+pub mod remediation;
+mod service;
+pub mod store;
+pub mod views;
+pub mod vuln;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use policy::{Exemption, Health, Policy, PolicyRule, Summary};
+pub use ports::{Cataloger, ImageSource, RawLayerCache};
+pub use service::{Options, Service, WebhookConfig, not_an_image};
+pub use vuln::{Finding, FixStatus, Severity, VulnDatabase, VulnSource};
+
+use std::sync::Arc;
+
+/// Open the assessor and start its background tasks: the one call
+/// `drydock serve` needs (besides registering it as the registry's event sink).
+pub async fn start(
+    opts: Options,
+    source: Arc<dyn ImageSource>,
+    cataloger: Arc<dyn Cataloger>,
+    vulns: Arc<dyn VulnSource>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Service> {
+    let service = Service::open(opts, source, cataloger, vulns, clock)?;
+    service.start().await?;
+    Ok(service)
+}

@@ -1,0 +1,353 @@
+//! Pure decisions over findings: repository patterns, the health policy,
+//! exemptions, summaries and diffs. Nothing here does I/O or reads a clock;
+//! callers pass `now`.
+
+use crate::vuln::{Finding, FixStatus, Severity};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+/// Glob match for repository patterns: `*` matches any run of characters
+/// (including `/`), `?` exactly one; everything else literally.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            while pi < p.len() && p[pi] == '*' {
+                pi += 1;
+            }
+            star = Some((pi, ti));
+        } else if let Some((sp, st)) = star {
+            pi = sp;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// When is an image unhealthy? A finding *violates* the rule when it is not
+/// informational, not exempt, at or above `threshold`, and (if
+/// `fixable_only`) has a fix available. One violation makes the image
+/// unhealthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyRule {
+    /// Repository glob this rule applies to (`*` for all).
+    pub repository: String,
+    #[schema(value_type = String, example = "high")]
+    pub threshold: Severity,
+    pub fixable_only: bool,
+}
+
+/// Rules per repository pattern; the first matching rule wins, then the default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub rules: Vec<PolicyRule>,
+    pub default: PolicyRule,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            rules: Vec::new(),
+            default: PolicyRule {
+                repository: "*".into(),
+                threshold: Severity::High,
+                fixable_only: true,
+            },
+        }
+    }
+}
+
+impl Policy {
+    pub fn rule_for(&self, repo: &str) -> &PolicyRule {
+        self.rules
+            .iter()
+            .find(|r| glob_match(&r.repository, repo))
+            .unwrap_or(&self.default)
+    }
+}
+
+/// An exemption: findings it matches are shown as exempt and do not count
+/// toward health or notifications. Every criterion given must match; at
+/// least one of `vulnerability`, `package`, `severity` must be given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Exemption {
+    pub id: String,
+    /// Vulnerability id or alias (`CVE-2023-1234`, `GHSA-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vulnerability: Option<String>,
+    /// Package name as the finding reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// Repository glob; absent means every repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Exempts findings at or below this severity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "low")]
+    pub severity: Option<Severity>,
+    pub reason: String,
+    pub author: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl Exemption {
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_none_or(|e| e > now)
+    }
+
+    pub fn matches(&self, repo: &str, f: &Finding) -> bool {
+        if let Some(r) = &self.repository
+            && !glob_match(r, repo)
+        {
+            return false;
+        }
+        if let Some(v) = &self.vulnerability
+            && !(f.id.eq_ignore_ascii_case(v)
+                || f.aliases.iter().any(|a| a.eq_ignore_ascii_case(v)))
+        {
+            return false;
+        }
+        if let Some(p) = &self.package
+            && !glob_match(p, &f.package)
+        {
+            return false;
+        }
+        if let Some(s) = self.severity
+            && f.severity > s
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// Whether a fix is available for a finding.
+pub fn fixable(f: &Finding) -> bool {
+    f.status == FixStatus::Fixed && f.fixed_version.is_some()
+}
+
+/// Identity of a problem across assessments and digests: vulnerability,
+/// ecosystem and package (not the installed version, so an upgrade that
+/// does not fix it is not "new").
+pub fn finding_key(f: &Finding) -> String {
+    format!("{}|{}|{}", f.id, f.ecosystem.as_str(), f.package)
+}
+
+/// A finding judged against exemptions and the policy.
+#[derive(Debug, Clone)]
+pub struct Judged<'a> {
+    pub finding: &'a Finding,
+    /// The id of the first active exemption that matches.
+    pub exempted_by: Option<String>,
+    /// Whether this finding makes the image unhealthy.
+    pub violates: bool,
+}
+
+/// Counts by severity and fix availability. Exempt and informational
+/// findings are counted apart and not in the other numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Summary {
+    pub total: usize,
+    pub critical: usize,
+    pub high: usize,
+    pub medium: usize,
+    pub low: usize,
+    pub unknown: usize,
+    /// Findings with a fixed version available.
+    pub fixable: usize,
+    pub unfixed: usize,
+    pub wont_fix: usize,
+    pub exempt: usize,
+    pub informational: usize,
+}
+
+impl Summary {
+    pub fn add(&mut self, other: &Summary) {
+        self.total += other.total;
+        self.critical += other.critical;
+        self.high += other.high;
+        self.medium += other.medium;
+        self.low += other.low;
+        self.unknown += other.unknown;
+        self.fixable += other.fixable;
+        self.unfixed += other.unfixed;
+        self.wont_fix += other.wont_fix;
+        self.exempt += other.exempt;
+        self.informational += other.informational;
+    }
+}
+
+/// The verdict. A healthy image says so explicitly (`healthy: true`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub healthy: bool,
+    /// `healthy` or `unhealthy`.
+    pub status: String,
+    /// One sentence saying why.
+    pub reason: String,
+    /// Number of findings that violate the policy.
+    pub violations: usize,
+    pub policy: PolicyRule,
+}
+
+impl Health {
+    /// Health of a set of children (an index): unhealthy if any is.
+    pub fn roll_up(rule: &PolicyRule, children: &[&Health]) -> Health {
+        let violations: usize = children.iter().map(|h| h.violations).sum();
+        let unhealthy = children.iter().filter(|h| !h.healthy).count();
+        if unhealthy == 0 {
+            Health {
+                healthy: true,
+                status: "healthy".into(),
+                reason: format!("all {} platform images are healthy", children.len()),
+                violations,
+                policy: rule.clone(),
+            }
+        } else {
+            Health {
+                healthy: false,
+                status: "unhealthy".into(),
+                reason: format!(
+                    "{unhealthy} of {} platform images are unhealthy",
+                    children.len()
+                ),
+                violations,
+                policy: rule.clone(),
+            }
+        }
+    }
+}
+
+/// Everything the policy says about one image's findings.
+#[derive(Debug, Clone)]
+pub struct Evaluation<'a> {
+    pub judged: Vec<Judged<'a>>,
+    pub summary: Summary,
+    pub health: Health,
+}
+
+/// Judge findings of an image in `repo` at time `now`.
+pub fn evaluate<'a>(
+    findings: &'a [Finding],
+    repo: &str,
+    rule: &PolicyRule,
+    exemptions: &[Exemption],
+    now: OffsetDateTime,
+) -> Evaluation<'a> {
+    let active: Vec<&Exemption> = exemptions
+        .iter()
+        .filter(|e| e.is_active(now) && e.repository.as_deref().is_none_or(|r| glob_match(r, repo)))
+        .collect();
+    let mut summary = Summary::default();
+    let mut judged = Vec::with_capacity(findings.len());
+    for f in findings {
+        let exempted_by = active
+            .iter()
+            .find(|e| e.matches(repo, f))
+            .map(|e| e.id.clone());
+        let violates = exempted_by.is_none()
+            && !f.informational
+            && f.severity >= rule.threshold
+            && (!rule.fixable_only || fixable(f));
+        if exempted_by.is_some() {
+            summary.exempt += 1;
+        } else if f.informational {
+            summary.informational += 1;
+        } else {
+            summary.total += 1;
+            match f.severity {
+                Severity::Critical => summary.critical += 1,
+                Severity::High => summary.high += 1,
+                Severity::Medium => summary.medium += 1,
+                Severity::Low => summary.low += 1,
+                Severity::Unknown => summary.unknown += 1,
+            }
+            if fixable(f) {
+                summary.fixable += 1;
+            } else if f.status == FixStatus::WontFix {
+                summary.wont_fix += 1;
+            } else {
+                summary.unfixed += 1;
+            }
+        }
+        judged.push(Judged {
+            finding: f,
+            exempted_by,
+            violates,
+        });
+    }
+    let violations = judged.iter().filter(|j| j.violates).count();
+    let fix = if rule.fixable_only { "fixable " } else { "" };
+    let threshold = rule.threshold.as_str();
+    let (healthy, reason) = if violations == 0 {
+        (true, format!("no {fix}finding at or above {threshold}"))
+    } else {
+        let s = if violations == 1 { "" } else { "s" };
+        (
+            false,
+            format!("{violations} {fix}finding{s} at or above {threshold}"),
+        )
+    };
+    let health = Health {
+        healthy,
+        status: if healthy { "healthy" } else { "unhealthy" }.into(),
+        reason,
+        violations,
+        policy: rule.clone(),
+    };
+    Evaluation {
+        judged,
+        summary,
+        health,
+    }
+}
+
+/// What changed between two sets of findings, by [`finding_key`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Diff {
+    /// Keys (`id|ecosystem|package`) present now and not before.
+    pub new: Vec<String>,
+    /// Keys present before and not now.
+    pub resolved: Vec<String>,
+}
+
+pub fn diff_keys<'a>(
+    before: impl IntoIterator<Item = &'a String>,
+    now: impl IntoIterator<Item = &'a String>,
+) -> Diff {
+    let before: HashSet<&String> = before.into_iter().collect();
+    let now: HashSet<&String> = now.into_iter().collect();
+    let mut new: Vec<String> = now.difference(&before).map(|s| (*s).clone()).collect();
+    let mut resolved: Vec<String> = before.difference(&now).map(|s| (*s).clone()).collect();
+    new.sort();
+    resolved.sort();
+    Diff { new, resolved }
+}
+
+/// Count findings per severity name, for compact listings.
+pub fn severity_counts(findings: &[Finding]) -> BTreeMap<&'static str, usize> {
+    let mut m = BTreeMap::new();
+    for f in findings {
+        *m.entry(f.severity.as_str()).or_insert(0) += 1;
+    }
+    m
+}

@@ -1,0 +1,44 @@
+//! The assessor's view of its neighbours: the registry (manifests, blobs,
+//! repositories, pulls) and the cataloger. The service is written against
+//! these traits; `live.rs` implements them for the real crates, and unit
+//! tests implement them with fakes.
+
+use inventory::Inventory;
+use oci::{BlobSource, Digest, ImageManifest, Name, Tag};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// Read access to the registry's content.
+pub trait ImageSource: Send + Sync + 'static {
+    /// The manifest bytes and media type of `digest` in `repo`.
+    fn manifest(&self, repo: &Name, digest: &Digest) -> anyhow::Result<Option<(Vec<u8>, String)>>;
+    /// Where layer blobs are read from.
+    fn blob_source(&self) -> Arc<dyn BlobSource>;
+    fn repositories(&self) -> anyhow::Result<Vec<Name>>;
+    /// Tags of a repository with the digest each points to.
+    fn tags(&self, repo: &Name) -> anyhow::Result<Vec<(Tag, Digest)>>;
+    /// Every manifest stored in a repository, with its media type.
+    fn manifests(&self, repo: &Name) -> anyhow::Result<Vec<(Digest, String)>>;
+    /// Manifests pulled since `since` (registry time).
+    fn recent_pulls(&self, since: OffsetDateTime) -> Vec<(Name, Digest, OffsetDateTime)>;
+}
+
+/// A layer cache keyed by layer digest and cataloger version, holding the
+/// cataloger's serialized per-layer inventory.
+pub trait RawLayerCache: Send + Sync {
+    fn get(&self, layer: &str, version: u32) -> Option<Vec<u8>>;
+    fn put(&self, layer: &str, version: u32, data: &[u8]);
+}
+
+/// Turns an image manifest into an inventory by reading its layers.
+pub trait Cataloger: Send + Sync + 'static {
+    /// Bumped by the cataloger when its output changes; a stored inventory
+    /// of another version is recomputed.
+    fn version(&self) -> u32;
+    fn catalog(
+        &self,
+        source: &dyn BlobSource,
+        manifest: &ImageManifest,
+        cache: &dyn RawLayerCache,
+    ) -> Result<Inventory, String>;
+}

@@ -1,0 +1,660 @@
+//! Read models for the API: what `GET /api/v1/images/{digest}` and the
+//! other endpoints return, computed from the store at read time so that
+//! exemptions and their expiry apply immediately.
+
+use crate::clock::{from_ms, rfc3339, to_ms};
+use crate::policy::{Diff, Health, Judged, Summary, diff_keys, evaluate, finding_key, fixable};
+use crate::remediation::{self, Candidate, Remediation};
+use crate::service::Service;
+use crate::store::{ImageRow, UsageRow, status};
+use crate::vuln::{Finding, FixStatus, Severity};
+use anyhow::Result;
+use inventory::Inventory;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use utoipa::ToSchema;
+
+/// Filters for an image's findings.
+#[derive(Debug, Clone, Default)]
+pub struct FindingFilter {
+    /// Keep only these severities (empty: all).
+    pub severities: Vec<Severity>,
+    pub status: Option<FixStatus>,
+    pub fixable: Option<bool>,
+    pub exempt: Option<bool>,
+}
+
+/// A finding with its verdict.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FindingView {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub finding: Finding,
+    pub fixable: bool,
+    /// The version to upgrade the package to, when a fix exists.
+    pub upgrade_to: Option<String>,
+    pub exempt: bool,
+    pub exempted_by: Option<String>,
+    /// Whether this finding makes the image unhealthy.
+    pub violates_policy: bool,
+}
+
+/// New and resolved findings since an earlier state.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DiffView {
+    /// Previous assessment time (same digest) or the previous digest (same tag).
+    pub since: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_db_version: Option<String>,
+    #[serde(flatten)]
+    pub diff: Diff,
+}
+
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct Diffs {
+    /// Since the previous assessment of this digest.
+    pub previous_assessment: Option<DiffView>,
+    /// Since the previous digest of each tag that points here.
+    pub previous_tag_digest: Vec<DiffView>,
+}
+
+/// A platform image of an index.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChildView {
+    pub digest: String,
+    pub platform: Option<String>,
+    pub status: String,
+    pub error: Option<String>,
+    pub health: Option<Health>,
+    pub summary: Option<Summary>,
+}
+
+/// Everything about one digest.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ImageView {
+    pub digest: String,
+    /// `image`, `index`, `artifact` or `unknown`.
+    pub kind: String,
+    pub media_type: String,
+    pub repositories: Vec<String>,
+    /// `repository:tag` names pointing here.
+    pub tags: Vec<String>,
+    pub platform: Option<String>,
+    /// The index this platform image belongs to.
+    pub index: Option<String>,
+    /// queued, cataloging, matching, done, failed, unsupported.
+    pub status: String,
+    pub error: Option<String>,
+    pub queued_at: String,
+    pub finished_at: Option<String>,
+    pub last_pushed_at: Option<String>,
+    pub last_pulled_at: Option<String>,
+    pub assessed_at: Option<String>,
+    pub db_version: Option<String>,
+    /// True when the result was made with an older database than the
+    /// current one (the image is outside the re-scan window).
+    pub stale: bool,
+    pub health: Option<Health>,
+    pub summary: Option<Summary>,
+    pub findings: Vec<FindingView>,
+    pub remediation: Option<Remediation>,
+    pub diffs: Diffs,
+    pub children: Vec<ChildView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub inventory: Option<Inventory>,
+}
+
+/// A compact line per image, for listings.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ImageBrief {
+    pub digest: String,
+    pub repository: String,
+    pub kind: String,
+    pub tags: Vec<String>,
+    pub platform: Option<String>,
+    pub status: String,
+    pub assessed_at: Option<String>,
+    pub stale: bool,
+    pub health: Option<Health>,
+    pub summary: Option<Summary>,
+}
+
+/// A vulnerability across the registry.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VulnRecommendation {
+    pub id: String,
+    pub aliases: Vec<String>,
+    pub severity: String,
+    pub summary: String,
+    /// Fixed versions seen, per package.
+    pub fix: BTreeMap<String, Vec<String>>,
+    pub affected_images: Vec<AffectedImage>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AffectedImage {
+    pub repository: String,
+    pub digest: String,
+    pub tags: Vec<String>,
+    pub package: String,
+    pub installed_version: String,
+    pub fixed_version: Option<String>,
+}
+
+/// Recommendations, like a security center.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Recommendations {
+    /// Vulnerabilities by severity, then by number of affected images.
+    pub by_vulnerability: Vec<VulnRecommendation>,
+    /// Images, worst first.
+    pub by_image: Vec<ImageBrief>,
+}
+
+/// Usage over a range of months.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageReport {
+    pub from: String,
+    pub to: String,
+    pub rows: Vec<UsageRow>,
+    pub total: u64,
+}
+
+/// The queue.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueueView {
+    pub counts: BTreeMap<String, i64>,
+    pub pending: Vec<QueueEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueueEntry {
+    pub digest: String,
+    pub repository: String,
+    pub status: String,
+    pub queued_at: String,
+    pub attempts: i64,
+}
+
+fn t(ms: i64) -> String {
+    rfc3339(from_ms(ms))
+}
+
+impl Service {
+    fn judged_view(j: &Judged<'_>) -> FindingView {
+        let fx = fixable(j.finding);
+        FindingView {
+            finding: j.finding.clone(),
+            fixable: fx,
+            upgrade_to: if fx {
+                j.finding.fixed_version.clone()
+            } else {
+                None
+            },
+            exempt: j.exempted_by.is_some(),
+            exempted_by: j.exempted_by.clone(),
+            violates_policy: j.violates,
+        }
+    }
+
+    fn is_stale(&self, db_version: Option<&str>) -> bool {
+        match (self.database(), db_version) {
+            (Some(db), Some(v)) => db.version() != v,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// Health and summary of a finished image (children rolled up for an index).
+    pub fn verdict(&self, row: &ImageRow) -> Result<Option<(Health, Summary)>> {
+        let rule = self.options().policy.rule_for(&row.repo).clone();
+        if row.kind == "index" {
+            let mut healths = Vec::new();
+            let mut summary = Summary::default();
+            for c in self.store().children(&row.digest)? {
+                if let Some((h, s)) = self.verdict(&c)? {
+                    healths.push(h);
+                    summary.add(&s);
+                }
+            }
+            if healths.is_empty() {
+                return Ok(None);
+            }
+            let refs: Vec<&Health> = healths.iter().collect();
+            return Ok(Some((Health::roll_up(&rule, &refs), summary)));
+        }
+        let Some(res) = self.store().result(&row.digest)? else {
+            return Ok(None);
+        };
+        let exemptions = self.store().exemptions()?;
+        let eval = evaluate(
+            &res.findings,
+            &row.repo,
+            &rule,
+            &exemptions,
+            self.clock().now(),
+        );
+        Ok(Some((eval.health, eval.summary)))
+    }
+
+    pub fn brief(&self, row: &ImageRow) -> Result<ImageBrief> {
+        let verdict = self.verdict(row)?;
+        let res = if row.kind == "image" {
+            self.store().result(&row.digest)?
+        } else {
+            None
+        };
+        Ok(ImageBrief {
+            digest: row.digest.clone(),
+            repository: row.repo.clone(),
+            kind: row.kind.clone(),
+            tags: self.tags_of(&row.digest, row.parent.as_deref()),
+            platform: row.platform.clone(),
+            status: row.status.clone(),
+            assessed_at: res.as_ref().map(|r| t(r.assessed_at)),
+            stale: res
+                .as_ref()
+                .is_some_and(|r| self.is_stale(r.db_version.as_deref())),
+            health: verdict.as_ref().map(|v| v.0.clone()),
+            summary: verdict.map(|v| v.1),
+        })
+    }
+
+    /// The full view of one digest, or `None` if unknown.
+    pub fn image_view(
+        &self,
+        digest: &str,
+        filter: &FindingFilter,
+        with_inventory: bool,
+    ) -> Result<Option<ImageView>> {
+        let Some(row) = self.store().image(digest)? else {
+            return Ok(None);
+        };
+        let mut view = ImageView {
+            digest: row.digest.clone(),
+            kind: row.kind.clone(),
+            media_type: row.media_type.clone(),
+            repositories: self.store().repos_of(digest)?,
+            tags: self.tags_of(digest, row.parent.as_deref()),
+            platform: row.platform.clone(),
+            index: row.parent.clone(),
+            status: row.status.clone(),
+            error: row.error.clone(),
+            queued_at: t(row.queued_at),
+            finished_at: row.finished_at.map(t),
+            last_pushed_at: row.last_pushed_at.map(t),
+            last_pulled_at: row.last_pulled_at.map(t),
+            assessed_at: None,
+            db_version: None,
+            stale: false,
+            health: None,
+            summary: None,
+            findings: Vec::new(),
+            remediation: None,
+            diffs: Diffs::default(),
+            children: Vec::new(),
+            inventory: None,
+        };
+        if row.kind == "index" {
+            for c in self.store().children(digest)? {
+                let v = self.verdict(&c)?;
+                view.children.push(ChildView {
+                    digest: c.digest.clone(),
+                    platform: c.platform.clone(),
+                    status: c.status.clone(),
+                    error: c.error.clone(),
+                    health: v.as_ref().map(|v| v.0.clone()),
+                    summary: v.map(|v| v.1),
+                });
+                // The index is as far along as its slowest child.
+                if c.status != status::DONE && view.status == status::DONE {
+                    view.status = c.status.clone();
+                }
+            }
+            if let Some((h, s)) = self.verdict(&row)? {
+                view.health = Some(h);
+                view.summary = Some(s);
+            }
+            return Ok(Some(view));
+        }
+        let Some(res) = self.store().result(digest)? else {
+            return Ok(Some(view));
+        };
+        let rule = self.options().policy.rule_for(&row.repo).clone();
+        let exemptions = self.store().exemptions()?;
+        let now = self.clock().now();
+        let eval = evaluate(&res.findings, &row.repo, &rule, &exemptions, now);
+        view.assessed_at = Some(t(res.assessed_at));
+        view.db_version = res.db_version.clone();
+        view.stale = self.is_stale(res.db_version.as_deref());
+        view.health = Some(eval.health.clone());
+        view.summary = Some(eval.summary.clone());
+        let inventory = self.store().inventory(digest)?.map(|(_, i)| i);
+
+        // Remediation.
+        let (plan, cleared, without_fix) = remediation::upgrade_plan(&eval.judged);
+        let mut rem = Remediation {
+            upgrade_plan: plan,
+            findings_cleared: cleared,
+            findings_without_fix: without_fix,
+            base_image: None,
+            better_alternative: None,
+        };
+        if let Some(inv) = &inventory {
+            let (base_layers, base_image, alternatives) = self.base_context(&row)?;
+            rem.base_image =
+                remediation::base_image_advice(&eval.judged, inv, &base_layers, base_image);
+            rem.better_alternative =
+                remediation::better_alternative(eval.summary.total, alternatives);
+        }
+        view.remediation = Some(rem);
+
+        // Diffs.
+        let now_keys: Vec<String> = res.findings.iter().map(finding_key).collect();
+        if let Some(prev_at) = res.prev_assessed_at {
+            let diff = match &res.prev_keys {
+                Some(prev) => diff_keys(prev.iter(), now_keys.iter()),
+                None => Diff::default(),
+            };
+            view.diffs.previous_assessment = Some(DiffView {
+                since: t(prev_at),
+                repository: None,
+                tag: None,
+                previous_db_version: res.prev_db_version.clone(),
+                diff,
+            });
+        }
+        for (repo, tag, prev) in self
+            .store()
+            .previous_tag_digests(row.parent.as_deref().unwrap_or(digest))?
+        {
+            // For an index, compare the same platform's image.
+            let prev_digest = if let Some(p) = &row.platform {
+                self.store()
+                    .children(&prev)?
+                    .into_iter()
+                    .find(|c| c.platform.as_deref() == Some(p.as_str()))
+                    .map(|c| c.digest)
+            } else {
+                Some(prev.clone())
+            };
+            let Some(prev_digest) = prev_digest else {
+                continue;
+            };
+            if let Some(pres) = self.store().result(&prev_digest)? {
+                let prev_keys: Vec<String> = pres.findings.iter().map(finding_key).collect();
+                view.diffs.previous_tag_digest.push(DiffView {
+                    since: prev_digest,
+                    repository: Some(repo),
+                    tag: Some(tag),
+                    previous_db_version: pres.db_version,
+                    diff: diff_keys(prev_keys.iter(), now_keys.iter()),
+                });
+            }
+        }
+
+        view.findings = eval
+            .judged
+            .iter()
+            .filter(|j| {
+                let f = j.finding;
+                (filter.severities.is_empty() || filter.severities.contains(&f.severity))
+                    && filter.status.is_none_or(|s| s == f.status)
+                    && filter.fixable.is_none_or(|x| x == fixable(f))
+                    && filter.exempt.is_none_or(|x| x == j.exempted_by.is_some())
+            })
+            .map(Service::judged_view)
+            .collect();
+        view.findings.sort_by(|a, b| {
+            b.finding
+                .severity
+                .cmp(&a.finding.severity)
+                .then(b.fixable.cmp(&a.fixable))
+                .then(a.finding.package.cmp(&b.finding.package))
+                .then(a.finding.id.cmp(&b.finding.id))
+        });
+        if with_inventory {
+            view.inventory = inventory;
+        }
+        Ok(Some(view))
+    }
+
+    /// Base layers of an image, the registry image they come from, and the
+    /// images sharing those base layers (alternatives).
+    fn base_context(
+        &self,
+        row: &ImageRow,
+    ) -> Result<(Vec<String>, Option<Candidate>, Vec<Candidate>)> {
+        let all: Vec<ImageRow> = self
+            .store()
+            .all_images()?
+            .into_iter()
+            .filter(|i| i.kind == "image" && i.status == status::DONE && i.digest != row.digest)
+            .collect();
+        // The longest proper layer prefix that is another image's full layer list.
+        let base = all
+            .iter()
+            .filter(|i| {
+                !i.layers.is_empty()
+                    && i.layers.len() < row.layers.len()
+                    && row.layers.starts_with(&i.layers)
+            })
+            .max_by_key(|i| i.layers.len());
+        let base_layers: Vec<String> = match base {
+            Some(b) => b.layers.clone(),
+            None if row.layers.len() > 1 => row.layers[..1].to_vec(),
+            None => Vec::new(),
+        };
+        let counted = |i: &ImageRow| -> Result<usize> {
+            Ok(self.verdict(i)?.map(|(_, s)| s.total).unwrap_or(usize::MAX))
+        };
+        let to_candidate = |i: &ImageRow| -> Result<Candidate> {
+            Ok(Candidate {
+                repository: i.repo.clone(),
+                digest: i.digest.clone(),
+                tags: self.tags_of(&i.digest, i.parent.as_deref()),
+                findings: counted(i)?,
+            })
+        };
+        let base_image = match base {
+            Some(b) => Some(to_candidate(b)?),
+            None => None,
+        };
+        let mut alternatives = Vec::new();
+        if !base_layers.is_empty() {
+            for i in &all {
+                let shares = i.layers.starts_with(&base_layers);
+                let newer_base =
+                    base.is_some_and(|b| b.repo == i.repo && i.layers.len() == b.layers.len());
+                if (shares || newer_base) && base.is_none_or(|b| b.digest != i.digest) {
+                    alternatives.push(to_candidate(i)?);
+                }
+            }
+        }
+        Ok((base_layers, base_image, alternatives))
+    }
+
+    /// Images, optionally in one repository, newest first.
+    pub fn list_images(&self, repo: Option<&str>) -> Result<Vec<ImageBrief>> {
+        let rows = match repo {
+            Some(r) => self.store().images_in_repo(r)?,
+            None => self.store().all_images()?,
+        };
+        rows.iter().map(|r| self.brief(r)).collect()
+    }
+
+    /// Registry-wide recommendations.
+    pub fn recommendations(&self, limit: usize) -> Result<Recommendations> {
+        let exemptions = self.store().exemptions()?;
+        let now = self.clock().now();
+        let mut by_vuln: HashMap<String, VulnRecommendation> = HashMap::new();
+        let mut sev: HashMap<String, Severity> = HashMap::new();
+        let mut briefs = Vec::new();
+        let mut tag_cache: HashMap<String, Vec<String>> = HashMap::new();
+        for row in self.store().all_images()? {
+            if row.status != status::DONE || row.kind != "image" {
+                continue;
+            }
+            let Some(res) = self.store().result(&row.digest)? else {
+                continue;
+            };
+            let rule = self.options().policy.rule_for(&row.repo).clone();
+            let eval = evaluate(&res.findings, &row.repo, &rule, &exemptions, now);
+            let tags = tag_cache
+                .entry(row.parent.clone().unwrap_or(row.digest.clone()))
+                .or_insert_with(|| self.tags_of(&row.digest, row.parent.as_deref()))
+                .clone();
+            for j in eval
+                .judged
+                .iter()
+                .filter(|j| j.exempted_by.is_none() && !j.finding.informational)
+            {
+                let f = j.finding;
+                let e = by_vuln
+                    .entry(f.id.clone())
+                    .or_insert_with(|| VulnRecommendation {
+                        id: f.id.clone(),
+                        aliases: f.aliases.clone(),
+                        severity: f.severity.as_str().into(),
+                        summary: f.summary.clone(),
+                        fix: BTreeMap::new(),
+                        affected_images: Vec::new(),
+                    });
+                let s = sev.entry(f.id.clone()).or_insert(f.severity);
+                if f.severity > *s {
+                    *s = f.severity;
+                    e.severity = f.severity.as_str().into();
+                }
+                if let Some(v) = &f.fixed_version {
+                    let list = e.fix.entry(f.package.clone()).or_default();
+                    if !list.contains(v) {
+                        list.push(v.clone());
+                    }
+                }
+                e.affected_images.push(AffectedImage {
+                    repository: row.repo.clone(),
+                    digest: row.digest.clone(),
+                    tags: tags.clone(),
+                    package: f.package.clone(),
+                    installed_version: f.installed_version.clone(),
+                    fixed_version: f.fixed_version.clone(),
+                });
+            }
+            briefs.push(ImageBrief {
+                digest: row.digest.clone(),
+                repository: row.repo.clone(),
+                kind: row.kind.clone(),
+                tags,
+                platform: row.platform.clone(),
+                status: row.status.clone(),
+                assessed_at: Some(t(res.assessed_at)),
+                stale: self.is_stale(res.db_version.as_deref()),
+                health: Some(eval.health),
+                summary: Some(eval.summary),
+            });
+        }
+        let mut vulns: Vec<VulnRecommendation> = by_vuln.into_values().collect();
+        vulns.sort_by(|a, b| {
+            sev[&b.id]
+                .cmp(&sev[&a.id])
+                .then(b.affected_images.len().cmp(&a.affected_images.len()))
+                .then(a.id.cmp(&b.id))
+        });
+        vulns.truncate(limit);
+        let key = |b: &ImageBrief| {
+            let s = b.summary.clone().unwrap_or_default();
+            (
+                b.health.as_ref().is_some_and(|h| !h.healthy),
+                s.critical,
+                s.high,
+                s.medium,
+                s.low,
+                s.total,
+            )
+        };
+        briefs.sort_by_key(|b| std::cmp::Reverse(key(b)));
+        briefs.truncate(limit);
+        Ok(Recommendations {
+            by_vulnerability: vulns,
+            by_image: briefs,
+        })
+    }
+
+    /// Usage between two months (`YYYY-MM`, inclusive).
+    pub fn usage(&self, from: &str, to: &str) -> Result<UsageReport> {
+        let rows = self.store().usage(from, to)?;
+        let total = rows.iter().map(|r| r.images).sum();
+        Ok(UsageReport {
+            from: from.into(),
+            to: to.into(),
+            rows,
+            total,
+        })
+    }
+
+    pub fn queue_view(&self) -> Result<QueueView> {
+        let (pending, counts) = self.store().queue()?;
+        Ok(QueueView {
+            counts: counts.into_iter().collect(),
+            pending: pending
+                .into_iter()
+                .map(|r| QueueEntry {
+                    digest: r.digest,
+                    repository: r.repo,
+                    status: r.status,
+                    queued_at: t(r.queued_at),
+                    attempts: r.attempts,
+                })
+                .collect(),
+        })
+    }
+
+    /// Create an exemption (validated).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_exemption(
+        &self,
+        vulnerability: Option<String>,
+        package: Option<String>,
+        repository: Option<String>,
+        severity: Option<Severity>,
+        reason: String,
+        author: String,
+        expires_at: Option<time::OffsetDateTime>,
+    ) -> Result<crate::policy::Exemption, String> {
+        if vulnerability.is_none() && package.is_none() && severity.is_none() {
+            return Err(
+                "an exemption needs at least one of vulnerability, package or severity".into(),
+            );
+        }
+        if reason.trim().is_empty() {
+            return Err("reason must not be empty".into());
+        }
+        if author.trim().is_empty() {
+            return Err("author must not be empty".into());
+        }
+        let now = self.clock().now();
+        if let Some(e) = expires_at
+            && e <= now
+        {
+            return Err("expires_at must be in the future".into());
+        }
+        let e = crate::policy::Exemption {
+            id: uuid::Uuid::new_v4().to_string(),
+            vulnerability,
+            package,
+            repository,
+            severity,
+            reason,
+            author,
+            created_at: now,
+            expires_at,
+        };
+        self.store().add_exemption(&e).map_err(|e| e.to_string())?;
+        let _ = to_ms(now);
+        Ok(e)
+    }
+}
