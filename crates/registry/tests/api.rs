@@ -1,0 +1,952 @@
+//! Drives every Distribution API endpoint over HTTP, bad inputs included.
+
+mod common;
+
+use common::*;
+use oci::{Digest, Name, Reference, Tag};
+use registry::{Event, EventSink, GcOptions, Origin};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[tokio::test]
+async fn base_health_metrics() {
+    let s = start().await;
+    let r = s.client.get(s.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["docker-distribution-api-version"],
+        "registry/2.0"
+    );
+    assert_eq!(
+        s.client
+            .get(s.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        s.client
+            .get(s.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let m = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "drydock_http_requests_total",
+        "drydock_http_request_duration_seconds",
+        "drydock_uploads_in_progress",
+        "drydock_storage_bytes",
+        "drydock_http_received_bytes_total",
+    ] {
+        assert!(m.contains(name), "{name} missing from\n{m}");
+    }
+    assert!(m.contains("route=\"base\""));
+}
+
+#[tokio::test]
+async fn monolithic_blob_push_and_ranged_pull() {
+    let s = start().await;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let d = s.push_blob("team/app", &data).await;
+
+    let r = s
+        .client
+        .get(s.url(&format!("/v2/team/app/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["docker-content-digest"], d.to_string().as_str());
+    assert_eq!(r.headers()["content-length"], "100000");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &data[..]);
+
+    let r = s
+        .client
+        .head(s.url(&format!("/v2/team/app/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "100000");
+
+    let r = s
+        .client
+        .get(s.url(&format!("/v2/team/app/blobs/{d}")))
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 10-19/100000");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &data[10..20]);
+
+    let r = s
+        .client
+        .get(s.url(&format!("/v2/team/app/blobs/{d}")))
+        .header("range", "bytes=100000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["content-range"], "bytes */100000");
+
+    // Not linked to another repository.
+    let r = s
+        .client
+        .get(s.url(&format!("/v2/other/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "BLOB_UNKNOWN").await;
+
+    // Wrong digest: rejected, nothing stored.
+    let wrong = Digest::sha256_of(b"something else");
+    let r = s
+        .client
+        .post(s.url(&format!("/v2/team/app/blobs/uploads/?digest={wrong}")))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "DIGEST_INVALID").await;
+    assert!(!s.registry.has_blob(None, &wrong));
+    assert_eq!(
+        std::fs::read_dir(s.dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+
+    // Content-Length lies.
+    let r = s
+        .client
+        .post(s.url(&format!("/v2/team/app/blobs/uploads/?digest={wrong}")))
+        .header("content-length", "3")
+        .body("abcdef")
+        .send()
+        .await;
+    // hyper may refuse to send a mismatched body; if it went out, it failed.
+    if let Ok(r) = r {
+        assert!(r.status().is_client_error());
+    }
+
+    // Bad names and digests.
+    let r = s
+        .client
+        .get(s.url(&format!("/v2/Team/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "NAME_INVALID").await;
+    let r = s
+        .client
+        .get(s.url("/v2/team/app/blobs/sha256:abc"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "DIGEST_INVALID").await;
+    let r = s
+        .client
+        .post(s.url("/v2/team/app/blobs/uploads/?digest=md5:abc"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "DIGEST_INVALID").await;
+
+    // sha512 works too.
+    let mut h = oci::Digester::new(oci::Algorithm::Sha512);
+    h.update(b"five!");
+    let d512 = h.finish();
+    let r = s
+        .client
+        .post(s.url(&format!("/v2/team/app/blobs/uploads/?digest={d512}")))
+        .body("five!")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(
+        s.registry
+            .has_blob(Some(&Name::parse("team/app").unwrap()), &d512)
+    );
+
+    // Delete: 202 then 404.
+    let r = s
+        .client
+        .delete(s.url(&format!("/v2/team/app/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = s
+        .client
+        .get(s.url(&format!("/v2/team/app/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "BLOB_UNKNOWN").await;
+    let r = s
+        .client
+        .delete(s.url(&format!("/v2/team/app/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "BLOB_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn chunked_upload_with_resume_and_errors() {
+    let s = start().await;
+    let data: Vec<u8> = (0..30u8).collect();
+    let d = Digest::sha256_of(&data);
+    let r = s
+        .client
+        .post(s.url("/v2/r/blobs/uploads/"))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(loc.starts_with("/v2/r/blobs/uploads/"));
+    assert_eq!(r.headers()["range"], "0-0");
+
+    // Out of order first chunk: 416, nothing changes.
+    let r = s
+        .client
+        .patch(s.url(&loc))
+        .header("content-range", "10-19")
+        .body(data[10..20].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+
+    let r = s
+        .client
+        .patch(s.url(&loc))
+        .header("content-range", "0-9")
+        .body(data[0..10].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["range"], "0-9");
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+
+    // Overlapping chunk: 416, unchanged.
+    let r = s
+        .client
+        .patch(s.url(&loc))
+        .header("content-range", "5-14")
+        .body(data[5..15].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    let r = s.client.get(s.url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["range"], "0-9");
+
+    // Streamed chunk without Content-Range.
+    let r = s
+        .client
+        .patch(s.url(&loc))
+        .body(data[10..20].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["range"], "0-19");
+
+    // Wrong digest at close: 400, and the session is still resumable.
+    let wrong = Digest::sha256_of(b"nope");
+    let r = s
+        .client
+        .put(s.url(&format!("{loc}?digest={wrong}")))
+        .header("content-range", "20-29")
+        .body(data[20..30].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "DIGEST_INVALID").await;
+    let r = s.client.get(s.url(&loc)).send().await.unwrap();
+    assert_eq!(r.headers()["range"], "0-19");
+
+    // Missing digest.
+    let r = s.client.put(s.url(&loc)).send().await.unwrap();
+    assert_error(r, 400, "DIGEST_INVALID").await;
+
+    // Close with the final chunk.
+    let r = s
+        .client
+        .put(s.url(&format!("{loc}?digest={d}")))
+        .header("content-range", "20-29")
+        .body(data[20..30].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["location"], format!("/v2/r/blobs/{d}").as_str());
+    let got = s
+        .client
+        .get(s.url(&format!("/v2/r/blobs/{d}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.bytes().await.unwrap().as_ref(), &data[..]);
+    // The session is gone.
+    let r = s.client.get(s.url(&loc)).send().await.unwrap();
+    assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
+
+    // Unknown and malformed upload ids; a session used from another repo.
+    let r = s
+        .client
+        .patch(s.url("/v2/r/blobs/uploads/7a4d1a1c-0000-4000-8000-000000000000"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    let r = s
+        .client
+        .get(s.url("/v2/r/blobs/uploads/not-a-uuid"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    let r = s
+        .client
+        .post(s.url("/v2/r/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let other = loc.replace("/v2/r/", "/v2/q/");
+    let r = s.client.get(s.url(&other)).send().await.unwrap();
+    assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
+
+    // Cancel.
+    let r = s.client.delete(s.url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = s.client.delete(s.url(&loc)).send().await.unwrap();
+    assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
+
+    // POST then monolithic PUT.
+    let r = s
+        .client
+        .post(s.url("/v2/r/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let d2 = Digest::sha256_of(b"monolithic");
+    let r = s
+        .client
+        .put(s.url(&format!("{loc}?digest={d2}")))
+        .body("monolithic")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test]
+async fn mounts() {
+    let s = start().await;
+    let d = s.push_blob("src", b"shared layer").await;
+    let r = s
+        .client
+        .post(s.url(&format!("/v2/dst/blobs/uploads/?mount={d}&from=src")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.headers()["location"],
+        format!("/v2/dst/blobs/{d}").as_str()
+    );
+    assert_eq!(
+        s.client
+            .head(s.url(&format!("/v2/dst/blobs/{d}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Unknown blob, or a source that does not have it: an upload session.
+    let unknown = Digest::sha256_of(b"unknown");
+    let r = s
+        .client
+        .post(s.url(&format!("/v2/dst2/blobs/uploads/?mount={unknown}&from=src")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(r.headers().contains_key("location"));
+    let r = s
+        .client
+        .post(s.url(&format!("/v2/dst3/blobs/uploads/?mount={d}&from=nothere")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<Event>>);
+impl EventSink for Collect {
+    fn on_event(&self, e: &Event) {
+        self.0.lock().unwrap().push(e.clone());
+    }
+}
+
+#[tokio::test]
+async fn manifests_push_pull_validate_delete() {
+    let s = start().await;
+    let events = Arc::new(Collect::default());
+    s.registry.add_sink(events.clone());
+    let config = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}";
+    let layer = b"layer bytes";
+    let cd = s.push_blob("app", config).await;
+    let ld = s.push_blob("app", layer).await;
+    let body = image_manifest(&cd, config.len(), &ld, layer.len());
+    let md = Digest::sha256_of(body.as_bytes());
+
+    let r = s.put_manifest("app", "v1", OCI_MANIFEST, &body).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.headers()["location"],
+        format!("/v2/app/manifests/{md}").as_str()
+    );
+    assert_eq!(
+        r.headers()["docker-content-digest"],
+        md.to_string().as_str()
+    );
+
+    for reference in ["v1".to_string(), md.to_string()] {
+        let r = s
+            .client
+            .get(s.url(&format!("/v2/app/manifests/{reference}")))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], OCI_MANIFEST);
+        assert_eq!(
+            r.headers()["docker-content-digest"],
+            md.to_string().as_str()
+        );
+        assert_eq!(r.headers()["etag"], format!("\"{md}\"").as_str());
+        assert_eq!(r.text().await.unwrap(), body);
+        let r = s
+            .client
+            .head(s.url(&format!("/v2/app/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["content-length"],
+            body.len().to_string().as_str()
+        );
+    }
+    // Accept that excludes the type.
+    let r = s
+        .client
+        .get(s.url("/v2/app/manifests/v1"))
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "MANIFEST_UNKNOWN").await;
+
+    // Pull record and events.
+    s.registry.flush();
+    let pulls = s
+        .registry
+        .recent_pulls(time::OffsetDateTime::now_utc() - Duration::from_secs(60));
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(pulls[0].1, md);
+    assert!(
+        matches!(&events.0.lock().unwrap()[0], Event::ManifestPushed { tag: Some(t), origin: Origin::Push, .. } if t.as_str() == "v1")
+    );
+
+    // Unknown blob: refused, tag unchanged.
+    let missing = Digest::sha256_of(b"missing");
+    let bad = image_manifest(&cd, config.len(), &missing, 7);
+    let r = s.put_manifest("app", "v1", OCI_MANIFEST, &bad).await;
+    assert_error(r, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    // Wrong size.
+    let bad = image_manifest(&cd, config.len(), &ld, 999);
+    let r = s.put_manifest("app", "v1", OCI_MANIFEST, &bad).await;
+    assert_error(r, 400, "MANIFEST_INVALID").await;
+    // Not JSON, schema 1, mismatched content type.
+    let r = s.put_manifest("app", "v1", OCI_MANIFEST, "not json").await;
+    assert_error(r, 400, "MANIFEST_INVALID").await;
+    let r = s
+        .put_manifest(
+            "app",
+            "v1",
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            r#"{"schemaVersion":1}"#,
+        )
+        .await;
+    assert_error(r, 400, "MANIFEST_INVALID").await;
+    // Digest reference that does not match.
+    let r = s
+        .put_manifest(
+            "app",
+            &Digest::sha256_of(b"x").to_string(),
+            OCI_MANIFEST,
+            &body,
+        )
+        .await;
+    assert_error(r, 400, "DIGEST_INVALID").await;
+    // Oversized.
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(5 << 20));
+    let r = s.put_manifest("app", "v1", OCI_MANIFEST, &huge).await;
+    assert_eq!(r.status(), 413);
+    // Bad tag, bad name.
+    let r = s.put_manifest("app", "-bad", OCI_MANIFEST, &body).await;
+    assert_eq!(r.status(), 400);
+    let r = s.put_manifest("App", "v1", OCI_MANIFEST, &body).await;
+    assert_error(r, 400, "NAME_INVALID").await;
+    let got = s
+        .client
+        .get(s.url("/v2/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.text().await.unwrap(), body);
+    assert_eq!(s.registry.tags(&Name::parse("app").unwrap()).len(), 1);
+
+    // Index: missing child refused, present child accepted.
+    let index = |child: &Digest, size: usize| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{child}","size":{size},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
+        )
+    };
+    let r = s
+        .put_manifest("app", "multi", OCI_INDEX, &index(&missing, 10))
+        .await;
+    assert_error(r, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    let r = s
+        .put_manifest("app", "multi", OCI_INDEX, &index(&md, body.len() + 1))
+        .await;
+    assert_error(r, 400, "MANIFEST_INVALID").await;
+    let r = s
+        .put_manifest("app", "multi", OCI_INDEX, &index(&md, body.len()))
+        .await;
+    assert_eq!(r.status(), 201);
+
+    // In-process API sees the same.
+    let repo = Name::parse("app").unwrap();
+    let m = s
+        .registry
+        .get_manifest(&repo, &Reference::Tag(Tag::parse("multi").unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.media_type, OCI_INDEX);
+    assert_eq!(s.registry.manifests(&repo).len(), 2);
+
+    // Delete a tag, then a manifest.
+    let r = s
+        .client
+        .delete(s.url("/v2/app/manifests/multi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = s
+        .client
+        .get(s.url("/v2/app/manifests/multi"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "MANIFEST_UNKNOWN").await;
+    let r = s
+        .client
+        .delete(s.url(&format!("/v2/app/manifests/{md}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = s
+        .client
+        .get(s.url("/v2/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "MANIFEST_UNKNOWN").await;
+    let r = s
+        .client
+        .delete(s.url(&format!("/v2/app/manifests/{md}")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "MANIFEST_UNKNOWN").await;
+    let ev = events.0.lock().unwrap();
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::TagDeleted { tag, .. } if tag.as_str() == "multi"))
+    );
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::ManifestDeleted { digest, .. } if *digest == md))
+    );
+}
+
+#[tokio::test]
+async fn tags_and_catalog_pagination() {
+    let s = start().await;
+    let cd = s.push_blob("p/q", b"{}").await;
+    let ld = s.push_blob("p/q", b"l").await;
+    let body = image_manifest(&cd, 2, &ld, 1);
+    for t in ["c", "a", "b", "d"] {
+        assert_eq!(
+            s.put_manifest("p/q", t, OCI_MANIFEST, &body).await.status(),
+            201
+        );
+    }
+    let r = s
+        .client
+        .get(s.url("/v2/p/q/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["name"], "p/q");
+    assert_eq!(v["tags"], serde_json::json!(["a", "b", "c", "d"]));
+    let r = s
+        .client
+        .get(s.url("/v2/p/q/tags/list?n=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["link"],
+        "</v2/p/q/tags/list?n=2&last=b>; rel=\"next\""
+    );
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["a", "b"]));
+    let r = s
+        .client
+        .get(s.url("/v2/p/q/tags/list?n=2&last=b"))
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("link"));
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["c", "d"]));
+    let r = s
+        .client
+        .get(s.url("/v2/p/q/tags/list?n=0"))
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("link"));
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["tags"], serde_json::json!([]));
+    let r = s
+        .client
+        .get(s.url("/v2/nope/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "NAME_UNKNOWN").await;
+
+    s.push_blob("a", b"x").await;
+    s.push_blob("z/y", b"x").await;
+    let v: serde_json::Value = s
+        .client
+        .get(s.url("/v2/_catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["repositories"], serde_json::json!(["a", "p/q", "z/y"]));
+    let r = s
+        .client
+        .get(s.url("/v2/_catalog?n=1&last=a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["link"],
+        "</v2/_catalog?n=1&last=p%2Fq>; rel=\"next\""
+    );
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["repositories"], serde_json::json!(["p/q"]));
+}
+
+#[tokio::test]
+async fn referrers_and_subject() {
+    let s = start().await;
+    let cd = s.push_blob("r", b"{}").await;
+    let ld = s.push_blob("r", b"l").await;
+    let body = image_manifest(&cd, 2, &ld, 1);
+    let md = Digest::sha256_of(body.as_bytes());
+    assert_eq!(
+        s.put_manifest("r", "v1", OCI_MANIFEST, &body)
+            .await
+            .status(),
+        201
+    );
+    let empty = s.push_blob("r", b"{}").await;
+    let sig = s.push_blob("r", b"signature").await;
+    let artifact = |t: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{t}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"application/octet-stream","digest":"{sig}","size":9}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{md}","size":{}}},"annotations":{{"k":"v"}}}}"#,
+            body.len()
+        )
+    };
+    let a1 = artifact("application/vnd.example.sig");
+    let a1d = Digest::sha256_of(a1.as_bytes());
+    let r = s
+        .put_manifest("r", &a1d.to_string(), OCI_MANIFEST, &a1)
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["oci-subject"], md.to_string().as_str());
+    let a2 = artifact("application/vnd.example.sbom");
+    let a2d = Digest::sha256_of(a2.as_bytes());
+    assert_eq!(
+        s.put_manifest("r", &a2d.to_string(), OCI_MANIFEST, &a2)
+            .await
+            .status(),
+        201
+    );
+
+    let r = s
+        .client
+        .get(s.url(&format!("/v2/r/referrers/{md}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], OCI_INDEX);
+    assert!(!r.headers().contains_key("oci-filters-applied"));
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
+    assert_eq!(v["manifests"][0]["annotations"]["k"], "v");
+
+    let r = s
+        .client
+        .get(s.url(&format!(
+            "/v2/r/referrers/{md}?artifactType=application/vnd.example.sbom"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(v["manifests"][0]["digest"], a2d.to_string());
+    assert_eq!(
+        v["manifests"][0]["artifactType"],
+        "application/vnd.example.sbom"
+    );
+
+    // Unknown subject: an empty list. Bad digest: 400.
+    let r = s
+        .client
+        .get(s.url(&format!("/v2/r/referrers/{}", Digest::sha256_of(b"q"))))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["manifests"], serde_json::json!([]));
+    let r = s
+        .client
+        .get(s.url("/v2/r/referrers/sha256:zz"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "DIGEST_INVALID").await;
+
+    // Push by digest with ?tag=.
+    let r = s
+        .client
+        .put(s.url(&format!("/v2/r/manifests/{md}?tag=x1&tag=x2")))
+        .header("content-type", OCI_MANIFEST)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let tags: Vec<_> = r
+        .headers()
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tags, ["x1", "x2"]);
+    assert_eq!(s.registry.tags(&Name::parse("r").unwrap()).len(), 3);
+}
+
+#[tokio::test]
+async fn in_process_api_and_gc() {
+    let s = start().await;
+    let repo = Name::parse("inproc").unwrap();
+    let data = vec![7u8; 3 << 20];
+    let d = Digest::sha256_of(&data);
+    let n = s.registry.put_blob(&repo, &d, &data[..]).await.unwrap();
+    assert_eq!(n, data.len() as u64);
+    let err = s
+        .registry
+        .put_blob(&repo, &Digest::sha256_of(b"no"), &data[..])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, registry::ErrorCode::DigestInvalid);
+    let cfg = s
+        .registry
+        .put_blob(&repo, &Digest::sha256_of(b"{}"), &b"{}"[..])
+        .await;
+    assert!(cfg.is_ok());
+    let body = image_manifest(&Digest::sha256_of(b"{}"), 2, &d, data.len());
+    let md = s
+        .registry
+        .put_manifest(
+            &repo,
+            &Reference::Tag(Tag::parse("t").unwrap()),
+            body.into(),
+            None,
+            Origin::Import,
+        )
+        .await
+        .unwrap();
+    let mut r = s.registry.blob_source().open_blob(&d).unwrap();
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut r, &mut back).unwrap();
+    assert_eq!(back, data);
+    let other = Name::parse("other").unwrap();
+    s.registry.link_blob(&other, &d).unwrap();
+    assert!(s.registry.has_blob(Some(&other), &d));
+    assert_eq!(s.registry.repositories().len(), 2);
+    assert_eq!(
+        s.registry
+            .recent_pushes(time::OffsetDateTime::now_utc() - Duration::from_secs(60))[0]
+            .1,
+        md
+    );
+
+    // An unreferenced blob, and an untagged manifest.
+    let orphan = s.push_blob("inproc", b"orphan").await;
+    s.client
+        .delete(s.url("/v2/inproc/manifests/t"))
+        .send()
+        .await
+        .unwrap();
+    // Within the grace period nothing goes.
+    let rep = registry::gc(
+        s.dir.path(),
+        GcOptions {
+            dry_run: false,
+            grace: Duration::from_secs(3600),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rep.blobs_removed, 0);
+    assert_eq!(rep.manifests_removed, 0);
+    let rep = registry::gc(
+        s.dir.path(),
+        GcOptions {
+            dry_run: true,
+            grace: Duration::ZERO,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rep.manifests_removed, 1);
+    assert!(s.registry.has_blob(None, &orphan));
+    // Keep the big blob alive through a tag on another manifest.
+    let body2 = image_manifest(&Digest::sha256_of(b"{}"), 2, &d, data.len())
+        .replace("\"layers\"", "\"annotations\":{\"a\":\"b\"},\"layers\"");
+    s.registry
+        .put_manifest(
+            &repo,
+            &Reference::Tag(Tag::parse("keep").unwrap()),
+            body2.into(),
+            None,
+            Origin::Push,
+        )
+        .await
+        .unwrap();
+    let rep = registry::gc(
+        s.dir.path(),
+        GcOptions {
+            dry_run: false,
+            grace: Duration::ZERO,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rep.manifests_removed, 1, "{rep:?}");
+    assert!(rep.blobs_removed >= 1, "{rep:?}");
+    assert!(!s.registry.has_blob(None, &orphan));
+    assert!(s.registry.has_blob(Some(&repo), &d));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = s
+        .client
+        .get(s.url(&format!("/v2/inproc/manifests/{md}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = s
+        .client
+        .get(s.url("/v2/inproc/manifests/keep"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn upload_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = registry::Options::new(dir.path());
+    opts.upload_expiry = Duration::from_millis(200);
+    let reg = registry::Registry::open(opts).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = reg.router();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = c
+        .post(format!("http://{addr}/v2/x/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = c.get(format!("http://{addr}{loc}")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("uploads"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
