@@ -1,0 +1,722 @@
+//! `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`: a registry speaking the
+//! Distribution API.
+//!
+//! Authentication follows the registry's lead: requests go out anonymously
+//! (or with what an earlier challenge taught us); a `401` with a `Basic`
+//! challenge is answered with the credentials, one with a `Bearer` challenge
+//! sends us to its `realm` for a token (with `service` and `scope`, and the
+//! credentials as Basic when we have them), which we then present. A token
+//! that expires is replaced the same way on the next `401`.
+
+use crate::verify::{BlobStream, ByteStream};
+use crate::{Credentials, Error, FetchedManifest, ImageSource, MAX_MANIFEST_BYTES};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use oci as media;
+use oci::{Digest, ImageRef, Reference};
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How hard to try before giving up on a request or a transfer.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per request, and reconnections per blob transfer without
+    /// progress in between.
+    pub attempts: u32,
+    /// First backoff delay; doubles each time up to `max_delay`.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay(&self, failure: u32) -> Duration {
+        let d = self
+            .base_delay
+            .saturating_mul(1u32 << failure.saturating_sub(1).min(16));
+        d.min(self.max_delay)
+    }
+}
+
+#[derive(Clone)]
+enum Auth {
+    None,
+    Basic,
+    Bearer(String),
+}
+
+struct Inner {
+    client: reqwest::Client,
+    /// `https://host[:port]` (or `http://` when insecure).
+    base: String,
+    image: ImageRef,
+    creds: Option<Credentials>,
+    insecure: bool,
+    auth: Mutex<Auth>,
+    retry: RetryPolicy,
+}
+
+/// A repository on a remote registry.
+#[derive(Clone)]
+pub struct RemoteSource {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RemoteSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSource")
+            .field("base", &self.inner.base)
+            .field("name", &self.inner.image.name)
+            .finish_non_exhaustive()
+    }
+}
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+impl RemoteSource {
+    /// A source for `image`; nothing is contacted yet.
+    pub fn new(
+        image: ImageRef,
+        creds: Option<Credentials>,
+        insecure: bool,
+    ) -> Result<RemoteSource, Error> {
+        Self::with_retry(image, creds, insecure, RetryPolicy::default())
+    }
+
+    pub fn with_retry(
+        image: ImageRef,
+        creds: Option<Credentials>,
+        insecure: bool,
+        retry: RetryPolicy,
+    ) -> Result<RemoteSource, Error> {
+        debug_assert!(ACCEPT.contains(media::OCI_INDEX) && ACCEPT.contains(media::DOCKER_MANIFEST));
+        if image.host.contains(['/', '?', '#', '@', ' ']) {
+            return Err(Error::Spec(format!(
+                "invalid registry host {:?}",
+                image.host
+            )));
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("drydock/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
+            .https_only(!insecure)
+            .build()
+            .map_err(|e| Error::Http(format!("cannot build HTTP client: {e}")))?;
+        let scheme = if insecure { "http" } else { "https" };
+        Ok(RemoteSource {
+            inner: Arc::new(Inner {
+                client,
+                base: format!("{scheme}://{}", image.host),
+                image,
+                creds,
+                insecure,
+                auth: Mutex::new(Auth::None),
+                retry,
+            }),
+        })
+    }
+
+    /// The image this source reads.
+    pub fn image(&self) -> &ImageRef {
+        &self.inner.image
+    }
+}
+
+impl Inner {
+    fn url(&self, tail: &str) -> String {
+        format!("{}/v2/{}/{tail}", self.base, self.image.name)
+    }
+
+    fn apply_auth(&self, req: RequestBuilder) -> RequestBuilder {
+        let auth = self.auth.lock().expect("auth").clone();
+        match (auth, &self.creds) {
+            (Auth::Bearer(t), _) => req.bearer_auth(t),
+            (Auth::Basic, Some(c)) => req.basic_auth(&c.username, Some(&c.password)),
+            _ => req,
+        }
+    }
+
+    /// Send a request, answering auth challenges and retrying transient
+    /// failures. Returns any response that is not 401/429/5xx (on the last
+    /// attempt, those too).
+    async fn send(&self, method: Method, url: &str, headers: HeaderMap) -> Result<Response, Error> {
+        let mut failures = 0u32;
+        let mut authenticated = false;
+        loop {
+            let req = self
+                .apply_auth(self.client.request(method.clone(), url))
+                .headers(headers.clone());
+            match req.send().await {
+                Err(e) => {
+                    failures += 1;
+                    if failures >= self.retry.attempts {
+                        return Err(Error::Http(format!(
+                            "{method} {url}: {} (after {failures} attempts)",
+                            describe_reqwest(&e)
+                        )));
+                    }
+                    tracing::warn!(%url, error = %describe_reqwest(&e), failures, "request failed; retrying");
+                }
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authenticated => {
+                    let challenges: Vec<String> = resp
+                        .headers()
+                        .get_all(header::WWW_AUTHENTICATE)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok().map(str::to_string))
+                        .collect();
+                    self.authenticate(&challenges).await?;
+                    authenticated = true;
+                    continue;
+                }
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    return Err(Error::Auth(format!(
+                        "{} refused our credentials for {}",
+                        self.image.host, self.image.name
+                    )));
+                }
+                Ok(resp)
+                    if (resp.status().is_server_error()
+                        || resp.status() == StatusCode::TOO_MANY_REQUESTS)
+                        && failures + 1 < self.retry.attempts =>
+                {
+                    failures += 1;
+                    tracing::warn!(%url, status = %resp.status(), failures, "transient error; retrying");
+                }
+                Ok(resp) => return Ok(resp),
+            }
+            tokio::time::sleep(self.retry.delay(failures)).await;
+        }
+    }
+
+    async fn authenticate(&self, challenges: &[String]) -> Result<(), Error> {
+        let parsed: Vec<(String, Vec<(String, String)>)> = challenges
+            .iter()
+            .filter_map(|c| parse_challenge(c))
+            .collect();
+        if let Some((_, params)) = parsed
+            .iter()
+            .find(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+        {
+            let get = |k: &str| {
+                params
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v.clone())
+            };
+            let realm = get("realm").ok_or_else(|| {
+                Error::Auth(format!(
+                    "{}: bearer challenge without realm",
+                    self.image.host
+                ))
+            })?;
+            let token = self
+                .fetch_token(&realm, get("service"), get("scope"))
+                .await?;
+            *self.auth.lock().expect("auth") = Auth::Bearer(token);
+            return Ok(());
+        }
+        if parsed.iter().any(|(s, _)| s.eq_ignore_ascii_case("basic")) {
+            if self.creds.is_none() {
+                return Err(Error::Auth(format!(
+                    "{} requires credentials for {} (use --creds USER:PASSWORD)",
+                    self.image.host, self.image.name
+                )));
+            }
+            *self.auth.lock().expect("auth") = Auth::Basic;
+            return Ok(());
+        }
+        Err(Error::Auth(format!(
+            "{} answered 401 without a challenge we understand ({})",
+            self.image.host,
+            challenges.join("; ")
+        )))
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<String>,
+        scope: Option<String>,
+    ) -> Result<String, Error> {
+        let realm_url = reqwest::Url::parse(realm)
+            .map_err(|e| Error::Auth(format!("token realm {realm:?} is not a URL: {e}")))?;
+        if realm_url.scheme() != "https" && !(self.insecure && realm_url.scheme() == "http") {
+            return Err(Error::Auth(format!(
+                "token realm {realm:?} is not HTTPS (use --insecure to allow plain HTTP)"
+            )));
+        }
+        let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", self.image.name));
+        let mut query: Vec<(&str, String)> = vec![("scope", scope)];
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        let mut failures = 0;
+        let resp = loop {
+            let mut req = self.client.get(realm_url.clone()).query(&query);
+            if let Some(c) = &self.creds {
+                req = req.basic_auth(&c.username, Some(&c.password));
+            }
+            match req.send().await {
+                Ok(r) if !r.status().is_server_error() => break r,
+                Ok(r) if failures + 1 >= self.retry.attempts => break r,
+                Err(e) if failures + 1 >= self.retry.attempts => {
+                    return Err(Error::Auth(format!(
+                        "token server {realm}: {}",
+                        describe_reqwest(&e)
+                    )));
+                }
+                _ => failures += 1,
+            }
+            tokio::time::sleep(self.retry.delay(failures)).await;
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(Error::Auth(format!(
+                "token server {realm} answered {status}{}",
+                if self.creds.is_some() {
+                    " (credentials rejected?)"
+                } else {
+                    " (credentials needed? use --creds)"
+                }
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let body = read_bounded(resp, 1 << 20, "token response").await?;
+        let t: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| Error::Auth(format!("token server {realm}: invalid response: {e}")))?;
+        t.token
+            .or(t.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::Auth(format!("token server {realm} returned no token")))
+    }
+
+    async fn get_manifest(&self, reference: &Reference) -> Result<FetchedManifest, Error> {
+        let url = self.url(&format!("manifests/{reference}"));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, header::HeaderValue::from_static(ACCEPT));
+        let resp = self.send(Method::GET, &url, headers).await?;
+        let resp = check_status(resp, &format!("manifest {}:{reference}", self.image.name)).await?;
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v.trim()).ok());
+        let body = read_bounded(resp, MAX_MANIFEST_BYTES, "manifest").await?;
+        let expected = match reference {
+            Reference::Digest(d) => Some(d.clone()),
+            Reference::Tag(_) => header_digest,
+        };
+        FetchedManifest::verified(
+            body,
+            content_type.as_deref(),
+            expected.as_ref(),
+            &format!("manifest {}:{reference}", self.image.name),
+        )
+    }
+
+    /// Start (or restart at `offset`) a blob download. Returns the response,
+    /// how many leading bytes to drop (a server that ignored `Range`), and
+    /// the blob's total size when the server said.
+    async fn open_blob(
+        &self,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<(Response, u64, Option<u64>), Error> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let mut headers = HeaderMap::new();
+        if offset > 0 {
+            headers.insert(
+                header::RANGE,
+                header::HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
+            );
+        }
+        let resp = self.send(Method::GET, &url, headers).await?;
+        match resp.status() {
+            StatusCode::OK => {
+                let total = resp.content_length();
+                Ok((resp, offset, total))
+            }
+            StatusCode::PARTIAL_CONTENT if offset > 0 => {
+                let cr = resp
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let (start, total) = parse_content_range(cr).ok_or_else(|| {
+                    Error::Http(format!("blob {digest}: bad Content-Range {cr:?}"))
+                })?;
+                if start != offset {
+                    return Err(Error::Http(format!(
+                        "blob {digest}: asked for bytes from {offset}, got {cr:?}"
+                    )));
+                }
+                Ok((resp, 0, total))
+            }
+            _ => Err(check_status(resp, &format!("blob {digest}"))
+                .await
+                .err()
+                .unwrap_or_else(|| Error::Http(format!("blob {digest}: unexpected status")))),
+        }
+    }
+}
+
+/// `bytes START-END/TOTAL` → (START, TOTAL if not `*`).
+fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _) = range.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()))
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    // The chain carries the useful part (connection refused, TLS error, …).
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+async fn check_status(resp: Response, what: &str) -> Result<Response, Error> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = read_bounded(resp, 4096, what).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body).trim().to_string();
+    Err(match status {
+        StatusCode::NOT_FOUND => Error::NotFound(format!("{what} (registry said: {detail})")),
+        StatusCode::FORBIDDEN => Error::Auth(format!("{what}: access denied ({detail})")),
+        _ => Error::Http(format!("{what}: HTTP {status}: {detail}")),
+    })
+}
+
+/// Read a whole (small) body, failing past `limit` bytes.
+async fn read_bounded(resp: Response, limit: u64, what: &str) -> Result<Bytes, Error> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(Error::Invalid(format!(
+            "{what} is larger than {limit} bytes"
+        )));
+    }
+    let mut out = bytes::BytesMut::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| Error::Http(format!("reading {what}: {}", describe_reqwest(&e))))?;
+        if (out.len() + chunk.len()) as u64 > limit {
+            return Err(Error::Invalid(format!(
+                "{what} is larger than {limit} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// Parse one `WWW-Authenticate` challenge: scheme and `key=value` params
+/// (values quoted, with `\` escapes, or bare tokens).
+fn parse_challenge(h: &str) -> Option<(String, Vec<(String, String)>)> {
+    let h = h.trim();
+    let (scheme, rest) = match h.split_once(char::is_whitespace) {
+        Some((s, r)) => (s, r),
+        None => (h, ""),
+    };
+    if scheme.is_empty() {
+        return None;
+    }
+    let mut params = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
+            chars.next();
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c == ',' {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        if key.trim().is_empty() {
+            break;
+        }
+        if chars.next() != Some('=') {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            value.push(n);
+                        }
+                    }
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        params.push((key.trim().to_string(), value.trim().to_string()));
+    }
+    Some((scheme.to_string(), params))
+}
+
+/// State of a resumable blob download.
+struct Download {
+    inner: Arc<Inner>,
+    digest: Digest,
+    offset: u64,
+    total: Option<u64>,
+    body: Option<futures::stream::BoxStream<'static, reqwest::Result<Bytes>>>,
+    skip: u64,
+    failures: u32,
+    done: bool,
+}
+
+impl Download {
+    fn into_stream(self) -> ByteStream {
+        Box::pin(futures::stream::unfold(self, |mut st| async move {
+            loop {
+                if st.done {
+                    return None;
+                }
+                if st.body.is_none() {
+                    match st.inner.open_blob(&st.digest, st.offset).await {
+                        Ok((resp, skip, total)) => {
+                            if let (Some(known), Some(t)) = (st.total, total)
+                                && known != t
+                            {
+                                st.done = true;
+                                let e = format!("blob {} changed size while resuming", st.digest);
+                                return Some((Err(std::io::Error::other(e)), st));
+                            }
+                            st.total = st.total.or(total);
+                            st.skip = skip;
+                            st.body = Some(resp.bytes_stream().boxed());
+                        }
+                        Err(e) => {
+                            st.done = true;
+                            return Some((Err(std::io::Error::other(e)), st));
+                        }
+                    }
+                }
+                let next = st.body.as_mut().expect("body").next().await;
+                let cut = match next {
+                    Some(Ok(mut chunk)) => {
+                        if st.skip > 0 {
+                            let n = st.skip.min(chunk.len() as u64);
+                            st.skip -= n;
+                            chunk = chunk.slice(n as usize..);
+                            if chunk.is_empty() {
+                                continue;
+                            }
+                        }
+                        st.offset += chunk.len() as u64;
+                        st.failures = 0;
+                        return Some((Ok(chunk), st));
+                    }
+                    Some(Err(e)) => describe_reqwest(&e),
+                    None => match st.total {
+                        Some(t) if st.offset < t => {
+                            format!("connection closed after {} of {t} bytes", st.offset)
+                        }
+                        _ => return None,
+                    },
+                };
+                st.body = None;
+                st.failures += 1;
+                if st.failures >= st.inner.retry.attempts {
+                    st.done = true;
+                    let e = format!(
+                        "blob {}: transfer failed at byte {} after {} attempts: {cut}",
+                        st.digest, st.offset, st.failures
+                    );
+                    return Some((Err(std::io::Error::other(e)), st));
+                }
+                tracing::warn!(digest = %st.digest, offset = st.offset, error = %cut, "blob transfer cut; resuming");
+                tokio::time::sleep(st.inner.retry.delay(st.failures)).await;
+            }
+        }))
+    }
+}
+
+#[async_trait]
+impl ImageSource for RemoteSource {
+    fn describe(&self) -> String {
+        let i = &self.inner.image;
+        format!("docker://{}/{}:{}", i.host, i.name, i.reference()).replace(":sha256:", "@sha256:")
+    }
+
+    async fn root(&self) -> Result<FetchedManifest, Error> {
+        self.inner.get_manifest(&self.inner.image.reference()).await
+    }
+
+    async fn manifest(&self, digest: &Digest) -> Result<FetchedManifest, Error> {
+        self.inner
+            .get_manifest(&Reference::Digest(digest.clone()))
+            .await
+    }
+
+    async fn blob(&self, digest: &Digest) -> Result<BlobStream, Error> {
+        let (resp, skip, total) = self.inner.open_blob(digest, 0).await?;
+        let dl = Download {
+            inner: self.inner.clone(),
+            digest: digest.clone(),
+            offset: 0,
+            total,
+            body: Some(resp.bytes_stream().boxed()),
+            skip,
+            failures: 0,
+            done: false,
+        };
+        Ok(BlobStream::verified(
+            dl.into_stream(),
+            digest.clone(),
+            total,
+        ))
+    }
+
+    async fn blob_from(&self, digest: &Digest, offset: u64) -> Result<BlobStream, Error> {
+        let (resp, skip, total) = self.inner.open_blob(digest, offset).await?;
+        let dl = Download {
+            inner: self.inner.clone(),
+            digest: digest.clone(),
+            offset,
+            total,
+            body: Some(resp.bytes_stream().boxed()),
+            skip,
+            failures: 0,
+            done: false,
+        };
+        Ok(BlobStream::unverified(
+            dl.into_stream(),
+            total.map(|t| t.saturating_sub(offset)),
+        ))
+    }
+
+    async fn tags(&self) -> Result<Vec<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let mut url = self.inner.url("tags/list?n=1000");
+        let mut tags = Vec::new();
+        for _ in 0..10_000 {
+            let resp = self.inner.send(Method::GET, &url, HeaderMap::new()).await?;
+            let resp = check_status(resp, &format!("tags of {}", self.inner.image.name)).await?;
+            let next = resp
+                .headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link);
+            let body = read_bounded(resp, 16 << 20, "tag list").await?;
+            let list: TagList = serde_json::from_slice(&body)
+                .map_err(|e| Error::Invalid(format!("tag list: {e}")))?;
+            tags.extend(list.tags.unwrap_or_default());
+            match next {
+                Some(n) if n.starts_with("http://") || n.starts_with("https://") => url = n,
+                Some(n) => url = format!("{}{}", self.inner.base, n),
+                None => return Ok(tags),
+            }
+        }
+        Err(Error::Invalid("tag list pagination does not end".into()))
+    }
+
+    async fn tagged(&self, tag: &str) -> Result<FetchedManifest, Error> {
+        let tag = oci::Tag::parse(tag).map_err(|e| Error::Spec(e.to_string()))?;
+        self.inner.get_manifest(&Reference::Tag(tag)).await
+    }
+}
+
+/// The target of `Link: <URL>; rel="next"`.
+fn next_link(v: &str) -> Option<String> {
+    v.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| {
+            url.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_challenges() {
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull,push""#,
+        )
+        .unwrap();
+        assert_eq!(s, "Bearer");
+        assert_eq!(
+            p,
+            vec![
+                (
+                    "realm".to_string(),
+                    "https://auth.example/token".to_string()
+                ),
+                ("service".to_string(), "reg".to_string()),
+                ("scope".to_string(), "repository:a/b:pull,push".to_string()),
+            ]
+        );
+        let (s, p) = parse_challenge(r#"Basic realm="x \"y\"""#).unwrap();
+        assert_eq!((s.as_str(), p[0].1.as_str()), ("Basic", "x \"y\""));
+        assert_eq!(parse_challenge("Basic").unwrap().1, vec![]);
+    }
+
+    #[test]
+    fn parses_ranges_and_links() {
+        assert_eq!(
+            parse_content_range("bytes 10-99/100"),
+            Some((10, Some(100)))
+        );
+        assert_eq!(parse_content_range("bytes 10-99/*"), Some((10, None)));
+        assert_eq!(parse_content_range("items 1-2/3"), None);
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?n=2&last=b")
+        );
+        let p = RetryPolicy::default();
+        assert!(p.delay(1) < p.delay(2) && p.delay(30) == p.max_delay);
+    }
+}

@@ -1,0 +1,475 @@
+//! Test support (feature `test-support`): the real test images, Debian's
+//! `docker-registry` on loopback, and a minimal Distribution API server of
+//! our own that can demand a bearer token and cut blob downloads midway.
+//! Everything listens on 127.0.0.1 only.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The OCI layout holding the real test images (`bookworm-base`,
+/// `python-app`, `node-app`, `rust-app`, `multiarch`): `$DRYDOCK_TEST_IMAGES/oci`,
+/// else `target/test-images/oci`, which `scripts/test-images.sh` builds when
+/// it is missing.
+pub fn test_images() -> PathBuf {
+    let base = std::env::var_os("DRYDOCK_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/test-images"));
+    let oci = base.join("oci");
+    let has = |tag: &str| {
+        std::fs::read_to_string(oci.join("index.json"))
+            .map(|s| s.contains(&format!("\"{tag}\"")))
+            .unwrap_or(false)
+    };
+    if !(has("python-app") && has("multiarch")) {
+        let status = Command::new("bash")
+            .arg(workspace_root().join("scripts/test-images.sh"))
+            .env("DRYDOCK_TEST_IMAGES", &base)
+            .status()
+            .expect("run scripts/test-images.sh");
+        assert!(status.success(), "scripts/test-images.sh failed");
+    }
+    oci
+}
+
+/// A free TCP port on loopback (racy, but good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Debian's `docker-registry` (CNCF distribution) on 127.0.0.1, started with
+/// the shared `peer-registry.sh`; stopped when dropped.
+pub struct PeerRegistry {
+    pub port: u16,
+    pid: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl PeerRegistry {
+    /// Start one, or `None` (with a note) when the tool is not installed.
+    pub fn start() -> Option<PeerRegistry> {
+        let script = std::env::var_os("DRYDOCK_SHARED_TOOLS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("../shared/tools"))
+            .join("peer-registry.sh");
+        if !script.exists()
+            || Command::new("docker-registry")
+                .arg("--version")
+                .output()
+                .is_err()
+        {
+            eprintln!("docker-registry or peer-registry.sh missing; skipping");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("store");
+        for _ in 0..5 {
+            let port = free_port();
+            let out = Command::new("bash")
+                .arg(&script)
+                .arg(port.to_string())
+                .arg(&store)
+                .arg(dir.path().join("registry.log"))
+                .output()
+                .expect("run peer-registry.sh");
+            if out.status.success() {
+                let pid = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .last()
+                    .and_then(|l| l.trim().parse().ok())
+                    .expect("peer-registry.sh prints a PID");
+                return Some(PeerRegistry {
+                    port,
+                    pid,
+                    _dir: dir,
+                });
+            }
+        }
+        panic!("could not start docker-registry");
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PeerRegistry {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+    }
+}
+
+/// `skopeo copy` with TLS verification off on both sides (loopback only).
+pub fn skopeo_copy(from: &str, to: &str, extra: &[&str]) {
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .args(extra)
+        .arg(from)
+        .arg(to)
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo copy {from} {to}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Options for [`MiniRegistry`].
+#[derive(Clone, Default)]
+pub struct MiniOptions {
+    /// Demand a bearer token from our `/token` endpoint, which wants these
+    /// Basic credentials (or none, if `None` inside).
+    pub token_auth: Option<Option<(String, String)>>,
+    /// Demand HTTP Basic with these credentials.
+    pub basic_auth: Option<(String, String)>,
+    /// Cut the first download of every blob larger than this after half
+    /// its bytes.
+    pub cut_blobs_over: Option<u64>,
+    /// Answer the first request of every blob with a 503.
+    pub flaky: bool,
+}
+
+/// Counters a test can check.
+#[derive(Default)]
+pub struct MiniStats {
+    pub cuts: AtomicUsize,
+    pub range_requests: AtomicUsize,
+    pub token_requests: AtomicUsize,
+    pub blob_requests: AtomicUsize,
+    pub unauthorized: AtomicUsize,
+}
+
+struct Mini {
+    layout: PathBuf,
+    opts: MiniOptions,
+    stats: Arc<MiniStats>,
+    addr: SocketAddr,
+    seen: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+const TOKEN: &str = "test-token-7f3a";
+
+/// A read-only Distribution API server over an OCI layout: any repository
+/// name serves the layout; tags are its `ref.name` annotations.
+pub struct MiniRegistry {
+    pub addr: SocketAddr,
+    pub stats: Arc<MiniStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MiniRegistry {
+    pub async fn start(layout: PathBuf, opts: MiniOptions) -> MiniRegistry {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stats = Arc::new(MiniStats::default());
+        let state = Arc::new(Mini {
+            layout,
+            opts,
+            stats: stats.clone(),
+            addr,
+            seen: Default::default(),
+        });
+        let app = Router::new()
+            .route("/token", get(token))
+            .route("/v2/", get(ping))
+            .route("/v2/{*rest}", get(v2))
+            .with_state(state);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        MiniRegistry { addr, stats, task }
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for MiniRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn unauthorized(m: &Mini, name: &str) -> Response {
+    m.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+    let challenge = if m.opts.token_auth.is_some() {
+        format!(
+            "Bearer realm=\"http://{}/token\",service=\"mini\",scope=\"repository:{name}:pull\"",
+            m.addr
+        )
+    } else {
+        "Basic realm=\"mini\"".to_string()
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, challenge)],
+        r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+    )
+        .into_response()
+}
+
+fn basic_ok(headers: &HeaderMap, want: &(String, String)) -> bool {
+    use base64_lite::encode;
+    let expect = format!(
+        "Basic {}",
+        encode(format!("{}:{}", want.0, want.1).as_bytes())
+    );
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == expect)
+}
+
+fn authorised(m: &Mini, headers: &HeaderMap) -> bool {
+    if m.opts.token_auth.is_some() {
+        return headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == format!("Bearer {TOKEN}"));
+    }
+    match &m.opts.basic_auth {
+        Some(c) => basic_ok(headers, c),
+        None => true,
+    }
+}
+
+async fn ping(State(m): State<Arc<Mini>>, headers: HeaderMap) -> Response {
+    if !authorised(&m, &headers) {
+        return unauthorized(&m, "");
+    }
+    (StatusCode::OK, "{}").into_response()
+}
+
+async fn token(
+    State(m): State<Arc<Mini>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    m.stats.token_requests.fetch_add(1, Ordering::Relaxed);
+    let Some(want) = &m.opts.token_auth else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if q.get("service").map(String::as_str) != Some("mini") || !q.contains_key("scope") {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    if let Some(c) = want
+        && !basic_ok(&headers, c)
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    // Alternate the field name so both spellings get exercised.
+    let n = m.stats.token_requests.load(Ordering::Relaxed);
+    let field = if n % 2 == 1 { "token" } else { "access_token" };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(r#"{{"{field}":"{TOKEN}","expires_in":300}}"#),
+    )
+        .into_response()
+}
+
+async fn v2(
+    State(m): State<Arc<Mini>>,
+    UrlPath(rest): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (name, kind, reference) = if let Some((n, r)) = rest.rsplit_once("/manifests/") {
+        (n, "manifests", r)
+    } else if let Some((n, r)) = rest.rsplit_once("/blobs/") {
+        (n, "blobs", r)
+    } else if let Some(n) = rest.strip_suffix("/tags/list") {
+        (n, "tags", "")
+    } else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !authorised(&m, &headers) {
+        return unauthorized(&m, name);
+    }
+    let index: oci::ImageIndex = match std::fs::read(m.layout.join("index.json")) {
+        Ok(b) => serde_json::from_slice(&b).expect("index.json"),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let ref_name = |d: &oci::Descriptor| {
+        d.annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::layout::REF_NAME).cloned())
+    };
+    let not_found = |code: &str| {
+        (
+            StatusCode::NOT_FOUND,
+            format!(r#"{{"errors":[{{"code":"{code}","message":"not found"}}]}}"#),
+        )
+            .into_response()
+    };
+    match kind {
+        "tags" => {
+            let tags: Vec<String> = index.manifests.iter().filter_map(ref_name).collect();
+            axum::Json(serde_json::json!({"name": name, "tags": tags})).into_response()
+        }
+        "manifests" => {
+            let desc = index
+                .manifests
+                .iter()
+                .find(|d| ref_name(d).as_deref() == Some(reference))
+                .cloned();
+            let (digest, media_type) = match (desc, oci::Digest::parse(reference)) {
+                (Some(d), _) => (d.digest, Some(d.media_type)),
+                (None, Ok(d)) => (d, None),
+                _ => return not_found("MANIFEST_UNKNOWN"),
+            };
+            let path = m.layout.join("blobs/sha256").join(digest.hex());
+            let Ok(bytes) = std::fs::read(path) else {
+                return not_found("MANIFEST_UNKNOWN");
+            };
+            let media_type = match media_type {
+                Some(t) => t,
+                None => oci::Manifest::parse(&bytes, None)
+                    .map(|p| p.media_type().to_string())
+                    .unwrap_or_default(),
+            };
+            (
+                [
+                    (header::CONTENT_TYPE, media_type),
+                    (
+                        header::HeaderName::from_static("docker-content-digest"),
+                        digest.to_string(),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
+        _ => {
+            m.stats.blob_requests.fetch_add(1, Ordering::Relaxed);
+            let Ok(digest) = oci::Digest::parse(reference) else {
+                return not_found("DIGEST_INVALID");
+            };
+            let path = m.layout.join("blobs/sha256").join(digest.hex());
+            let Ok(mut file) = tokio::fs::File::open(&path).await else {
+                return not_found("BLOB_UNKNOWN");
+            };
+            let len = file.metadata().await.expect("metadata").len();
+            let attempt = {
+                let mut seen = m.seen.lock().expect("seen");
+                let n = seen.entry(digest.to_string()).or_default();
+                *n += 1;
+                *n
+            };
+            if m.opts.flaky && attempt == 1 {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+            let start = headers
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes="))
+                .and_then(|v| v.strip_suffix('-'))
+                .and_then(|v| v.parse::<u64>().ok());
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let mut status = StatusCode::OK;
+            let mut extra = Vec::new();
+            if let Some(s) = start {
+                m.stats.range_requests.fetch_add(1, Ordering::Relaxed);
+                if s >= len {
+                    return StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+                }
+                file.seek(std::io::SeekFrom::Start(s)).await.expect("seek");
+                status = StatusCode::PARTIAL_CONTENT;
+                extra.push((
+                    header::CONTENT_RANGE,
+                    format!("bytes {s}-{}/{len}", len - 1),
+                ));
+            }
+            let from = start.unwrap_or(0);
+            let remaining = len - from;
+            let cut =
+                start.is_none() && m.opts.cut_blobs_over.is_some_and(|n| len > n) && attempt <= 2;
+            let body = if cut {
+                m.stats.cuts.fetch_add(1, Ordering::Relaxed);
+                let half = tokio_util::io::ReaderStream::new(file.take(remaining / 2));
+                let fail = futures::stream::once(async {
+                    Err::<bytes::Bytes, _>(std::io::Error::other("cut on purpose"))
+                });
+                Body::from_stream(half.chain(fail))
+            } else {
+                Body::from_stream(tokio_util::io::ReaderStream::new(file.take(remaining)))
+            };
+            let mut resp = Response::new(body);
+            *resp.status_mut() = status;
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_LENGTH, remaining.into());
+            h.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(
+                header::HeaderName::from_static("docker-content-digest"),
+                digest.to_string().parse().expect("header"),
+            );
+            for (k, v) in extra {
+                h.insert(k, v.parse().expect("header"));
+            }
+            resp
+        }
+    }
+}
+
+/// Just enough base64 for Basic credentials in tests.
+mod base64_lite {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    pub fn encode(input: &[u8]) -> String {
+        let mut out = String::new();
+        for chunk in input.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+    #[test]
+    fn encodes() {
+        assert_eq!(encode(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(encode(b"ab"), "YWI=");
+        assert_eq!(encode(b"a"), "YQ==");
+    }
+}
