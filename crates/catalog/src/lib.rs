@@ -1,1 +1,213 @@
-//! catalog (placeholder)
+//! The image catalog: every package installed in an image, found by reading
+//! its layers as streams, cached per layer digest.
+//!
+//! # Job
+//! Given an image manifest and somewhere to read its blobs from
+//! ([`oci::BlobSource`]), list the packages installed in the image (OS
+//! packages with their source package, and language packages) as an
+//! [`inventory::Inventory`], the one model the vulnerability matcher and the
+//! assessment service consume.
+//!
+//! # API
+//! - [`catalog_layer`] reads one layer (a tar stream, gzip, zstd or plain)
+//!   once and returns a [`LayerInventory`]: the packages each interesting
+//!   file declares, the whiteouts and opaque directories of the layer, and
+//!   the distribution facts (os-release and fallbacks). Results never depend
+//!   on other layers, so they are cached by layer digest ([`LayerCache`],
+//!   with [`MemoryCache`] and [`DirCache`] here) and shared by every image
+//!   that has the layer ("index once, match many").
+//! - [`merge`] overlays layer results bottom-up with OCI whiteout semantics:
+//!   a file in an upper layer replaces the lower one at the same path (an
+//!   upper `var/lib/dpkg/status` replaces the whole lower database), a
+//!   `.wh.NAME` entry deletes `NAME` and everything below it (a whited-out
+//!   `foo-1.0.dist-info` removes that Python package), and an opaque
+//!   directory hides everything lower layers put under it. A package whose
+//!   declaring file was rewritten by an upper layer keeps the layer that
+//!   first introduced it when name and version are unchanged.
+//! - [`catalog_image`] = cache look-up or [`catalog_layer`] for each layer,
+//!   then [`merge`]. [`catalog_index`] does it for every platform of an
+//!   index. [`sbom`] renders CycloneDX 1.6 and SPDX 2.3 documents.
+//! - [`layout::OciLayout`] is a minimal OCI image-layout reader (used by the
+//!   tests, benches, and by `drydock scan oci:DIR` before `transport` lands).
+//!
+//! # Invariants
+//! - Layer contents are never written to disk, except executables and Java
+//!   archives that a cataloger needs random access to, which are spooled one
+//!   at a time into a private temporary file (removed when the layer is
+//!   done), under a size cap. Nothing is ever written at a path taken from
+//!   the archive.
+//! - Paths are normalised lexically (leading `/` and `./` dropped); an entry
+//!   whose path climbs out of the root with `..` is an error
+//!   ([`CatalogError::Unsafe`]). Symbolic links are never followed: files
+//!   are read from the tar entry itself.
+//! - Memory is bounded by [`Limits`]: each file read into memory has a cap,
+//!   the uncompressed size has an absolute cap and a ratio cap against the
+//!   compressed bytes (decompression bombs), and the stream is processed in
+//!   fixed buffers however large the layer.
+//! - Every error names the layer digest. A truncated or corrupt stream is an
+//!   error even when the tar end marker was seen, because the whole
+//!   compressed stream is drained and (by default) its digest verified.
+//! - [`CATALOG_VERSION`] changes whenever a cataloger's output changes, so
+//!   cached layer results from older catalogers are never used.
+
+mod cache;
+mod catalogers;
+mod error;
+mod layer;
+pub mod layout;
+mod limits;
+mod merge;
+mod model;
+pub mod purl;
+pub mod sbom;
+
+pub use cache::{DirCache, LayerCache, MemoryCache, NoCache};
+pub use error::CatalogError;
+pub use layer::catalog_layer;
+pub use limits::Limits;
+pub use merge::merge;
+pub use model::{FileFacts, FileKind, LayerInventory, LayerStats};
+
+use inventory::Inventory;
+use oci::{BlobSource, Descriptor, Digest, ImageIndex, ImageManifest, Platform};
+
+/// Version of the catalogers' output. Bump it whenever a cataloger is added
+/// or changes what it reports: cached [`LayerInventory`] values carry the
+/// version they were made with and are ignored when it differs.
+pub const CATALOG_VERSION: u32 = 1;
+
+/// Catalog one image (one platform): each layer from `cache` when present,
+/// otherwise read from `source` and stored in `cache`, then [`merge`]d.
+///
+/// Synchronous and CPU/IO bound: call it from `spawn_blocking`. Layers
+/// whose media type is not a filesystem layer (artifacts, attestations) are
+/// skipped.
+pub fn catalog_image(
+    source: &dyn BlobSource,
+    manifest: &ImageManifest,
+    cache: &dyn LayerCache,
+    limits: &Limits,
+) -> Result<Inventory, CatalogError> {
+    let layers = catalog_image_layers(source, manifest, cache, limits)?;
+    Ok(merge(&layers))
+}
+
+/// The per-layer results of an image, in manifest order, from the cache or
+/// freshly read. [`catalog_image`] is this followed by [`merge`].
+pub fn catalog_image_layers(
+    source: &dyn BlobSource,
+    manifest: &ImageManifest,
+    cache: &dyn LayerCache,
+    limits: &Limits,
+) -> Result<Vec<(Digest, LayerInventory)>, CatalogError> {
+    let mut out = Vec::with_capacity(manifest.layers.len());
+    for desc in &manifest.layers {
+        let Some(compression) = oci::layer_compression(&desc.media_type) else {
+            continue;
+        };
+        let inv = match cache.get(&desc.digest, CATALOG_VERSION) {
+            Some(inv) => inv,
+            None => {
+                let reader = source
+                    .open_blob(&desc.digest)
+                    .map_err(|e| CatalogError::Open {
+                        layer: desc.digest.clone(),
+                        source: e,
+                    })?;
+                let inv = catalog_layer(reader, compression, &desc.digest, limits)?;
+                cache.put(&desc.digest, CATALOG_VERSION, &inv);
+                inv
+            }
+        };
+        out.push((desc.digest.clone(), inv));
+    }
+    Ok(out)
+}
+
+/// One platform of an index, cataloged.
+#[derive(Debug, Clone)]
+pub struct PlatformInventory {
+    /// Digest of the platform's image manifest.
+    pub manifest: Digest,
+    pub platform: Option<Platform>,
+    pub inventory: Inventory,
+}
+
+/// Whether an index entry is an image for some platform (not a buildkit
+/// attestation manifest or an `unknown/unknown` entry).
+pub fn is_platform_image(desc: &Descriptor) -> bool {
+    if !matches!(
+        desc.media_type.as_str(),
+        oci::OCI_MANIFEST | oci::DOCKER_MANIFEST
+    ) {
+        return false;
+    }
+    let attestation = desc
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("vnd.docker.reference.type"))
+        .is_some_and(|t| t == "attestation-manifest");
+    let unknown = desc
+        .platform
+        .as_ref()
+        .is_some_and(|p| p.os == "unknown" || p.architecture == "unknown");
+    !attestation && !unknown
+}
+
+/// Catalog every platform of an index. `fetch_manifest` returns the bytes
+/// of a child manifest (from a layout or a registry); nested indexes are
+/// followed one level deep. Layers shared between platforms are read once
+/// thanks to `cache`.
+pub fn catalog_index(
+    source: &dyn BlobSource,
+    index: &ImageIndex,
+    fetch_manifest: &dyn Fn(&Descriptor) -> std::io::Result<Vec<u8>>,
+    cache: &dyn LayerCache,
+    limits: &Limits,
+) -> Result<Vec<PlatformInventory>, CatalogError> {
+    let mut out = Vec::new();
+    for desc in &index.manifests {
+        if oci::is_index_media_type(&desc.media_type) {
+            let body = fetch_manifest(desc).map_err(|e| CatalogError::Manifest {
+                digest: desc.digest.clone(),
+                detail: e.to_string(),
+            })?;
+            if let Ok(oci::Manifest::Index { index: inner, .. }) =
+                oci::Manifest::parse(&body, Some(&desc.media_type))
+            {
+                for d in inner.manifests.iter().filter(|d| is_platform_image(d)) {
+                    out.push(catalog_child(source, d, fetch_manifest, cache, limits)?);
+                }
+            }
+            continue;
+        }
+        if is_platform_image(desc) {
+            out.push(catalog_child(source, desc, fetch_manifest, cache, limits)?);
+        }
+    }
+    Ok(out)
+}
+
+fn catalog_child(
+    source: &dyn BlobSource,
+    desc: &Descriptor,
+    fetch_manifest: &dyn Fn(&Descriptor) -> std::io::Result<Vec<u8>>,
+    cache: &dyn LayerCache,
+    limits: &Limits,
+) -> Result<PlatformInventory, CatalogError> {
+    let manifest_err = |detail: String| CatalogError::Manifest {
+        digest: desc.digest.clone(),
+        detail,
+    };
+    let body = fetch_manifest(desc).map_err(|e| manifest_err(e.to_string()))?;
+    let manifest = match oci::Manifest::parse(&body, Some(&desc.media_type)) {
+        Ok(oci::Manifest::Image { manifest, .. }) => manifest,
+        Ok(_) => return Err(manifest_err("expected an image manifest".into())),
+        Err(e) => return Err(manifest_err(e.to_string())),
+    };
+    Ok(PlatformInventory {
+        manifest: desc.digest.clone(),
+        platform: desc.platform.clone(),
+        inventory: catalog_image(source, &manifest, cache, limits)?,
+    })
+}

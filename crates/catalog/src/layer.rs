@@ -1,0 +1,525 @@
+//! Reading one layer: decompress, walk the tar stream, hand the few files
+//! catalogers care about to them, record whiteouts.
+
+use crate::catalogers::{self, Handler, PkgCtx};
+use crate::{CatalogError, FileFacts, FileKind, LayerInventory, Limits};
+use oci::{Digest, Digester, LayerCompression};
+use std::cell::Cell;
+use std::fmt;
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::rc::Rc;
+
+#[derive(Default)]
+struct Counters {
+    compressed: Cell<u64>,
+    uncompressed: Cell<u64>,
+}
+
+/// Counts (and optionally hashes) the compressed bytes.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Option<Digester>,
+    counters: Rc<Counters>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        let c = &self.counters.compressed;
+        c.set(c.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Why the uncompressed stream was cut short.
+#[derive(Debug)]
+enum StreamLimit {
+    TooLarge { max: u64 },
+    Ratio { out: u64, inp: u64, max: u64 },
+}
+
+impl fmt::Display for StreamLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamLimit::TooLarge { max } => {
+                write!(f, "uncompressed size exceeds the limit of {max} bytes")
+            }
+            StreamLimit::Ratio { out, inp, max } => write!(
+                f,
+                "{out} bytes decompressed from {inp} (ratio over {max}:1)"
+            ),
+        }
+    }
+}
+impl std::error::Error for StreamLimit {}
+
+/// Counts the uncompressed bytes and stops bombs.
+struct LimitedReader<R> {
+    inner: R,
+    counters: Rc<Counters>,
+    max_bytes: u64,
+    max_ratio: u64,
+    grace: u64,
+}
+
+impl<R: Read> Read for LimitedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let out = self.counters.uncompressed.get() + n as u64;
+        self.counters.uncompressed.set(out);
+        if out > self.max_bytes {
+            return Err(io::Error::other(StreamLimit::TooLarge {
+                max: self.max_bytes,
+            }));
+        }
+        let inp = self.counters.compressed.get().max(1);
+        if out > self.grace && out / inp >= self.max_ratio {
+            return Err(io::Error::other(StreamLimit::Ratio {
+                out,
+                inp,
+                max: self.max_ratio,
+            }));
+        }
+        Ok(n)
+    }
+}
+
+/// A private scratch directory, made on first use and removed with the
+/// value, for the few files that need random access.
+pub(crate) struct Scratch {
+    base: Option<std::path::PathBuf>,
+    dir: Option<tempfile::TempDir>,
+    spool: Option<std::fs::File>,
+}
+
+impl Scratch {
+    pub(crate) fn new(base: Option<std::path::PathBuf>) -> Scratch {
+        Scratch {
+            base,
+            dir: None,
+            spool: None,
+        }
+    }
+
+    pub(crate) fn dir(&mut self) -> io::Result<&std::path::Path> {
+        if self.dir.is_none() {
+            let d = match &self.base {
+                Some(b) => tempfile::Builder::new().prefix("catalog-").tempdir_in(b)?,
+                None => tempfile::Builder::new().prefix("catalog-").tempdir()?,
+            };
+            self.dir = Some(d);
+        }
+        Ok(self.dir.as_ref().expect("just made").path())
+    }
+
+    /// An emptied, unnamed file inside the scratch directory.
+    pub(crate) fn spool(&mut self) -> io::Result<&mut std::fs::File> {
+        if self.spool.is_none() {
+            let dir = self.dir()?.to_path_buf();
+            self.spool = Some(tempfile::tempfile_in(dir)?);
+        }
+        let f = self.spool.as_mut().expect("just made");
+        f.set_len(0)?;
+        f.seek(SeekFrom::Start(0))?;
+        Ok(f)
+    }
+}
+
+/// Normalise a tar path: drop `/`, `.` and empty components, resolve `..`
+/// lexically. `Ok(None)` for the root itself; `Err` when `..` climbs out.
+pub(crate) fn normalize(raw: &[u8]) -> Result<Option<String>, String> {
+    let s = String::from_utf8_lossy(raw);
+    let mut parts: Vec<&str> = Vec::new();
+    for c in s.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err("path climbs out of the layer root with '..'".into());
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    if parts.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(parts.join("/")))
+    }
+}
+
+fn split_dir(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Catalog one layer read from `reader` (the blob as stored, compressed as
+/// `compression` says). `layer` is the blob's digest: it is recorded on
+/// every package, named in every error, and checked against the content
+/// when [`Limits::verify_digest`] is set.
+pub fn catalog_layer(
+    reader: impl Read,
+    compression: LayerCompression,
+    layer: &Digest,
+    limits: &Limits,
+) -> Result<LayerInventory, CatalogError> {
+    let counters = Rc::new(Counters::default());
+    let mut hashing = HashingReader {
+        inner: reader,
+        hasher: limits
+            .verify_digest
+            .then(|| Digester::new(layer.algorithm())),
+        counters: counters.clone(),
+    };
+    let mut out = LayerInventory::new();
+    let mut scratch = Scratch::new(limits.scratch_dir.clone());
+    let walked = {
+        let decoder: Box<dyn Read + '_> = match compression {
+            LayerCompression::None => Box::new(&mut hashing),
+            LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
+                BufReader::with_capacity(128 << 10, &mut hashing),
+            )),
+            LayerCompression::Zstd => Box::new(
+                zstd::Decoder::with_buffer(BufReader::with_capacity(128 << 10, &mut hashing))
+                    .map_err(|e| stream_error(layer, e, "starting zstd"))?,
+            ),
+        };
+        let limited = LimitedReader {
+            inner: decoder,
+            counters: counters.clone(),
+            max_bytes: limits.max_layer_bytes,
+            max_ratio: limits.max_ratio.max(1),
+            grace: limits.ratio_grace_bytes,
+        };
+        let mut buffered = BufReader::with_capacity(256 << 10, limited);
+        walk(&mut buffered, layer, limits, &mut out, &mut scratch)?;
+        // Read to the end of the decompressed stream so a truncated or
+        // corrupt tail (after the tar end marker) is still noticed.
+        io::copy(&mut buffered, &mut io::sink())
+            .map_err(|e| stream_error(layer, e, "reading past the end of the archive"))
+    };
+    walked?;
+    io::copy(&mut hashing, &mut io::sink())
+        .map_err(|e| stream_error(layer, e, "reading the blob"))?;
+    if let Some(h) = hashing.hasher.take() {
+        let actual = h.finish();
+        if &actual != layer {
+            return Err(CatalogError::DigestMismatch {
+                layer: layer.clone(),
+                actual,
+            });
+        }
+    }
+    out.stats.compressed_bytes = counters.compressed.get();
+    out.stats.uncompressed_bytes = counters.uncompressed.get();
+    Ok(out)
+}
+
+/// Map an I/O error from the stream to the error naming the layer.
+fn stream_error(layer: &Digest, e: io::Error, doing: &str) -> CatalogError {
+    if let Some(limit) = e.get_ref().and_then(|i| i.downcast_ref::<StreamLimit>()) {
+        return match limit {
+            StreamLimit::TooLarge { .. } => CatalogError::Limit {
+                layer: layer.clone(),
+                detail: limit.to_string(),
+            },
+            StreamLimit::Ratio { .. } => CatalogError::Bomb {
+                layer: layer.clone(),
+                detail: limit.to_string(),
+            },
+        };
+    }
+    let detail = match e.kind() {
+        io::ErrorKind::UnexpectedEof => format!("{doing}: unexpected end of data ({e})"),
+        _ => format!("{doing}: {e}"),
+    };
+    CatalogError::Corrupt {
+        layer: layer.clone(),
+        detail,
+    }
+}
+
+fn walk<R: Read>(
+    reader: R,
+    layer: &Digest,
+    limits: &Limits,
+    out: &mut LayerInventory,
+    scratch: &mut Scratch,
+) -> Result<(), CatalogError> {
+    let layer_str = layer.to_string();
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive
+        .entries()
+        .map_err(|e| stream_error(layer, e, "opening the tar stream"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| stream_error(layer, e, "reading a tar header"))?;
+        out.stats.entries += 1;
+        if out.stats.entries > limits.max_entries {
+            return Err(CatalogError::Limit {
+                layer: layer.clone(),
+                detail: format!("more than {} entries", limits.max_entries),
+            });
+        }
+        let raw = entry.path_bytes();
+        let path = match normalize(&raw) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(reason) => {
+                return Err(CatalogError::Unsafe {
+                    layer: layer.clone(),
+                    path: String::from_utf8_lossy(&raw).into_owned(),
+                    reason,
+                });
+            }
+        };
+        let (dir, base) = split_dir(&path);
+        if let Some(rest) = base.strip_prefix(".wh.") {
+            if rest == ".wh..opq" {
+                out.opaque_dirs.push(dir.to_string());
+            } else if !rest.starts_with(".wh.") && !rest.is_empty() {
+                out.whiteouts.push(join(dir, rest));
+            }
+            continue;
+        }
+        let etype = entry.header().entry_type();
+        let mode = entry.header().mode().unwrap_or(0);
+        let size = entry.size();
+        if etype.is_file() || etype == tar::EntryType::Continuous || etype.is_gnu_sparse() {
+            let Some(handler) = catalogers::classify(&path, mode, size, limits) else {
+                continue;
+            };
+            let ctx = PkgCtx {
+                layer: &layer_str,
+                location: format!("/{path}"),
+            };
+            out.stats.files_examined += 1;
+            let facts =
+                read_file(&mut entry, handler, &ctx, size, limits, scratch, out).map_err(|e| {
+                    match e {
+                        FileError::Stream(e) => stream_error(layer, e, &format!("reading /{path}")),
+                        FileError::Scratch(e) => CatalogError::Scratch {
+                            layer: layer.clone(),
+                            source: e,
+                        },
+                    }
+                })?;
+            if let Some(facts) = facts {
+                out.files.insert(path, facts);
+            }
+        } else if etype.is_hard_link() {
+            let target = entry
+                .link_name_bytes()
+                .map(|t| normalize(&t))
+                .transpose()
+                .map_err(|reason| CatalogError::Unsafe {
+                    layer: layer.clone(),
+                    path: path.clone(),
+                    reason: format!("hard link target: {reason}"),
+                })?
+                .flatten();
+            let location = format!("/{path}");
+            if let Some(mut facts) = target.and_then(|t| out.files.get(&t).cloned()) {
+                for p in &mut facts.packages {
+                    p.location.clone_from(&location);
+                }
+                out.files.insert(path, facts);
+            } else if catalogers::classify(&path, 0o755, u64::MAX, limits).is_some() {
+                shadow(out, path);
+            }
+        } else if etype.is_symlink() {
+            if catalogers::classify(&path, 0, 0, limits).is_some() {
+                shadow(out, path);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn shadow(out: &mut LayerInventory, path: String) {
+    out.files.insert(
+        path,
+        FileFacts {
+            kind: FileKind::Shadow,
+            packages: Vec::new(),
+            distro: None,
+        },
+    );
+}
+
+enum FileError {
+    Stream(io::Error),
+    Scratch(io::Error),
+}
+
+fn read_file(
+    entry: &mut impl Read,
+    handler: Handler,
+    ctx: &PkgCtx,
+    size: u64,
+    limits: &Limits,
+    scratch: &mut Scratch,
+    out: &mut LayerInventory,
+) -> Result<Option<FileFacts>, FileError> {
+    match handler {
+        Handler::Text(kind) => {
+            if size > limits.max_file_bytes {
+                out.warnings.push(format!(
+                    "{}: {size} bytes, over the {} byte cap; not read",
+                    ctx.location, limits.max_file_bytes
+                ));
+                return Ok(Some(FileFacts {
+                    kind,
+                    packages: Vec::new(),
+                    distro: None,
+                }));
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            entry
+                .take(limits.max_file_bytes)
+                .read_to_end(&mut data)
+                .map_err(FileError::Stream)?;
+            Ok(Some(catalogers::parse_text(kind, &data, ctx, out)))
+        }
+        Handler::Binary => {
+            let mut head = [0u8; 64];
+            let n = read_full(entry, &mut head).map_err(FileError::Stream)?;
+            if !catalogers::binary::is_executable_format(&head[..n]) {
+                return Ok(None);
+            }
+            let spool = if size <= limits.max_binary_bytes {
+                Some(scratch.spool().map_err(FileError::Scratch)?)
+            } else {
+                None
+            };
+            let found = catalogers::binary::scan(&head[..n], entry, spool, ctx, out)?;
+            Ok(Some(FileFacts {
+                kind: FileKind::Binary,
+                packages: found,
+                distro: None,
+            }))
+        }
+        Handler::Java => {
+            if size > limits.max_binary_bytes {
+                out.warnings.push(format!(
+                    "{}: {size} bytes, over the {} byte cap; not read",
+                    ctx.location, limits.max_binary_bytes
+                ));
+                return Ok(None);
+            }
+            let spool = scratch.spool().map_err(FileError::Scratch)?;
+            copy_to(entry, spool)?;
+            let packages = catalogers::java::scan_file(spool, ctx, limits, out);
+            Ok(Some(FileFacts {
+                kind: FileKind::JavaArchive,
+                packages,
+                distro: None,
+            }))
+        }
+        Handler::RpmSqlite => {
+            if size > limits.max_binary_bytes {
+                out.warnings
+                    .push(format!("{}: too large; not read", ctx.location));
+                return Ok(Some(FileFacts {
+                    kind: FileKind::RpmDb,
+                    packages: Vec::new(),
+                    distro: None,
+                }));
+            }
+            let dir = scratch.dir().map_err(FileError::Scratch)?.to_path_buf();
+            let path = dir.join("rpmdb.sqlite");
+            {
+                let mut f = std::fs::File::create(&path).map_err(FileError::Scratch)?;
+                copy_to(entry, &mut f)?;
+            }
+            let packages = catalogers::rpm::read_sqlite(&path, ctx, out);
+            let _ = std::fs::remove_file(&path);
+            Ok(Some(FileFacts {
+                kind: FileKind::RpmDb,
+                packages,
+                distro: None,
+            }))
+        }
+        Handler::RpmBdb => {
+            if size > limits.max_binary_bytes {
+                out.warnings
+                    .push(format!("{}: too large; not read", ctx.location));
+                return Ok(None);
+            }
+            let spool = scratch.spool().map_err(FileError::Scratch)?;
+            copy_to(entry, spool)?;
+            let packages = catalogers::rpm::read_bdb(spool, ctx, out);
+            Ok(Some(FileFacts {
+                kind: FileKind::RpmDb,
+                packages,
+                distro: None,
+            }))
+        }
+    }
+}
+
+fn copy_to(entry: &mut impl Read, f: &mut std::fs::File) -> Result<(), FileError> {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match entry.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(FileError::Stream(e)),
+        };
+        f.write_all(&buf[..n]).map_err(FileError::Scratch)?;
+    }
+    f.flush().map_err(FileError::Scratch)?;
+    f.seek(SeekFrom::Start(0)).map_err(FileError::Scratch)?;
+    Ok(())
+}
+
+/// Read until `buf` is full or the stream ends; returns bytes read.
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+impl From<io::Error> for FileError {
+    fn from(e: io::Error) -> Self {
+        FileError::Stream(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_paths() {
+        assert_eq!(
+            normalize(b"./etc/os-release").unwrap().unwrap(),
+            "etc/os-release"
+        );
+        assert_eq!(normalize(b"/usr//lib/./x").unwrap().unwrap(), "usr/lib/x");
+        assert_eq!(normalize(b"a/b/../c").unwrap().unwrap(), "a/c");
+        assert_eq!(normalize(b"./").unwrap(), None);
+        assert!(normalize(b"../etc/passwd").is_err());
+        assert!(normalize(b"a/../../etc").is_err());
+    }
+}
