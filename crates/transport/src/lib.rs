@@ -53,7 +53,7 @@
 
 mod archive;
 mod layout;
-mod remote;
+pub mod remote;
 mod verify;
 
 #[cfg(feature = "test-support")]
