@@ -41,6 +41,7 @@
 //! intake methods, and read models in [`views`] used by the REST API.
 
 pub mod clock;
+pub mod live;
 pub mod notify;
 pub mod policy;
 pub mod ports;
@@ -54,7 +55,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use policy::{Exemption, Health, Policy, PolicyRule, Summary};
 pub use ports::{Cataloger, ImageSource, RawLayerCache};
 pub use service::{Options, Service, WebhookConfig, not_an_image};
-pub use vuln::{Finding, FixStatus, Severity, VulnDatabase, VulnSource};
+pub use vuln::{Finding, FindingStatus, Severity, VulnDatabase, VulnSource};
+
+pub use live::start_with_registry;
 
 use std::sync::Arc;
 

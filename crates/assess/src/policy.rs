@@ -2,7 +2,7 @@
 //! exemptions, summaries and diffs. Nothing here does I/O or reads a clock;
 //! callers pass `now`.
 
-use crate::vuln::{Finding, FixStatus, Severity};
+use crate::vuln::{Finding, FindingStatus, Severity};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use time::OffsetDateTime;
@@ -142,7 +142,7 @@ impl Exemption {
 
 /// Whether a fix is available for a finding.
 pub fn fixable(f: &Finding) -> bool {
-    f.status == FixStatus::Fixed && f.fixed_version.is_some()
+    f.status == FindingStatus::Fixed && f.fixed_version.is_some()
 }
 
 /// Identity of a problem across assessments and digests: vulnerability,
@@ -265,12 +265,12 @@ pub fn evaluate<'a>(
             .find(|e| e.matches(repo, f))
             .map(|e| e.id.clone());
         let violates = exempted_by.is_none()
-            && !f.informational
+            && !f.informational.is_some()
             && f.severity >= rule.threshold
             && (!rule.fixable_only || fixable(f));
         if exempted_by.is_some() {
             summary.exempt += 1;
-        } else if f.informational {
+        } else if f.informational.is_some() {
             summary.informational += 1;
         } else {
             summary.total += 1;
@@ -283,7 +283,7 @@ pub fn evaluate<'a>(
             }
             if fixable(f) {
                 summary.fixable += 1;
-            } else if f.status == FixStatus::WontFix {
+            } else if f.status == FindingStatus::WontFix {
                 summary.wont_fix += 1;
             } else {
                 summary.unfixed += 1;

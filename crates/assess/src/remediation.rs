@@ -74,7 +74,7 @@ pub fn upgrade_plan(judged: &[Judged<'_>]) -> (Vec<Upgrade>, usize, usize) {
     let mut without_fix = 0;
     for j in judged {
         let f = j.finding;
-        if j.exempted_by.is_some() || f.informational {
+        if j.exempted_by.is_some() || f.informational.is_some() {
             continue;
         }
         if !fixable(f) {
@@ -162,7 +162,7 @@ pub fn base_image_advice(
     let mut in_base = 0;
     for j in judged {
         let f = j.finding;
-        if j.exempted_by.is_some() || f.informational {
+        if j.exempted_by.is_some() || f.informational.is_some() {
             continue;
         }
         total += 1;

@@ -7,7 +7,7 @@ use crate::policy::{Diff, Health, Judged, Summary, diff_keys, evaluate, finding_
 use crate::remediation::{self, Candidate, Remediation};
 use crate::service::Service;
 use crate::store::{ImageRow, UsageRow, status};
-use crate::vuln::{Finding, FixStatus, Severity};
+use crate::vuln::{Finding, FindingStatus, Severity};
 use anyhow::Result;
 use inventory::Inventory;
 use serde::Serialize;
@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 pub struct FindingFilter {
     /// Keep only these severities (empty: all).
     pub severities: Vec<Severity>,
-    pub status: Option<FixStatus>,
+    pub status: Option<FindingStatus>,
     pub fixable: Option<bool>,
     pub exempt: Option<bool>,
 }
@@ -511,7 +511,7 @@ impl Service {
             for j in eval
                 .judged
                 .iter()
-                .filter(|j| j.exempted_by.is_none() && !j.finding.informational)
+                .filter(|j| j.exempted_by.is_none() && !j.finding.informational.is_some())
             {
                 let f = j.finding;
                 let e = by_vuln

@@ -1,97 +1,23 @@
 //! The vulnerability database as the assessor sees it.
 //!
-//! TEMPORARY: `vulndb` has not landed yet, so the finding model of its
-//! contract is mirrored here with the same names; when `vulndb` lands this
-//! module becomes `pub use vulndb::{Finding, FixStatus, Severity};` and the
-//! adapter in `live.rs` implements [`VulnDatabase`] for `vulndb::Database`.
+//! The finding model is `vulndb`'s (re-exported here). The service reaches
+//! the database through the small [`VulnDatabase`] / [`VulnSource`] traits,
+//! implemented in `live.rs` for `vulndb::Database` / `vulndb::Handle` and by
+//! fakes in unit tests.
 
-use inventory::{Ecosystem, Inventory};
-use serde::{Deserialize, Serialize};
+use inventory::Inventory;
 use std::sync::Arc;
 
-/// How severe a finding is. Ordered: `Critical > High > Medium > Low > Unknown`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Unknown,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
+pub use vulndb::{Finding, FindingStatus, Severity};
 
-impl Severity {
-    pub const ALL: [Severity; 5] = [
-        Severity::Critical,
-        Severity::High,
-        Severity::Medium,
-        Severity::Low,
-        Severity::Unknown,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Unknown => "unknown",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
+/// Parse a fix status as the API accepts it (`fixed`, `unfixed`, `wont_fix`).
+pub fn parse_fix_status(s: &str) -> Option<FindingStatus> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "fixed" => Some(FindingStatus::Fixed),
+        "unfixed" => Some(FindingStatus::Unfixed),
+        "wont_fix" | "wontfix" => Some(FindingStatus::WontFix),
+        _ => None,
     }
-    pub fn parse(s: &str) -> Option<Severity> {
-        Severity::ALL
-            .into_iter()
-            .find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
-    }
-}
-
-/// Whether a fix exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FixStatus {
-    Fixed,
-    Unfixed,
-    WontFix,
-}
-
-impl FixStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FixStatus::Fixed => "fixed",
-            FixStatus::Unfixed => "unfixed",
-            FixStatus::WontFix => "wont_fix",
-        }
-    }
-    pub fn parse(s: &str) -> Option<FixStatus> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "fixed" => Some(FixStatus::Fixed),
-            "unfixed" => Some(FixStatus::Unfixed),
-            "wont_fix" | "wontfix" | "won't fix" => Some(FixStatus::WontFix),
-            _ => None,
-        }
-    }
-}
-
-/// One vulnerability affecting one installed package.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Finding {
-    pub id: String,
-    #[serde(default)]
-    pub aliases: Vec<String>,
-    pub ecosystem: Ecosystem,
-    pub package: String,
-    pub installed_version: String,
-    #[serde(default)]
-    pub fixed_version: Option<String>,
-    pub status: FixStatus,
-    pub severity: Severity,
-    #[serde(default)]
-    pub cvss: Option<f32>,
-    #[serde(default)]
-    pub summary: String,
-    #[serde(default)]
-    pub references: Vec<String>,
-    #[serde(default)]
-    pub informational: bool,
 }
 
 /// One built version of the vulnerability database.

@@ -1,0 +1,168 @@
+//! The real neighbours: [`ImageSource`] for `registry::Registry`,
+//! [`Cataloger`] over `catalog::catalog_image` with the store as the
+//! registry-wide layer cache, [`VulnSource`] for `vulndb::Handle`, and the
+//! registry's `EventSink` for [`Service`].
+
+use crate::ports::{Cataloger, ImageSource, RawLayerCache};
+use crate::service::Service;
+use crate::vuln::{Finding, VulnDatabase, VulnSource};
+use inventory::Inventory;
+use oci::{BlobSource, Digest, ImageManifest, Name, Reference, Tag};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// The registry as an [`ImageSource`].
+#[derive(Clone)]
+pub struct RegistrySource(pub registry::Registry);
+
+impl ImageSource for RegistrySource {
+    fn manifest(&self, repo: &Name, digest: &Digest) -> anyhow::Result<Option<(Vec<u8>, String)>> {
+        let reference = Reference::Digest(digest.clone());
+        let fut = self.0.get_manifest(repo, &reference);
+        // Called from a blocking thread; the registry's lookup does no real waiting.
+        let m = match tokio::runtime::Handle::try_current() {
+            Ok(h) => h.block_on(fut),
+            Err(_) => futures_lite_block_on(fut),
+        }?;
+        Ok(m.map(|m| (m.bytes.to_vec(), m.media_type)))
+    }
+
+    fn blob_source(&self) -> Arc<dyn BlobSource> {
+        self.0.blob_source()
+    }
+
+    fn repositories(&self) -> anyhow::Result<Vec<Name>> {
+        Ok(self.0.repositories())
+    }
+
+    fn tags(&self, repo: &Name) -> anyhow::Result<Vec<(Tag, Digest)>> {
+        Ok(self.0.tags(repo))
+    }
+
+    fn manifests(&self, repo: &Name) -> anyhow::Result<Vec<(Digest, String)>> {
+        Ok(self
+            .0
+            .manifests(repo)
+            .into_iter()
+            .map(|m| (m.digest, m.media_type))
+            .collect())
+    }
+
+    fn recent_pulls(&self, since: OffsetDateTime) -> Vec<(Name, Digest, OffsetDateTime)> {
+        self.0.recent_pulls(since)
+    }
+}
+
+/// Minimal executor for a future that never waits (no runtime present).
+fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(fut)
+}
+
+/// The cataloger, with limits.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogCataloger {
+    pub limits: catalog::Limits,
+}
+
+struct CacheAdapter<'a>(&'a dyn RawLayerCache);
+
+impl catalog::LayerCache for CacheAdapter<'_> {
+    fn get(&self, layer: &Digest, version: u32) -> Option<catalog::LayerInventory> {
+        self.0
+            .get(&layer.to_string(), version)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    fn put(&self, layer: &Digest, version: u32, inv: &catalog::LayerInventory) {
+        if let Ok(b) = serde_json::to_vec(inv) {
+            self.0.put(&layer.to_string(), version, &b);
+        }
+    }
+}
+
+impl Cataloger for CatalogCataloger {
+    fn version(&self) -> u32 {
+        catalog::CATALOG_VERSION
+    }
+
+    fn catalog(
+        &self,
+        source: &dyn BlobSource,
+        manifest: &ImageManifest,
+        cache: &dyn RawLayerCache,
+    ) -> Result<Inventory, String> {
+        catalog::catalog_image(source, manifest, &CacheAdapter(cache), &self.limits)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl VulnDatabase for vulndb::Database {
+    fn version(&self) -> String {
+        vulndb::Database::version(self).to_string()
+    }
+    fn match_inventory(&self, inventory: &Inventory) -> Vec<Finding> {
+        vulndb::Database::match_inventory(self, inventory)
+    }
+    fn status(&self) -> serde_json::Value {
+        serde_json::to_value(vulndb::Database::status(self)).unwrap_or_default()
+    }
+}
+
+/// The vulnerability database handle as a [`VulnSource`].
+#[derive(Clone)]
+pub struct HandleSource(pub vulndb::Handle);
+
+impl VulnSource for HandleSource {
+    fn current(&self) -> Option<Arc<dyn VulnDatabase>> {
+        self.0.current().map(|d| d as Arc<dyn VulnDatabase>)
+    }
+}
+
+impl registry::EventSink for Service {
+    fn on_event(&self, event: &registry::Event) {
+        match event {
+            registry::Event::ManifestPushed {
+                repo,
+                digest,
+                media_type,
+                tag,
+                ..
+            } => self.manifest_pushed(
+                repo.as_str(),
+                &digest.to_string(),
+                media_type,
+                tag.as_ref().map(|t| t.as_str()),
+            ),
+            registry::Event::ManifestDeleted { repo, digest } => {
+                self.manifest_deleted(repo.as_str(), &digest.to_string())
+            }
+            registry::Event::TagDeleted { .. } => {}
+        }
+    }
+}
+
+/// Everything `drydock serve` needs: open the assessor over the registry,
+/// the catalog and the vulnerability database handle, start it, and
+/// register it as the registry's event sink.
+pub async fn start_with_registry(
+    opts: crate::Options,
+    registry: registry::Registry,
+    vulndb: vulndb::Handle,
+    limits: catalog::Limits,
+    clock: Arc<dyn crate::Clock>,
+) -> anyhow::Result<Service> {
+    let service = Service::open(
+        opts,
+        Arc::new(RegistrySource(registry.clone())),
+        Arc::new(CatalogCataloger { limits }),
+        Arc::new(HandleSource(vulndb)),
+        clock,
+    )?;
+    // Register the sink before the startup scan so no push falls between.
+    registry.add_sink(Arc::new(service.clone()));
+    service.start().await?;
+    Ok(service)
+}
