@@ -1,11 +1,43 @@
-//! `drydock gc`.
+//! `drydock gc`: remove manifests and blobs nothing references. Safe while
+//! the server runs (see `registry::gc` for the protocol).
 
 use crate::config::Config;
+use registry::GcOptions;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(clap::Args)]
-pub struct GcArgs {}
+pub struct GcArgs {
+    /// Report what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Never remove content younger than this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub grace: u64,
+}
 
-pub async fn run(_args: GcArgs, _config: Config) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`drydock gc` is not built yet")
+pub async fn run(args: GcArgs, config: Config) -> anyhow::Result<ExitCode> {
+    let report = registry::gc(
+        &config.data,
+        GcOptions {
+            dry_run: args.dry_run,
+            grace: Duration::from_secs(args.grace),
+        },
+    )
+    .await?;
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    println!(
+        "{verb} {} manifests, {} blob links, {} blobs ({} bytes); kept {} blobs ({} bytes)",
+        report.manifests_removed,
+        report.links_removed,
+        report.blobs_removed,
+        report.bytes_freed,
+        report.blobs_kept,
+        report.bytes_kept
+    );
+    Ok(ExitCode::SUCCESS)
 }

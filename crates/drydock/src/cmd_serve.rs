@@ -1,11 +1,75 @@
-//! `drydock serve`.
+//! `drydock serve`: run the registry.
+//!
+//! The HTTP application is `registry.router()`; other routers (management
+//! API, dashboard) are merged into it in [`app`].
 
 use crate::config::Config;
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use registry::{Options, Registry};
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(clap::Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// Address to listen on (overrides `listen` / DRYDOCK_LISTEN).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
 
-pub async fn run(_args: ServeArgs, _config: Config) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`drydock serve` is not built yet")
+/// Registry options from the configuration.
+pub fn registry_options(config: &Config) -> Options {
+    let mut opts = Options::new(&config.data);
+    opts.upload_expiry = Duration::from_secs(config.upload_expiry_secs);
+    opts
+}
+
+/// The whole HTTP application. Merge further routers here.
+pub fn app(registry: &Registry) -> axum::Router {
+    registry.router()
+}
+
+pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
+    let listen = args.listen.unwrap_or(config.listen);
+    let registry = Registry::open(registry_options(&config))
+        .with_context(|| format!("cannot open data directory {}", config.data.display()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data = %config.data.display(), "drydock listening");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app(&registry))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    registry.flush();
+    tracing::info!("drydock stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
 }
