@@ -13,6 +13,8 @@ use std::rc::Rc;
 struct Counters {
     compressed: Cell<u64>,
     uncompressed: Cell<u64>,
+    /// The decompressed stream has ended.
+    eof: Cell<bool>,
 }
 
 /// Counts (and optionally hashes) the compressed bytes.
@@ -68,6 +70,9 @@ struct LimitedReader<R> {
 impl<R: Read> Read for LimitedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.counters.eof.set(true);
+        }
         let out = self.counters.uncompressed.get() + n as u64;
         self.counters.uncompressed.set(out);
         if out > self.max_bytes {
@@ -205,7 +210,14 @@ pub fn catalog_layer(
             grace: limits.ratio_grace_bytes,
         };
         let mut buffered = BufReader::with_capacity(256 << 10, limited);
-        walk(&mut buffered, layer, limits, &mut out, &mut scratch)?;
+        walk(
+            &mut buffered,
+            layer,
+            limits,
+            &mut out,
+            &mut scratch,
+            &counters,
+        )?;
         // Read to the end of the decompressed stream so a truncated or
         // corrupt tail (after the tar end marker) is still noticed.
         io::copy(&mut buffered, &mut io::sink())
@@ -258,15 +270,38 @@ fn walk<R: Read>(
     limits: &Limits,
     out: &mut LayerInventory,
     scratch: &mut Scratch,
+    counters: &Counters,
 ) -> Result<(), CatalogError> {
     let layer_str = layer.to_string();
+    // Where the last entry's data ends in the uncompressed stream.
+    let mut content_end: u64 = 0;
     let mut archive = tar::Archive::new(reader);
     let entries = archive
         .entries()
         .map_err(|e| stream_error(layer, e, "opening the tar stream"))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| stream_error(layer, e, "reading a tar header"))?;
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                // Some tar writers stop right after the last file's data,
+                // without its padding or the end-of-archive blocks. Every
+                // file is complete, so accept it (noting it); a stream cut
+                // anywhere else is an error.
+                let total = counters.uncompressed.get();
+                if counters.eof.get()
+                    && content_end > 0
+                    && total >= content_end
+                    && total < content_end.next_multiple_of(512) + 1024
+                {
+                    out.warnings
+                        .push("tar stream ends without its end-of-archive marker".into());
+                    return Ok(());
+                }
+                return Err(stream_error(layer, e, "reading a tar header"));
+            }
+        };
         out.stats.entries += 1;
+        content_end = entry.raw_file_position() + entry.size();
         if out.stats.entries > limits.max_entries {
             return Err(CatalogError::Limit {
                 layer: layer.clone(),
