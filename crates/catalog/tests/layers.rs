@@ -1,0 +1,327 @@
+//! Layer semantics built from small in-memory layers: whiteouts, opaque
+//! directories, database replacement, and hostile archives.
+
+mod common;
+
+use catalog::{CatalogError, LayerInventory, Limits, catalog_layer, merge};
+use common::*;
+use inventory::Ecosystem;
+use oci::{Digest, LayerCompression};
+
+const STATUS_AB: &str = "Package: aaa\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\nPackage: bbb\nStatus: install ok installed\nArchitecture: amd64\nSource: bsrc (0.9)\nVersion: 2.0\n";
+const STATUS_A: &str =
+    "Package: aaa\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n";
+
+fn metadata(name: &str, version: &str) -> Vec<u8> {
+    format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n").into_bytes()
+}
+
+fn pkg_json(name: &str, version: &str) -> Vec<u8> {
+    format!("{{\"name\":\"{name}\",\"version\":\"{version}\"}}").into_bytes()
+}
+
+/// Catalog a gzip layer, keyed by its real digest.
+fn layer(bytes: Vec<u8>) -> (Digest, LayerInventory) {
+    let d = Digest::sha256_of(&bytes);
+    let inv = catalog_layer(&bytes[..], LayerCompression::Gzip, &d, &Limits::default()).unwrap();
+    (d, inv)
+}
+
+fn names(inv: &inventory::Inventory, eco: Ecosystem) -> Vec<String> {
+    name_versions(inv, eco)
+        .into_iter()
+        .map(|(n, v)| format!("{n}@{v}"))
+        .collect()
+}
+
+fn base() -> (Digest, LayerInventory) {
+    layer(
+        LayerBuilder::new()
+            .dir("etc")
+            .file(
+                "usr/lib/os-release",
+                b"ID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n",
+            )
+            .symlink("etc/os-release", "../usr/lib/os-release")
+            .file("var/lib/dpkg/status", STATUS_AB.as_bytes())
+            .file(
+                "usr/lib/python3/dist-packages/foo-1.0.dist-info/METADATA",
+                &metadata("foo", "1.0"),
+            )
+            .file(
+                "usr/lib/python3/dist-packages/bar-2.0.dist-info/METADATA",
+                &metadata("bar", "2.0"),
+            )
+            .file(
+                "app/node_modules/left-pad/package.json",
+                &pkg_json("left-pad", "1.0.0"),
+            )
+            .file(
+                "app/node_modules/@scope/thing/package.json",
+                &pkg_json("@scope/thing", "3.0.0"),
+            )
+            .file(
+                "app/node_modules/left-pad/lib/package.json",
+                b"{\"type\":\"module\"}",
+            )
+            .gzip(),
+    )
+}
+
+#[test]
+fn base_layer_is_cataloged() {
+    let (d, li) = base();
+    assert!(li.whiteouts.is_empty());
+    let inv = merge(&[(d.clone(), li)]);
+    assert_eq!(inv.distro.as_ref().unwrap().id, "debian");
+    assert_eq!(names(&inv, Ecosystem::Deb), ["aaa@1.0", "bbb@2.0"]);
+    assert_eq!(names(&inv, Ecosystem::PyPI), ["bar@2.0", "foo@1.0"]);
+    assert_eq!(
+        names(&inv, Ecosystem::Npm),
+        ["@scope/thing@3.0.0", "left-pad@1.0.0"]
+    );
+    let bbb = inv.packages.iter().find(|p| p.name == "bbb").unwrap();
+    assert_eq!(bbb.source_name.as_deref(), Some("bsrc"));
+    assert_eq!(bbb.source_version.as_deref(), Some("0.9"));
+    assert!(inv.packages.iter().all(|p| p.layer == d.to_string()));
+}
+
+#[test]
+fn upper_layers_remove_packages() {
+    let lower = base();
+    let upper = layer(
+        LayerBuilder::new()
+            // dpkg database rewritten without bbb (apt-get remove)
+            .file("var/lib/dpkg/status", STATUS_A.as_bytes())
+            // pip uninstall bar: the dist-info directory is whited out
+            .file("usr/lib/python3/dist-packages/.wh.bar-2.0.dist-info", b"")
+            // node_modules replaced wholesale
+            .file("app/node_modules/.wh..wh..opq", b"")
+            .file(
+                "app/node_modules/right-pad/package.json",
+                &pkg_json("right-pad", "1.1.0"),
+            )
+            .gzip(),
+    );
+    assert_eq!(
+        upper.1.whiteouts,
+        ["usr/lib/python3/dist-packages/bar-2.0.dist-info"]
+    );
+    assert_eq!(upper.1.opaque_dirs, ["app/node_modules"]);
+    let lower_digest = lower.0.to_string();
+    let upper_digest = upper.0.to_string();
+    let inv = merge(&[lower, upper]);
+    assert_eq!(names(&inv, Ecosystem::Deb), ["aaa@1.0"]);
+    assert_eq!(names(&inv, Ecosystem::PyPI), ["foo@1.0"]);
+    assert_eq!(names(&inv, Ecosystem::Npm), ["right-pad@1.1.0"]);
+    // aaa is unchanged by the rewrite: it still belongs to the layer that
+    // installed it. right-pad is new.
+    let aaa = inv.packages.iter().find(|p| p.name == "aaa").unwrap();
+    assert_eq!(aaa.layer, lower_digest);
+    let rp = inv.packages.iter().find(|p| p.name == "right-pad").unwrap();
+    assert_eq!(rp.layer, upper_digest);
+}
+
+#[test]
+fn whiteout_of_a_parent_directory_and_readding() {
+    let lower = base();
+    let mid = layer(LayerBuilder::new().file("usr/lib/.wh.python3", b"").gzip());
+    let top = layer(
+        LayerBuilder::new()
+            .file(
+                "usr/lib/python3/dist-packages/foo-1.1.dist-info/METADATA",
+                &metadata("foo", "1.1"),
+            )
+            .gzip(),
+    );
+    let inv = merge(&[lower.clone(), mid.clone()]);
+    assert!(names(&inv, Ecosystem::PyPI).is_empty());
+    let inv = merge(&[lower, mid, top]);
+    assert_eq!(names(&inv, Ecosystem::PyPI), ["foo@1.1"]);
+}
+
+#[test]
+fn upper_version_bump_is_attributed_to_the_upper_layer() {
+    let lower = base();
+    let upper = layer(
+        LayerBuilder::new()
+            .file(
+                "var/lib/dpkg/status",
+                STATUS_AB.replace("Version: 1.0", "Version: 1.1").as_bytes(),
+            )
+            .gzip(),
+    );
+    let (ld, ud) = (lower.0.to_string(), upper.0.to_string());
+    let inv = merge(&[lower, upper]);
+    let aaa = inv.packages.iter().find(|p| p.name == "aaa").unwrap();
+    assert_eq!(
+        (aaa.version.as_str(), aaa.layer.as_str()),
+        ("1.1", ud.as_str())
+    );
+    let bbb = inv.packages.iter().find(|p| p.name == "bbb").unwrap();
+    assert_eq!(bbb.layer, ld);
+}
+
+#[test]
+fn uncompressed_and_zstd_layers() {
+    let tar = LayerBuilder::new()
+        .file(
+            "lib/apk/db/installed",
+            b"P:musl\nV:1.2.5-r0\nA:x86_64\no:musl\n\n",
+        )
+        .file("etc/alpine-release", b"3.20.3\n")
+        .tar();
+    let d = Digest::sha256_of(&tar);
+    let plain = catalog_layer(&tar[..], LayerCompression::None, &d, &Limits::default()).unwrap();
+    let z = zstd::encode_all(&tar[..], 3).unwrap();
+    let dz = Digest::sha256_of(&z);
+    let zst = catalog_layer(&z[..], LayerCompression::Zstd, &dz, &Limits::default()).unwrap();
+    let a = merge(&[(d, plain)]);
+    let b = merge(&[(dz, zst)]);
+    assert_eq!(names(&a, Ecosystem::Apk), ["musl@1.2.5-r0"]);
+    assert_eq!(names(&b, Ecosystem::Apk), ["musl@1.2.5-r0"]);
+    assert_eq!(a.distro.as_ref().unwrap().id, "alpine");
+    assert!(
+        a.packages[0]
+            .purl
+            .ends_with("?arch=x86_64&distro=alpine-3.20.3"),
+        "{}",
+        a.packages[0].purl
+    );
+}
+
+#[test]
+fn path_traversal_is_refused() {
+    let bytes = LayerBuilder::new()
+        .raw_file(b"../../etc/passwd", b"root:x:0:0")
+        .gzip();
+    let d = Digest::sha256_of(&bytes);
+    let err =
+        catalog_layer(&bytes[..], LayerCompression::Gzip, &d, &Limits::default()).unwrap_err();
+    assert!(matches!(err, CatalogError::Unsafe { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&d.to_string()) && msg.contains("../../etc/passwd"),
+        "{msg}"
+    );
+    // Absolute paths are taken relative to the layer root, as runtimes do.
+    let bytes = LayerBuilder::new()
+        .raw_file(b"/var/lib/dpkg/status", STATUS_A.as_bytes())
+        .gzip();
+    let (d, li) = layer(bytes);
+    assert_eq!(names(&merge(&[(d, li)]), Ecosystem::Deb), ["aaa@1.0"]);
+}
+
+#[test]
+fn symlinks_are_not_followed() {
+    // A dpkg status that is a symlink to a file outside the layer, and a
+    // dangling symlink: neither is read, and the symlink hides the lower file.
+    let lower = base();
+    let upper = layer(
+        LayerBuilder::new()
+            .symlink("var/lib/dpkg/status", "/etc/shadow")
+            .symlink(
+                "usr/lib/python3/dist-packages/foo-1.0.dist-info/METADATA",
+                "../../../../nowhere",
+            )
+            .gzip(),
+    );
+    let inv = merge(&[lower, upper]);
+    assert!(names(&inv, Ecosystem::Deb).is_empty());
+    assert_eq!(names(&inv, Ecosystem::PyPI), ["bar@2.0"]);
+}
+
+#[test]
+fn decompression_bomb_is_stopped() {
+    let zeros = vec![0u8; 64 << 20];
+    let mut b = LayerBuilder::new();
+    b.file_mode("zeros", &zeros, 0o644);
+    let bytes = b.gzip();
+    assert!(bytes.len() < 1 << 20);
+    let d = Digest::sha256_of(&bytes);
+    let limits = Limits {
+        ratio_grace_bytes: 8 << 20,
+        ..Limits::default()
+    };
+    let err = catalog_layer(&bytes[..], LayerCompression::Gzip, &d, &limits).unwrap_err();
+    assert!(matches!(err, CatalogError::Bomb { .. }), "{err}");
+    assert!(err.to_string().contains(&d.to_string()));
+    // The absolute cap holds too, whatever the ratio.
+    let limits = Limits {
+        max_layer_bytes: 16 << 20,
+        max_ratio: u64::MAX,
+        ..Limits::default()
+    };
+    let err = catalog_layer(&bytes[..], LayerCompression::Gzip, &d, &limits).unwrap_err();
+    assert!(matches!(err, CatalogError::Limit { .. }), "{err}");
+}
+
+#[test]
+fn truncated_gzip_is_a_clear_error() {
+    let (_, _) = base();
+    let full = LayerBuilder::new()
+        .file("var/lib/dpkg/status", STATUS_AB.as_bytes())
+        .file("big", &vec![7u8; 200_000])
+        .gzip();
+    for cut in [full.len() - 4, full.len() / 2, 30] {
+        let bytes = &full[..cut];
+        let d = Digest::sha256_of(bytes);
+        let err = catalog_layer(bytes, LayerCompression::Gzip, &d, &Limits::default()).unwrap_err();
+        assert!(
+            matches!(err, CatalogError::Corrupt { .. }),
+            "cut {cut}: {err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&d.to_string()), "{msg}");
+    }
+    let garbage = b"this is not gzip at all".to_vec();
+    let d = Digest::sha256_of(&garbage);
+    let err =
+        catalog_layer(&garbage[..], LayerCompression::Gzip, &d, &Limits::default()).unwrap_err();
+    assert!(matches!(err, CatalogError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn digest_mismatch_is_detected() {
+    let bytes = LayerBuilder::new().file("a", b"b").gzip();
+    let wrong = Digest::sha256_of(b"something else");
+    let err = catalog_layer(
+        &bytes[..],
+        LayerCompression::Gzip,
+        &wrong,
+        &Limits::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, CatalogError::DigestMismatch { .. }), "{err}");
+}
+
+#[test]
+fn oversized_text_file_is_skipped_with_a_warning() {
+    let mut big = STATUS_A.to_string();
+    big.push_str(&"\n".repeat(2 << 20));
+    let bytes = LayerBuilder::new()
+        .file("var/lib/dpkg/status", big.as_bytes())
+        .gzip();
+    let d = Digest::sha256_of(&bytes);
+    let limits = Limits {
+        max_file_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let li = catalog_layer(&bytes[..], LayerCompression::Gzip, &d, &limits).unwrap();
+    assert!(
+        li.warnings
+            .iter()
+            .any(|w| w.contains("/var/lib/dpkg/status")),
+        "{:?}",
+        li.warnings
+    );
+    assert!(li.packages().next().is_none());
+}
+
+#[test]
+fn layer_inventory_round_trips_through_json() {
+    let (_, li) = base();
+    let json = serde_json::to_string(&li).unwrap();
+    let back: LayerInventory = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, li);
+}
