@@ -8,6 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// An acknowledged push: repository, tag, manifest digest, blob digests.
+type Acked = (String, String, Digest, Vec<Digest>);
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -113,7 +116,7 @@ async fn kill_during_pushes_loses_nothing_acknowledged() {
     let mut child = spawn(&data, port);
     wait_ready(&c, &base).await;
 
-    let acked: Arc<Mutex<Vec<(String, String, Digest, Vec<Digest>)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let mut tasks = Vec::new();
     for w in 0..6u64 {
         let (c, base, acked) = (c.clone(), base.clone(), acked.clone());

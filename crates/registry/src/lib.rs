@@ -214,14 +214,12 @@ fn from_nanos(n: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(n as i128).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RegistryError> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, RegistryError>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(RegistryError::internal)?
-    }
+) -> Result<T, RegistryError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(RegistryError::internal)?
 }
 
 impl Registry {
