@@ -71,7 +71,9 @@ struct Affected {
 
 #[derive(Deserialize)]
 struct Package {
+    #[serde(default)]
     ecosystem: String,
+    #[serde(default)]
     name: String,
     #[serde(default)]
     purl: Option<String>,
@@ -165,7 +167,11 @@ pub(crate) fn read_record(b: &mut Builder, label: &str, v: Value) -> Result<(), 
     let mut record_sources: Vec<u16> = Vec::new();
     let mut spaces = Vec::with_capacity(affected.len());
     for a in &affected {
-        let sp = a.package.as_ref().and_then(space_of);
+        let sp = a
+            .package
+            .as_ref()
+            .filter(|p| !p.name.trim().is_empty())
+            .and_then(space_of);
         if let Some((_, src)) = &sp {
             let s = b.source(src);
             if !record_sources.contains(&s) {
