@@ -22,6 +22,60 @@ pub struct Config {
     /// Seconds after which an upload with no activity is abandoned.
     /// Env: `DRYDOCK_UPLOAD_EXPIRY_SECS`.
     pub upload_expiry_secs: u64,
+    /// The assessment service (`[assess]` table).
+    pub assess: AssessConfig,
+}
+
+/// `[assess]`: how images are assessed and judged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssessConfig {
+    /// Concurrent assessments. Env: `DRYDOCK_ASSESS_WORKERS`.
+    pub workers: usize,
+    /// Images pulled or pushed within this many days are re-assessed when
+    /// the vulnerability database changes. Env: `DRYDOCK_RESCAN_WINDOW_DAYS`.
+    pub rescan_window_days: u32,
+    /// Longest time between re-assessments of an image in the window.
+    pub rescan_interval_hours: u32,
+    /// Default health rule: unhealthy at or above this severity…
+    pub threshold: assess::Severity,
+    /// …counting only findings that have a fix.
+    pub fixable_only: bool,
+    /// Per-repository rules (`[[assess.policy]]`, first match wins):
+    /// `repository` glob, `threshold`, `fixable_only`.
+    pub policy: Vec<assess::PolicyRule>,
+    /// Webhooks (`[[assess.webhooks]]`): `url`, `secret`, optional
+    /// `repository` glob and `min_severity`.
+    pub webhooks: Vec<assess::WebhookConfig>,
+}
+
+impl Default for AssessConfig {
+    fn default() -> Self {
+        AssessConfig {
+            workers: 2,
+            rescan_window_days: 30,
+            rescan_interval_hours: 24,
+            threshold: assess::Severity::High,
+            fixable_only: true,
+            policy: Vec::new(),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+impl AssessConfig {
+    /// The assessment service's options for data directory `data`.
+    pub fn options(&self, data: &Path) -> assess::Options {
+        let mut opts = assess::Options::new(data);
+        opts.workers = self.workers;
+        opts.rescan_window_days = self.rescan_window_days;
+        opts.rescan_interval = time::Duration::hours(i64::from(self.rescan_interval_hours));
+        opts.policy.rules = self.policy.clone();
+        opts.policy.default.threshold = self.threshold;
+        opts.policy.default.fixable_only = self.fixable_only;
+        opts.webhooks = self.webhooks.clone();
+        opts
+    }
 }
 
 impl Default for Config {
@@ -31,6 +85,7 @@ impl Default for Config {
             data: PathBuf::from("drydock-data"),
             log_format: "text".into(),
             upload_expiry_secs: 24 * 3600,
+            assess: AssessConfig::default(),
         }
     }
 }
@@ -72,8 +127,24 @@ impl Config {
                 .parse()
                 .with_context(|| format!("DRYDOCK_UPLOAD_EXPIRY_SECS: not a number: {v:?}"))?;
         }
+        if let Some(v) = get("DRYDOCK_ASSESS_WORKERS") {
+            self.assess.workers = v
+                .parse()
+                .with_context(|| format!("DRYDOCK_ASSESS_WORKERS: not a number: {v:?}"))?;
+        }
+        if let Some(v) = get("DRYDOCK_RESCAN_WINDOW_DAYS") {
+            self.assess.rescan_window_days = v
+                .parse()
+                .with_context(|| format!("DRYDOCK_RESCAN_WINDOW_DAYS: not a number: {v:?}"))?;
+        }
+        if self.assess.workers == 0 {
+            bail!("assess.workers must be at least 1");
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            bail!("log_format must be \"text\" or \"json\", not {:?}", self.log_format);
+            bail!(
+                "log_format must be \"text\" or \"json\", not {:?}",
+                self.log_format
+            );
         }
         Ok(())
     }
@@ -115,6 +186,40 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("DRYDOCK_LISTEN"));
         assert!(toml::from_str::<Config>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn assess_section_maps_to_options() {
+        let c: Config = toml::from_str(
+            r#"
+            [assess]
+            workers = 4
+            rescan_window_days = 7
+            threshold = "critical"
+            [[assess.policy]]
+            repository = "prod/*"
+            threshold = "medium"
+            fixable_only = false
+            "#,
+        )
+        .unwrap();
+        let o = c.assess.options(Path::new("/d"));
+        assert_eq!(o.workers, 4);
+        assert_eq!(o.rescan_window_days, 7);
+        assert_eq!(o.policy.default.threshold, assess::Severity::Critical);
+        assert_eq!(
+            o.policy.rule_for("prod/api").threshold,
+            assess::Severity::Medium
+        );
+        assert_eq!(
+            o.policy.rule_for("dev/api").threshold,
+            assess::Severity::Critical
+        );
+        let mut zero = Config::default();
+        assert!(
+            zero.apply_env(|k| (k == "DRYDOCK_ASSESS_WORKERS").then(|| "0".into()))
+                .is_err()
+        );
     }
 
     #[test]
