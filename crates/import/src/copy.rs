@@ -1,0 +1,377 @@
+//! The import itself: plan, copy blobs, store children, then tags.
+
+use crate::job::{ImportedManifest, Job};
+use crate::{ImportConfig, Plan, PlatformFilter};
+use futures::{StreamExt, TryStreamExt};
+use oci::{Digest, Manifest, Reference, Tag};
+use registry::{ErrorCode, Origin, Registry};
+use std::collections::{BTreeMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, ReadBuf};
+use transport::{FetchedManifest, ImageSource, SourceSpec};
+
+/// Why a job failed, with enough context to act on.
+#[derive(Debug)]
+pub(crate) struct Failure(String);
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn fail(msg: impl Into<String>) -> Failure {
+    Failure(msg.into())
+}
+
+/// One tag (or digest) to write, and what it needs.
+struct Unit {
+    tag: Option<Tag>,
+    /// What the tag will point at.
+    root: FetchedManifest,
+    /// Child manifests to store first, with their platforms.
+    children: Vec<(FetchedManifest, Option<String>)>,
+}
+
+pub(crate) async fn run(
+    reg: &Registry,
+    cfg: &ImportConfig,
+    plan: &Plan,
+    job: &Job,
+) -> Result<(), Failure> {
+    job.phase("opening source");
+    let src: Arc<dyn ImageSource> = Arc::from(
+        transport::open(&plan.spec)
+            .await
+            .map_err(|e| fail(format!("cannot open {}: {e}", plan.spec)))?,
+    );
+    let what = src.describe();
+    let ctx = |e: transport::Error| fail(format!("{what}: {e}"));
+
+    job.phase("reading manifests");
+    let mut roots: Vec<(Option<Tag>, FetchedManifest)> = Vec::new();
+    if plan.all_tags {
+        let tags = src.tags().await.map_err(ctx)?;
+        if tags.is_empty() {
+            return Err(fail(format!("{what} has no tags")));
+        }
+        for t in tags {
+            let tag = Tag::parse(&t).map_err(|e| fail(format!("{what}: {e}")))?;
+            roots.push((Some(tag), src.tagged(&t).await.map_err(ctx)?));
+        }
+    } else {
+        let root = src.root().await.map_err(ctx)?;
+        let tag = match &plan.tag {
+            Some(t) => Some(t.clone()),
+            None => source_tag(&plan.spec, src.as_ref()).await,
+        };
+        roots.push((tag, root));
+    }
+
+    let mut units = Vec::new();
+    for (tag, root) in roots {
+        units.push(expand(src.as_ref(), &plan.platforms, tag, root).await?);
+    }
+
+    // Every blob the units need, once.
+    let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
+    for u in &units {
+        let images: Vec<&FetchedManifest> = if u.children.is_empty() {
+            vec![&u.root]
+        } else {
+            u.children.iter().map(|(m, _)| m).collect()
+        };
+        for m in images {
+            let parsed = m
+                .parse()
+                .map_err(|e| fail(format!("manifest {}: {e}", m.digest)))?;
+            for d in parsed.blobs() {
+                if d.urls.as_ref().is_none_or(|u| u.is_empty()) {
+                    blobs.insert(d.digest.clone(), d.size);
+                }
+            }
+        }
+    }
+
+    job.phase("copying blobs");
+    job.blobs_total.store(blobs.len() as u64, Ordering::Relaxed);
+    let mut to_copy = Vec::new();
+    for (digest, size) in blobs {
+        if reg.has_blob(Some(&plan.repo), &digest) {
+            job.blobs_skipped.fetch_add(1, Ordering::Relaxed);
+            job.blobs_done.fetch_add(1, Ordering::Relaxed);
+        } else if reg.has_blob(None, &digest) {
+            reg.link_blob(&plan.repo, &digest)
+                .map_err(|e| fail(format!("linking blob {digest}: {e}")))?;
+            job.blobs_skipped.fetch_add(1, Ordering::Relaxed);
+            job.blobs_done.fetch_add(1, Ordering::Relaxed);
+        } else {
+            job.bytes_total.fetch_add(size, Ordering::Relaxed);
+            to_copy.push((digest, size));
+        }
+    }
+    futures::stream::iter(to_copy)
+        .map(|(digest, size)| {
+            let src = src.clone();
+            async move { copy_blob(reg, src.as_ref(), &plan.repo, &digest, size, job).await }
+        })
+        .buffer_unordered(cfg.blob_concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    job.phase("storing manifests");
+    let mut stored: HashSet<Digest> = HashSet::new();
+    for u in &units {
+        for (child, platform) in &u.children {
+            if !stored.insert(child.digest.clone()) {
+                continue;
+            }
+            put(reg, plan, &Reference::Digest(child.digest.clone()), child).await?;
+            job.stored(ImportedManifest {
+                digest: child.digest.clone(),
+                media_type: child.media_type.clone(),
+                tag: None,
+                platform: platform.clone(),
+            });
+        }
+    }
+
+    job.phase("tagging");
+    for u in &units {
+        let reference = match &u.tag {
+            Some(t) => Reference::Tag(t.clone()),
+            None => Reference::Digest(u.root.digest.clone()),
+        };
+        put(reg, plan, &reference, &u.root).await?;
+        job.stored(ImportedManifest {
+            digest: u.root.digest.clone(),
+            media_type: u.root.media_type.clone(),
+            tag: u.tag.as_ref().map(|t| t.to_string()),
+            platform: None,
+        });
+    }
+    Ok(())
+}
+
+async fn put(
+    reg: &Registry,
+    plan: &Plan,
+    reference: &Reference,
+    m: &FetchedManifest,
+) -> Result<(), Failure> {
+    let digest = reg
+        .put_manifest(
+            &plan.repo,
+            reference,
+            m.bytes.clone(),
+            Some(&m.media_type),
+            Origin::Import,
+        )
+        .await
+        .map_err(|e| {
+            fail(format!(
+                "storing manifest {} as {}:{reference}: {e}",
+                m.digest, plan.repo
+            ))
+        })?;
+    if digest != m.digest {
+        return Err(fail(format!(
+            "registry stored manifest as {digest}, expected {}",
+            m.digest
+        )));
+    }
+    Ok(())
+}
+
+/// The tag the source names, when TARGET gives none.
+async fn source_tag(spec: &SourceSpec, src: &dyn ImageSource) -> Option<Tag> {
+    let t = match spec {
+        SourceSpec::OciLayout { tag, .. } => tag.clone(),
+        SourceSpec::Registry { image, .. } => image.tag.as_ref().map(|t| t.to_string()),
+        SourceSpec::DockerArchive { image, .. } => match image.as_deref() {
+            Some(sel) if !sel.starts_with('@') => sel
+                .rsplit_once(':')
+                .filter(|(_, t)| !t.contains('/'))
+                .map(|(_, t)| t.to_string())
+                .or(Some("latest".to_string())),
+            _ => match src.tags().await.ok()?.as_slice() {
+                [one] => Some(one.clone()),
+                _ => None,
+            },
+        },
+    };
+    t.and_then(|t| Tag::parse(&t).ok())
+}
+
+/// Resolve a root into what to store, applying the platform filter.
+async fn expand(
+    src: &dyn ImageSource,
+    platforms: &PlatformFilter,
+    tag: Option<Tag>,
+    root: FetchedManifest,
+) -> Result<Unit, Failure> {
+    let what = src.describe();
+    let parsed = root
+        .parse()
+        .map_err(|e| fail(format!("{what}: manifest {}: {e}", root.digest)))?;
+    let Manifest::Index { index, .. } = &parsed else {
+        if !platforms.is_empty() {
+            tracing::info!(source = %what, "--platform ignored: the source is a single image");
+        }
+        return Ok(Unit {
+            tag,
+            root,
+            children: Vec::new(),
+        });
+    };
+    let selected = platforms
+        .select(&index.manifests)
+        .map_err(|e| fail(format!("{what}: {e}")))?;
+    let mut children = Vec::new();
+    for d in &selected {
+        let child = src
+            .manifest(&d.digest)
+            .await
+            .map_err(|e| fail(format!("{what}: manifest {}: {e}", d.digest)))?;
+        let parsed = child
+            .parse()
+            .map_err(|e| fail(format!("{what}: manifest {}: {e}", d.digest)))?;
+        if parsed.is_index() {
+            return Err(fail(format!(
+                "{what}: {} is an index inside an index; nested indexes are not supported",
+                d.digest
+            )));
+        }
+        children.push((child, d.platform.as_ref().map(|p| p.display())));
+    }
+    if platforms.is_empty() {
+        return Ok(Unit {
+            tag,
+            root,
+            children,
+        });
+    }
+    if PlatformFilter::images(&selected) == 1 {
+        // One platform: the image manifest itself, as the source has it.
+        let keep = children
+            .into_iter()
+            .zip(&selected)
+            .find(|(_, d)| {
+                !d.annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key("vnd.docker.reference.type"))
+            })
+            .map(|((m, _), _)| m)
+            .expect("one image selected");
+        return Ok(Unit {
+            tag,
+            root: keep,
+            children: Vec::new(),
+        });
+    }
+    // Several: a new index listing just those, other fields untouched.
+    let mut value: serde_json::Value = serde_json::from_slice(&root.bytes)
+        .map_err(|e| fail(format!("{what}: index {}: {e}", root.digest)))?;
+    let keep: HashSet<String> = selected.iter().map(|d| d.digest.to_string()).collect();
+    if let Some(list) = value.get_mut("manifests").and_then(|m| m.as_array_mut()) {
+        list.retain(|e| {
+            e.get("digest")
+                .and_then(|d| d.as_str())
+                .is_some_and(|d| keep.contains(d))
+        });
+    }
+    let bytes = bytes::Bytes::from(serde_json::to_vec(&value).expect("index serialises"));
+    let filtered = FetchedManifest {
+        digest: Digest::sha256_of(&bytes),
+        media_type: root.media_type.clone(),
+        bytes,
+    };
+    Ok(Unit {
+        tag,
+        root: filtered,
+        children,
+    })
+}
+
+/// Copy one blob, retrying a failed transfer (the transport already resumes
+/// cut connections; this covers failures it gave up on).
+async fn copy_blob(
+    reg: &Registry,
+    src: &dyn ImageSource,
+    repo: &oci::Name,
+    digest: &Digest,
+    size: u64,
+    job: &Job,
+) -> Result<(), Failure> {
+    const ATTEMPTS: u32 = 3;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let stream = src
+            .blob(digest)
+            .await
+            .map_err(|e| fail(format!("{}: blob {digest}: {e}", src.describe())))?;
+        let counted = Arc::new(AtomicU64::new(0));
+        let reader = Counting {
+            inner: stream,
+            this_attempt: counted.clone(),
+            total: &job.bytes_done,
+        };
+        match reg.put_blob(repo, digest, reader).await {
+            Ok(n) if n == size => {
+                job.blobs_done.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Ok(n) => {
+                return Err(fail(format!(
+                    "blob {digest} is {n} bytes, the manifest says {size}"
+                )));
+            }
+            Err(e) => {
+                job.bytes_done
+                    .fetch_sub(counted.load(Ordering::Relaxed), Ordering::Relaxed);
+                let verification =
+                    matches!(e.code, ErrorCode::DigestInvalid | ErrorCode::SizeInvalid)
+                        || e.message.contains("digest mismatch")
+                        || e.message.contains("ended after")
+                        || e.message.contains("is longer than");
+                if verification || attempt >= ATTEMPTS {
+                    return Err(fail(format!(
+                        "copying blob {digest} from {}: {e}",
+                        src.describe()
+                    )));
+                }
+                tracing::warn!(%digest, attempt, error = %e, "blob copy failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)))
+                    .await;
+            }
+        }
+    }
+}
+
+/// Counts bytes read into the job's progress.
+struct Counting<'a, R> {
+    inner: R,
+    this_attempt: Arc<AtomicU64>,
+    total: &'a AtomicU64,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counting<'_, R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.this_attempt.fetch_add(n, Ordering::Relaxed);
+            self.total.fetch_add(n, Ordering::Relaxed);
+        }
+        r
+    }
+}

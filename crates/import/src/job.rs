@@ -1,0 +1,177 @@
+//! A job's progress and result, shared between the worker and `GET`.
+
+use crate::{ImportRequest, Plan};
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+}
+
+/// A manifest the job stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedManifest {
+    pub digest: oci::Digest,
+    pub media_type: String,
+    /// The tag written, for the roots; `None` for children stored by digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// `os/arch[/variant]` for a platform manifest of an index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
+/// What `GET /api/v1/imports/{id}` returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub id: uuid::Uuid,
+    pub state: JobState,
+    /// The source as given (never with credentials).
+    pub source: String,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    pub all_tags: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// What the job is doing now (`planning`, `copying blobs`, …).
+    pub phase: String,
+    /// Blobs the import needs, how many are done, and how many of those
+    /// were already present (linked or skipped, not transferred).
+    pub blobs_total: u64,
+    pub blobs_done: u64,
+    pub blobs_skipped: u64,
+    /// Bytes of the blobs to transfer, and transferred so far.
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+    /// Manifests stored, children first, tagged roots last.
+    pub manifests: Vec<ImportedManifest>,
+    /// Why the job failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub(crate) struct Job {
+    pub id: uuid::Uuid,
+    source: String,
+    target: String,
+    platforms: Vec<String>,
+    all_tags: bool,
+    created_at: OffsetDateTime,
+    pub blobs_total: AtomicU64,
+    pub blobs_done: AtomicU64,
+    pub blobs_skipped: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub bytes_done: AtomicU64,
+    state: Mutex<Mutable>,
+}
+
+struct Mutable {
+    state: JobState,
+    phase: String,
+    finished_at: Option<OffsetDateTime>,
+    manifests: Vec<ImportedManifest>,
+    error: Option<String>,
+}
+
+impl Job {
+    pub fn new(plan: &Plan, req: &ImportRequest) -> Job {
+        Job {
+            id: uuid::Uuid::new_v4(),
+            source: plan.spec.to_string(),
+            target: req.target.trim().to_string(),
+            platforms: req.platforms.clone(),
+            all_tags: req.all_tags,
+            created_at: OffsetDateTime::now_utc(),
+            blobs_total: AtomicU64::new(0),
+            blobs_done: AtomicU64::new(0),
+            blobs_skipped: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            state: Mutex::new(Mutable {
+                state: JobState::Queued,
+                phase: "queued".into(),
+                finished_at: None,
+                manifests: Vec::new(),
+                error: None,
+            }),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Mutable) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn start(&self) {
+        self.with(|m| {
+            m.state = JobState::Running;
+            m.phase = "starting".into();
+        });
+    }
+
+    pub fn phase(&self, p: &str) {
+        self.with(|m| m.phase = p.to_string());
+    }
+
+    pub fn stored(&self, im: ImportedManifest) {
+        self.with(|m| m.manifests.push(im));
+    }
+
+    pub fn succeed(&self) {
+        self.with(|m| {
+            m.state = JobState::Succeeded;
+            m.phase = "done".into();
+            m.finished_at = Some(OffsetDateTime::now_utc());
+        });
+    }
+
+    pub fn fail(&self, why: String) {
+        self.with(|m| {
+            m.state = JobState::Failed;
+            m.phase = "failed".into();
+            m.error = Some(why);
+            m.finished_at = Some(OffsetDateTime::now_utc());
+        });
+    }
+
+    pub fn finished(&self) -> bool {
+        self.with(|m| m.state.is_finished())
+    }
+
+    pub fn status(&self) -> JobStatus {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.with(|m| JobStatus {
+            id: self.id,
+            state: m.state,
+            source: self.source.clone(),
+            target: self.target.clone(),
+            platforms: self.platforms.clone(),
+            all_tags: self.all_tags,
+            created_at: self.created_at,
+            finished_at: m.finished_at,
+            phase: m.phase.clone(),
+            blobs_total: l(&self.blobs_total),
+            blobs_done: l(&self.blobs_done),
+            blobs_skipped: l(&self.blobs_skipped),
+            bytes_total: l(&self.bytes_total),
+            bytes_done: l(&self.bytes_done),
+            manifests: m.manifests.clone(),
+            error: m.error.clone(),
+        })
+    }
+}

@@ -1,0 +1,376 @@
+//! Import: copy images from elsewhere (another registry, an OCI layout, a
+//! docker archive) into this registry, where they are assessed on arrival.
+//!
+//! The job: an [`Importer`] runs import jobs in the background. Each job
+//! opens a [`transport::ImageSource`], plans what the target needs (the
+//! root manifest or index, the platform manifests it keeps, their blobs),
+//! copies the blobs that are missing through the registry's in-process API
+//! ([`registry::Registry::put_blob`], which verifies and commits), links the
+//! ones present elsewhere in the store, stores child manifests by digest,
+//! and only then writes the tag(s) with [`registry::Registry::put_manifest`]
+//! (`Origin::Import`, which raises the "manifest pushed" event the
+//! assessment service listens to).
+//!
+//! HTTP API ([`router`], merged into the server under `/api/v1/imports`):
+//! - `POST /api/v1/imports` with an [`ImportRequest`] → `202` and the
+//!   [`JobStatus`] (with `id`), `Location: /api/v1/imports/{id}`; `400` with
+//!   `{"error": …}` for a request that cannot work (bad source or target
+//!   syntax, bad platform, a local source when those are disabled).
+//! - `GET /api/v1/imports/{id}` → the [`JobStatus`] (progress, result,
+//!   error); `GET /api/v1/imports` → recent jobs, newest first.
+//!
+//! Invariants:
+//! - Nothing half-imported is visible by tag: tags are written last, after
+//!   every blob and child manifest they need is stored. A failed job may
+//!   leave verified blobs and untagged child manifests (reachable only by
+//!   digest; garbage collection removes them), never a tag pointing at an
+//!   incomplete image.
+//! - With `--all-tags`, all tags are planned and all content is copied
+//!   before the first tag is written.
+//! - Blobs are streamed (never held in memory) and verified twice: by the
+//!   transport against the source's digest and by the registry on commit.
+//! - A blob already in the repository is not transferred; one present in
+//!   another repository is linked, not copied.
+//! - Credentials are never stored in a job, logged, or returned.
+//!
+//! Platforms: an index is imported whole unless `platforms` picks some.
+//! Picking one platform imports that platform's image manifest alone
+//! (byte-for-byte as the source has it, so its digest is the source's);
+//! picking several imports a new index listing just those (and any
+//! attestation manifests attached to them), whose digest therefore differs
+//! from the source index's.
+
+pub mod client;
+mod copy;
+mod job;
+mod platform;
+
+pub use job::{ImportedManifest, JobState, JobStatus};
+pub use platform::PlatformFilter;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use transport::{Credentials, SourceSpec};
+
+/// What to import: the body of `POST /api/v1/imports`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    /// `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`, `oci:DIR[:TAG]` or
+    /// `docker-archive:FILE[:NAME:TAG]` (paths on the server).
+    pub source: String,
+    /// `REPO[:TAG]` in this registry. Without a tag, the source's tag is
+    /// used; a source named by digest alone is stored by digest.
+    pub target: String,
+    /// `os/arch[/variant]` entries to keep from an index (empty: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    /// Import every tag of the source repository (TARGET then has no tag).
+    #[serde(default)]
+    pub all_tags: bool,
+    /// `USER:PASSWORD` for the source registry (else the stored ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creds: Option<String>,
+    /// Plain HTTP to the source registry.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// Credentials and transport settings stored per remote registry host.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RemoteConfig {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Always use plain HTTP for this host.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// Importer settings.
+#[derive(Debug, Clone)]
+pub struct ImportConfig {
+    /// Allow `oci:` and `docker-archive:` sources (paths on the server).
+    pub allow_local: bool,
+    /// Stored settings per remote, keyed by `HOST[:PORT]`.
+    pub remotes: HashMap<String, RemoteConfig>,
+    /// Jobs that run at once; more wait in `queued`.
+    pub max_concurrent_jobs: usize,
+    /// Blobs copied at once within a job.
+    pub blob_concurrency: usize,
+    /// Finished jobs remembered for `GET`.
+    pub keep_finished: usize,
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        ImportConfig {
+            allow_local: true,
+            remotes: HashMap::new(),
+            max_concurrent_jobs: 2,
+            blob_concurrency: 3,
+            keep_finished: 200,
+        }
+    }
+}
+
+/// Why a request was refused before a job started.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A request checked and resolved into what a job needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub spec: SourceSpec,
+    pub repo: oci::Name,
+    pub tag: Option<oci::Tag>,
+    pub platforms: PlatformFilter,
+    pub all_tags: bool,
+}
+
+/// Runs import jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct Importer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: registry::Registry,
+    config: ImportConfig,
+    jobs: Mutex<Jobs>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+#[derive(Default)]
+struct Jobs {
+    by_id: HashMap<uuid::Uuid, Arc<job::Job>>,
+    order: VecDeque<uuid::Uuid>,
+}
+
+impl Importer {
+    pub fn new(registry: registry::Registry, config: ImportConfig) -> Importer {
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            config.max_concurrent_jobs.max(1),
+        ));
+        Importer {
+            inner: Arc::new(Inner {
+                registry,
+                config,
+                jobs: Mutex::new(Jobs::default()),
+                slots,
+            }),
+        }
+    }
+
+    /// Check a request and resolve credentials; nothing is contacted.
+    pub(crate) fn plan(&self, req: &ImportRequest) -> Result<Plan, RequestError> {
+        let bad = |m: String| RequestError::Invalid(m);
+        let mut spec = SourceSpec::parse(req.source.trim()).map_err(|e| bad(e.to_string()))?;
+        match &mut spec {
+            SourceSpec::Registry {
+                image,
+                creds,
+                insecure,
+            } => {
+                let stored = self.inner.config.remotes.get(&image.host);
+                *creds = match (&req.creds, stored) {
+                    (Some(c), _) => Some(Credentials::parse(c).map_err(|e| bad(e.to_string()))?),
+                    (
+                        None,
+                        Some(RemoteConfig {
+                            username: Some(u),
+                            password,
+                            ..
+                        }),
+                    ) => Some(Credentials {
+                        username: u.clone(),
+                        password: password.clone().unwrap_or_default(),
+                    }),
+                    _ => None,
+                };
+                *insecure = req.insecure || stored.is_some_and(|s| s.insecure);
+                if req.all_tags && image.digest.is_some() {
+                    return Err(bad(
+                        "--all-tags takes a source repository, not a digest".into()
+                    ));
+                }
+            }
+            SourceSpec::OciLayout { dir, .. } | SourceSpec::DockerArchive { file: dir, .. } => {
+                if !self.inner.config.allow_local {
+                    return Err(bad(
+                        "this server does not import from local paths (oci:, docker-archive:)"
+                            .into(),
+                    ));
+                }
+                if req.creds.is_some() {
+                    return Err(bad("--creds only applies to docker:// sources".into()));
+                }
+                if !dir.is_absolute() {
+                    return Err(bad(format!(
+                        "{} must be an absolute path on the server",
+                        dir.display()
+                    )));
+                }
+            }
+        }
+        let target = req.target.trim();
+        let (repo, tag) = match target.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (
+                r,
+                Some(oci::Tag::parse(t).map_err(|e| bad(format!("target: {e}")))?),
+            ),
+            _ => (target, None),
+        };
+        if target.contains('@') {
+            return Err(bad(
+                "TARGET is REPO[:TAG]; the digest comes from the source".into(),
+            ));
+        }
+        let repo = oci::Name::parse(repo).map_err(|e| bad(format!("target: {e}")))?;
+        if req.all_tags && tag.is_some() {
+            return Err(bad(
+                "--all-tags keeps the source's tags; give TARGET as a repository without a tag"
+                    .into(),
+            ));
+        }
+        let platforms = PlatformFilter::parse(&req.platforms).map_err(bad)?;
+        Ok(Plan {
+            spec,
+            repo,
+            tag,
+            platforms,
+            all_tags: req.all_tags,
+        })
+    }
+
+    /// Check a request and start a job for it.
+    pub fn submit(&self, req: ImportRequest) -> Result<JobStatus, RequestError> {
+        let plan = self.plan(&req)?;
+        let job = Arc::new(job::Job::new(&plan, &req));
+        {
+            let mut jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            jobs.by_id.insert(job.id, job.clone());
+            jobs.order.push_back(job.id);
+            // Forget the oldest finished jobs beyond the limit.
+            let keep = self.inner.config.keep_finished.max(1);
+            while jobs.order.len() > keep {
+                let Some(pos) = jobs
+                    .order
+                    .iter()
+                    .position(|id| jobs.by_id.get(id).is_none_or(|j| j.finished()))
+                else {
+                    break;
+                };
+                let id = jobs.order.remove(pos).expect("position");
+                jobs.by_id.remove(&id);
+            }
+        }
+        let status = job.status();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _slot = this.inner.slots.clone().acquire_owned().await;
+            job.start();
+            let result = copy::run(&this.inner.registry, &this.inner.config, &plan, &job).await;
+            match result {
+                Ok(()) => job.succeed(),
+                Err(e) => {
+                    tracing::warn!(id = %job.id, source = %plan.spec, error = %e, "import failed");
+                    job.fail(e.to_string());
+                }
+            }
+        });
+        Ok(status)
+    }
+
+    /// A job's current status.
+    pub fn status(&self, id: uuid::Uuid) -> Option<JobStatus> {
+        let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.by_id.get(&id).map(|j| j.status())
+    }
+
+    /// Recent jobs, newest first.
+    pub fn list(&self) -> Vec<JobStatus> {
+        let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.order
+            .iter()
+            .rev()
+            .filter_map(|id| jobs.by_id.get(id).map(|j| j.status()))
+            .collect()
+    }
+
+    /// Submit and wait for the job to finish (for tests and embedding).
+    pub async fn run(&self, req: ImportRequest) -> Result<JobStatus, RequestError> {
+        let id = self.submit(req)?.id;
+        loop {
+            let s = self.status(id).expect("job just submitted");
+            if s.state.is_finished() {
+                return Ok(s);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The `/api/v1/imports` routes. Merge into the server's router.
+pub fn router(importer: Importer) -> Router {
+    Router::new()
+        .route("/api/v1/imports", get(list).post(create))
+        .route("/api/v1/imports/{id}", get(show))
+        .with_state(importer)
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+}
+
+async fn create(State(imp): State<Importer>, headers: HeaderMap, body: bytes::Bytes) -> Response {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("application/json"));
+    if !json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request as application/json",
+        );
+    }
+    let req: ImportRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
+    };
+    match imp.submit(req) {
+        Ok(status) => {
+            let location = format!("/api/v1/imports/{}", status.id);
+            (
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, location)],
+                Json(status),
+            )
+                .into_response()
+        }
+        Err(RequestError::Invalid(m)) => error(StatusCode::BAD_REQUEST, m),
+    }
+}
+
+async fn show(State(imp): State<Importer>, Path(id): Path<String>) -> Response {
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return error(StatusCode::NOT_FOUND, "no such import");
+    };
+    match imp.status(id) {
+        Some(s) => Json(s).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such import"),
+    }
+}
+
+async fn list(State(imp): State<Importer>) -> Response {
+    Json(imp.list()).into_response()
+}
