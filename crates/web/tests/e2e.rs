@@ -1,0 +1,610 @@
+//! End to end: a real registry, the assessor and the API on 127.0.0.1,
+//! skopeo pushing real images, a vulnerability database built from real
+//! advisory records, a webhook receiver on loopback, and a manual clock.
+//!
+//! Images: `$DRYDOCK_TEST_IMAGES/oci`, else `target/test-images/oci`, else
+//! built with `scripts/test-images.sh`. Advisory data: `../shared/vulndata`
+//! (or `$DRYDOCK_VULNDATA`).
+
+use assess::{Clock, ManualClock, Options, Service};
+use axum::Router;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "0123456789abcdef-secret";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn images() -> Option<PathBuf> {
+    let out = std::env::var_os("DRYDOCK_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/test-images"));
+    let layout = out.join("oci");
+    let tags = ["bookworm-base", "python-app", "multiarch"];
+    let has_all = |p: &Path| {
+        std::fs::read_to_string(p.join("index.json"))
+            .map(|s| tags.iter().all(|t| s.contains(&format!("\"{t}\""))))
+            .unwrap_or(false)
+    };
+    if !has_all(&layout) {
+        let status = Command::new("bash")
+            .arg(root().join("scripts/test-images.sh"))
+            .env("DRYDOCK_TEST_IMAGES", &out)
+            .status();
+        if !matches!(status, Ok(s) if s.success()) || !has_all(&layout) {
+            return None;
+        }
+    }
+    std::fs::canonicalize(layout).ok()
+}
+
+fn vulndata() -> PathBuf {
+    std::env::var_os("DRYDOCK_VULNDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/vulndata"))
+}
+
+fn skopeo(args: &[&str]) {
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn prerequisites() -> Option<PathBuf> {
+    if Command::new("skopeo").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "skopeo is required in CI");
+        eprintln!("skopeo not installed; skipping");
+        return None;
+    }
+    if !vulndata().join("osv/Debian/all.zip").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "vulndata is required in CI"
+        );
+        eprintln!("vulndata unavailable; skipping");
+        return None;
+    }
+    let imgs = images();
+    if imgs.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "test images unavailable");
+        eprintln!("test images unavailable; skipping");
+    }
+    imgs
+}
+
+fn import_db(data: &Path, zips: &[&str]) -> String {
+    let paths: Vec<PathBuf> = zips.iter().map(|z| vulndata().join(z)).collect();
+    vulndb::import(data, &paths, &mut |_| {})
+        .expect("import")
+        .version
+}
+
+struct Server {
+    addr: SocketAddr,
+    registry: registry::Registry,
+    service: Service,
+    handle: vulndb::Handle,
+    clock: ManualClock,
+    http: reqwest::Client,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.addr.port())
+    }
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+    fn push(&self, layout: &Path, tag: &str, dest: &str) {
+        skopeo(&[
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:{tag}", layout.display()),
+            &format!("docker://{}/{dest}", self.host()),
+        ]);
+    }
+    async fn wait_done(&self, digest: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (s, v) = self.get(&format!("/api/v1/images/{digest}")).await;
+            if s == 200
+                && matches!(
+                    v["status"].as_str(),
+                    Some("done" | "failed" | "unsupported")
+                )
+            {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "image {digest} not assessed: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn start(data: &Path, workers: usize) -> Server {
+    let registry = registry::Registry::open(registry::Options::new(data)).unwrap();
+    let handle = vulndb::Handle::open_with_interval(data, Duration::from_millis(100));
+    let clock = ManualClock::new();
+    let mut opts = Options::new(data);
+    opts.workers = workers;
+    opts.tick = Duration::from_secs(3600); // the test drives re-matching itself
+    opts.webhook_backoff = Duration::from_millis(50);
+    let service = assess::start_with_registry(
+        opts,
+        registry.clone(),
+        handle.clone(),
+        catalog::Limits::default(),
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
+    let app: Router = registry
+        .router()
+        .merge(web::router(web::State::new(service.clone())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Server {
+        addr,
+        registry,
+        service,
+        handle,
+        clock,
+        http: reqwest::Client::new(),
+    }
+}
+
+type Received = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+/// A webhook receiver: records (event, signature, body).
+async fn receiver() -> (String, Received) {
+    let got: Received = Arc::default();
+    let g = got.clone();
+    let app = Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let g = g.clone();
+                async move {
+                    let h = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    g.lock().unwrap().push((
+                        h("x-drydock-event"),
+                        h("x-drydock-signature"),
+                        body.to_vec(),
+                    ));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), got)
+}
+
+fn signature_ok(sig: &str, body: &[u8]) -> bool {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    sig == format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn wait_deliveries(s: &Server, webhook: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = s
+            .get(&format!("/api/v1/webhooks/{webhook}/deliveries"))
+            .await;
+        let list = v.as_array().cloned().unwrap_or_default();
+        if list.iter().all(|d| d["state"] != "pending") {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "deliveries still pending: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn manifest_digest(layout: &Path, tag: &str) -> String {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn unhealthy(v: &Value) -> bool {
+    v["health"]["healthy"] == false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assessment_end_to_end() {
+    let Some(layout) = tokio::task::spawn_blocking(prerequisites).await.unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let d2 = data.clone();
+    let v1 = tokio::task::spawn_blocking(move || import_db(&d2, &["osv/Debian/all.zip"]))
+        .await
+        .unwrap();
+    let s = start(&data, 2).await;
+    assert_eq!(s.handle.current().unwrap().version(), v1);
+
+    // Webhook, and the API's answers to bad input.
+    let (hook_url, received) = receiver().await;
+    let (st, hook) = s
+        .post(
+            "/api/v1/webhooks",
+            json!({"url": hook_url, "secret": SECRET}),
+        )
+        .await;
+    assert_eq!(st, 201, "{hook}");
+    let hook_id = hook["id"].as_str().unwrap().to_string();
+    assert!(hook.get("secret").is_none(), "the secret is never shown");
+    for (path, want) in [
+        ("/api/v1/images/not-a-digest", 400),
+        (
+            "/api/v1/images/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            404,
+        ),
+        ("/api/v1/usage?from=2024-13", 400),
+        ("/api/v1/images?health=sick", 400),
+        ("/api/v1/recommendations?bogus=1", 400),
+        ("/api/v1/nothing", 404),
+    ] {
+        let (st, v) = s.get(path).await;
+        assert_eq!(st, want, "{path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{path}: {v}"
+        );
+    }
+    let (st, v) = s
+        .post("/api/v1/exemptions", json!({"reason": "x", "author": "me"}))
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = s
+        .post(
+            "/api/v1/webhooks",
+            json!({"url": "ftp://x", "secret": SECRET}),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, doc) = s.get("/api/v1/openapi.json").await;
+    assert_eq!(st, 200);
+    assert!(doc["paths"]["/api/v1/images/{digest}"].is_object(), "{doc}");
+
+    // Push: findings within a second or so.
+    let base = manifest_digest(&layout, "bookworm-base");
+    let app = manifest_digest(&layout, "python-app");
+    let t0 = Instant::now();
+    s.push(&layout, "bookworm-base", "base:bookworm");
+    let pushed = t0.elapsed();
+    let vb = s.wait_done(&base).await;
+    eprintln!(
+        "bookworm-base: push {:?}, push-to-findings {:?}",
+        pushed,
+        t0.elapsed() - pushed
+    );
+    s.push(&layout, "python-app", "app:1");
+    let va = s.wait_done(&app).await;
+    for v in [&vb, &va] {
+        assert_eq!(v["status"], "done", "{v}");
+        assert_eq!(v["db_version"], v1.as_str());
+        let findings = v["findings"].as_array().unwrap();
+        assert!(
+            !findings.is_empty(),
+            "real Debian records must match bookworm packages"
+        );
+        assert!(
+            findings.iter().all(|f| f["ecosystem"] == "deb"),
+            "only Debian data is loaded"
+        );
+        assert!(v["summary"]["total"].as_u64().unwrap() > 0);
+        assert!(matches!(
+            v["health"]["status"].as_str(),
+            Some("healthy" | "unhealthy")
+        ));
+        assert_eq!(v["stale"], false);
+    }
+    assert_eq!(va["tags"], json!(["app:1"]));
+    // The app is built on the base: the advice names it when OS findings dominate.
+    let rem = &va["remediation"];
+    assert!(rem["upgrade_plan"].is_array());
+    if let Some(advice) = rem.get("base_image") {
+        assert_eq!(advice["base_image"]["repository"], "base", "{advice}");
+    }
+    // Filters.
+    let (_, crit) = s
+        .get(&format!(
+            "/api/v1/images/{app}?severity=critical&fixable=true"
+        ))
+        .await;
+    assert!(
+        crit["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["severity"] == "critical" && f["fixable"] == true)
+    );
+    let (st, _) = s.get(&format!("/api/v1/images/{app}?severity=awful")).await;
+    assert_eq!(st, 400);
+    let (_, inv) = s.get(&format!("/api/v1/images/{app}?inventory=true")).await;
+    assert!(inv["inventory"]["packages"].as_array().unwrap().len() > 50);
+
+    // A multi-arch index: each platform assessed, rolled up on the index.
+    let multi = manifest_digest(&layout, "multiarch");
+    s.push(&layout, "multiarch", "multi:latest");
+    s.service.wait_idle(Duration::from_secs(120)).await.unwrap();
+    let vm = s.wait_done(&multi).await;
+    assert_eq!(vm["kind"], "index");
+    let children = vm["children"].as_array().unwrap();
+    assert_eq!(children.len(), 2, "{vm}");
+    assert!(children.iter().all(|c| c["status"] == "done"), "{vm}");
+    assert!(vm["health"].is_object());
+
+    // Notifications: exactly one per unhealthy image, none for healthy ones, signed.
+    let deliveries = wait_deliveries(&s, &hook_id).await;
+    let mut expected: Vec<String> = Vec::new();
+    for d in [&base, &app] {
+        let (_, v) = s.get(&format!("/api/v1/images/{d}")).await;
+        if unhealthy(&v) {
+            expected.push(d.clone());
+        }
+    }
+    for c in children {
+        if c["health"]["healthy"] == false {
+            expected.push(c["digest"].as_str().unwrap().to_string());
+        }
+    }
+    let got = received.lock().unwrap().clone();
+    let mut got_digests: Vec<String> = got
+        .iter()
+        .map(|(event, sig, body)| {
+            assert_eq!(event, "image.unhealthy");
+            assert!(signature_ok(sig, body), "bad signature");
+            let v: Value = serde_json::from_slice(body).unwrap();
+            assert!(!v["new_findings"].as_array().unwrap().is_empty());
+            v["digest"].as_str().unwrap().to_string()
+        })
+        .collect();
+    got_digests.sort();
+    expected.sort();
+    assert_eq!(got_digests, expected);
+    assert_eq!(deliveries.len(), expected.len());
+    assert!(deliveries.iter().all(|d| d["state"] == "delivered"));
+
+    // A daily re-match with the same database: nothing new, nothing sent twice.
+    s.clock.advance(time::Duration::days(2));
+    let n = s.service.rematch_due().await.unwrap();
+    assert!(
+        n >= 2,
+        "images in the window are re-matched at least daily ({n})"
+    );
+    wait_deliveries(&s, &hook_id).await;
+    assert_eq!(
+        received.lock().unwrap().len(),
+        expected.len(),
+        "never twice"
+    );
+    let (_, va2) = s.get(&format!("/api/v1/images/{app}")).await;
+    assert_eq!(va2["diffs"]["previous_assessment"]["new"], json!([]));
+
+    // Exemptions change health and expire by themselves.
+    let (st, ex) = s
+        .post(
+            "/api/v1/exemptions",
+            json!({
+                "severity": "critical", "repository": "app", "reason": "accepted risk",
+                "author": "sec-team",
+                "expires_at": assess::clock::rfc3339(s.clock.now() + time::Duration::hours(1)),
+            }),
+        )
+        .await;
+    assert_eq!(st, 201, "{ex}");
+    let (_, v) = s.get(&format!("/api/v1/images/{app}")).await;
+    assert_eq!(v["health"]["healthy"], true, "{}", v["health"]);
+    assert_eq!(v["summary"]["total"], 0);
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["exempt"] == true)
+    );
+    let (_, b) = s.get(&format!("/api/v1/images/{base}")).await;
+    assert_eq!(
+        b["summary"]["exempt"], 0,
+        "the exemption is scoped to repository app"
+    );
+    s.clock.advance(time::Duration::hours(2));
+    let (_, v) = s.get(&format!("/api/v1/images/{app}")).await;
+    assert_eq!(
+        v["summary"]["exempt"], 0,
+        "expired exemptions stop applying"
+    );
+    assert_eq!(unhealthy(&v), unhealthy(&va));
+
+    // Database update: images pulled inside the window are re-matched, others not.
+    s.clock.advance(time::Duration::days(40));
+    let pull_dir = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/app:1", s.host()),
+        &format!("oci:{}:x", pull_dir.path().display()),
+    ]);
+    s.registry.flush();
+    s.service.poll_pulls().await.unwrap();
+    let d2 = data.clone();
+    let v2 = tokio::task::spawn_blocking(move || {
+        import_db(&d2, &["osv/Debian/all.zip", "osv/PyPI/all.zip"])
+    })
+    .await
+    .unwrap();
+    assert_ne!(v1, v2);
+    s.handle.reload().unwrap();
+    let n = s.service.rematch_due().await.unwrap();
+    assert_eq!(n, 1, "only the pulled image is in the window");
+    let (_, va3) = s.get(&format!("/api/v1/images/{app}")).await;
+    let (_, vb3) = s.get(&format!("/api/v1/images/{base}")).await;
+    assert_eq!(va3["db_version"], v2.as_str());
+    assert_eq!(va3["stale"], false);
+    assert_eq!(vb3["db_version"], v1.as_str(), "outside the window: kept");
+    assert_eq!(vb3["stale"], true);
+    assert!(vb3["assessed_at"].is_string());
+    // New problems (if the PyPI data brings any) are told once, as new findings.
+    let new_keys: Vec<String> = va3["diffs"]["previous_assessment"]["new"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    let violating_new = va3["findings"].as_array().unwrap().iter().any(|f| {
+        f["violates_policy"] == true
+            && new_keys.contains(&format!(
+                "{}|{}|{}",
+                f["id"].as_str().unwrap(),
+                f["ecosystem"].as_str().unwrap(),
+                f["package"].as_str().unwrap()
+            ))
+    });
+    wait_deliveries(&s, &hook_id).await;
+    let got = received.lock().unwrap().clone();
+    assert_eq!(
+        got.len(),
+        expected.len() + usize::from(violating_new),
+        "{new_keys:?}"
+    );
+    if violating_new {
+        let want = if unhealthy(&va) {
+            "image.new_findings"
+        } else {
+            "image.unhealthy"
+        };
+        assert_eq!(got.last().unwrap().0, want);
+    }
+
+    // Usage: each digest once, however often re-matched.
+    let (st, u) = s.get("/api/v1/usage").await;
+    assert_eq!(st, 200);
+    let per_repo = |r: &str| -> u64 {
+        u["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["repository"] == r)
+            .map(|x| x["images"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(per_repo("base"), 1, "{u}");
+    assert_eq!(per_repo("app"), 1, "{u}");
+    assert_eq!(per_repo("multi"), 2, "{u}");
+    assert_eq!(u["total"], 4);
+
+    // Listings.
+    let (_, repos) = s.get("/api/v1/repositories").await;
+    assert_eq!(repos.as_array().unwrap().len(), 3, "{repos}");
+    let (st, tags) = s.get("/api/v1/repositories/app/tags").await;
+    assert_eq!(st, 200);
+    assert_eq!(tags[0]["tag"], "1");
+    let (_, rec) = s.get("/api/v1/recommendations").await;
+    assert!(rec["by_image"].as_array().unwrap().len() >= 3);
+    let (_, q) = s.get("/api/v1/queue").await;
+    assert_eq!(q["pending"], json!([]));
+    let (_, db) = s.get("/api/v1/vulndb").await;
+    assert_eq!(db["version"], v2.as_str());
+    s.service.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_queue_loses_no_job() {
+    let Some(layout) = tokio::task::spawn_blocking(prerequisites).await.unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    // No workers: pushes are queued and stay queued.
+    let s = start(&data, 0).await;
+    let base = manifest_digest(&layout, "bookworm-base");
+    let app = manifest_digest(&layout, "python-app");
+    s.push(&layout, "bookworm-base", "base:bookworm");
+    s.push(&layout, "python-app", "app:1");
+    let (_, q) = s.get("/api/v1/queue").await;
+    assert_eq!(q["pending"].as_array().unwrap().len(), 2, "{q}");
+    // One job was being worked on when the process died.
+    let claimed = s.service.store().claim(0).unwrap().unwrap();
+    assert_eq!(claimed.status, "cataloging");
+    s.service.shutdown();
+    let registry = s.registry.clone();
+    drop(s);
+
+    // The restarted service picks both up.
+    let handle = vulndb::Handle::open(&data);
+    let mut opts = Options::new(&data);
+    opts.tick = Duration::from_secs(3600);
+    let svc = assess::start_with_registry(
+        opts,
+        registry,
+        handle,
+        catalog::Limits::default(),
+        Arc::new(ManualClock::new()),
+    )
+    .await
+    .unwrap();
+    svc.wait_idle(Duration::from_secs(120)).await.unwrap();
+    for d in [&base, &app] {
+        let row = svc.store().image(d).unwrap().unwrap();
+        assert_eq!(row.status, "done", "{row:?}");
+    }
+    svc.shutdown();
+}
