@@ -1,11 +1,154 @@
-//! `drydock import`.
+//! `drydock import`: ask a running server to import an image, and follow
+//! the job with a progress bar. The work happens in the server (crate
+//! `import`); this is a thin client of `POST /api/v1/imports`.
 
 use crate::config::Config;
+use anyhow::Context;
+use import::{ImportRequest, JobState, JobStatus, client::Client};
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(clap::Args)]
-pub struct ImportArgs {}
+pub struct ImportArgs {
+    /// What to import: docker://HOST[:PORT]/REPO[:TAG|@DIGEST],
+    /// oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG]. Paths are read by
+    /// the server (relative ones are made absolute here).
+    pub source: String,
+    /// Where to put it in this registry: REPO[:TAG]. Without a tag the
+    /// source's tag is kept.
+    pub target: String,
+    /// The drydock server [default: http://<listen address>, i.e.
+    /// http://127.0.0.1:5000].
+    #[arg(long, env = "DRYDOCK_SERVER")]
+    pub server: Option<String>,
+    /// Import only these platforms of an index (repeatable, or
+    /// comma-separated): OS/ARCH[/VARIANT]. One platform imports that
+    /// image's manifest itself; several import an index of just those.
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
+    pub platforms: Vec<String>,
+    /// Import every tag of the source repository (TARGET is then REPO).
+    #[arg(long)]
+    pub all_tags: bool,
+    /// Credentials for the source registry, USER:PASSWORD (otherwise those
+    /// stored for that host in the server's configuration, else anonymous).
+    #[arg(long, env = "DRYDOCK_IMPORT_CREDS", hide_env_values = true)]
+    pub creds: Option<String>,
+    /// Reach the source registry over plain HTTP instead of HTTPS.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Print the job id and return without waiting.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Print the final job status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub async fn run(_args: ImportArgs, _config: Config) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`drydock import` is not built yet")
+/// Make `oci:` / `docker-archive:` paths absolute (the server resolves
+/// paths against its own working directory otherwise).
+fn absolutise(source: &str) -> anyhow::Result<String> {
+    for prefix in ["oci:", "docker-archive:"] {
+        if let Some(rest) = source.strip_prefix(prefix)
+            && !rest.starts_with('/')
+            && !rest.is_empty()
+        {
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            return Ok(format!("{prefix}{}/{rest}", cwd.display()));
+        }
+    }
+    Ok(source.to_string())
+}
+
+fn default_server(config: &Config) -> String {
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
+}
+
+pub async fn run(args: ImportArgs, config: Config) -> anyhow::Result<ExitCode> {
+    let server = args
+        .server
+        .clone()
+        .unwrap_or_else(|| default_server(&config));
+    let client = Client::new(&server)?;
+    let req = ImportRequest {
+        source: absolutise(&args.source)?,
+        target: args.target.clone(),
+        platforms: args.platforms.clone(),
+        all_tags: args.all_tags,
+        creds: args.creds.clone(),
+        insecure: args.insecure,
+    };
+    let job = client.submit(&req).await?;
+    if args.no_wait {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        } else {
+            println!("{}", job.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bar = progress_bar(args.json);
+    let done = client
+        .wait(job.id, Duration::from_millis(250), |s| update(&bar, s))
+        .await?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        report(&done);
+    }
+    Ok(match done.state {
+        JobState::Succeeded => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}
+
+fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+fn update(bar: &indicatif::ProgressBar, s: &JobStatus) {
+    bar.set_length(s.bytes_total);
+    bar.set_position(s.bytes_done.min(s.bytes_total));
+    bar.set_message(format!("{} {}/{}", s.phase, s.blobs_done, s.blobs_total));
+}
+
+fn report(s: &JobStatus) {
+    match s.state {
+        JobState::Succeeded => {
+            let transferred = s.blobs_total - s.blobs_skipped;
+            println!(
+                "imported {} into {} ({} blobs, {} transferred, {} bytes; {} already present)",
+                s.source, s.target, s.blobs_total, transferred, s.bytes_done, s.blobs_skipped
+            );
+            for m in &s.manifests {
+                match (&m.tag, &m.platform) {
+                    (Some(t), _) => println!("  {t} -> {}", m.digest),
+                    (None, Some(p)) => println!("  {p}: {}", m.digest),
+                    (None, None) => println!("  {}", m.digest),
+                }
+            }
+        }
+        _ => eprintln!(
+            "drydock: import of {} failed: {}",
+            s.source,
+            s.error.as_deref().unwrap_or("unknown error")
+        ),
+    }
 }
