@@ -265,7 +265,7 @@ pub fn evaluate<'a>(
             .find(|e| e.matches(repo, f))
             .map(|e| e.id.clone());
         let violates = exempted_by.is_none()
-            && !f.informational.is_some()
+            && f.informational.is_none()
             && f.severity >= rule.threshold
             && (!rule.fixable_only || fixable(f));
         if exempted_by.is_some() {

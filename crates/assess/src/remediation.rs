@@ -68,6 +68,7 @@ pub struct Remediation {
 /// findings are left out). Findings on one package are cleared by one
 /// upgrade to the highest of their fixed versions, so the sets are disjoint
 /// and ordering by value gives the best plan for every prefix length.
+#[allow(clippy::type_complexity)]
 pub fn upgrade_plan(judged: &[Judged<'_>]) -> (Vec<Upgrade>, usize, usize) {
     let mut groups: BTreeMap<(String, String, String), (String, Vec<String>, Severity)> =
         BTreeMap::new();

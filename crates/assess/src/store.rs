@@ -436,6 +436,7 @@ impl Store {
     }
 
     /// Jobs not finished, oldest first, and counts per status.
+    #[allow(clippy::type_complexity)]
     pub fn queue(&self) -> Result<(Vec<ImageRow>, Vec<(String, i64)>)> {
         let pending = self.images_where(
             "WHERE status IN ('queued', 'cataloging', 'matching') ORDER BY queued_at LIMIT 1000",

@@ -511,7 +511,7 @@ impl Service {
             for j in eval
                 .judged
                 .iter()
-                .filter(|j| j.exempted_by.is_none() && !j.finding.informational.is_some())
+                .filter(|j| j.exempted_by.is_none() && j.finding.informational.is_none())
             {
                 let f = j.finding;
                 let e = by_vuln

@@ -184,8 +184,8 @@ fn signatures_and_backoff() {
 
 #[test]
 fn diffs_and_upgrade_plan() {
-    let a = vec!["x".to_string(), "y".to_string()];
-    let b = vec!["y".to_string(), "z".to_string()];
+    let a = ["x".to_string(), "y".to_string()];
+    let b = ["y".to_string(), "z".to_string()];
     let d = diff_keys(a.iter(), b.iter());
     assert_eq!(d.new, vec!["z"]);
     assert_eq!(d.resolved, vec!["x"]);
