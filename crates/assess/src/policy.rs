@@ -48,7 +48,13 @@ pub struct PolicyRule {
     pub repository: String,
     #[schema(value_type = String, example = "high")]
     pub threshold: Severity,
+    /// Count only findings with a fix available (default true).
+    #[serde(default = "yes")]
     pub fixable_only: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Rules per repository pattern; the first matching rule wins, then the default.

@@ -1,11 +1,76 @@
-//! `drydock usage`.
+//! `drydock usage`: metered usage, read from the assessor's database in the
+//! data directory (safe while the server runs). Each distinct image digest
+//! is counted once, in the month of its first assessment; re-scans are free.
 
 use crate::config::Config;
+use anyhow::{Context, bail};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-pub struct UsageArgs {}
+pub struct UsageArgs {
+    /// First month, `YYYY-MM` (a date `YYYY-MM-DD` counts as its month).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last month, `YYYY-MM` (a date `YYYY-MM-DD` counts as its month).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub async fn run(_args: UsageArgs, _config: Config) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`drydock usage` is not built yet")
+fn month(flag: &str, s: &str) -> anyhow::Result<String> {
+    let parts: Vec<&str> = s.split('-').collect();
+    let ok = (parts.len() == 2 || parts.len() == 3)
+        && parts[0].len() == 4
+        && parts[1].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_digit())
+        && parts[1].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m))
+        && (parts.len() == 2
+            || (parts[2].len() == 2
+                && parts[2].parse::<u32>().is_ok_and(|d| (1..=31).contains(&d))));
+    if !ok {
+        bail!("--{flag} must be a month YYYY-MM or a date YYYY-MM-DD, not {s:?}");
+    }
+    Ok(format!("{}-{}", parts[0], parts[1]))
+}
+
+pub async fn run(args: UsageArgs, config: Config) -> anyhow::Result<ExitCode> {
+    let from = match &args.from {
+        Some(s) => month("from", s)?,
+        None => "0000-01".to_string(),
+    };
+    let to = match &args.to {
+        Some(s) => month("to", s)?,
+        None => "9999-12".to_string(),
+    };
+    if from > to {
+        bail!("--from ({from}) is after --to ({to})");
+    }
+    let path = config.data.join("assess.db");
+    let rows = if path.exists() {
+        let store = assess::store::Store::open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        store.usage(&from, &to)?
+    } else {
+        Vec::new()
+    };
+    let total: u64 = rows.iter().map(|r| r.images).sum();
+    if args.json {
+        let report = serde_json::json!({ "from": from, "to": to, "rows": rows, "total": total });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = rows
+        .iter()
+        .map(|r| r.repository.len())
+        .max()
+        .unwrap_or(0)
+        .max("REPOSITORY".len());
+    println!("{:<7}  {:<width$}  {:>6}", "MONTH", "REPOSITORY", "IMAGES");
+    for r in &rows {
+        println!("{:<7}  {:<width$}  {:>6}", r.month, r.repository, r.images);
+    }
+    println!("{:<7}  {:<width$}  {:>6}", "total", "", total);
+    Ok(ExitCode::SUCCESS)
 }
