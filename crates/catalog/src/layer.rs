@@ -8,6 +8,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::rc::Rc;
+use std::sync::Arc;
 
 #[derive(Default)]
 struct Counters {
@@ -17,21 +18,50 @@ struct Counters {
     eof: Cell<bool>,
 }
 
-/// Counts (and optionally hashes) the compressed bytes.
+/// Counts the compressed bytes and, when hashing, hands each chunk read to
+/// the hashing thread, so hashing runs alongside decompression instead of
+/// adding to it.
 struct HashingReader<R> {
     inner: R,
-    hasher: Option<Digester>,
+    tx: Option<std::sync::mpsc::SyncSender<Arc<Vec<u8>>>>,
+    chunk: Arc<Vec<u8>>,
+    pos: usize,
     counters: Rc<Counters>,
 }
 
+const CHUNK: usize = 256 << 10;
+
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(h) = &mut self.hasher {
-            h.update(&buf[..n]);
+        if buf.is_empty() {
+            return Ok(0);
         }
-        let c = &self.counters.compressed;
-        c.set(c.get() + n as u64);
+        if self.pos == self.chunk.len() {
+            let mut v = vec![0u8; CHUNK];
+            let n = loop {
+                match self.inner.read(&mut v) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                return Ok(0);
+            }
+            v.truncate(n);
+            self.chunk = Arc::new(v);
+            self.pos = 0;
+            if let Some(tx) = &self.tx {
+                // The hasher only stops early if it panicked; the missing
+                // digest is reported at the end.
+                let _ = tx.send(self.chunk.clone());
+            }
+            let c = &self.counters.compressed;
+            c.set(c.get() + n as u64);
+        }
+        let n = (self.chunk.len() - self.pos).min(buf.len());
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
         Ok(n)
     }
 }
@@ -181,12 +211,53 @@ pub fn catalog_layer(
     layer: &Digest,
     limits: &Limits,
 ) -> Result<LayerInventory, CatalogError> {
+    std::thread::scope(|scope| {
+        let (tx, hasher) = if limits.verify_digest {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(8);
+            let algorithm = layer.algorithm();
+            let h = scope.spawn(move || {
+                let mut d = Digester::new(algorithm);
+                for chunk in rx {
+                    d.update(&chunk);
+                }
+                d.finish()
+            });
+            (Some(tx), Some(h))
+        } else {
+            (None, None)
+        };
+        let result = read_layer(reader, tx, compression, layer, limits);
+        let actual = hasher.map(|h| h.join());
+        let out = result?;
+        if let Some(actual) = actual {
+            let actual = actual.map_err(|_| CatalogError::Corrupt {
+                layer: layer.clone(),
+                detail: "the hashing thread failed".into(),
+            })?;
+            if &actual != layer {
+                return Err(CatalogError::DigestMismatch {
+                    layer: layer.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(out)
+    })
+}
+
+fn read_layer(
+    reader: impl Read,
+    tx: Option<std::sync::mpsc::SyncSender<Arc<Vec<u8>>>>,
+    compression: LayerCompression,
+    layer: &Digest,
+    limits: &Limits,
+) -> Result<LayerInventory, CatalogError> {
     let counters = Rc::new(Counters::default());
     let mut hashing = HashingReader {
         inner: reader,
-        hasher: limits
-            .verify_digest
-            .then(|| Digester::new(layer.algorithm())),
+        tx,
+        chunk: Arc::new(Vec::new()),
+        pos: 0,
         counters: counters.clone(),
     };
     let mut out = LayerInventory::new();
@@ -226,15 +297,7 @@ pub fn catalog_layer(
     walked?;
     io::copy(&mut hashing, &mut io::sink())
         .map_err(|e| stream_error(layer, e, "reading the blob"))?;
-    if let Some(h) = hashing.hasher.take() {
-        let actual = h.finish();
-        if &actual != layer {
-            return Err(CatalogError::DigestMismatch {
-                layer: layer.clone(),
-                actual,
-            });
-        }
-    }
+    drop(hashing); // closes the channel: the hasher finishes
     out.stats.compressed_bytes = counters.compressed.get();
     out.stats.uncompressed_bytes = counters.uncompressed.get();
     Ok(out)
