@@ -33,6 +33,10 @@
 //!   another repository is linked, not copied.
 //! - Credentials are never stored in a job, logged, or returned.
 //!
+//! Pull-through mirroring ([`mirror::apply`]): repositories under a prefix
+//! fetch from an upstream registry on a manifest miss, through the same
+//! import path.
+//!
 //! Platforms: an index is imported whole unless `platforms` picks some.
 //! Picking one platform imports that platform's image manifest alone
 //! (byte-for-byte as the source has it, so its digest is the source's);
@@ -43,6 +47,7 @@
 pub mod client;
 mod copy;
 mod job;
+pub mod mirror;
 mod platform;
 
 pub use job::{ImportedManifest, JobState, JobStatus};
@@ -169,6 +174,11 @@ impl Importer {
                 slots,
             }),
         }
+    }
+
+    /// The registry jobs import into.
+    pub fn registry(&self) -> &registry::Registry {
+        &self.inner.registry
     }
 
     /// Check a request and resolve credentials; nothing is contacted.
