@@ -464,10 +464,16 @@ impl Builder {
                     }
                 }
             }
+            // `related` is kept for distribution advisories (the CVEs a DSA
+            // fixes); other records' related lists name other databases'
+            // ids and are not carried into findings.
+            let distro_adv = ["DSA-", "DLA-", "DTSA-"]
+                .iter()
+                .any(|p| a.id.starts_with(p));
             advisories.push(Advisory {
                 id: a.id,
                 aliases: a.aliases,
-                related: a.related,
+                related: if distro_adv { a.related } else { Vec::new() },
                 summary,
                 references: a.references,
                 severity,

@@ -7,26 +7,19 @@ use crate::store::{Entry, Event, Store};
 use crate::version::{VersionError, VersionScheme, scheme_for};
 use inventory::{Distro, Ecosystem, Inventory, Package};
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Outcome of one range check: `None` = not affected, `Some(fixed)` =
 /// affected, with the version that ends the affected interval if any.
 type RangeHit = Option<Option<Box<str>>>;
 
-fn cmp(scheme: &dyn VersionScheme, v: &str, x: &str) -> Result<Ordering, VersionError> {
-    if x == "0" {
-        return Ok(Ordering::Greater);
-    }
-    scheme.compare(v, x)
-}
-
 /// Evaluate one OSV range (events sorted by version): `introduced` opens,
 /// `fixed` (exclusive) and `last_affected` (inclusive) close, and when
 /// `limit` events exist the version must also be below one of them.
-fn eval_range(
-    scheme: &dyn VersionScheme,
-    v: &str,
-    events: &[Event],
+/// `cmp(x)` compares the installed version with event version `x`.
+fn eval_range<'s>(
+    cmp: &mut impl FnMut(&'s str) -> Result<Ordering, VersionError>,
+    events: &'s [Event],
 ) -> Result<RangeHit, VersionError> {
     let mut affected = false;
     let mut has_limit = false;
@@ -34,23 +27,23 @@ fn eval_range(
     for ev in events {
         match ev {
             Event::Introduced(x) => {
-                if cmp(scheme, v, x)? != Ordering::Less {
+                if &**x == "0" || cmp(x)? != Ordering::Less {
                     affected = true;
                 }
             }
             Event::Fixed(x) => {
-                if cmp(scheme, v, x)? != Ordering::Less {
+                if cmp(x)? != Ordering::Less {
                     affected = false;
                 }
             }
             Event::LastAffected(x) => {
-                if cmp(scheme, v, x)? == Ordering::Greater {
+                if cmp(x)? == Ordering::Greater {
                     affected = false;
                 }
             }
             Event::Limit(x) => {
                 has_limit = true;
-                if &**x == "*" || cmp(scheme, v, x)? == Ordering::Less {
+                if &**x == "*" || cmp(x)? == Ordering::Less {
                     under_limit = true;
                 }
             }
@@ -61,28 +54,24 @@ fn eval_range(
     }
     for ev in events {
         match ev {
-            Event::Fixed(x) if cmp(scheme, v, x)? == Ordering::Less => {
-                return Ok(Some(Some(x.clone())));
-            }
-            Event::LastAffected(x) if cmp(scheme, v, x)? != Ordering::Greater => {
-                return Ok(Some(None));
-            }
+            Event::Fixed(x) if cmp(x)? == Ordering::Less => return Ok(Some(Some(x.clone()))),
+            Event::LastAffected(x) if cmp(x)? != Ordering::Greater => return Ok(Some(None)),
             _ => {}
         }
     }
     Ok(Some(None))
 }
 
-/// Whether `v` is in any of the ranges. An unparseable event version makes
-/// the answer an error unless another range already says "affected".
-pub(crate) fn in_ranges(
-    scheme: &dyn VersionScheme,
-    v: &str,
-    ranges: &[Vec<Event>],
+/// Whether the installed version is in any of the ranges. An unparseable
+/// event version makes the answer an error unless another range already
+/// says "affected".
+fn in_ranges_with<'s>(
+    cmp: &mut impl FnMut(&'s str) -> Result<Ordering, VersionError>,
+    ranges: &'s [Vec<Event>],
 ) -> Result<RangeHit, VersionError> {
     let mut err = None;
     for r in ranges {
-        match eval_range(scheme, v, r) {
+        match eval_range(cmp, r) {
             Ok(Some(hit)) => return Ok(Some(hit)),
             Ok(None) => {}
             Err(e) => err = Some(e),
@@ -92,6 +81,15 @@ pub(crate) fn in_ranges(
         Some(e) => Err(e),
         None => Ok(None),
     }
+}
+
+/// [`in_ranges_with`] comparing `v` directly in `scheme`.
+pub(crate) fn in_ranges(
+    scheme: &dyn VersionScheme,
+    v: &str,
+    ranges: &[Vec<Event>],
+) -> Result<RangeHit, VersionError> {
+    in_ranges_with(&mut |x: &str| scheme.compare(v, x), ranges)
 }
 
 /// Index space for an inventory's distribution (`debian:12`,
@@ -198,7 +196,33 @@ fn is_distro_advisory(id: &str) -> bool {
 }
 
 /// Match one planned query; findings and uncomparables are appended.
-pub(crate) fn match_query(store: &Store, q: &Query<'_>, out: &mut MatchReport) {
+/// FNV-1a: the matcher's hash sets hold short strings and small integers,
+/// for which SipHash's DoS resistance is not needed.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastBuild = std::hash::BuildHasherDefault<Fnv>;
+
+/// Match one planned query; findings and uncomparables are appended.
+pub(crate) fn match_query<'s>(store: &'s Store, q: &Query<'_>, out: &mut MatchReport) {
     let Some(entries) = store
         .index
         .get(&q.space)
@@ -224,8 +248,16 @@ pub(crate) fn match_query(store: &Store, q: &Query<'_>, out: &mut MatchReport) {
         out.uncomparable.push(unc(None, e.to_string()));
         return;
     }
-    let start = out.findings.len();
-    let mut seen: HashSet<u32> = HashSet::new();
+    // Entries of one package share many versions (one release fixes many
+    // advisories): compare the installed version with each only once.
+    let mut memo: HashMap<&'s str, Result<Ordering, VersionError>, FastBuild> = HashMap::default();
+    let mut cmp = |x: &'s str| -> Result<Ordering, VersionError> {
+        memo.entry(x)
+            .or_insert_with(|| scheme.compare(q.version, x))
+            .clone()
+    };
+    let mut seen: HashSet<u32, FastBuild> = HashSet::default();
+    let mut hits: Vec<(&'s Entry, Option<Box<str>>)> = Vec::new();
     for e in entries {
         // The same advisory for the same package once (several affected
         // entries with disjoint ranges): keep the first hit.
@@ -235,13 +267,13 @@ pub(crate) fn match_query(store: &Store, q: &Query<'_>, out: &mut MatchReport) {
         let hit = if e.versions.iter().any(|x| &**x == q.version) {
             // Listed explicitly; still use the ranges for the fixed version.
             Some(
-                in_ranges(scheme, q.version, &e.ranges)
+                in_ranges_with(&mut cmp, &e.ranges)
                     .ok()
                     .flatten()
                     .unwrap_or(None),
             )
         } else {
-            match in_ranges(scheme, q.version, &e.ranges) {
+            match in_ranges_with(&mut cmp, &e.ranges) {
                 Ok(h) => h,
                 Err(err) => {
                     let adv = &store.advisories[e.advisory as usize];
@@ -253,9 +285,13 @@ pub(crate) fn match_query(store: &Store, q: &Query<'_>, out: &mut MatchReport) {
         };
         let Some(fixed) = hit else { continue };
         seen.insert(e.advisory);
+        hits.push((e, fixed));
+    }
+    dedupe_hits(store, &mut hits);
+    out.findings.reserve(hits.len());
+    for (e, fixed) in hits {
         out.findings.push(make_finding(store, q, e, fixed));
     }
-    dedupe_package(&mut out.findings, start);
 }
 
 fn make_finding(store: &Store, q: &Query<'_>, e: &Entry, fixed: Option<Box<str>>) -> Finding {
@@ -295,28 +331,29 @@ fn make_finding(store: &Store, q: &Query<'_>, e: &Entry, fixed: Option<Box<str>>
     }
 }
 
-/// Within one package's findings: drop a finding whose id or alias is an
-/// id or alias of a kept one (the same vulnerability from two databases),
-/// and drop a DSA/DLA finding when every CVE it fixes is already reported.
-fn dedupe_package(findings: &mut Vec<Finding>, start: usize) {
-    if findings.len() - start < 2 {
+/// Within one package's hits: drop a hit whose id or alias is an id or
+/// alias of a kept one (the same vulnerability from two databases), and
+/// drop a DSA/DLA hit when every CVE it fixes is already reported.
+fn dedupe_hits<'s>(store: &'s Store, hits: &mut Vec<(&'s Entry, Option<Box<str>>)>) {
+    if hits.len() < 2 {
         return;
     }
-    let tail = &mut findings[start..];
+    let adv = |e: &Entry| &store.advisories[e.advisory as usize];
     // CVE ids first so aliases collapse onto them; distro advisories last.
-    tail.sort_by(|a, b| {
-        is_distro_advisory(&a.id)
-            .cmp(&is_distro_advisory(&b.id))
-            .then_with(|| b.id.starts_with("CVE-").cmp(&a.id.starts_with("CVE-")))
-            .then_with(|| a.id.cmp(&b.id))
+    hits.sort_by(|(a, _), (b, _)| {
+        let (a, b) = (&adv(a).id, &adv(b).id);
+        is_distro_advisory(a)
+            .cmp(&is_distro_advisory(b))
+            .then_with(|| b.starts_with("CVE-").cmp(&a.starts_with("CVE-")))
+            .then_with(|| a.cmp(b))
     });
-    let mut seen: HashSet<&str> = HashSet::with_capacity(tail.len() * 2);
-    let mut keep = vec![true; tail.len()];
-    for (i, f) in tail.iter().enumerate() {
+    let mut seen: HashSet<&'s str, FastBuild> = HashSet::default();
+    hits.retain(|(e, _)| {
+        let a = adv(e);
         let dup =
-            seen.contains(f.id.as_str()) || f.aliases.iter().any(|a| seen.contains(a.as_str()));
-        let covered = is_distro_advisory(&f.id) && {
-            let mut cves = f
+            seen.contains(a.id.as_str()) || a.aliases.iter().any(|x| seen.contains(x.as_str()));
+        let covered = is_distro_advisory(&a.id) && {
+            let mut cves = a
                 .related
                 .iter()
                 .filter(|r| r.starts_with("CVE-"))
@@ -324,19 +361,13 @@ fn dedupe_package(findings: &mut Vec<Finding>, start: usize) {
             cves.peek().is_some() && cves.all(|c| seen.contains(c.as_str()))
         };
         if dup || covered {
-            keep[i] = false;
-            continue;
+            return false;
         }
-        seen.insert(&f.id);
-        for a in &f.aliases {
-            seen.insert(a);
+        seen.insert(&a.id);
+        for x in &a.aliases {
+            seen.insert(x);
         }
-    }
-    let mut idx = 0;
-    findings.retain(|_| {
-        let k = idx < start || keep[idx - start];
-        idx += 1;
-        k
+        true
     });
 }
 

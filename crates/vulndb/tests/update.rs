@@ -43,7 +43,9 @@ fn serve(root: PathBuf, max: usize) -> String {
                     let _ = stream.write_all(&body);
                 }
                 _ => {
-                    let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
                 }
             }
         }
@@ -66,8 +68,19 @@ async fn update_downloads_and_imports_then_a_failed_update_keeps_it() {
     .map(|p| format!("{base}{p}"))
     .collect();
     let report = vulndb::update(dir.path(), &urls, |_| {}).await.unwrap();
-    let names: Vec<&str> = report.status.sources.iter().map(|s| s.name.as_str()).collect();
-    for want in ["osv:npm", "osv:Maven", "alpine:v3.20/main", "debian-tracker:CVE", "nvd:api2"] {
+    let names: Vec<&str> = report
+        .status
+        .sources
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    for want in [
+        "osv:npm",
+        "osv:Maven",
+        "alpine:v3.20/main",
+        "debian-tracker:CVE",
+        "nvd:api2",
+    ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     let db = Database::open(dir.path()).unwrap();
@@ -75,7 +88,12 @@ async fn update_downloads_and_imports_then_a_failed_update_keeps_it() {
     // GHSA-35jh-r3h4-6jhm: lodash fixed 4.17.21.
     let r = db.query(Ecosystem::Npm, "lodash", "4.17.20", None);
     assert_eq!(
-        r.findings.iter().find(|f| f.id == "GHSA-35jh-r3h4-6jhm").unwrap().fixed_version.as_deref(),
+        r.findings
+            .iter()
+            .find(|f| f.id == "GHSA-35jh-r3h4-6jhm")
+            .unwrap()
+            .fixed_version
+            .as_deref(),
         Some("4.17.21")
     );
     let alpine = Distro {
@@ -96,5 +114,8 @@ async fn update_downloads_and_imports_then_a_failed_update_keeps_it() {
     bad.push(format!("{base}/does/not/exist.json"));
     let err = vulndb::update(dir.path(), &bad, |_| {}).await.unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
-    assert_eq!(Database::open(dir.path()).unwrap().version(), report.version);
+    assert_eq!(
+        Database::open(dir.path()).unwrap().version(),
+        report.version
+    );
 }
