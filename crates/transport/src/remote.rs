@@ -85,14 +85,42 @@ impl std::fmt::Debug for RemoteSource {
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
+/// Settings for a [`RemoteSource`] beyond the spec.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOptions {
+    pub retry: RetryPolicy,
+    /// Extra trusted root certificates (a PEM bundle) for a registry whose
+    /// certificate a private CA signed.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// Environment variable naming a PEM bundle of extra trusted roots.
+pub const CA_FILE_ENV: &str = "DRYDOCK_CA_FILE";
+
 impl RemoteSource {
-    /// A source for `image`; nothing is contacted yet.
+    /// A source for `image`; nothing is contacted yet. Extra trusted roots
+    /// come from the PEM file named by `DRYDOCK_CA_FILE`, if set.
     pub fn new(
         image: ImageRef,
         creds: Option<Credentials>,
         insecure: bool,
     ) -> Result<RemoteSource, Error> {
-        Self::with_retry(image, creds, insecure, RetryPolicy::default())
+        let ca_pem =
+            match std::env::var_os(CA_FILE_ENV) {
+                Some(path) if !path.is_empty() => Some(std::fs::read(&path).map_err(|e| {
+                    Error::io(format!("{CA_FILE_ENV}={}", path.to_string_lossy()), e)
+                })?),
+                _ => None,
+            };
+        Self::with_options(
+            image,
+            creds,
+            insecure,
+            RemoteOptions {
+                ca_pem,
+                ..Default::default()
+            },
+        )
     }
 
     pub fn with_retry(
@@ -101,6 +129,23 @@ impl RemoteSource {
         insecure: bool,
         retry: RetryPolicy,
     ) -> Result<RemoteSource, Error> {
+        Self::with_options(
+            image,
+            creds,
+            insecure,
+            RemoteOptions {
+                retry,
+                ca_pem: None,
+            },
+        )
+    }
+
+    pub fn with_options(
+        image: ImageRef,
+        creds: Option<Credentials>,
+        insecure: bool,
+        opts: RemoteOptions,
+    ) -> Result<RemoteSource, Error> {
         debug_assert!(ACCEPT.contains(media::OCI_INDEX) && ACCEPT.contains(media::DOCKER_MANIFEST));
         if image.host.contains(['/', '?', '#', '@', ' ']) {
             return Err(Error::Spec(format!(
@@ -108,13 +153,25 @@ impl RemoteSource {
                 image.host
             )));
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("drydock/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
-            .https_only(!insecure)
+            .https_only(!insecure);
+        if let Some(pem) = &opts.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::Spec(format!("invalid CA bundle: {e}")))?;
+            if certs.is_empty() {
+                return Err(Error::Spec("the CA bundle holds no certificates".into()));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| Error::Http(format!("cannot build HTTP client: {e}")))?;
+        let retry = opts.retry;
         let scheme = if insecure { "http" } else { "https" };
         Ok(RemoteSource {
             inner: Arc::new(Inner {

@@ -156,6 +156,9 @@ pub struct MiniOptions {
     pub cut_blobs_over: Option<u64>,
     /// Answer the first request of every blob with a 503.
     pub flaky: bool,
+    /// Serve HTTPS with a certificate for 127.0.0.1 from a fresh test CA
+    /// ([`MiniRegistry::ca_pem`]).
+    pub tls: bool,
 }
 
 /// Counters a test can check.
@@ -183,6 +186,8 @@ const TOKEN: &str = "test-token-7f3a";
 pub struct MiniRegistry {
     pub addr: SocketAddr,
     pub stats: Arc<MiniStats>,
+    /// The test CA's certificate (PEM) when serving TLS.
+    pub ca_pem: Option<Vec<u8>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -193,6 +198,7 @@ impl MiniRegistry {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stats = Arc::new(MiniStats::default());
+        let tls = opts.tls;
         let state = Arc::new(Mini {
             layout,
             opts,
@@ -205,10 +211,28 @@ impl MiniRegistry {
             .route("/v2/", get(ping))
             .route("/v2/{*rest}", get(v2))
             .with_state(state);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
-        });
-        MiniRegistry { addr, stats, task }
+        let (task, ca_pem) = if tls {
+            let (acceptor, ca) = test_tls();
+            let listener = TlsListener {
+                tcp: listener,
+                acceptor,
+            };
+            let task = tokio::spawn(async move {
+                axum::serve(listener, app).await.expect("serve");
+            });
+            (task, Some(ca))
+        } else {
+            let task = tokio::spawn(async move {
+                axum::serve(listener, app).await.expect("serve");
+            });
+            (task, None)
+        };
+        MiniRegistry {
+            addr,
+            stats,
+            ca_pem,
+            task,
+        }
     }
 
     pub fn host(&self) -> String {
@@ -226,7 +250,8 @@ fn unauthorized(m: &Mini, name: &str) -> Response {
     m.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
     let challenge = if m.opts.token_auth.is_some() {
         format!(
-            "Bearer realm=\"http://{}/token\",service=\"mini\",scope=\"repository:{name}:pull\"",
+            "Bearer realm=\"{}://{}/token\",service=\"mini\",scope=\"repository:{name}:pull\"",
+            if m.opts.tls { "https" } else { "http" },
             m.addr
         )
     } else {
@@ -441,6 +466,64 @@ async fn v2(
             }
             resp
         }
+    }
+}
+
+/// A fresh CA and a certificate for 127.0.0.1 signed by it: the acceptor
+/// and the CA's PEM (to trust in the client).
+fn test_tls() -> (tokio_rustls::TlsAcceptor, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use tokio_rustls::rustls;
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "drydock test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let leaf_key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .expect("leaf");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .expect("server config");
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        ca.pem().into_bytes(),
+    )
+}
+
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            // Handshakes that fail (a plain-HTTP client) are dropped.
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 

@@ -234,3 +234,47 @@ async fn anonymous_token_basic_auth_and_flaky_server() {
     let e = anon.root().await.unwrap_err();
     assert!(e.to_string().contains("requires credentials"), "{e}");
 }
+
+#[tokio::test]
+async fn tls_by_default_with_a_private_ca() {
+    let dir = testing::test_images();
+    let mini = MiniRegistry::start(
+        dir,
+        MiniOptions {
+            tls: true,
+            token_auth: Some(Some(("carol".into(), "pw".into()))),
+            ..Default::default()
+        },
+    )
+    .await;
+    let image = ImageRef::parse(&format!("{}/tls/py:python-app", mini.host())).unwrap();
+    let creds = Some(Credentials::parse("carol:pw").unwrap());
+    let src = RemoteSource::with_options(
+        image.clone(),
+        creds.clone(),
+        false,
+        transport::remote::RemoteOptions {
+            retry: fast(),
+            ca_pem: mini.ca_pem.clone(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        src.root().await.unwrap().digest,
+        layout_digest("python-app")
+    );
+    assert_eq!(pull_all(&src).await, 3);
+    // An untrusted certificate is refused.
+    let untrusted = RemoteSource::with_retry(
+        image,
+        creds,
+        false,
+        RetryPolicy {
+            attempts: 1,
+            ..fast()
+        },
+    )
+    .unwrap();
+    let e = untrusted.root().await.unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+}
