@@ -327,7 +327,7 @@ impl Builder {
         self.file_date = meta
             .modified()
             .ok()
-            .map(|t| time::OffsetDateTime::from(t))
+            .map(time::OffsetDateTime::from)
             .and_then(|t| {
                 t.format(&time::format_description::well_known::Rfc3339)
                     .ok()

@@ -134,7 +134,7 @@ fn malformed_input_names_file_and_record_and_keeps_the_old_database() {
         bad_dir.join("main.json"),
     )
     .unwrap();
-    let err = vulndb::import(&data, &[bad_dir.clone()], &mut |_| {}).unwrap_err();
+    let err = vulndb::import(&data, std::slice::from_ref(&bad_dir), &mut |_| {}).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("PYSEC-2019-217.json"), "{msg}");
     assert!(msg.contains("record PYSEC-2019-217"), "{msg}");

@@ -165,13 +165,16 @@ fn add_state(
     );
 }
 
+/// A tracker urgency: the rating and the word it came from.
+type Urgency = Option<(Severity, String)>;
+
 /// Per-package statements of one list entry: the unstable line and the
 /// per-release lines, in order of appearance.
 #[derive(Default)]
 struct PkgLines {
     name: String,
-    sid: Option<(State, Option<(Severity, String)>)>,
-    releases: Vec<(String, State, Option<(Severity, String)>)>,
+    sid: Option<(State, Urgency)>,
+    releases: Vec<(String, State, Urgency)>,
 }
 
 /// Parse `- pkg rest` or `[release] - pkg rest`.
