@@ -138,6 +138,17 @@ fn throughput(c: &mut Criterion) {
                 zstd::encode_all(&tar[..], 3).unwrap(),
             ),
         ];
+        // Baseline: decompression alone, nothing else, for comparison.
+        let gz = variants[1].2.clone();
+        g.bench_function(
+            BenchmarkId::new(format!("{kind}-gzip-decode-only"), tar.len()),
+            |b| {
+                b.iter(|| {
+                    let mut d = flate2::read::MultiGzDecoder::new(&gz[..]);
+                    std::io::copy(&mut d, &mut std::io::sink()).unwrap()
+                })
+            },
+        );
         for (name, comp, blob) in variants {
             let d = Digest::sha256_of(&blob);
             g.bench_with_input(

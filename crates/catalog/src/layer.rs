@@ -437,10 +437,8 @@ fn walk<R: Read>(
             } else if catalogers::classify(&path, 0o755, u64::MAX, limits).is_some() {
                 shadow(out, path);
             }
-        } else if etype.is_symlink() {
-            if catalogers::classify(&path, 0, 0, limits).is_some() {
-                shadow(out, path);
-            }
+        } else if etype.is_symlink() && catalogers::classify(&path, 0, 0, limits).is_some() {
+            shadow(out, path);
         }
     }
     Ok(())
