@@ -173,12 +173,13 @@ pub async fn run(args: ScanArgs, config: Config) -> anyhow::Result<ExitCode> {
     for (digest, platform, manifest) in images {
         let (blobs, cache) = (blobs.clone(), cache.clone());
         let inventory = tokio::task::spawn_blocking(move || {
-            catalog::catalog_image(
-                blobs.as_ref(),
-                &manifest,
-                cache.as_ref(),
-                &Limits::default(),
-            )
+            // transport's blob streams verify their digest at the end, and
+            // the catalog reads every layer to its end: no need to hash twice.
+            let limits = Limits {
+                verify_digest: false,
+                ..Limits::default()
+            };
+            catalog::catalog_image(blobs.as_ref(), &manifest, cache.as_ref(), &limits)
         })
         .await??;
         let findings: Vec<Finding> = match &db {
@@ -553,4 +554,121 @@ fn table(target: &str, scanned: &[Scanned], have_db: bool, config: &Config) -> S
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inventory::Ecosystem;
+
+    fn scanned() -> Scanned {
+        let pkg = Package {
+            ecosystem: Ecosystem::PyPI,
+            name: "requests".into(),
+            version: "2.19.1".into(),
+            source_name: None,
+            source_version: None,
+            purl: "pkg:pypi/requests@2.19.1".into(),
+            location: "/usr/lib/python3/site-packages/requests-2.19.1.dist-info/METADATA".into(),
+            layer: "sha256:aa".into(),
+        };
+        let finding = Finding {
+            id: "PYSEC-2018-28".into(),
+            aliases: vec!["CVE-2018-18074".into()],
+            related: vec![],
+            ecosystem: Ecosystem::PyPI,
+            distro: None,
+            package: "requests".into(),
+            source_package: None,
+            purl: pkg.purl.clone(),
+            installed_version: "2.19.1".into(),
+            fixed_version: Some("2.20.0".into()),
+            status: vulndb::FindingStatus::Fixed,
+            status_note: None,
+            severity: Severity::High,
+            severity_source: "cvss:nvd".into(),
+            cvss: Some(vulndb::Cvss {
+                version: "3.1".into(),
+                vector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N".into(),
+                score: 7.5,
+                source: "nvd".into(),
+            }),
+            summary: "sends credentials over http".into(),
+            references: vec![],
+            informational: None,
+            data_source: "osv:PyPI".into(),
+        };
+        Scanned {
+            platform: None,
+            manifest: "sha256:bb".into(),
+            inventory: Inventory {
+                distro: None,
+                packages: vec![pkg],
+            },
+            findings: vec![finding],
+        }
+    }
+
+    #[test]
+    fn json_report_has_the_documented_fields() {
+        let r = json_report("oci:x", &[scanned()], Value::Null);
+        let p = &r["packages"][0];
+        for k in [
+            "ecosystem",
+            "name",
+            "version",
+            "source_name",
+            "source_version",
+            "purl",
+            "layer",
+        ] {
+            assert!(p.get(k).is_some(), "packages[].{k}");
+        }
+        let v = &r["vulnerabilities"][0];
+        for k in [
+            "id",
+            "aliases",
+            "ecosystem",
+            "package",
+            "installed_version",
+            "fixed_version",
+            "status",
+            "severity",
+            "cvss",
+        ] {
+            assert!(v.get(k).is_some(), "vulnerabilities[].{k}");
+        }
+        assert_eq!(v["severity"], "high");
+        assert_eq!(v["cvss"]["score"], 7.5);
+        assert!(
+            p.get("platform").is_none(),
+            "single image: no platform field"
+        );
+    }
+
+    #[test]
+    fn sarif_and_table() {
+        let s = sarif("oci:x", &[scanned()]);
+        let run = &s["runs"][0];
+        assert_eq!(run["results"][0]["level"], "error");
+        assert_eq!(
+            run["tool"]["driver"]["rules"][0]["properties"]["security-severity"],
+            "7.5"
+        );
+        assert_eq!(
+            run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            "usr/lib/python3/site-packages/requests-2.19.1.dist-info/METADATA"
+        );
+        let t = table("oci:x", &[scanned()], true, &Config::default());
+        assert!(
+            t.contains("PYSEC-2018-28") && t.contains("HIGH") && t.contains("2.20.0"),
+            "{t}"
+        );
+        assert!(
+            t.contains("Total: 1 vulnerabilities in 1 packages (critical: 0, high: 1"),
+            "{t}"
+        );
+        let t = table("oci:x", &[scanned()], false, &Config::default());
+        assert!(t.contains("No vulnerability database is installed"), "{t}");
+    }
 }
