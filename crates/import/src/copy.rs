@@ -43,11 +43,28 @@ pub(crate) async fn run(
     job: &Job,
 ) -> Result<(), Failure> {
     job.phase("opening source");
-    let src: Arc<dyn ImageSource> = Arc::from(
-        transport::open(&plan.spec)
-            .await
-            .map_err(|e| fail(format!("cannot open {}: {e}", plan.spec)))?,
-    );
+    let opened = match (&plan.spec, &plan.ca_pem) {
+        (
+            SourceSpec::Registry {
+                image,
+                creds,
+                insecure,
+            },
+            Some(ca),
+        ) => transport::RemoteSource::with_options(
+            image.clone(),
+            creds.clone(),
+            *insecure,
+            transport::remote::RemoteOptions {
+                ca_pem: Some(ca.clone()),
+                ..Default::default()
+            },
+        )
+        .map(|s| Box::new(s) as Box<dyn ImageSource>),
+        _ => transport::open(&plan.spec).await,
+    };
+    let src: Arc<dyn ImageSource> =
+        Arc::from(opened.map_err(|e| fail(format!("cannot open {}: {e}", plan.spec)))?);
     let what = src.describe();
     let ctx = |e: transport::Error| fail(format!("{what}: {e}"));
 

@@ -96,6 +96,9 @@ pub struct RemoteConfig {
     /// Always use plain HTTP for this host.
     #[serde(default)]
     pub insecure: bool,
+    /// PEM bundle of extra trusted roots for this host (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Importer settings.
@@ -140,6 +143,8 @@ pub(crate) struct Plan {
     pub tag: Option<oci::Tag>,
     pub platforms: PlatformFilter,
     pub all_tags: bool,
+    /// Extra trusted roots for the source registry.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Runs import jobs. Cheap to clone.
@@ -185,6 +190,7 @@ impl Importer {
     pub(crate) fn plan(&self, req: &ImportRequest) -> Result<Plan, RequestError> {
         let bad = |m: String| RequestError::Invalid(m);
         let mut spec = SourceSpec::parse(req.source.trim()).map_err(|e| bad(e.to_string()))?;
+        let mut ca_pem = None;
         match &mut spec {
             SourceSpec::Registry {
                 image,
@@ -208,6 +214,15 @@ impl Importer {
                     _ => None,
                 };
                 *insecure = req.insecure || stored.is_some_and(|s| s.insecure);
+                if let Some(path) = stored.and_then(|s| s.ca_file.as_ref()) {
+                    ca_pem = Some(std::fs::read(path).map_err(|e| {
+                        bad(format!(
+                            "CA file {} for {}: {e}",
+                            path.display(),
+                            image.host
+                        ))
+                    })?);
+                }
                 if req.all_tags && image.digest.is_some() {
                     return Err(bad(
                         "--all-tags takes a source repository, not a digest".into()
@@ -259,6 +274,7 @@ impl Importer {
             tag,
             platforms,
             all_tags: req.all_tags,
+            ca_pem,
         })
     }
 

@@ -303,6 +303,7 @@ async fn bearer_token_registry_with_cut_transfers() {
             username: Some("x".into()),
             password: Some("y".into()),
             insecure: true,
+            ca_file: None,
         },
     );
     let s = server(config).await;
@@ -348,10 +349,46 @@ async fn bearer_token_registry_with_cut_transfers() {
             username: Some("alice".into()),
             password: Some("s3cret".into()),
             insecure: true,
+            ca_file: None,
         },
     );
     let s2 = server(config).await;
     ok(&s2, req(&source, "lib/py:v1")).await;
+}
+
+#[tokio::test]
+async fn over_tls_with_a_stored_private_ca() {
+    let mini = MiniRegistry::start(
+        testing::test_images(),
+        MiniOptions {
+            tls: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca.pem");
+    std::fs::write(&ca, mini.ca_pem.as_ref().unwrap()).unwrap();
+    let source = format!("docker://{}/tls/py:python-app", mini.host());
+    // Without the CA: refused, and the job says why.
+    let s = server(ImportConfig::default()).await;
+    let st = s.importer.run(req(&source, "lib/py:v1")).await.unwrap();
+    assert_eq!(st.state, JobState::Failed);
+    assert!(st.error.unwrap().to_lowercase().contains("certificate"));
+    let mut config = ImportConfig::default();
+    config.remotes.insert(
+        mini.host(),
+        RemoteConfig {
+            ca_file: Some(ca),
+            ..Default::default()
+        },
+    );
+    let s = server(config).await;
+    ok(&s, req(&source, "lib/py:v1")).await;
+    assert_eq!(
+        manifest(&s, "lib/py", "v1").await.unwrap().digest,
+        layout_digest("python-app")
+    );
 }
 
 #[tokio::test]

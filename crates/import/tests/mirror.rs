@@ -27,6 +27,7 @@ async fn fetches_on_a_miss_then_serves_locally() {
             username: Some("mirror".into()),
             password: Some("pw".into()),
             insecure: true,
+            ca_file: None,
         },
     );
     let importer = Importer::new(reg.clone(), config);
