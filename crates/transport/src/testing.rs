@@ -143,6 +143,76 @@ pub fn skopeo_copy(from: &str, to: &str, extra: &[&str]) {
     );
 }
 
+/// A TCP proxy on 127.0.0.1 in front of `upstream` that cuts connections:
+/// once a connection has carried `cut_after` bytes towards the client, it is
+/// closed mid-stream, at most `max_cuts` times in all. In front of a real
+/// registry it cuts blob downloads midway.
+pub struct CuttingProxy {
+    pub addr: SocketAddr,
+    pub cuts: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttingProxy {
+    pub async fn start(upstream: SocketAddr, cut_after: u64, max_cuts: usize) -> CuttingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let counter = cuts.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let cuts = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                        let _ = sw.shutdown().await;
+                    });
+                    let mut sent = 0u64;
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let cut_here = sent + n as u64 > cut_after
+                            && cuts
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                                    (c < max_cuts).then_some(c + 1)
+                                })
+                                .is_ok();
+                        if cut_here {
+                            let keep = (cut_after - sent) as usize;
+                            let _ = cw.write_all(&buf[..keep]).await;
+                            break;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        sent += n as u64;
+                    }
+                    up.abort();
+                    // Dropping both halves closes the client's connection.
+                });
+            }
+        });
+        CuttingProxy { addr, cuts, task }
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Options for [`MiniRegistry`].
 #[derive(Clone, Default)]
 pub struct MiniOptions {

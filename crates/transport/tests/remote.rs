@@ -108,6 +108,20 @@ async fn from_docker_registry() {
     );
     assert_eq!(pull_all(&by_digest).await, 3);
 
+    // Through a proxy that cuts connections midway: transfers resume.
+    let proxy = testing::CuttingProxy::start(
+        format!("127.0.0.1:{}", reg.port).parse().unwrap(),
+        3 << 20,
+        3,
+    )
+    .await;
+    let cut = remote(&proxy.addr.to_string(), "test/multi:v1", None);
+    assert!(pull_all(&cut).await >= 4);
+    assert!(
+        proxy.cuts.load(Ordering::Relaxed) >= 1,
+        "a transfer was cut"
+    );
+
     let missing = remote(&reg.host(), "test/py:nope", None);
     assert!(matches!(missing.root().await, Err(Error::NotFound(_))));
     let unknown = Digest::sha256_of(b"no such blob");
