@@ -24,6 +24,29 @@ pub struct Config {
     pub upload_expiry_secs: u64,
     /// The assessment service (`[assess]` table).
     pub assess: AssessConfig,
+    /// The vulnerability database (`[vulndb]` table).
+    pub vulndb: VulndbConfig,
+}
+
+/// `[vulndb]`: where `drydock db update` downloads from, and how often the
+/// server looks for a new database build.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VulndbConfig {
+    /// Source URLs for `drydock db update`; empty means the built-in
+    /// defaults. Env (comma-separated): `DRYDOCK_VULNDB_SOURCES`.
+    pub sources: Vec<String>,
+    /// Seconds between the server's checks for a new database build.
+    pub poll_secs: u64,
+}
+
+impl Default for VulndbConfig {
+    fn default() -> Self {
+        VulndbConfig {
+            sources: Vec::new(),
+            poll_secs: 2,
+        }
+    }
 }
 
 /// `[assess]`: how images are assessed and judged.
@@ -86,6 +109,7 @@ impl Default for Config {
             log_format: "text".into(),
             upload_expiry_secs: 24 * 3600,
             assess: AssessConfig::default(),
+            vulndb: VulndbConfig::default(),
         }
     }
 }
