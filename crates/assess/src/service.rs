@@ -556,22 +556,29 @@ impl Service {
     fn rematch_blocking(&self, db: Arc<dyn VulnDatabase>, digests: Vec<String>) -> Result<()> {
         let version = db.version();
         let threads = self.inner.opts.workers.max(1);
-        for chunk in digests.chunks(512) {
-            let mut loaded: Vec<(String, Inventory)> = Vec::with_capacity(chunk.len());
+        for chunk in digests.chunks(1024) {
+            let mut loaded: Vec<(String, Vec<u8>)> = Vec::with_capacity(chunk.len());
             for d in chunk {
-                if let Some((_, inv)) = self.inner.store.inventory(d)? {
-                    loaded.push((d.clone(), inv));
+                if let Some(raw) = self.inner.store.inventory_raw(d)? {
+                    loaded.push((d.clone(), raw));
                 }
             }
+            // Parse, match and encode in parallel; only the writes are serial.
             let per = loaded.len().div_ceil(threads).max(1);
-            let matched: Vec<(String, Vec<Finding>)> = std::thread::scope(|s| {
+            type Out = (String, Vec<Finding>, crate::store::EncodedFindings);
+            let matched: Vec<Out> = std::thread::scope(|s| {
                 let handles: Vec<_> = loaded
                     .chunks(per)
                     .map(|part| {
                         let db = db.clone();
                         s.spawn(move || {
                             part.iter()
-                                .map(|(d, inv)| (d.clone(), db.match_inventory(inv)))
+                                .filter_map(|(d, raw)| {
+                                    let inv: Inventory = serde_json::from_slice(raw).ok()?;
+                                    let f = db.match_inventory(&inv);
+                                    let enc = crate::store::EncodedFindings::new(&f).ok()?;
+                                    Some((d.clone(), f, enc))
+                                })
                                 .collect::<Vec<_>>()
                         })
                     })
@@ -582,20 +589,25 @@ impl Service {
                     .collect()
             });
             let at = to_ms(self.now());
-            let batch: Vec<(String, Option<String>, i64, Vec<Finding>)> = matched
-                .into_iter()
-                .map(|(d, f)| (d, Some(version.clone()), at, f))
-                .collect();
-            self.inner.store.save_results(&batch)?;
-            for (digest, _, _, findings) in &batch {
-                if let Some(row) = self.inner.store.image(digest)? {
-                    self.notify_assessed(
-                        digest,
-                        &row.repo,
-                        row.parent.as_deref(),
-                        Some(&version),
-                        findings,
-                    );
+            let mut batch = Vec::with_capacity(matched.len());
+            let mut findings = Vec::with_capacity(matched.len());
+            for (d, f, enc) in matched {
+                batch.push((d.clone(), Some(version.clone()), at, enc));
+                findings.push((d, f));
+            }
+            self.inner.store.save_encoded(&batch)?;
+            // Notifications need a receiver; with no webhook there is nothing to tell.
+            if !self.inner.store.webhooks()?.is_empty() {
+                for (digest, f) in &findings {
+                    if let Some(row) = self.inner.store.image(digest)? {
+                        self.notify_assessed(
+                            digest,
+                            &row.repo,
+                            row.parent.as_deref(),
+                            Some(&version),
+                            f,
+                        );
+                    }
                 }
             }
         }
@@ -626,6 +638,9 @@ impl Service {
         findings: &[Finding],
     ) -> Result<()> {
         let webhooks = self.inner.store.webhooks()?;
+        if webhooks.is_empty() {
+            return Ok(());
+        }
         let now = self.now();
         let rule = self.inner.opts.policy.rule_for(repo);
         let exemptions = self.inner.store.exemptions()?;

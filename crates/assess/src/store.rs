@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS results(
   assessed_at INTEGER NOT NULL,
   findings BLOB NOT NULL,
   findings_hash TEXT NOT NULL,
+  keys TEXT NOT NULL DEFAULT '[]',
   prev_db_version TEXT,
   prev_assessed_at INTEGER,
   prev_keys TEXT
@@ -532,27 +533,38 @@ impl Store {
         at: i64,
         findings: &[Finding],
     ) -> Result<()> {
-        let data = serde_json::to_vec(findings)?;
+        let enc = EncodedFindings::new(findings)?;
         let mut c = self.c();
         let tx = c.transaction()?;
-        save_result_tx(&tx, digest, db_version, at, findings, &data)?;
+        save_result_tx(&tx, digest, db_version, at, &enc)?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Many results in one transaction.
-    pub fn save_results(
+    /// Many results (findings already encoded) in one transaction.
+    pub fn save_encoded(
         &self,
-        batch: &[(String, Option<String>, i64, Vec<Finding>)],
+        batch: &[(String, Option<String>, i64, EncodedFindings)],
     ) -> Result<()> {
         let mut c = self.c();
         let tx = c.transaction()?;
-        for (digest, v, at, findings) in batch {
-            let data = serde_json::to_vec(findings)?;
-            save_result_tx(&tx, digest, v.as_deref(), *at, findings, &data)?;
+        for (digest, v, at, enc) in batch {
+            save_result_tx(&tx, digest, v.as_deref(), *at, enc)?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The stored inventory's bytes (JSON), without parsing.
+    pub fn inventory_raw(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .c()
+            .query_row(
+                "SELECT data FROM inventories WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     pub fn result(&self, digest: &str) -> Result<Option<ResultRow>> {
@@ -813,48 +825,64 @@ impl Store {
     }
 }
 
+/// Findings serialized for storage, with their hash and sorted keys;
+/// computed outside the store's lock (in parallel when re-matching).
+pub struct EncodedFindings {
+    pub data: Vec<u8>,
+    pub hash: String,
+    pub keys: String,
+}
+
+impl EncodedFindings {
+    pub fn new(findings: &[Finding]) -> Result<EncodedFindings> {
+        let data = serde_json::to_vec(findings)?;
+        let hash = hash_bytes(&data);
+        let mut keys: Vec<String> = findings.iter().map(finding_key).collect();
+        keys.sort();
+        keys.dedup();
+        Ok(EncodedFindings {
+            data,
+            hash,
+            keys: serde_json::to_string(&keys)?,
+        })
+    }
+}
+
 fn save_result_tx(
     tx: &rusqlite::Transaction<'_>,
     digest: &str,
     db_version: Option<&str>,
     at: i64,
-    findings: &[Finding],
-    data: &[u8],
+    enc: &EncodedFindings,
 ) -> Result<()> {
-    let hash = hash_bytes(data);
-    let old: Option<(String, Option<String>, i64, Vec<u8>)> = tx
+    let old: Option<(String, Option<String>, i64, String)> = tx
         .query_row(
-            "SELECT findings_hash, db_version, assessed_at, findings FROM results WHERE digest = ?1",
+            "SELECT findings_hash, db_version, assessed_at, keys FROM results WHERE digest = ?1",
             [digest],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
     match old {
-        Some((old_hash, old_version, old_at, _)) if old_hash == hash => {
+        Some((old_hash, old_version, old_at, _)) if old_hash == enc.hash => {
             tx.execute(
                 "UPDATE results SET db_version = ?2, assessed_at = ?3, prev_db_version = ?4, prev_assessed_at = ?5, prev_keys = NULL WHERE digest = ?1",
                 params![digest, db_version, at, old_version, old_at],
             )?;
         }
-        Some((_, old_version, old_at, old_data)) => {
-            let old_findings: Vec<Finding> = serde_json::from_slice(&old_data).unwrap_or_default();
-            let mut keys: Vec<String> = old_findings.iter().map(finding_key).collect();
-            keys.sort();
-            keys.dedup();
+        Some((_, old_version, old_at, old_keys)) => {
             tx.execute(
-                "UPDATE results SET db_version = ?2, assessed_at = ?3, findings = ?4, findings_hash = ?5,
-                   prev_db_version = ?6, prev_assessed_at = ?7, prev_keys = ?8 WHERE digest = ?1",
-                params![digest, db_version, at, data, hash, old_version, old_at, serde_json::to_string(&keys)?],
+                "UPDATE results SET db_version = ?2, assessed_at = ?3, findings = ?4, findings_hash = ?5, keys = ?6,
+                   prev_db_version = ?7, prev_assessed_at = ?8, prev_keys = ?9 WHERE digest = ?1",
+                params![digest, db_version, at, enc.data, enc.hash, enc.keys, old_version, old_at, old_keys],
             )?;
         }
         None => {
             tx.execute(
-                "INSERT INTO results(digest, db_version, assessed_at, findings, findings_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![digest, db_version, at, data, hash],
+                "INSERT INTO results(digest, db_version, assessed_at, findings, findings_hash, keys) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![digest, db_version, at, enc.data, enc.hash, enc.keys],
             )?;
         }
     }
-    let _ = findings;
     Ok(())
 }
 
