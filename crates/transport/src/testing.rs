@@ -226,6 +226,8 @@ pub struct MiniOptions {
     pub cut_blobs_over: Option<u64>,
     /// Answer the first request of every blob with a 503.
     pub flaky: bool,
+    /// Ignore `Range` headers (answer 200 with the whole blob).
+    pub ignore_range: bool,
     /// Serve HTTPS with a certificate for 127.0.0.1 from a fresh test CA
     /// ([`MiniRegistry::ca_pem`]).
     pub tls: bool,
@@ -486,6 +488,7 @@ async fn v2(
             }
             let start = headers
                 .get(header::RANGE)
+                .filter(|_| !m.opts.ignore_range)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("bytes="))
                 .and_then(|v| v.strip_suffix('-'))

@@ -230,6 +230,21 @@ async fn anonymous_token_basic_auth_and_flaky_server() {
     );
     assert!(src.tagged("rust-app").await.is_ok());
 
+    // A server that ignores Range: the resumed transfer starts over and the
+    // bytes already seen are dropped.
+    let no_range = MiniRegistry::start(
+        testing::test_images(),
+        MiniOptions {
+            cut_blobs_over: Some(1 << 20),
+            ignore_range: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let src = remote(&no_range.host(), "pub/py:python-app", None);
+    assert_eq!(pull_all(&src).await, 3);
+    assert!(no_range.stats.cuts.load(Ordering::Relaxed) >= 1);
+
     let basic = MiniRegistry::start(
         dir,
         MiniOptions {
