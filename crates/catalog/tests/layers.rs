@@ -325,3 +325,91 @@ fn layer_inventory_round_trips_through_json() {
     let back: LayerInventory = serde_json::from_str(&json).unwrap();
     assert_eq!(back, li);
 }
+
+#[test]
+fn rpm_berkeley_db_packages() {
+    // tests/fixtures/rpm-bdb-Packages: a real Berkeley DB hash file made by
+    // db5.3_load (see make-rpm-bdb.py), with overflow and on-page items.
+    let db = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rpm-bdb-Packages"
+    ))
+    .unwrap();
+    let (d, li) = layer(
+        LayerBuilder::new()
+            .file(
+                "etc/redhat-release",
+                b"Red Hat Enterprise Linux release 9.3 (Plow)\n",
+            )
+            .file("var/lib/rpm/Packages", &db)
+            .gzip(),
+    );
+    assert!(li.warnings.is_empty(), "{:?}", li.warnings);
+    let inv = merge(&[(d, li)]);
+    assert_eq!(
+        names(&inv, Ecosystem::Rpm),
+        [
+            "bash@5.1.8-6.el9",
+            "openssl-libs@1:3.0.7-25.el9_3",
+            "tiny@1.0-1"
+        ]
+    );
+    let ssl = inv
+        .packages
+        .iter()
+        .find(|p| p.name == "openssl-libs")
+        .unwrap();
+    assert_eq!(ssl.source_name.as_deref(), Some("openssl"));
+    assert_eq!(
+        ssl.purl,
+        "pkg:rpm/rhel/openssl-libs@3.0.7-25.el9_3?arch=x86_64&distro=rhel-9.3&epoch=1&upstream=openssl-3.0.7-25.el9_3.src.rpm"
+    );
+}
+
+#[test]
+fn distroless_status_d_egg_info_and_hard_links() {
+    let (d, li) = layer(
+        LayerBuilder::new()
+            .file(
+                "var/lib/dpkg/status.d/libc6",
+                b"Package: libc6\nVersion: 2.36-9\nArchitecture: amd64\nSource: glibc\n",
+            )
+            .file("var/lib/dpkg/status.d/libc6.md5sums", b"abc  lib/x\n")
+            .file(
+                "usr/lib/python3/dist-packages/six-1.16.0.egg-info",
+                &metadata("six", "1.16.0"),
+            )
+            .gzip(),
+    );
+    let inv = merge(&[(d, li)]);
+    assert_eq!(names(&inv, Ecosystem::Deb), ["libc6@2.36-9"]);
+    assert_eq!(names(&inv, Ecosystem::PyPI), ["six@1.16.0"]);
+
+    // A hard link to a watched file declares the same packages at its path.
+    let mut b = tar::Builder::new(Vec::new());
+    let data = pkg_json("left-pad", "1.0.0");
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "a/node_modules/left-pad/package.json", &data[..])
+        .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_size(0);
+    b.append_link(
+        &mut h,
+        "b/node_modules/left-pad/package.json",
+        "a/node_modules/left-pad/package.json",
+    )
+    .unwrap();
+    let (d, li) = layer(gzip(&b.into_inner().unwrap()));
+    let inv = merge(&[(d, li)]);
+    let locs: Vec<&str> = inv.packages.iter().map(|p| p.location.as_str()).collect();
+    assert_eq!(
+        locs,
+        [
+            "/a/node_modules/left-pad/package.json",
+            "/b/node_modules/left-pad/package.json"
+        ]
+    );
+}
