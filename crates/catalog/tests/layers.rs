@@ -413,3 +413,18 @@ fn distroless_status_d_egg_info_and_hard_links() {
         ]
     );
 }
+
+#[test]
+fn empty_layers() {
+    // Docker's empty layer (an empty tar, gzip), and an empty blob.
+    let empty_tar = vec![0u8; 1024];
+    for (bytes, comp) in [
+        (gzip(&empty_tar), LayerCompression::Gzip),
+        (empty_tar.clone(), LayerCompression::None),
+        (Vec::new(), LayerCompression::None),
+    ] {
+        let d = Digest::sha256_of(&bytes);
+        let li = catalog_layer(&bytes[..], comp, &d, &Limits::default()).unwrap();
+        assert!(li.files.is_empty() && li.stats.entries == 0);
+    }
+}
