@@ -31,10 +31,10 @@
 //!   tests, benches, and by `drydock scan oci:DIR` before `transport` lands).
 //!
 //! # Invariants
-//! - Layer contents are never written to disk, except executables and Java
-//!   archives that a cataloger needs random access to, which are spooled one
-//!   at a time into a private temporary file (removed when the layer is
-//!   done), under a size cap. Nothing is ever written at a path taken from
+//! - Layer contents are never written to disk, except the files a
+//!   cataloger needs random access to (executables, Java archives, RPM
+//!   databases), which are spooled one at a time into a private temporary
+//!   directory (removed when the layer is done), under a size cap. Nothing is ever written at a path taken from
 //!   the archive.
 //! - Paths are normalised lexically (leading `/` and `./` dropped); an entry
 //!   whose path climbs out of the root with `..` is an error
