@@ -19,6 +19,28 @@ const BATCH: usize = 1 << 20;
 /// Batches in flight per thread.
 const DEPTH: usize = 4;
 
+/// Start writeback every this many bytes, so the fsync at commit has
+/// little left to do.
+const WRITEBACK: u64 = 32 << 20;
+
+/// Ask the kernel to start writing a range out now (asynchronously).
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a valid descriptor; failure is harmless.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
+
 /// Why an ingest stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -62,6 +84,7 @@ where
     let writer = tokio::task::spawn_blocking(move || {
         let mut file = file;
         let mut written = 0u64;
+        let mut flushed = 0u64;
         let mut err = None;
         while let Some(batch) = wrx.blocking_recv() {
             if err.is_some() {
@@ -73,6 +96,10 @@ where
                     break;
                 }
                 written += b.len() as u64;
+            }
+            if written - flushed >= WRITEBACK {
+                start_writeback(&file, flushed, written - flushed);
+                flushed = written;
             }
         }
         (file, written, err)
