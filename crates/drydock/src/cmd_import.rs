@@ -92,9 +92,18 @@ pub async fn run(args: ImportArgs, config: Config) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let bar = progress_bar(args.json);
-    let done = client
-        .wait(job.id, Duration::from_millis(250), |s| update(&bar, s))
-        .await?;
+    // Ctrl-C cancels the job on the server (unless it is already writing
+    // tags, in which case it finishes).
+    let done = tokio::select! {
+        r = client.wait(job.id, Duration::from_millis(250), |s| update(&bar, s)) => r?,
+        _ = tokio::signal::ctrl_c() => {
+            bar.suspend(|| eprintln!("drydock: cancelling import {}", job.id));
+            if let Err(e) = client.cancel(job.id).await {
+                bar.suspend(|| eprintln!("drydock: {e}"));
+            }
+            client.wait(job.id, Duration::from_millis(250), |s| update(&bar, s)).await?
+        }
+    };
     bar.finish_and_clear();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&done)?);
@@ -145,6 +154,10 @@ fn report(s: &JobStatus) {
                 }
             }
         }
+        JobState::Cancelled => eprintln!(
+            "drydock: import of {} cancelled; no tag was written",
+            s.source
+        ),
         _ => eprintln!(
             "drydock: import of {} failed: {}",
             s.source,

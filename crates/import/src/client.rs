@@ -63,6 +63,18 @@ impl Client {
         decode(resp).await
     }
 
+    /// Ask the server to cancel a job.
+    pub async fn cancel(&self, id: uuid::Uuid) -> Result<JobStatus, ClientError> {
+        let url = format!("{}/api/v1/imports/{id}", self.base);
+        let resp = self
+            .http
+            .delete(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Connect(self.base.clone(), chain(&e)))?;
+        decode(resp).await
+    }
+
     /// Poll until the job finishes, calling `progress` with each status.
     pub async fn wait(
         &self,

@@ -36,12 +36,41 @@ struct Unit {
     children: Vec<(FetchedManifest, Option<String>)>,
 }
 
+/// Outcome of a job that did not succeed.
+pub(crate) enum Stopped {
+    Failed(Failure),
+    Cancelled,
+}
+
+impl From<Failure> for Stopped {
+    fn from(f: Failure) -> Stopped {
+        Stopped::Failed(f)
+    }
+}
+
 pub(crate) async fn run(
     reg: &Registry,
     cfg: &ImportConfig,
     plan: &Plan,
     job: &Job,
-) -> Result<(), Failure> {
+) -> Result<(), Stopped> {
+    // Everything up to the tags can be cancelled; dropping the work drops
+    // in-flight transfers.
+    let units = tokio::select! {
+        r = prepare(reg, cfg, plan, job) => r?,
+        _ = job.cancelled() => return Err(Stopped::Cancelled),
+    };
+    store(reg, plan, job, &units).await?;
+    Ok(())
+}
+
+/// Read manifests, copy blobs; returns what to store.
+async fn prepare(
+    reg: &Registry,
+    cfg: &ImportConfig,
+    plan: &Plan,
+    job: &Job,
+) -> Result<Vec<Unit>, Failure> {
     job.phase("opening source");
     let opened = match (&plan.spec, &plan.ca_pem) {
         (
@@ -138,10 +167,17 @@ pub(crate) async fn run(
         .buffer_unordered(cfg.blob_concurrency.max(1))
         .try_collect::<Vec<()>>()
         .await?;
+    Ok(units)
+}
 
+/// Store child manifests, then the tags.
+async fn store(reg: &Registry, plan: &Plan, job: &Job, units: &[Unit]) -> Result<(), Stopped> {
+    if !job.begin_tagging() {
+        return Err(Stopped::Cancelled);
+    }
     job.phase("storing manifests");
     let mut stored: HashSet<Digest> = HashSet::new();
-    for u in &units {
+    for u in units {
         for (child, platform) in &u.children {
             if !stored.insert(child.digest.clone()) {
                 continue;
@@ -157,7 +193,7 @@ pub(crate) async fn run(
     }
 
     job.phase("tagging");
-    for u in &units {
+    for u in units {
         let reference = match &u.tag {
             Some(t) => Reference::Tag(t.clone()),
             None => Reference::Digest(u.root.digest.clone()),

@@ -13,11 +13,16 @@ pub enum JobState {
     Running,
     Succeeded,
     Failed,
+    /// Stopped on request before any tag was written.
+    Cancelled,
 }
 
 impl JobState {
     pub fn is_finished(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
@@ -79,6 +84,7 @@ pub(crate) struct Job {
     pub bytes_total: AtomicU64,
     pub bytes_done: AtomicU64,
     state: Mutex<Mutable>,
+    cancel: tokio::sync::Notify,
 }
 
 struct Mutable {
@@ -87,6 +93,8 @@ struct Mutable {
     finished_at: Option<OffsetDateTime>,
     manifests: Vec<ImportedManifest>,
     error: Option<String>,
+    cancel_requested: bool,
+    tagging: bool,
 }
 
 impl Job {
@@ -109,8 +117,60 @@ impl Job {
                 finished_at: None,
                 manifests: Vec::new(),
                 error: None,
+                cancel_requested: false,
+                tagging: false,
             }),
+            cancel: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Ask the job to stop. Refused (false) once it has finished or has
+    /// started writing tags.
+    pub fn request_cancel(&self) -> bool {
+        let ok = self.with(|m| {
+            if m.state.is_finished() || m.tagging {
+                false
+            } else {
+                m.cancel_requested = true;
+                true
+            }
+        });
+        if ok {
+            self.cancel.notify_one();
+        }
+        ok
+    }
+
+    /// Resolves when cancellation was requested.
+    pub async fn cancelled(&self) {
+        loop {
+            if self.with(|m| m.cancel_requested) {
+                return;
+            }
+            self.cancel.notified().await;
+        }
+    }
+
+    /// Enter the tagging phase; false if cancellation won the race.
+    pub fn begin_tagging(&self) -> bool {
+        self.with(|m| {
+            if m.cancel_requested {
+                false
+            } else {
+                m.tagging = true;
+                m.phase = "tagging".into();
+                true
+            }
+        })
+    }
+
+    pub fn mark_cancelled(&self) {
+        self.with(|m| {
+            m.state = JobState::Cancelled;
+            m.phase = "cancelled".into();
+            m.error = Some("cancelled on request; no tag was written".into());
+            m.finished_at = Some(OffsetDateTime::now_utc());
+        });
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Mutable) -> T) -> T {

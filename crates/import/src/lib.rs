@@ -18,6 +18,8 @@
 //!   syntax, bad platform, a local source when those are disabled).
 //! - `GET /api/v1/imports/{id}` → the [`JobStatus`] (progress, result,
 //!   error); `GET /api/v1/imports` → recent jobs, newest first.
+//! - `DELETE /api/v1/imports/{id}` → `202` and the status: the job stops
+//!   (state `cancelled`) unless it already started writing tags (`409`).
 //!
 //! Invariants:
 //! - Nothing half-imported is visible by tag: tags are written last, after
@@ -303,12 +305,22 @@ impl Importer {
         let status = job.status();
         let this = self.clone();
         tokio::spawn(async move {
-            let _slot = this.inner.slots.clone().acquire_owned().await;
+            let _slot = tokio::select! {
+                s = this.inner.slots.clone().acquire_owned() => s,
+                _ = job.cancelled() => {
+                    job.mark_cancelled();
+                    return;
+                }
+            };
             job.start();
             let result = copy::run(&this.inner.registry, &this.inner.config, &plan, &job).await;
             match result {
                 Ok(()) => job.succeed(),
-                Err(e) => {
+                Err(copy::Stopped::Cancelled) => {
+                    tracing::info!(id = %job.id, source = %plan.spec, "import cancelled");
+                    job.mark_cancelled();
+                }
+                Err(copy::Stopped::Failed(e)) => {
                     tracing::warn!(id = %job.id, source = %plan.spec, error = %e, "import failed");
                     job.fail(e.to_string());
                 }
@@ -321,6 +333,16 @@ impl Importer {
     pub fn status(&self, id: uuid::Uuid) -> Option<JobStatus> {
         let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
         jobs.by_id.get(&id).map(|j| j.status())
+    }
+
+    /// Ask a job to stop: `None` if unknown, `Some(false)` if it already
+    /// finished or is writing tags (then it runs to its end).
+    pub fn cancel(&self, id: uuid::Uuid) -> Option<bool> {
+        let job = {
+            let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            jobs.by_id.get(&id).cloned()
+        }?;
+        Some(job.request_cancel())
     }
 
     /// Recent jobs, newest first.
@@ -350,7 +372,7 @@ impl Importer {
 pub fn router(importer: Importer) -> Router {
     Router::new()
         .route("/api/v1/imports", get(list).post(create))
-        .route("/api/v1/imports/{id}", get(show))
+        .route("/api/v1/imports/{id}", get(show).delete(cancel))
         .with_state(importer)
 }
 
@@ -394,6 +416,24 @@ async fn show(State(imp): State<Importer>, Path(id): Path<String>) -> Response {
     match imp.status(id) {
         Some(s) => Json(s).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such import"),
+    }
+}
+
+async fn cancel(State(imp): State<Importer>, Path(id): Path<String>) -> Response {
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return error(StatusCode::NOT_FOUND, "no such import");
+    };
+    match imp.cancel(id) {
+        None => error(StatusCode::NOT_FOUND, "no such import"),
+        Some(false) => error(
+            StatusCode::CONFLICT,
+            "the import has finished or is writing tags; it cannot be cancelled now",
+        ),
+        Some(true) => (
+            StatusCode::ACCEPTED,
+            Json(imp.status(id).expect("job exists")),
+        )
+            .into_response(),
     }
 }
 

@@ -523,3 +523,44 @@ async fn http_api_and_client() {
         Err(import::client::ClientError::Connect(..))
     ));
 }
+
+#[tokio::test]
+async fn cancelling_stops_before_any_tag() {
+    let mini = MiniRegistry::start(
+        testing::test_images(),
+        MiniOptions {
+            blob_delay: Some(std::time::Duration::from_secs(30)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let s = server(ImportConfig::default()).await;
+    let client = import::client::Client::new(&format!("http://{}", s.addr)).unwrap();
+    let mut r = req(
+        &format!("docker://{}/slow/py:python-app", mini.host()),
+        "slow/py:v1",
+    );
+    r.insecure = true;
+    let job = client.submit(&r).await.unwrap();
+    // Wait until it is copying (blocked on the slow upstream).
+    for _ in 0..200 {
+        if client.status(job.id).await.unwrap().phase == "copying blobs" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let started = std::time::Instant::now();
+    client.cancel(job.id).await.unwrap();
+    let done = client
+        .wait(job.id, std::time::Duration::from_millis(20), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Cancelled);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(manifest(&s, "slow/py", "v1").await.is_none());
+    // A finished job cannot be cancelled.
+    let e = client.cancel(job.id).await.unwrap_err();
+    assert!(e.to_string().contains("cannot be cancelled"), "{e}");
+    let e = client.cancel(uuid::Uuid::new_v4()).await.unwrap_err();
+    assert!(e.to_string().contains("no such import"), "{e}");
+}

@@ -226,6 +226,8 @@ pub struct MiniOptions {
     pub cut_blobs_over: Option<u64>,
     /// Answer the first request of every blob with a 503.
     pub flaky: bool,
+    /// Wait this long before answering each blob request.
+    pub blob_delay: Option<std::time::Duration>,
     /// Ignore `Range` headers (answer 200 with the whole blob).
     pub ignore_range: bool,
     /// Serve HTTPS with a certificate for 127.0.0.1 from a fresh test CA
@@ -469,6 +471,9 @@ async fn v2(
         }
         _ => {
             m.stats.blob_requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(d) = m.opts.blob_delay {
+                tokio::time::sleep(d).await;
+            }
             let Ok(digest) = oci::Digest::parse(reference) else {
                 return not_found("DIGEST_INVALID");
             };
