@@ -1,7 +1,8 @@
-//! `drydock serve`: run the registry.
+//! `drydock serve`: run the registry, the assessment service, the import
+//! jobs, the management API and the dashboard in one process.
 //!
-//! The HTTP application is `registry.router()`; other routers (management
-//! API, dashboard) are merged into it in [`app`].
+//! The HTTP application is `registry.router()` with the management API,
+//! the dashboard and the import endpoints merged into it in [`app`].
 
 use crate::config::Config;
 use anyhow::Context;
@@ -9,6 +10,7 @@ use axum::serve::ListenerExt;
 use registry::{Options, Registry};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -25,9 +27,17 @@ pub fn registry_options(config: &Config) -> Options {
     opts
 }
 
-/// The whole HTTP application. Merge further routers here.
-pub fn app(registry: &Registry) -> axum::Router {
-    registry.router()
+/// The whole HTTP application: `/v2/` and the probes from the registry,
+/// `/api/v1` and `/ui/` from the web crate, `/api/v1/imports` from import.
+pub fn app(
+    registry: &Registry,
+    assess: &assess::Service,
+    importer: &import::Importer,
+) -> axum::Router {
+    registry
+        .router()
+        .merge(web::router(web::State::new(assess.clone())))
+        .merge(import::router(importer.clone()))
 }
 
 /// Keep large buffers (1 MiB blob reads, request bodies) in the heap
@@ -48,6 +58,29 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let listen = args.listen.unwrap_or(config.listen);
     let registry = Registry::open(registry_options(&config))
         .with_context(|| format!("cannot open data directory {}", config.data.display()))?;
+    // The assessor registers itself as the registry's event sink before it
+    // looks for unassessed manifests, so no push falls in between.
+    let vulndb = vulndb::Handle::open_with_interval(
+        &config.data,
+        Duration::from_secs(config.vulndb.poll_secs.max(1)),
+    );
+    if vulndb.current().is_none() {
+        tracing::warn!(
+            "no vulnerability database in {}: images are cataloged but not matched until \
+             `drydock db update` or `drydock db import` builds one",
+            config.data.display()
+        );
+    }
+    let assess = assess::start_with_registry(
+        config.assess.options(&config.data),
+        registry.clone(),
+        vulndb,
+        catalog::Limits::default(),
+        Arc::new(assess::SystemClock),
+    )
+    .await
+    .context("cannot start the assessment service")?;
+    let importer = import::Importer::new(registry.clone(), import::ImportConfig::default());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -56,10 +89,11 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app(&registry))
+    axum::serve(listener, app(&registry, &assess, &importer))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;
+    assess.shutdown();
     registry.flush();
     tracing::info!("drydock stopped");
     Ok(ExitCode::SUCCESS)
