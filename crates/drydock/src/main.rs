@@ -16,7 +16,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "drydock", version, about = "Private OCI registry with continuous vulnerability assessment")]
+#[command(
+    name = "drydock",
+    version,
+    about = "Private OCI registry with continuous vulnerability assessment"
+)]
 struct Cli {
     /// Configuration file (TOML). Values in it are overridden by DRYDOCK_*
     /// environment variables, which are overridden by command-line flags.
