@@ -86,7 +86,7 @@ function vulnTable(list) {
   if (!list.length) return `<p class="muted">No vulnerabilities found.</p>`;
   return `<table><tr><th>Vulnerability</th><th>Severity</th><th>Fix</th><th>Affected images</th><th>Summary</th></tr>
     ${list.map(v => `<tr><td><b>${esc(v.id)}</b><br><span class="muted">${(v.aliases || []).map(esc).join(", ")}</span></td><td>${sev(v.severity)}</td>
-      <td>${Object.entries(v.fix || {}).map(([p, vs]) => `${esc(p)} → ${vs.map(esc).join(", ") || "<span class='muted'>no fix</span>"}`).join("<br>")}</td>
+      <td>${Object.entries(v.fix || {}).map(([p, vs]) => `${esc(p)} → ${vs.map(esc).join(", ") || "<span class='muted'>no fix yet</span>"}`).join("<br>") || "<span class='muted'>no fix yet</span>"}</td>
       <td>${v.affected_images.map(a => `${imageLink(a.digest)} <span class="muted">${esc(a.repository)}</span>`).join("<br>")}</td>
       <td>${esc(v.summary)}</td></tr>`).join("")}</table>`;
 }
@@ -142,7 +142,7 @@ async function image(digest, params) {
         ${img.findings.map(f => `<tr><td><b>${esc(f.id)}</b><br><span class="muted">${(f.aliases || []).map(esc).join(", ")}</span></td>
           <td>${sev(f.severity)}${f.cvss && f.cvss.score != null ? `<br><span class="muted">CVSS ${esc(f.cvss.score)}</span>` : ""}</td>
           <td>${esc(f.package)} <span class="muted">${esc(f.ecosystem)}</span></td><td>${esc(f.installed_version)}</td>
-          <td>${esc(f.fixed_version || "")}</td><td>${esc(f.status)}${f.exempt ? ` <span class="pill" title="${esc(f.exempted_by)}">exempt</span>` : ""}</td>
+          <td>${f.fixed_version ? esc(f.fixed_version) : `<span class="muted">${f.status === "wont_fix" ? "won't fix" : "no fix yet"}</span>`}</td><td>${esc(f.status)}${f.exempt ? ` <span class="pill" title="${esc(f.exempted_by)}">exempt</span>` : ""}</td>
           <td>${esc(f.summary)}</td></tr>`).join("")}</table>` : `<p class="muted">No findings match.</p>`}
     </section>`;
   for (const sel of view().querySelectorAll("select[data-filter]")) {
