@@ -1,0 +1,334 @@
+//! Helpers shared by the `cli_*` end-to-end tests: run the real `drydock`
+//! binary with a data directory, locate the shared vulnerability data and
+//! the test images, read OSV records, run `drydock serve` on a free port.
+//!
+//! Each test crate uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Repository root.
+pub const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+/// The shared offline vulnerability data.
+pub const VULNDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vulndata");
+
+pub fn vulndata(rel: &str) -> PathBuf {
+    Path::new(VULNDATA).join(rel)
+}
+
+/// `drydock --data DATA ARGS...`, with quiet logs.
+pub fn drydock(data: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_drydock"));
+    c.arg("--data")
+        .arg(data)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("DRYDOCK_CONFIG")
+        .env_remove("DRYDOCK_DATA")
+        .env_remove("DRYDOCK_SCAN_CREDS")
+        .env_remove("DRYDOCK_VULNDB_SOURCES")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Run and return the output; fails the test if the binary panicked.
+pub fn run(data: &Path, args: &[&str]) -> Output {
+    let out = drydock(data, args).output().expect("run drydock");
+    assert_no_panic(&out, args);
+    out
+}
+
+pub fn assert_no_panic(out: &Output, args: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "drydock {args:?} panicked:\n{stderr}"
+    );
+    // 101 is the exit status of a Rust panic.
+    assert_ne!(out.status.code(), Some(101), "drydock {args:?}: {stderr}");
+}
+
+/// Run, require success, return standard output.
+pub fn run_ok(data: &Path, args: &[&str]) -> String {
+    let out = run(data, args);
+    assert!(
+        out.status.success(),
+        "drydock {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Run, require success, parse standard output as JSON.
+pub fn json_ok(data: &Path, args: &[&str]) -> Value {
+    let s = run_ok(data, args);
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("drydock {args:?}: not JSON ({e}):\n{s}"))
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `drydock db import PATHS...` into `data`; returns the JSON report.
+pub fn import(data: &Path, paths: &[PathBuf]) -> Value {
+    let mut args: Vec<String> = vec!["db".into(), "import".into(), "--json".into()];
+    args.extend(paths.iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    json_ok(data, &args)
+}
+
+/// Every JSON record of an OSV export zip.
+pub fn osv_records(zip_path: &Path) -> Vec<Value> {
+    let f = std::fs::File::open(zip_path).unwrap();
+    let mut z = zip::ZipArchive::new(f).unwrap();
+    let mut out = Vec::with_capacity(z.len());
+    for i in 0..z.len() {
+        let mut m = z.by_index(i).unwrap();
+        if !m.name().ends_with(".json") {
+            continue;
+        }
+        let mut s = String::new();
+        m.read_to_string(&mut s).unwrap();
+        out.push(serde_json::from_str(&s).unwrap());
+    }
+    out
+}
+
+/// One record (`<id>.json`) of an OSV export zip.
+pub fn osv_record(zip_path: &Path, id: &str) -> Value {
+    let f = std::fs::File::open(zip_path).unwrap();
+    let mut z = zip::ZipArchive::new(f).unwrap();
+    let mut m = z
+        .by_name(&format!("{id}.json"))
+        .unwrap_or_else(|e| panic!("{id} in {}: {e}", zip_path.display()));
+    let mut s = String::new();
+    m.read_to_string(&mut s).unwrap();
+    serde_json::from_str(&s).unwrap()
+}
+
+/// The `fixed` events of the `ECOSYSTEM` ranges of `affected`.
+pub fn fixed_events(affected: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in affected["ranges"].as_array().into_iter().flatten() {
+        if r["type"] != "ECOSYSTEM" && r["type"] != "SEMVER" {
+            continue;
+        }
+        for e in r["events"].as_array().into_iter().flatten() {
+            if let Some(v) = e["fixed"].as_str() {
+                out.push(v.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// PEP 503 name normalisation.
+pub fn pep503(name: &str) -> String {
+    let mut out = String::new();
+    let mut sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+        } else {
+            if sep && !out.is_empty() {
+                out.push('-');
+            }
+            sep = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+const TAGS: [&str; 5] = [
+    "bookworm-base",
+    "python-app",
+    "node-app",
+    "rust-app",
+    "multiarch",
+];
+
+static IMAGES: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The test images directory (holds `oci/`, `rootfs/`, `stage/`), built
+/// with `scripts/test-images.sh` when a tag is missing.
+pub fn test_images() -> PathBuf {
+    let mut guard = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = guard.as_ref() {
+        return p.clone();
+    }
+    let dir = match std::env::var_os("DRYDOCK_TEST_IMAGES") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(ROOT).join("target/test-images"),
+    };
+    let missing: Vec<&str> = {
+        let tags = layout_tags(&dir.join("oci"));
+        TAGS.iter()
+            .copied()
+            .filter(|t| !tags.contains(*t))
+            .collect()
+    };
+    if !missing.is_empty() {
+        let status = Command::new("bash")
+            .arg(Path::new(ROOT).join("scripts/test-images.sh"))
+            .args(&missing)
+            .env("DRYDOCK_TEST_IMAGES", &dir)
+            .status()
+            .expect("run scripts/test-images.sh");
+        assert!(status.success(), "scripts/test-images.sh failed: {status}");
+        let tags = layout_tags(&dir.join("oci"));
+        for t in TAGS {
+            assert!(tags.contains(t), "test image {t} missing after the build");
+        }
+    }
+    *guard = Some(dir.clone());
+    dir
+}
+
+fn layout_tags(oci: &Path) -> BTreeSet<String> {
+    let Ok(text) = std::fs::read_to_string(oci.join("index.json")) else {
+        return BTreeSet::new();
+    };
+    let index: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The OCI layout of the test images.
+pub fn oci_dir() -> PathBuf {
+    test_images().join("oci")
+}
+
+/// `oci:<layout>:<tag>`.
+pub fn oci_target(tag: &str) -> String {
+    format!("oci:{}:{tag}", oci_dir().display())
+}
+
+/// Run `skopeo ARGS...` and require success.
+pub fn skopeo(args: &[&str]) {
+    let out = Command::new("skopeo")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `drydock serve` on 127.0.0.1, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn start(data: &Path) -> Server {
+        // Another process may take the port between our probe and the
+        // server's bind: retry with a new one.
+        for _ in 0..5 {
+            let port = free_port();
+            let child = drydock(data, &["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn drydock serve");
+            let mut s = Server { child, port };
+            if s.wait_ready(Duration::from_secs(30)) {
+                return s;
+            }
+        }
+        panic!("drydock serve did not start");
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                eprintln!("drydock serve exited ({status}): {err}");
+                return false;
+            }
+            if http_status(self.port, "/readyz") == Some(200) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Status code of a plain `GET PATH` to 127.0.0.1:PORT.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let head = std::str::from_utf8(&buf[..n]).ok()?;
+    head.split(' ').nth(1)?.parse().ok()
+}
+
+/// `(ecosystem, name, version)` of each entry of a scan's `packages[]`,
+/// optionally only those of one platform.
+pub fn package_set(report: &Value, platform: Option<&str>) -> BTreeSet<(String, String, String)> {
+    report["packages"]
+        .as_array()
+        .expect("packages[]")
+        .iter()
+        .filter(|p| platform.is_none_or(|want| p["platform"] == want))
+        .map(|p| {
+            (
+                p["ecosystem"].as_str().unwrap().to_string(),
+                p["name"].as_str().unwrap().to_string(),
+                p["version"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
