@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Queued,
@@ -27,8 +27,9 @@ impl JobState {
 }
 
 /// A manifest the job stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImportedManifest {
+    #[schema(value_type = String, example = "sha256:…")]
     pub digest: oci::Digest,
     pub media_type: String,
     /// The tag written, for the roots; `None` for children stored by digest.
@@ -40,8 +41,9 @@ pub struct ImportedManifest {
 }
 
 /// What `GET /api/v1/imports/{id}` returns.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStatus {
+    #[schema(value_type = String, example = "0789a2a9-f819-4bc0-8942-6902375b6ae2")]
     pub id: uuid::Uuid,
     pub state: JobState,
     /// The source as given (never with credentials).
@@ -51,8 +53,10 @@ pub struct JobStatus {
     pub platforms: Vec<String>,
     pub all_tags: bool,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<OffsetDateTime>,
     /// What the job is doing now (`planning`, `copying blobs`, …).
     pub phase: String,

@@ -67,7 +67,7 @@ use std::sync::{Arc, Mutex};
 use transport::{Credentials, SourceSpec};
 
 /// What to import: the body of `POST /api/v1/imports`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
     /// `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`, `oci:DIR[:TAG]` or
@@ -371,16 +371,46 @@ impl Importer {
 /// The `/api/v1/imports` routes. Merge into the server's router.
 pub fn router(importer: Importer) -> Router {
     Router::new()
-        .route("/api/v1/imports", get(list).post(create))
-        .route("/api/v1/imports/{id}", get(show).delete(cancel))
+        .route("/api/v1/imports", get(list_imports).post(create_import))
+        .route(
+            "/api/v1/imports/{id}",
+            get(get_import).delete(cancel_import),
+        )
         .with_state(importer)
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+/// The error body of the import endpoints.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ImportError {
+    pub error: String,
 }
 
-async fn create(State(imp): State<Importer>, headers: HeaderMap, body: bytes::Bytes) -> Response {
+/// The OpenAPI description of `/api/v1/imports`; merge it into the
+/// server's document (`doc.merge(import::openapi())`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    #[derive(OpenApi)]
+    #[openapi(
+        paths(create_import, get_import, list_imports, cancel_import),
+        components(schemas(ImportRequest, JobStatus, JobState, ImportedManifest, ImportError))
+    )]
+    struct ImportApi;
+    ImportApi::openapi()
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(ImportError { error: msg.into() })).into_response()
+}
+
+/// Start an import job.
+#[utoipa::path(post, path = "/api/v1/imports", tag = "imports", request_body = ImportRequest,
+    responses((status = 202, description = "Job started", body = JobStatus),
+              (status = 400, description = "The request cannot work", body = ImportError)))]
+pub async fn create_import(
+    State(imp): State<Importer>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -409,7 +439,11 @@ async fn create(State(imp): State<Importer>, headers: HeaderMap, body: bytes::By
     }
 }
 
-async fn show(State(imp): State<Importer>, Path(id): Path<String>) -> Response {
+/// An import job's progress and result.
+#[utoipa::path(get, path = "/api/v1/imports/{id}", tag = "imports",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = JobStatus), (status = 404, body = ImportError)))]
+pub async fn get_import(State(imp): State<Importer>, Path(id): Path<String>) -> Response {
     let Ok(id) = uuid::Uuid::parse_str(&id) else {
         return error(StatusCode::NOT_FOUND, "no such import");
     };
@@ -419,7 +453,12 @@ async fn show(State(imp): State<Importer>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn cancel(State(imp): State<Importer>, Path(id): Path<String>) -> Response {
+/// Cancel an import job (before it writes tags).
+#[utoipa::path(delete, path = "/api/v1/imports/{id}", tag = "imports",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 202, body = JobStatus), (status = 404, body = ImportError),
+              (status = 409, description = "Finished or writing tags", body = ImportError)))]
+pub async fn cancel_import(State(imp): State<Importer>, Path(id): Path<String>) -> Response {
     let Ok(id) = uuid::Uuid::parse_str(&id) else {
         return error(StatusCode::NOT_FOUND, "no such import");
     };
@@ -437,6 +476,22 @@ async fn cancel(State(imp): State<Importer>, Path(id): Path<String>) -> Response
     }
 }
 
-async fn list(State(imp): State<Importer>) -> Response {
+/// Recent import jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/imports", tag = "imports",
+    responses((status = 200, body = Vec<JobStatus>)))]
+pub async fn list_imports(State(imp): State<Importer>) -> Response {
     Json(imp.list()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn openapi_lists_the_endpoints() {
+        let doc = super::openapi();
+        for p in ["/api/v1/imports", "/api/v1/imports/{id}"] {
+            assert!(doc.paths.paths.contains_key(p), "{p}");
+        }
+        let schemas = doc.components.expect("components").schemas;
+        assert!(schemas.contains_key("JobStatus") && schemas.contains_key("ImportRequest"));
+    }
 }

@@ -239,10 +239,17 @@ impl Inner {
                     continue;
                 }
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
-                    return Err(Error::Auth(format!(
-                        "{} refused our credentials for {}",
-                        self.image.host, self.image.name
-                    )));
+                    return Err(Error::Auth(if self.creds.is_some() {
+                        format!(
+                            "{} refused the credentials for {}",
+                            self.image.host, self.image.name
+                        )
+                    } else {
+                        format!(
+                            "{} requires credentials for {} (use --creds USER:PASSWORD)",
+                            self.image.host, self.image.name
+                        )
+                    }));
                 }
                 Ok(resp)
                     if (resp.status().is_server_error()
@@ -637,7 +644,10 @@ impl Download {
 impl ImageSource for RemoteSource {
     fn describe(&self) -> String {
         let i = &self.inner.image;
-        format!("docker://{}/{}:{}", i.host, i.name, i.reference()).replace(":sha256:", "@sha256:")
+        match i.reference() {
+            Reference::Digest(d) => format!("docker://{}/{}@{d}", i.host, i.name),
+            Reference::Tag(t) => format!("docker://{}/{}:{t}", i.host, i.name),
+        }
     }
 
     async fn root(&self) -> Result<FetchedManifest, Error> {
