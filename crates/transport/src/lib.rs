@@ -21,7 +21,14 @@
 //!   sends us to the realm for a token). HTTPS unless `insecure` is set.
 //!   Transient failures (connection errors, 5xx, 429) are retried with
 //!   exponential backoff; a blob download that is cut resumes with a `Range`
-//!   request from the byte where it stopped.
+//!   request from the byte where it stopped. Extra trusted roots for a
+//!   private CA: [`remote::RemoteOptions::ca_pem`] or the PEM file named by
+//!   `DRYDOCK_CA_FILE`.
+//!
+//! Feature `test-support` adds [`testing`] (for this crate's and dependants'
+//! tests): the real test images, Debian's `docker-registry` on loopback, a
+//! mini registry that can demand Basic or bearer auth, serve TLS from a test
+//! CA, fail, stall or cut transfers, and a TCP proxy that cuts connections.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), transport::Error> {
