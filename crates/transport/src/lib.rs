@@ -25,7 +25,7 @@
 //!   private CA: [`remote::RemoteOptions::ca_pem`] or the PEM file named by
 //!   `DRYDOCK_CA_FILE`.
 //!
-//! Feature `test-support` adds [`testing`] (for this crate's and dependants'
+//! Feature `test-support` adds the `testing` module (for this crate's and dependants'
 //! tests): the real test images, Debian's `docker-registry` on loopback, a
 //! mini registry that can demand Basic or bearer auth, serve TLS from a test
 //! CA, fail, stall or cut transfers, and a TCP proxy that cuts connections.
