@@ -40,7 +40,10 @@ pub fn test_images() -> PathBuf {
             .map(|s| s.contains(&format!("\"{tag}\"")))
             .unwrap_or(false)
     };
-    if !(has("python-app") && has("multiarch")) {
+    // One build at a time within a test binary.
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    if !(has("python-app") && has("multiarch") && has("rust-app")) {
         let status = Command::new("bash")
             .arg(workspace_root().join("scripts/test-images.sh"))
             .env("DRYDOCK_TEST_IMAGES", &base)
