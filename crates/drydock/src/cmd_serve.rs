@@ -30,13 +30,21 @@ pub fn registry_options(config: &Config) -> Options {
 /// The whole HTTP application: `/v2/` and the probes from the registry,
 /// `/api/v1` and `/ui/` from the web crate, `/api/v1/imports` from import.
 pub fn app(
+    config: &Config,
     registry: &Registry,
     assess: &assess::Service,
     importer: &import::Importer,
 ) -> axum::Router {
-    registry
-        .router()
-        .merge(web::router(web::State::new(assess.clone())))
+    // Mirrors wrap the registry's own routes: a manifest miss under a
+    // mirrored prefix is fetched from upstream before it is answered.
+    let v2 = import::mirror::apply(
+        registry.router(),
+        importer.clone(),
+        config.import.mirrors.clone(),
+        Duration::from_secs(config.import.mirror_timeout_secs),
+    );
+    let api = web::State::new(assess.clone()).with_docs(import::openapi());
+    v2.merge(web::router(api))
         .merge(import::router(importer.clone()))
 }
 
@@ -80,7 +88,7 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     )
     .await
     .context("cannot start the assessment service")?;
-    let importer = import::Importer::new(registry.clone(), import::ImportConfig::default());
+    let importer = import::Importer::new(registry.clone(), config.import.importer_config());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -89,7 +97,7 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app(&registry, &assess, &importer))
+    axum::serve(listener, app(&config, &registry, &assess, &importer))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;

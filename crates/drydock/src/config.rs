@@ -26,6 +26,52 @@ pub struct Config {
     pub assess: AssessConfig,
     /// The vulnerability database (`[vulndb]` table).
     pub vulndb: VulndbConfig,
+    /// Import jobs and pull-through mirrors (`[import]` table).
+    pub import: ImportSection,
+}
+
+/// `[import]`: what the server's import jobs may read, stored settings per
+/// remote registry, and pull-through mirrors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImportSection {
+    /// Allow `oci:` and `docker-archive:` sources (paths on the server).
+    /// Env: `DRYDOCK_IMPORT_ALLOW_LOCAL`.
+    pub allow_local: bool,
+    /// Import jobs that run at once.
+    pub max_concurrent_jobs: usize,
+    /// `[import.remotes."HOST[:PORT]"]`: `username`, `password`,
+    /// `insecure`, `ca_file`.
+    pub remotes: std::collections::HashMap<String, import::RemoteConfig>,
+    /// `[[import.mirrors]]`: `prefix`, `upstream`, `insecure`, `platforms`.
+    pub mirrors: Vec<import::mirror::MirrorRule>,
+    /// Seconds a pull through a mirror waits for the upstream.
+    pub mirror_timeout_secs: u64,
+}
+
+impl Default for ImportSection {
+    fn default() -> Self {
+        let defaults = import::ImportConfig::default();
+        ImportSection {
+            allow_local: defaults.allow_local,
+            max_concurrent_jobs: defaults.max_concurrent_jobs,
+            remotes: Default::default(),
+            mirrors: Vec::new(),
+            mirror_timeout_secs: 600,
+        }
+    }
+}
+
+impl ImportSection {
+    /// The importer's settings.
+    pub fn importer_config(&self) -> import::ImportConfig {
+        import::ImportConfig {
+            allow_local: self.allow_local,
+            max_concurrent_jobs: self.max_concurrent_jobs,
+            remotes: self.remotes.clone(),
+            ..import::ImportConfig::default()
+        }
+    }
 }
 
 /// `[vulndb]`: where `drydock db update` downloads from, and how often the
@@ -110,6 +156,7 @@ impl Default for Config {
             upload_expiry_secs: 24 * 3600,
             assess: AssessConfig::default(),
             vulndb: VulndbConfig::default(),
+            import: ImportSection::default(),
         }
     }
 }
@@ -160,6 +207,13 @@ impl Config {
             self.assess.rescan_window_days = v
                 .parse()
                 .with_context(|| format!("DRYDOCK_RESCAN_WINDOW_DAYS: not a number: {v:?}"))?;
+        }
+        if let Some(v) = get("DRYDOCK_IMPORT_ALLOW_LOCAL") {
+            self.import.allow_local = match v.as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                _ => bail!("DRYDOCK_IMPORT_ALLOW_LOCAL: expected true or false, not {v:?}"),
+            };
         }
         if self.assess.workers == 0 {
             bail!("assess.workers must be at least 1");
@@ -244,6 +298,34 @@ mod tests {
             zero.apply_env(|k| (k == "DRYDOCK_ASSESS_WORKERS").then(|| "0".into()))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn import_section_maps_to_importer_config() {
+        let c: Config = toml::from_str(
+            r#"
+            [import]
+            allow_local = false
+            [import.remotes."127.0.0.1:5001"]
+            username = "u"
+            password = "p"
+            insecure = true
+            [[import.mirrors]]
+            prefix = "hub"
+            upstream = "127.0.0.1:5001/library"
+            insecure = true
+            "#,
+        )
+        .unwrap();
+        let ic = c.import.importer_config();
+        assert!(!ic.allow_local);
+        assert!(ic.remotes["127.0.0.1:5001"].insecure);
+        assert_eq!(c.import.mirrors[0].prefix, "hub");
+        let mut d = Config::default();
+        assert!(d.import.allow_local);
+        d.apply_env(|k| (k == "DRYDOCK_IMPORT_ALLOW_LOCAL").then(|| "no".into()))
+            .unwrap();
+        assert!(!d.import.allow_local);
     }
 
     #[test]

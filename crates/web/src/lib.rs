@@ -24,11 +24,23 @@ pub mod dashboard;
 #[derive(Clone)]
 pub struct State {
     pub assess: assess::Service,
+    /// OpenAPI documents of endpoints other crates serve under `/api/v1`
+    /// (imports), merged into `/api/v1/openapi.json`.
+    pub extra_docs: Vec<utoipa::openapi::OpenApi>,
 }
 
 impl State {
     pub fn new(assess: assess::Service) -> State {
-        State { assess }
+        State {
+            assess,
+            extra_docs: Vec::new(),
+        }
+    }
+
+    /// Also document these endpoints in `/api/v1/openapi.json`.
+    pub fn with_docs(mut self, doc: utoipa::openapi::OpenApi) -> State {
+        self.extra_docs.push(doc);
+        self
     }
 }
 

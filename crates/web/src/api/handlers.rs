@@ -124,8 +124,12 @@ fn parse_time(name: &str, s: &str) -> ApiResult<OffsetDateTime> {
         .map_err(|e| ApiError::bad_request(format!("{name} must be an RFC 3339 time: {e}")))
 }
 
-pub async fn openapi() -> impl IntoResponse {
-    Json(super::ApiDoc::openapi())
+pub async fn openapi(AxState(state): AxState<State>) -> impl IntoResponse {
+    let mut doc = super::ApiDoc::openapi();
+    for extra in &state.extra_docs {
+        doc.merge(extra.clone());
+    }
+    Json(doc)
 }
 
 pub async fn not_found() -> ApiError {
