@@ -68,8 +68,6 @@ fn wait_total(data: &std::path::Path, want: u64, timeout: Duration) -> Value {
 }
 
 #[test]
-#[ignore = "waits on the wiring of `drydock serve` to the assessment service \
-            (crates/drydock/src/cmd_serve.rs does not call assess::start_with_registry yet)"]
 fn an_assessed_image_is_counted_once_per_digest() {
     let data = tempfile::tempdir().unwrap();
     let d = data.path();
