@@ -82,11 +82,11 @@ pub fn upgrade_plan(judged: &[Judged<'_>]) -> (Vec<Upgrade>, usize, usize) {
             without_fix += 1;
             continue;
         }
-        let fixed = f.fixed_version.clone().unwrap_or_default();
+        let fixed = f.fixed_version.as_deref().unwrap_or_default().to_string();
         let key = (
             f.ecosystem.as_str().to_string(),
-            f.package.clone(),
-            f.installed_version.clone(),
+            f.package.to_string(),
+            f.installed_version.to_string(),
         );
         let entry = groups
             .entry(key)
@@ -94,8 +94,8 @@ pub fn upgrade_plan(judged: &[Judged<'_>]) -> (Vec<Upgrade>, usize, usize) {
         if compare_versions(&fixed, &entry.0) == Ordering::Greater {
             entry.0 = fixed;
         }
-        if !entry.1.contains(&f.id) {
-            entry.1.push(f.id.clone());
+        if !entry.1.iter().any(|x| **x == *f.id) {
+            entry.1.push(f.id.to_string());
         }
         entry.2 = entry.2.max(f.severity);
     }
@@ -169,7 +169,7 @@ pub fn base_image_advice(
         total += 1;
         if f.ecosystem.is_os()
             && layer_of
-                .get(&(f.ecosystem.as_str(), f.package.as_str()))
+                .get(&(f.ecosystem.as_str(), &*f.package))
                 .is_some_and(|l| base.contains(l))
         {
             in_base += 1;

@@ -191,7 +191,7 @@ impl Service {
             finding: j.finding.clone(),
             fixable: fx,
             upgrade_to: if fx {
-                j.finding.fixed_version.clone()
+                j.finding.fixed_version.as_deref().map(String::from)
             } else {
                 None
             },
@@ -515,33 +515,33 @@ impl Service {
             {
                 let f = j.finding;
                 let e = by_vuln
-                    .entry(f.id.clone())
+                    .entry(f.id.to_string())
                     .or_insert_with(|| VulnRecommendation {
-                        id: f.id.clone(),
-                        aliases: f.aliases.clone(),
+                        id: f.id.to_string(),
+                        aliases: f.aliases.to_vec(),
                         severity: f.severity.as_str().into(),
-                        summary: f.summary.clone(),
+                        summary: f.summary.to_string(),
                         fix: BTreeMap::new(),
                         affected_images: Vec::new(),
                     });
-                let s = sev.entry(f.id.clone()).or_insert(f.severity);
+                let s = sev.entry(f.id.to_string()).or_insert(f.severity);
                 if f.severity > *s {
                     *s = f.severity;
                     e.severity = f.severity.as_str().into();
                 }
                 if let Some(v) = &f.fixed_version {
-                    let list = e.fix.entry(f.package.clone()).or_default();
-                    if !list.contains(v) {
-                        list.push(v.clone());
+                    let list = e.fix.entry(f.package.to_string()).or_default();
+                    if !list.iter().any(|x| **x == **v) {
+                        list.push(v.to_string());
                     }
                 }
                 e.affected_images.push(AffectedImage {
                     repository: row.repo.clone(),
                     digest: row.digest.clone(),
                     tags: tags.clone(),
-                    package: f.package.clone(),
-                    installed_version: f.installed_version.clone(),
-                    fixed_version: f.fixed_version.clone(),
+                    package: f.package.to_string(),
+                    installed_version: f.installed_version.to_string(),
+                    fixed_version: f.fixed_version.as_deref().map(String::from),
                 });
             }
             briefs.push(ImageBrief {

@@ -14,13 +14,13 @@ use time::{Duration, OffsetDateTime};
 fn finding(id: &str, pkg: &str, sev: Severity, fixed: Option<&str>) -> Finding {
     Finding {
         id: id.into(),
-        aliases: vec![],
-        related: vec![],
+        aliases: Vec::new().into(),
+        related: Vec::new().into(),
         ecosystem: Ecosystem::Deb,
         distro: Some("debian:12".into()),
         package: pkg.into(),
         source_package: None,
-        purl: String::new(),
+        purl: "".into(),
         installed_version: "1.0-1".into(),
         fixed_version: fixed.map(Into::into),
         status: if fixed.is_some() {
@@ -32,8 +32,8 @@ fn finding(id: &str, pkg: &str, sev: Severity, fixed: Option<&str>) -> Finding {
         severity: sev,
         severity_source: "none".into(),
         cvss: None,
-        summary: String::new(),
-        references: vec![],
+        summary: "".into(),
+        references: Vec::new().into(),
         informational: None,
         data_source: "test".into(),
     }
@@ -109,7 +109,7 @@ fn exemptions_apply_until_they_expire() {
     let now = OffsetDateTime::now_utc();
     let rule = Policy::default().default;
     let mut f = finding("CVE-9", "openssl", Severity::Critical, Some("3.0.1"));
-    f.aliases = vec!["GHSA-xxxx".into()];
+    f.aliases = vec!["GHSA-xxxx".to_string()].into();
     let fs = vec![f];
     let mut e = exemption(now);
     e.vulnerability = Some("ghsa-xxxx".into());

@@ -260,16 +260,16 @@ fn to_json(v: &Value) -> String {
 
 fn to_sbom_vuln(f: &Finding) -> Vulnerability {
     Vulnerability {
-        id: f.id.clone(),
-        aliases: f.aliases.clone(),
+        id: f.id.to_string(),
+        aliases: f.aliases.to_vec(),
         ecosystem: f.ecosystem,
-        package: f.package.clone(),
-        installed_version: f.installed_version.clone(),
-        fixed_version: f.fixed_version.clone(),
+        package: f.package.to_string(),
+        installed_version: f.installed_version.to_string(),
+        fixed_version: f.fixed_version.as_deref().map(String::from),
         status: f.status.as_str().to_string(),
         severity: f.severity.as_str().to_string(),
         cvss: f.cvss.as_ref().map(|c| c.score),
-        summary: (!f.summary.is_empty()).then(|| f.summary.clone()),
+        summary: (!f.summary.is_empty()).then(|| f.summary.to_string()),
     }
 }
 
@@ -288,19 +288,19 @@ fn package_json(p: &Package) -> Value {
 
 fn finding_json(f: &Finding) -> Value {
     json!({
-        "id": f.id,
-        "aliases": f.aliases,
+        "id": &*f.id,
+        "aliases": &*f.aliases,
         "ecosystem": f.ecosystem.as_str(),
-        "package": f.package,
-        "source_package": f.source_package,
-        "purl": f.purl,
-        "installed_version": f.installed_version,
-        "fixed_version": f.fixed_version,
+        "package": &*f.package,
+        "source_package": f.source_package.as_deref(),
+        "purl": &*f.purl,
+        "installed_version": &*f.installed_version,
+        "fixed_version": f.fixed_version.as_deref(),
         "status": f.status.as_str(),
         "severity": f.severity.as_str(),
         "cvss": f.cvss.as_ref().map(|c| json!({"version": c.version, "vector": c.vector, "score": c.score})),
-        "summary": f.summary,
-        "references": f.references,
+        "summary": &*f.summary,
+        "references": &*f.references,
     })
 }
 
@@ -354,12 +354,12 @@ fn sarif(target: &str, scanned: &[Scanned]) -> Value {
     let mut results = Vec::new();
     for s in scanned {
         for f in &s.findings {
-            rules.entry(f.id.clone()).or_insert_with(|| {
+            rules.entry(f.id.to_string()).or_insert_with(|| {
                 let mut r = json!({
-                    "id": f.id,
+                    "id": &*f.id,
                     "name": f.id.replace('-', ""),
                     "shortDescription": {"text": format!("{} in {}", f.id, f.package)},
-                    "fullDescription": {"text": if f.summary.is_empty() { f.id.clone() } else { f.summary.clone() }},
+                    "fullDescription": {"text": if f.summary.is_empty() { &*f.id } else { &*f.summary }},
                     "defaultConfiguration": {"level": sarif_level(f.severity)},
                     "properties": {"tags": ["vulnerability", "security", f.severity.as_str()]},
                 });
@@ -377,8 +377,8 @@ fn sarif(target: &str, scanned: &[Scanned]) -> Value {
                 .iter()
                 .find(|p| {
                     p.ecosystem == f.ecosystem
-                        && p.name == f.package
-                        && p.version == f.installed_version
+                        && *p.name == *f.package
+                        && *p.version == *f.installed_version
                 })
                 .map(|p| p.location.trim_start_matches('/').to_string())
                 .unwrap_or_else(|| target.to_string());
@@ -388,7 +388,7 @@ fn sarif(target: &str, scanned: &[Scanned]) -> Value {
                 .map(|v| format!("; fixed in {v}"))
                 .unwrap_or_default();
             results.push(json!({
-                "ruleId": f.id,
+                "ruleId": &*f.id,
                 "level": sarif_level(f.severity),
                 "message": {"text": format!(
                     "{} {} {} is affected by {} ({}){fixed}{}",
@@ -502,15 +502,18 @@ fn table(target: &str, scanned: &[Scanned], have_db: bool, config: &Config) -> S
                     summary.push('…');
                 }
                 vec![
-                    f.package.clone(),
+                    f.package.to_string(),
                     f.ecosystem.to_string(),
-                    f.id.clone(),
+                    f.id.to_string(),
                     f.severity.as_str().to_uppercase(),
-                    f.installed_version.clone(),
-                    f.fixed_version.clone().unwrap_or_else(|| match f.status {
-                        vulndb::FindingStatus::WontFix => "(won't fix)".into(),
-                        _ => "(no fix)".into(),
-                    }),
+                    f.installed_version.to_string(),
+                    f.fixed_version.as_deref().map_or_else(
+                        || match f.status {
+                            vulndb::FindingStatus::WontFix => "(won't fix)".into(),
+                            _ => "(no fix)".into(),
+                        },
+                        String::from,
+                    ),
                     summary,
                 ]
             })
@@ -534,7 +537,7 @@ fn table(target: &str, scanned: &[Scanned], have_db: bool, config: &Config) -> S
         let affected: std::collections::BTreeSet<(&str, &str)> = s
             .findings
             .iter()
-            .map(|f| (f.package.as_str(), f.installed_version.as_str()))
+            .map(|f| (&*f.package, &*f.installed_version))
             .collect();
         out.push_str(&format!(
             "Total: {} vulnerabilities in {} packages (critical: {}, high: {}, medium: {}, low: {}, unknown: {})\n\n",
@@ -574,27 +577,27 @@ mod tests {
         };
         let finding = Finding {
             id: "PYSEC-2018-28".into(),
-            aliases: vec!["CVE-2018-18074".into()],
-            related: vec![],
+            aliases: vec!["CVE-2018-18074".to_string()].into(),
+            related: Vec::new().into(),
             ecosystem: Ecosystem::PyPI,
             distro: None,
             package: "requests".into(),
             source_package: None,
-            purl: pkg.purl.clone(),
+            purl: pkg.purl.as_str().into(),
             installed_version: "2.19.1".into(),
             fixed_version: Some("2.20.0".into()),
             status: vulndb::FindingStatus::Fixed,
             status_note: None,
             severity: Severity::High,
             severity_source: "cvss:nvd".into(),
-            cvss: Some(vulndb::Cvss {
+            cvss: Some(std::sync::Arc::new(vulndb::Cvss {
                 version: "3.1".into(),
                 vector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N".into(),
                 score: 7.5,
                 source: "nvd".into(),
-            }),
+            })),
             summary: "sends credentials over http".into(),
-            references: vec![],
+            references: Vec::new().into(),
             informational: None,
             data_source: "osv:PyPI".into(),
         };

@@ -134,7 +134,7 @@ pub(crate) fn normalize_name(space: &str, name: &str) -> String {
 /// when a version does not parse.
 pub(crate) fn sort_events(scheme: Option<&dyn VersionScheme>, events: &mut [Event]) {
     let Some(scheme) = scheme else { return };
-    let key = |e: &Event| -> Box<str> {
+    let key = |e: &Event| -> std::sync::Arc<str> {
         match e {
             Event::Introduced(v) | Event::Fixed(v) | Event::LastAffected(v) | Event::Limit(v) => {
                 v.clone()

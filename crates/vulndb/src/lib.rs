@@ -138,6 +138,9 @@ pub fn import(
 /// A loaded, immutable build of the database.
 pub struct Database {
     store: store::Store,
+    /// The advisories, in the shared form findings are assembled from;
+    /// moved out of `store.advisories` at load.
+    shared: matcher::Shared,
 }
 
 impl std::fmt::Debug for Database {
@@ -158,9 +161,9 @@ impl Database {
     }
 
     fn open_version(data_dir: &Path, version: &str) -> Result<Database, Error> {
-        Ok(Database {
-            store: store::load(data_dir, version)?,
-        })
+        let mut store = store::load(data_dir, version)?;
+        let shared = matcher::Shared::new(&mut store);
+        Ok(Database { store, shared })
     }
 
     /// Unique id of this build: `<UTC timestamp>Z-<content hash>`.
@@ -181,7 +184,7 @@ impl Database {
 
     /// Findings plus the package/advisory pairs that could not be decided.
     pub fn match_report(&self, inv: &Inventory) -> MatchReport {
-        matcher::match_inventory(&self.store, inv)
+        matcher::match_inventory(&self.store, &self.shared, inv)
     }
 
     /// Look up one package. For OS ecosystems, `name` is the source
@@ -205,6 +208,7 @@ impl Database {
         };
         matcher::match_inventory(
             &self.store,
+            &self.shared,
             &Inventory {
                 distro: distro.cloned(),
                 packages: vec![pkg],
@@ -214,7 +218,11 @@ impl Database {
 
     /// Sources, record counts, snapshot dates.
     pub fn status(&self) -> Status {
-        Self::status_of(&self.store)
+        Status {
+            // The advisories were moved into `shared` at load.
+            advisories: self.shared.len(),
+            ..Self::status_of(&self.store)
+        }
     }
 
     pub(crate) fn status_of(s: &store::Store) -> Status {
@@ -269,7 +277,7 @@ impl Database {
                             | store::Event::Fixed(v)
                             | store::Event::LastAffected(v)
                             | store::Event::Limit(v)) = ev;
-                            n += v.len();
+                            n += v.len() + 2 * size_of::<usize>();
                         }
                     }
                     n += e.ranges.capacity() * size_of::<Vec<store::Event>>();
@@ -282,7 +290,7 @@ impl Database {
                 }
             }
         }
-        n
+        n + self.shared.heap_size()
     }
 }
 

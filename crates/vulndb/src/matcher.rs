@@ -2,16 +2,18 @@
 
 use crate::build::{distro_ecosystem, normalize_name, scheme_for_space};
 use crate::ingest::debian::release_key;
-use crate::model::{Finding, FindingStatus, MatchReport, Uncomparable};
+use crate::model::{Cvss, Finding, FindingStatus, MatchReport, Severity, Uncomparable};
 use crate::store::{Entry, Event, Store};
 use crate::version::{VersionError, VersionScheme, scheme_for};
 use inventory::{Distro, Ecosystem, Inventory, Package};
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Outcome of one range check: `None` = not affected, `Some(fixed)` =
 /// affected, with the version that ends the affected interval if any.
-type RangeHit = Option<Option<Box<str>>>;
+type RangeHit = Option<Option<Arc<str>>>;
 
 /// Evaluate one OSV range (events sorted by version): `introduced` opens,
 /// `fixed` (exclusive) and `last_affected` (inclusive) close, and when
@@ -24,6 +26,10 @@ fn eval_range<'s>(
     let mut affected = false;
     let mut has_limit = false;
     let mut under_limit = false;
+    // The first event that ends an interval containing the version: a
+    // `fixed` above it or a `last_affected` at or above it. Recorded in the
+    // same pass so that each event is compared once.
+    let mut end: Option<Option<Arc<str>>> = None;
     for ev in events {
         match ev {
             Event::Introduced(x) => {
@@ -32,13 +38,19 @@ fn eval_range<'s>(
                 }
             }
             Event::Fixed(x) => {
-                if cmp(x)? != Ordering::Less {
+                let o = cmp(x)?;
+                if o != Ordering::Less {
                     affected = false;
+                } else if end.is_none() {
+                    end = Some(Some(x.clone()));
                 }
             }
             Event::LastAffected(x) => {
-                if cmp(x)? == Ordering::Greater {
+                let o = cmp(x)?;
+                if o == Ordering::Greater {
                     affected = false;
+                } else if end.is_none() {
+                    end = Some(None);
                 }
             }
             Event::Limit(x) => {
@@ -52,14 +64,7 @@ fn eval_range<'s>(
     if !affected || (has_limit && !under_limit) {
         return Ok(None);
     }
-    for ev in events {
-        match ev {
-            Event::Fixed(x) if cmp(x)? == Ordering::Less => return Ok(Some(Some(x.clone()))),
-            Event::LastAffected(x) if cmp(x)? != Ordering::Greater => return Ok(Some(None)),
-            _ => {}
-        }
-    }
-    Ok(Some(None))
+    Ok(Some(end.unwrap_or(None)))
 }
 
 /// Whether the installed version is in any of the ranges. An unparseable
@@ -121,23 +126,138 @@ pub fn distro_space(d: &Distro) -> Option<String> {
     }
 }
 
+/// Data shared by every finding of one advisory or data source, built once
+/// when a database is loaded, so that assembling a [`Finding`] only bumps
+/// reference counts.
+pub(crate) struct Shared {
+    advisories: Vec<SharedAdvisory>,
+    sources: Vec<Arc<str>>,
+}
+
+struct SharedAdvisory {
+    id: Arc<str>,
+    aliases: Arc<[String]>,
+    related: Arc<[String]>,
+    summary: Arc<str>,
+    references: Arc<[String]>,
+    severity: Severity,
+    severity_source: Arc<str>,
+    cvss: Option<Arc<Cvss>>,
+}
+
+impl Shared {
+    /// Move the advisories out of `store` (leaving its list empty, so
+    /// nothing is held twice) into shared form.
+    pub(crate) fn new(store: &mut Store) -> Shared {
+        Shared {
+            advisories: std::mem::take(&mut store.advisories)
+                .into_iter()
+                .map(|a| SharedAdvisory {
+                    id: a.id.into(),
+                    aliases: a.aliases.into(),
+                    related: a.related.into(),
+                    summary: a.summary.into(),
+                    references: a.references.into(),
+                    severity: a.severity,
+                    severity_source: a.severity_source.into(),
+                    cvss: a.cvss.map(Arc::new),
+                })
+                .collect(),
+            sources: store
+                .meta
+                .sources
+                .iter()
+                .map(|s| Arc::from(&*s.name))
+                .collect(),
+        }
+    }
+
+    /// Number of advisories.
+    pub(crate) fn len(&self) -> usize {
+        self.advisories.len()
+    }
+
+    /// Rough heap size in bytes, for [`crate::Database::heap_size`].
+    pub(crate) fn heap_size(&self) -> usize {
+        use std::mem::size_of;
+        // An `Arc` allocation carries two reference counts.
+        const RC: usize = 2 * size_of::<usize>();
+        let list = |v: &[String]| {
+            RC + v
+                .iter()
+                .map(|x| x.len() + size_of::<String>())
+                .sum::<usize>()
+        };
+        let mut n = self.advisories.capacity() * size_of::<SharedAdvisory>();
+        for a in &self.advisories {
+            n += RC + a.id.len() + list(&a.aliases) + list(&a.related) + RC + a.summary.len();
+            n += list(&a.references) + RC + a.severity_source.len();
+            n += a.cvss.as_ref().map_or(0, |c| {
+                RC + size_of::<Cvss>() + c.vector.len() + c.version.len() + c.source.len()
+            });
+        }
+        n + self.sources.iter().map(|s| RC + s.len()).sum::<usize>()
+    }
+}
+
+/// What an inventory's distribution means for its OS packages, worked out
+/// once per inventory.
+struct DistroCtx<'s> {
+    /// Package type of the distribution (`deb` for Debian and Ubuntu).
+    ecosystem: Option<Ecosystem>,
+    /// Index space (`debian:12`) and its package map in the store.
+    space: Option<(Arc<str>, Option<&'s PackageMap>)>,
+    /// Severity source of distribution ratings (`debian`).
+    rater: Arc<str>,
+}
+
+type PackageMap = HashMap<String, Vec<Entry>>;
+
+impl<'s> DistroCtx<'s> {
+    fn new(store: &'s Store, distro: Option<&Distro>) -> DistroCtx<'s> {
+        let Some(d) = distro else {
+            return DistroCtx {
+                ecosystem: None,
+                space: None,
+                rater: Arc::from("distro"),
+            };
+        };
+        let space = distro_space(d);
+        let rater = space
+            .as_deref()
+            .and_then(|s| s.split(':').next())
+            .unwrap_or("distro");
+        DistroCtx {
+            ecosystem: distro_ecosystem(&d.id.to_ascii_lowercase()),
+            rater: Arc::from(rater),
+            space: space.map(|s| {
+                let pkgs = store.index.get(&s);
+                (Arc::from(s), pkgs)
+            }),
+        }
+    }
+}
+
 /// A package to look up: where, under which name, at which version.
-pub(crate) struct Query<'a> {
+pub(crate) struct Query<'a, 's> {
     pub ecosystem: Ecosystem,
-    pub space: String,
-    pub lookup_name: String,
+    pub space: &'a str,
+    /// The space's package map, when known without a lookup.
+    pub packages: Option<Option<&'s PackageMap>>,
+    pub lookup_name: Cow<'a, str>,
     pub version: &'a str,
     pub package: &'a str,
     pub purl: &'a str,
     pub source_package: Option<&'a str>,
-    pub distro: Option<String>,
+    pub distro: Option<&'a Arc<str>>,
 }
 
 /// Work out how a package is looked up, or why it cannot be.
-pub(crate) fn plan<'a>(
+fn plan<'a, 's>(
     pkg: &'a Package,
     distro: Option<&Distro>,
-) -> Result<Query<'a>, Uncomparable> {
+    ctx: &'a DistroCtx<'s>,
+) -> Result<Query<'a, 's>, Uncomparable> {
     let unc = |reason: &str| Uncomparable {
         ecosystem: pkg.ecosystem,
         package: pkg.name.clone(),
@@ -146,15 +266,15 @@ pub(crate) fn plan<'a>(
         reason: reason.to_string(),
     };
     if pkg.ecosystem.is_os() {
-        let Some(d) = distro else {
+        if distro.is_none() {
             return Err(unc("OS package without a distribution: not matched"));
-        };
-        if distro_ecosystem(&d.id.to_ascii_lowercase()) != Some(pkg.ecosystem) {
+        }
+        if ctx.ecosystem != Some(pkg.ecosystem) {
             return Err(unc(
                 "package type does not belong to the image's distribution",
             ));
         }
-        let Some(space) = distro_space(d) else {
+        let Some((space, packages)) = &ctx.space else {
             return Err(unc("distribution release not recognised"));
         };
         let source = pkg.source_name.as_deref().filter(|s| !s.is_empty());
@@ -168,8 +288,9 @@ pub(crate) fn plan<'a>(
         };
         Ok(Query {
             ecosystem: pkg.ecosystem,
-            lookup_name: source.unwrap_or(&pkg.name).to_string(),
-            space: space.clone(),
+            lookup_name: Cow::Borrowed(source.unwrap_or(&pkg.name)),
+            space,
+            packages: Some(*packages),
             version,
             package: &pkg.name,
             purl: &pkg.purl,
@@ -177,11 +298,17 @@ pub(crate) fn plan<'a>(
             distro: Some(space),
         })
     } else {
-        let space = pkg.ecosystem.as_str().to_string();
+        let space = pkg.ecosystem.as_str();
+        let lookup_name = if space == "pypi" {
+            Cow::Owned(normalize_name(space, &pkg.name))
+        } else {
+            Cow::Borrowed(pkg.name.trim())
+        };
         Ok(Query {
             ecosystem: pkg.ecosystem,
-            lookup_name: normalize_name(&space, &pkg.name),
+            lookup_name,
             space,
+            packages: None,
             version: &pkg.version,
             package: &pkg.name,
             purl: &pkg.purl,
@@ -195,7 +322,6 @@ fn is_distro_advisory(id: &str) -> bool {
     id.starts_with("DSA-") || id.starts_with("DLA-") || id.starts_with("DTSA-")
 }
 
-/// Match one planned query; findings and uncomparables are appended.
 /// FNV-1a: the matcher's hash sets hold short strings and small integers,
 /// for which SipHash's DoS resistance is not needed.
 #[derive(Default, Clone, Copy)]
@@ -221,13 +347,41 @@ impl std::hash::Hasher for Fnv {
 
 type FastBuild = std::hash::BuildHasherDefault<Fnv>;
 
+/// Working memory of one `match_inventory` call, reused from package to
+/// package (cleared, not reallocated).
+#[derive(Default)]
+struct Scratch<'s> {
+    /// Installed version compared with each event version, once.
+    memo: HashMap<&'s str, Result<Ordering, VersionError>, FastBuild>,
+    /// Advisories already hit for the current package.
+    seen: HashSet<u32, FastBuild>,
+    hits: Vec<(&'s Entry, Option<Arc<str>>)>,
+    /// Ids and aliases of the hits kept so far ([`dedupe_hits`]).
+    ids: HashSet<&'s str, FastBuild>,
+}
+
+/// The installed package's strings, shared by all its findings.
+struct PackageText {
+    package: Arc<str>,
+    source_package: Option<Arc<str>>,
+    purl: Arc<str>,
+    installed_version: Arc<str>,
+}
+
 /// Match one planned query; findings and uncomparables are appended.
-pub(crate) fn match_query<'s>(store: &'s Store, q: &Query<'_>, out: &mut MatchReport) {
-    let Some(entries) = store
-        .index
-        .get(&q.space)
-        .and_then(|pkgs| pkgs.get(&q.lookup_name))
-    else {
+fn match_query<'s>(
+    store: &'s Store,
+    shared: &'s Shared,
+    ctx: &DistroCtx<'_>,
+    q: &Query<'_, 's>,
+    scratch: &mut Scratch<'s>,
+    out: &mut MatchReport,
+) {
+    let pkgs = match q.packages {
+        Some(p) => p,
+        None => store.index.get(q.space),
+    };
+    let Some(entries) = pkgs.and_then(|pkgs| pkgs.get(&*q.lookup_name)) else {
         return;
     };
     let unc = |advisory: Option<String>, reason: String| Uncomparable {
@@ -237,7 +391,7 @@ pub(crate) fn match_query<'s>(store: &'s Store, q: &Query<'_>, out: &mut MatchRe
         advisory,
         reason,
     };
-    let Some(scheme) = scheme_for_space(&q.space).or_else(|| scheme_for(q.ecosystem)) else {
+    let Some(scheme) = scheme_for_space(q.space).or_else(|| scheme_for(q.ecosystem)) else {
         out.uncomparable.push(unc(
             None,
             format!("no version ordering for {}", q.ecosystem),
@@ -248,16 +402,22 @@ pub(crate) fn match_query<'s>(store: &'s Store, q: &Query<'_>, out: &mut MatchRe
         out.uncomparable.push(unc(None, e.to_string()));
         return;
     }
+    let Scratch {
+        memo,
+        seen,
+        hits,
+        ids,
+    } = scratch;
+    memo.clear();
+    seen.clear();
+    hits.clear();
     // Entries of one package share many versions (one release fixes many
     // advisories): compare the installed version with each only once.
-    let mut memo: HashMap<&'s str, Result<Ordering, VersionError>, FastBuild> = HashMap::default();
     let mut cmp = |x: &'s str| -> Result<Ordering, VersionError> {
         memo.entry(x)
             .or_insert_with(|| scheme.compare(q.version, x))
             .clone()
     };
-    let mut seen: HashSet<u32, FastBuild> = HashSet::default();
-    let mut hits: Vec<(&'s Entry, Option<Box<str>>)> = Vec::new();
     for e in entries {
         // The same advisory for the same package once (several affected
         // entries with disjoint ranges): keep the first hit.
@@ -276,9 +436,9 @@ pub(crate) fn match_query<'s>(store: &'s Store, q: &Query<'_>, out: &mut MatchRe
             match in_ranges_with(&mut cmp, &e.ranges) {
                 Ok(h) => h,
                 Err(err) => {
-                    let adv = &store.advisories[e.advisory as usize];
+                    let adv = &shared.advisories[e.advisory as usize];
                     out.uncomparable
-                        .push(unc(Some(adv.id.clone()), err.to_string()));
+                        .push(unc(Some(adv.id.to_string()), err.to_string()));
                     continue;
                 }
             }
@@ -287,20 +447,34 @@ pub(crate) fn match_query<'s>(store: &'s Store, q: &Query<'_>, out: &mut MatchRe
         seen.insert(e.advisory);
         hits.push((e, fixed));
     }
-    dedupe_hits(store, &mut hits);
+    if hits.is_empty() {
+        return;
+    }
+    dedupe_hits(shared, hits, ids);
+    let text = PackageText {
+        package: Arc::from(q.package),
+        source_package: q.source_package.map(Arc::from),
+        purl: Arc::from(q.purl),
+        installed_version: Arc::from(q.version),
+    };
     out.findings.reserve(hits.len());
-    for (e, fixed) in hits {
-        out.findings.push(make_finding(store, q, e, fixed));
+    for (e, fixed) in hits.drain(..) {
+        out.findings
+            .push(make_finding(shared, ctx, q, &text, e, fixed));
     }
 }
 
-fn make_finding(store: &Store, q: &Query<'_>, e: &Entry, fixed: Option<Box<str>>) -> Finding {
-    let adv = &store.advisories[e.advisory as usize];
+fn make_finding(
+    shared: &Shared,
+    ctx: &DistroCtx<'_>,
+    q: &Query<'_, '_>,
+    text: &PackageText,
+    e: &Entry,
+    fixed: Option<Arc<str>>,
+) -> Finding {
+    let adv = &shared.advisories[e.advisory as usize];
     let (severity, severity_source) = match &e.distro_severity {
-        Some((s, _)) => (
-            *s,
-            q.space.split(':').next().unwrap_or("distro").to_string(),
-        ),
+        Some((s, _)) => (*s, ctx.rater.clone()),
         None => (adv.severity, adv.severity_source.clone()),
     };
     let status = if fixed.is_some() {
@@ -313,32 +487,35 @@ fn make_finding(store: &Store, q: &Query<'_>, e: &Entry, fixed: Option<Box<str>>
         aliases: adv.aliases.clone(),
         related: adv.related.clone(),
         ecosystem: q.ecosystem,
-        distro: q.distro.clone(),
-        package: q.package.to_string(),
-        source_package: q.source_package.map(str::to_string),
-        purl: q.purl.to_string(),
-        installed_version: q.version.to_string(),
-        fixed_version: fixed.map(String::from),
+        distro: q.distro.cloned(),
+        package: text.package.clone(),
+        source_package: text.source_package.clone(),
+        purl: text.purl.clone(),
+        installed_version: text.installed_version.clone(),
+        fixed_version: fixed,
         status,
-        status_note: e.note.as_deref().map(str::to_string),
+        status_note: e.note.clone(),
         severity,
         severity_source,
         cvss: adv.cvss.clone(),
         summary: adv.summary.clone(),
         references: adv.references.clone(),
-        informational: e.informational.as_deref().map(str::to_string),
-        data_source: store.meta.sources[e.source as usize].name.clone(),
+        informational: e.informational.clone(),
+        data_source: shared.sources[e.source as usize].clone(),
     }
 }
-
 /// Within one package's hits: drop a hit whose id or alias is an id or
 /// alias of a kept one (the same vulnerability from two databases), and
 /// drop a DSA/DLA hit when every CVE it fixes is already reported.
-fn dedupe_hits<'s>(store: &'s Store, hits: &mut Vec<(&'s Entry, Option<Box<str>>)>) {
+fn dedupe_hits<'s>(
+    shared: &'s Shared,
+    hits: &mut Vec<(&'s Entry, Option<Arc<str>>)>,
+    seen: &mut HashSet<&'s str, FastBuild>,
+) {
     if hits.len() < 2 {
         return;
     }
-    let adv = |e: &Entry| &store.advisories[e.advisory as usize];
+    let adv = |e: &Entry| &shared.advisories[e.advisory as usize];
     // CVE ids first so aliases collapse onto them; distro advisories last.
     hits.sort_by(|(a, _), (b, _)| {
         let (a, b) = (&adv(a).id, &adv(b).id);
@@ -347,11 +524,10 @@ fn dedupe_hits<'s>(store: &'s Store, hits: &mut Vec<(&'s Entry, Option<Box<str>>
             .then_with(|| b.starts_with("CVE-").cmp(&a.starts_with("CVE-")))
             .then_with(|| a.cmp(b))
     });
-    let mut seen: HashSet<&'s str, FastBuild> = HashSet::default();
+    seen.clear();
     hits.retain(|(e, _)| {
         let a = adv(e);
-        let dup =
-            seen.contains(a.id.as_str()) || a.aliases.iter().any(|x| seen.contains(x.as_str()));
+        let dup = seen.contains(&*a.id) || a.aliases.iter().any(|x| seen.contains(x.as_str()));
         let covered = is_distro_advisory(&a.id) && {
             let mut cves = a
                 .related
@@ -364,18 +540,21 @@ fn dedupe_hits<'s>(store: &'s Store, hits: &mut Vec<(&'s Entry, Option<Box<str>>
             return false;
         }
         seen.insert(&a.id);
-        for x in &a.aliases {
+        for x in a.aliases.iter() {
             seen.insert(x);
         }
         true
     });
 }
 
-pub(crate) fn match_inventory(store: &Store, inv: &Inventory) -> MatchReport {
+pub(crate) fn match_inventory(store: &Store, shared: &Shared, inv: &Inventory) -> MatchReport {
     let mut out = MatchReport::default();
+    let distro = inv.distro.as_ref();
+    let ctx = DistroCtx::new(store, distro);
+    let mut scratch = Scratch::default();
     for pkg in &inv.packages {
-        match plan(pkg, inv.distro.as_ref()) {
-            Ok(q) => match_query(store, &q, &mut out),
+        match plan(pkg, distro, &ctx) {
+            Ok(q) => match_query(store, shared, &ctx, &q, &mut scratch, &mut out),
             Err(u) => {
                 // Only worth reporting if there is distribution data at all.
                 out.uncomparable.push(u);

@@ -3,6 +3,7 @@
 use inventory::Ecosystem;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Qualitative severity. Ordered: `Critical > High > Medium > Low > Unknown`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -112,50 +113,149 @@ pub struct Cvss {
 }
 
 /// One vulnerability affecting one installed package.
+///
+/// The text fields are shared (`Arc`): findings of one advisory, or of one
+/// installed package, point at the same strings, so matching allocates
+/// nothing per finding. They serialise exactly like `String` / `Vec<String>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     /// Advisory id (`CVE-…`, `GHSA-…`, `RUSTSEC-…`, `DSA-…`).
-    pub id: String,
+    #[serde(with = "shared::text")]
+    pub id: Arc<str>,
     /// Other ids of the same vulnerability (CVE ids, GHSA ids).
-    pub aliases: Vec<String>,
+    #[serde(with = "shared::list")]
+    pub aliases: Arc<[String]>,
     /// Related ids (the CVEs a DSA/DLA fixes).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub related: Vec<String>,
+    #[serde(
+        default = "shared::empty_list",
+        with = "shared::list",
+        skip_serializing_if = "shared::list_is_empty"
+    )]
+    pub related: Arc<[String]>,
     pub ecosystem: Ecosystem,
     /// The distribution data it was matched against (`debian:12`,
     /// `alpine:v3.20`), for OS packages.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub distro: Option<String>,
+    #[serde(
+        default,
+        with = "shared::opt_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub distro: Option<Arc<str>>,
     /// Installed package name.
-    pub package: String,
+    #[serde(with = "shared::text")]
+    pub package: Arc<str>,
     /// Source/origin package the advisory is keyed on, for OS packages.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_package: Option<String>,
+    #[serde(
+        default,
+        with = "shared::opt_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_package: Option<Arc<str>>,
     /// The installed package's purl, copied from the inventory.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub purl: String,
-    pub installed_version: String,
+    #[serde(
+        default = "shared::empty_text",
+        with = "shared::text",
+        skip_serializing_if = "shared::text_is_empty"
+    )]
+    pub purl: Arc<str>,
+    #[serde(with = "shared::text")]
+    pub installed_version: Arc<str>,
     /// The first version with the fix, when one exists.
-    pub fixed_version: Option<String>,
+    #[serde(default, with = "shared::opt_text")]
+    pub fixed_version: Option<Arc<str>>,
     pub status: FindingStatus,
     /// Why a distribution did not fix it (`no-dsa: Minor issue`,
     /// `postponed`, `ignored: …`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_note: Option<String>,
+    #[serde(
+        default,
+        with = "shared::opt_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub status_note: Option<Arc<str>>,
     pub severity: Severity,
     /// Who gave the rating: `debian` (tracker urgency), `cvss:<source>`,
     /// `ghsa`, or `none`.
-    pub severity_source: String,
-    pub cvss: Option<Cvss>,
-    pub summary: String,
-    pub references: Vec<String>,
+    #[serde(with = "shared::text")]
+    pub severity_source: Arc<str>,
+    #[serde(default, with = "shared::opt_cvss")]
+    pub cvss: Option<Arc<Cvss>>,
+    #[serde(with = "shared::text")]
+    pub summary: Arc<str>,
+    #[serde(with = "shared::list")]
+    pub references: Arc<[String]>,
     /// RustSec informational kind (`unmaintained`, `unsound`, `notice`):
     /// such findings are not vulnerabilities and are kept apart.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub informational: Option<String>,
+    #[serde(
+        default,
+        with = "shared::opt_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub informational: Option<Arc<str>>,
     /// The data source the matching record came from (`osv:PyPI`,
     /// `alpine:v3.20/main`, `debian-tracker:CVE`, …).
-    pub data_source: String,
+    #[serde(with = "shared::text")]
+    pub data_source: Arc<str>,
+}
+
+/// Serde adapters for the shared (`Arc`) fields: the same encoding as the
+/// owned types, without needing serde's `rc` feature.
+pub(crate) mod shared {
+    use super::Cvss;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn empty_list() -> Arc<[String]> {
+        Arc::from(Vec::new())
+    }
+    pub fn list_is_empty(v: &Arc<[String]>) -> bool {
+        v.is_empty()
+    }
+    pub fn empty_text() -> Arc<str> {
+        Arc::from("")
+    }
+    pub fn text_is_empty(v: &Arc<str>) -> bool {
+        v.is_empty()
+    }
+
+    pub mod text {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(v)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+            Ok(String::deserialize(d)?.into())
+        }
+    }
+
+    pub mod opt_text {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+            v.as_deref().serialize(s)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+            Ok(Option::<String>::deserialize(d)?.map(Into::into))
+        }
+    }
+
+    pub mod list {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
+            (**v).serialize(s)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[String]>, D::Error> {
+            Ok(Vec::<String>::deserialize(d)?.into())
+        }
+    }
+
+    pub mod opt_cvss {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Option<Arc<Cvss>>, s: S) -> Result<S::Ok, S::Error> {
+            v.as_deref().serialize(s)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<Cvss>>, D::Error> {
+            Ok(Option::<Cvss>::deserialize(d)?.map(Arc::new))
+        }
+    }
 }
 
 impl Finding {

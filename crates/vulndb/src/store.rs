@@ -15,10 +15,11 @@
 //! directory, so they never see a partial build.
 
 use crate::Error;
-use crate::model::{Cvss, FindingStatus, Severity, SourceStatus};
+use crate::model::{Cvss, FindingStatus, Severity, SourceStatus, shared};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Format tag written into every store; bumped on incompatible changes.
 pub(crate) const FORMAT: u32 = 1;
@@ -26,11 +27,14 @@ pub(crate) const FORMAT: u32 = 1;
 /// One range event; the strings are versions in the package's scheme,
 /// `introduced: "0"` meaning "from the beginning".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Shared (`Arc`) so that a finding's fixed version is a reference count,
+/// not a copy; encoded exactly like a `String`.
 pub(crate) enum Event {
-    Introduced(Box<str>),
-    Fixed(Box<str>),
-    LastAffected(Box<str>),
-    Limit(Box<str>),
+    Introduced(#[serde(with = "shared::text")] Arc<str>),
+    Fixed(#[serde(with = "shared::text")] Arc<str>),
+    LastAffected(#[serde(with = "shared::text")] Arc<str>),
+    Limit(#[serde(with = "shared::text")] Arc<str>),
 }
 
 /// Everything about an advisory that does not depend on the package.
@@ -57,10 +61,12 @@ pub(crate) struct Entry {
     pub versions: Vec<Box<str>>,
     /// Status when no fixed version applies (`Unfixed` or `WontFix`).
     pub open_status: FindingStatus,
-    pub note: Option<Box<str>>,
+    #[serde(with = "shared::opt_text")]
+    pub note: Option<Arc<str>>,
     /// The distribution's own rating, with its word (urgency).
     pub distro_severity: Option<(Severity, Box<str>)>,
-    pub informational: Option<Box<str>>,
+    #[serde(with = "shared::opt_text")]
+    pub informational: Option<Arc<str>>,
     /// Index into [`Meta::sources`].
     pub source: u16,
 }

@@ -60,7 +60,7 @@ fn tar_gz_of_osv_records_is_imported() {
     let db = Database::open(&data).unwrap();
     assert_eq!(db.version(), report.version);
     let r = db.query(Ecosystem::PyPI, "jinja2", "2.10", None);
-    let ids: Vec<&str> = r.findings.iter().map(|f| f.id.as_str()).collect();
+    let ids: Vec<&str> = r.findings.iter().map(|f| &*f.id).collect();
     assert_eq!(ids, ["PYSEC-2019-217", "PYSEC-2021-66"]);
 }
 
@@ -81,7 +81,7 @@ fn tracker_json_export_statuses() {
         db.query(Ecosystem::Deb, pkg, ver, Some(&d))
             .findings
             .into_iter()
-            .find(|f| f.id == id)
+            .find(|f| *f.id == *id)
     };
     // varnish: [bookworm] <ignored> (Minor issue, too intrusive to backport).
     let f = one("varnish", "7.1.1-1.1", "CVE-2023-44487").unwrap();
@@ -103,7 +103,7 @@ fn tracker_json_export_statuses() {
     // systemd: open, urgency unimportant → Low from the distribution.
     let f = one("systemd", "252.30-1~deb12u2", "CVE-2023-31437").unwrap();
     assert_eq!(f.severity, vulndb::Severity::Low);
-    assert_eq!(f.severity_source, "debian");
+    assert_eq!(&*f.severity_source, "debian");
 }
 
 fn good_import(data: &Path) -> String {
@@ -159,7 +159,7 @@ fn malformed_input_names_file_and_record_and_keeps_the_old_database() {
         pretty_name: None,
     };
     let r = db.query(Ecosystem::Apk, "zlib", "1.2.12-r1", Some(&alpine));
-    assert!(r.findings.iter().any(|f| f.id == "CVE-2022-37434"));
+    assert!(r.findings.iter().any(|f| &*f.id == "CVE-2022-37434"));
     // No half-built directories are left behind by this process.
     let leftovers: Vec<_> = std::fs::read_dir(data.join("vulndb"))
         .unwrap()

@@ -44,7 +44,7 @@ fn q(eco: Ecosystem, name: &str, version: &str, distro: Option<&Distro>) -> Matc
 }
 
 fn find<'a>(r: &'a MatchReport, id: &str) -> Option<&'a Finding> {
-    r.findings.iter().find(|f| f.id == id)
+    r.findings.iter().find(|f| *f.id == *id)
 }
 
 fn pkg(eco: Ecosystem, name: &str, version: &str) -> Package {
@@ -85,7 +85,7 @@ fn pypi_just_below_fixed_is_a_finding_and_fixed_is_not() {
         q(Ecosystem::PyPI, "jinja2", "2.11.3", None)
             .findings
             .iter()
-            .all(|f| f.id != "PYSEC-2021-66")
+            .all(|f| &*f.id != "PYSEC-2021-66")
     );
 }
 
@@ -210,7 +210,7 @@ fn debian_urgency_is_the_distribution_rating() {
     );
     let f = find(&r, "CVE-2023-31437").unwrap();
     assert_eq!(f.severity, Severity::Low);
-    assert_eq!(f.severity_source, "debian");
+    assert_eq!(&*f.severity_source, "debian");
     assert_eq!(f.status, FindingStatus::Unfixed);
 }
 
@@ -255,8 +255,11 @@ fn debian_matches_on_source_package_and_version() {
         packages: vec![p],
     };
     let findings = db().match_inventory(&inv);
-    let f = findings.iter().find(|f| f.id == "CVE-2023-38545").unwrap();
-    assert_eq!(f.package, "libcurl4");
+    let f = findings
+        .iter()
+        .find(|f| &*f.id == "CVE-2023-38545")
+        .unwrap();
+    assert_eq!(&*f.package, "libcurl4");
     assert_eq!(f.source_package.as_deref(), Some("curl"));
     assert_eq!(f.fixed_version.as_deref(), Some("7.88.1-10+deb12u4"));
     // The DSA for the same fix (DSA-5523-1, related CVE-2023-38545) is not a
@@ -282,7 +285,7 @@ fn debian_dsa_list_gives_release_fixes() {
     );
     let f = find(&r, "DSA-5380-1").unwrap();
     assert_eq!(f.fixed_version.as_deref(), Some("2:1.20.11-1+deb11u6"));
-    assert_eq!(f.related, vec!["CVE-2023-1393".to_string()]);
+    assert_eq!(*f.related, ["CVE-2023-1393".to_string()]);
     assert!(
         find(
             &q(

@@ -90,7 +90,7 @@ async fn update_downloads_and_imports_then_a_failed_update_keeps_it() {
     assert_eq!(
         r.findings
             .iter()
-            .find(|f| f.id == "GHSA-35jh-r3h4-6jhm")
+            .find(|f| &*f.id == "GHSA-35jh-r3h4-6jhm")
             .unwrap()
             .fixed_version
             .as_deref(),
@@ -106,7 +106,7 @@ async fn update_downloads_and_imports_then_a_failed_update_keeps_it() {
         db.query(Ecosystem::Apk, "zlib", "1.2.12-r1", Some(&alpine))
             .findings
             .iter()
-            .any(|f| f.id == "CVE-2022-37434")
+            .any(|f| &*f.id == "CVE-2022-37434")
     );
 
     // A URL that 404s aborts the update; the current build stays.

@@ -143,7 +143,7 @@ fn event(
             format!("event {k} is not a string"),
         ));
     };
-    let v: Box<str> = v.trim().into();
+    let v: std::sync::Arc<str> = v.trim().into();
     Ok(Some(match k.as_str() {
         "introduced" => Event::Introduced(v),
         "fixed" => Event::Fixed(v),
