@@ -53,6 +53,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        restore_sigpipe();
+    }
     let config = match config::Config::load(cli.config.as_deref(), cli.data.clone()) {
         Ok(c) => c,
         Err(e) => {
@@ -81,5 +84,17 @@ fn main() -> std::process::ExitCode {
             eprintln!("drydock: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Let `drydock db query … | head` end quietly, as command-line tools do,
+/// instead of panicking on a closed stdout. Not for `serve`, whose sockets
+/// must report a gone peer as an error, not end the process.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: resetting a signal disposition to its default before any
+    // thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -343,7 +343,6 @@ fn malformed_file_fails_the_import_and_keeps_the_previous_build() {
 /// other file that is not advisory data [...] fails the import with a
 /// message naming the file".
 #[test]
-#[ignore = "bug: vulndb build.rs read_bytes skips any unrecognised text or binary file instead of failing"]
 fn non_advisory_text_file_fails_the_import() {
     let data = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();

@@ -697,7 +697,6 @@ fn registry_target_matches_the_oci_scan() {
 /// (bsdutils 1:2.38.1-5+deb12u3, source util-linux 2.38.1-5+deb12u3), the
 /// finding carries the source version instead.
 #[test]
-#[ignore = "bug: vulndb matcher puts the Debian source version in Finding.installed_version; SARIF/CycloneDX lose the package"]
 fn findings_name_the_installed_binary_version() {
     let db = full_db();
     let target = oci_target("bookworm-base");

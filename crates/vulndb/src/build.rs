@@ -425,17 +425,35 @@ impl Builder {
             return Ok(());
         }
         // Text: the Debian tracker's list formats are recognised by content.
-        let Ok(text) = std::str::from_utf8(&bytes) else {
+        match std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| ingest::debian::sniff(text).map(|kind| (kind, text)))
+        {
+            Some((kind, text)) => ingest::debian::read_list(self, label, kind, text),
+            None => self.unrecognised(label, base),
+        }
+    }
+
+    /// A file that is not advisory data. Published archives carry a few
+    /// such files (licences, images, CI files) beside the records, so
+    /// inside an archive it is skipped; named directly, or found in a
+    /// directory, it fails the import, unless it is a licence or README.
+    fn unrecognised(&mut self, label: &str, base: &str) -> Result<(), Error> {
+        let upper = base.to_ascii_uppercase();
+        let in_archive = label.contains('!');
+        if in_archive
+            || ["README", "LICENSE", "LICENCE", "COPYING", "NOTICE"]
+                .iter()
+                .any(|p| upper.starts_with(p))
+        {
             self.skipped_files.push(label.to_string());
             return Ok(());
-        };
-        match ingest::debian::sniff(text) {
-            Some(kind) => ingest::debian::read_list(self, label, kind, text),
-            None => {
-                self.skipped_files.push(label.to_string());
-                Ok(())
-            }
         }
+        Err(Error::malformed(
+            label,
+            None,
+            "not advisory data (expected OSV, Alpine secdb, Debian tracker, CVE 5 or NVD JSON)",
+        ))
     }
 
     /// Resolve ratings, de-duplicate, and produce the store.

@@ -245,7 +245,11 @@ pub(crate) struct Query<'a, 's> {
     /// The space's package map, when known without a lookup.
     pub packages: Option<Option<&'s PackageMap>>,
     pub lookup_name: Cow<'a, str>,
+    /// The version compared with advisories: for Debian, the source
+    /// package's version (the tracker's fixed versions are source versions).
     pub version: &'a str,
+    /// The version installed, as reported in findings.
+    pub installed: &'a str,
     pub package: &'a str,
     pub purl: &'a str,
     pub source_package: Option<&'a str>,
@@ -292,6 +296,7 @@ fn plan<'a, 's>(
             space,
             packages: Some(*packages),
             version,
+            installed: &pkg.version,
             package: &pkg.name,
             purl: &pkg.purl,
             source_package: Some(source.unwrap_or(&pkg.name)),
@@ -310,6 +315,7 @@ fn plan<'a, 's>(
             space,
             packages: None,
             version: &pkg.version,
+            installed: &pkg.version,
             package: &pkg.name,
             purl: &pkg.purl,
             source_package: None,
@@ -387,7 +393,7 @@ fn match_query<'s>(
     let unc = |advisory: Option<String>, reason: String| Uncomparable {
         ecosystem: q.ecosystem,
         package: q.package.to_string(),
-        installed_version: q.version.to_string(),
+        installed_version: q.installed.to_string(),
         advisory,
         reason,
     };
@@ -455,7 +461,7 @@ fn match_query<'s>(
         package: Arc::from(q.package),
         source_package: q.source_package.map(Arc::from),
         purl: Arc::from(q.purl),
-        installed_version: Arc::from(q.version),
+        installed_version: Arc::from(q.installed),
     };
     out.findings.reserve(hits.len());
     for (e, fixed) in hits.drain(..) {
