@@ -595,9 +595,15 @@ async fn get_blob(
     method: &Method,
     headers: &HeaderMap,
 ) -> Resp {
-    let size = reg
-        .blob_size(repo, d)?
-        .ok_or_else(|| RegistryError::blob_unknown(d))?;
+    // A manifest is content of its repository too: served here when no
+    // blob of that digest is linked (as distribution does).
+    let (size, manifest) = match reg.blob_size(repo, d)? {
+        Some(size) => (size, None),
+        None => match reg.get_manifest_cached(repo, &Reference::Digest(d.clone()))? {
+            Some(m) => (m.bytes.len() as u64, Some(m)),
+            None => return Err(RegistryError::blob_unknown(d)),
+        },
+    };
     let mut h = HeaderMap::new();
     h.insert("Docker-Content-Digest", hv(d.to_string()));
     h.insert(header::ETAG, hv(format!("\"{d}\"")));
@@ -624,6 +630,11 @@ async fn get_blob(
     h.insert(header::CONTENT_LENGTH, hv(len.to_string()));
     if method == Method::HEAD {
         return Ok((status, h, Body::empty()).into_response());
+    }
+    if let Some(m) = manifest {
+        let part = m.bytes.slice(start as usize..(start + len) as usize);
+        reg.inner.metrics.bytes_out.inc_by(len);
+        return Ok((status, h, Body::from(part)).into_response());
     }
     let reader = {
         let reg = reg.clone();
