@@ -548,7 +548,7 @@ fn read_file(
                 distro: None,
             }))
         }
-        Handler::RpmBdb => {
+        Handler::RpmBdb | Handler::RpmNdb => {
             if size > limits.max_binary_bytes {
                 out.warnings
                     .push(format!("{}: too large; not read", ctx.location));
@@ -556,7 +556,11 @@ fn read_file(
             }
             let spool = scratch.spool().map_err(FileError::Scratch)?;
             copy_to(entry, spool)?;
-            let packages = catalogers::rpm::read_bdb(spool, ctx, out);
+            let packages = if handler == Handler::RpmBdb {
+                catalogers::rpm::read_bdb(spool, ctx, out)
+            } else {
+                catalogers::rpm::read_ndb(spool, ctx, out)
+            };
             Ok(Some(FileFacts {
                 kind: FileKind::RpmDb,
                 packages,

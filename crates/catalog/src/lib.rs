@@ -74,7 +74,8 @@ use oci::{BlobSource, Descriptor, Digest, ImageIndex, ImageManifest, Platform};
 /// Version of the catalogers' output. Bump it whenever a cataloger is added
 /// or changes what it reports: cached [`LayerInventory`] values carry the
 /// version they were made with and are ignored when it differs.
-pub const CATALOG_VERSION: u32 = 1;
+/// 2: NDB `Packages.db` (SUSE) is read.
+pub const CATALOG_VERSION: u32 = 2;
 
 /// Catalog one image (one platform): each layer from `cache` when present,
 /// otherwise read from `source` and stored in `cache`, then [`merge`]d.

@@ -367,6 +367,65 @@ fn rpm_berkeley_db_packages() {
 }
 
 #[test]
+fn rpm_ndb_packages_db() {
+    // tests/fixtures/rpm-ndb-Packages.db: a real NDB database written by rpm
+    // 4.16 (see make-rpm-ndb.sh): a header spanning several pages, an
+    // epoch, an erased package (free slot) and an upgraded one.
+    let db = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rpm-ndb-Packages.db"
+    ))
+    .unwrap();
+    // What `rpm -qa --qf '%{NAME} %{EPOCH} %{VERSION}-%{RELEASE}
+    // %{SOURCERPM}\n' | sort` prints for that database (make-rpm-ndb.sh).
+    const RPM_QA: &str = "\
+bigheader (none) 0.9-7 bigheader-0.9-7.src.rpm
+tiny (none) 1.0-1 tiny-1.0-1.src.rpm
+upgraded (none) 2.0-1 upgraded-2.0-1.src.rpm
+withepoch 2 3.2.1-4.suse withepoch-3.2.1-4.suse.src.rpm
+";
+    for path in [
+        "usr/lib/sysimage/rpm/Packages.db",
+        "var/lib/rpm/Packages.db",
+    ] {
+        let (d, li) = layer(
+            LayerBuilder::new()
+                .file(
+                    "usr/lib/os-release",
+                    b"NAME=\"SLES\"\nVERSION_ID=\"15.6\"\nID=\"sles\"\n",
+                )
+                .file(path, &db)
+                .gzip(),
+        );
+        assert!(li.warnings.is_empty(), "{:?}", li.warnings);
+        let inv = merge(&[(d, li)]);
+        let mut listed: Vec<String> = inv
+            .packages
+            .iter()
+            .filter(|p| p.ecosystem == Ecosystem::Rpm)
+            .map(|p| {
+                assert_eq!(p.location, format!("/{path}"));
+                let (epoch, vr) = match p.version.split_once(':') {
+                    Some((e, vr)) => (e, vr),
+                    None => ("(none)", p.version.as_str()),
+                };
+                let srpm = p
+                    .purl
+                    .split(['?', '&'])
+                    .find_map(|q| q.strip_prefix("upstream="))
+                    .unwrap_or_default();
+                format!("{} {epoch} {vr} {srpm}\n", p.name)
+            })
+            .collect();
+        listed.sort();
+        assert_eq!(listed.concat(), RPM_QA);
+        let e = inv.packages.iter().find(|p| p.name == "withepoch").unwrap();
+        assert_eq!(e.source_name.as_deref(), Some("withepoch"));
+        assert_eq!(e.source_version.as_deref(), Some("3.2.1-4.suse"));
+    }
+}
+
+#[test]
 fn distroless_status_d_egg_info_and_hard_links() {
     let (d, li) = layer(
         LayerBuilder::new()

@@ -29,6 +29,7 @@ pub(crate) enum Handler {
     Java,
     RpmSqlite,
     RpmBdb,
+    RpmNdb,
 }
 
 /// Where a package was found: the layer and the file's absolute path.
@@ -86,6 +87,9 @@ pub(crate) fn classify(path: &str, mode: u32, size: u64, limits: &Limits) -> Opt
         }
         "var/lib/rpm/Packages" | "usr/lib/sysimage/rpm/Packages" => {
             return Some(Handler::RpmBdb);
+        }
+        "var/lib/rpm/Packages.db" | "usr/lib/sysimage/rpm/Packages.db" => {
+            return Some(Handler::RpmNdb);
         }
         _ => {}
     }
