@@ -36,9 +36,9 @@ if [ "${SERVE_EXAMPLE:-0}" = 1 ]; then
   # The registry alone (crates/registry/examples/serve.rs), for profiling.
   ex="${CARGO_TARGET_DIR:-$root/target}/release/examples/serve"
   [ -x "$ex" ] || (cd "$root" && cargo build --release -q -p registry --example serve)
-  "$ex" "$data" "127.0.0.1:$port" 2>"$data.log" &
+  "$ex" "$data" "127.0.0.1:$port" 2>/dev/null &
 else
-  RUST_LOG=info "$bin" --data "$data" serve --listen "127.0.0.1:$port" 2>"$data.log" &
+  RUST_LOG=info "$bin" --data "$data" serve --listen "127.0.0.1:$port" 2>/dev/null &
 fi
 pid=$!
 for _ in $(seq 100); do curl -sf "$b/v2/" >/dev/null && break; sleep 0.1; done
