@@ -20,26 +20,28 @@
 pub mod api;
 pub mod dashboard;
 
-/// What the API serves from.
+/// What the API serves from. Cloned for every request it handles, so
+/// everything in it is cheap to clone.
 #[derive(Clone)]
 pub struct State {
     pub assess: assess::Service,
-    /// OpenAPI documents of endpoints other crates serve under `/api/v1`
-    /// (imports), merged into `/api/v1/openapi.json`.
-    pub extra_docs: Vec<utoipa::openapi::OpenApi>,
+    /// The OpenAPI document served at `/api/v1/openapi.json`, built once.
+    pub docs: std::sync::Arc<utoipa::openapi::OpenApi>,
 }
 
 impl State {
     pub fn new(assess: assess::Service) -> State {
+        use utoipa::OpenApi;
         State {
             assess,
-            extra_docs: Vec::new(),
+            docs: std::sync::Arc::new(api::ApiDoc::openapi()),
         }
     }
 
-    /// Also document these endpoints in `/api/v1/openapi.json`.
+    /// Also document endpoints another crate serves under `/api/v1`
+    /// (imports) in `/api/v1/openapi.json`.
     pub fn with_docs(mut self, doc: utoipa::openapi::OpenApi) -> State {
-        self.extra_docs.push(doc);
+        std::sync::Arc::make_mut(&mut self.docs).merge(doc);
         self
     }
 }
