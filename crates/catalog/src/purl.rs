@@ -62,20 +62,7 @@ fn append_qualifiers(s: &mut String, q: &BTreeMap<&str, &str>) {
 
 /// PyPI names are normalised (PEP 503: lower case, runs of `-_.` to `-`).
 pub fn pypi_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut sep = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            sep = true;
-        } else {
-            if sep && !out.is_empty() {
-                out.push('-');
-            }
-            sep = false;
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
+    inventory::pep503_name(name)
 }
 
 pub fn pypi(name: &str, version: &str) -> String {

@@ -103,6 +103,26 @@ impl fmt::Display for Ecosystem {
     }
 }
 
+/// A Python package name normalised as PEP 503 says (lower case, each run
+/// of `-`, `_` and `.` replaced by one `-`): the form advisories and purls
+/// use, so packages and advisories meet on the same key.
+pub fn pep503_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut sep = false;
+    for c in name.trim().chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+        } else {
+            if sep && !out.is_empty() {
+                out.push('-');
+            }
+            sep = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
 /// The operating system an image was built from, read from `os-release`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Distro {
@@ -150,6 +170,14 @@ pub struct Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pep503_normalises_case_and_separator_runs() {
+        assert_eq!(pep503_name("Foo.Bar__baz-Qux"), "foo-bar-baz-qux");
+        assert_eq!(pep503_name(" zope.interface "), "zope-interface");
+        assert_eq!(pep503_name("a-._b"), "a-b");
+        assert_eq!(pep503_name("requests"), "requests");
+    }
 
     #[test]
     fn ecosystem_names_round_trip() {

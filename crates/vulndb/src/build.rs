@@ -111,20 +111,7 @@ fn distro_scheme(distro: &str) -> Option<&'static dyn VersionScheme> {
 /// names as they are.
 pub(crate) fn normalize_name(space: &str, name: &str) -> String {
     if space == "pypi" {
-        let mut out = String::with_capacity(name.len());
-        let mut sep = false;
-        for c in name.trim().chars() {
-            if matches!(c, '-' | '_' | '.') {
-                sep = true;
-            } else {
-                if sep && !out.is_empty() {
-                    out.push('-');
-                }
-                sep = false;
-                out.push(c.to_ascii_lowercase());
-            }
-        }
-        out
+        inventory::pep503_name(name)
     } else {
         name.trim().to_string()
     }
