@@ -1,0 +1,223 @@
+//! The assessor's own SQLite database (`<data>/assess.db`, WAL): the queue
+//! with per-digest status, stored inventories, the layer cache, results and
+//! the previous assessment's keys, tag history, exemptions, webhooks and
+//! their delivery log, notification dedup and usage. Times are stored as
+//! milliseconds since the Unix epoch in the assessor's clock.
+
+mod queue;
+mod results;
+mod usage;
+mod webhooks;
+
+pub use results::{EncodedFindings, ResultRow};
+pub use usage::UsageRow;
+pub use webhooks::{Delivery, Webhook};
+
+use crate::ports::RawLayerCache;
+use crate::vuln::Severity;
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Mutex;
+use utoipa::ToSchema;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS images(
+  digest TEXT PRIMARY KEY,
+  repo TEXT NOT NULL,
+  media_type TEXT NOT NULL,
+  kind TEXT NOT NULL DEFAULT 'unknown',
+  parent TEXT,
+  platform TEXT,
+  status TEXT NOT NULL,
+  error TEXT,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  queued_at INTEGER NOT NULL,
+  started_at INTEGER,
+  finished_at INTEGER,
+  last_pushed_at INTEGER,
+  last_pulled_at INTEGER,
+  layers TEXT,
+  children TEXT
+);
+CREATE INDEX IF NOT EXISTS images_status ON images(status, queued_at);
+CREATE INDEX IF NOT EXISTS images_parent ON images(parent);
+CREATE TABLE IF NOT EXISTS image_repos(repo TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY(repo, digest));
+CREATE INDEX IF NOT EXISTS image_repos_digest ON image_repos(digest);
+CREATE TABLE IF NOT EXISTS tag_history(id INTEGER PRIMARY KEY AUTOINCREMENT, repo TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS tag_history_digest ON tag_history(digest);
+CREATE INDEX IF NOT EXISTS tag_history_tag ON tag_history(repo, tag, id);
+CREATE TABLE IF NOT EXISTS inventories(digest TEXT PRIMARY KEY, catalog_version INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS layer_cache(layer TEXT NOT NULL, version INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(layer, version));
+CREATE TABLE IF NOT EXISTS results(
+  digest TEXT PRIMARY KEY,
+  db_version TEXT,
+  assessed_at INTEGER NOT NULL,
+  findings BLOB NOT NULL,
+  findings_hash TEXT NOT NULL,
+  keys TEXT NOT NULL DEFAULT '[]',
+  prev_db_version TEXT,
+  prev_assessed_at INTEGER,
+  prev_keys TEXT
+);
+CREATE TABLE IF NOT EXISTS exemptions(id TEXT PRIMARY KEY, data TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS webhooks(id TEXT PRIMARY KEY, url TEXT NOT NULL, secret TEXT NOT NULL, repository TEXT, min_severity TEXT, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries(
+  id TEXT PRIMARY KEY,
+  webhook_id TEXT NOT NULL,
+  event TEXT NOT NULL,
+  digest TEXT,
+  repo TEXT,
+  payload TEXT NOT NULL,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  last_status INTEGER,
+  last_error TEXT,
+  created_at INTEGER NOT NULL,
+  next_attempt_at INTEGER NOT NULL,
+  delivered_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS notified(digest TEXT NOT NULL, key TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(digest, key));
+CREATE TABLE IF NOT EXISTS usage(digest TEXT PRIMARY KEY, repo TEXT NOT NULL, month TEXT NOT NULL, first_assessed_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS usage_month ON usage(month);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"#;
+
+/// Per-digest status in the queue.
+pub mod status {
+    pub const QUEUED: &str = "queued";
+    pub const CATALOGING: &str = "cataloging";
+    pub const MATCHING: &str = "matching";
+    pub const DONE: &str = "done";
+    pub const FAILED: &str = "failed";
+    pub const UNSUPPORTED: &str = "unsupported";
+}
+
+/// One digest the assessor knows.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ImageRow {
+    pub digest: String,
+    /// Repository the assessment reads from (the first it was pushed to).
+    pub repo: String,
+    pub media_type: String,
+    /// `image`, `index`, `artifact` or `unknown` (not yet looked at).
+    pub kind: String,
+    /// The index this platform manifest belongs to.
+    pub parent: Option<String>,
+    pub platform: Option<String>,
+    pub status: String,
+    pub error: Option<String>,
+    pub attempts: i64,
+    pub queued_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub last_pushed_at: Option<i64>,
+    pub last_pulled_at: Option<i64>,
+    pub layers: Vec<String>,
+    pub children: Vec<String>,
+}
+
+const IMAGE_COLS: &str = "digest, repo, media_type, kind, parent, platform, status, error, attempts, queued_at, started_at, finished_at, last_pushed_at, last_pulled_at, layers, children";
+
+fn image_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRow> {
+    let layers: Option<String> = r.get(14)?;
+    let children: Option<String> = r.get(15)?;
+    Ok(ImageRow {
+        digest: r.get(0)?,
+        repo: r.get(1)?,
+        media_type: r.get(2)?,
+        kind: r.get(3)?,
+        parent: r.get(4)?,
+        platform: r.get(5)?,
+        status: r.get(6)?,
+        error: r.get(7)?,
+        attempts: r.get(8)?,
+        queued_at: r.get(9)?,
+        started_at: r.get(10)?,
+        finished_at: r.get(11)?,
+        last_pushed_at: r.get(12)?,
+        last_pulled_at: r.get(13)?,
+        layers: layers
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default(),
+        children: children
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default(),
+    })
+}
+
+/// The database. One connection behind a mutex: every statement is short,
+/// and batch writes go in one transaction.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let conn =
+            Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn c(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- meta ----
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .c()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.c().execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+}
+
+impl RawLayerCache for Store {
+    fn get(&self, layer: &str, version: u32) -> Option<Vec<u8>> {
+        self.c()
+            .query_row(
+                "SELECT data FROM layer_cache WHERE layer = ?1 AND version = ?2",
+                params![layer, version],
+                |r| r.get(0),
+            )
+            .optional()
+            .ok()
+            .flatten()
+    }
+
+    fn put(&self, layer: &str, version: u32, data: &[u8]) {
+        let r = self.c().execute(
+            "INSERT OR REPLACE INTO layer_cache(layer, version, data) VALUES (?1, ?2, ?3)",
+            params![layer, version, data],
+        );
+        if let Err(e) = r {
+            tracing::warn!(layer, error = %e, "cannot store layer inventory");
+        }
+    }
+}
+
+/// Severity from a stored string (webhook thresholds).
+pub fn parse_severity(s: Option<&str>) -> Option<Severity> {
+    s.and_then(Severity::parse)
+}

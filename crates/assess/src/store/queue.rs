@@ -1,0 +1,255 @@
+//! The queue and the images it knows: intake, claiming, status, shape,
+//! tag history and pull times.
+
+use super::{IMAGE_COLS, ImageRow, Store, image_row, status};
+use anyhow::Result;
+use rusqlite::{OptionalExtension, params};
+use std::collections::HashSet;
+
+impl Store {
+    // ---- queue ----
+
+    /// Enqueue `digest` from `repo`. Deduplicates by digest: a digest that
+    /// is queued or in progress stays as it is; a failed one is retried; a
+    /// done or unsupported one is not assessed again (its content cannot
+    /// have changed). Returns whether a job is now waiting that was not.
+    #[allow(clippy::too_many_arguments)]
+    pub fn enqueue(
+        &self,
+        repo: &str,
+        digest: &str,
+        media_type: &str,
+        parent: Option<&str>,
+        platform: Option<&str>,
+        now: i64,
+        pushed: bool,
+    ) -> Result<bool> {
+        let c = self.c();
+        let pushed_at = pushed.then_some(now);
+        let changed = c.execute(
+            "INSERT INTO images(digest, repo, media_type, parent, platform, status, queued_at, last_pushed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)
+             ON CONFLICT(digest) DO UPDATE SET
+               last_pushed_at = COALESCE(excluded.last_pushed_at, images.last_pushed_at),
+               parent = COALESCE(images.parent, excluded.parent),
+               platform = COALESCE(images.platform, excluded.platform),
+               status = CASE WHEN images.status = 'failed' THEN 'queued' ELSE images.status END,
+               error = CASE WHEN images.status = 'failed' THEN NULL ELSE images.error END,
+               queued_at = CASE WHEN images.status = 'failed' THEN excluded.queued_at ELSE images.queued_at END",
+            params![digest, repo, media_type, parent, platform, now, pushed_at],
+        )?;
+        let _ = changed;
+        c.execute(
+            "INSERT OR IGNORE INTO image_repos(repo, digest) VALUES (?1, ?2)",
+            params![repo, digest],
+        )?;
+        let st: String = c.query_row(
+            "SELECT status FROM images WHERE digest = ?1",
+            [digest],
+            |r| r.get(0),
+        )?;
+        Ok(st == status::QUEUED)
+    }
+
+    pub fn record_tag(&self, repo: &str, tag: &str, digest: &str, at: i64) -> Result<()> {
+        let c = self.c();
+        let last: Option<String> = c
+            .query_row(
+                "SELECT digest FROM tag_history WHERE repo = ?1 AND tag = ?2 ORDER BY id DESC LIMIT 1",
+                params![repo, tag],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if last.as_deref() != Some(digest) {
+            c.execute(
+                "INSERT INTO tag_history(repo, tag, digest, at) VALUES (?1, ?2, ?3, ?4)",
+                params![repo, tag, digest, at],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// For each (repo, tag) that pointed at `digest`, the digest it pointed
+    /// at just before.
+    pub fn previous_tag_digests(&self, digest: &str) -> Result<Vec<(String, String, String)>> {
+        let c = self.c();
+        let mut st = c.prepare(
+            "SELECT h.repo, h.tag, (SELECT p.digest FROM tag_history p
+                 WHERE p.repo = h.repo AND p.tag = h.tag AND p.id < h.id AND p.digest != h.digest
+                 ORDER BY p.id DESC LIMIT 1)
+             FROM tag_history h WHERE h.digest = ?1 AND h.id = (SELECT MAX(id) FROM tag_history x WHERE x.repo = h.repo AND x.tag = h.tag AND x.digest = h.digest)",
+        )?;
+        let rows = st
+            .query_map([digest], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })?
+            .filter_map(|r| r.ok())
+            .filter_map(|(a, b, p)| p.map(|p| (a, b, p)))
+            .collect();
+        Ok(rows)
+    }
+
+    /// Claim the oldest queued job, marking it `cataloging`.
+    pub fn claim(&self, now: i64) -> Result<Option<ImageRow>> {
+        let c = self.c();
+        let sql = format!(
+            "UPDATE images SET status = 'cataloging', started_at = ?1, attempts = attempts + 1
+             WHERE digest = (SELECT digest FROM images WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT 1)
+             RETURNING {IMAGE_COLS}"
+        );
+        Ok(c.query_row(&sql, [now], image_row).optional()?)
+    }
+
+    pub fn set_status(&self, digest: &str, st: &str, error: Option<&str>, now: i64) -> Result<()> {
+        let finished =
+            matches!(st, status::DONE | status::FAILED | status::UNSUPPORTED).then_some(now);
+        self.c().execute(
+            "UPDATE images SET status = ?2, error = ?3, finished_at = COALESCE(?4, finished_at) WHERE digest = ?1",
+            params![digest, st, error, finished],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_shape(
+        &self,
+        digest: &str,
+        kind: &str,
+        layers: &[String],
+        children: &[String],
+    ) -> Result<()> {
+        self.c().execute(
+            "UPDATE images SET kind = ?2, layers = ?3, children = ?4 WHERE digest = ?1",
+            params![
+                digest,
+                kind,
+                serde_json::to_string(layers)?,
+                serde_json::to_string(children)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// After a crash: jobs that were in progress go back to the queue.
+    pub fn requeue_interrupted(&self) -> Result<usize> {
+        Ok(self.c().execute(
+            "UPDATE images SET status = 'queued' WHERE status IN ('cataloging', 'matching')",
+            [],
+        )?)
+    }
+
+    pub fn known_digests(&self) -> Result<HashSet<String>> {
+        let c = self.c();
+        let mut st = c.prepare("SELECT digest FROM images")?;
+        let v = st
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
+    pub fn image(&self, digest: &str) -> Result<Option<ImageRow>> {
+        let c = self.c();
+        Ok(c.query_row(
+            &format!("SELECT {IMAGE_COLS} FROM images WHERE digest = ?1"),
+            [digest],
+            image_row,
+        )
+        .optional()?)
+    }
+
+    /// Images matching a WHERE clause fragment (internal use only).
+    fn images_where(&self, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<ImageRow>> {
+        let c = self.c();
+        let mut st = c.prepare(&format!("SELECT {IMAGE_COLS} FROM images {clause}"))?;
+        let v = st
+            .query_map(p, image_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
+    pub fn children(&self, index: &str) -> Result<Vec<ImageRow>> {
+        self.images_where("WHERE parent = ?1 ORDER BY platform", &[&index])
+    }
+
+    pub fn all_images(&self) -> Result<Vec<ImageRow>> {
+        self.images_where("ORDER BY queued_at DESC", &[])
+    }
+
+    pub fn images_in_repo(&self, repo: &str) -> Result<Vec<ImageRow>> {
+        self.images_where(
+            "WHERE digest IN (SELECT digest FROM image_repos WHERE repo = ?1) ORDER BY queued_at DESC",
+            &[&repo],
+        )
+    }
+
+    pub fn repos_of(&self, digest: &str) -> Result<Vec<String>> {
+        let c = self.c();
+        let mut st = c.prepare("SELECT repo FROM image_repos WHERE digest = ?1 ORDER BY repo")?;
+        let v = st
+            .query_map([digest], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
+    /// Jobs not finished, oldest first, and counts per status.
+    #[allow(clippy::type_complexity)]
+    pub fn queue(&self) -> Result<(Vec<ImageRow>, Vec<(String, i64)>)> {
+        let pending = self.images_where(
+            "WHERE status IN ('queued', 'cataloging', 'matching') ORDER BY queued_at LIMIT 1000",
+            &[],
+        )?;
+        let c = self.c();
+        let mut st =
+            c.prepare("SELECT status, COUNT(*) FROM images GROUP BY status ORDER BY status")?;
+        let counts = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok((pending, counts))
+    }
+
+    /// A manifest was deleted from `repo`; forget it when no repository
+    /// holds it any more (usage is kept).
+    pub fn forget(&self, repo: &str, digest: &str) -> Result<()> {
+        let mut c = self.c();
+        let tx = c.transaction()?;
+        tx.execute(
+            "DELETE FROM image_repos WHERE repo = ?1 AND digest = ?2",
+            params![repo, digest],
+        )?;
+        let left: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM image_repos WHERE digest = ?1",
+            [digest],
+            |r| r.get(0),
+        )?;
+        if left == 0 {
+            for t in ["images", "results", "inventories"] {
+                tx.execute(&format!("DELETE FROM {t} WHERE digest = ?1"), [digest])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record pulls (assessor time). Pulling an index counts for its children.
+    pub fn record_pulls(&self, pulls: &[(String, i64)]) -> Result<()> {
+        let mut c = self.c();
+        let tx = c.transaction()?;
+        for (digest, at) in pulls {
+            tx.execute(
+                "UPDATE images SET last_pulled_at = MAX(COALESCE(last_pulled_at, 0), ?2) WHERE digest = ?1 OR parent = ?1",
+                params![digest, at],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Drop every cached layer inventory (benchmarks measure cold catalogs).
+    pub fn clear_layer_cache(&self) -> Result<()> {
+        self.c().execute("DELETE FROM layer_cache", [])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! Stored inventories and assessment results, with the previous
+//! assessment's keys, and the choice of digests to re-match.
+
+use super::Store;
+use crate::policy::finding_key;
+use crate::vuln::Finding;
+use anyhow::Result;
+use inventory::Inventory;
+use rusqlite::{OptionalExtension, params};
+use sha2::{Digest as _, Sha256};
+
+/// A stored assessment result.
+#[derive(Debug, Clone)]
+pub struct ResultRow {
+    pub db_version: Option<String>,
+    pub assessed_at: i64,
+    pub findings: Vec<Finding>,
+    pub prev_db_version: Option<String>,
+    pub prev_assessed_at: Option<i64>,
+    /// Keys of the previous assessment; `None` with a `prev_assessed_at`
+    /// means "same as now".
+    pub prev_keys: Option<Vec<String>>,
+}
+
+fn hash_bytes(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+impl Store {
+    // ---- inventories ----
+
+    pub fn put_inventory(&self, digest: &str, version: u32, inv: &Inventory) -> Result<()> {
+        let data = serde_json::to_vec(inv)?;
+        self.c().execute(
+            "INSERT OR REPLACE INTO inventories(digest, catalog_version, data) VALUES (?1, ?2, ?3)",
+            params![digest, version, data],
+        )?;
+        Ok(())
+    }
+
+    pub fn inventory(&self, digest: &str) -> Result<Option<(u32, Inventory)>> {
+        let row: Option<(u32, Vec<u8>)> = self
+            .c()
+            .query_row(
+                "SELECT catalog_version, data FROM inventories WHERE digest = ?1",
+                [digest],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((v, data)) => Ok(Some((v, serde_json::from_slice(&data)?))),
+        }
+    }
+
+    // ---- results ----
+
+    /// Store an assessment. When the findings are unchanged only the
+    /// version and time move (cheap for mass re-matching). Returns the
+    /// previous findings' keys when there was a previous assessment.
+    pub fn save_result(
+        &self,
+        digest: &str,
+        db_version: Option<&str>,
+        at: i64,
+        findings: &[Finding],
+    ) -> Result<()> {
+        let enc = EncodedFindings::new(findings)?;
+        let mut c = self.c();
+        let tx = c.transaction()?;
+        save_result_tx(&tx, digest, db_version, at, &enc)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Many results (findings already encoded) in one transaction.
+    pub fn save_encoded(
+        &self,
+        batch: &[(String, Option<String>, i64, EncodedFindings)],
+    ) -> Result<()> {
+        let mut c = self.c();
+        let tx = c.transaction()?;
+        for (digest, v, at, enc) in batch {
+            save_result_tx(&tx, digest, v.as_deref(), *at, enc)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The stored inventory's bytes (JSON), without parsing.
+    pub fn inventory_raw(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .c()
+            .query_row(
+                "SELECT data FROM inventories WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn result(&self, digest: &str) -> Result<Option<ResultRow>> {
+        #[allow(clippy::type_complexity)]
+        let row: Option<(Option<String>, i64, Vec<u8>, Option<String>, Option<i64>, Option<String>)> = self
+            .c()
+            .query_row(
+                "SELECT db_version, assessed_at, findings, prev_db_version, prev_assessed_at, prev_keys FROM results WHERE digest = ?1",
+                [digest],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .optional()?;
+        let Some((db_version, assessed_at, data, prev_db_version, prev_assessed_at, prev_keys)) =
+            row
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ResultRow {
+            db_version,
+            assessed_at,
+            findings: serde_json::from_slice(&data)?,
+            prev_db_version,
+            prev_assessed_at,
+            prev_keys: prev_keys.and_then(|s| serde_json::from_str(&s).ok()),
+        }))
+    }
+
+    /// Digests to re-match: finished images (not indexes or artifacts)
+    /// pushed or pulled since `window_start` whose result is older than
+    /// `older_than` or from another database version, plus any finished
+    /// image never matched against a database.
+    pub fn rematch_candidates(
+        &self,
+        window_start: i64,
+        db_version: &str,
+        older_than: i64,
+    ) -> Result<Vec<String>> {
+        let c = self.c();
+        let mut st = c.prepare(
+            "SELECT i.digest FROM images i JOIN results r ON r.digest = i.digest
+             WHERE i.status = 'done' AND i.kind = 'image' AND (
+               r.db_version IS NULL OR (
+                 (COALESCE(i.last_pushed_at, 0) >= ?1 OR COALESCE(i.last_pulled_at, 0) >= ?1)
+                 AND (r.db_version != ?2 OR r.assessed_at < ?3)))",
+        )?;
+        let v = st
+            .query_map(params![window_start, db_version, older_than], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+}
+
+/// Findings serialized for storage, with their hash and sorted keys;
+/// computed outside the store's lock (in parallel when re-matching).
+pub struct EncodedFindings {
+    pub data: Vec<u8>,
+    pub hash: String,
+    pub keys: String,
+}
+
+impl EncodedFindings {
+    pub fn new(findings: &[Finding]) -> Result<EncodedFindings> {
+        let data = serde_json::to_vec(findings)?;
+        let hash = hash_bytes(&data);
+        let mut keys: Vec<String> = findings.iter().map(finding_key).collect();
+        keys.sort();
+        keys.dedup();
+        Ok(EncodedFindings {
+            data,
+            hash,
+            keys: serde_json::to_string(&keys)?,
+        })
+    }
+}
+
+fn save_result_tx(
+    tx: &rusqlite::Transaction<'_>,
+    digest: &str,
+    db_version: Option<&str>,
+    at: i64,
+    enc: &EncodedFindings,
+) -> Result<()> {
+    let old: Option<(String, Option<String>, i64, String)> = tx
+        .query_row(
+            "SELECT findings_hash, db_version, assessed_at, keys FROM results WHERE digest = ?1",
+            [digest],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    match old {
+        Some((old_hash, old_version, old_at, _)) if old_hash == enc.hash => {
+            tx.execute(
+                "UPDATE results SET db_version = ?2, assessed_at = ?3, prev_db_version = ?4, prev_assessed_at = ?5, prev_keys = NULL WHERE digest = ?1",
+                params![digest, db_version, at, old_version, old_at],
+            )?;
+        }
+        Some((_, old_version, old_at, old_keys)) => {
+            tx.execute(
+                "UPDATE results SET db_version = ?2, assessed_at = ?3, findings = ?4, findings_hash = ?5, keys = ?6,
+                   prev_db_version = ?7, prev_assessed_at = ?8, prev_keys = ?9 WHERE digest = ?1",
+                params![digest, db_version, at, enc.data, enc.hash, enc.keys, old_version, old_at, old_keys],
+            )?;
+        }
+        None => {
+            tx.execute(
+                "INSERT INTO results(digest, db_version, assessed_at, findings, findings_hash, keys) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![digest, db_version, at, enc.data, enc.hash, enc.keys],
+            )?;
+        }
+    }
+    Ok(())
+}
