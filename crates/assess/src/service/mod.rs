@@ -1,0 +1,321 @@
+//! The running service: event intake, workers ([`worker`]), the re-match
+//! scheduler ([`rematch`]) and the webhook delivery loop ([`notifications`]).
+
+mod notifications;
+mod rematch;
+mod worker;
+
+pub use worker::not_an_image;
+
+use crate::clock::{Clock, from_ms, to_ms};
+use crate::policy::Policy;
+use crate::ports::{Cataloger, ImageSource};
+use crate::store::{Store, status};
+use crate::vuln::{VulnDatabase, VulnSource};
+use anyhow::{Context, Result, anyhow};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+use time::{Duration, OffsetDateTime};
+use tokio::sync::{Notify, watch};
+
+/// A webhook configured in the server's configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub secret: String,
+    /// Repository glob; absent for the whole registry.
+    #[serde(default)]
+    pub repository: Option<String>,
+    #[serde(default)]
+    pub min_severity: Option<String>,
+}
+
+/// How the assessor runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Directory holding `assess.db`.
+    pub data_dir: PathBuf,
+    /// Concurrent assessments (cataloging is CPU and I/O bound).
+    pub workers: usize,
+    /// Images pushed or pulled within this many days are re-matched when
+    /// the database changes and at least every `rescan_interval`.
+    pub rescan_window_days: u32,
+    /// Longest time an in-window image goes without re-matching.
+    pub rescan_interval: Duration,
+    pub policy: Policy,
+    /// How often the scheduler looks for a new database version and pulls.
+    pub tick: StdDuration,
+    /// Webhook attempts before giving up, and the first retry delay.
+    pub webhook_attempts: u32,
+    pub webhook_backoff: StdDuration,
+    pub webhook_timeout: StdDuration,
+    /// Webhooks from the configuration file, registered at start.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl Options {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Options {
+        Options {
+            data_dir: data_dir.into(),
+            workers: 2,
+            rescan_window_days: 30,
+            rescan_interval: Duration::days(1),
+            policy: Policy::default(),
+            tick: StdDuration::from_secs(5),
+            webhook_attempts: 6,
+            webhook_backoff: StdDuration::from_secs(2),
+            webhook_timeout: StdDuration::from_secs(10),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) source: Arc<dyn ImageSource>,
+    pub(crate) cataloger: Arc<dyn Cataloger>,
+    pub(crate) vulns: Arc<dyn VulnSource>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) opts: Options,
+    wake: Notify,
+    deliver_wake: Notify,
+    rematch_lock: tokio::sync::Mutex<()>,
+    shutdown: watch::Sender<bool>,
+    http: reqwest::Client,
+}
+
+/// The assessment service. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Service {
+    /// Open the store; no task runs until [`Service::start`].
+    pub fn open(
+        opts: Options,
+        source: Arc<dyn ImageSource>,
+        cataloger: Arc<dyn Cataloger>,
+        vulns: Arc<dyn VulnSource>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Service> {
+        let store = Store::open(&opts.data_dir.join("assess.db"))?;
+        let http = reqwest::Client::builder()
+            .timeout(opts.webhook_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("cannot build the webhook HTTP client")?;
+        let (shutdown, _) = watch::channel(false);
+        Ok(Service {
+            inner: Arc::new(Inner {
+                store,
+                source,
+                cataloger,
+                vulns,
+                clock,
+                opts,
+                wake: Notify::new(),
+                deliver_wake: Notify::new(),
+                rematch_lock: tokio::sync::Mutex::new(()),
+                shutdown,
+                http,
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+    pub fn source(&self) -> &Arc<dyn ImageSource> {
+        &self.inner.source
+    }
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+    pub fn database(&self) -> Option<Arc<dyn VulnDatabase>> {
+        self.inner.vulns.current()
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        self.inner.clock.now()
+    }
+
+    /// Recover and start background tasks: jobs interrupted by a crash go
+    /// back to the queue, manifests the registry holds that were never
+    /// enqueued are enqueued, configured webhooks are registered, then the
+    /// workers, the scheduler and the delivery loop start.
+    pub async fn start(&self) -> Result<()> {
+        let requeued = self.inner.store.requeue_interrupted()?;
+        if requeued > 0 {
+            tracing::info!(
+                requeued,
+                "assessment jobs interrupted by a restart are queued again"
+            );
+        }
+        let this = self.clone();
+        let found = tokio::task::spawn_blocking(move || this.enqueue_unassessed()).await??;
+        if found > 0 {
+            tracing::info!(found, "manifests never assessed are queued");
+        }
+        self.register_configured_webhooks()?;
+        for _ in 0..self.inner.opts.workers {
+            let this = self.clone();
+            tokio::spawn(async move { this.worker_loop().await });
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.scheduler_loop().await });
+        let this = self.clone();
+        tokio::spawn(async move { this.delivery_loop().await });
+        Ok(())
+    }
+
+    /// Stop background tasks (they finish the step they are in).
+    pub fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        self.inner.wake.notify_waiters();
+        self.inner.deliver_wake.notify_waiters();
+    }
+
+    fn stopped(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    fn register_configured_webhooks(&self) -> Result<()> {
+        let existing = self.inner.store.webhooks()?;
+        for w in &self.inner.opts.webhooks {
+            if existing
+                .iter()
+                .any(|e| e.url == w.url && e.repository == w.repository)
+            {
+                continue;
+            }
+            self.add_webhook(
+                &w.url,
+                &w.secret,
+                w.repository.clone(),
+                w.min_severity.clone(),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn add_webhook(
+        &self,
+        url: &str,
+        secret: &str,
+        repository: Option<String>,
+        min_severity: Option<String>,
+    ) -> Result<crate::store::Webhook> {
+        let w = crate::store::Webhook {
+            id: uuid::Uuid::new_v4().to_string(),
+            url: url.to_string(),
+            secret: secret.to_string(),
+            repository,
+            min_severity,
+            created_at: to_ms(self.now()),
+        };
+        self.inner.store.add_webhook(&w)?;
+        Ok(w)
+    }
+
+    fn enqueue_unassessed(&self) -> Result<usize> {
+        let known = self.inner.store.known_digests()?;
+        let now = to_ms(self.now());
+        let mut n = 0;
+        for repo in self.inner.source.repositories()? {
+            for (digest, media_type) in self.inner.source.manifests(&repo)? {
+                if !known.contains(digest.to_string().as_str()) {
+                    self.inner.store.enqueue(
+                        repo.as_str(),
+                        &digest.to_string(),
+                        &media_type,
+                        None,
+                        None,
+                        now,
+                        true,
+                    )?;
+                    n += 1;
+                }
+            }
+        }
+        if n > 0 {
+            self.inner.wake.notify_waiters();
+        }
+        Ok(n)
+    }
+
+    // ---- intake (called synchronously from the registry's event sink) ----
+
+    /// A manifest was pushed or imported: persist the job, wake a worker.
+    pub fn manifest_pushed(&self, repo: &str, digest: &str, media_type: &str, tag: Option<&str>) {
+        let now = to_ms(self.now());
+        if let Some(tag) = tag
+            && let Err(e) = self.inner.store.record_tag(repo, tag, digest, now)
+        {
+            tracing::error!(repo, tag, digest, error = %e, "cannot record tag");
+        }
+        match self
+            .inner
+            .store
+            .enqueue(repo, digest, media_type, None, None, now, true)
+        {
+            Ok(_) => self.inner.wake.notify_one(),
+            Err(e) => tracing::error!(repo, digest, error = %e, "cannot enqueue assessment"),
+        }
+    }
+
+    /// A manifest was deleted from a repository.
+    pub fn manifest_deleted(&self, repo: &str, digest: &str) {
+        if let Err(e) = self.inner.store.forget(repo, digest) {
+            tracing::error!(repo, digest, error = %e, "cannot forget deleted manifest");
+        }
+    }
+
+    /// Queue `digest` again (a failed one, or on request).
+    pub fn requeue(&self, digest: &str) -> Result<bool> {
+        let Some(row) = self.inner.store.image(digest)? else {
+            return Ok(false);
+        };
+        self.inner.store.set_status(
+            digest,
+            status::FAILED,
+            Some("re-queued"),
+            to_ms(self.now()),
+        )?;
+        self.inner.store.enqueue(
+            &row.repo,
+            digest,
+            &row.media_type,
+            row.parent.as_deref(),
+            row.platform.as_deref(),
+            to_ms(self.now()),
+            false,
+        )?;
+        self.inner.wake.notify_one();
+        Ok(true)
+    }
+
+    /// Wait until no job is queued or in progress (for tests and tools).
+    pub async fn wait_idle(&self, timeout: StdDuration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (pending, _) = self.inner.store.queue()?;
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(anyhow!("{} assessment jobs still pending", pending.len()));
+            }
+            tokio::time::sleep(StdDuration::from_millis(10)).await;
+        }
+    }
+
+    /// When the result of `digest` was made, as a date.
+    pub fn assessed_at(&self, ms: i64) -> OffsetDateTime {
+        from_ms(ms)
+    }
+}

@@ -1,0 +1,152 @@
+//! The re-match scheduler: pull-time polling and re-matching stored
+//! inventories when the database changes or results grow old.
+
+use super::Service;
+use crate::clock::to_ms;
+use crate::vuln::{Finding, VulnDatabase};
+use anyhow::Result;
+use inventory::Inventory;
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+impl Service {
+    pub(super) async fn scheduler_loop(&self) {
+        let mut stop = self.inner.shutdown.subscribe();
+        let mut last_poll =
+            OffsetDateTime::now_utc() - Duration::days(self.inner.opts.rescan_window_days as i64);
+        loop {
+            if self.stopped() {
+                return;
+            }
+            // Pull records: registry time, shifted into the assessor's clock.
+            let poll_start = OffsetDateTime::now_utc();
+            let source = self.inner.source.clone();
+            let since = last_poll - Duration::seconds(1);
+            if let Ok(pulls) = tokio::task::spawn_blocking(move || source.recent_pulls(since)).await
+            {
+                let offset = self.inner.clock.offset();
+                let rows: Vec<(String, i64)> = pulls
+                    .into_iter()
+                    .map(|(_, d, at)| (d.to_string(), to_ms(at + offset)))
+                    .collect();
+                if !rows.is_empty()
+                    && let Err(e) = self.inner.store.record_pulls(&rows)
+                {
+                    tracing::warn!(error = %e, "cannot record pulls");
+                }
+                last_poll = poll_start;
+            }
+            if let Err(e) = self.rematch_due().await {
+                tracing::warn!(error = %format!("{e:#}"), "re-matching failed");
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(self.inner.opts.tick) => {}
+            }
+        }
+    }
+
+    /// Look at pulls now (normally done every tick).
+    pub async fn poll_pulls(&self) -> Result<()> {
+        let source = self.inner.source.clone();
+        let since = OffsetDateTime::now_utc()
+            - Duration::days(self.inner.opts.rescan_window_days as i64 + 1);
+        let pulls = tokio::task::spawn_blocking(move || source.recent_pulls(since)).await?;
+        let offset = self.inner.clock.offset();
+        let rows: Vec<(String, i64)> = pulls
+            .into_iter()
+            .map(|(_, d, at)| (d.to_string(), to_ms(at + offset)))
+            .collect();
+        self.inner.store.record_pulls(&rows)
+    }
+
+    /// Re-match every image due: in the window (pushed or pulled within
+    /// `rescan_window_days`) and either matched against another database
+    /// version or longer ago than `rescan_interval`; plus images never
+    /// matched against any database. Reads stored inventories only.
+    /// Returns how many images were re-matched.
+    pub async fn rematch_due(&self) -> Result<usize> {
+        let Some(db) = self.inner.vulns.current() else {
+            return Ok(0);
+        };
+        let _guard = self.inner.rematch_lock.lock().await;
+        let now = self.now();
+        let window_start = now - Duration::days(self.inner.opts.rescan_window_days as i64);
+        let version = db.version();
+        let candidates = self.inner.store.rematch_candidates(
+            to_ms(window_start),
+            &version,
+            to_ms(now - self.inner.opts.rescan_interval),
+        )?;
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let n = candidates.len();
+        let started = std::time::Instant::now();
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.rematch_blocking(db, candidates)).await??;
+        tracing::info!(images = n, ms = started.elapsed().as_millis() as u64, db_version = %version, "re-matched");
+        Ok(n)
+    }
+
+    fn rematch_blocking(&self, db: Arc<dyn VulnDatabase>, digests: Vec<String>) -> Result<()> {
+        let version = db.version();
+        let threads = self.inner.opts.workers.max(1);
+        for chunk in digests.chunks(1024) {
+            let mut loaded: Vec<(String, Vec<u8>)> = Vec::with_capacity(chunk.len());
+            for d in chunk {
+                if let Some(raw) = self.inner.store.inventory_raw(d)? {
+                    loaded.push((d.clone(), raw));
+                }
+            }
+            // Parse, match and encode in parallel; only the writes are serial.
+            let per = loaded.len().div_ceil(threads).max(1);
+            type Out = (String, Vec<Finding>, crate::store::EncodedFindings);
+            let matched: Vec<Out> = std::thread::scope(|s| {
+                let handles: Vec<_> = loaded
+                    .chunks(per)
+                    .map(|part| {
+                        let db = db.clone();
+                        s.spawn(move || {
+                            part.iter()
+                                .filter_map(|(d, raw)| {
+                                    let inv: Inventory = serde_json::from_slice(raw).ok()?;
+                                    let f = db.match_inventory(&inv);
+                                    let enc = crate::store::EncodedFindings::new(&f).ok()?;
+                                    Some((d.clone(), f, enc))
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            });
+            let at = to_ms(self.now());
+            let mut batch = Vec::with_capacity(matched.len());
+            let mut findings = Vec::with_capacity(matched.len());
+            for (d, f, enc) in matched {
+                batch.push((d.clone(), Some(version.clone()), at, enc));
+                findings.push((d, f));
+            }
+            self.inner.store.save_encoded(&batch)?;
+            // Notifications need a receiver; with no webhook there is nothing to tell.
+            if !self.inner.store.webhooks()?.is_empty() {
+                for (digest, f) in &findings {
+                    if let Some(row) = self.inner.store.image(digest)? {
+                        self.notify_assessed(
+                            digest,
+                            &row.repo,
+                            row.parent.as_deref(),
+                            Some(&version),
+                            f,
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! Workers: claim a job, catalog its image (or roll an index out into its
+//! platform images) and match the inventory against the database.
+
+use super::Service;
+use crate::clock::to_ms;
+use crate::store::status;
+use anyhow::{Result, anyhow};
+use inventory::Inventory;
+use oci::{Digest, ImageManifest, Manifest, Name};
+use std::time::Duration as StdDuration;
+
+impl Service {
+    pub(super) async fn worker_loop(&self) {
+        let mut stop = self.inner.shutdown.subscribe();
+        loop {
+            if self.stopped() {
+                return;
+            }
+            let notified = self.inner.wake.notified();
+            match self.inner.store.claim(to_ms(self.now())) {
+                Ok(Some(job)) => {
+                    let digest = job.digest.clone();
+                    let started = std::time::Instant::now();
+                    if let Err(e) = self.process(job).await {
+                        let msg = format!("{e:#}");
+                        tracing::warn!(digest, error = %msg, "assessment failed");
+                        let _ = self.inner.store.set_status(
+                            &digest,
+                            status::FAILED,
+                            Some(&msg),
+                            to_ms(self.now()),
+                        );
+                        self.notify_failed(&digest, &msg);
+                    } else {
+                        tracing::debug!(
+                            digest,
+                            ms = started.elapsed().as_millis() as u64,
+                            "assessed"
+                        );
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "cannot read the assessment queue"),
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(StdDuration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn process(&self, job: crate::store::ImageRow) -> Result<()> {
+        let repo = Name::parse(&job.repo).map_err(|e| anyhow!("bad repository name: {e}"))?;
+        let digest = Digest::parse(&job.digest).map_err(|e| anyhow!("bad digest: {e}"))?;
+        let source = self.inner.source.clone();
+        let (r2, d2) = (repo.clone(), digest.clone());
+        let (bytes, media_type) = tokio::task::spawn_blocking(move || source.manifest(&r2, &d2))
+            .await??
+            .ok_or_else(|| anyhow!("manifest {} not found in {}", digest, repo))?;
+        let manifest = Manifest::parse(&bytes, Some(&media_type))
+            .map_err(|e| anyhow!("cannot parse manifest: {e}"))?;
+        match manifest {
+            Manifest::Index { index, .. } => {
+                let mut children = Vec::new();
+                let now = to_ms(self.now());
+                for d in &index.manifests {
+                    if !oci::is_manifest_media_type(&d.media_type) || is_attestation(d) {
+                        continue;
+                    }
+                    let platform = d.platform.as_ref().map(|p| p.display());
+                    self.inner.store.enqueue(
+                        repo.as_str(),
+                        &d.digest.to_string(),
+                        &d.media_type,
+                        Some(&job.digest),
+                        platform.as_deref(),
+                        now,
+                        job.last_pushed_at.is_some(),
+                    )?;
+                    children.push(d.digest.to_string());
+                }
+                self.inner
+                    .store
+                    .set_shape(&job.digest, "index", &[], &children)?;
+                self.inner
+                    .store
+                    .set_status(&job.digest, status::DONE, None, now)?;
+                self.inner.wake.notify_waiters();
+                Ok(())
+            }
+            Manifest::Image { manifest, .. } => self.process_image(&job, &repo, manifest).await,
+        }
+    }
+
+    async fn process_image(
+        &self,
+        job: &crate::store::ImageRow,
+        repo: &Name,
+        manifest: ImageManifest,
+    ) -> Result<()> {
+        let layers: Vec<String> = manifest
+            .layers
+            .iter()
+            .map(|l| l.digest.to_string())
+            .collect();
+        if let Some(why) = not_an_image(&manifest) {
+            self.inner
+                .store
+                .set_shape(&job.digest, "artifact", &layers, &[])?;
+            self.inner.store.set_status(
+                &job.digest,
+                status::UNSUPPORTED,
+                Some(&why),
+                to_ms(self.now()),
+            )?;
+            return Ok(());
+        }
+        self.inner
+            .store
+            .set_shape(&job.digest, "image", &layers, &[])?;
+        let version = self.inner.cataloger.version();
+        let inventory = match self.inner.store.inventory(&job.digest)? {
+            Some((v, inv)) if v == version => inv,
+            _ => {
+                let this = self.clone();
+                let inv = tokio::task::spawn_blocking(move || -> Result<Inventory> {
+                    let source = this.inner.source.blob_source();
+                    this.inner
+                        .cataloger
+                        .catalog(source.as_ref(), &manifest, &this.inner.store)
+                        .map_err(|e| anyhow!("cataloging failed: {e}"))
+                })
+                .await??;
+                self.inner.store.put_inventory(&job.digest, version, &inv)?;
+                inv
+            }
+        };
+        self.inner
+            .store
+            .set_status(&job.digest, status::MATCHING, None, to_ms(self.now()))?;
+        let db = self.inner.vulns.current();
+        let (db_version, findings) = match db {
+            Some(db) => {
+                let v = db.version();
+                let f = tokio::task::spawn_blocking(move || db.match_inventory(&inventory)).await?;
+                (Some(v), f)
+            }
+            None => (None, Vec::new()),
+        };
+        let now = self.now();
+        self.inner
+            .store
+            .save_result(&job.digest, db_version.as_deref(), to_ms(now), &findings)?;
+        self.inner
+            .store
+            .count_usage(&job.digest, repo.as_str(), now)?;
+        self.inner
+            .store
+            .set_status(&job.digest, status::DONE, None, to_ms(now))?;
+        self.notify_assessed(
+            &job.digest,
+            repo.as_str(),
+            job.parent.as_deref(),
+            db_version.as_deref(),
+            &findings,
+        );
+        Ok(())
+    }
+}
+
+/// Docker buildx attaches attestation manifests to indexes; they are not
+/// platform images.
+fn is_attestation(d: &oci::Descriptor) -> bool {
+    d.annotations
+        .as_ref()
+        .and_then(|a| a.get("vnd.docker.reference.type"))
+        .is_some_and(|v| v == "attestation-manifest")
+        || d.platform
+            .as_ref()
+            .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
+}
+
+/// Why a manifest is not a container image (signatures, SBOMs, other
+/// artifacts), or `None` for an image.
+pub fn not_an_image(m: &ImageManifest) -> Option<String> {
+    let config = m.config.media_type.as_str();
+    if config != oci::OCI_CONFIG && config != oci::DOCKER_CONFIG {
+        return Some(format!("not a container image: config media type {config}"));
+    }
+    if let Some(at) = &m.artifact_type
+        && at != oci::OCI_CONFIG
+        && at != oci::DOCKER_CONFIG
+    {
+        return Some(format!("not a container image: artifact type {at}"));
+    }
+    if let Some(l) = m
+        .layers
+        .iter()
+        .find(|l| oci::layer_compression(&l.media_type).is_none())
+    {
+        return Some(format!(
+            "not a container image: layer media type {}",
+            l.media_type
+        ));
+    }
+    None
+}
