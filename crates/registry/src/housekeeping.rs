@@ -1,0 +1,90 @@
+//! Background work: the pull record flush and upload expiry.
+
+use crate::{Inner, RegistryError};
+use oci::Digest;
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+impl Inner {
+    pub(crate) fn flush_pulls(&self) {
+        let batch: Vec<(String, Digest, i64, u64)> = {
+            let mut p = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+            p.drain().map(|((r, d), (t, n))| (r, d, t, n)).collect()
+        };
+        if batch.is_empty() {
+            return;
+        }
+        let n: u64 = batch.iter().map(|b| b.3).sum();
+        match self.store.meta.record_pulls(&batch) {
+            Ok(()) => self.metrics.pulls_recorded.inc_by(n),
+            Err(e) => tracing::warn!("cannot record pulls: {e}"),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.flush_pulls();
+    }
+}
+
+/// Background work: flush the pull record, expire idle uploads. Holds only
+/// a weak reference, so it ends when the registry is dropped.
+pub(crate) fn spawn_housekeeping(weak: Weak<Inner>) -> Result<(), RegistryError> {
+    std::thread::Builder::new()
+        .name("drydock-housekeeping".into())
+        .spawn(move || {
+            let mut last_expiry = Instant::now();
+            loop {
+                let interval = match weak.upgrade() {
+                    Some(inner) => inner.opts.pull_flush_interval,
+                    None => return,
+                };
+                std::thread::sleep(interval.min(Duration::from_secs(1)));
+                let Some(inner) = weak.upgrade() else { return };
+                inner.flush_pulls();
+                let every = (inner.opts.upload_expiry / 4)
+                    .clamp(Duration::from_millis(100), Duration::from_secs(60));
+                if last_expiry.elapsed() >= every {
+                    last_expiry = Instant::now();
+                    expire_uploads(&inner);
+                }
+            }
+        })
+        .map_err(RegistryError::internal)?;
+    Ok(())
+}
+
+fn expire_uploads(inner: &Inner) {
+    let Ok(list) = inner.store.uploads.list() else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for info in list {
+        let idle = now.duration_since(info.updated).unwrap_or_default();
+        if idle <= inner.opts.upload_expiry {
+            continue;
+        }
+        // Skip sessions busy right now.
+        let state = {
+            let sessions = inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.get(&info.id).cloned()
+        };
+        let _guard = match &state {
+            Some(s) => match s.try_lock() {
+                Ok(g) => Some(g),
+                Err(_) => continue,
+            },
+            None => None,
+        };
+        if inner.store.uploads.remove(&info.id).unwrap_or(false) {
+            inner.metrics.uploads_in_progress.dec();
+            tracing::info!(upload = %info.id, repo = %info.repo, "expired idle upload");
+        }
+        inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&info.id);
+    }
+}

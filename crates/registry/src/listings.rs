@@ -1,0 +1,75 @@
+//! In-process listings: repositories, tags, manifests, recent pulls and
+//! pushes.
+
+use crate::{ManifestInfo, Registry, from_nanos, nanos};
+use oci::{Digest, Name, Tag};
+use time::OffsetDateTime;
+
+impl Registry {
+    /// All repositories, in lexical order.
+    pub fn repositories(&self) -> Vec<Name> {
+        self.inner
+            .store
+            .meta
+            .repositories(None, None)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|n| Name::parse(&n).ok())
+            .collect()
+    }
+
+    /// A repository's tags, in lexical order.
+    pub fn tags(&self, repo: &Name) -> Vec<(Tag, Digest)> {
+        self.inner
+            .store
+            .meta
+            .tags(repo.as_str(), None, None)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(t, d)| Tag::parse(&t).ok().map(|t| (t, d)))
+            .collect()
+    }
+
+    /// A repository's manifests, newest first.
+    pub fn manifests(&self, repo: &Name) -> Vec<ManifestInfo> {
+        self.inner
+            .store
+            .meta
+            .manifests(repo.as_str())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| ManifestInfo {
+                digest: m.digest,
+                media_type: m.media_type,
+                size: m.size,
+                pushed_at: from_nanos(m.pushed_at),
+                tags: m.tags.iter().filter_map(|t| Tag::parse(t).ok()).collect(),
+            })
+            .collect()
+    }
+
+    /// Manifests pulled since `since`, with the last pull time.
+    pub fn recent_pulls(&self, since: OffsetDateTime) -> Vec<(Name, Digest, OffsetDateTime)> {
+        self.inner.flush_pulls();
+        self.inner
+            .store
+            .meta
+            .recent_pulls(nanos(since))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(r, d, t)| Name::parse(&r).ok().map(|r| (r, d, from_nanos(t))))
+            .collect()
+    }
+
+    /// Manifests pushed (or imported) since `since`.
+    pub fn recent_pushes(&self, since: OffsetDateTime) -> Vec<(Name, Digest, OffsetDateTime)> {
+        self.inner
+            .store
+            .meta
+            .recent_pushes(nanos(since))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(r, d, t)| Name::parse(&r).ok().map(|r| (r, d, from_nanos(t))))
+            .collect()
+    }
+}

@@ -1,0 +1,324 @@
+//! In-process manifest API (validated push, cached reads, deletes, pull
+//! records) and the in-memory manifest cache.
+
+use crate::{ErrorCode, Event, Origin, Registry, RegistryError, StoredManifest, blocking, nanos};
+use bytes::Bytes;
+use oci::{Algorithm, Digest, Digester, Manifest, ManifestError, Name, Reference, Tag};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use storage::PutManifestError;
+use time::OffsetDateTime;
+
+pub(crate) struct ManifestCache {
+    map: RwLock<CacheMap>,
+    checked: Mutex<(Instant, i64)>,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct CacheMap {
+    entries: HashMap<(String, String), Arc<StoredManifest>>,
+    bytes: usize,
+}
+
+impl ManifestCache {
+    /// An empty cache of at most `max_bytes`, checked against the
+    /// database's data `version`.
+    pub(crate) fn new(version: i64, max_bytes: usize) -> ManifestCache {
+        ManifestCache {
+            map: RwLock::new(CacheMap::default()),
+            checked: Mutex::new((Instant::now(), version)),
+            max_bytes,
+        }
+    }
+    fn get(&self, repo: &str, reference: &str) -> Option<Arc<StoredManifest>> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        // Avoid allocating a key: the map is small; look up by tuple of Strings.
+        map.entries
+            .get(&(repo.to_string(), reference.to_string()))
+            .cloned()
+    }
+    fn put(&self, repo: &str, reference: &str, m: Arc<StoredManifest>) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let size = m.bytes.len() + repo.len() + reference.len() + 128;
+        if size > self.max_bytes / 16 {
+            return;
+        }
+        if map.bytes + size > self.max_bytes {
+            map.entries.clear();
+            map.bytes = 0;
+        }
+        if map
+            .entries
+            .insert((repo.to_string(), reference.to_string()), m)
+            .is_none()
+        {
+            map.bytes += size;
+        }
+    }
+    fn clear(&self) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        map.entries.clear();
+        map.bytes = 0;
+    }
+}
+
+impl Registry {
+    /// Validate and store a manifest under `reference` (a tag, or the
+    /// digest it must hash to). Returns its digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &Name,
+        reference: &Reference,
+        body: Bytes,
+        content_type: Option<&str>,
+        origin: Origin,
+    ) -> Result<Digest, RegistryError> {
+        self.put_manifest_tags(repo, reference, &[], body, content_type, origin)
+            .await
+            .map(|(d, _)| d)
+    }
+
+    /// [`Registry::put_manifest`] with extra tags (`?tag=` on a push by
+    /// digest). Returns the digest and the subject, if any.
+    pub(crate) async fn put_manifest_tags(
+        &self,
+        repo: &Name,
+        reference: &Reference,
+        extra_tags: &[Tag],
+        body: Bytes,
+        content_type: Option<&str>,
+        origin: Origin,
+    ) -> Result<(Digest, Option<Digest>), RegistryError> {
+        if body.len() > self.inner.opts.max_manifest_size {
+            return Err(RegistryError::new(
+                ErrorCode::SizeInvalid,
+                format!(
+                    "manifest is {} bytes, the limit is {}",
+                    body.len(),
+                    self.inner.opts.max_manifest_size
+                ),
+            )
+            .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE));
+        }
+        let algorithm = match reference {
+            Reference::Digest(d) => d.algorithm(),
+            Reference::Tag(_) => Algorithm::Sha256,
+        };
+        let mut h = Digester::new(algorithm);
+        h.update(&body);
+        let digest = h.finish();
+        if let Reference::Digest(d) = reference
+            && d != &digest
+        {
+            return Err(RegistryError::new(
+                ErrorCode::DigestInvalid,
+                format!("manifest hashes to {digest}, not {d}"),
+            ));
+        }
+        let manifest = Manifest::parse(&body, content_type).map_err(|e| match e {
+            ManifestError::Schema1 => RegistryError::new(
+                ErrorCode::ManifestInvalid,
+                "Docker schema 1 manifests are not supported; push a schema 2 or OCI manifest",
+            ),
+            e => RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()),
+        })?;
+        let blobs: Vec<(Digest, u64)> = manifest
+            .blobs()
+            .into_iter()
+            .filter(|d| d.urls.as_ref().is_none_or(|u| u.is_empty()))
+            .map(|d| (d.digest.clone(), d.size))
+            .collect();
+        let children: Vec<(Digest, u64, String)> = manifest
+            .children()
+            .iter()
+            .map(|d| (d.digest.clone(), d.size, d.media_type.clone()))
+            .collect();
+        let subject = manifest.subject().map(|s| s.digest.clone());
+        let annotations = manifest
+            .annotations()
+            .filter(|a| !a.is_empty())
+            .map(|a| serde_json::to_string(a).unwrap_or_default());
+        let mut tags: Vec<String> = extra_tags.iter().map(|t| t.to_string()).collect();
+        let tag = match reference {
+            Reference::Tag(t) => {
+                tags.insert(0, t.to_string());
+                Some(t.clone())
+            }
+            Reference::Digest(_) => extra_tags.first().cloned(),
+        };
+        let at = OffsetDateTime::now_utc();
+        let media_type = manifest.media_type().to_string();
+        let artifact_type = manifest.artifact_type().map(str::to_string);
+        let this = self.clone();
+        let (repo2, digest2, subject2) = (repo.clone(), digest.clone(), subject.clone());
+        let body2 = body.clone();
+        let media_type2 = media_type.clone();
+        blocking(move || {
+            let new = storage::NewManifest {
+                repo: repo2.as_str(),
+                digest: &digest2,
+                media_type: &media_type2,
+                body: &body2,
+                subject: subject2.as_ref(),
+                artifact_type: artifact_type.as_deref(),
+                annotations,
+                blobs,
+                children,
+                tags,
+                origin: origin.as_str(),
+                at: nanos(at),
+            };
+            this.inner
+                .store
+                .meta
+                .put_manifest(&new)
+                .map_err(|e| match e {
+                    PutManifestError::BlobUnknown(d) => RegistryError::new(
+                        ErrorCode::ManifestBlobUnknown,
+                        format!("blob {d} is not in repository {repo2}; push it first"),
+                    ),
+                    PutManifestError::BlobSize {
+                        digest,
+                        expected,
+                        actual,
+                    } => RegistryError::new(
+                        ErrorCode::ManifestInvalid,
+                        format!("blob {digest} is {actual} bytes, the manifest says {expected}"),
+                    ),
+                    PutManifestError::ChildUnknown(d) => RegistryError::new(
+                        ErrorCode::ManifestBlobUnknown,
+                        format!("manifest {d} is not in repository {repo2}; push it first"),
+                    ),
+                    PutManifestError::ChildMismatch { digest, why } => RegistryError::new(
+                        ErrorCode::ManifestInvalid,
+                        format!("manifest {digest}: {why}"),
+                    ),
+                    PutManifestError::Db(e) => RegistryError::internal(e),
+                })
+        })
+        .await?;
+        self.inner.metrics.bytes_in.inc_by(body.len() as u64);
+        self.inner.cache.clear();
+        self.emit(Event::ManifestPushed {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            media_type,
+            tag,
+            origin,
+            at,
+        });
+        Ok((digest, subject))
+    }
+
+    /// A manifest by tag or digest.
+    pub async fn get_manifest(
+        &self,
+        repo: &Name,
+        reference: &Reference,
+    ) -> Result<Option<StoredManifest>, RegistryError> {
+        Ok(self
+            .get_manifest_cached(repo, reference)?
+            .map(|m| (*m).clone()))
+    }
+
+    pub(crate) fn get_manifest_cached(
+        &self,
+        repo: &Name,
+        reference: &Reference,
+    ) -> Result<Option<Arc<StoredManifest>>, RegistryError> {
+        self.check_cache()?;
+        let key = reference.to_string();
+        if let Some(m) = self.inner.cache.get(repo.as_str(), &key) {
+            return Ok(Some(m));
+        }
+        let meta = &self.inner.store.meta;
+        let row = match reference {
+            Reference::Tag(t) => meta.manifest_by_tag(repo.as_str(), t.as_str())?,
+            Reference::Digest(d) => meta.manifest(repo.as_str(), d)?,
+        };
+        let Some(row) = row else { return Ok(None) };
+        let m = Arc::new(StoredManifest {
+            bytes: Bytes::from(row.body),
+            media_type: row.media_type,
+            digest: row.digest,
+            subject: row.subject.and_then(|s| Digest::parse(&s).ok()),
+        });
+        self.inner.cache.put(repo.as_str(), &key, m.clone());
+        Ok(Some(m))
+    }
+
+    /// Drop the cache when another process (GC) changed the database;
+    /// checked at most once a second.
+    fn check_cache(&self) -> Result<(), RegistryError> {
+        let mut checked = self
+            .inner
+            .cache
+            .checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if checked.0.elapsed() < Duration::from_secs(1) {
+            return Ok(());
+        }
+        let v = self.inner.store.meta.data_version()?;
+        if v != checked.1 {
+            self.inner.cache.clear();
+        }
+        *checked = (Instant::now(), v);
+        Ok(())
+    }
+
+    /// Delete a manifest (by digest) and the tags pointing at it.
+    pub fn delete_manifest(&self, repo: &Name, digest: &Digest) -> Result<(), RegistryError> {
+        let tags = self
+            .inner
+            .store
+            .meta
+            .delete_manifest(repo.as_str(), digest)?
+            .ok_or_else(|| RegistryError::manifest_unknown(digest))?;
+        self.inner.cache.clear();
+        for t in tags {
+            if let Ok(tag) = Tag::parse(&t) {
+                self.emit(Event::TagDeleted {
+                    repo: repo.clone(),
+                    tag,
+                });
+            }
+        }
+        self.emit(Event::ManifestDeleted {
+            repo: repo.clone(),
+            digest: digest.clone(),
+        });
+        Ok(())
+    }
+
+    /// Delete a tag (the manifest stays).
+    pub fn delete_tag(&self, repo: &Name, tag: &Tag) -> Result<(), RegistryError> {
+        if !self
+            .inner
+            .store
+            .meta
+            .delete_tag(repo.as_str(), tag.as_str())?
+        {
+            return Err(RegistryError::manifest_unknown(tag));
+        }
+        self.inner.cache.clear();
+        self.emit(Event::TagDeleted {
+            repo: repo.clone(),
+            tag: tag.clone(),
+        });
+        Ok(())
+    }
+
+    /// Record a manifest pull (batched; written within a second).
+    pub(crate) fn record_pull(&self, repo: &Name, digest: &Digest) {
+        let now = nanos(OffsetDateTime::now_utc());
+        let mut p = self.inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        let e = p
+            .entry((repo.as_str().to_string(), digest.clone()))
+            .or_insert((now, 0));
+        e.0 = now;
+        e.1 += 1;
+    }
+}
