@@ -1,0 +1,99 @@
+//! podman as a real client: it pulls an image pushed by skopeo and pushes
+//! it back under another name (re-compressing the layers on its side).
+
+mod cli_support;
+
+use cli_support::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+/// `Docker-Content-Digest` of a manifest HEAD on 127.0.0.1:PORT.
+fn manifest_digest(port: u16, name: &str, reference: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "HEAD /v2/{name}/manifests/{reference} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = String::new();
+    s.read_to_string(&mut head).ok()?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    head.lines()
+        .find_map(|l| l.strip_prefix("docker-content-digest: "))
+        .map(|d| d.trim().to_string())
+}
+
+fn podman(args: &[&str]) -> String {
+    let out = Command::new("podman")
+        .args(args)
+        .output()
+        .expect("run podman");
+    assert!(
+        out.status.success(),
+        "podman {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn podman_pulls_and_pushes() {
+    if Command::new("podman").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "podman is required in CI (see .ci/run)"
+        );
+        eprintln!("podman not installed; skipping");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let addr = server.addr();
+    skopeo(&[
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        &oci_target("bookworm-base"),
+        &format!("docker://{addr}/base/debian:12"),
+    ]);
+    let served = manifest_digest(server.port, "base/debian", "12").expect("manifest served");
+
+    let src = format!("{addr}/base/debian:12");
+    podman(&["pull", "-q", "--tls-verify=false", &src]);
+    let pulled = podman(&["image", "inspect", "--format", "{{.Digest}}", &src]);
+    assert_eq!(
+        pulled, served,
+        "podman saw another digest than the registry serves"
+    );
+
+    let dst = format!("{addr}/copy/debian:podman");
+    podman(&["tag", &src, &dst]);
+    podman(&["push", "-q", "--tls-verify=false", &dst]);
+    let pushed = manifest_digest(server.port, "copy/debian", "podman").expect("pushed manifest");
+    // podman reports the digest it pushed; the registry serves the same one.
+    let out = Command::new("podman")
+        .args([
+            "push",
+            "-q",
+            "--tls-verify=false",
+            "--digestfile",
+            "/dev/stdout",
+            &dst,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pushed);
+
+    // And podman can pull what it pushed.
+    podman(&["rmi", "-f", &src, &dst]);
+    podman(&["pull", "-q", "--tls-verify=false", &dst]);
+    podman(&["rmi", "-f", &dst]);
+}
