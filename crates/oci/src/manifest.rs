@@ -281,19 +281,14 @@ fn validate_image(media_type: &str, m: &ImageManifest) -> Result<(), ManifestErr
     if let Some(s) = &m.subject {
         validate_descriptor("subject", s)?;
     }
-    if media_type == media::DOCKER_MANIFEST {
-        if m.config.media_type != media::DOCKER_CONFIG {
-            return Err(invalid(format!(
-                "a Docker schema 2 manifest's config must be {}, not {:?}",
-                media::DOCKER_CONFIG,
-                m.config.media_type
-            )));
-        }
-        if m.layers.is_empty() {
-            return Err(invalid(
-                "a Docker schema 2 manifest needs at least one layer",
-            ));
-        }
+    // No minimum layer count for Docker manifests: `FROM scratch` with
+    // only metadata builds an image with none, and clients push it.
+    if media_type == media::DOCKER_MANIFEST && m.config.media_type != media::DOCKER_CONFIG {
+        return Err(invalid(format!(
+            "a Docker schema 2 manifest's config must be {}, not {:?}",
+            media::DOCKER_CONFIG,
+            m.config.media_type
+        )));
     }
     if let Some(a) = &m.artifact_type
         && !valid_media_type(a)
@@ -354,6 +349,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.artifact_type(), Some(media::DOCKER_CONFIG));
+        // `FROM scratch` with only metadata: no layers at all.
+        let scratch = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{D}","size":2}},"layers":[]}}"#,
+            media::DOCKER_MANIFEST,
+            media::DOCKER_CONFIG
+        );
+        let m = Manifest::parse(scratch.as_bytes(), None).unwrap();
+        assert_eq!(m.blobs().len(), 1);
     }
 
     #[test]

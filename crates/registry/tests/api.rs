@@ -527,6 +527,24 @@ async fn manifests_push_pull_validate_delete() {
     // Bad tag, bad name.
     let r = s.put_manifest("app", "-bad", OCI_MANIFEST, &body).await;
     assert_eq!(r.status(), 400);
+    // Nothing can be stored under an invalid tag: reading or deleting one
+    // finds nothing.
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::HEAD,
+        reqwest::Method::DELETE,
+    ] {
+        let r = s
+            .client
+            .request(method.clone(), s.url("/v2/app/manifests/.INVALID_TAG"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{method}");
+        if method != reqwest::Method::HEAD {
+            assert_error(r, 404, "MANIFEST_UNKNOWN").await;
+        }
+    }
     let r = s.put_manifest("App", "v1", OCI_MANIFEST, &body).await;
     assert_error(r, 400, "NAME_INVALID").await;
     let got = s

@@ -256,7 +256,19 @@ async fn handle(reg: &Registry, route: Route<'_>, req: Request) -> Resp {
         }
         Route::Manifest(n, r) => {
             let n = name(n)?;
-            let r = reference(r)?;
+            let r = match reference(r) {
+                Ok(r) => r,
+                // Nothing can be stored under an invalid tag, so reading or
+                // deleting one finds nothing (the conformance suite wants
+                // 404); storing under one is the client's error.
+                Err(e)
+                    if matches!(method, Method::GET | Method::HEAD | Method::DELETE)
+                        && e.code == ErrorCode::ManifestInvalid =>
+                {
+                    return Err(RegistryError::new(ErrorCode::ManifestUnknown, e.message));
+                }
+                Err(e) => return Err(e),
+            };
             match method {
                 Method::GET | Method::HEAD => get_manifest(reg, &n, &r, &req),
                 Method::PUT => put_manifest(reg, &n, &r, req).await,
