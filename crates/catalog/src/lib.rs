@@ -24,8 +24,9 @@
 //!   directory hides everything lower layers put under it. A package whose
 //!   declaring file was rewritten by an upper layer keeps the layer that
 //!   first introduced it when name and version are unchanged.
-//! - [`catalog_image`] = cache look-up or [`catalog_layer`] for each layer,
-//!   then [`merge`]. [`catalog_index`] does it for every platform of an
+//! - [`catalog_image`] = cache look-up or [`catalog_layer`] for each layer
+//!   (uncached layers up to [`Limits::parallel_layers`] at a time), then
+//!   [`merge`]. [`catalog_index`] does it for every platform of an
 //!   index. [`sbom`] renders CycloneDX 1.6 and SPDX 2.3 documents.
 //! - [`layout::OciLayout`] is a minimal OCI image-layout reader (used by the
 //!   tests, benches, and by `drydock scan oci:DIR` before `transport` lands).
@@ -33,7 +34,7 @@
 //! # Invariants
 //! - Layer contents are never written to disk, except the files a
 //!   cataloger needs random access to (executables, Java archives, RPM
-//!   databases), which are spooled one at a time into a private temporary
+//!   databases), which are spooled one at a time per layer into a private temporary
 //!   directory (removed when the layer is done), under a size cap. Nothing is ever written at a path taken from
 //!   the archive.
 //! - Paths are normalised lexically (leading `/` and `./` dropped); an entry
@@ -101,26 +102,87 @@ pub fn catalog_image_layers(
     cache: &dyn LayerCache,
     limits: &Limits,
 ) -> Result<Vec<(Digest, LayerInventory)>, CatalogError> {
-    let mut out = Vec::with_capacity(manifest.layers.len());
+    let mut slots: Vec<(Digest, Option<LayerInventory>)> = Vec::new();
+    // Layers to read, each digest once (a layer may repeat in a manifest).
+    let mut misses: Vec<(Digest, oci::LayerCompression)> = Vec::new();
     for desc in &manifest.layers {
         let Some(compression) = oci::layer_compression(&desc.media_type) else {
             continue;
         };
-        let inv = match cache.get(&desc.digest, CATALOG_VERSION) {
-            Some(inv) => inv,
-            None => {
-                let reader = source
-                    .open_blob(&desc.digest)
-                    .map_err(|e| CatalogError::Open {
-                        layer: desc.digest.clone(),
-                        source: e,
-                    })?;
-                let inv = catalog_layer(reader, compression, &desc.digest, limits)?;
-                cache.put(&desc.digest, CATALOG_VERSION, &inv);
-                inv
-            }
-        };
-        out.push((desc.digest.clone(), inv));
+        let cached = cache.get(&desc.digest, CATALOG_VERSION);
+        if cached.is_none() && !misses.iter().any(|(d, _)| d == &desc.digest) {
+            misses.push((desc.digest.clone(), compression));
+        }
+        slots.push((desc.digest.clone(), cached));
+    }
+    let read = read_layers(source, &misses, limits)?;
+    for (digest, inv) in &read {
+        cache.put(digest, CATALOG_VERSION, inv);
+    }
+    Ok(slots
+        .into_iter()
+        .map(|(digest, inv)| {
+            let inv = inv.unwrap_or_else(|| {
+                read.iter()
+                    .find(|(d, _)| d == &digest)
+                    .map(|(_, inv)| inv.clone())
+                    .expect("every missing layer was read")
+            });
+            (digest, inv)
+        })
+        .collect())
+}
+
+/// Read `layers` from `source`, up to [`Limits::parallel_layers`] at a
+/// time (layers are independent until [`merge`]). Results come back in the
+/// order given; on failure, the error of the first failing layer in that
+/// order, and the remaining layers are not started.
+fn read_layers(
+    source: &dyn BlobSource,
+    layers: &[(Digest, oci::LayerCompression)],
+    limits: &Limits,
+) -> Result<Vec<(Digest, LayerInventory)>, CatalogError> {
+    let read_one = |(digest, compression): &(Digest, oci::LayerCompression)| {
+        let reader = source.open_blob(digest).map_err(|e| CatalogError::Open {
+            layer: digest.clone(),
+            source: e,
+        })?;
+        catalog_layer(reader, *compression, digest, limits).map(|inv| (digest.clone(), inv))
+    };
+    let threads = limits.parallel_layers.clamp(1, layers.len().max(1));
+    if threads == 1 {
+        return layers.iter().map(read_one).collect();
+    }
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    type Slot = Option<Result<(Digest, LayerInventory), CatalogError>>;
+    let results: Mutex<Vec<Slot>> = Mutex::new((0..layers.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(layer) = layers.get(i) else { break };
+                    let result = read_one(layer);
+                    if result.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    results.lock().expect("no panics while held")[i] = Some(result);
+                }
+            });
+        }
+    });
+    // Slots left empty were never started because a layer failed.
+    let mut out = Vec::with_capacity(layers.len());
+    for result in results
+        .into_inner()
+        .expect("no panics while held")
+        .into_iter()
+        .flatten()
+    {
+        out.push(result?);
     }
     Ok(out)
 }

@@ -27,6 +27,10 @@ pub struct Limits {
     pub verify_digest: bool,
     /// Where to make the private scratch file (default: the system's).
     pub scratch_dir: Option<PathBuf>,
+    /// How many of an image's uncached layers are read at once (default:
+    /// the number of CPUs, at most 4). Each reader uses its own fixed
+    /// buffers, so memory grows with this number, not with layer size.
+    pub parallel_layers: usize,
 }
 
 impl Default for Limits {
@@ -42,6 +46,9 @@ impl Default for Limits {
             scan_binaries: true,
             verify_digest: true,
             scratch_dir: None,
+            parallel_layers: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(4),
         }
     }
 }

@@ -278,3 +278,56 @@ fn cache_hit_gives_the_same_inventory() {
     let second = catalog::catalog_image(&Nothing, &m, &cache, &Limits::default()).unwrap();
     assert_eq!(first, second);
 }
+
+#[test]
+fn layers_read_in_parallel_match_a_sequential_read() {
+    let l = layout();
+    for tag in ["python-app", "node-app", "rust-app"] {
+        let (_, m) = image_manifest(&l, tag);
+        assert!(m.layers.len() > 1, "{tag} has one layer");
+        let read = |parallel_layers| {
+            let limits = Limits {
+                parallel_layers,
+                ..Limits::default()
+            };
+            catalog::catalog_image_layers(&l, &m, &catalog::NoCache, &limits).unwrap()
+        };
+        let sequential = read(1);
+        let parallel = read(4);
+        let digests: Vec<_> = m.layers.iter().map(|d| d.digest.clone()).collect();
+        assert_eq!(
+            parallel.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
+            digests,
+            "{tag}: layers in manifest order"
+        );
+        assert_eq!(sequential, parallel, "{tag}");
+    }
+}
+
+#[test]
+fn a_failing_layer_read_in_parallel_is_the_error_reported() {
+    let l = layout();
+    let (_, m) = image_manifest(&l, "python-app");
+    let bad = m.layers.last().unwrap().digest.clone();
+    // Every layer but the top one is readable.
+    struct AllBut<'a>(&'a catalog::layout::OciLayout, oci::Digest);
+    impl oci::BlobSource for AllBut<'_> {
+        fn open_blob(&self, d: &oci::Digest) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+            if d == &self.1 {
+                return Err(std::io::Error::other("gone"));
+            }
+            self.0.open_blob(d)
+        }
+    }
+    let cache = MemoryCache::new();
+    let limits = Limits {
+        parallel_layers: 4,
+        ..Limits::default()
+    };
+    let err =
+        catalog::catalog_image_layers(&AllBut(&l, bad.clone()), &m, &cache, &limits).unwrap_err();
+    assert!(
+        matches!(&err, catalog::CatalogError::Open { layer, .. } if layer == &bad),
+        "{err:?}"
+    );
+}
