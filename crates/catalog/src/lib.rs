@@ -76,7 +76,8 @@ use oci::{BlobSource, Descriptor, Digest, ImageIndex, ImageManifest, Platform};
 /// or changes what it reports: cached [`LayerInventory`] values carry the
 /// version they were made with and are ignored when it differs.
 /// 2: NDB `Packages.db` (SUSE) is read.
-pub const CATALOG_VERSION: u32 = 2;
+/// 3: Go 1.13–1.17 build info (the pointer form) is read.
+pub const CATALOG_VERSION: u32 = 3;
 
 /// Catalog one image (one platform): each layer from `cache` when present,
 /// otherwise read from `source` and stored in `cache`, then [`merge`]d.

@@ -2,7 +2,10 @@
 //!
 //! Go (1.18+) embeds its build information inline after the 16-byte aligned
 //! magic `\xff Go buildinf:`, so it is found while streaming the file, with
-//! no need to parse the container format. cargo-auditable puts
+//! no need to parse the container format. Go 1.13 to 1.17 put two pointers
+//! there instead (to the version and module info strings); those are
+//! resolved through the executable's segment table, from the spooled copy.
+//! cargo-auditable puts
 //! zlib-compressed JSON in a `.dep-v0` section; finding a section needs
 //! random access, so the executable is spooled to the private scratch file
 //! while streaming and the `object` crate reads its section table from
@@ -102,10 +105,21 @@ pub(crate) fn scan(
         go_blob = Some(window[at..].to_vec());
     }
     if let Some(blob) = go_blob {
-        match go_build_info(&blob) {
+        let info = if is_pointer_format(&blob) {
+            match spool.filter(|_| !spool_failed) {
+                Some(f) => {
+                    f.flush()?;
+                    go_pointer_build_info(&blob, f)
+                }
+                None => None,
+            }
+        } else {
+            go_build_info(&blob)
+        };
+        match info {
             Some((version, modinfo)) => return Ok(go_packages(&version, &modinfo, ctx)),
             None => out.warnings.push(format!(
-                "{}: Go build info in the pre-1.18 format is not read",
+                "{}: Go build info found but not readable",
                 ctx.location
             )),
         }
@@ -153,6 +167,56 @@ fn go_build_info(blob: &[u8]) -> Option<(String, String)> {
     };
     let version = next()?;
     let modinfo = next()?;
+    Some((version, modinfo))
+}
+
+/// Whether a build info header is the Go 1.13–1.17 form (pointers to the
+/// strings rather than the strings inline).
+fn is_pointer_format(blob: &[u8]) -> bool {
+    blob.len() >= 32 && blob[15] & 2 == 0
+}
+
+/// Go 1.13–1.17 build info: after the magic, the pointer size and flags
+/// (bit 0: big-endian), two pointers to Go string headers (data pointer,
+/// length) for the version and the module info. The addresses are virtual,
+/// so they are mapped to file bytes through the executable's segments.
+fn go_pointer_build_info(blob: &[u8], file: &std::fs::File) -> Option<(String, String)> {
+    use object::{Object, ObjectSegment};
+    let ptr_size = usize::from(blob[14]);
+    if ptr_size != 4 && ptr_size != 8 {
+        return None;
+    }
+    let big_endian = blob[15] & 1 != 0;
+    let read_ptr = |b: &[u8]| -> Option<u64> {
+        let b = b.get(..ptr_size)?;
+        let mut v = 0u64;
+        for i in 0..ptr_size {
+            let byte = if big_endian {
+                b[i]
+            } else {
+                b[ptr_size - 1 - i]
+            };
+            v = (v << 8) | u64::from(byte);
+        }
+        Some(v)
+    };
+    let cache = object::ReadCache::new(file);
+    let obj = object::File::parse(&cache).ok()?;
+    let read_at = |address: u64, size: u64| -> Option<&[u8]> {
+        obj.segments()
+            .find_map(|seg| seg.data_range(address, size).ok().flatten())
+    };
+    let read_string = |header_addr: u64| -> Option<String> {
+        let header = read_at(header_addr, 2 * ptr_size as u64)?;
+        let data = read_ptr(header)?;
+        let len = read_ptr(&header[ptr_size..])?;
+        if len > GO_CAPTURE as u64 {
+            return None;
+        }
+        Some(String::from_utf8_lossy(read_at(data, len)?).into_owned())
+    };
+    let version = read_string(read_ptr(&blob[16..])?)?;
+    let modinfo = read_string(read_ptr(&blob[16 + ptr_size..])?).unwrap_or_default();
     Some((version, modinfo))
 }
 
@@ -301,6 +365,82 @@ mod tests {
             ]
         );
         assert_eq!(p[1].purl, "pkg:golang/github.com/pkg/errors@v0.9.1");
+    }
+
+    /// A minimal little-endian ELF64 executable: one PT_LOAD segment
+    /// mapping the whole file at `BASE`, a Go 1.13–1.17 build info header
+    /// at 0x100 pointing at string headers at 0x140 and 0x150.
+    fn pointer_format_elf(version: &str, modinfo: &str) -> Vec<u8> {
+        const BASE: u64 = 0x40_0000;
+        let mut f = vec![0u8; 0x200];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2; // 64-bit
+        f[5] = 1; // little-endian
+        f[6] = 1;
+        f[16..18].copy_from_slice(&2u16.to_le_bytes()); // executable
+        f[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+        f[20..24].copy_from_slice(&1u32.to_le_bytes());
+        f[24..32].copy_from_slice(&BASE.to_le_bytes()); // entry
+        f[32..40].copy_from_slice(&64u64.to_le_bytes()); // program headers
+        f[52..54].copy_from_slice(&64u16.to_le_bytes());
+        f[54..56].copy_from_slice(&56u16.to_le_bytes());
+        f[56..58].copy_from_slice(&1u16.to_le_bytes());
+        f[58..60].copy_from_slice(&64u16.to_le_bytes());
+        let strings_at = f.len() as u64;
+        f.extend_from_slice(version.as_bytes());
+        f.extend_from_slice(modinfo.as_bytes());
+        f.resize(f.len().next_multiple_of(16) + 64, 0);
+        let len = f.len() as u64;
+        let ph = 64;
+        f[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        f[ph + 4..ph + 8].copy_from_slice(&5u32.to_le_bytes());
+        f[ph + 16..ph + 24].copy_from_slice(&BASE.to_le_bytes());
+        f[ph + 24..ph + 32].copy_from_slice(&BASE.to_le_bytes());
+        f[ph + 32..ph + 40].copy_from_slice(&len.to_le_bytes());
+        f[ph + 40..ph + 48].copy_from_slice(&len.to_le_bytes());
+        f[ph + 48..ph + 56].copy_from_slice(&0x1000u64.to_le_bytes());
+        f[0x100..0x10e].copy_from_slice(GO_MAGIC);
+        f[0x10e] = 8;
+        f[0x10f] = 0; // little-endian, pointer form
+        f[0x110..0x118].copy_from_slice(&(BASE + 0x140).to_le_bytes());
+        f[0x118..0x120].copy_from_slice(&(BASE + 0x150).to_le_bytes());
+        let header = |f: &mut Vec<u8>, at: usize, data: u64, len: usize| {
+            f[at..at + 8].copy_from_slice(&(BASE + data).to_le_bytes());
+            f[at + 8..at + 16].copy_from_slice(&(len as u64).to_le_bytes());
+        };
+        header(&mut f, 0x140, strings_at, version.len());
+        header(
+            &mut f,
+            0x150,
+            strings_at + version.len() as u64,
+            modinfo.len(),
+        );
+        f
+    }
+
+    #[test]
+    fn reads_go_1_13_to_1_17_pointer_build_info() {
+        let modinfo = format!(
+            "{}path\texample.com/tool\nmod\texample.com/tool\t(devel)\t\ndep\tgolang.org/x/text\tv0.3.2\th1:x\n{}",
+            "0123456789abcdef", "\n123456789abcdef"
+        );
+        let file = pointer_format_elf("go1.16.15", &modinfo);
+        let mut spool = tempfile::tempfile().unwrap();
+        let mut out = LayerInventory::new();
+        let mut rest = &file[64..];
+        let p = scan(&file[..64], &mut rest, Some(&mut spool), &ctx(), &mut out).unwrap();
+        let got: Vec<String> = p
+            .iter()
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect();
+        assert_eq!(got, ["stdlib@v1.16.15", "golang.org/x/text@v0.3.2"]);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        // Without the spooled copy the pointers cannot be followed: a
+        // warning, no packages.
+        let mut rest = &file[64..];
+        let p = scan(&file[..64], &mut rest, None, &ctx(), &mut out).unwrap();
+        assert!(p.is_empty());
+        assert_eq!(out.warnings.len(), 1);
     }
 
     #[test]
