@@ -147,6 +147,11 @@ impl registry::EventSink for Service {
 /// Everything `drydock serve` needs: open the assessor over the registry,
 /// the catalog and the vulnerability database handle, start it, and
 /// register it as the registry's event sink.
+///
+/// Layers are read without checking their digest again
+/// ([`catalog::Limits::verify_digest`] is turned off): the registry's blob
+/// store verified each one before committing it, and the second hash would
+/// be most of the cost of reading an incompressible layer.
 pub async fn start_with_registry(
     opts: crate::Options,
     registry: registry::Registry,
@@ -154,6 +159,10 @@ pub async fn start_with_registry(
     limits: catalog::Limits,
     clock: Arc<dyn crate::Clock>,
 ) -> anyhow::Result<Service> {
+    let limits = catalog::Limits {
+        verify_digest: false,
+        ..limits
+    };
     let service = Service::open(
         opts,
         Arc::new(RegistrySource(registry.clone())),
