@@ -2,9 +2,12 @@
 //!
 //! 1. Push-to-findings latency: skopeo pushes real images into a registry
 //!    on 127.0.0.1 with the assessor attached; the time from skopeo's exit
-//!    to the digest's status `done` (findings stored) is measured, with a
-//!    cold layer cache (every layer read) and a warm one (layers cataloged
-//!    before, as for a rebuilt image on a known base).
+//!    to the digest's status `done` (findings stored) is measured in three
+//!    states: "new" (no blob of the image in the registry: every blob is
+//!    uploaded, and layers are cataloged as their uploads complete), "cold"
+//!    (blobs already stored but the layer cache empty: every layer is read
+//!    after the manifest arrives) and "warm" (layers cataloged before, as
+//!    for a rebuilt image on a known base).
 //! 2. Re-assessment: 10,000 stored inventories, generated from the real
 //!    images' inventories with varied versions, re-matched after a
 //!    vulnerability database update.
@@ -68,6 +71,21 @@ fn vary(inv: &inventory::Inventory, i: usize) -> inventory::Inventory {
     inv
 }
 
+/// Empty the registry (every manifest deleted, then collected with no
+/// grace period), so the next push uploads every blob again.
+async fn empty_registry(registry: &registry::Registry, data: &Path) {
+    for repo in registry.repositories() {
+        for m in registry.manifests(&repo) {
+            let _ = registry.delete_manifest(&repo, &m.digest);
+        }
+    }
+    let gc = registry::GcOptions {
+        dry_run: false,
+        grace: Duration::ZERO,
+    };
+    registry::gc(data, gc).await.unwrap();
+}
+
 fn main() {
     let images = std::env::var_os("DRYDOCK_TEST_IMAGES")
         .map(PathBuf::from)
@@ -123,7 +141,7 @@ fn main() {
         for tag in &pushed {
             let tag = tag.as_str();
             let digest = digest_of(&layout, tag);
-            for cold in [true, false] {
+            for state in ["new", "cold", "warm"] {
                 let mut lat = Vec::new();
                 let mut push = Vec::new();
                 let mut commit = Vec::new();
@@ -131,7 +149,10 @@ fn main() {
                     let repo = format!("bench/{tag}");
                     // Forget the digest so the next push is a new assessment.
                     svc.manifest_deleted(&repo, &digest);
-                    if cold {
+                    if state == "new" {
+                        empty_registry(&registry, &data).await;
+                    }
+                    if state != "warm" {
                         svc.store().clear_layer_cache().unwrap();
                     }
                     let t0 = Instant::now();
@@ -164,7 +185,7 @@ fn main() {
                 all.extend(commit.iter().copied());
                 println!(
                     "| {tag} | {} | {pushes} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
-                    if cold { "cold" } else { "warm" },
+                    state,
                     pct(&push, 0.5),
                     pct(&commit, 0.5),
                     pct(&commit, 0.99),

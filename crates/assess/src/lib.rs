@@ -9,6 +9,9 @@
 //!   start, jobs interrupted by a crash are queued again and every manifest
 //!   the registry holds that the assessor never saw is queued (covering a
 //!   crash between the registry's commit and the enqueue).
+//! - **Upload-time reads.** [`Service::blob_pushed`] hands each blob new to
+//!   the registry to a small pool of readers that catalog it if it is a
+//!   layer, before the manifest naming it arrives (`service/prefetch.rs`).
 //! - **Queue.** Persistent, deduplicated by digest, with per-digest status:
 //!   `queued`, `cataloging`, `matching`, `done`, `failed` (with the error),
 //!   `unsupported` (artifacts that are not images: signatures, SBOMs…,

@@ -97,6 +97,34 @@ impl Cataloger for CatalogCataloger {
         catalog::catalog_image(source, manifest, &CacheAdapter(cache), &self.limits)
             .map_err(|e| e.to_string())
     }
+
+    fn prefetch_layer(&self, source: &dyn BlobSource, layer: &Digest, cache: &dyn RawLayerCache) {
+        use catalog::LayerCache;
+        use std::io::Read;
+        let cache = CacheAdapter(cache);
+        if cache.get(layer, catalog::CATALOG_VERSION).is_some() {
+            return;
+        }
+        let Ok(mut reader) = source.open_blob(layer) else {
+            return;
+        };
+        let mut head = Vec::with_capacity(catalog::SNIFF_LEN);
+        if (&mut reader)
+            .take(catalog::SNIFF_LEN as u64)
+            .read_to_end(&mut head)
+            .is_err()
+        {
+            return;
+        }
+        let Some(compression) = catalog::sniff_layer(&head) else {
+            return; // a config, or some other non-layer blob
+        };
+        let stream = std::io::Cursor::new(head).chain(reader);
+        match catalog::catalog_layer(stream, compression, layer, &self.limits) {
+            Ok(inv) => cache.put(layer, catalog::CATALOG_VERSION, &inv),
+            Err(e) => tracing::debug!(%layer, error = %e, "blob not cataloged on upload"),
+        }
+    }
 }
 
 impl VulnDatabase for vulndb::Database {
@@ -140,6 +168,7 @@ impl registry::EventSink for Service {
                 self.manifest_deleted(repo.as_str(), &digest.to_string())
             }
             registry::Event::TagDeleted { .. } => {}
+            registry::Event::BlobPushed { digest, .. } => self.blob_pushed(digest),
         }
     }
 }

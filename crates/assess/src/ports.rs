@@ -41,4 +41,12 @@ pub trait Cataloger: Send + Sync + 'static {
         manifest: &ImageManifest,
         cache: &dyn RawLayerCache,
     ) -> Result<Inventory, String>;
+    /// Read one blob that no manifest names yet, as it arrives, and put
+    /// its layer result into `cache` if it turns out to be a layer, so the
+    /// image's assessment finds it done. Best effort: anything that goes
+    /// wrong is left for [`Cataloger::catalog`] to meet and report. The
+    /// default does nothing.
+    fn prefetch_layer(&self, source: &dyn BlobSource, layer: &Digest, cache: &dyn RawLayerCache) {
+        let _ = (source, layer, cache);
+    }
 }

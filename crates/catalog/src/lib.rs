@@ -188,6 +188,25 @@ fn read_layers(
     Ok(out)
 }
 
+/// How much of a blob [`sniff_layer`] needs to see.
+pub const SNIFF_LEN: usize = 512;
+
+/// Whether the first bytes of a blob (at least [`SNIFF_LEN`] of them when
+/// the blob is that long) look like a filesystem layer, and how it is
+/// compressed: a gzip or zstd stream, or a tar archive (the `ustar` magic).
+/// For reading a blob before any manifest says what it is.
+pub fn sniff_layer(head: &[u8]) -> Option<oci::LayerCompression> {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Some(oci::LayerCompression::Gzip)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(oci::LayerCompression::Zstd)
+    } else if head.get(257..262) == Some(b"ustar") {
+        Some(oci::LayerCompression::None)
+    } else {
+        None
+    }
+}
+
 /// One platform of an index, cataloged.
 #[derive(Debug, Clone)]
 pub struct PlatformInventory {

@@ -106,6 +106,9 @@ pub struct AssessConfig {
     pub rescan_window_days: u32,
     /// Longest time between re-assessments of an image in the window.
     pub rescan_interval_hours: u32,
+    /// Catalog each new layer as soon as its upload completes, before the
+    /// manifest arrives. Env: `DRYDOCK_ASSESS_CATALOG_ON_UPLOAD`.
+    pub catalog_on_upload: bool,
     /// Default health rule: unhealthy at or above this severity…
     pub threshold: assess::Severity,
     /// …counting only findings that have a fix.
@@ -124,6 +127,7 @@ impl Default for AssessConfig {
             workers: 2,
             rescan_window_days: 30,
             rescan_interval_hours: 24,
+            catalog_on_upload: true,
             threshold: assess::Severity::High,
             fixable_only: true,
             policy: Vec::new(),
@@ -138,12 +142,22 @@ impl AssessConfig {
         let mut opts = assess::Options::new(data);
         opts.workers = self.workers;
         opts.rescan_window_days = self.rescan_window_days;
+        opts.catalog_on_upload = self.catalog_on_upload;
         opts.rescan_interval = time::Duration::hours(i64::from(self.rescan_interval_hours));
         opts.policy.rules = self.policy.clone();
         opts.policy.default.threshold = self.threshold;
         opts.policy.default.fixable_only = self.fixable_only;
         opts.webhooks = self.webhooks.clone();
         opts
+    }
+}
+
+/// A boolean environment variable's value.
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => bail!("{key}: expected true or false, not {v:?}"),
     }
 }
 
@@ -208,12 +222,11 @@ impl Config {
                 .parse()
                 .with_context(|| format!("DRYDOCK_RESCAN_WINDOW_DAYS: not a number: {v:?}"))?;
         }
+        if let Some(v) = get("DRYDOCK_ASSESS_CATALOG_ON_UPLOAD") {
+            self.assess.catalog_on_upload = parse_bool("DRYDOCK_ASSESS_CATALOG_ON_UPLOAD", &v)?;
+        }
         if let Some(v) = get("DRYDOCK_IMPORT_ALLOW_LOCAL") {
-            self.import.allow_local = match v.as_str() {
-                "1" | "true" | "yes" => true,
-                "0" | "false" | "no" => false,
-                _ => bail!("DRYDOCK_IMPORT_ALLOW_LOCAL: expected true or false, not {v:?}"),
-            };
+            self.import.allow_local = parse_bool("DRYDOCK_IMPORT_ALLOW_LOCAL", &v)?;
         }
         if self.assess.workers == 0 {
             bail!("assess.workers must be at least 1");
@@ -326,6 +339,14 @@ mod tests {
         d.apply_env(|k| (k == "DRYDOCK_IMPORT_ALLOW_LOCAL").then(|| "no".into()))
             .unwrap();
         assert!(!d.import.allow_local);
+        assert!(d.assess.catalog_on_upload);
+        d.apply_env(|k| (k == "DRYDOCK_ASSESS_CATALOG_ON_UPLOAD").then(|| "false".into()))
+            .unwrap();
+        assert!(!d.assess.options(Path::new("d")).catalog_on_upload);
+        assert!(
+            d.apply_env(|k| (k == "DRYDOCK_ASSESS_CATALOG_ON_UPLOAD").then(|| "maybe".into()))
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! In-process blob API: ingest, existence, linking, deletion and readers.
 
-use crate::{ErrorCode, Registry, RegistryError, blocking, ingest_error, nanos};
+use crate::{ErrorCode, Event, Registry, RegistryError, blocking, ingest_error, nanos};
 use bytes::Bytes;
 use futures::Stream;
 use oci::{Digest, Digester, Name};
@@ -91,8 +91,9 @@ impl Registry {
         size: u64,
     ) -> Result<(), RegistryError> {
         let store = &self.inner.store;
-        let _lock = store.gc_lock_shared()?;
-        if store.blobs.commit(path, digest)? {
+        let lock = store.gc_lock_shared()?;
+        let new = store.blobs.commit(path, digest)?;
+        if new {
             self.inner.metrics.storage_blobs.inc();
             self.inner.metrics.storage_bytes.add(size as i64);
         }
@@ -102,6 +103,14 @@ impl Registry {
             size,
             nanos(OffsetDateTime::now_utc()),
         )?;
+        drop(lock);
+        if new {
+            self.emit(Event::BlobPushed {
+                repo: repo.clone(),
+                digest: digest.clone(),
+                size,
+            });
+        }
         Ok(())
     }
 

@@ -99,6 +99,14 @@ impl Origin {
 /// A committed change.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// A blob new to the store was committed (uploaded, not mounted). No
+    /// manifest needs to name it yet: subscribers may start reading it
+    /// while the client is still uploading the rest of the image.
+    BlobPushed {
+        repo: Name,
+        digest: Digest,
+        size: u64,
+    },
     ManifestPushed {
         repo: Name,
         digest: Digest,
@@ -248,7 +256,7 @@ impl Registry {
             .push(sink);
     }
 
-    fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         let sinks = self.inner.sinks.read().unwrap_or_else(|p| p.into_inner());
         for s in sinks.iter() {
             s.on_event(&event);

@@ -485,8 +485,24 @@ async fn manifests_push_pull_validate_delete() {
         .recent_pulls(time::OffsetDateTime::now_utc() - Duration::from_secs(60));
     assert_eq!(pulls.len(), 1);
     assert_eq!(pulls[0].1, md);
+    {
+        let events = events.0.lock().unwrap();
+        // Each new blob as it was committed, then the manifest.
+        assert!(
+            matches!(&events[0], Event::BlobPushed { digest, size, .. } if *digest == cd && *size == config.len() as u64)
+        );
+        assert!(matches!(&events[1], Event::BlobPushed { digest, .. } if *digest == ld));
+        assert!(
+            matches!(&events[2], Event::ManifestPushed { tag: Some(t), origin: Origin::Push, .. } if t.as_str() == "v1")
+        );
+    }
+    // The same content pushed again (here, to another repository) is not
+    // new to the store: no event.
+    s.push_blob("other", layer).await;
     assert!(
-        matches!(&events.0.lock().unwrap()[0], Event::ManifestPushed { tag: Some(t), origin: Origin::Push, .. } if t.as_str() == "v1")
+        !events.0.lock().unwrap()[3..]
+            .iter()
+            .any(|e| matches!(e, Event::BlobPushed { .. }))
     );
 
     // Unknown blob: refused, tag unchanged.

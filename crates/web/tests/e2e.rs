@@ -608,3 +608,82 @@ async fn restart_mid_queue_loses_no_job() {
     }
     svc.shutdown();
 }
+
+/// Layers are cataloged as their uploads complete, before any manifest
+/// names them; the manifest's assessment then only merges and matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_are_cataloged_as_they_are_uploaded() {
+    use assess::RawLayerCache;
+    let Some(layout) = prerequisites() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let s = start(data.path(), 1).await;
+    let manifest_digest = manifest_digest(&layout, "bookworm-base");
+    let blob = |d: &str| {
+        std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let manifest: Value = serde_json::from_slice(&blob(&manifest_digest)).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    for d in std::iter::once(&config).chain(&layers) {
+        let r = s
+            .http
+            .post(s.url(&format!("/v2/early/base/blobs/uploads/?digest={d}")))
+            .body(blob(d))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{d}");
+    }
+    // No manifest yet: nothing is queued, yet every layer gets cataloged.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for layer in &layers {
+        while s
+            .service
+            .store()
+            .get(layer, catalog::CATALOG_VERSION)
+            .is_none()
+        {
+            assert!(Instant::now() < deadline, "{layer} not cataloged on upload");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(s.service.store().image(&manifest_digest).unwrap().is_none());
+    // The config is JSON, not a layer: never cataloged.
+    assert!(
+        s.service
+            .store()
+            .get(&config, catalog::CATALOG_VERSION)
+            .is_none()
+    );
+    // Now the manifest: its assessment uses those results.
+    let r = s
+        .http
+        .put(s.url("/v2/early/base/manifests/v1"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(blob(&manifest_digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v = s.wait_done(&manifest_digest).await;
+    assert_eq!(v["status"], "done", "{v}");
+    let (_, inv) = s
+        .get(&format!("/api/v1/images/{manifest_digest}?inventory=true"))
+        .await;
+    assert!(
+        inv.to_string().contains("\"libc6\""),
+        "inventory without libc6: {inv}"
+    );
+}

@@ -2,6 +2,7 @@
 //! scheduler ([`rematch`]) and the webhook delivery loop ([`notifications`]).
 
 mod notifications;
+mod prefetch;
 mod rematch;
 mod worker;
 
@@ -52,6 +53,9 @@ pub struct Options {
     pub webhook_timeout: StdDuration,
     /// Webhooks from the configuration file, registered at start.
     pub webhooks: Vec<WebhookConfig>,
+    /// Catalog each new layer as soon as its upload is committed, before
+    /// the manifest arrives (see `service/prefetch.rs`).
+    pub catalog_on_upload: bool,
 }
 
 impl Options {
@@ -67,6 +71,7 @@ impl Options {
             webhook_backoff: StdDuration::from_secs(2),
             webhook_timeout: StdDuration::from_secs(10),
             webhooks: Vec::new(),
+            catalog_on_upload: true,
         }
     }
 }
@@ -83,6 +88,9 @@ pub(crate) struct Inner {
     rematch_lock: tokio::sync::Mutex<()>,
     shutdown: watch::Sender<bool>,
     http: reqwest::Client,
+    pub(crate) prefetch: prefetch::Prefetch,
+    /// Taken by [`Service::start`] for the prefetch readers.
+    prefetch_rx: std::sync::Mutex<Option<std::sync::mpsc::Receiver<oci::Digest>>>,
 }
 
 /// The assessment service. Cheap to clone.
@@ -107,6 +115,7 @@ impl Service {
             .build()
             .context("cannot build the webhook HTTP client")?;
         let (shutdown, _) = watch::channel(false);
+        let (prefetch, prefetch_rx) = prefetch::Prefetch::new();
         Ok(Service {
             inner: Arc::new(Inner {
                 store,
@@ -120,6 +129,8 @@ impl Service {
                 rematch_lock: tokio::sync::Mutex::new(()),
                 shutdown,
                 http,
+                prefetch,
+                prefetch_rx: std::sync::Mutex::new(Some(prefetch_rx)),
             }),
         })
     }
@@ -162,6 +173,15 @@ impl Service {
             tracing::info!(found, "manifests never assessed are queued");
         }
         self.register_configured_webhooks()?;
+        let prefetch_rx = self
+            .inner
+            .prefetch_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(rx) = prefetch_rx {
+            prefetch::spawn_readers(Arc::downgrade(&self.inner), rx, self.inner.opts.workers);
+        }
         for _ in 0..self.inner.opts.workers {
             let this = self.clone();
             tokio::spawn(async move { this.worker_loop().await });

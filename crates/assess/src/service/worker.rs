@@ -129,7 +129,14 @@ impl Service {
                     let source = this.inner.source.blob_source();
                     this.inner
                         .cataloger
-                        .catalog(source.as_ref(), &manifest, &this.inner.store)
+                        .catalog(
+                            source.as_ref(),
+                            &manifest,
+                            &super::prefetch::AfterPrefetch {
+                                store: &this.inner.store,
+                                prefetch: &this.inner.prefetch,
+                            },
+                        )
                         .map_err(|e| anyhow!("cataloging failed: {e}"))
                 })
                 .await??;
