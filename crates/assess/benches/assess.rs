@@ -138,6 +138,9 @@ fn main() {
             .map(|t| t.split(',').map(str::to_string).collect())
             .unwrap_or_else(|_| tags.iter().map(|t| t.to_string()).collect());
         let mut all = Vec::new();
+        // Each image's inventory, kept for the re-assessment part (emptying
+        // the registry for a "new" push forgets the others).
+        let mut inventories_by_tag = std::collections::HashMap::new();
         for tag in &pushed {
             let tag = tag.as_str();
             let digest = digest_of(&layout, tag);
@@ -193,6 +196,8 @@ fn main() {
                     pct(&lat, 0.5),
                 );
             }
+            let inv = svc.store().inventory(&digest).unwrap().expect("assessed");
+            inventories_by_tag.insert(tag.to_string(), inv.1);
         }
         all.sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!(
@@ -212,7 +217,7 @@ fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let base: Vec<inventory::Inventory> = tags
             .iter()
-            .map(|t| svc.store().inventory(&digest_of(&layout, t)).unwrap().unwrap().1)
+            .map(|t| inventories_by_tag.remove(*t).expect("pushed above"))
             .collect();
         let t = Instant::now();
         let now = assess::clock::to_ms(time::OffsetDateTime::now_utc());
