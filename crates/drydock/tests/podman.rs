@@ -4,31 +4,7 @@
 mod cli_support;
 
 use cli_support::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
-use std::time::Duration;
-
-/// `Docker-Content-Digest` of a manifest HEAD on 127.0.0.1:PORT.
-fn manifest_digest(port: u16, name: &str, reference: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "HEAD /v2/{name}/manifests/{reference} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-         Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json\r\n\
-         Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = String::new();
-    s.read_to_string(&mut head).ok()?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    head.lines()
-        .find_map(|l| l.strip_prefix("docker-content-digest: "))
-        .map(|d| d.trim().to_string())
-}
 
 fn podman(args: &[&str]) -> String {
     let out = Command::new("podman")

@@ -332,3 +332,24 @@ pub fn package_set(report: &Value, platform: Option<&str>) -> BTreeSet<(String, 
         })
         .collect()
 }
+
+/// `Docker-Content-Digest` of a manifest HEAD on 127.0.0.1:PORT.
+pub fn manifest_digest(port: u16, name: &str, reference: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "HEAD /v2/{name}/manifests/{reference} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = String::new();
+    s.read_to_string(&mut head).ok()?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    head.lines()
+        .find_map(|l| l.strip_prefix("docker-content-digest: "))
+        .map(|d| d.trim().to_string())
+}
