@@ -1,5 +1,6 @@
-//! docker as a real client: the Docker engine pushes an image to drydock,
-//! pulls it back, and pulls a multi-platform index that skopeo pushed.
+//! docker and containerd as real clients: the Docker engine pushes an image
+//! to drydock, pulls it back, and pulls a multi-platform index that skopeo
+//! pushed; containerd copies an index between repositories.
 //!
 //! Needs a running Docker daemon. `.ci/run` installs and starts one and
 //! sets `DRYDOCK_REQUIRE_DOCKER=1`, which turns a missing daemon into a
@@ -96,4 +97,85 @@ fn docker_pushes_and_pulls() {
     let multi = format!("{addr}/docker/multi:v1");
     docker(&["pull", "-q", &multi]);
     docker(&["rmi", "-f", &image, &multi]);
+}
+
+/// containerd's socket: the engine's own, or a standalone daemon's.
+fn containerd_socket() -> Option<&'static str> {
+    [
+        "/var/run/docker/containerd/containerd.sock",
+        "/run/containerd/containerd.sock",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+}
+
+fn ctr(socket: &str, args: &[&str]) -> String {
+    let out = Command::new("ctr")
+        .args(["-a", socket, "-n", "drydock-test"])
+        .args(args)
+        .output()
+        .expect("run ctr");
+    assert!(
+        out.status.success(),
+        "ctr {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// containerd (through `ctr`, the engine's containerd) pulls every
+/// platform of an index and pushes it to another repository: the same
+/// index digest arrives.
+#[test]
+fn containerd_pulls_and_pushes_an_index() {
+    if !daemon_available() {
+        return;
+    }
+    let Some(socket) = containerd_socket() else {
+        assert!(
+            std::env::var_os("DRYDOCK_REQUIRE_DOCKER").is_none(),
+            "no containerd socket beside the Docker daemon"
+        );
+        eprintln!("no containerd socket; skipping");
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let addr = server.addr();
+    skopeo(&[
+        "copy",
+        "-q",
+        "--all",
+        "--dest-tls-verify=false",
+        &oci_target("multiarch"),
+        &format!("docker://{addr}/ctr/src:v1"),
+    ]);
+    let src = format!("{addr}/ctr/src:v1");
+    let dst = format!("{addr}/ctr/dst:v1");
+    ctr(
+        socket,
+        &["images", "pull", "--all-platforms", "--plain-http", &src],
+    );
+    ctr(socket, &["images", "tag", "--force", &src, &dst]);
+    ctr(socket, &["images", "push", "--plain-http", &dst]);
+    // The index digest is the one skopeo pushed, in both repositories.
+    let index_digest = |name: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-sfI",
+                "-H",
+                "Accept: application/vnd.oci.image.index.v1+json",
+                &format!("http://{addr}/v2/{name}/manifests/v1"),
+            ])
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("docker-content-digest: "))
+            .map(|d| d.trim().to_string())
+            .unwrap_or_else(|| panic!("no index at {name}"))
+    };
+    assert_eq!(index_digest("ctr/src"), index_digest("ctr/dst"));
+    ctr(socket, &["images", "rm", &src, &dst]);
 }
