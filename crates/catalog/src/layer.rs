@@ -2,6 +2,7 @@
 //! catalogers care about to them, record whiteouts.
 
 use crate::catalogers::{self, Handler, PkgCtx};
+use crate::targuard::{HeaderTooLarge, TarGuard};
 use crate::{CatalogError, FileFacts, FileKind, LayerInventory, Limits};
 use oci::{Digest, Digester, LayerCompression};
 use std::cell::Cell;
@@ -282,7 +283,7 @@ fn read_layer(
         };
         let mut buffered = BufReader::with_capacity(256 << 10, limited);
         walk(
-            &mut buffered,
+            TarGuard::new(&mut buffered, MAX_EXTENSION_HEADER),
             layer,
             limits,
             &mut out,
@@ -303,8 +304,18 @@ fn read_layer(
     Ok(out)
 }
 
+/// Largest PAX header or GNU long name accepted (the tar parser reads
+/// them into memory whole; real ones are a few hundred bytes).
+const MAX_EXTENSION_HEADER: u64 = 1 << 20;
+
 /// Map an I/O error from the stream to the error naming the layer.
 fn stream_error(layer: &Digest, e: io::Error, doing: &str) -> CatalogError {
+    if let Some(h) = e.get_ref().and_then(|i| i.downcast_ref::<HeaderTooLarge>()) {
+        return CatalogError::Limit {
+            layer: layer.clone(),
+            detail: h.to_string(),
+        };
+    }
     if let Some(limit) = e.get_ref().and_then(|i| i.downcast_ref::<StreamLimit>()) {
         return match limit {
             StreamLimit::TooLarge { .. } => CatalogError::Limit {

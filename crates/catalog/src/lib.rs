@@ -44,7 +44,8 @@
 //! - Memory is bounded by [`Limits`]: each file read into memory has a cap,
 //!   the uncompressed size has an absolute cap and a ratio cap against the
 //!   compressed bytes (decompression bombs), and the stream is processed in
-//!   fixed buffers however large the layer.
+//!   fixed buffers however large the layer. Tar extension headers (PAX,
+//!   GNU long names), which the tar parser reads whole, are capped too.
 //! - Every error names the layer digest. A truncated or corrupt stream is an
 //!   error even when the tar end marker was seen, because the whole
 //!   compressed stream is drained and (by default) its digest verified.
@@ -61,6 +62,7 @@ mod merge;
 mod model;
 pub mod purl;
 pub mod sbom;
+mod targuard;
 
 pub use cache::{DirCache, LayerCache, MemoryCache, NoCache};
 pub use error::CatalogError;

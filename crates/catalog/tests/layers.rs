@@ -257,6 +257,41 @@ fn decompression_bomb_is_stopped() {
 }
 
 #[test]
+fn oversized_pax_header_is_stopped_before_it_is_read() {
+    // A 64 MiB PAX record compresses to almost nothing and passes the bomb
+    // checks; the tar parser would read it into memory whole.
+    let record_len = 64 << 20;
+    let value_len = record_len - format!("{record_len} comment=\n").len();
+    let record = format!("{record_len} comment={}\n", "a".repeat(value_len));
+    assert_eq!(record.len(), record_len);
+    let mut h = tar::Header::new_ustar();
+    h.set_path("PaxHeaders/x").unwrap();
+    h.set_size(record.len() as u64);
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append(&h, record.as_bytes()).unwrap();
+    let mut f = tar::Header::new_ustar();
+    f.set_path("x").unwrap();
+    f.set_size(0);
+    f.set_cksum();
+    b.append(&f, &[][..]).unwrap();
+    let bytes = gzip(&b.into_inner().unwrap());
+    let d = Digest::sha256_of(&bytes);
+    let limits = Limits {
+        max_ratio: u64::MAX,
+        ..Limits::default()
+    };
+    let err = catalog_layer(&bytes[..], LayerCompression::Gzip, &d, &limits).unwrap_err();
+    assert!(matches!(err, CatalogError::Limit { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("PAX extended header") && msg.contains(&d.to_string()),
+        "{msg}"
+    );
+}
+
+#[test]
 fn truncated_gzip_is_a_clear_error() {
     let (_, _) = base();
     let full = LayerBuilder::new()
