@@ -687,3 +687,76 @@ async fn layers_are_cataloged_as_they_are_uploaded() {
         "inventory without libc6: {inv}"
     );
 }
+
+/// An image kept healthy only by an exemption becomes unhealthy when the
+/// exemption expires; webhooks hear it at the next scheduler tick, not at
+/// the next re-match, and only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_exemption_notifies_without_a_rematch() {
+    let Some(layout) = tokio::task::spawn_blocking(prerequisites).await.unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let d2 = data.clone();
+    tokio::task::spawn_blocking(move || {
+        import_db(&d2, &["osv/Debian/all.zip", "osv/PyPI/all.zip"])
+    })
+    .await
+    .unwrap();
+    let s = start(&data, 1).await;
+    let (hook_url, received) = receiver().await;
+    let (st, hook) = s
+        .post(
+            "/api/v1/webhooks",
+            json!({"url": hook_url, "secret": SECRET}),
+        )
+        .await;
+    assert_eq!(st, 201, "{hook}");
+    let hook_id = hook["id"].as_str().unwrap().to_string();
+    let (st, ex) = s
+        .post(
+            "/api/v1/exemptions",
+            json!({
+                "severity": "critical", "repository": "held", "reason": "until the rebuild",
+                "author": "sec-team",
+                "expires_at": assess::clock::rfc3339(s.clock.now() + time::Duration::hours(1)),
+            }),
+        )
+        .await;
+    assert_eq!(st, 201, "{ex}");
+
+    // Old PyPI packages with fixed high-severity advisories.
+    let app = manifest_digest(&layout, "python-app");
+    s.push(&layout, "python-app", "held:v1");
+    let v = s.wait_done(&app).await;
+    assert_eq!(v["health"]["healthy"], true, "{}", v["health"]);
+    assert!(wait_deliveries(&s, &hook_id).await.is_empty());
+
+    let before = s.clock.now();
+    s.clock.advance(time::Duration::hours(2));
+    let (_, v) = s.get(&format!("/api/v1/images/{app}")).await;
+    assert!(
+        unhealthy(&v),
+        "python-app has fixable high findings once unexempted: {}",
+        v["health"]
+    );
+    for _ in 0..2 {
+        let (svc, now) = (s.service.clone(), s.clock.now());
+        tokio::task::spawn_blocking(move || svc.notify_expired(before, now))
+            .await
+            .unwrap()
+            .unwrap();
+        let deliveries = wait_deliveries(&s, &hook_id).await;
+        assert_eq!(
+            deliveries.len(),
+            1,
+            "exactly one notification: {deliveries:?}"
+        );
+    }
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let body: Value = serde_json::from_slice(&got[0].2).unwrap();
+    assert_eq!(got[0].0, "image.unhealthy");
+    assert_eq!(body["digest"], app.as_str());
+}

@@ -14,6 +14,9 @@ impl Service {
         let mut stop = self.inner.shutdown.subscribe();
         let mut last_poll =
             OffsetDateTime::now_utc() - Duration::days(self.inner.opts.rescan_window_days as i64);
+        // Exemptions that expired before the service started were already
+        // expired when the images were last judged.
+        let mut expiry_checked = self.now();
         loop {
             if self.stopped() {
                 return;
@@ -39,11 +42,63 @@ impl Service {
             if let Err(e) = self.rematch_due().await {
                 tracing::warn!(error = %format!("{e:#}"), "re-matching failed");
             }
+            let now = self.now();
+            let this = self.clone();
+            match tokio::task::spawn_blocking(move || this.notify_expired(expiry_checked, now))
+                .await
+            {
+                Ok(Ok(())) => expiry_checked = now,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot check expired exemptions")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot check expired exemptions"),
+            }
             tokio::select! {
                 _ = stop.changed() => {}
                 _ = tokio::time::sleep(self.inner.opts.tick) => {}
             }
         }
+    }
+
+    /// When an exemption expired in `(since, now]`, the findings it hid
+    /// count again: judge every assessed image it could have covered anew,
+    /// so webhooks hear about images that became unhealthy by the expiry
+    /// alone, without waiting for the next re-match. Already-notified
+    /// problems are not repeated (the usual rule).
+    pub fn notify_expired(&self, since: OffsetDateTime, now: OffsetDateTime) -> Result<()> {
+        let expired: Vec<_> = self
+            .inner
+            .store
+            .exemptions()?
+            .into_iter()
+            .filter(|e| e.expires_at.is_some_and(|t| t > since && t <= now))
+            .collect();
+        if expired.is_empty() || self.inner.store.webhooks()?.is_empty() {
+            return Ok(());
+        }
+        for row in self.inner.store.all_images()? {
+            if row.status != crate::store::status::DONE || row.kind != "image" {
+                continue;
+            }
+            let covered = expired.iter().any(|e| {
+                e.repository
+                    .as_deref()
+                    .is_none_or(|r| crate::policy::glob_match(r, &row.repo))
+            });
+            if !covered {
+                continue;
+            }
+            if let Some(result) = self.inner.store.result(&row.digest)? {
+                self.notify_assessed(
+                    &row.digest,
+                    &row.repo,
+                    row.parent.as_deref(),
+                    result.db_version.as_deref(),
+                    &result.findings,
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Look at pulls now (normally done every tick).
