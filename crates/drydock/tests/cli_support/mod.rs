@@ -353,3 +353,20 @@ pub fn manifest_digest(port: u16, name: &str, reference: &str) -> Option<String>
         .find_map(|l| l.strip_prefix("docker-content-digest: "))
         .map(|d| d.trim().to_string())
 }
+
+/// `GET PATH` on 127.0.0.1:PORT, body parsed as JSON.
+pub fn get_json(port: u16, path: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
