@@ -13,17 +13,7 @@ use cli_support::*;
 use std::process::Command;
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    client("docker", args)
 }
 
 fn daemon_available() -> bool {
@@ -110,18 +100,9 @@ fn containerd_socket() -> Option<&'static str> {
 }
 
 fn ctr(socket: &str, args: &[&str]) -> String {
-    let out = Command::new("ctr")
-        .args(["-a", socket, "-n", "drydock-test"])
-        .args(args)
-        .output()
-        .expect("run ctr");
-    assert!(
-        out.status.success(),
-        "ctr {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut all = vec!["-a", socket, "-n", "drydock-test"];
+    all.extend_from_slice(args);
+    client("ctr", &all)
 }
 
 /// containerd (through `ctr`, the engine's containerd) pulls every

@@ -7,16 +7,7 @@ use cli_support::*;
 use std::process::Command;
 
 fn podman(args: &[&str]) -> String {
-    let out = Command::new("podman")
-        .args(args)
-        .output()
-        .expect("run podman");
-    assert!(
-        out.status.success(),
-        "podman {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    client("podman", args)
 }
 
 #[test]
@@ -54,19 +45,15 @@ fn podman_pulls_and_pushes() {
     podman(&["push", "-q", "--tls-verify=false", &dst]);
     let pushed = manifest_digest(server.port, "copy/debian", "podman").expect("pushed manifest");
     // podman reports the digest it pushed; the registry serves the same one.
-    let out = Command::new("podman")
-        .args([
-            "push",
-            "-q",
-            "--tls-verify=false",
-            "--digestfile",
-            "/dev/stdout",
-            &dst,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pushed);
+    let reported = podman(&[
+        "push",
+        "-q",
+        "--tls-verify=false",
+        "--digestfile",
+        "/dev/stdout",
+        &dst,
+    ]);
+    assert_eq!(reported, pushed);
 
     // And podman can pull what it pushed.
     podman(&["rmi", "-f", &src, &dst]);

@@ -115,6 +115,31 @@ impl Server {
         let s = r.status().as_u16();
         (s, r.json().await.unwrap_or(Value::Null))
     }
+    /// A webhook to a fresh loopback receiver: its id and what it received.
+    async fn add_webhook(&self) -> (String, Received) {
+        let (url, received) = receiver().await;
+        let (st, hook) = self
+            .post("/api/v1/webhooks", json!({"url": url, "secret": SECRET}))
+            .await;
+        assert_eq!(st, 201, "{hook}");
+        assert!(hook.get("secret").is_none(), "the secret is never shown");
+        (hook["id"].as_str().unwrap().to_string(), received)
+    }
+    /// Exempt critical-and-below findings in `repository` for an hour.
+    async fn exempt_for_an_hour(&self, repository: &str) {
+        let expires = self.clock.now() + time::Duration::hours(1);
+        let (st, ex) = self
+            .post(
+                "/api/v1/exemptions",
+                json!({
+                    "severity": "critical", "repository": repository,
+                    "reason": "accepted risk", "author": "sec-team",
+                    "expires_at": assess::clock::rfc3339(expires),
+                }),
+            )
+            .await;
+        assert_eq!(st, 201, "{ex}");
+    }
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .http
@@ -278,16 +303,7 @@ async fn assessment_end_to_end() {
     assert_eq!(s.handle.current().unwrap().version(), v1);
 
     // Webhook, and the API's answers to bad input.
-    let (hook_url, received) = receiver().await;
-    let (st, hook) = s
-        .post(
-            "/api/v1/webhooks",
-            json!({"url": hook_url, "secret": SECRET}),
-        )
-        .await;
-    assert_eq!(st, 201, "{hook}");
-    let hook_id = hook["id"].as_str().unwrap().to_string();
-    assert!(hook.get("secret").is_none(), "the secret is never shown");
+    let (hook_id, received) = s.add_webhook().await;
     for (path, want) in [
         ("/api/v1/images/not-a-digest", 400),
         (
@@ -440,17 +456,7 @@ async fn assessment_end_to_end() {
     assert_eq!(va2["diffs"]["previous_assessment"]["new"], json!([]));
 
     // Exemptions change health and expire by themselves.
-    let (st, ex) = s
-        .post(
-            "/api/v1/exemptions",
-            json!({
-                "severity": "critical", "repository": "app", "reason": "accepted risk",
-                "author": "sec-team",
-                "expires_at": assess::clock::rfc3339(s.clock.now() + time::Duration::hours(1)),
-            }),
-        )
-        .await;
-    assert_eq!(st, 201, "{ex}");
+    s.exempt_for_an_hour("app").await;
     let (_, v) = s.get(&format!("/api/v1/images/{app}")).await;
     assert_eq!(v["health"]["healthy"], true, "{}", v["health"]);
     assert_eq!(v["summary"]["total"], 0);
@@ -705,26 +711,8 @@ async fn an_expiring_exemption_notifies_without_a_rematch() {
     .await
     .unwrap();
     let s = start(&data, 1).await;
-    let (hook_url, received) = receiver().await;
-    let (st, hook) = s
-        .post(
-            "/api/v1/webhooks",
-            json!({"url": hook_url, "secret": SECRET}),
-        )
-        .await;
-    assert_eq!(st, 201, "{hook}");
-    let hook_id = hook["id"].as_str().unwrap().to_string();
-    let (st, ex) = s
-        .post(
-            "/api/v1/exemptions",
-            json!({
-                "severity": "critical", "repository": "held", "reason": "until the rebuild",
-                "author": "sec-team",
-                "expires_at": assess::clock::rfc3339(s.clock.now() + time::Duration::hours(1)),
-            }),
-        )
-        .await;
-    assert_eq!(st, 201, "{ex}");
+    let (hook_id, received) = s.add_webhook().await;
+    s.exempt_for_an_hour("held").await;
 
     // Old PyPI packages with fixed high-severity advisories.
     let app = manifest_digest(&layout, "python-app");

@@ -218,18 +218,26 @@ pub fn oci_target(tag: &str) -> String {
     format!("oci:{}:{tag}", oci_dir().display())
 }
 
-/// Run `skopeo ARGS...` and require success.
-pub fn skopeo(args: &[&str]) {
-    let out = Command::new("skopeo")
+/// Run an outside client (`program ARGS...`), require success, and return
+/// its standard output, trimmed.
+pub fn client(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .expect("run skopeo");
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
     assert!(
         out.status.success(),
-        "skopeo {args:?} failed: {}",
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Run `skopeo ARGS...` and require success.
+pub fn skopeo(args: &[&str]) {
+    client("skopeo", args);
 }
 
 /// A port that was free a moment ago.
