@@ -21,14 +21,7 @@ fn daemon_available() -> bool {
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !up {
-        assert!(
-            std::env::var_os("DRYDOCK_REQUIRE_DOCKER").is_none(),
-            "DRYDOCK_REQUIRE_DOCKER is set but no Docker daemon answers"
-        );
-        eprintln!("no Docker daemon; skipping");
-    }
-    up
+    present_or_skip(up, "a Docker daemon", "DRYDOCK_REQUIRE_DOCKER")
 }
 
 #[test]
@@ -76,14 +69,7 @@ fn docker_pushes_and_pulls() {
     );
 
     // A multi-platform index pushed by skopeo: docker picks its platform.
-    skopeo(&[
-        "copy",
-        "-q",
-        "--all",
-        "--dest-tls-verify=false",
-        &oci_target("multiarch"),
-        &format!("docker://{addr}/docker/multi:v1"),
-    ]);
+    push_test_image(&addr, "multiarch", "docker/multi:v1");
     let multi = format!("{addr}/docker/multi:v1");
     docker(&["pull", "-q", &multi]);
     docker(&["rmi", "-f", &image, &multi]);
@@ -113,25 +99,19 @@ fn containerd_pulls_and_pushes_an_index() {
     if !daemon_available() {
         return;
     }
-    let Some(socket) = containerd_socket() else {
-        assert!(
-            std::env::var_os("DRYDOCK_REQUIRE_DOCKER").is_none(),
-            "no containerd socket beside the Docker daemon"
-        );
-        eprintln!("no containerd socket; skipping");
+    let socket = containerd_socket();
+    if !present_or_skip(
+        socket.is_some(),
+        "containerd's socket",
+        "DRYDOCK_REQUIRE_DOCKER",
+    ) {
         return;
-    };
+    }
+    let socket = socket.expect("present");
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
     let addr = server.addr();
-    skopeo(&[
-        "copy",
-        "-q",
-        "--all",
-        "--dest-tls-verify=false",
-        &oci_target("multiarch"),
-        &format!("docker://{addr}/ctr/src:v1"),
-    ]);
+    push_test_image(&addr, "multiarch", "ctr/src:v1");
     let src = format!("{addr}/ctr/src:v1");
     let dst = format!("{addr}/ctr/dst:v1");
     ctr(

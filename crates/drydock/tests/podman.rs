@@ -12,24 +12,14 @@ fn podman(args: &[&str]) -> String {
 
 #[test]
 fn podman_pulls_and_pushes() {
-    if Command::new("podman").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "podman is required in CI (see .ci/run)"
-        );
-        eprintln!("podman not installed; skipping");
+    let installed = Command::new("podman").arg("--version").output().is_ok();
+    if !present_or_skip(installed, "podman", "CI") {
         return;
     }
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
     let addr = server.addr();
-    skopeo(&[
-        "copy",
-        "-q",
-        "--dest-tls-verify=false",
-        &oci_target("bookworm-base"),
-        &format!("docker://{addr}/base/debian:12"),
-    ]);
+    push_test_image(&addr, "bookworm-base", "base/debian:12");
     let served = manifest_digest(server.port, "base/debian", "12").expect("manifest served");
 
     let src = format!("{addr}/base/debian:12");

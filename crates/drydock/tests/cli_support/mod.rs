@@ -240,6 +240,34 @@ pub fn skopeo(args: &[&str]) {
     client("skopeo", args);
 }
 
+/// Copy a test image (every platform) into the registry at `addr` as
+/// `dest` (`REPO:TAG`) with skopeo.
+pub fn push_test_image(addr: &str, tag: &str, dest: &str) {
+    skopeo(&[
+        "copy",
+        "-q",
+        "--all",
+        "--dest-tls-verify=false",
+        &oci_target(tag),
+        &format!("docker://{addr}/{dest}"),
+    ]);
+}
+
+/// Whether an outside tool a test needs is `present`. Without it the test
+/// skips (and says so), unless the environment variable `required_by` is
+/// set (`CI`, or a variable `.ci/run` sets once it has started the tool):
+/// then its absence is a failure.
+pub fn present_or_skip(present: bool, what: &str, required_by: &str) -> bool {
+    if !present {
+        assert!(
+            std::env::var_os(required_by).is_none(),
+            "{what} is required when {required_by} is set (see .ci/run)"
+        );
+        eprintln!("{what} not available; skipping");
+    }
+    present
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
