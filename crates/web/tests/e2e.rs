@@ -355,6 +355,14 @@ async fn assessment_end_to_end() {
     let va = s.wait_done(&app).await;
     for v in [&vb, &va] {
         assert_eq!(v["status"], "done", "{v}");
+        // A single-platform image: its platform comes from its config.
+        let config_platform = format!(
+            "linux/{}",
+            std::env::consts::ARCH
+                .replace("x86_64", "amd64")
+                .replace("aarch64", "arm64")
+        );
+        assert_eq!(v["platform"], config_platform.as_str(), "{v}");
         assert_eq!(v["db_version"], v1.as_str());
         let findings = v["findings"].as_array().unwrap();
         assert!(

@@ -94,6 +94,34 @@ impl Service {
         }
     }
 
+    /// A single-platform image says its platform only in its config
+    /// (`os`, `architecture`, `variant`): read it (a small JSON blob) so
+    /// the image is listed with one. Best effort.
+    async fn record_platform(&self, digest: &str, config: &Digest) {
+        let source = self.inner.source.blob_source();
+        let config = config.clone();
+        let platform = tokio::task::spawn_blocking(move || -> Option<String> {
+            use std::io::Read;
+            let mut bytes = Vec::new();
+            source
+                .open_blob(&config)
+                .ok()?
+                .take(1 << 20)
+                .read_to_end(&mut bytes)
+                .ok()?;
+            let p: oci::Platform = serde_json::from_slice(&bytes).ok()?;
+            (!p.os.is_empty() && !p.architecture.is_empty()).then(|| p.display())
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(p) = platform
+            && let Err(e) = self.inner.store.set_platform_if_unknown(digest, &p)
+        {
+            tracing::warn!(digest, error = %e, "cannot record the platform");
+        }
+    }
+
     async fn process_image(
         &self,
         job: &crate::store::ImageRow,
@@ -120,6 +148,10 @@ impl Service {
         self.inner
             .store
             .set_shape(&job.digest, "image", &layers, &[])?;
+        if job.platform.is_none() {
+            self.record_platform(&job.digest, &manifest.config.digest)
+                .await;
+        }
         let version = self.inner.cataloger.version();
         let inventory = match self.inner.store.inventory(&job.digest)? {
             Some((v, inv)) if v == version => inv,

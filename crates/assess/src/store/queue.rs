@@ -133,6 +133,16 @@ impl Store {
         Ok(())
     }
 
+    /// Record an image's platform unless one is known (an index entry's
+    /// platform, given at enqueue, wins over the image's own config).
+    pub fn set_platform_if_unknown(&self, digest: &str, platform: &str) -> Result<()> {
+        self.c().execute(
+            "UPDATE images SET platform = ?2 WHERE digest = ?1 AND platform IS NULL",
+            params![digest, platform],
+        )?;
+        Ok(())
+    }
+
     /// After a crash: jobs that were in progress go back to the queue.
     pub fn requeue_interrupted(&self) -> Result<usize> {
         Ok(self.c().execute(
