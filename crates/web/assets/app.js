@@ -79,7 +79,7 @@ function imageTable(list) {
   return `<table><tr><th>Image</th><th>Repository</th><th>Tags</th><th>Platform</th><th>Health</th><th>Findings</th><th>Assessed</th></tr>
     ${list.map(i => `<tr><td>${imageLink(i.digest)}</td><td>${esc(i.repository)}</td><td>${(i.tags || []).map(t => `<span class="pill">${esc(t)}</span>`).join("")}</td>
       <td>${esc(i.platform || i.kind)}</td><td>${health(i.health)} ${i.stale ? `<span class="muted">(stale)</span>` : ""}</td>
-      <td>${counts(i.summary)}</td><td>${when(i.assessed_at) || esc(i.status)}</td></tr>`).join("")}</table>`;
+      <td>${counts(i.summary)}</td><td>${when(i.assessed_at) || (i.kind === "index" ? `<span class="muted">per platform</span>` : esc(i.status))}</td></tr>`).join("")}</table>`;
 }
 
 function vulnTable(list) {
