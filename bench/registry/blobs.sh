@@ -38,7 +38,7 @@ if [ "${SERVE_EXAMPLE:-0}" = 1 ]; then
   [ -x "$ex" ] || (cd "$root" && cargo build --release -q -p registry --example serve)
   "$ex" "$data" "127.0.0.1:$port" 2>/dev/null &
 else
-  RUST_LOG=info "$bin" --data "$data" serve --listen "127.0.0.1:$port" 2>/dev/null &
+  DRYDOCK_VULNDB_UPDATE_HOURS=0 RUST_LOG=info "$bin" --data "$data" serve --listen "127.0.0.1:$port" 2>/dev/null &
 fi
 pid=$!
 for _ in $(seq 100); do curl -sf "$b/v2/" >/dev/null && break; sleep 0.1; done

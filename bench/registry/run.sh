@@ -109,7 +109,7 @@ bench_one() { # name base pid
 
 # drydock
 p1=$(free_port)
-RUST_LOG=info "$DRYDOCK_BIN" --data "$work/drydock" serve --listen "127.0.0.1:$p1" 2> "$work/drydock.log" &
+DRYDOCK_VULNDB_UPDATE_HOURS=0 RUST_LOG=info "$DRYDOCK_BIN" --data "$work/drydock" serve --listen "127.0.0.1:$p1" 2> "$work/drydock.log" &
 pids+=($!); dpid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p1/v2/" >/dev/null && break; sleep 0.1; done
 bench_one drydock "http://127.0.0.1:$p1" "$dpid"

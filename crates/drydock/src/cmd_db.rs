@@ -87,13 +87,8 @@ pub async fn run(args: DbArgs, config: Config) -> anyhow::Result<ExitCode> {
         DbCommand::Update { sources, json } => {
             let urls: Vec<String> = if !sources.is_empty() {
                 sources
-            } else if !config.vulndb.sources.is_empty() {
-                config.vulndb.sources.clone()
             } else {
-                vulndb::DEFAULT_SOURCES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
+                config.vulndb.update_urls()
             };
             let bar = progress_bar();
             let pb = bar.clone();

@@ -61,6 +61,48 @@ fn tune_allocator() {
     }
 }
 
+/// Run `db update` whenever the database is `every` old, and at once when
+/// there is none (then retrying hourly until one is built). The handle
+/// picks each new build up by itself; a failed update leaves the current
+/// build in use.
+async fn keep_database_fresh(
+    data: std::path::PathBuf,
+    urls: Vec<String>,
+    handle: vulndb::Handle,
+    every: Duration,
+) {
+    const RETRY: Duration = Duration::from_secs(3600);
+    let age = handle.current().map(|db| {
+        time::OffsetDateTime::parse(
+            db.built_at(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_or(Duration::MAX, |built| {
+            (time::OffsetDateTime::now_utc() - built)
+                .try_into()
+                .unwrap_or(Duration::ZERO)
+        })
+    });
+    let mut wait = match age {
+        Some(age) if age < every => every - age,
+        _ => Duration::ZERO,
+    };
+    loop {
+        tokio::time::sleep(wait).await;
+        tracing::info!(sources = urls.len(), "updating the vulnerability database");
+        wait = match vulndb::update(&data, &urls, |_| {}).await {
+            Ok(report) => {
+                tracing::info!(version = %report.version, "vulnerability database updated");
+                every
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "vulnerability database update failed; the current build stays in use");
+                RETRY.min(every)
+            }
+        };
+    }
+}
+
 pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     tune_allocator();
     let listen = args.listen.unwrap_or(config.listen);
@@ -74,10 +116,19 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     );
     if vulndb.current().is_none() {
         tracing::warn!(
-            "no vulnerability database in {}: images are cataloged but not matched until \
-             `drydock db update` or `drydock db import` builds one",
+            "no vulnerability database in {} yet: images are cataloged but not matched until \
+             one is built (by the scheduled update, unless vulndb.update_hours is 0, or by \
+             `drydock db update` / `drydock db import`)",
             config.data.display()
         );
+    }
+    if config.vulndb.update_hours > 0 {
+        tokio::spawn(keep_database_fresh(
+            config.data.clone(),
+            config.vulndb.update_urls(),
+            vulndb.clone(),
+            Duration::from_secs(config.vulndb.update_hours * 3600),
+        ));
     }
     let assess = assess::start_with_registry(
         config.assess.options(&config.data),

@@ -84,6 +84,25 @@ pub struct VulndbConfig {
     pub sources: Vec<String>,
     /// Seconds between the server's checks for a new database build.
     pub poll_secs: u64,
+    /// `drydock serve` runs `db update` when the database is this many
+    /// hours old (and at start when there is none); 0 turns it off. Env:
+    /// `DRYDOCK_VULNDB_UPDATE_HOURS`.
+    pub update_hours: u64,
+}
+
+impl VulndbConfig {
+    /// What `db update` downloads: the configured sources, else the
+    /// built-in defaults.
+    pub fn update_urls(&self) -> Vec<String> {
+        if self.sources.is_empty() {
+            vulndb::DEFAULT_SOURCES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            self.sources.clone()
+        }
+    }
 }
 
 impl Default for VulndbConfig {
@@ -91,6 +110,7 @@ impl Default for VulndbConfig {
         VulndbConfig {
             sources: Vec::new(),
             poll_secs: 2,
+            update_hours: 24,
         }
     }
 }
@@ -222,6 +242,19 @@ impl Config {
                 .parse()
                 .with_context(|| format!("DRYDOCK_RESCAN_WINDOW_DAYS: not a number: {v:?}"))?;
         }
+        if let Some(v) = get("DRYDOCK_VULNDB_SOURCES") {
+            self.vulndb.sources = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        if let Some(v) = get("DRYDOCK_VULNDB_UPDATE_HOURS") {
+            self.vulndb.update_hours = v
+                .parse()
+                .with_context(|| format!("DRYDOCK_VULNDB_UPDATE_HOURS: not a number: {v:?}"))?;
+        }
         if let Some(v) = get("DRYDOCK_ASSESS_CATALOG_ON_UPLOAD") {
             self.assess.catalog_on_upload = parse_bool("DRYDOCK_ASSESS_CATALOG_ON_UPLOAD", &v)?;
         }
@@ -346,6 +379,21 @@ mod tests {
         assert!(
             d.apply_env(|k| (k == "DRYDOCK_ASSESS_CATALOG_ON_UPLOAD").then(|| "maybe".into()))
                 .is_err()
+        );
+        assert_eq!(d.vulndb.update_hours, 24);
+        assert_eq!(d.vulndb.update_urls().len(), vulndb::DEFAULT_SOURCES.len());
+        d.apply_env(|k| match k {
+            "DRYDOCK_VULNDB_UPDATE_HOURS" => Some("0".into()),
+            "DRYDOCK_VULNDB_SOURCES" => {
+                Some("http://127.0.0.1:1/a.zip, http://127.0.0.1:1/b.zip".into())
+            }
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(d.vulndb.update_hours, 0);
+        assert_eq!(
+            d.vulndb.update_urls(),
+            ["http://127.0.0.1:1/a.zip", "http://127.0.0.1:1/b.zip"]
         );
     }
 

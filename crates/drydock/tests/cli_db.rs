@@ -9,6 +9,8 @@ use cli_support::*;
 use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Counts of an OSV export: (records, entries for `ecosystem`, newest
 /// `modified` truncated to the second).
@@ -389,4 +391,62 @@ fn readme_and_provenance_files_are_skipped() {
         names.iter().any(|n| n.starts_with("debian-tracker")),
         "{names:?}"
     );
+}
+
+/// `drydock serve` with no database builds one by itself from its sources
+/// (here one OSV export on a loopback HTTP server), and serves it.
+#[test]
+fn serve_builds_its_database_on_schedule() {
+    let dir = vulndata("osv/PyPI");
+    if !present_or_skip(dir.join("all.zip").exists(), "shared/vulndata", "CI") {
+        return;
+    }
+    let port = free_port();
+    let mut files = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start python3 -m http.server");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_status(port, "/all.zip") != Some(200) {
+        assert!(Instant::now() < deadline, "file server not up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/all.zip");
+    let server = Server::start_with_env(
+        data.path(),
+        &[
+            ("DRYDOCK_VULNDB_UPDATE_HOURS", "24"),
+            ("DRYDOCK_VULNDB_SOURCES", url.as_str()),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        let (code, v) = get_json(server.port, "/api/v1/vulndb");
+        assert_eq!(code, 200, "{v}");
+        if v["available"] == true {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no database built: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (records, _, _) = osv_counts(&dir.join("all.zip"), "PyPI");
+    let pypi = source(&status["status"], "osv:PyPI");
+    assert_eq!(
+        pypi["records"].as_u64().unwrap() as usize,
+        records,
+        "{pypi}"
+    );
+    let _ = files.kill();
+    let _ = files.wait();
 }

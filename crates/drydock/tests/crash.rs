@@ -24,6 +24,7 @@ fn spawn(data: &std::path::Path, port: u16) -> Child {
         .args(["--data"])
         .arg(data)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DRYDOCK_VULNDB_UPDATE_HOURS", "0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -34,6 +34,8 @@ pub fn drydock(data: &Path, args: &[&str]) -> Command {
         .env_remove("DRYDOCK_DATA")
         .env_remove("DRYDOCK_SCAN_CREDS")
         .env_remove("DRYDOCK_VULNDB_SOURCES")
+        // Tests speak only to loopback: no scheduled database downloads.
+        .env("DRYDOCK_VULNDB_UPDATE_HOURS", "0")
         .stdin(Stdio::null());
     c
 }
@@ -285,11 +287,17 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path) -> Server {
+        Server::start_with_env(data, &[])
+    }
+
+    /// Start with extra environment variables.
+    pub fn start_with_env(data: &Path, env: &[(&str, &str)]) -> Server {
         // Another process may take the port between our probe and the
         // server's bind: retry with a new one.
         for _ in 0..5 {
             let port = free_port();
             let child = drydock(data, &["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
