@@ -96,7 +96,7 @@ async fn keep_database_fresh(
                 every
             }
             Err(e) => {
-                tracing::warn!(error = %e, "vulnerability database update failed; the current build stays in use");
+                tracing::warn!(error = %e, retry_secs = RETRY.min(every).as_secs(), "vulnerability database update failed; any current build stays in use");
                 RETRY.min(every)
             }
         };
