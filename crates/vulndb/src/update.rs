@@ -12,6 +12,7 @@ pub const DEFAULT_SOURCES: &[&str] = &[
     "https://osv-vulnerabilities.storage.googleapis.com/Maven/all.zip",
     "https://osv-vulnerabilities.storage.googleapis.com/RubyGems/all.zip",
     "https://osv-vulnerabilities.storage.googleapis.com/Debian/all.zip",
+    "https://osv-vulnerabilities.storage.googleapis.com/Ubuntu/all.zip",
     // RustSec advisories in OSV form (the advisory-db `osv` branch).
     "https://github.com/rustsec/advisory-db/archive/refs/heads/osv.tar.gz",
     // Alpine secdb, per branch and repository.
@@ -23,6 +24,10 @@ pub const DEFAULT_SOURCES: &[&str] = &[
     "https://secdb.alpinelinux.org/v3.20/community.json",
     "https://secdb.alpinelinux.org/v3.21/main.json",
     "https://secdb.alpinelinux.org/v3.21/community.json",
+    "https://secdb.alpinelinux.org/v3.22/main.json",
+    "https://secdb.alpinelinux.org/v3.22/community.json",
+    "https://secdb.alpinelinux.org/v3.23/main.json",
+    "https://secdb.alpinelinux.org/v3.23/community.json",
     // Debian security tracker JSON export.
     "https://security-tracker.debian.org/tracker/data/json",
     // CVSS: CISA's vulnrichment (CVE JSON 5 records).
