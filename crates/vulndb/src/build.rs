@@ -107,13 +107,18 @@ fn distro_scheme(distro: &str) -> Option<&'static dyn VersionScheme> {
     scheme_for(distro_ecosystem(distro)?)
 }
 
-/// PEP 503 name normalisation for Python packages; other ecosystems keep
-/// names as they are.
-pub(crate) fn normalize_name(space: &str, name: &str) -> String {
-    if space == "pypi" {
-        inventory::pep503_name(name)
-    } else {
-        name.trim().to_string()
+/// PEP 503 name normalisation for Python packages; NuGet and Composer
+/// names are case-insensitive, so lower-cased; other ecosystems keep names
+/// as they are.
+pub(crate) fn normalize_name<'a>(space: &str, name: &'a str) -> std::borrow::Cow<'a, str> {
+    use std::borrow::Cow;
+    let name = name.trim();
+    match space {
+        "pypi" => Cow::Owned(inventory::pep503_name(name)),
+        "nuget" | "composer" if name.bytes().any(|b| b.is_ascii_uppercase()) => {
+            Cow::Owned(name.to_ascii_lowercase())
+        }
+        _ => Cow::Borrowed(name),
     }
 }
 
@@ -224,7 +229,7 @@ impl Builder {
         if !not_affected {
             self.sources[entry.source as usize].entries += 1;
         }
-        let package = normalize_name(space, package);
+        let package = normalize_name(space, package).into_owned();
         self.drafts.push(Draft {
             space: space.to_string(),
             package,

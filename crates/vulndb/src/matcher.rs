@@ -304,11 +304,7 @@ fn plan<'a, 's>(
         })
     } else {
         let space = pkg.ecosystem.as_str();
-        let lookup_name = if space == "pypi" {
-            Cow::Owned(normalize_name(space, &pkg.name))
-        } else {
-            Cow::Borrowed(pkg.name.trim())
-        };
+        let lookup_name = normalize_name(space, &pkg.name);
         Ok(Query {
             ecosystem: pkg.ecosystem,
             lookup_name,

@@ -11,6 +11,8 @@ pub const DEFAULT_SOURCES: &[&str] = &[
     "https://osv-vulnerabilities.storage.googleapis.com/npm/all.zip",
     "https://osv-vulnerabilities.storage.googleapis.com/Maven/all.zip",
     "https://osv-vulnerabilities.storage.googleapis.com/RubyGems/all.zip",
+    "https://osv-vulnerabilities.storage.googleapis.com/Packagist/all.zip",
+    "https://osv-vulnerabilities.storage.googleapis.com/NuGet/all.zip",
     "https://osv-vulnerabilities.storage.googleapis.com/Debian/all.zip",
     "https://osv-vulnerabilities.storage.googleapis.com/Ubuntu/all.zip",
     // RustSec advisories in OSV form (the advisory-db `osv` branch).

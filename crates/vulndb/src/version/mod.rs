@@ -5,8 +5,8 @@
 //! version in that scheme: the matcher turns that into a "cannot compare"
 //! outcome instead of guessing.
 //!
-//! The distribution schemes (dpkg, apk, rpm), Maven and RubyGems are written
-//! here because their orderings are small, precisely specified algorithms
+//! The distribution schemes (dpkg, apk, rpm), Maven, RubyGems, NuGet and
+//! Composer are written here because their orderings are small, precisely specified algorithms
 //! with no well-kept crate that also reports unparseable input. SemVer and
 //! PEP 440 parse with the `semver` and `pep440_rs` crates.
 
@@ -14,16 +14,20 @@ use inventory::Ecosystem;
 use std::cmp::Ordering;
 
 mod apk;
+mod composer;
 mod dpkg;
 mod maven;
+mod nuget;
 mod pep440;
 mod rpm;
 mod rubygems;
 mod semver;
 
 pub use apk::Apk;
+pub use composer::Composer;
 pub use dpkg::Dpkg;
 pub use maven::Maven;
+pub use nuget::NuGet;
 pub use pep440::Pep440;
 pub use rpm::Rpm;
 pub use rubygems::RubyGems;
@@ -71,7 +75,8 @@ pub fn scheme_for(ecosystem: Ecosystem) -> Option<&'static dyn VersionScheme> {
         Ecosystem::Go => &GoSemver,
         Ecosystem::Maven => &Maven,
         Ecosystem::RubyGems => &RubyGems,
-        Ecosystem::Composer | Ecosystem::NuGet => return None,
+        Ecosystem::Composer => &Composer,
+        Ecosystem::NuGet => &NuGet,
     })
 }
 
