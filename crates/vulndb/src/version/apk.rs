@@ -113,8 +113,7 @@ impl VersionScheme for Apk {
         parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
     }
     fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let pa = parse(a).ok_or_else(|| self.invalid(a))?;
-        let pb = parse(b).ok_or_else(|| self.invalid(b))?;
+        let (pa, pb) = self.parse_pair(a, b, parse)?;
         for (i, (x, y)) in pa.numbers.iter().zip(&pb.numbers).enumerate() {
             let o = cmp_component(x, y, i == 0);
             if o != Ordering::Equal {

@@ -70,8 +70,7 @@ impl VersionScheme for Composer {
         parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
     }
     fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let pa = parse(a).ok_or_else(|| self.invalid(a))?;
-        let pb = parse(b).ok_or_else(|| self.invalid(b))?;
+        let (pa, pb) = self.parse_pair(a, b, parse)?;
         Ok(pa.cmp(&pb))
     }
 }

@@ -116,8 +116,7 @@ impl VersionScheme for Dpkg {
         parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
     }
     fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let pa = parse(a).ok_or_else(|| self.invalid(a))?;
-        let pb = parse(b).ok_or_else(|| self.invalid(b))?;
+        let (pa, pb) = self.parse_pair(a, b, parse)?;
         Ok(pa
             .epoch
             .cmp(&pb.epoch)

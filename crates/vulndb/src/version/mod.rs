@@ -61,6 +61,22 @@ pub trait VersionScheme: Send + Sync {
             version: v.to_string(),
         }
     }
+
+    /// Helper for implementations: both sides parsed with `parse`, or the
+    /// error naming the first that does not parse.
+    fn parse_pair<'s, T>(
+        &self,
+        a: &'s str,
+        b: &'s str,
+        parse: impl Fn(&'s str) -> Option<T>,
+    ) -> Result<(T, T), VersionError>
+    where
+        Self: Sized,
+    {
+        let pa = parse(a).ok_or_else(|| self.invalid(a))?;
+        let pb = parse(b).ok_or_else(|| self.invalid(b))?;
+        Ok((pa, pb))
+    }
 }
 
 /// The version scheme used by an ecosystem, or `None` when drydock has no

@@ -127,8 +127,7 @@ impl VersionScheme for Rpm {
         parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
     }
     fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let (ea, va, ra) = parse(a).ok_or_else(|| self.invalid(a))?;
-        let (eb, vb, rb) = parse(b).ok_or_else(|| self.invalid(b))?;
+        let ((ea, va, ra), (eb, vb, rb)) = self.parse_pair(a, b, parse)?;
         let mut o = ea.cmp(&eb).then_with(|| rpmvercmp(va, vb));
         // A missing release matches any release (as rpm does for EVR
         // comparisons where one side has no release).

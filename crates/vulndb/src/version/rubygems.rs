@@ -75,8 +75,7 @@ impl VersionScheme for RubyGems {
         parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
     }
     fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let pa = parse(a).ok_or_else(|| self.invalid(a))?;
-        let pb = parse(b).ok_or_else(|| self.invalid(b))?;
+        let (pa, pb) = self.parse_pair(a, b, parse)?;
         let zero = Seg::Num(String::new());
         for i in 0..pa.len().max(pb.len()) {
             let x = pa.get(i).unwrap_or(&zero);

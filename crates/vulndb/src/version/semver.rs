@@ -35,8 +35,7 @@ impl VersionScheme for Semver {
         parse_semver(v).map(|_| ()).ok_or_else(|| self.invalid(v))
     }
     fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let pa = parse_semver(a).ok_or_else(|| self.invalid(a))?;
-        let pb = parse_semver(b).ok_or_else(|| self.invalid(b))?;
+        let (pa, pb) = self.parse_pair(a, b, parse_semver)?;
         Ok(cmp_ignoring_build(&pa, &pb))
     }
 }
@@ -86,8 +85,7 @@ impl VersionScheme for GoSemver {
         parse_go(v).map(|_| ()).ok_or_else(|| self.invalid(v))
     }
     fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let pa = parse_go(a).ok_or_else(|| self.invalid(a))?;
-        let pb = parse_go(b).ok_or_else(|| self.invalid(b))?;
+        let (pa, pb) = self.parse_pair(a, b, parse_go)?;
         Ok(cmp_ignoring_build(&pa, &pb))
     }
 }
