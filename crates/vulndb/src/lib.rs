@@ -22,7 +22,8 @@
 //!   waits for a new version.
 //! - [`import`] / [`update`] build a new version.
 //! - [`version`]: the [`version::VersionScheme`] trait and one ordering per
-//!   scheme (dpkg, apk, rpm, SemVer, Go, PEP 440, Maven, RubyGems).
+//!   scheme (dpkg, apk, rpm, SemVer, Go, PEP 440, Maven, RubyGems, NuGet,
+//!   Composer).
 //!
 //! # Invariants
 //! - A build is written beside the current one and made current by an
