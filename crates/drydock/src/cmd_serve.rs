@@ -64,7 +64,9 @@ fn tune_allocator() {
 /// Run `db update` whenever the database is `every` old, and at once when
 /// there is none (then retrying hourly until one is built). The handle
 /// picks each new build up by itself; a failed update leaves the current
-/// build in use.
+/// build in use. The update runs as a child process (this binary's
+/// `db update`), so the memory a build takes is given back when it ends
+/// and a failure there cannot take the server down.
 async fn keep_database_fresh(
     data: std::path::PathBuf,
     urls: Vec<String>,
@@ -90,17 +92,40 @@ async fn keep_database_fresh(
     loop {
         tokio::time::sleep(wait).await;
         tracing::info!(sources = urls.len(), "updating the vulnerability database");
-        wait = match vulndb::update(&data, &urls, |_| {}).await {
-            Ok(report) => {
-                tracing::info!(version = %report.version, "vulnerability database updated");
+        wait = match run_db_update(&data, &urls).await {
+            Ok(version) => {
+                tracing::info!(%version, "vulnerability database updated");
                 every
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_secs = RETRY.min(every).as_secs(), "vulnerability database update failed; any current build stays in use");
+                tracing::warn!(error = %format!("{e:#}"), retry_secs = RETRY.min(every).as_secs(), "vulnerability database update failed; any current build stays in use");
                 RETRY.min(every)
             }
         };
     }
+}
+
+/// `drydock --data DATA db update --json` with `urls` as its sources, in a
+/// child process; the new build's version.
+async fn run_db_update(data: &std::path::Path, urls: &[String]) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("cannot find the drydock binary")?;
+    let out = tokio::process::Command::new(exe)
+        .arg("--data")
+        .arg(data)
+        .args(["db", "update", "--json"])
+        .env("DRYDOCK_VULNDB_SOURCES", urls.join(","))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("cannot run db update")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        anyhow::bail!("db update: {}", err.trim());
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("db update printed no report")?;
+    Ok(report["version"].as_str().unwrap_or("?").to_string())
 }
 
 pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
