@@ -426,36 +426,8 @@ async fn bad_requests_and_failed_imports_change_nothing() {
     // A layout whose layer is corrupt: the job fails, no tag appears.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    let put = |bytes: &[u8]| {
-        let d = Digest::sha256_of(bytes);
-        std::fs::write(dir.join("blobs/sha256").join(d.hex()), bytes).unwrap();
-        d
-    };
     let layer = vec![1u8; 100_000];
-    let layer_d = put(&layer);
-    let config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let config_d = put(config);
-    let m = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{config_d}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{layer_d}","size":{}}}]}}"#,
-        oci::OCI_MANIFEST,
-        oci::OCI_CONFIG,
-        config.len(),
-        oci::OCI_LAYER_TAR,
-        layer.len()
-    );
-    let m_d = put(m.as_bytes());
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    std::fs::write(
-        dir.join("index.json"),
-        format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{m_d}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"v1"}}}}]}}"#,
-            oci::OCI_MANIFEST,
-            m.len()
-        ),
-    )
-    .unwrap();
+    let (m_d, _, layer_d) = transport::testing::write_one_layer_layout(dir, &layer, Some("v1"));
     let mut bad = layer.clone();
     bad[50_000] = 2;
     std::fs::write(dir.join("blobs/sha256").join(layer_d.hex()), &bad).unwrap();

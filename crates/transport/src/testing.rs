@@ -129,6 +129,50 @@ impl Drop for PeerRegistry {
     }
 }
 
+/// A one-image OCI layout written into `dir`: one uncompressed layer
+/// holding `layer`, a minimal config, and an index entry named `tag` (if
+/// given). Returns the manifest's digest and text and the layer's digest,
+/// so a test can corrupt either.
+pub fn write_one_layer_layout(
+    dir: &Path,
+    layer: &[u8],
+    tag: Option<&str>,
+) -> (oci::Digest, String, oci::Digest) {
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = oci::Digest::sha256_of(bytes);
+        std::fs::write(dir.join("blobs/sha256").join(d.hex()), bytes).unwrap();
+        d
+    };
+    let layer_d = put(layer);
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_d = put(config);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{config_d}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{layer_d}","size":{}}}]}}"#,
+        oci::OCI_MANIFEST,
+        oci::OCI_CONFIG,
+        config.len(),
+        oci::OCI_LAYER_TAR,
+        layer.len()
+    );
+    let manifest_d = put(manifest.as_bytes());
+    let annotations = tag
+        .map(|t| format!(r#","annotations":{{"org.opencontainers.image.ref.name":"{t}"}}"#))
+        .unwrap_or_default();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{manifest_d}","size":{}{annotations}}}]}}"#,
+            oci::OCI_MANIFEST,
+            manifest.len()
+        ),
+    )
+    .unwrap();
+    (manifest_d, manifest, layer_d)
+}
+
 /// `skopeo copy` with TLS verification off on both sides (loopback only).
 pub fn skopeo_copy(from: &str, to: &str, extra: &[&str]) {
     let out = Command::new("skopeo")

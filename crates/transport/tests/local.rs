@@ -142,36 +142,8 @@ async fn oci_layout_errors_are_clear() {
 async fn corrupted_blob_fails_at_end_of_stream() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    let put = |bytes: &[u8]| {
-        let d = Digest::sha256_of(bytes);
-        std::fs::write(dir.join("blobs/sha256").join(d.hex()), bytes).unwrap();
-        d
-    };
     let layer = vec![7u8; 300_000];
-    let layer_d = put(&layer);
-    let config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let config_d = put(config);
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{config_d}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{layer_d}","size":{}}}]}}"#,
-        oci::OCI_MANIFEST,
-        oci::OCI_CONFIG,
-        config.len(),
-        oci::OCI_LAYER_TAR,
-        layer.len()
-    );
-    let manifest_d = put(manifest.as_bytes());
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    std::fs::write(
-        dir.join("index.json"),
-        format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{manifest_d}","size":{}}}]}}"#,
-            oci::OCI_MANIFEST,
-            manifest.len()
-        ),
-    )
-    .unwrap();
+    let (manifest_d, manifest, layer_d) = testing::write_one_layer_layout(dir, &layer, None);
     let src = open(&SourceSpec::parse(&format!("oci:{}", dir.display())).unwrap())
         .await
         .unwrap();
