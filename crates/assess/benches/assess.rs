@@ -41,17 +41,8 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn digest_of(layout: &Path, tag: &str) -> String {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    let layout = catalog::layout::OciLayout::open(layout).unwrap();
+    layout.resolve(Some(tag)).unwrap().digest.to_string()
 }
 
 fn vary(inv: &inventory::Inventory, i: usize) -> inventory::Inventory {

@@ -4,23 +4,12 @@
 mod cli_support;
 
 use cli_support::*;
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// The digest the layout's index gives a tag.
 fn layout_digest(tag: &str) -> String {
-    let index: Value =
-        serde_json::from_str(&std::fs::read_to_string(oci_dir().join("index.json")).unwrap())
-            .unwrap();
-    index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap_or_else(|| panic!("tag {tag} not in the layout"))["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    let layout = catalog::layout::OciLayout::open(oci_dir()).unwrap();
+    layout.resolve(Some(tag)).unwrap().digest.to_string()
 }
 
 #[test]

@@ -68,21 +68,6 @@ async fn ok(s: &Server, r: ImportRequest) -> JobStatus {
     st
 }
 
-fn layout_index() -> oci::ImageIndex {
-    serde_json::from_slice(&std::fs::read(testing::test_images().join("index.json")).unwrap())
-        .unwrap()
-}
-
-fn layout_digest(tag: &str) -> Digest {
-    layout_index()
-        .manifests
-        .iter()
-        .find(|d| d.annotations.as_ref().unwrap()["org.opencontainers.image.ref.name"] == tag)
-        .unwrap()
-        .digest
-        .clone()
-}
-
 fn layout_bytes(d: &Digest) -> Vec<u8> {
     std::fs::read(testing::test_images().join("blobs/sha256").join(d.hex())).unwrap()
 }
@@ -132,7 +117,7 @@ async fn from_oci_layout_and_docker_archive() {
         req(&format!("oci:{}:multiarch", dir.display()), "lib/multi"),
     )
     .await;
-    let want = layout_digest("multiarch");
+    let want = testing::test_image_digest("multiarch");
     let stored = manifest(&s, "lib/multi", "multiarch").await.unwrap();
     assert_eq!(stored.digest, want);
     assert_eq!(&stored.bytes[..], &layout_bytes(&want)[..], "byte for byte");
@@ -208,7 +193,7 @@ async fn from_docker_registry_and_a_second_drydock() {
     r.insecure = true;
     ok(&s, r.clone()).await;
     let stored = manifest(&s, "mirror/multi", "v1").await.unwrap();
-    assert_eq!(stored.digest, layout_digest("multiarch"));
+    assert_eq!(stored.digest, testing::test_image_digest("multiarch"));
     assert_complete(&s, "mirror/multi", "v1").await;
 
     // One platform: that platform's manifest itself.
@@ -250,7 +235,7 @@ async fn from_docker_registry_and_a_second_drydock() {
     for t in ["v1", "v2"] {
         assert_eq!(
             manifest(&s, "mirror/rust", t).await.unwrap().digest,
-            layout_digest("rust-app")
+            testing::test_image_digest("rust-app")
         );
     }
 
@@ -280,7 +265,7 @@ async fn from_docker_registry_and_a_second_drydock() {
     ok(&s, from_b).await;
     assert_eq!(
         manifest(&s, "again/multi", "v1").await.unwrap().digest,
-        layout_digest("multiarch")
+        testing::test_image_digest("multiarch")
     );
 }
 
@@ -328,7 +313,7 @@ async fn bearer_token_registry_with_cut_transfers() {
     assert!(!format!("{st:?}").contains("s3cret"));
     assert_eq!(
         manifest(&s, "lib/py", "v1").await.unwrap().digest,
-        layout_digest("python-app")
+        testing::test_image_digest("python-app")
     );
     assert_complete(&s, "lib/py", "v1").await;
     assert!(
@@ -387,7 +372,7 @@ async fn over_tls_with_a_stored_private_ca() {
     ok(&s, req(&source, "lib/py:v1")).await;
     assert_eq!(
         manifest(&s, "lib/py", "v1").await.unwrap().digest,
-        layout_digest("python-app")
+        testing::test_image_digest("python-app")
     );
 }
 
@@ -472,7 +457,7 @@ async fn http_api_and_client() {
     assert_eq!(done.state, JobState::Succeeded, "{:?}", done.error);
     assert_eq!(
         done.manifests.last().unwrap().digest,
-        layout_digest("python-app")
+        testing::test_image_digest("python-app")
     );
     let e = client
         .submit(&req("nope:x", "api/py:v1"))

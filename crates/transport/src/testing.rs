@@ -129,6 +129,23 @@ impl Drop for PeerRegistry {
     }
 }
 
+/// The manifest digest the test images' index gives `tag`.
+pub fn test_image_digest(tag: &str) -> oci::Digest {
+    let index: oci::ImageIndex =
+        serde_json::from_slice(&std::fs::read(test_images().join("index.json")).unwrap()).unwrap();
+    index
+        .manifests
+        .into_iter()
+        .find(|d| {
+            d.annotations
+                .as_ref()
+                .and_then(|a| a.get("org.opencontainers.image.ref.name"))
+                .is_some_and(|t| t == tag)
+        })
+        .unwrap_or_else(|| panic!("tag {tag} not in the test images"))
+        .digest
+}
+
 /// A one-image OCI layout written into `dir`: one uncompressed layer
 /// holding `layer`, a minimal config, and an index entry named `tag` (if
 /// given). Returns the manifest's digest and text and the layer's digest,

@@ -17,19 +17,6 @@ fn fast() -> RetryPolicy {
     }
 }
 
-fn layout_digest(tag: &str) -> Digest {
-    let index: oci::ImageIndex =
-        serde_json::from_slice(&std::fs::read(testing::test_images().join("index.json")).unwrap())
-            .unwrap();
-    index
-        .manifests
-        .iter()
-        .find(|d| d.annotations.as_ref().unwrap()["org.opencontainers.image.ref.name"] == tag)
-        .unwrap()
-        .digest
-        .clone()
-}
-
 fn remote(host: &str, path: &str, creds: Option<Credentials>) -> RemoteSource {
     RemoteSource::with_retry(
         ImageRef::parse(&format!("{host}/{path}")).unwrap(),
@@ -90,7 +77,7 @@ async fn from_docker_registry() {
     let root = src.root().await.unwrap();
     assert_eq!(
         root.digest,
-        layout_digest("multiarch"),
+        testing::test_image_digest("multiarch"),
         "byte-for-byte index"
     );
     assert!(root.parse().unwrap().is_index());
@@ -99,12 +86,12 @@ async fn from_docker_registry() {
 
     let by_digest = remote(
         &reg.host(),
-        &format!("test/py@{}", layout_digest("python-app")),
+        &format!("test/py@{}", testing::test_image_digest("python-app")),
         None,
     );
     assert_eq!(
         by_digest.root().await.unwrap().digest,
-        layout_digest("python-app")
+        testing::test_image_digest("python-app")
     );
     assert_eq!(pull_all(&by_digest).await, 3);
 
@@ -164,7 +151,7 @@ async fn bearer_token_flow_and_resumed_transfers() {
     };
     let src = remote(&mini.host(), "mirror/multi:multiarch", Some(good));
     let root = src.root().await.unwrap();
-    assert_eq!(root.digest, layout_digest("multiarch"));
+    assert_eq!(root.digest, testing::test_image_digest("multiarch"));
     assert!(pull_all(&src).await >= 4);
     assert!(mini.stats.token_requests.load(Ordering::Relaxed) >= 1);
     assert!(
@@ -290,7 +277,7 @@ async fn tls_by_default_with_a_private_ca() {
     .unwrap();
     assert_eq!(
         src.root().await.unwrap().digest,
-        layout_digest("python-app")
+        testing::test_image_digest("python-app")
     );
     assert_eq!(pull_all(&src).await, 3);
     // An untrusted certificate is refused.

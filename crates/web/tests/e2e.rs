@@ -271,17 +271,8 @@ async fn wait_deliveries(s: &Server, webhook: &str) -> Vec<Value> {
 }
 
 fn manifest_digest(layout: &Path, tag: &str) -> String {
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    let layout = catalog::layout::OciLayout::open(layout).unwrap();
+    layout.resolve(Some(tag)).unwrap().digest.to_string()
 }
 
 fn unhealthy(v: &Value) -> bool {
