@@ -276,7 +276,10 @@ fn python_app_packages_and_findings_match_the_records() {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .filter(|a| pep503(a["package"]["name"].as_str().unwrap()) == pep503(package))
+                    .filter(|a| {
+                        inventory::pep503_name(a["package"]["name"].as_str().unwrap())
+                            == inventory::pep503_name(package)
+                    })
                     .cloned()
                     .collect();
                 (rec, aff)

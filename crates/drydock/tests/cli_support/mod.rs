@@ -133,24 +133,6 @@ pub fn fixed_events(affected: &Value) -> Vec<String> {
     out
 }
 
-/// PEP 503 name normalisation.
-pub fn pep503(name: &str) -> String {
-    let mut out = String::new();
-    let mut sep = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            sep = true;
-        } else {
-            if sep && !out.is_empty() {
-                out.push('-');
-            }
-            sep = false;
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
-}
-
 const TAGS: [&str; 5] = [
     "bookworm-base",
     "python-app",
