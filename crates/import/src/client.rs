@@ -41,37 +41,27 @@ impl Client {
     /// Start an import; returns the job as the server accepted it.
     pub async fn submit(&self, req: &ImportRequest) -> Result<JobStatus, ClientError> {
         let url = format!("{}/api/v1/imports", self.base);
-        let resp = self
-            .http
-            .post(&url)
-            .json(req)
-            .send()
-            .await
-            .map_err(|e| ClientError::Connect(self.base.clone(), chain(&e)))?;
+        let resp = self.http.post(&url).json(req).send().await.map_err(|e| {
+            ClientError::Connect(self.base.clone(), transport::remote::describe_reqwest(&e))
+        })?;
         decode(resp).await
     }
 
     /// A job's status.
     pub async fn status(&self, id: uuid::Uuid) -> Result<JobStatus, ClientError> {
         let url = format!("{}/api/v1/imports/{id}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| ClientError::Connect(self.base.clone(), chain(&e)))?;
+        let resp = self.http.get(&url).send().await.map_err(|e| {
+            ClientError::Connect(self.base.clone(), transport::remote::describe_reqwest(&e))
+        })?;
         decode(resp).await
     }
 
     /// Ask the server to cancel a job.
     pub async fn cancel(&self, id: uuid::Uuid) -> Result<JobStatus, ClientError> {
         let url = format!("{}/api/v1/imports/{id}", self.base);
-        let resp = self
-            .http
-            .delete(&url)
-            .send()
-            .await
-            .map_err(|e| ClientError::Connect(self.base.clone(), chain(&e)))?;
+        let resp = self.http.delete(&url).send().await.map_err(|e| {
+            ClientError::Connect(self.base.clone(), transport::remote::describe_reqwest(&e))
+        })?;
         decode(resp).await
     }
 
@@ -93,23 +83,12 @@ impl Client {
     }
 }
 
-fn chain(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
-}
-
 async fn decode(resp: reqwest::Response) -> Result<JobStatus, ClientError> {
     let status = resp.status();
     let body = resp
         .bytes()
         .await
-        .map_err(|e| ClientError::Protocol(chain(&e)))?;
+        .map_err(|e| ClientError::Protocol(transport::remote::describe_reqwest(&e)))?;
     if status.is_success() {
         return serde_json::from_slice(&body).map_err(|e| {
             ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&body)))

@@ -454,8 +454,9 @@ fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()))
 }
 
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    // The chain carries the useful part (connection refused, TLS error, …).
+/// An HTTP client error with its whole source chain: the chain carries the
+/// useful part (connection refused, TLS error, …).
+pub fn describe_reqwest(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(x) = src {
