@@ -35,15 +35,7 @@ async fn base_health_metrics() {
             .status(),
         200
     );
-    let m = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.get("/metrics").await.text().await.unwrap();
     for name in [
         "drydock_http_requests_total",
         "drydock_http_request_duration_seconds",
@@ -62,23 +54,13 @@ async fn monolithic_blob_push_and_ranged_pull() {
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
     let d = s.push_blob("team/app", &data).await;
 
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/team/app/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(&format!("/v2/team/app/blobs/{d}")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["docker-content-digest"], d.to_string().as_str());
     assert_eq!(r.headers()["content-length"], "100000");
     assert_eq!(r.bytes().await.unwrap().as_ref(), &data[..]);
 
-    let r = s
-        .client
-        .head(s.url(&format!("/v2/team/app/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.head(&format!("/v2/team/app/blobs/{d}")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-length"], "100000");
 
@@ -104,12 +86,7 @@ async fn monolithic_blob_push_and_ranged_pull() {
     assert_eq!(r.headers()["content-range"], "bytes */100000");
 
     // Not linked to another repository.
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/other/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(&format!("/v2/other/blobs/{d}")).await;
     assert_error(r, 404, "BLOB_UNKNOWN").await;
 
     // Wrong digest: rejected, nothing stored.
@@ -142,19 +119,9 @@ async fn monolithic_blob_push_and_ranged_pull() {
     }
 
     // Bad names and digests.
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/Team/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(&format!("/v2/Team/blobs/{d}")).await;
     assert_error(r, 400, "NAME_INVALID").await;
-    let r = s
-        .client
-        .get(s.url("/v2/team/app/blobs/sha256:abc"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/v2/team/app/blobs/sha256:abc").await;
     assert_error(r, 400, "DIGEST_INVALID").await;
     let r = s
         .client
@@ -183,26 +150,11 @@ async fn monolithic_blob_push_and_ranged_pull() {
     );
 
     // Delete: 202 then 404.
-    let r = s
-        .client
-        .delete(s.url(&format!("/v2/team/app/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v2/team/app/blobs/{d}")).await;
     assert_eq!(r.status(), 202);
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/team/app/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(&format!("/v2/team/app/blobs/{d}")).await;
     assert_error(r, 404, "BLOB_UNKNOWN").await;
-    let r = s
-        .client
-        .delete(s.url(&format!("/v2/team/app/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v2/team/app/blobs/{d}")).await;
     assert_error(r, 404, "BLOB_UNKNOWN").await;
 }
 
@@ -300,12 +252,7 @@ async fn chunked_upload_with_resume_and_errors() {
         .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["location"], format!("/v2/r/blobs/{d}").as_str());
-    let got = s
-        .client
-        .get(s.url(&format!("/v2/r/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let got = s.get(&format!("/v2/r/blobs/{d}")).await;
     assert_eq!(got.bytes().await.unwrap().as_ref(), &data[..]);
     // The session is gone.
     let r = s.client.get(s.url(&loc)).send().await.unwrap();
@@ -320,12 +267,7 @@ async fn chunked_upload_with_resume_and_errors() {
         .await
         .unwrap();
     assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    let r = s
-        .client
-        .get(s.url("/v2/r/blobs/uploads/not-a-uuid"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/v2/r/blobs/uploads/not-a-uuid").await;
     assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
     let r = s
         .client
@@ -453,12 +395,7 @@ async fn manifests_push_pull_validate_delete() {
         );
         assert_eq!(r.headers()["etag"], format!("\"{md}\"").as_str());
         assert_eq!(r.text().await.unwrap(), body);
-        let r = s
-            .client
-            .head(s.url(&format!("/v2/app/manifests/{reference}")))
-            .send()
-            .await
-            .unwrap();
+        let r = s.head(&format!("/v2/app/manifests/{reference}")).await;
         assert_eq!(r.status(), 200);
         assert_eq!(
             r.headers()["content-length"],
@@ -563,12 +500,7 @@ async fn manifests_push_pull_validate_delete() {
     }
     let r = s.put_manifest("App", "v1", OCI_MANIFEST, &body).await;
     assert_error(r, 400, "NAME_INVALID").await;
-    let got = s
-        .client
-        .get(s.url("/v2/app/manifests/v1"))
-        .send()
-        .await
-        .unwrap();
+    let got = s.get("/v2/app/manifests/v1").await;
     assert_eq!(got.text().await.unwrap(), body);
     assert_eq!(s.registry.tags(&Name::parse("app").unwrap()).len(), 1);
 
@@ -603,40 +535,15 @@ async fn manifests_push_pull_validate_delete() {
     assert_eq!(s.registry.manifests(&repo).len(), 2);
 
     // Delete a tag, then a manifest.
-    let r = s
-        .client
-        .delete(s.url("/v2/app/manifests/multi"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete("/v2/app/manifests/multi").await;
     assert_eq!(r.status(), 202);
-    let r = s
-        .client
-        .get(s.url("/v2/app/manifests/multi"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/v2/app/manifests/multi").await;
     assert_error(r, 404, "MANIFEST_UNKNOWN").await;
-    let r = s
-        .client
-        .delete(s.url(&format!("/v2/app/manifests/{md}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v2/app/manifests/{md}")).await;
     assert_eq!(r.status(), 202);
-    let r = s
-        .client
-        .get(s.url("/v2/app/manifests/v1"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/v2/app/manifests/v1").await;
     assert_error(r, 404, "MANIFEST_UNKNOWN").await;
-    let r = s
-        .client
-        .delete(s.url(&format!("/v2/app/manifests/{md}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v2/app/manifests/{md}")).await;
     assert_error(r, 404, "MANIFEST_UNKNOWN").await;
     let ev = events.0.lock().unwrap();
     assert!(
@@ -661,71 +568,33 @@ async fn tags_and_catalog_pagination() {
             201
         );
     }
-    let r = s
-        .client
-        .get(s.url("/v2/p/q/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/v2/p/q/tags/list").await;
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["name"], "p/q");
     assert_eq!(v["tags"], serde_json::json!(["a", "b", "c", "d"]));
-    let r = s
-        .client
-        .get(s.url("/v2/p/q/tags/list?n=2"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/v2/p/q/tags/list?n=2").await;
     assert_eq!(
         r.headers()["link"],
         "</v2/p/q/tags/list?n=2&last=b>; rel=\"next\""
     );
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["tags"], serde_json::json!(["a", "b"]));
-    let r = s
-        .client
-        .get(s.url("/v2/p/q/tags/list?n=2&last=b"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/v2/p/q/tags/list?n=2&last=b").await;
     assert!(!r.headers().contains_key("link"));
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["tags"], serde_json::json!(["c", "d"]));
-    let r = s
-        .client
-        .get(s.url("/v2/p/q/tags/list?n=0"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/v2/p/q/tags/list?n=0").await;
     assert!(!r.headers().contains_key("link"));
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["tags"], serde_json::json!([]));
-    let r = s
-        .client
-        .get(s.url("/v2/nope/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/v2/nope/tags/list").await;
     assert_error(r, 404, "NAME_UNKNOWN").await;
 
     s.push_blob("a", b"x").await;
     s.push_blob("z/y", b"x").await;
-    let v: serde_json::Value = s
-        .client
-        .get(s.url("/v2/_catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = s.get("/v2/_catalog").await.json().await.unwrap();
     assert_eq!(v["repositories"], serde_json::json!(["a", "p/q", "z/y"]));
-    let r = s
-        .client
-        .get(s.url("/v2/_catalog?n=1&last=a"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/v2/_catalog?n=1&last=a").await;
     assert_eq!(
         r.headers()["link"],
         "</v2/_catalog?n=1&last=p%2Fq>; rel=\"next\""
@@ -771,12 +640,7 @@ async fn referrers_and_subject() {
         201
     );
 
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/r/referrers/{md}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(&format!("/v2/r/referrers/{md}")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], OCI_INDEX);
     assert!(!r.headers().contains_key("oci-filters-applied"));
@@ -803,19 +667,11 @@ async fn referrers_and_subject() {
 
     // Unknown subject: an empty list. Bad digest: 400.
     let r = s
-        .client
-        .get(s.url(&format!("/v2/r/referrers/{}", Digest::sha256_of(b"q"))))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/v2/r/referrers/{}", Digest::sha256_of(b"q")))
+        .await;
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["manifests"], serde_json::json!([]));
-    let r = s
-        .client
-        .get(s.url("/v2/r/referrers/sha256:zz"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/v2/r/referrers/sha256:zz").await;
     assert_error(r, 400, "DIGEST_INVALID").await;
 
     // Push by digest with ?tag=.
@@ -941,19 +797,9 @@ async fn in_process_api_and_gc() {
     assert!(!s.registry.has_blob(None, &orphan));
     assert!(s.registry.has_blob(Some(&repo), &d));
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/inproc/manifests/{md}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(&format!("/v2/inproc/manifests/{md}")).await;
     assert_eq!(r.status(), 404);
-    let r = s
-        .client
-        .get(s.url("/v2/inproc/manifests/keep"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/v2/inproc/manifests/keep").await;
     assert_eq!(r.status(), 200);
 }
 

@@ -48,31 +48,16 @@ async fn manifest_served_through_blobs_endpoint() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), &body.as_bytes()[2..6]);
 
     // Ordinary blobs are unchanged.
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/team/app/blobs/{dl}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(&format!("/v2/team/app/blobs/{dl}")).await;
     assert_eq!(r.bytes().await.unwrap().as_ref(), layer);
 
     // Only in the manifest's own repository.
     s.push_blob("other/repo", config).await;
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/other/repo/blobs/{dm}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(&format!("/v2/other/repo/blobs/{dm}")).await;
     assert_error(r, 404, "BLOB_UNKNOWN").await;
 
     // Gone with the manifest.
-    let r = s
-        .client
-        .delete(s.url(&format!("/v2/team/app/manifests/{dm}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v2/team/app/manifests/{dm}")).await;
     assert_eq!(r.status(), 202);
     let r = s.client.get(&url).send().await.unwrap();
     assert_error(r, 404, "BLOB_UNKNOWN").await;

@@ -40,6 +40,21 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    /// `GET path`, no extra headers.
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// `HEAD path`, no extra headers.
+    pub async fn head(&self, path: &str) -> Response {
+        self.client.head(self.url(path)).send().await.unwrap()
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Response {
+        self.client.delete(self.url(path)).send().await.unwrap()
+    }
+
     /// Push a blob monolithically; returns its digest.
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> Digest {
         let d = Digest::sha256_of(data);
