@@ -118,10 +118,7 @@ pub fn catalog_image_layers(
         }
         slots.push((desc.digest.clone(), cached));
     }
-    let read = read_layers(source, &misses, limits)?;
-    for (digest, inv) in &read {
-        cache.put(digest, CATALOG_VERSION, inv);
-    }
+    let read = read_layers(source, &misses, cache, limits)?;
     Ok(slots
         .into_iter()
         .map(|(digest, inv)| {
@@ -137,12 +134,14 @@ pub fn catalog_image_layers(
 }
 
 /// Read `layers` from `source`, up to [`Limits::parallel_layers`] at a
-/// time (layers are independent until [`merge`]). Results come back in the
-/// order given; on failure, the error of the first failing layer in that
-/// order, and the remaining layers are not started.
+/// time (layers are independent until [`merge`]), each stored in `cache` as
+/// soon as it is read, so a later failure does not waste it. Results come
+/// back in the order given; on failure, the error of the first failing
+/// layer in that order, and the remaining layers are not started.
 fn read_layers(
     source: &dyn BlobSource,
     layers: &[(Digest, oci::LayerCompression)],
+    cache: &dyn LayerCache,
     limits: &Limits,
 ) -> Result<Vec<(Digest, LayerInventory)>, CatalogError> {
     let read_one = |(digest, compression): &(Digest, oci::LayerCompression)| {
@@ -150,7 +149,9 @@ fn read_layers(
             layer: digest.clone(),
             source: e,
         })?;
-        catalog_layer(reader, *compression, digest, limits).map(|inv| (digest.clone(), inv))
+        let inv = catalog_layer(reader, *compression, digest, limits)?;
+        cache.put(digest, CATALOG_VERSION, &inv);
+        Ok((digest.clone(), inv))
     };
     let threads = limits.parallel_layers.clamp(1, layers.len().max(1));
     if threads == 1 {
