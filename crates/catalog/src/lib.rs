@@ -108,26 +108,25 @@ pub fn catalog_image_layers(
     let mut slots: Vec<(Digest, Option<LayerInventory>)> = Vec::new();
     // Layers to read, each digest once (a layer may repeat in a manifest).
     let mut misses: Vec<(Digest, oci::LayerCompression)> = Vec::new();
+    let mut missing = std::collections::HashSet::new();
     for desc in &manifest.layers {
         let Some(compression) = oci::layer_compression(&desc.media_type) else {
             continue;
         };
         let cached = cache.get(&desc.digest, CATALOG_VERSION);
-        if cached.is_none() && !misses.iter().any(|(d, _)| d == &desc.digest) {
+        if cached.is_none() && missing.insert(desc.digest.clone()) {
             misses.push((desc.digest.clone(), compression));
         }
         slots.push((desc.digest.clone(), cached));
     }
-    let read = read_layers(source, &misses, cache, limits)?;
+    let read: std::collections::HashMap<Digest, LayerInventory> =
+        read_layers(source, &misses, cache, limits)?
+            .into_iter()
+            .collect();
     Ok(slots
         .into_iter()
         .map(|(digest, inv)| {
-            let inv = inv.unwrap_or_else(|| {
-                read.iter()
-                    .find(|(d, _)| d == &digest)
-                    .map(|(_, inv)| inv.clone())
-                    .expect("every missing layer was read")
-            });
+            let inv = inv.unwrap_or_else(|| read[&digest].clone());
             (digest, inv)
         })
         .collect())
