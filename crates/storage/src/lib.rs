@@ -21,11 +21,13 @@
 //!   a GC sweep (unlink + delete files) under the exclusive one, so a sweep
 //!   never deletes a blob that a concurrent push has just linked.
 
+pub mod access;
 mod blobs;
 pub mod ingest;
 mod meta;
 mod uploads;
 
+pub use access::AccessStore;
 pub use blobs::{BlobDriver, BlobReader, DriverSource, FsBlobs};
 pub use ingest::{IngestError, Ingested, ingest};
 pub use meta::{

@@ -1,0 +1,190 @@
+//! The audit log: who did what, from where, with what outcome.
+//!
+//! Records are buffered and written by a background thread once a second
+//! (an audit write never sits on a request's path). Pulls are aggregated
+//! per identity, repository and hour into one record with a count.
+
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use storage::AccessStore;
+use storage::access::{AuditQuery, AuditRow};
+use time::OffsetDateTime;
+
+/// One audit record as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// RFC 3339.
+    pub at: String,
+    pub identity: String,
+    pub address: String,
+    /// `push`, `pull`, `delete`, `login`, `user.add`, `robot.revoke`, …
+    pub action: String,
+    /// What it was done to: a repository, `repo@digest`, a user name, …
+    pub target: String,
+    /// `ok`, `denied`, `failed`.
+    pub outcome: String,
+    pub detail: String,
+    /// How many events this record stands for (pulls are aggregated).
+    pub count: i64,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(r: AuditRow) -> AuditEntry {
+        AuditEntry {
+            id: r.id,
+            at: OffsetDateTime::from_unix_timestamp(r.at)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default(),
+            identity: r.identity,
+            address: r.address,
+            action: r.action,
+            target: r.target,
+            outcome: r.outcome,
+            detail: r.detail,
+            count: r.count,
+        }
+    }
+}
+
+/// An event to record.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub identity: String,
+    pub address: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub detail: String,
+}
+
+pub(crate) struct Recorder {
+    store: Arc<AccessStore>,
+    pending: Mutex<Pending>,
+    retention: Duration,
+}
+
+#[derive(Default)]
+struct Pending {
+    rows: Vec<AuditRow>,
+    /// Pulls by (identity, address, repository, hour).
+    pulls: HashMap<(String, String, String, i64), i64>,
+}
+
+impl Recorder {
+    pub(crate) fn start(store: Arc<AccessStore>, retention: Duration) -> Arc<Recorder> {
+        let rec = Arc::new(Recorder {
+            store,
+            pending: Mutex::new(Pending::default()),
+            retention,
+        });
+        let weak = Arc::downgrade(&rec);
+        let _ = std::thread::Builder::new()
+            .name("drydock-audit".into())
+            .spawn(move || flush_loop(weak));
+        rec
+    }
+
+    pub(crate) fn record(&self, e: AuditEvent) {
+        let at = OffsetDateTime::now_utc().unix_timestamp();
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if p.rows.len() >= 100_000 {
+            // The writer is stuck (disk full?): drop rather than grow.
+            tracing::warn!("audit log buffer full; dropping a record");
+            return;
+        }
+        p.rows.push(AuditRow {
+            id: 0,
+            at,
+            identity: e.identity,
+            address: e.address,
+            action: e.action,
+            target: e.target,
+            outcome: e.outcome,
+            detail: e.detail,
+            count: 1,
+            bucket: None,
+        });
+    }
+
+    pub(crate) fn pull(&self, identity: String, address: String, repo: String) {
+        let hour = OffsetDateTime::now_utc().unix_timestamp() / 3600;
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if p.pulls.len() >= 100_000 {
+            return;
+        }
+        *p.pulls.entry((identity, address, repo, hour)).or_default() += 1;
+    }
+
+    pub(crate) fn flush(&self) {
+        let (mut rows, pulls) = {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut p.rows), std::mem::take(&mut p.pulls))
+        };
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        for ((identity, address, repo, hour), count) in pulls {
+            rows.push(AuditRow {
+                id: 0,
+                at: now,
+                bucket: Some(format!("pull|{identity}|{address}|{repo}|{hour}")),
+                identity,
+                address,
+                action: "pull".into(),
+                target: repo,
+                outcome: "ok".into(),
+                detail: String::new(),
+                count,
+            });
+        }
+        if rows.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.append_audit(&rows) {
+            tracing::error!(error = %e, records = rows.len(), "cannot write the audit log");
+        }
+    }
+
+    pub(crate) fn query(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, storage::MetaError> {
+        self.flush();
+        Ok(self
+            .store
+            .audit(q)?
+            .into_iter()
+            .map(AuditEntry::from)
+            .collect())
+    }
+
+    fn prune(&self) {
+        let before = OffsetDateTime::now_utc().unix_timestamp() - self.retention.as_secs() as i64;
+        match self.store.prune_audit(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "pruned the audit log"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune the audit log"),
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+fn flush_loop(weak: Weak<Recorder>) {
+    let mut ticks = 0u64;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(rec) = weak.upgrade() else { return };
+        rec.flush();
+        if ticks % 3600 == 0 {
+            rec.prune();
+        }
+        ticks += 1;
+    }
+}

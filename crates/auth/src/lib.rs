@@ -1,0 +1,1275 @@
+//! Access control for drydock: identities, credentials, tokens, the
+//! permission policy and the audit log. No HTTP here: the edge layer
+//! turns headers into calls of [`AccessControl`] and puts the resulting
+//! [`Principal`] into each request; every route then asks the principal
+//! [`Principal::may`] do an [`Action`] on a repository.
+//!
+//! Model:
+//! - Identities are users (argon2id passwords, groups), robot accounts
+//!   (generated secret shown once, optional expiry, revocable; log in as
+//!   `robot$NAME`) and API tokens (bearer secrets acting as their user).
+//! - [`Binding`]s grant a subject (user, robot, group, anonymous) actions
+//!   (`pull`, `push`, `delete`, `admin`) on repositories matching a glob.
+//!   Static bindings come from the configuration, the rest from the store.
+//! - Access tokens are short-lived ES256 JWTs in the Docker token format;
+//!   a request carrying one may do what both the token's `access` claim
+//!   and the identity's current bindings allow. A revoked or expired
+//!   identity's tokens stop working at once: every token use looks the
+//!   identity up in a snapshot that follows the store within a second.
+//!
+//! Invariants:
+//! - No secret is stored in clear or written to a log or an error message.
+//! - Failed logins are rate-limited per identity and per address.
+
+mod audit;
+mod limiter;
+pub mod policy;
+pub mod secret;
+pub mod token;
+
+pub use audit::{AuditEntry, AuditEvent};
+pub use policy::{Action, Binding, Identity, Policy, PolicyError, Subject};
+pub use storage::access::AuditQuery;
+pub use token::{Claims, Scope, TokenKind};
+
+use limiter::LoginLimiter;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use storage::AccessStore;
+use storage::access::{ApiTokenRow, BindingRow, RobotRow, UserRow};
+use time::OffsetDateTime;
+use token::{AccessEntry, Keys};
+
+/// Robot accounts log in with this prefix before their name.
+pub const ROBOT_PREFIX: &str = "robot$";
+/// API tokens start with this.
+pub const API_TOKEN_PREFIX: &str = "ddk_";
+/// Robot secrets start with this.
+pub const ROBOT_SECRET_PREFIX: &str = "ddr_";
+
+/// Access-control settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The `service` of the token flow and the audience of tokens.
+    pub service: String,
+    /// Lifetime of access tokens (the token flow's `expires_in`).
+    pub token_ttl: Duration,
+    /// Lifetime of refresh tokens (docker's stored identity token).
+    pub refresh_ttl: Duration,
+    /// Lifetime of a dashboard session.
+    pub session_ttl: Duration,
+    /// Bindings from the configuration file.
+    pub bindings: Vec<Binding>,
+    /// Failed logins allowed per identity and per address in `login_window`.
+    pub max_failed_logins: u32,
+    pub login_window: Duration,
+    /// Audit records older than this are removed.
+    pub audit_retention: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            service: "drydock".into(),
+            token_ttl: Duration::from_secs(300),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_ttl: Duration::from_secs(12 * 3600),
+            bindings: Vec::new(),
+            max_failed_logins: 10,
+            login_window: Duration::from_secs(300),
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+/// Why a request was not authenticated or a change was refused. Messages
+/// never contain a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid username or password")]
+    BadCredentials,
+    #[error("invalid or expired token")]
+    BadToken,
+    #[error("too many failed logins; retry in {} s", .0.as_secs())]
+    RateLimited(Duration),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0}")]
+    Store(#[from] storage::MetaError),
+    #[error("{0}")]
+    Key(#[from] token::TokenError),
+}
+
+impl From<PolicyError> for AuthError {
+    fn from(e: PolicyError) -> AuthError {
+        AuthError::Invalid(e.0)
+    }
+}
+
+/// How a principal proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Access control is off.
+    None,
+    Anonymous,
+    Basic,
+    AccessToken,
+    ApiToken,
+    Session,
+}
+
+/// Who is making a request, and what they may do. Cheap to clone.
+#[derive(Clone)]
+pub struct Principal {
+    inner: Arc<PrincipalInner>,
+}
+
+struct PrincipalInner {
+    identity: Identity,
+    method: Method,
+    policy: Arc<Policy>,
+    /// An access token's claims: the request may do only what they grant.
+    token: Option<Claims>,
+    address: Option<IpAddr>,
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("identity", &self.inner.identity)
+            .field("method", &self.inner.method)
+            .finish()
+    }
+}
+
+impl Principal {
+    fn new(
+        identity: Identity,
+        method: Method,
+        policy: Arc<Policy>,
+        token: Option<Claims>,
+        address: Option<IpAddr>,
+    ) -> Principal {
+        Principal {
+            inner: Arc::new(PrincipalInner {
+                identity,
+                method,
+                policy,
+                token,
+                address,
+            }),
+        }
+    }
+
+    /// Everything allowed: access control is off, or a local operator.
+    pub fn unrestricted() -> Principal {
+        Principal::new(
+            Identity::Unrestricted,
+            Method::None,
+            Arc::new(Policy::new([]).expect("empty policy")),
+            None,
+            None,
+        )
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.inner.identity
+    }
+
+    pub fn method(&self) -> Method {
+        self.inner.method
+    }
+
+    /// The name for logs and the audit log.
+    pub fn name(&self) -> String {
+        self.inner.identity.display_name()
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.inner.identity == Identity::Anonymous
+    }
+
+    /// The client address, when known.
+    pub fn address(&self) -> Option<IpAddr> {
+        self.inner.address
+    }
+
+    /// May this request do `action` on `repo`: the identity's bindings
+    /// allow it and, for an access token, so does the token.
+    pub fn may(&self, repo: &str, action: Action) -> bool {
+        self.identity_may(repo, action)
+            && self
+                .inner
+                .token
+                .as_ref()
+                .is_none_or(|c| c.grants(repo, action))
+    }
+
+    /// May the identity do `action` on `repo`, whatever the token carries?
+    /// (A request whose token lacks a scope the identity has gets a new
+    /// challenge instead of a refusal.)
+    pub fn identity_may(&self, repo: &str, action: Action) -> bool {
+        self.inner.policy.allows(&self.inner.identity, repo, action)
+    }
+
+    /// Whether an access token limits this request.
+    pub fn token_limited(&self) -> bool {
+        self.inner.token.is_some()
+    }
+
+    /// May this request list the catalog (entries are then filtered by
+    /// [`Principal::may`] pull)? Access tokens need `registry:catalog:*`.
+    pub fn may_list_catalog(&self) -> bool {
+        self.inner.token.as_ref().is_none_or(Claims::grants_catalog)
+    }
+
+    /// An administrator of the whole server (`admin` on `**`).
+    pub fn is_admin(&self) -> bool {
+        self.inner.policy.is_admin(&self.inner.identity) && self.inner.method != Method::AccessToken
+    }
+
+    /// May this principal administer everything `pattern` matches
+    /// (exemptions, webhooks scoped to it)?
+    pub fn may_admin_pattern(&self, pattern: &str) -> bool {
+        self.inner.method != Method::AccessToken
+            && self
+                .inner
+                .policy
+                .may_admin_pattern(&self.inner.identity, pattern)
+    }
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub created_at: String,
+    pub admin: bool,
+}
+
+/// A robot as the API shows it (never its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct RobotView {
+    pub name: String,
+    /// What to log in with: `robot$NAME`.
+    pub username: String,
+    pub description: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    /// `active`, `expired` or `revoked`.
+    pub state: String,
+    pub permissions: Vec<Binding>,
+}
+
+/// An API token as the API shows it (never its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiTokenView {
+    pub id: String,
+    pub owner: String,
+    pub description: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+/// A token issued by the token flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedToken {
+    pub token: String,
+    pub access_token: String,
+    pub expires_in: u64,
+    pub issued_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// Identities and bindings as of one store generation.
+struct Snapshot {
+    generation: i64,
+    policy: Arc<Policy>,
+    users: HashMap<String, UserRow>,
+    robots: HashMap<String, RobotRow>,
+    /// API tokens by secret hash.
+    api_tokens: HashMap<String, ApiTokenRow>,
+}
+
+/// The access-control service. Cheap to clone.
+#[derive(Clone)]
+pub struct AccessControl {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    store: Arc<AccessStore>,
+    keys: Keys,
+    snapshot: RwLock<Arc<Snapshot>>,
+    checked_at: Mutex<Instant>,
+    limiter: LoginLimiter,
+    /// Logins verified recently: sha256(name, password) → (generation,
+    /// when), so argon2 runs once per client rather than per request.
+    verified: Mutex<HashMap<String, (i64, Instant)>>,
+    audit: Arc<audit::Recorder>,
+}
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn rfc3339(t: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Check a user, robot or group name: letters, digits, `.`, `_`, `-`,
+/// starting with a letter or digit, at most 64 characters.
+pub fn validate_name(what: &str, name: &str) -> Result<(), AuthError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Invalid(format!(
+            "invalid {what} name {name:?}: use up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )))
+    }
+}
+
+/// Check a new password's strength.
+pub fn validate_password(password: &str) -> Result<(), AuthError> {
+    if password.chars().count() < 8 {
+        return Err(AuthError::Invalid(
+            "a password needs at least 8 characters".into(),
+        ));
+    }
+    if password.len() > 1024 {
+        return Err(AuthError::Invalid(
+            "a password may have at most 1024 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl AccessControl {
+    /// Open the access-control state of a data directory (tables in
+    /// `meta.db`, the token key in `auth/token-key.p8`).
+    pub fn open(data_dir: &Path, settings: Settings) -> Result<AccessControl, AuthError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| AuthError::Invalid(format!("{}: {e}", data_dir.display())))?;
+        let store = Arc::new(AccessStore::open(&data_dir.join("meta.db"))?);
+        let keys = Keys::load_or_create(&data_dir.join("auth").join("token-key.p8"))?;
+        // Fail at start on a malformed static binding, not at first use.
+        Policy::new(settings.bindings.clone())?;
+        let audit = audit::Recorder::start(store.clone(), settings.audit_retention);
+        let inner = Inner {
+            limiter: LoginLimiter::new(settings.max_failed_logins, settings.login_window),
+            settings,
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                generation: -1,
+                policy: Arc::new(Policy::new([]).expect("empty policy")),
+                users: HashMap::new(),
+                robots: HashMap::new(),
+                api_tokens: HashMap::new(),
+            })),
+            checked_at: Mutex::new(Instant::now()),
+            store,
+            keys,
+            verified: Mutex::new(HashMap::new()),
+            audit,
+        };
+        let ac = AccessControl {
+            inner: Arc::new(inner),
+        };
+        ac.reload()?;
+        Ok(ac)
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    // --- snapshot ---
+
+    fn reload(&self) -> Result<Arc<Snapshot>, AuthError> {
+        let store = &self.inner.store;
+        let generation = store.generation()?;
+        let mut bindings = self.inner.settings.bindings.clone();
+        for row in store.bindings()? {
+            match binding_from_row(&row) {
+                Ok(b) => bindings.push(b),
+                Err(e) => {
+                    tracing::warn!(id = %row.id, error = %e, "ignoring a malformed stored binding")
+                }
+            }
+        }
+        let policy = Arc::new(Policy::new(bindings)?);
+        let snap = Arc::new(Snapshot {
+            generation,
+            policy,
+            users: store
+                .users()?
+                .into_iter()
+                .map(|u| (u.name.clone(), u))
+                .collect(),
+            robots: store
+                .robots()?
+                .into_iter()
+                .map(|r| (r.name.clone(), r))
+                .collect(),
+            api_tokens: store
+                .api_tokens(None)?
+                .into_iter()
+                .map(|t| (t.secret_hash.clone(), t))
+                .collect(),
+        });
+        *self
+            .inner
+            .snapshot
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = snap.clone();
+        *self
+            .inner
+            .checked_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        Ok(snap)
+    }
+
+    /// The current snapshot; looks at the store's generation at most once
+    /// a second, so a change made by another process (`drydock robot rm`)
+    /// takes effect within a second.
+    fn snapshot(&self) -> Arc<Snapshot> {
+        let current = self
+            .inner
+            .snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let due = {
+            let mut at = self
+                .inner
+                .checked_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if at.elapsed() >= Duration::from_secs(1) {
+                *at = Instant::now();
+                true
+            } else {
+                false
+            }
+        };
+        if due {
+            match self.inner.store.generation() {
+                Ok(g) if g != current.generation => match self.reload() {
+                    Ok(s) => return s,
+                    Err(e) => tracing::error!(error = %e, "cannot reload identities"),
+                },
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot read the identity generation"),
+            }
+        }
+        current
+    }
+
+    fn principal(
+        &self,
+        snap: &Snapshot,
+        identity: Identity,
+        method: Method,
+        token: Option<Claims>,
+        address: Option<IpAddr>,
+    ) -> Principal {
+        Principal::new(identity, method, snap.policy.clone(), token, address)
+    }
+
+    /// The principal of a request without credentials.
+    pub fn anonymous(&self, address: Option<IpAddr>) -> Principal {
+        let snap = self.snapshot();
+        self.principal(&snap, Identity::Anonymous, Method::Anonymous, None, address)
+    }
+
+    /// A principal acting as a named user (the local operator running a
+    /// command); not for requests.
+    pub fn as_user(&self, name: &str) -> Result<Principal, AuthError> {
+        let snap = self.snapshot();
+        let u = snap
+            .users
+            .get(name)
+            .ok_or_else(|| AuthError::NotFound(format!("user {name}")))?;
+        Ok(self.principal(
+            &snap,
+            Identity::User {
+                name: u.name.clone(),
+                groups: u.groups.clone(),
+            },
+            Method::None,
+            None,
+            None,
+        ))
+    }
+
+    fn identity_of(&self, snap: &Snapshot, name: &str) -> Option<(Identity, i64)> {
+        if let Some(robot) = name.strip_prefix(ROBOT_PREFIX) {
+            let r = snap.robots.get(robot)?;
+            if r.revoked_at.is_some() || r.expires_at.is_some_and(|e| e <= now()) {
+                return None;
+            }
+            return Some((
+                Identity::Robot {
+                    name: r.name.clone(),
+                },
+                0,
+            ));
+        }
+        let u = snap.users.get(name)?;
+        Some((
+            Identity::User {
+                name: u.name.clone(),
+                groups: u.groups.clone(),
+            },
+            u.generation,
+        ))
+    }
+
+    // --- authentication ---
+
+    /// Check a username and password (or `robot$NAME` and its secret).
+    /// Rate-limited per identity and per address; failures are audited.
+    pub fn login(
+        &self,
+        username: &str,
+        password: &str,
+        address: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
+        let keys = limiter_keys(username, address);
+        if let Err(wait) = self.inner.limiter.check(&keys) {
+            self.record_login(username, address, "denied", "rate limited");
+            return Err(AuthError::RateLimited(wait));
+        }
+        let snap = self.snapshot();
+        let ok = self.check_password(&snap, username, password);
+        match ok {
+            Some(identity) => {
+                self.inner.limiter.succeed(&keys[0]);
+                Ok(self.principal(&snap, identity, Method::Basic, None, address))
+            }
+            None => {
+                self.inner.limiter.fail(&keys);
+                self.record_login(username, address, "failed", "bad credentials");
+                Err(AuthError::BadCredentials)
+            }
+        }
+    }
+
+    fn check_password(&self, snap: &Snapshot, username: &str, password: &str) -> Option<Identity> {
+        if let Some(robot) = username.strip_prefix(ROBOT_PREFIX) {
+            let r = snap.robots.get(robot)?;
+            let matches = secret::constant_time_eq(&secret::sha256_hex(password), &r.secret_hash);
+            let live = r.revoked_at.is_none() && r.expires_at.is_none_or(|e| e > now());
+            return (matches && live).then(|| Identity::Robot {
+                name: r.name.clone(),
+            });
+        }
+        let u = snap.users.get(username)?;
+        let key = secret::sha256_hex(&format!("{username}\0{password}"));
+        {
+            let cache = self
+                .inner
+                .verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some((generation, at)) = cache.get(&key)
+                && *generation == u.generation
+                && at.elapsed() < Duration::from_secs(300)
+            {
+                return Some(Identity::User {
+                    name: u.name.clone(),
+                    groups: u.groups.clone(),
+                });
+            }
+        }
+        if !secret::verify_password(password, &u.password_hash) {
+            return None;
+        }
+        let mut cache = self
+            .inner
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(key, (u.generation, Instant::now()));
+        Some(Identity::User {
+            name: u.name.clone(),
+            groups: u.groups.clone(),
+        })
+    }
+
+    fn record_login(&self, username: &str, address: Option<IpAddr>, outcome: &str, detail: &str) {
+        self.audit(AuditEvent {
+            identity: username.chars().take(128).collect(),
+            address: address.map(|a| a.to_string()).unwrap_or_default(),
+            action: "login".into(),
+            target: String::new(),
+            outcome: outcome.into(),
+            detail: detail.into(),
+        });
+    }
+
+    /// Authenticate a bearer credential: an access token from the token
+    /// flow, or an API token.
+    pub fn bearer(&self, token: &str, address: Option<IpAddr>) -> Result<Principal, AuthError> {
+        let snap = self.snapshot();
+        if token.starts_with(API_TOKEN_PREFIX) {
+            let hash = secret::sha256_hex(token);
+            let row = snap.api_tokens.get(&hash).ok_or(AuthError::BadToken)?;
+            if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now()) {
+                return Err(AuthError::BadToken);
+            }
+            let (identity, _) = self
+                .identity_of(&snap, &row.owner)
+                .ok_or(AuthError::BadToken)?;
+            return Ok(self.principal(&snap, identity, Method::ApiToken, None, address));
+        }
+        let claims = self
+            .inner
+            .keys
+            .verify(token, &self.inner.settings.service, TokenKind::Access)
+            .map_err(|e| {
+                tracing::debug!(error = %e, "refused an access token");
+                AuthError::BadToken
+            })?;
+        let (identity, _) = self
+            .identity_of(&snap, &claims.sub)
+            .ok_or(AuthError::BadToken)?;
+        Ok(self.principal(&snap, identity, Method::AccessToken, Some(claims), address))
+    }
+
+    /// Issue an access token for `scopes`, granting of each only what the
+    /// principal may do; with `offline`, a refresh token too.
+    pub fn issue(
+        &self,
+        who: &Principal,
+        scopes: &[Scope],
+        offline: bool,
+    ) -> Result<IssuedToken, AuthError> {
+        let mut access: Vec<AccessEntry> = Vec::new();
+        for s in scopes {
+            let granted: Vec<String> = match s.kind.as_str() {
+                "repository" => {
+                    let mut acts: Vec<String> = Vec::new();
+                    for a in &s.actions {
+                        let wanted: Vec<Action> = if a == "*" {
+                            vec![Action::Pull, Action::Push, Action::Delete]
+                        } else {
+                            Action::parse(a).into_iter().collect()
+                        };
+                        for w in wanted {
+                            if w != Action::Admin
+                                && who.identity_may(&s.name, w)
+                                && !acts.iter().any(|x| x == w.as_str())
+                            {
+                                acts.push(w.as_str().to_string());
+                            }
+                        }
+                    }
+                    acts
+                }
+                // The catalog lists only what the identity may pull, so
+                // any authenticated identity may ask for it.
+                "registry" if s.name == "catalog" && !who.is_anonymous() => vec!["*".into()],
+                _ => Vec::new(),
+            };
+            if !granted.is_empty() {
+                match access
+                    .iter_mut()
+                    .find(|e| e.kind == s.kind && e.name == s.name)
+                {
+                    Some(e) => {
+                        for g in granted {
+                            if !e.actions.contains(&g) {
+                                e.actions.push(g);
+                            }
+                        }
+                    }
+                    None => access.push(AccessEntry {
+                        kind: s.kind.clone(),
+                        name: s.name.clone(),
+                        actions: granted,
+                    }),
+                }
+            }
+        }
+        let ttl = self.inner.settings.token_ttl;
+        let t = now();
+        let claims = self.claims(who, TokenKind::Access, ttl, access, None)?;
+        let token = self.inner.keys.sign(&claims)?;
+        let refresh_token = if offline && !who.is_anonymous() {
+            Some(self.refresh_token(who)?)
+        } else {
+            None
+        };
+        Ok(IssuedToken {
+            access_token: token.clone(),
+            token,
+            expires_in: ttl.as_secs(),
+            issued_at: rfc3339(t),
+            refresh_token,
+        })
+    }
+
+    fn claims(
+        &self,
+        who: &Principal,
+        typ: TokenKind,
+        ttl: Duration,
+        access: Vec<AccessEntry>,
+        csrf: Option<String>,
+    ) -> Result<Claims, AuthError> {
+        let t = now();
+        let snap = self.snapshot();
+        let generation = match who.identity() {
+            Identity::User { name, .. } => snap.users.get(name).map(|u| u.generation),
+            _ => None,
+        };
+        let sub = match who.identity() {
+            Identity::Anonymous => String::new(),
+            Identity::Unrestricted => {
+                return Err(AuthError::Invalid(
+                    "access control is off; there are no tokens".into(),
+                ));
+            }
+            _ => who.name(),
+        };
+        let mut id = [0u8; 16];
+        secret::fill(&mut id);
+        Ok(Claims {
+            iss: token::ISSUER.into(),
+            sub,
+            aud: self.inner.settings.service.clone(),
+            exp: t + ttl.as_secs() as i64,
+            nbf: t - 1,
+            iat: t,
+            jti: hex::encode(id),
+            typ,
+            access,
+            generation,
+            csrf,
+        })
+    }
+
+    fn refresh_token(&self, who: &Principal) -> Result<String, AuthError> {
+        let claims = self.claims(
+            who,
+            TokenKind::Refresh,
+            self.inner.settings.refresh_ttl,
+            Vec::new(),
+            None,
+        )?;
+        Ok(self.inner.keys.sign(&claims)?)
+    }
+
+    /// Authenticate a refresh token (OAuth2 `grant_type=refresh_token`).
+    pub fn refresh(&self, token: &str, address: Option<IpAddr>) -> Result<Principal, AuthError> {
+        self.long_lived(token, TokenKind::Refresh, Method::Basic, address)
+            .map(|(p, _)| p)
+    }
+
+    fn long_lived(
+        &self,
+        token: &str,
+        kind: TokenKind,
+        method: Method,
+        address: Option<IpAddr>,
+    ) -> Result<(Principal, Claims), AuthError> {
+        let claims = self
+            .inner
+            .keys
+            .verify(token, &self.inner.settings.service, kind)
+            .map_err(|_| AuthError::BadToken)?;
+        let snap = self.snapshot();
+        let (identity, generation) = self
+            .identity_of(&snap, &claims.sub)
+            .ok_or(AuthError::BadToken)?;
+        if matches!(identity, Identity::User { .. }) && claims.generation != Some(generation) {
+            return Err(AuthError::BadToken);
+        }
+        Ok((
+            self.principal(&snap, identity, method, None, address),
+            claims,
+        ))
+    }
+
+    /// Start a dashboard session: the cookie value and its CSRF token.
+    pub fn start_session(&self, who: &Principal) -> Result<(String, String), AuthError> {
+        let csrf = secret::generate("");
+        let claims = self.claims(
+            who,
+            TokenKind::Session,
+            self.inner.settings.session_ttl,
+            Vec::new(),
+            Some(csrf.clone()),
+        )?;
+        Ok((self.inner.keys.sign(&claims)?, csrf))
+    }
+
+    /// Authenticate a session cookie: the principal and the session's
+    /// CSRF token.
+    pub fn session(
+        &self,
+        cookie: &str,
+        address: Option<IpAddr>,
+    ) -> Result<(Principal, String), AuthError> {
+        let (p, claims) = self.long_lived(cookie, TokenKind::Session, Method::Session, address)?;
+        Ok((p, claims.csrf.unwrap_or_default()))
+    }
+
+    // --- audit ---
+
+    /// Record an audit event (buffered; written within a second).
+    pub fn audit(&self, e: AuditEvent) {
+        self.inner.audit.record(e);
+    }
+
+    /// Record that `who` pulled from `repo` (aggregated per hour).
+    pub fn audit_pull(&self, who: &Principal, repo: &str) {
+        self.inner.audit.pull(
+            who.name(),
+            who.address().map(|a| a.to_string()).unwrap_or_default(),
+            repo.to_string(),
+        );
+    }
+
+    /// Record what `who` did.
+    pub fn audit_by(
+        &self,
+        who: &Principal,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        detail: &str,
+    ) {
+        self.audit(AuditEvent {
+            identity: who.name(),
+            address: who.address().map(|a| a.to_string()).unwrap_or_default(),
+            action: action.into(),
+            target: target.into(),
+            outcome: outcome.into(),
+            detail: detail.into(),
+        });
+    }
+
+    /// Query the audit log, newest first.
+    pub fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, AuthError> {
+        Ok(self.inner.audit.query(q)?)
+    }
+
+    /// Write buffered audit records now.
+    pub fn flush(&self) {
+        self.inner.audit.flush();
+    }
+
+    // --- management (callers check that `by` may; `by` is audited) ---
+
+    /// Create the first administrator when there are no users: `admin`
+    /// with `password`, or a generated one, which is returned (to be shown
+    /// once). `None` when users exist already.
+    pub fn ensure_admin(&self, password: Option<&str>) -> Result<Option<String>, AuthError> {
+        if !self.inner.store.users()?.is_empty() {
+            return Ok(None);
+        }
+        let generated = password.is_none();
+        let password = password.map_or_else(secret::generate_password, str::to_string);
+        validate_password(&password)?;
+        self.inner
+            .store
+            .insert_user("admin", &secret::hash_password(&password), now())?;
+        self.inner.store.insert_binding(&BindingRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            subject_kind: "user".into(),
+            subject: "admin".into(),
+            pattern: "**".into(),
+            actions: "admin".into(),
+            created_at: now(),
+        })?;
+        self.reload()?;
+        self.audit(AuditEvent {
+            identity: "-".into(),
+            address: String::new(),
+            action: "user.add".into(),
+            target: "admin".into(),
+            outcome: "ok".into(),
+            detail: "first administrator".into(),
+        });
+        Ok(Some(if generated { password } else { String::new() }).filter(|p| !p.is_empty()))
+    }
+
+    /// Add a user.
+    pub fn add_user(
+        &self,
+        by: &Principal,
+        name: &str,
+        password: &str,
+        groups: &[String],
+    ) -> Result<(), AuthError> {
+        validate_name("user", name)?;
+        validate_password(password)?;
+        for g in groups {
+            validate_name("group", g)?;
+        }
+        if !self
+            .inner
+            .store
+            .insert_user(name, &secret::hash_password(password), now())?
+        {
+            return Err(AuthError::Conflict(format!("user {name}")));
+        }
+        self.inner.store.set_groups(name, groups)?;
+        self.reload()?;
+        self.audit_by(by, "user.add", name, "ok", &groups.join(","));
+        Ok(())
+    }
+
+    /// Set a user's groups.
+    pub fn set_groups(
+        &self,
+        by: &Principal,
+        name: &str,
+        groups: &[String],
+    ) -> Result<(), AuthError> {
+        for g in groups {
+            validate_name("group", g)?;
+        }
+        if self.inner.store.user(name)?.is_none() {
+            return Err(AuthError::NotFound(format!("user {name}")));
+        }
+        self.inner.store.set_groups(name, groups)?;
+        self.reload()?;
+        self.audit_by(by, "user.groups", name, "ok", &groups.join(","));
+        Ok(())
+    }
+
+    /// Change a user's password: its refresh tokens and sessions end.
+    pub fn set_password(
+        &self,
+        by: &Principal,
+        name: &str,
+        password: &str,
+    ) -> Result<(), AuthError> {
+        validate_password(password)?;
+        if !self
+            .inner
+            .store
+            .set_password(name, &secret::hash_password(password))?
+        {
+            return Err(AuthError::NotFound(format!("user {name}")));
+        }
+        self.reload()?;
+        self.audit_by(by, "user.passwd", name, "ok", "");
+        Ok(())
+    }
+
+    /// Remove a user with its API tokens and bindings.
+    pub fn remove_user(&self, by: &Principal, name: &str) -> Result<(), AuthError> {
+        if !self.inner.store.delete_user(name)? {
+            return Err(AuthError::NotFound(format!("user {name}")));
+        }
+        self.reload()?;
+        self.audit_by(by, "user.rm", name, "ok", "");
+        Ok(())
+    }
+
+    /// Every user.
+    pub fn users(&self) -> Result<Vec<UserView>, AuthError> {
+        let snap = self.reload()?;
+        let mut out: Vec<UserView> = snap
+            .users
+            .values()
+            .map(|u| UserView {
+                name: u.name.clone(),
+                groups: u.groups.clone(),
+                created_at: rfc3339(u.created_at),
+                admin: snap.policy.is_admin(&Identity::User {
+                    name: u.name.clone(),
+                    groups: u.groups.clone(),
+                }),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Add a robot with its permissions; returns its secret (shown once).
+    pub fn add_robot(
+        &self,
+        by: &Principal,
+        name: &str,
+        description: &str,
+        expires_at: Option<OffsetDateTime>,
+        permissions: &[(String, Vec<Action>)],
+    ) -> Result<String, AuthError> {
+        validate_name("robot", name)?;
+        if description.len() > 1024 {
+            return Err(AuthError::Invalid(
+                "description longer than 1024 bytes".into(),
+            ));
+        }
+        if expires_at.is_some_and(|e| e.unix_timestamp() <= now()) {
+            return Err(AuthError::Invalid("the expiry is in the past".into()));
+        }
+        let bindings: Vec<Binding> = permissions
+            .iter()
+            .map(|(pattern, actions)| Binding {
+                id: uuid::Uuid::new_v4().to_string(),
+                subject: Subject::Robot(name.to_string()),
+                pattern: pattern.clone(),
+                actions: actions.clone(),
+            })
+            .collect();
+        for b in &bindings {
+            b.validate()?;
+        }
+        let secret = secret::generate(ROBOT_SECRET_PREFIX);
+        if !self.inner.store.insert_robot(&RobotRow {
+            name: name.to_string(),
+            secret_hash: secret::sha256_hex(&secret),
+            description: description.to_string(),
+            created_at: now(),
+            expires_at: expires_at.map(|e| e.unix_timestamp()),
+            revoked_at: None,
+        })? {
+            return Err(AuthError::Conflict(format!("robot {name}")));
+        }
+        for b in &bindings {
+            self.inner.store.insert_binding(&binding_to_row(b))?;
+        }
+        self.reload()?;
+        let detail = permissions
+            .iter()
+            .map(|(p, a)| format!("{p}:{}", actions_str(a)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.audit_by(by, "robot.add", name, "ok", &detail);
+        Ok(secret)
+    }
+
+    /// Revoke a robot: its logins and tokens stop working at once.
+    pub fn revoke_robot(&self, by: &Principal, name: &str) -> Result<(), AuthError> {
+        if !self.inner.store.revoke_robot(name, now())? {
+            return Err(AuthError::NotFound(format!("active robot {name}")));
+        }
+        self.reload()?;
+        self.audit_by(by, "robot.revoke", name, "ok", "");
+        Ok(())
+    }
+
+    /// Delete a robot and its permissions.
+    pub fn remove_robot(&self, by: &Principal, name: &str) -> Result<(), AuthError> {
+        if !self.inner.store.delete_robot(name)? {
+            return Err(AuthError::NotFound(format!("robot {name}")));
+        }
+        self.reload()?;
+        self.audit_by(by, "robot.rm", name, "ok", "");
+        Ok(())
+    }
+
+    /// Every robot.
+    pub fn robots(&self) -> Result<Vec<RobotView>, AuthError> {
+        let snap = self.reload()?;
+        let t = now();
+        let mut out: Vec<RobotView> = snap
+            .robots
+            .values()
+            .map(|r| RobotView {
+                name: r.name.clone(),
+                username: format!("{ROBOT_PREFIX}{}", r.name),
+                description: r.description.clone(),
+                created_at: rfc3339(r.created_at),
+                expires_at: r.expires_at.map(rfc3339),
+                revoked_at: r.revoked_at.map(rfc3339),
+                state: if r.revoked_at.is_some() {
+                    "revoked"
+                } else if r.expires_at.is_some_and(|e| e <= t) {
+                    "expired"
+                } else {
+                    "active"
+                }
+                .into(),
+                permissions: snap
+                    .policy
+                    .bindings()
+                    .filter(|b| b.subject == Subject::Robot(r.name.clone()))
+                    .cloned()
+                    .collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Create an API token for `owner` (a user); returns its id and secret
+    /// (shown once).
+    pub fn add_api_token(
+        &self,
+        by: &Principal,
+        owner: &str,
+        description: &str,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<(String, String), AuthError> {
+        if self.inner.store.user(owner)?.is_none() {
+            return Err(AuthError::NotFound(format!("user {owner}")));
+        }
+        if expires_at.is_some_and(|e| e.unix_timestamp() <= now()) {
+            return Err(AuthError::Invalid("the expiry is in the past".into()));
+        }
+        let secret = secret::generate(API_TOKEN_PREFIX);
+        let id = uuid::Uuid::new_v4().to_string();
+        self.inner.store.insert_api_token(&ApiTokenRow {
+            id: id.clone(),
+            owner: owner.to_string(),
+            secret_hash: secret::sha256_hex(&secret),
+            description: description.chars().take(1024).collect(),
+            created_at: now(),
+            expires_at: expires_at.map(|e| e.unix_timestamp()),
+            revoked_at: None,
+        })?;
+        self.reload()?;
+        self.audit_by(by, "token.add", owner, "ok", &id);
+        Ok((id, secret))
+    }
+
+    /// Revoke an API token. `owner`, when given, must own it.
+    pub fn revoke_api_token(
+        &self,
+        by: &Principal,
+        id: &str,
+        owner: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let owned = self
+            .inner
+            .store
+            .api_tokens(owner)?
+            .into_iter()
+            .any(|t| t.id == id);
+        if !owned || !self.inner.store.revoke_api_token(id, now())? {
+            return Err(AuthError::NotFound(format!("active API token {id}")));
+        }
+        self.reload()?;
+        self.audit_by(by, "token.revoke", id, "ok", "");
+        Ok(())
+    }
+
+    /// API tokens, of one owner or all.
+    pub fn api_tokens(&self, owner: Option<&str>) -> Result<Vec<ApiTokenView>, AuthError> {
+        Ok(self
+            .inner
+            .store
+            .api_tokens(owner)?
+            .into_iter()
+            .map(|t| ApiTokenView {
+                id: t.id,
+                owner: t.owner,
+                description: t.description,
+                created_at: rfc3339(t.created_at),
+                expires_at: t.expires_at.map(rfc3339),
+                revoked_at: t.revoked_at.map(rfc3339),
+            })
+            .collect())
+    }
+
+    /// Add a binding; returns it with its id.
+    pub fn add_binding(&self, by: &Principal, mut b: Binding) -> Result<Binding, AuthError> {
+        b.validate()?;
+        if let Subject::User(n) | Subject::Robot(n) | Subject::Group(n) = &b.subject {
+            validate_name(b.subject.kind(), n)?;
+        }
+        b.id = uuid::Uuid::new_v4().to_string();
+        self.inner.store.insert_binding(&binding_to_row(&b))?;
+        self.reload()?;
+        self.audit_by(
+            by,
+            "binding.add",
+            &b.pattern,
+            "ok",
+            &format!("{} {}", b.subject, actions_str(&b.actions)),
+        );
+        Ok(b)
+    }
+
+    /// Remove a stored binding.
+    pub fn remove_binding(&self, by: &Principal, id: &str) -> Result<(), AuthError> {
+        if !self.inner.store.delete_binding(id)? {
+            return Err(AuthError::NotFound(format!("binding {id}")));
+        }
+        self.reload()?;
+        self.audit_by(by, "binding.rm", id, "ok", "");
+        Ok(())
+    }
+
+    /// Every binding: the configuration's (with an empty id) and the
+    /// stored ones.
+    pub fn bindings(&self) -> Result<Vec<Binding>, AuthError> {
+        Ok(self.reload()?.policy.bindings().cloned().collect())
+    }
+}
+
+fn actions_str(a: &[Action]) -> String {
+    a.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn binding_to_row(b: &Binding) -> BindingRow {
+    BindingRow {
+        id: b.id.clone(),
+        subject_kind: b.subject.kind().into(),
+        subject: b.subject.name().into(),
+        pattern: b.pattern.clone(),
+        actions: actions_str(&b.actions),
+        created_at: now(),
+    }
+}
+
+fn binding_from_row(r: &BindingRow) -> Result<Binding, PolicyError> {
+    Ok(Binding {
+        id: r.id.clone(),
+        subject: Subject::from_parts(&r.subject_kind, &r.subject)?,
+        pattern: r.pattern.clone(),
+        actions: r
+            .actions
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(Action::parse)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+fn limiter_keys(username: &str, address: Option<IpAddr>) -> Vec<String> {
+    let mut keys = vec![format!("id:{username}")];
+    if let Some(a) = address {
+        keys.push(format!("ip:{a}"));
+    }
+    keys
+}
