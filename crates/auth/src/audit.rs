@@ -182,7 +182,7 @@ fn flush_loop(weak: Weak<Recorder>) {
         std::thread::sleep(Duration::from_secs(1));
         let Some(rec) = weak.upgrade() else { return };
         rec.flush();
-        if ticks % 3600 == 0 {
+        if ticks.is_multiple_of(3600) {
             rec.prune();
         }
         ticks += 1;
