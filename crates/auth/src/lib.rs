@@ -1273,3 +1273,34 @@ fn limiter_keys(username: &str, address: Option<IpAddr>) -> Vec<String> {
     }
     keys
 }
+
+/// Where a client that was refused for lack of credentials gets a token.
+/// The edge layer puts one into every request (its realm follows the
+/// request's scheme and host); a route that answers 401 turns it into a
+/// `WWW-Authenticate` value with [`Challenge::bearer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// The token endpoint, e.g. `https://registry.example/token`.
+    pub realm: String,
+    pub service: String,
+}
+
+impl Challenge {
+    /// `Bearer realm="…",service="…"[,scope="…"][,error="insufficient_scope"]`.
+    /// `scope` is e.g. `repository:team/app:pull,push`.
+    pub fn bearer(&self, scope: Option<&str>, insufficient_scope: bool) -> String {
+        let q = |s: &str| s.replace(['"', '\\'], "");
+        let mut v = format!(
+            "Bearer realm=\"{}\",service=\"{}\"",
+            q(&self.realm),
+            q(&self.service)
+        );
+        if let Some(s) = scope {
+            v.push_str(&format!(",scope=\"{}\"", q(s)));
+        }
+        if insufficient_scope {
+            v.push_str(",error=\"insufficient_scope\"");
+        }
+        v
+    }
+}
