@@ -1304,3 +1304,17 @@ impl Challenge {
         v
     }
 }
+
+/// Put into a request's extensions by the edge layer when the request was
+/// authenticated by a dashboard session cookie: the session's CSRF token,
+/// which the dashboard must send back in `X-CSRF-Token` on every
+/// state-changing request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub csrf: String,
+}
+
+/// The dashboard session cookie's name.
+pub const SESSION_COOKIE: &str = "drydock_session";
+/// The header that carries a session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
