@@ -56,6 +56,9 @@ pub struct Options {
     /// Catalog each new layer as soon as its upload is committed, before
     /// the manifest arrives (see `service/prefetch.rs`).
     pub catalog_on_upload: bool,
+    /// Addresses webhook deliveries may reach. The default refuses
+    /// internal addresses.
+    pub outbound: egress::EgressPolicy,
 }
 
 impl Options {
@@ -72,6 +75,7 @@ impl Options {
             webhook_timeout: StdDuration::from_secs(10),
             webhooks: Vec::new(),
             catalog_on_upload: true,
+            outbound: egress::EgressPolicy::default(),
         }
     }
 }
@@ -109,11 +113,15 @@ impl Service {
         clock: Arc<dyn Clock>,
     ) -> Result<Service> {
         let store = Store::open(&opts.data_dir.join("assess.db"))?;
-        let http = reqwest::Client::builder()
-            .timeout(opts.webhook_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("cannot build the webhook HTTP client")?;
+        // Deliveries follow no redirect: a receiver that moved is a failed
+        // delivery, not a POST turned into a GET somewhere else.
+        let http = egress::apply(
+            reqwest::Client::builder().timeout(opts.webhook_timeout),
+            &opts.outbound,
+        )
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("cannot build the webhook HTTP client")?;
         let (shutdown, _) = watch::channel(false);
         let (prefetch, prefetch_rx) = prefetch::Prefetch::new();
         Ok(Service {
@@ -221,6 +229,17 @@ impl Service {
             )?;
         }
         Ok(())
+    }
+
+    /// May webhooks be delivered to `url`? A literal internal address is
+    /// refused here (unless the outbound policy allows it); a name is
+    /// judged at each delivery, on the addresses it resolves to.
+    pub fn check_webhook_url(&self, url: &str) -> Result<(), String> {
+        self.inner
+            .opts
+            .outbound
+            .check_url_str(url)
+            .map_err(|r| format!("url {url:?}: {r}"))
     }
 
     pub fn add_webhook(

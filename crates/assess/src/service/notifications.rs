@@ -219,6 +219,52 @@ impl Service {
         }
     }
 
+    /// One delivery request: (delivered, HTTP status, error).
+    async fn post(
+        &self,
+        w: &crate::store::Webhook,
+        d: &Delivery,
+    ) -> (bool, Option<u16>, Option<String>) {
+        let signature = notify::sign(&w.secret, d.payload.as_bytes());
+        let res = self
+            .inner
+            .http
+            .post(&w.url)
+            .header("content-type", "application/json")
+            .header(notify::SIGNATURE_HEADER, signature)
+            .header(notify::EVENT_HEADER, &d.event)
+            .header(notify::DELIVERY_HEADER, &d.id)
+            .body(d.payload.clone())
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().is_success() => (true, Some(r.status().as_u16()), None),
+            Ok(r) if r.status().is_redirection() => (
+                false,
+                Some(r.status().as_u16()),
+                Some(format!(
+                    "HTTP {} (webhook deliveries do not follow redirects)",
+                    r.status()
+                )),
+            ),
+            Ok(r) => (
+                false,
+                Some(r.status().as_u16()),
+                Some(format!("HTTP {}", r.status())),
+            ),
+            // A refusal by the outbound policy (a name that resolves to a
+            // refused address) is reported as such, not as a connect error.
+            Err(e) => (
+                false,
+                None,
+                Some(match egress::refusal(&e) {
+                    Some(r) => r.to_string(),
+                    None => e.to_string(),
+                }),
+            ),
+        }
+    }
+
     async fn attempt(&self, d: Delivery) {
         let webhook = self
             .inner
@@ -238,26 +284,11 @@ impl Service {
             );
             return;
         };
-        let signature = notify::sign(&w.secret, d.payload.as_bytes());
-        let res = self
-            .inner
-            .http
-            .post(&w.url)
-            .header("content-type", "application/json")
-            .header(notify::SIGNATURE_HEADER, signature)
-            .header(notify::EVENT_HEADER, &d.event)
-            .header(notify::DELIVERY_HEADER, &d.id)
-            .body(d.payload.clone())
-            .send()
-            .await;
-        let (ok, code, err) = match res {
-            Ok(r) if r.status().is_success() => (true, Some(r.status().as_u16()), None),
-            Ok(r) => (
-                false,
-                Some(r.status().as_u16()),
-                Some(format!("HTTP {}", r.status())),
-            ),
-            Err(e) => (false, None, Some(e.to_string())),
+        let (ok, code, err) = match self.inner.opts.outbound.check_url_str(&w.url) {
+            // A literal IP is connected to without a lookup, so the
+            // client's resolver never judges it: judge it here.
+            Err(refused) => (false, None, Some(refused.to_string())),
+            Ok(()) => self.post(&w, &d).await,
         };
         let attempt = d.attempts as u32 + 1;
         let next = (!ok && attempt < self.inner.opts.webhook_attempts).then(|| {
