@@ -55,6 +55,8 @@ pub mod views;
 pub mod vuln;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+/// The type of [`Options::outbound`].
+pub use egress::EgressPolicy;
 pub use policy::{Exemption, Health, Policy, PolicyRule, Summary};
 pub use ports::{Cataloger, ImageSource, RawLayerCache};
 pub use service::{Options, Service, WebhookConfig, not_an_image};

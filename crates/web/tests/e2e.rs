@@ -189,6 +189,9 @@ async fn start(data: &Path, workers: usize) -> Server {
     opts.workers = workers;
     opts.tick = Duration::from_secs(3600); // the test drives re-matching itself
     opts.webhook_backoff = Duration::from_millis(50);
+    // The receivers are on loopback, which the default policy refuses.
+    opts.outbound =
+        assess::EgressPolicy::parse_allow(&["127.0.0.0/8".into(), "::1/128".into()]).unwrap();
     let service = assess::start_with_registry(
         opts,
         registry.clone(),
@@ -326,6 +329,20 @@ async fn assessment_end_to_end() {
         )
         .await;
     assert_eq!(st, 400, "{v}");
+    // Internal addresses outside the allow-list are refused up front.
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/hook",
+    ] {
+        let (st, v) = s
+            .post("/api/v1/webhooks", json!({"url": url, "secret": SECRET}))
+            .await;
+        assert_eq!(st, 400, "{v}");
+        assert!(
+            v.to_string().contains("refused by the outbound policy"),
+            "{v}"
+        );
+    }
     let (st, doc) = s.get("/api/v1/openapi.json").await;
     assert_eq!(st, 200);
     assert!(doc["paths"]["/api/v1/images/{digest}"].is_object(), "{doc}");

@@ -545,6 +545,9 @@ pub async fn create_webhook(
             "url must be an http:// or https:// URL, not {url:?}"
         )));
     }
+    if let Err(refused) = state.assess.check_webhook_url(&url) {
+        return Err(ApiError::bad_request(refused));
+    }
     if n.secret.len() < 16 {
         return Err(ApiError::bad_request(
             "secret must be at least 16 characters",
