@@ -250,6 +250,17 @@ impl Meta {
             .map(|s| s as u64))
     }
 
+    /// The repositories a blob is linked to, in lexical order (to choose a
+    /// mount source the caller may read).
+    pub fn blob_repos(&self, digest: &Digest) -> Result<Vec<String>, MetaError> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare_cached("SELECT repo FROM blob_links WHERE digest = ?1 ORDER BY repo")?;
+        st.query_map(params![digest.to_string()], |r| r.get(0))?
+            .collect::<Result<_, _>>()
+            .map_err(MetaError)
+    }
+
     /// Unlink a blob from a repository. `false` when it was not linked.
     pub fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool, MetaError> {
         Ok(self.conn().execute(
@@ -685,6 +696,20 @@ mod tests {
         );
         assert!(m.manifest_by_tag("a/b", "v1").unwrap().is_none());
         assert_eq!(m.repositories(None, None).unwrap(), vec!["a/b"]);
+    }
+
+    #[test]
+    fn repositories_linking_a_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.db")).unwrap();
+        let b = d(b"shared");
+        assert!(m.blob_repos(&b).unwrap().is_empty());
+        m.link_blob("z/app", &b, 6, 1).unwrap();
+        m.link_blob("a/app", &b, 6, 1).unwrap();
+        m.link_blob("a/app", &d(b"other"), 5, 1).unwrap();
+        assert_eq!(m.blob_repos(&b).unwrap(), vec!["a/app", "z/app"]);
+        assert!(m.unlink_blob("z/app", &b).unwrap());
+        assert_eq!(m.blob_repos(&b).unwrap(), vec!["a/app"]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Upload sessions on the filesystem: `<root>/uploads/<uuid>/` holds
-//! `data` (the bytes received so far, in order) and `repo` (the repository
-//! the session belongs to). The session's offset is the length of `data`;
-//! its last activity is `data`'s modification time.
+//! `data` (the bytes received so far, in order), `repo` (the repository
+//! the session belongs to) and `owner` (who started it: only they may use
+//! it). The session's offset is the length of `data`; its last activity is
+//! `data`'s modification time.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -19,6 +20,9 @@ pub struct Uploads {
 pub struct UploadInfo {
     pub id: Uuid,
     pub repo: String,
+    /// Who started the session; `None` for a session created before
+    /// owners were recorded.
+    pub owner: Option<String>,
     pub data: PathBuf,
     pub len: u64,
     pub updated: SystemTime,
@@ -35,17 +39,21 @@ impl Uploads {
         self.dir.join(id.to_string())
     }
 
-    /// Start a session for `repo`.
-    pub fn create(&self, repo: &str) -> io::Result<UploadInfo> {
+    /// Start a session for `repo`, owned by `owner`.
+    pub fn create(&self, repo: &str, owner: &str) -> io::Result<UploadInfo> {
         let id = Uuid::new_v4();
         let dir = self.session_dir(&id);
         fs::create_dir(&dir)?;
+        // `owner` before `repo`: a session is complete once `repo` exists,
+        // so one with `repo` but no `owner` predates owners.
+        fs::write(dir.join("owner"), owner)?;
         fs::write(dir.join("repo"), repo)?;
         let data = dir.join("data");
         File::create(&data)?;
         Ok(UploadInfo {
             id,
             repo: repo.to_string(),
+            owner: Some(owner.to_string()),
             data,
             len: 0,
             updated: SystemTime::now(),
@@ -60,6 +68,11 @@ impl Uploads {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
+        let owner = match fs::read_to_string(dir.join("owner")) {
+            Ok(o) => Some(o),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
         let data = dir.join("data");
         let meta = match fs::metadata(&data) {
             Ok(m) => m,
@@ -69,6 +82,7 @@ impl Uploads {
         Ok(Some(UploadInfo {
             id: *id,
             repo,
+            owner,
             data,
             len: meta.len(),
             updated: meta.modified().unwrap_or_else(|_| SystemTime::now()),
@@ -134,9 +148,10 @@ mod tests {
     fn lifecycle_and_expiry() {
         let dir = tempfile::tempdir().unwrap();
         let u = Uploads::open(dir.path()).unwrap();
-        let s = u.create("a/b").unwrap();
+        let s = u.create("a/b", "robot$ci").unwrap();
         let got = u.get(&s.id).unwrap().unwrap();
         assert_eq!(got.repo, "a/b");
+        assert_eq!(got.owner.as_deref(), Some("robot$ci"));
         assert_eq!(got.len, 0);
         assert_eq!(u.list().unwrap().len(), 1);
         assert!(u.expire(Duration::from_secs(3600)).unwrap().is_empty());
@@ -144,5 +159,22 @@ mod tests {
         assert_eq!(u.expire(Duration::from_millis(1)).unwrap(), vec![s.id]);
         assert!(u.get(&s.id).unwrap().is_none());
         assert!(!u.remove(&s.id).unwrap());
+    }
+
+    #[test]
+    fn session_without_owner_file_predates_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let u = Uploads::open(dir.path()).unwrap();
+        let s = u.create("a/b", "alice").unwrap();
+        fs::remove_file(
+            dir.path()
+                .join("uploads")
+                .join(s.id.to_string())
+                .join("owner"),
+        )
+        .unwrap();
+        let got = u.get(&s.id).unwrap().unwrap();
+        assert_eq!(got.repo, "a/b");
+        assert_eq!(got.owner, None);
     }
 }
