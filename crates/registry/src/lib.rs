@@ -3,8 +3,12 @@
 //! validation, used by import and by the assessment service.
 //!
 //! Public API:
-//! - [`Registry::open`] with [`Options`]; [`Registry::router`] serves
-//!   `/v2/…`, `/healthz`, `/readyz` and `/metrics` (merge other routers in).
+//! - [`Registry::open`] with [`Options`]; [`Registry::routes`] serves
+//!   `/v2/…`, `/healthz`, `/readyz` and `/metrics`; the server merges other
+//!   routers in and puts [`Registry::observe_layer`] (metrics, one log line
+//!   per request) over the whole; [`Registry::router`] is both in one.
+//! - Every `/v2` response carries a [`RouteInfo`] extension (route,
+//!   repository, reference) for the edge's audit log.
 //! - In-process: [`Registry::put_blob`], [`Registry::has_blob`],
 //!   [`Registry::link_blob`], [`Registry::put_manifest`],
 //!   [`Registry::get_manifest`], [`Registry::blob_source`], listings, and
@@ -15,6 +19,16 @@
 //!   protocol that makes it safe while pushes continue).
 //!
 //! Invariants:
+//! - Every `/v2` route checks an action on a repository before it reads a
+//!   body or changes anything: the caller's [`auth::Principal`] (put into
+//!   the request by the edge layer; none means unrestricted) must
+//!   [`may`](auth::Principal::may) `pull` (manifest and blob reads, tags,
+//!   referrers), `push` (manifest pushes, uploads) or `delete` it. A blob
+//!   is served only through a repository it is linked to; a mount needs
+//!   pull on its source; the catalog lists only what the caller may pull;
+//!   an upload session answers only the identity that started it. The
+//!   registry knows no users or tokens beyond `Principal` and
+//!   [`auth::Challenge`].
 //! - A blob is visible only after it was streamed to a temporary file,
 //!   verified against its digest, fsynced and renamed into place.
 //! - A manifest is stored only if it parses, its digest matches, and every
@@ -36,6 +50,7 @@ mod upload;
 
 pub use error::{ErrorCode, RegistryError};
 pub use gc::{GcOptions, GcReport, gc};
+pub use http::{ObserveFn, ObserveLayer, observe};
 
 use housekeeping::spawn_housekeeping;
 use manifests::ManifestCache;
@@ -129,6 +144,21 @@ pub enum Event {
 /// quick (hand the work to a queue).
 pub trait EventSink: Send + Sync + 'static {
     fn on_event(&self, event: &Event);
+}
+
+/// What a `/v2` request was about: a response extension on every `/v2`
+/// response, so the edge can audit pushes, deletes and pulls per
+/// repository without parsing paths again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// `base`, `catalog`, `tags`, `manifest`, `blob`, `upload`,
+    /// `referrers`, or `other` (no such endpoint). Also the metrics label.
+    pub route: &'static str,
+    /// The repository named in the path, as sent.
+    pub repo: Option<String>,
+    /// The path's last segment: tag or digest (manifests), digest (blobs,
+    /// referrers), session id (uploads).
+    pub reference: Option<String>,
 }
 
 /// A stored manifest.

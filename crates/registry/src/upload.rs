@@ -5,6 +5,10 @@
 //! (out of order, wrong length, client gone) is rolled back: the file is
 //! truncated to where it was and the hash state restored, so a bad request
 //! changes nothing.
+//!
+//! A session belongs to the identity that started it: every later request
+//! names the session through a [`SessionKey`] carrying the caller, and a
+//! session of another identity is unknown (404), as if it did not exist.
 
 use crate::{ErrorCode, Registry, RegistryError, SessionState, blocking, ingest_error};
 use bytes::Bytes;
@@ -21,12 +25,32 @@ pub(crate) fn range_error(msg: impl Into<String>) -> RegistryError {
         .with_status(axum::http::StatusCode::RANGE_NOT_SATISFIABLE)
 }
 
+/// Which session a request is about, and who asks.
+pub(crate) struct SessionKey<'a> {
+    pub repo: &'a Name,
+    /// The session id as the client sent it.
+    pub id: &'a str,
+    /// The caller's name ([`auth::Principal::name`]).
+    pub owner: &'a str,
+}
+
+/// Who owns a session created before owners were recorded: only then was
+/// there no access control, so the unrestricted principal.
+fn legacy_owner() -> String {
+    auth::Principal::unrestricted().name()
+}
+
 impl Registry {
-    /// Start an upload session.
-    pub(crate) async fn start_upload(&self, repo: &Name) -> Result<Uuid, RegistryError> {
+    /// Start an upload session owned by `owner`.
+    pub(crate) async fn start_upload(
+        &self,
+        repo: &Name,
+        owner: &str,
+    ) -> Result<Uuid, RegistryError> {
         let this = self.clone();
         let repo = repo.to_string();
-        let info = blocking(move || Ok(this.inner.store.uploads.create(&repo)?)).await?;
+        let owner = owner.to_string();
+        let info = blocking(move || Ok(this.inner.store.uploads.create(&repo, &owner)?)).await?;
         self.inner.metrics.uploads_in_progress.inc();
         Ok(info.id)
     }
@@ -49,11 +73,20 @@ impl Registry {
             .remove(id);
     }
 
-    /// Look a session up, checking it belongs to `repo`.
-    pub(crate) fn upload_info(&self, repo: &Name, id: &str) -> Result<UploadInfo, RegistryError> {
-        let id = Uuid::parse_str(id).map_err(|_| RegistryError::upload_unknown())?;
+    /// Look a session up, checking it belongs to the key's repository and
+    /// was started by the key's owner (anyone else: unknown).
+    pub(crate) fn upload_info(&self, key: &SessionKey<'_>) -> Result<UploadInfo, RegistryError> {
+        let id = Uuid::parse_str(key.id).map_err(|_| RegistryError::upload_unknown())?;
         match self.inner.store.uploads.get(&id)? {
-            Some(info) if info.repo == repo.as_str() => Ok(info),
+            Some(info)
+                if info.repo == key.repo.as_str()
+                    && info
+                        .owner
+                        .as_deref()
+                        .map_or_else(|| legacy_owner() == key.owner, |o| o == key.owner) =>
+            {
+                Ok(info)
+            }
             _ => Err(RegistryError::upload_unknown()),
         }
     }
@@ -62,8 +95,7 @@ impl Registry {
     /// Returns the new length.
     pub(crate) async fn patch_upload<S, E>(
         &self,
-        repo: &Name,
-        id: &str,
+        key: &SessionKey<'_>,
         range: Option<(u64, u64)>,
         content_length: Option<u64>,
         body: S,
@@ -72,11 +104,11 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let info = self.upload_info(repo, id)?;
+        let info = self.upload_info(key)?;
         let state = self.session(&info.id);
         let mut state = state.lock().await;
         // Re-read under the lock: another request may have moved it on.
-        let info = self.upload_info(repo, id)?;
+        let info = self.upload_info(key)?;
         self.append(&info, &mut state, range, content_length, body)
             .await
     }
@@ -156,8 +188,7 @@ impl Registry {
     /// blob against `digest`, commit and link it.
     pub(crate) async fn finish_upload<S, E>(
         &self,
-        repo: &Name,
-        id: &str,
+        key: &SessionKey<'_>,
         digest: &Digest,
         range: Option<(u64, u64)>,
         content_length: Option<u64>,
@@ -167,10 +198,10 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let info = self.upload_info(repo, id)?;
+        let info = self.upload_info(key)?;
         let state_arc = self.session(&info.id);
         let mut state = state_arc.lock().await;
-        let info = self.upload_info(repo, id)?;
+        let info = self.upload_info(key)?;
         let before = info.len;
         let saved = state.hashed.clone();
         let len = self
@@ -200,7 +231,7 @@ impl Registry {
         }
         let this = self.clone();
         let (repo2, digest2, path, id2) =
-            (repo.clone(), digest.clone(), info.data.clone(), info.id);
+            (key.repo.clone(), digest.clone(), info.data.clone(), info.id);
         blocking(move || {
             this.commit_and_link(&path, &repo2, &digest2, len)?;
             this.inner.store.uploads.remove(&id2)?;
@@ -214,8 +245,8 @@ impl Registry {
     }
 
     /// Cancel a session.
-    pub(crate) async fn cancel_upload(&self, repo: &Name, id: &str) -> Result<(), RegistryError> {
-        let info = self.upload_info(repo, id)?;
+    pub(crate) async fn cancel_upload(&self, key: &SessionKey<'_>) -> Result<(), RegistryError> {
+        let info = self.upload_info(key)?;
         let state_arc = self.session(&info.id);
         let _state = state_arc.lock().await;
         if self.inner.store.uploads.remove(&info.id)? {

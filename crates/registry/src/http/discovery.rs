@@ -2,6 +2,7 @@
 
 use super::{Resp, hv, query, query_pairs};
 use crate::{ErrorCode, Registry, RegistryError};
+use auth::{Action, Principal};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
@@ -57,16 +58,50 @@ pub(super) fn tags_list(reg: &Registry, repo: &Name, req: &Request) -> Resp {
     Ok((resp_headers, body).into_response())
 }
 
-pub(super) fn catalog(reg: &Registry, req: &Request) -> Resp {
+/// Repositories read per database query while filtering the catalog.
+const CATALOG_BATCH: usize = 500;
+
+/// Repositories after `last` that `p`'s identity may pull, at most `want`.
+/// Paging runs over this filtered list: `last` is a name the caller saw.
+fn visible_repositories(
+    reg: &Registry,
+    p: &Principal,
+    last: Option<String>,
+    want: Option<usize>,
+) -> Result<Vec<String>, RegistryError> {
+    let mut out = Vec::new();
+    let mut cursor = last;
+    loop {
+        let batch = reg
+            .inner
+            .store
+            .meta
+            .repositories(cursor.as_deref(), Some(CATALOG_BATCH))?;
+        let exhausted = batch.len() < CATALOG_BATCH;
+        cursor = batch.last().cloned();
+        for r in batch {
+            if want.is_some_and(|w| out.len() >= w) {
+                return Ok(out);
+            }
+            if p.identity_may(&r, Action::Pull) {
+                out.push(r);
+            }
+        }
+        if exhausted || want.is_some_and(|w| out.len() >= w) {
+            return Ok(out);
+        }
+    }
+}
+
+/// The catalog lists only repositories the caller's identity may pull (an
+/// access token needs `registry:catalog:*`, checked by the caller).
+pub(super) fn catalog(reg: &Registry, req: &Request, p: &Principal) -> Resp {
     let q = query_pairs(req);
     let (n, last) = paging(&q)?;
     let mut repos = if n == Some(0) {
         Vec::new()
     } else {
-        reg.inner
-            .store
-            .meta
-            .repositories(last.as_deref(), n.map(|n| n + 1))?
+        visible_repositories(reg, p, last, n.map(|n| n + 1))?
     };
     let mut resp_headers = HeaderMap::new();
     if let Some(n) = n

@@ -3,6 +3,13 @@
 //! per-request metrics and log line. Every handler calls the same
 //! functions as the in-process API.
 //!
+//! Authorization happens in [`handle`], once per route and method, before
+//! a handler runs (so before any body is read or any state changes): the
+//! route names the action it needs on its repository and the caller's
+//! [`Principal`] (put into the request by the edge layer; absent means
+//! unrestricted) must allow it. Handlers then only filter what they list
+//! (catalog) and choose mount sources the caller may read.
+//!
 //! Handlers by concern: [`discovery`] (tags, catalog, referrers),
 //! [`manifests`], [`blobs`] (downloads) and [`uploads`].
 
@@ -11,13 +18,16 @@ mod discovery;
 mod manifests;
 mod uploads;
 
-use crate::{ErrorCode, Registry, RegistryError};
+use crate::upload::SessionKey;
+use crate::{ErrorCode, Registry, RegistryError, RouteInfo};
+use auth::{Action, Challenge, Principal};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use futures::future::BoxFuture;
 use oci::{Digest, Name, Reference, Tag};
 use std::time::Instant;
 
@@ -28,16 +38,20 @@ use uploads::{patch_upload, put_upload, start_upload, upload_response};
 
 const API_VERSION: &str = "registry/2.0";
 
-/// The route a request matched, for metrics.
-#[derive(Clone, Copy)]
-struct RouteLabel(&'static str);
-
 type Resp = Result<Response, RegistryError>;
+
+/// The `observe` middleware as a plain function pointer, so that its layer
+/// has a type that can be named.
+pub type ObserveFn = fn(State<Registry>, Request, Next) -> BoxFuture<'static, Response>;
+
+/// The layer [`Registry::observe_layer`] returns.
+pub type ObserveLayer = middleware::FromFnLayer<ObserveFn, Registry, (State<Registry>, Request)>;
 
 impl Registry {
     /// The registry's HTTP routes: `/v2/…`, `/healthz`, `/readyz`,
-    /// `/metrics`. Merge other routers into it.
-    pub fn router(&self) -> Router {
+    /// `/metrics`, without the per-request metrics and log line (the
+    /// server adds [`Registry::observe_layer`] over everything it merges).
+    pub fn routes(&self) -> Router {
         Router::new()
             .route("/v2", any(dispatch))
             .route("/v2/", any(dispatch))
@@ -45,9 +59,24 @@ impl Registry {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .layer(middleware::from_fn_with_state(self.clone(), observe))
             .layer(DefaultBodyLimit::disable())
             .with_state(self.clone())
+    }
+
+    /// [`Registry::routes`] with [`Registry::observe_layer`]: a complete
+    /// registry server (tests, standalone use). Merge other routers into it.
+    pub fn router(&self) -> Router {
+        self.routes().layer(self.observe_layer())
+    }
+
+    /// Metrics and one log line per request, for a whole application:
+    /// `/v2` requests are labelled by their route ([`RouteInfo`]), others
+    /// by path prefix (`api`, `ui`, `token`, `healthz`, …). Also sets
+    /// `Docker-Distribution-API-Version` on every `/v2` response, including
+    /// refusals made before the registry saw the request.
+    pub fn observe_layer(&self) -> ObserveLayer {
+        let f: ObserveFn = |state, req, next| Box::pin(observe(state, req, next));
+        middleware::from_fn_with_state(self.clone(), f)
     }
 }
 
@@ -69,22 +98,35 @@ async fn metrics(State(reg): State<Registry>) -> Response {
         .into_response()
 }
 
+/// The metrics label of a request the registry did not route.
+fn path_label(path: &str) -> &'static str {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    match path {
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        _ if under("/v2") => parse_route(path).map_or("other", |r| r.label()),
+        _ if under("/api/v1") => "api",
+        _ if under("/ui") => "ui",
+        _ if under("/token") => "token",
+        _ => "other",
+    }
+}
+
 /// Metrics and one log line per request.
-async fn observe(State(reg): State<Registry>, req: Request, next: Next) -> Response {
+pub async fn observe(State(reg): State<Registry>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let mut resp = next.run(req).await;
     let route = resp
         .extensions()
-        .get::<RouteLabel>()
-        .map(|r| r.0)
-        .unwrap_or(match path.as_str() {
-            "/healthz" => "healthz",
-            "/readyz" => "readyz",
-            "/metrics" => "metrics",
-            _ => "other",
-        });
+        .get::<RouteInfo>()
+        .map(|r| r.route)
+        .unwrap_or_else(|| path_label(&path));
     let status = resp.status();
     let elapsed = start.elapsed();
     let m = &reg.inner.metrics;
@@ -95,7 +137,7 @@ async fn observe(State(reg): State<Registry>, req: Request, next: Next) -> Respo
     m.latency
         .with_label_values(&[route, method.as_str(), status_s])
         .observe(elapsed.as_secs_f64());
-    if path.starts_with("/v2") {
+    if path == "/v2" || path.starts_with("/v2/") {
         resp.headers_mut().insert(
             "Docker-Distribution-API-Version",
             HeaderValue::from_static(API_VERSION),
@@ -133,6 +175,23 @@ impl Route<'_> {
             Route::Blob(..) => "blob",
             Route::UploadStart(_) | Route::Upload(..) => "upload",
             Route::Referrers(..) => "referrers",
+        }
+    }
+
+    /// What the edge's audit log and metrics need to know.
+    fn info(&self) -> RouteInfo {
+        let (repo, reference) = match self {
+            Route::Base | Route::Catalog => (None, None),
+            Route::Tags(n) | Route::UploadStart(n) => (Some(*n), None),
+            Route::Manifest(n, r)
+            | Route::Blob(n, r)
+            | Route::Upload(n, r)
+            | Route::Referrers(n, r) => (Some(*n), Some(*r)),
+        };
+        RouteInfo {
+            route: self.label(),
+            repo: repo.map(str::to_string),
+            reference: reference.map(str::to_string),
         }
     }
 }
@@ -218,110 +277,246 @@ fn unsupported(method: &Method) -> RegistryError {
 
 async fn dispatch(State(reg): State<Registry>, req: Request) -> Response {
     let path = req.uri().path().to_string();
-    let Some(route) = parse_route(&path) else {
-        let mut r = RegistryError::new(ErrorCode::NameUnknown, format!("no such endpoint {path}"))
-            .into_response();
-        r.extensions_mut().insert(RouteLabel("other"));
-        return r;
+    let (info, mut resp) = match parse_route(&path) {
+        None => (
+            RouteInfo {
+                route: "other",
+                repo: None,
+                reference: None,
+            },
+            RegistryError::new(ErrorCode::NameUnknown, format!("no such endpoint {path}"))
+                .into_response(),
+        ),
+        Some(route) => {
+            let info = route.info();
+            let resp = handle(&reg, route, req)
+                .await
+                .unwrap_or_else(|e| e.into_response());
+            (info, resp)
+        }
     };
-    let label = route.label();
-    let result = handle(&reg, route, req).await;
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    resp.extensions_mut().insert(RouteLabel(label));
+    resp.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static(API_VERSION),
+    );
+    resp.extensions_mut().insert(info);
     resp
 }
 
+/// The caller of a request, as the edge layer described it.
+pub(super) struct Caller {
+    pub principal: Principal,
+    challenge: Challenge,
+}
+
+impl Caller {
+    /// From the request's extensions; without a principal (no edge layer,
+    /// as in the registry's own tests) everything is allowed.
+    fn of(req: &Request) -> Caller {
+        let ext = req.extensions();
+        Caller {
+            principal: ext
+                .get::<Principal>()
+                .cloned()
+                .unwrap_or_else(Principal::unrestricted),
+            challenge: ext
+                .get::<Challenge>()
+                .cloned()
+                .unwrap_or_else(|| Challenge {
+                    realm: "/token".into(),
+                    service: "drydock".into(),
+                }),
+        }
+    }
+
+    /// 401 with a bearer challenge: the client should (re)authenticate,
+    /// asking for `scope`.
+    fn unauthorized(&self, scope: Option<&str>, insufficient_scope: bool, msg: String) -> Response {
+        let mut r = RegistryError::new(ErrorCode::Unauthorized, msg).into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            hv(self.challenge.bearer(scope, insufficient_scope)),
+        );
+        r
+    }
+
+    /// `None` when the caller may do `action` on `repo`; else the refusal:
+    /// anonymous → 401 with the scope to ask for; a token lacking a scope
+    /// its identity has → 401 `insufficient_scope` (the client fetches a
+    /// new token); otherwise 403 `DENIED`.
+    fn refusal(&self, repo: &Name, action: Action) -> Option<Response> {
+        let p = &self.principal;
+        if p.may(repo.as_str(), action) {
+            return None;
+        }
+        // Clients ask for pull with push, as docker does: a push reads too.
+        let actions = match action {
+            Action::Push => "pull,push",
+            a => a.as_str(),
+        };
+        let scope = format!("repository:{repo}:{actions}");
+        if p.is_anonymous() {
+            return Some(self.unauthorized(
+                Some(&scope),
+                false,
+                format!("authentication required to {action} repository {repo}"),
+            ));
+        }
+        if p.token_limited() && p.identity_may(repo.as_str(), action) {
+            return Some(self.unauthorized(
+                Some(&scope),
+                true,
+                format!("the access token does not grant {action} on repository {repo}"),
+            ));
+        }
+        Some(
+            RegistryError::new(
+                ErrorCode::Denied,
+                format!("{} may not {action} repository {repo}", p.name()),
+            )
+            .into_response(),
+        )
+    }
+}
+
+/// Return the refusal from the enclosing handler unless the caller may do
+/// `$action` on `$repo`.
+macro_rules! require {
+    ($caller:expr, $repo:expr, $action:expr) => {
+        if let Some(refusal) = $caller.refusal(&$repo, $action) {
+            return Ok(refusal);
+        }
+    };
+}
+
+/// The action each route needs is checked here, before its handler runs.
 async fn handle(reg: &Registry, route: Route<'_>, req: Request) -> Resp {
     let method = req.method().clone();
+    let caller = Caller::of(&req);
     match route {
         Route::Base => match method {
+            // Anonymous callers learn here where to get a token.
+            Method::GET | Method::HEAD if caller.principal.is_anonymous() => {
+                Ok(caller.unauthorized(None, false, "authentication required".into()))
+            }
             Method::GET | Method::HEAD => {
                 Ok(([(header::CONTENT_TYPE, "application/json")], "{}").into_response())
             }
             _ => Err(unsupported(&method)),
         },
         Route::Catalog => match method {
-            Method::GET => catalog(reg, &req),
+            Method::GET if !caller.principal.may_list_catalog() => Ok(caller.unauthorized(
+                Some("registry:catalog:*"),
+                caller.principal.token_limited(),
+                "the access token does not grant listing the catalog".into(),
+            )),
+            Method::GET => catalog(reg, &req, &caller.principal),
             _ => Err(unsupported(&method)),
         },
         Route::Tags(n) => {
             let n = name(n)?;
             match method {
-                Method::GET => tags_list(reg, &n, &req),
+                Method::GET => {
+                    require!(caller, n, Action::Pull);
+                    tags_list(reg, &n, &req)
+                }
                 _ => Err(unsupported(&method)),
             }
         }
         Route::Manifest(n, r) => {
             let n = name(n)?;
+            let action = match method {
+                Method::GET | Method::HEAD => Action::Pull,
+                Method::PUT => Action::Push,
+                Method::DELETE => Action::Delete,
+                _ => return Err(unsupported(&method)),
+            };
+            require!(caller, n, action);
             let r = match reference(r) {
                 Ok(r) => r,
                 // Nothing can be stored under an invalid tag, so reading or
                 // deleting one finds nothing (the conformance suite wants
                 // 404); storing under one is the client's error.
-                Err(e)
-                    if matches!(method, Method::GET | Method::HEAD | Method::DELETE)
-                        && e.code == ErrorCode::ManifestInvalid =>
-                {
+                Err(e) if action != Action::Push && e.code == ErrorCode::ManifestInvalid => {
                     return Err(RegistryError::new(ErrorCode::ManifestUnknown, e.message));
                 }
                 Err(e) => return Err(e),
             };
-            match method {
-                Method::GET | Method::HEAD => get_manifest(reg, &n, &r, &req),
-                Method::PUT => put_manifest(reg, &n, &r, req).await,
-                Method::DELETE => {
+            match action {
+                Action::Pull => get_manifest(reg, &n, &r, &req),
+                Action::Push => put_manifest(reg, &n, &r, req).await,
+                _ => {
                     match &r {
                         Reference::Tag(t) => reg.delete_tag(&n, t)?,
                         Reference::Digest(d) => reg.delete_manifest(&n, d)?,
                     }
                     Ok(accepted())
                 }
-                _ => Err(unsupported(&method)),
             }
         }
         Route::Blob(n, d) => {
             let n = name(n)?;
+            let action = match method {
+                Method::GET | Method::HEAD => Action::Pull,
+                Method::DELETE => Action::Delete,
+                _ => return Err(unsupported(&method)),
+            };
+            require!(caller, n, action);
             let d = digest(d)?;
-            match method {
-                Method::GET | Method::HEAD => get_blob(reg, &n, &d, &method, req.headers()).await,
-                Method::DELETE => {
-                    reg.delete_blob(&n, &d)?;
-                    Ok(accepted())
-                }
-                _ => Err(unsupported(&method)),
+            if action == Action::Pull {
+                // Serves only blobs linked to `n` (or its manifests), so
+                // pull on `n` reveals nothing of other repositories.
+                get_blob(reg, &n, &d, &method, req.headers()).await
+            } else {
+                reg.delete_blob(&n, &d)?;
+                Ok(accepted())
             }
         }
         Route::UploadStart(n) => {
             let n = name(n)?;
             match method {
-                Method::POST => start_upload(reg, &n, req).await,
+                Method::POST => {
+                    require!(caller, n, Action::Push);
+                    start_upload(reg, &n, &caller.principal, req).await
+                }
                 _ => Err(unsupported(&method)),
             }
         }
         Route::Upload(n, id) => {
             let n = name(n)?;
+            if !matches!(
+                method,
+                Method::GET | Method::HEAD | Method::PATCH | Method::PUT | Method::DELETE
+            ) {
+                return Err(unsupported(&method));
+            }
+            require!(caller, n, Action::Push);
+            let owner = caller.principal.name();
+            let key = SessionKey {
+                repo: &n,
+                id,
+                owner: &owner,
+            };
             match method {
                 Method::GET | Method::HEAD => {
-                    let info = reg.upload_info(&n, id)?;
+                    let info = reg.upload_info(&key)?;
                     Ok(upload_response(StatusCode::NO_CONTENT, &n, id, info.len))
                 }
-                Method::PATCH => patch_upload(reg, &n, id, req).await,
-                Method::PUT => put_upload(reg, &n, id, req).await,
-                Method::DELETE => {
-                    reg.cancel_upload(&n, id).await?;
+                Method::PATCH => patch_upload(reg, &key, req).await,
+                Method::PUT => put_upload(reg, &key, req).await,
+                _ => {
+                    reg.cancel_upload(&key).await?;
                     Ok(StatusCode::NO_CONTENT.into_response())
                 }
-                _ => Err(unsupported(&method)),
             }
         }
         Route::Referrers(n, d) => {
             let n = name(n)?;
-            let d = digest(d)?;
             match method {
-                Method::GET => referrers(reg, &n, &d, &req),
+                Method::GET => {
+                    require!(caller, n, Action::Pull);
+                    referrers(reg, &n, &digest(d)?, &req)
+                }
                 _ => Err(unsupported(&method)),
             }
         }
@@ -365,5 +560,32 @@ mod tests {
             Some(Route::Referrers("x", "sha256:00"))
         ));
         assert!(parse_route("/v2/x").is_none());
+    }
+
+    #[test]
+    fn labels_by_path() {
+        assert_eq!(path_label("/api/v1/images"), "api");
+        assert_eq!(path_label("/api/v1"), "api");
+        assert_eq!(path_label("/api/v10"), "other");
+        assert_eq!(path_label("/ui/"), "ui");
+        assert_eq!(path_label("/uix"), "other");
+        assert_eq!(path_label("/token"), "token");
+        assert_eq!(path_label("/healthz"), "healthz");
+        assert_eq!(path_label("/v2/a/b/manifests/latest"), "manifest");
+        assert_eq!(path_label("/v2/"), "base");
+        assert_eq!(path_label("/v2/x"), "other");
+        assert_eq!(path_label("/"), "other");
+    }
+
+    #[test]
+    fn route_info() {
+        let i = parse_route("/v2/a/b/manifests/v1").unwrap().info();
+        assert_eq!(i.route, "manifest");
+        assert_eq!(i.repo.as_deref(), Some("a/b"));
+        assert_eq!(i.reference.as_deref(), Some("v1"));
+        let i = parse_route("/v2/_catalog").unwrap().info();
+        assert_eq!((i.route, i.repo, i.reference), ("catalog", None, None));
+        let i = parse_route("/v2/a/blobs/uploads/").unwrap().info();
+        assert_eq!((i.route, i.repo.as_deref()), ("upload", Some("a")));
     }
 }

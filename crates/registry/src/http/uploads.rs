@@ -1,8 +1,9 @@
 //! Upload handlers: start, chunked `PATCH` and the final `PUT`.
 
 use super::{Resp, content_length, digest, header_str, hv, query, query_pairs};
-use crate::upload::range_error;
+use crate::upload::{SessionKey, range_error};
 use crate::{ErrorCode, Registry, RegistryError};
+use auth::{Action, Principal};
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -57,21 +58,44 @@ fn body_stream(req: Request) -> impl futures::Stream<Item = Result<Bytes, axum::
         .map(|r: Result<Bytes, axum::Error>| r)
 }
 
-pub(super) async fn start_upload(reg: &Registry, repo: &Name, req: Request) -> Resp {
+/// Whether the blob can be mounted into another repository for `p`: it is
+/// linked to `from`, which `p` may pull, or (without `from`) to some
+/// repository `p`'s identity may pull. Never a way to reach a blob the
+/// caller could not download itself.
+fn mount_source(
+    reg: &Registry,
+    p: &Principal,
+    d: &Digest,
+    from: Option<&str>,
+) -> Result<bool, RegistryError> {
+    match from {
+        Some(from) => match Name::parse(from) {
+            Ok(from) => {
+                Ok(p.may(from.as_str(), Action::Pull) && reg.blob_size(&from, d)?.is_some())
+            }
+            Err(_) => Ok(false),
+        },
+        // No `from` (automatic cross-mount): any repository holding the
+        // blob that the identity may pull. Its token need not name it:
+        // clients ask only for the repositories they know.
+        None => Ok(reg
+            .inner
+            .store
+            .meta
+            .blob_repos(d)?
+            .iter()
+            .any(|r| p.identity_may(r, Action::Pull))),
+    }
+}
+
+pub(super) async fn start_upload(reg: &Registry, repo: &Name, p: &Principal, req: Request) -> Resp {
     let q = query_pairs(&req);
     if let Some(m) = query(&q, "mount") {
-        if let Ok(d) = Digest::parse(m) {
-            let source_ok = match query(&q, "from") {
-                Some(from) => match Name::parse(from) {
-                    Ok(from) => reg.blob_size(&from, &d)?.is_some(),
-                    Err(_) => false,
-                },
-                // No `from`: mount if the registry has the blob anywhere.
-                None => reg.inner.store.meta.blob_linked_anywhere(&d)?.is_some(),
-            };
-            if source_ok && reg.link_blob(repo, &d).is_ok() {
-                return Ok(created_blob(repo, &d));
-            }
+        if let Ok(d) = Digest::parse(m)
+            && mount_source(reg, p, &d, query(&q, "from"))?
+            && reg.link_blob(repo, &d).is_ok()
+        {
+            return Ok(created_blob(repo, &d));
         }
         // Fall back to an ordinary upload session.
     } else if let Some(ds) = query(&q, "digest") {
@@ -80,27 +104,22 @@ pub(super) async fn start_upload(reg: &Registry, repo: &Name, req: Request) -> R
         reg.ingest_blob(repo, &d, body_stream(req), cl).await?;
         return Ok(created_blob(repo, &d));
     }
-    let id = reg.start_upload(repo).await?.to_string();
+    let id = reg.start_upload(repo, &p.name()).await?.to_string();
     Ok(upload_response(StatusCode::ACCEPTED, repo, &id, 0))
 }
 
-pub(super) async fn patch_upload(reg: &Registry, repo: &Name, id: &str, req: Request) -> Resp {
+pub(super) async fn patch_upload(reg: &Registry, key: &SessionKey<'_>, req: Request) -> Resp {
     let range = content_range(req.headers())?;
     let cl = content_length(req.headers());
-    match reg
-        .patch_upload(repo, id, range, cl, body_stream(req))
-        .await
-    {
-        Ok(len) => Ok(upload_response(StatusCode::ACCEPTED, repo, id, len)),
-        Err(e) => Err(e),
-    }
+    let len = reg.patch_upload(key, range, cl, body_stream(req)).await?;
+    Ok(upload_response(StatusCode::ACCEPTED, key.repo, key.id, len))
 }
 
-pub(super) async fn put_upload(reg: &Registry, repo: &Name, id: &str, req: Request) -> Resp {
+pub(super) async fn put_upload(reg: &Registry, key: &SessionKey<'_>, req: Request) -> Resp {
     let q = query_pairs(&req);
     let Some(ds) = query(&q, "digest") else {
         // Check the session exists first: an unknown one is 404.
-        reg.upload_info(repo, id)?;
+        reg.upload_info(key)?;
         return Err(RegistryError::new(
             ErrorCode::DigestInvalid,
             "the closing PUT needs ?digest=",
@@ -109,7 +128,7 @@ pub(super) async fn put_upload(reg: &Registry, repo: &Name, id: &str, req: Reque
     let d = digest(ds)?;
     let range = content_range(req.headers())?;
     let cl = content_length(req.headers());
-    reg.finish_upload(repo, id, &d, range, cl, body_stream(req))
+    reg.finish_upload(key, &d, range, cl, body_stream(req))
         .await?;
-    Ok(created_blob(repo, &d))
+    Ok(created_blob(key.repo, &d))
 }
