@@ -6,14 +6,20 @@
 //! returns routes to merge into the server: repositories and tags, images
 //! (status, health, summary, findings with filters, remediation, diffs,
 //! inventory), recommendations, exemptions, webhooks and their delivery
-//! log, usage, vulnerability database status and the scan queue.
+//! log, usage, vulnerability database status and the scan queue; with
+//! access control ([`State::with_access`]) also sign-in for the dashboard,
+//! users, robots, bindings, API tokens and the audit log.
 //!
 //! # Invariants
 //! - Bad input gets a 4xx with a JSON body `{"error": {"code", "message"}}`
 //!   naming what was wrong; nothing changes.
-//! - Every path that concerns one repository's content carries the
-//!   repository name or resolves to it (`repositories` on an image), so an
-//!   authorization layer can scope access per repository later.
+//! - Every view is scoped by the request's [`auth::Principal`] (put there
+//!   by the edge layer; unrestricted when absent or when access control is
+//!   off): lists show only repositories the caller may pull, and an image
+//!   is visible when any of its repositories is. A single object the
+//!   caller may not see is a 404 (401 for an anonymous caller, with the
+//!   bearer challenge), so its existence is not revealed.
+//! - Request bodies are at most 1 MiB (a JSON 413 beyond).
 //! - The API only reads the assessor's read models; the dashboard uses the
 //!   same API, so the two never disagree.
 
@@ -27,6 +33,9 @@ pub struct State {
     pub assess: assess::Service,
     /// The OpenAPI document served at `/api/v1/openapi.json`, built once.
     pub docs: std::sync::Arc<utoipa::openapi::OpenApi>,
+    /// Access control; `None` when it is off (every caller unrestricted,
+    /// the user, robot, binding, token and audit endpoints answer 404).
+    pub access: Option<auth::AccessControl>,
 }
 
 impl State {
@@ -35,7 +44,15 @@ impl State {
         State {
             assess,
             docs: std::sync::Arc::new(api::ApiDoc::openapi()),
+            access: None,
         }
+    }
+
+    /// Turn access control on: the management endpoints of users, robots,
+    /// bindings, API tokens and the audit log, and dashboard sign-in.
+    pub fn with_access(mut self, access: auth::AccessControl) -> State {
+        self.access = Some(access);
+        self
     }
 
     /// Also document endpoints another crate serves under `/api/v1`

@@ -1,13 +1,14 @@
 //! Request handlers.
 
 use super::ApiError;
+use super::scope::{Body, Caller, Scope};
 use crate::State;
 use assess::views::{
     FindingFilter, ImageBrief, ImageView, QueueView, Recommendations, UsageReport,
 };
 use assess::{Exemption, Service, Severity};
+use auth::Action;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State as AxState};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -30,7 +31,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Parse a query string into key → value, rejecting unknown keys.
-fn query(raw: Option<String>, allowed: &[&str]) -> ApiResult<HashMap<String, String>> {
+pub(super) fn query(raw: Option<String>, allowed: &[&str]) -> ApiResult<HashMap<String, String>> {
     let mut out = HashMap::new();
     let raw = raw.unwrap_or_default();
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
@@ -87,7 +88,8 @@ fn parse_digest(s: &str) -> ApiResult<String> {
         .map_err(|e| ApiError::bad_request(format!("invalid digest {s:?}: {e}")))
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> ApiResult<T> {
+pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(body: &Body) -> ApiResult<T> {
+    let body = &body.0;
     if body.is_empty() {
         return Err(ApiError::bad_request("request body must be a JSON object"));
     }
@@ -119,7 +121,7 @@ fn month_of(name: &str, s: &str) -> ApiResult<String> {
     Ok(format!("{y:04}-{m:02}"))
 }
 
-fn parse_time(name: &str, s: &str) -> ApiResult<OffsetDateTime> {
+pub(super) fn parse_time(name: &str, s: &str) -> ApiResult<OffsetDateTime> {
     OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map_err(|e| ApiError::bad_request(format!("{name} must be an RFC 3339 time: {e}")))
 }
@@ -164,10 +166,15 @@ pub struct RepositoryDetail {
 #[utoipa::path(get, path = "/api/v1/repositories", responses((status = 200, body = Vec<RepositoryView>)))]
 pub async fn list_repositories(
     AxState(state): AxState<State>,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<RepositoryView>>> {
-    blocking(&state, |svc| {
+    blocking(&state, move |svc| {
+        let scope = Scope::new(&caller.principal);
         let mut out = Vec::new();
         for repo in svc.source().repositories()? {
+            if !scope.repo(repo.as_str()) {
+                continue;
+            }
             let tags = svc.source().tags(&repo)?.len();
             let images = svc.list_images(Some(repo.as_str()))?;
             let top: Vec<&ImageBrief> = images
@@ -197,6 +204,17 @@ fn is_child(svc: &Service, digest: &str) -> bool {
         .is_some_and(|r| r.parent.is_some())
 }
 
+/// Images of one repository the caller may read, their other
+/// repositories' tags left out.
+fn images_in(svc: &Service, scope: &Scope, repo: &str) -> ApiResult<Vec<ImageBrief>> {
+    let mut list = svc.list_images(Some(repo))?;
+    for i in &mut list {
+        i.repository = repo.to_string();
+        i.tags.retain(|t| scope.tag(t));
+    }
+    Ok(list)
+}
+
 fn tag_views(svc: &Service, repo: &oci::Name) -> ApiResult<Vec<TagView>> {
     let mut out = Vec::new();
     for (tag, digest) in svc.source().tags(repo)? {
@@ -223,6 +241,7 @@ fn tag_views(svc: &Service, repo: &oci::Name) -> ApiResult<Vec<TagView>> {
     responses((status = 200, body = RepositoryDetail), (status = 404, body = super::ErrorBody)))]
 pub async fn get_repository(
     AxState(state): AxState<State>,
+    caller: Caller,
     Path(rest): Path<String>,
 ) -> ApiResult<axum::response::Response> {
     let (name, what) = if let Some(n) = rest.strip_suffix("/tags") {
@@ -235,18 +254,19 @@ pub async fn get_repository(
     let repo = oci::Name::parse(&name)
         .map_err(|e| ApiError::bad_request(format!("invalid repository name {name:?}: {e}")))?;
     blocking(&state, move |svc| {
-        if !svc.source().repositories()?.iter().any(|r| r == &repo) {
-            return Err(ApiError::not_found(format!(
-                "repository {name:?} not found"
-            )));
+        let scope = Scope::new(&caller.principal);
+        // A repository the caller may not pull is answered like one that
+        // does not exist.
+        if !scope.repo(repo.as_str()) || !svc.source().repositories()?.iter().any(|r| r == &repo) {
+            return Err(caller.hidden(format!("repository {name:?} not found")));
         }
         Ok(match what {
             "tags" => Json(tag_views(svc, &repo)?).into_response(),
-            "images" => Json(svc.list_images(Some(repo.as_str()))?).into_response(),
+            "images" => Json(images_in(svc, &scope, repo.as_str())?).into_response(),
             _ => Json(RepositoryDetail {
                 name: repo.as_str().to_string(),
                 tags: tag_views(svc, &repo)?,
-                images: svc.list_images(Some(repo.as_str()))?,
+                images: images_in(svc, &scope, repo.as_str())?,
             })
             .into_response(),
         })
@@ -262,6 +282,7 @@ pub async fn get_repository(
     responses((status = 200, body = Vec<ImageBrief>), (status = 400, body = super::ErrorBody)))]
 pub async fn list_images(
     AxState(state): AxState<State>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Vec<ImageBrief>>> {
     let q = query(raw, &["repository", "health"])?;
@@ -281,14 +302,26 @@ pub async fn list_images(
             .map_err(|e| ApiError::bad_request(format!("invalid repository name {r:?}: {e}")))?;
     }
     blocking(&state, move |svc| {
-        let list = svc.list_images(repo.as_deref())?;
-        Ok(Json(
-            list.into_iter()
-                .filter(|i| {
-                    health.is_none_or(|want| i.health.as_ref().is_some_and(|h| h.healthy == want))
-                })
-                .collect(),
-        ))
+        let scope = Scope::new(&caller.principal);
+        let mut out = Vec::new();
+        if repo.as_deref().is_some_and(|r| !scope.repo(r)) {
+            return Ok(Json(out));
+        }
+        for mut i in svc.list_images(repo.as_deref())? {
+            let wanted =
+                health.is_none_or(|want| i.health.as_ref().is_some_and(|h| h.healthy == want));
+            if !wanted {
+                continue;
+            }
+            let shown = repo.as_deref().unwrap_or(&i.repository).to_string();
+            let Some(r) = scope.image(svc, &i.digest, &shown)? else {
+                continue;
+            };
+            i.repository = r;
+            i.tags.retain(|t| scope.tag(t));
+            out.push(i);
+        }
+        Ok(Json(out))
     })
     .await
 }
@@ -300,12 +333,15 @@ pub async fn list_images(
            ("fixable" = Option<bool>, Query, description = "Only findings with (true) or without (false) a fix"),
            ("exempt" = Option<bool>, Query, description = "Only exempt (true) or not exempt (false) findings"),
            ("inventory" = Option<bool>, Query, description = "Include the package inventory")),
-    responses((status = 200, body = ImageView), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, body = ImageDetail), (status = 400, body = super::ErrorBody),
+        (status = 401, description = "Anonymous, and the image is not public", body = super::ErrorBody),
+        (status = 404, description = "Unknown, or in no repository the caller may pull", body = super::ErrorBody)))]
 pub async fn get_image(
     AxState(state): AxState<State>,
+    caller: Caller,
     Path(digest): Path<String>,
     RawQuery(raw): RawQuery,
-) -> ApiResult<Json<ImageView>> {
+) -> ApiResult<Json<ImageDetail>> {
     let digest = parse_digest(&digest)?;
     let q = query(
         raw,
@@ -352,13 +388,71 @@ pub async fn get_image(
         None => false,
     };
     blocking(&state, move |svc| {
-        svc.image_view(&digest, &filter, with_inventory)?
-            .map(Json)
-            .ok_or_else(|| {
-                ApiError::not_found(format!("image {digest} is not known to the assessor"))
+        let unknown = || caller.hidden(format!("image {digest} is not known to the assessor"));
+        let scope = Scope::new(&caller.principal);
+        let Some(mut view) = svc.image_view(&digest, &filter, with_inventory)? else {
+            return Err(unknown());
+        };
+        let first = view.repositories.first().cloned().unwrap_or_default();
+        if scope.image(svc, &digest, &first)?.is_none() {
+            return Err(unknown());
+        }
+        // Leave out what names repositories the caller may not read.
+        view.repositories.retain(|r| scope.repo(r));
+        view.tags.retain(|t| scope.tag(t));
+        view.diffs
+            .previous_tag_digest
+            .retain(|d| d.repository.as_deref().is_none_or(|r| scope.repo(r)));
+        if let Some(rem) = &mut view.remediation {
+            if let Some(b) = &mut rem.base_image
+                && let Some(c) = b.base_image.take()
+            {
+                b.base_image = visible_candidate(svc, &scope, c)?;
+            }
+            if let Some(c) = rem.better_alternative.take() {
+                rem.better_alternative = visible_candidate(svc, &scope, c)?;
+            }
+        }
+        let all = svc.store().exemptions()?;
+        let exemptions = all
+            .into_iter()
+            .filter(|e| {
+                view.findings
+                    .iter()
+                    .any(|f| f.exempted_by.as_deref() == Some(&e.id))
             })
+            .collect();
+        Ok(Json(ImageDetail {
+            image: view,
+            exemptions,
+        }))
     })
     .await
+}
+
+/// An image's view and the exemptions its findings name.
+#[derive(Serialize, ToSchema)]
+pub struct ImageDetail {
+    #[serde(flatten)]
+    pub image: ImageView,
+    /// The exemptions that the findings' `exempted_by` name (with their
+    /// author and reason).
+    pub exemptions: Vec<Exemption>,
+}
+
+fn visible_candidate(
+    svc: &Service,
+    scope: &Scope,
+    mut c: assess::remediation::Candidate,
+) -> ApiResult<Option<assess::remediation::Candidate>> {
+    Ok(match scope.image(svc, &c.digest, &c.repository)? {
+        Some(r) => {
+            c.repository = r;
+            c.tags.retain(|t| scope.tag(t));
+            Some(c)
+        }
+        None => None,
+    })
 }
 
 fn bad_severity(s: &str) -> ApiError {
@@ -368,19 +462,34 @@ fn bad_severity(s: &str) -> ApiError {
 }
 
 #[utoipa::path(post, path = "/api/v1/images/{digest}/rescan", params(("digest" = String, Path)),
-    responses((status = 202, description = "Queued again"), (status = 404, body = super::ErrorBody)))]
+    responses((status = 202, description = "Queued again"),
+        (status = 401, body = super::ErrorBody),
+        (status = 403, description = "No push on any of the image's repositories", body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)))]
 pub async fn rescan_image(
     AxState(state): AxState<State>,
+    caller: Caller,
     Path(digest): Path<String>,
 ) -> ApiResult<StatusCode> {
     let digest = parse_digest(&digest)?;
     blocking(&state, move |svc| {
+        let unknown = || caller.hidden(format!("image {digest} is not known to the assessor"));
+        let scope = Scope::new(&caller.principal);
+        let repos = Scope::repos_of(svc, &digest)?;
+        if !scope.all() {
+            if !repos.iter().any(|r| scope.repo(r)) {
+                return Err(unknown());
+            }
+            if !repos.iter().any(|r| caller.principal.may(r, Action::Push)) {
+                return Err(caller.forbidden(format!(
+                    "rescanning {digest} needs push on one of its repositories"
+                )));
+            }
+        }
         if svc.requeue(&digest)? {
             Ok(StatusCode::ACCEPTED)
         } else {
-            Err(ApiError::not_found(format!(
-                "image {digest} is not known to the assessor"
-            )))
+            Err(unknown())
         }
     })
     .await
@@ -391,6 +500,7 @@ pub async fn rescan_image(
     responses((status = 200, body = Recommendations)))]
 pub async fn recommendations(
     AxState(state): AxState<State>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Recommendations>> {
     let q = query(raw, &["limit"])?;
@@ -402,12 +512,81 @@ pub async fn recommendations(
             .ok_or_else(|| ApiError::bad_request(format!("limit must be 1 to 1000, not {v:?}")))?,
         None => 100,
     };
-    blocking(&state, move |svc| Ok(Json(svc.recommendations(limit)?))).await
+    blocking(&state, move |svc| {
+        let scope = Scope::new(&caller.principal);
+        if scope.all() {
+            return Ok(Json(svc.recommendations(limit)?));
+        }
+        // Everything, then only what the caller may read, then the limit:
+        // limiting first could leave out the caller's own images.
+        let mut rec = svc.recommendations(usize::MAX)?;
+        let mut seen: HashMap<String, Option<String>> = HashMap::new();
+        let mut visible = |digest: &str, repo: &str| -> ApiResult<Option<String>> {
+            if let Some(v) = seen.get(digest) {
+                return Ok(v.clone());
+            }
+            let v = scope.image(svc, digest, repo)?;
+            seen.insert(digest.to_string(), v.clone());
+            Ok(v)
+        };
+        let mut by_image = Vec::new();
+        for mut b in std::mem::take(&mut rec.by_image) {
+            if let Some(r) = visible(&b.digest, &b.repository)? {
+                b.repository = r;
+                b.tags.retain(|t| scope.tag(t));
+                by_image.push(b);
+            }
+        }
+        by_image.truncate(limit);
+        let mut by_vulnerability = Vec::new();
+        for mut v in std::mem::take(&mut rec.by_vulnerability) {
+            let mut affected = Vec::new();
+            for mut a in std::mem::take(&mut v.affected_images) {
+                if let Some(r) = visible(&a.digest, &a.repository)? {
+                    a.repository = r;
+                    a.tags.retain(|t| scope.tag(t));
+                    affected.push(a);
+                }
+            }
+            if affected.is_empty() {
+                continue;
+            }
+            // The fixes, from the affected images the caller may read.
+            v.fix.clear();
+            for a in &affected {
+                if let Some(f) = &a.fixed_version {
+                    let list = v.fix.entry(a.package.clone()).or_default();
+                    if !list.contains(f) {
+                        list.push(f.clone());
+                    }
+                }
+            }
+            v.affected_images = affected;
+            by_vulnerability.push(v);
+        }
+        // Same order as the assessor's: severity, then images affected.
+        let rank = |s: &str| Severity::parse(s).unwrap_or(Severity::Unknown);
+        by_vulnerability.sort_by(|a, b| {
+            rank(&b.severity)
+                .cmp(&rank(&a.severity))
+                .then(b.affected_images.len().cmp(&a.affected_images.len()))
+                .then(a.id.cmp(&b.id))
+        });
+        by_vulnerability.truncate(limit);
+        rec.by_image = by_image;
+        rec.by_vulnerability = by_vulnerability;
+        Ok(Json(rec))
+    })
+    .await
 }
 
 // ---- exemptions ----
 
 /// A new exemption. At least one of `vulnerability`, `package`, `severity`.
+///
+/// With access control on, the author is the authenticated caller and an
+/// `author` sent in the body is ignored. With it off, `author` is
+/// required, as it names who decided.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewExemption {
@@ -418,21 +597,26 @@ pub struct NewExemption {
     /// Exempt findings at or below this severity.
     pub severity: Option<String>,
     pub reason: String,
-    pub author: String,
+    /// Only read when access control is off (then required).
+    pub author: Option<String>,
     /// RFC 3339; absent for no expiry.
     pub expires_at: Option<String>,
 }
 
+/// Exemptions whose scope the caller may administer (those without a
+/// repository pattern: administrators only).
 #[utoipa::path(get, path = "/api/v1/exemptions", responses((status = 200, body = Vec<Exemption>)))]
 pub async fn list_exemptions(
     AxState(state): AxState<State>,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<serde_json::Value>>> {
-    blocking(&state, |svc| {
+    blocking(&state, move |svc| {
         let now = svc.clock().now();
         Ok(Json(
             svc.store()
                 .exemptions()?
                 .into_iter()
+                .filter(|e| caller.may_admin_glob(e.repository.as_deref()))
                 .map(|e| {
                     let active = e.is_active(now);
                     let mut v = serde_json::to_value(e).unwrap_or_default();
@@ -445,13 +629,24 @@ pub async fn list_exemptions(
     .await
 }
 
+/// Create an exemption; needs admin on the repositories its pattern
+/// covers (administrators only without a pattern).
 #[utoipa::path(post, path = "/api/v1/exemptions", request_body = NewExemption,
-    responses((status = 201, body = Exemption), (status = 400, body = super::ErrorBody)))]
+    responses((status = 201, body = Exemption), (status = 400, body = super::ErrorBody),
+        (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody),
+        (status = 413, body = super::ErrorBody)))]
 pub async fn create_exemption(
     AxState(state): AxState<State>,
-    body: Bytes,
+    caller: Caller,
+    body: Body,
 ) -> ApiResult<(StatusCode, Json<Exemption>)> {
     let n: NewExemption = parse_json(&body)?;
+    let author = if *caller.principal.identity() == auth::Identity::Unrestricted {
+        n.author
+            .ok_or_else(|| ApiError::bad_request("author is required"))?
+    } else {
+        caller.principal.name()
+    };
     let severity = match &n.severity {
         Some(s) => Some(Severity::parse(s).ok_or_else(|| bad_severity(s))?),
         None => None,
@@ -471,6 +666,12 @@ pub async fn create_exemption(
     let vulnerability = nonempty("vulnerability", n.vulnerability)?;
     let package = nonempty("package", n.package)?;
     let repository = nonempty("repository", n.repository)?;
+    if !caller.may_admin_glob(repository.as_deref()) {
+        return Err(caller.forbidden(match &repository {
+            Some(r) => format!("exempting findings in {r:?} needs admin on those repositories"),
+            None => "an exemption for every repository needs administrator rights".into(),
+        }));
+    }
     blocking(&state, move |svc| {
         svc.add_exemption(
             vulnerability,
@@ -478,7 +679,7 @@ pub async fn create_exemption(
             repository,
             severity,
             n.reason,
-            n.author,
+            author,
             expires_at,
         )
         .map(|e| (StatusCode::CREATED, Json(e)))
@@ -488,16 +689,24 @@ pub async fn create_exemption(
 }
 
 #[utoipa::path(delete, path = "/api/v1/exemptions/{id}", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = super::ErrorBody)))]
+    responses((status = 204), (status = 401, body = super::ErrorBody),
+        (status = 403, description = "No admin on the exemption's repositories", body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)))]
 pub async fn delete_exemption(
     AxState(state): AxState<State>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     blocking(&state, move |svc| {
+        if let Some(e) = svc.store().exemptions()?.into_iter().find(|e| e.id == id)
+            && !caller.may_admin_glob(e.repository.as_deref())
+        {
+            return Err(caller.forbidden("removing this exemption needs admin on its repositories"));
+        }
         if svc.store().delete_exemption(&id)? {
             Ok(StatusCode::NO_CONTENT)
         } else {
-            Err(ApiError::not_found(format!("no exemption {id:?}")))
+            Err(caller.hidden(format!("no exemption {id:?}")))
         }
     })
     .await
@@ -525,20 +734,48 @@ pub struct CreatedWebhook {
     pub webhook: assess::store::Webhook,
 }
 
+/// Webhooks whose scope the caller may administer (those for the whole
+/// registry: administrators only).
 #[utoipa::path(get, path = "/api/v1/webhooks", responses((status = 200, body = Vec<assess::store::Webhook>)))]
 pub async fn list_webhooks(
     AxState(state): AxState<State>,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<assess::store::Webhook>>> {
-    blocking(&state, |svc| Ok(Json(svc.store().webhooks()?))).await
+    blocking(&state, move |svc| {
+        Ok(Json(
+            svc.store()
+                .webhooks()?
+                .into_iter()
+                .filter(|w| caller.may_admin_glob(w.repository.as_deref()))
+                .collect(),
+        ))
+    })
+    .await
 }
 
+/// Create a webhook; needs admin on the repositories its pattern covers
+/// (administrators only without a pattern).
 #[utoipa::path(post, path = "/api/v1/webhooks", request_body = NewWebhook,
-    responses((status = 201, body = assess::store::Webhook), (status = 400, body = super::ErrorBody)))]
+    responses((status = 201, body = assess::store::Webhook), (status = 400, body = super::ErrorBody),
+        (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody),
+        (status = 413, body = super::ErrorBody)))]
 pub async fn create_webhook(
     AxState(state): AxState<State>,
-    body: Bytes,
+    caller: Caller,
+    body: Body,
 ) -> ApiResult<(StatusCode, Json<assess::store::Webhook>)> {
     let n: NewWebhook = parse_json(&body)?;
+    if let Some(r) = &n.repository
+        && r.trim().is_empty()
+    {
+        return Err(ApiError::bad_request("repository must not be empty"));
+    }
+    if !caller.may_admin_glob(n.repository.as_deref()) {
+        return Err(caller.forbidden(match &n.repository {
+            Some(r) => format!("a webhook for {r:?} needs admin on those repositories"),
+            None => "a webhook for every repository needs administrator rights".into(),
+        }));
+    }
     let url = n.url.trim().to_string();
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
         return Err(ApiError::bad_request(format!(
@@ -566,16 +803,24 @@ pub async fn create_webhook(
 }
 
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = super::ErrorBody)))]
+    responses((status = 204), (status = 401, body = super::ErrorBody),
+        (status = 403, description = "No admin on the webhook's repositories", body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)))]
 pub async fn delete_webhook(
     AxState(state): AxState<State>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     blocking(&state, move |svc| {
+        if let Some(w) = svc.store().webhooks()?.into_iter().find(|w| w.id == id)
+            && !caller.may_admin_glob(w.repository.as_deref())
+        {
+            return Err(caller.forbidden("removing this webhook needs admin on its repositories"));
+        }
         if svc.store().delete_webhook(&id)? {
             Ok(StatusCode::NO_CONTENT)
         } else {
-            Err(ApiError::not_found(format!("no webhook {id:?}")))
+            Err(caller.hidden(format!("no webhook {id:?}")))
         }
     })
     .await
@@ -585,11 +830,17 @@ pub async fn delete_webhook(
     responses((status = 200, body = Vec<assess::store::Delivery>), (status = 404, body = super::ErrorBody)))]
 pub async fn webhook_deliveries(
     AxState(state): AxState<State>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<assess::store::Delivery>>> {
     blocking(&state, move |svc| {
-        if !svc.store().webhooks()?.iter().any(|w| w.id == id) {
-            return Err(ApiError::not_found(format!("no webhook {id:?}")));
+        if !svc
+            .store()
+            .webhooks()?
+            .iter()
+            .any(|w| w.id == id && caller.may_admin_glob(w.repository.as_deref()))
+        {
+            return Err(caller.hidden(format!("no webhook {id:?}")));
         }
         Ok(Json(svc.store().deliveries(Some(&id), 500)?))
     })
@@ -604,6 +855,7 @@ pub async fn webhook_deliveries(
     responses((status = 200, body = UsageReport), (status = 400, body = super::ErrorBody)))]
 pub async fn usage(
     AxState(state): AxState<State>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<UsageReport>> {
     let q = query(raw, &["from", "to"])?;
@@ -620,7 +872,16 @@ pub async fn usage(
             "from ({from}) is after to ({to})"
         )));
     }
-    blocking(&state, move |svc| Ok(Json(svc.usage(&from, &to)?))).await
+    blocking(&state, move |svc| {
+        let scope = Scope::new(&caller.principal);
+        let mut report = svc.usage(&from, &to)?;
+        if !scope.all() {
+            report.rows.retain(|r| scope.repo(&r.repository));
+            report.total = report.rows.iter().map(|r| r.images).sum();
+        }
+        Ok(Json(report))
+    })
+    .await
 }
 
 /// Vulnerability database status.
@@ -652,6 +913,29 @@ pub async fn vulndb_status(AxState(state): AxState<State>) -> ApiResult<Json<DbS
 }
 
 #[utoipa::path(get, path = "/api/v1/queue", responses((status = 200, body = QueueView)))]
-pub async fn queue(AxState(state): AxState<State>) -> ApiResult<Json<QueueView>> {
-    blocking(&state, |svc| Ok(Json(svc.queue_view()?))).await
+pub async fn queue(AxState(state): AxState<State>, caller: Caller) -> ApiResult<Json<QueueView>> {
+    blocking(&state, move |svc| {
+        let scope = Scope::new(&caller.principal);
+        let mut view = svc.queue_view()?;
+        if scope.all() {
+            return Ok(Json(view));
+        }
+        let mut pending = Vec::new();
+        for mut e in std::mem::take(&mut view.pending) {
+            if let Some(r) = scope.image(svc, &e.digest, &e.repository)? {
+                e.repository = r;
+                pending.push(e);
+            }
+        }
+        view.pending = pending;
+        // Counts of the images the caller may read only.
+        view.counts.clear();
+        for row in svc.store().all_images()? {
+            if scope.image(svc, &row.digest, &row.repo)?.is_some() {
+                *view.counts.entry(row.status.clone()).or_default() += 1;
+            }
+        }
+        Ok(Json(view))
+    })
+    .await
 }

@@ -1,14 +1,18 @@
 //! Handlers of `/api/v1`. Query strings and bodies are parsed here by hand
 //! so every mistake gets a precise message.
 
+mod access;
 mod error;
 mod handlers;
+mod scope;
 
 pub use error::{ApiError, ErrorBody};
+pub use scope::{BODY_LIMIT, Caller, covering_pattern};
 
 use crate::State;
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
 use utoipa::OpenApi;
 
 /// The OpenAPI document.
@@ -17,7 +21,12 @@ use utoipa::OpenApi;
     info(
         title = "drydock management API",
         version = "1",
-        description = "Repositories, image assessments, recommendations, exemptions, webhooks, usage."
+        description = "Repositories, image assessments, recommendations, exemptions, webhooks, usage; \
+            with access control on, users, robots, bindings, API tokens and the audit log. \
+            Callers authenticate with HTTP Basic, `Authorization: Bearer` (an API token or a \
+            registry access token) or the dashboard's session cookie (then every POST, PUT, \
+            PATCH and DELETE needs `X-CSRF-Token`). What a caller sees is limited to the \
+            repositories it may pull. Request bodies are at most 1 MiB."
     ),
     paths(
         handlers::list_repositories,
@@ -36,6 +45,25 @@ use utoipa::OpenApi;
         handlers::usage,
         handlers::vulndb_status,
         handlers::queue,
+        access::session,
+        access::login,
+        access::logout,
+        access::list_users,
+        access::create_user,
+        access::delete_user,
+        access::set_password,
+        access::set_groups,
+        access::list_robots,
+        access::create_robot,
+        access::revoke_robot,
+        access::delete_robot,
+        access::list_bindings,
+        access::create_binding,
+        access::delete_binding,
+        access::audit,
+        access::list_tokens,
+        access::create_token,
+        access::delete_token,
     ),
     components(schemas(
         ErrorBody,
@@ -46,6 +74,25 @@ use utoipa::OpenApi;
         handlers::NewWebhook,
         handlers::CreatedWebhook,
         handlers::DbStatus,
+        handlers::ImageDetail,
+        access::SessionInfo,
+        access::LoginRequest,
+        access::LoggedIn,
+        access::User,
+        access::NewUser,
+        access::NewPassword,
+        access::Groups,
+        access::Permission,
+        access::Robot,
+        access::NewRobot,
+        access::CreatedRobot,
+        access::SubjectRef,
+        access::BindingView,
+        access::NewBinding,
+        access::AuditRecord,
+        access::ApiToken,
+        access::NewToken,
+        access::CreatedToken,
         assess::views::ImageView,
         assess::views::ImageBrief,
         assess::views::FindingView,
@@ -94,12 +141,42 @@ pub fn router(state: State) -> Router {
         .route("/api/v1/usage", get(handlers::usage))
         .route("/api/v1/vulndb", get(handlers::vulndb_status))
         .route("/api/v1/queue", get(handlers::queue))
+        .route("/api/v1/auth/session", get(access::session))
+        .route("/api/v1/auth/login", post(access::login))
+        .route("/api/v1/auth/logout", post(access::logout))
+        .route(
+            "/api/v1/users",
+            get(access::list_users).post(access::create_user),
+        )
+        .route("/api/v1/users/{name}", delete(access::delete_user))
+        .route("/api/v1/users/{name}/password", put(access::set_password))
+        .route("/api/v1/users/{name}/groups", put(access::set_groups))
+        .route(
+            "/api/v1/robots",
+            get(access::list_robots).post(access::create_robot),
+        )
+        .route("/api/v1/robots/{name}", delete(access::delete_robot))
+        .route("/api/v1/robots/{name}/revoke", post(access::revoke_robot))
+        .route(
+            "/api/v1/bindings",
+            get(access::list_bindings).post(access::create_binding),
+        )
+        .route("/api/v1/bindings/{id}", delete(access::delete_binding))
+        .route("/api/v1/audit", get(access::audit))
+        .route(
+            "/api/v1/tokens",
+            get(access::list_tokens).post(access::create_token),
+        )
+        .route("/api/v1/tokens/{id}", delete(access::delete_token))
         .route("/api/v1", get(handlers::not_found))
         .route(
             "/api/v1/{*rest}",
             get(handlers::not_found)
                 .post(handlers::not_found)
+                .put(handlers::not_found)
+                .patch(handlers::not_found)
                 .delete(handlers::not_found),
         )
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
