@@ -49,18 +49,18 @@ fn bad_request(message: &str) -> Response {
     error_response("/token", StatusCode::BAD_REQUEST, "UNSUPPORTED", message)
 }
 
-/// Refuse a token for another service (the client followed someone
-/// else's challenge).
-fn check_service(state: &EdgeState, q: &[(String, String)]) -> Result<(), Response> {
+/// The refusal of a token for another service (the client followed
+/// someone else's challenge), if it is one.
+fn check_service(state: &EdgeState, q: &[(String, String)]) -> Option<Response> {
     let Some(ac) = &state.edge.access else {
-        return Err(bad_request("access control is off: no tokens are needed"));
+        return Some(bad_request("access control is off: no tokens are needed"));
     };
     match one(q, "service") {
-        Some(s) if s != ac.settings().service => Err(bad_request(&format!(
+        Some(s) if s != ac.settings().service => Some(bad_request(&format!(
             "this server issues tokens for service {:?}, not {s:?}",
             ac.settings().service
         ))),
-        _ => Ok(()),
+        _ => None,
     }
 }
 
@@ -92,7 +92,7 @@ fn issue(state: &EdgeState, who: &Principal, scopes: &[Scope], offline: bool) ->
 
 async fn get_token(State(state): State<Arc<EdgeState>>, req: Request) -> Response {
     let q = pairs(req.uri().query().unwrap_or(""));
-    if let Err(r) = check_service(&state, &q) {
+    if let Some(r) = check_service(&state, &q) {
         return r;
     }
     let Some(ac) = state.edge.access.clone() else {
@@ -142,7 +142,7 @@ async fn post_token(State(state): State<Arc<EdgeState>>, req: Request) -> Respon
         return bad_request("the form is not UTF-8");
     };
     let q = pairs(body);
-    if let Err(r) = check_service(&state, &q) {
+    if let Some(r) = check_service(&state, &q) {
         return r;
     }
     let Some(ac) = state.edge.access.clone() else {
