@@ -66,6 +66,7 @@ struct Inner {
     insecure: bool,
     auth: Mutex<Auth>,
     retry: RetryPolicy,
+    outbound: egress::EgressPolicy,
 }
 
 /// A repository on a remote registry.
@@ -86,43 +87,68 @@ impl std::fmt::Debug for RemoteSource {
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// Settings for a [`RemoteSource`] beyond the spec.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RemoteOptions {
     pub retry: RetryPolicy,
     /// Extra trusted root certificates (a PEM bundle) for a registry whose
     /// certificate a private CA signed.
     pub ca_pem: Option<Vec<u8>>,
+    /// Addresses the registry, its token server and its redirects may be
+    /// at. The default reaches any address, as the command line's requests
+    /// may (the user names them); a server passes its outbound policy.
+    pub outbound: egress::EgressPolicy,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            retry: RetryPolicy::default(),
+            ca_pem: None,
+            outbound: egress::EgressPolicy::allow_all(),
+        }
+    }
 }
 
 /// Environment variable naming a PEM bundle of extra trusted roots.
 pub const CA_FILE_ENV: &str = "DRYDOCK_CA_FILE";
 
+/// The extra trusted roots named by `DRYDOCK_CA_FILE`, if set.
+pub fn ca_pem_from_env() -> Result<Option<Vec<u8>>, Error> {
+    match std::env::var_os(CA_FILE_ENV) {
+        Some(path) if !path.is_empty() => {
+            Ok(Some(std::fs::read(&path).map_err(|e| {
+                Error::io(format!("{CA_FILE_ENV}={}", path.to_string_lossy()), e)
+            })?))
+        }
+        _ => Ok(None),
+    }
+}
+
 impl RemoteSource {
     /// A source for `image`; nothing is contacted yet. Extra trusted roots
     /// come from the PEM file named by `DRYDOCK_CA_FILE`, if set.
+    ///
+    /// For the command line: any address may be reached (the user names
+    /// it). A server builds its sources with [`RemoteSource::with_options`]
+    /// and its outbound policy.
     pub fn new(
         image: ImageRef,
         creds: Option<Credentials>,
         insecure: bool,
     ) -> Result<RemoteSource, Error> {
-        let ca_pem =
-            match std::env::var_os(CA_FILE_ENV) {
-                Some(path) if !path.is_empty() => Some(std::fs::read(&path).map_err(|e| {
-                    Error::io(format!("{CA_FILE_ENV}={}", path.to_string_lossy()), e)
-                })?),
-                _ => None,
-            };
         Self::with_options(
             image,
             creds,
             insecure,
             RemoteOptions {
-                ca_pem,
+                ca_pem: ca_pem_from_env()?,
                 ..Default::default()
             },
         )
     }
 
+    /// Like [`RemoteSource::new`] (any address may be reached) with
+    /// `retry` and no extra trusted roots.
     pub fn with_retry(
         image: ImageRef,
         creds: Option<Credentials>,
@@ -135,7 +161,7 @@ impl RemoteSource {
             insecure,
             RemoteOptions {
                 retry,
-                ca_pem: None,
+                ..Default::default()
             },
         )
     }
@@ -153,11 +179,19 @@ impl RemoteSource {
                 image.host
             )));
         }
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("drydock/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120))
-            .https_only(!insecure);
+        // A literal IP is connected to without a lookup, so the resolver
+        // never sees it: judge it here (names are judged as they resolve).
+        opts.outbound
+            .check_host(&image.host)
+            .map_err(|r| Error::Spec(format!("docker://{}: {r}", image.host)))?;
+        let mut builder = egress::apply(
+            reqwest::Client::builder()
+                .user_agent(concat!("drydock/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(30))
+                .read_timeout(Duration::from_secs(120))
+                .https_only(!insecure),
+            &opts.outbound,
+        );
         if let Some(pem) = &opts.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| Error::Spec(format!("invalid CA bundle: {e}")))?;
@@ -182,6 +216,7 @@ impl RemoteSource {
                 insecure,
                 auth: Mutex::new(Auth::None),
                 retry,
+                outbound: opts.outbound,
             }),
         })
     }
@@ -217,6 +252,13 @@ impl Inner {
                 .apply_auth(self.client.request(method.clone(), url))
                 .headers(headers.clone());
             match req.send().await {
+                // The policy will refuse again: say so at once.
+                Err(e) if egress::refusal(&e).is_some() => {
+                    return Err(Error::Http(format!(
+                        "{method} {url}: {}",
+                        egress::describe(&e)
+                    )));
+                }
                 Err(e) => {
                     failures += 1;
                     if failures >= self.retry.attempts {
@@ -317,6 +359,9 @@ impl Inner {
     ) -> Result<String, Error> {
         let realm_url = reqwest::Url::parse(realm)
             .map_err(|e| Error::Auth(format!("token realm {realm:?} is not a URL: {e}")))?;
+        self.outbound
+            .check_url(&realm_url)
+            .map_err(|r| Error::Auth(format!("token realm {realm:?}: {r}")))?;
         if realm_url.scheme() != "https" && !(self.insecure && realm_url.scheme() == "http") {
             return Err(Error::Auth(format!(
                 "token realm {realm:?} is not HTTPS (use --insecure to allow plain HTTP)"
@@ -334,6 +379,12 @@ impl Inner {
                 req = req.basic_auth(&c.username, Some(&c.password));
             }
             match req.send().await {
+                Err(e) if egress::refusal(&e).is_some() => {
+                    return Err(Error::Auth(format!(
+                        "token server {realm}: {}",
+                        egress::describe(&e)
+                    )));
+                }
                 Ok(r) if !r.status().is_server_error() => break r,
                 Ok(r) if failures + 1 >= self.retry.attempts => break r,
                 Err(e) if failures + 1 >= self.retry.attempts => {

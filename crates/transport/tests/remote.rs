@@ -272,6 +272,7 @@ async fn tls_by_default_with_a_private_ca() {
         transport::remote::RemoteOptions {
             retry: fast(),
             ca_pem: mini.ca_pem.clone(),
+            ..Default::default()
         },
     )
     .unwrap();
