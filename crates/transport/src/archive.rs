@@ -9,6 +9,7 @@
 //! layers as their diffs), else by hashing the range. Every blob read is
 //! verified, so a wrong guess fails loudly instead of importing bad bytes.
 
+use crate::layout::json_problem;
 use crate::verify::{BlobStream, file_stream};
 use crate::{Error, FetchedManifest, ImageSource, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use async_trait::async_trait;
@@ -137,10 +138,25 @@ impl Index {
         let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 16, f));
         let mut entries = HashMap::new();
         let mut links = HashMap::new();
-        let bad = |e: std::io::Error| Error::Invalid(format!("{} is not a valid tar: {e}", ctx()));
-        for entry in archive.entries().map_err(bad)? {
-            let entry = entry.map_err(bad)?;
-            let path = normalise(&entry.path().map_err(bad)?.to_string_lossy());
+        // The tar crate's messages quote header fields (the first bytes of
+        // a file that is not a tar at all): say what is wrong, never what
+        // was read.
+        let bad = |seen: usize| {
+            Error::Invalid(if seen == 0 {
+                format!(
+                    "{} is not a tar archive (docker-archive reads the output of docker save)",
+                    ctx()
+                )
+            } else {
+                format!(
+                    "{} is not a valid tar archive: the header after entry {seen} is malformed or cut short",
+                    ctx()
+                )
+            })
+        };
+        for (n, entry) in archive.entries().map_err(|_| bad(0))?.enumerate() {
+            let entry = entry.map_err(|_| bad(n))?;
+            let path = normalise(&entry.path().map_err(|_| bad(n + 1))?.to_string_lossy());
             let kind = entry.header().entry_type();
             if kind.is_file() {
                 entries.insert(
@@ -151,7 +167,7 @@ impl Index {
                     },
                 );
             } else if (kind.is_symlink() || kind.is_hard_link())
-                && let Some(target) = entry.link_name().map_err(bad)?
+                && let Some(target) = entry.link_name().map_err(|_| bad(n + 1))?
             {
                 let target = target.to_string_lossy();
                 let resolved = if kind.is_symlink() && !target.starts_with('/') {
@@ -170,27 +186,43 @@ impl Index {
             links,
             images: Vec::new(),
         };
-        let manifest_json = index.read_entry("manifest.json", MAX_MANIFEST_BYTES)?;
-        index.images = serde_json::from_slice(&manifest_json)
-            .map_err(|e| Error::Invalid(format!("{}: manifest.json is invalid: {e}", ctx())))?;
+        let Some(range) = index.resolve("manifest.json") else {
+            return Err(Error::Invalid(format!(
+                "{} is not a docker archive: it holds no manifest.json (docker-archive reads the output of docker save)",
+                ctx()
+            )));
+        };
+        let manifest_json = index.read_range(range, "manifest.json", MAX_MANIFEST_BYTES)?;
+        index.images = serde_json::from_slice(&manifest_json).map_err(|e| {
+            Error::Invalid(format!("{}: {}", ctx(), json_problem("manifest.json", &e)))
+        })?;
         Ok(index)
     }
 
-    fn resolve(&self, path: &str) -> Result<Range, Error> {
+    /// The entry `path` names, following links.
+    fn resolve(&self, path: &str) -> Option<Range> {
         let mut p = normalise(path);
         for _ in 0..16 {
             if let Some(r) = self.entries.get(&p) {
-                return Ok(*r);
+                return Some(*r);
             }
             match self.links.get(&p) {
                 Some(t) => p = t.clone(),
                 None => break,
             }
         }
-        Err(Error::Invalid(format!(
-            "{}: manifest.json names {path:?}, which is not in the archive",
-            self.file.display()
-        )))
+        None
+    }
+
+    /// The entry of a file manifest.json names; `what` describes it by its
+    /// place (`image 0's config`), not by the name read from the archive.
+    fn named(&self, path: &str, what: &str) -> Result<Range, Error> {
+        self.resolve(path).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: manifest.json lists {what}, but the archive does not hold that file",
+                self.file.display()
+            ))
+        })
     }
 
     fn open_range(&self, r: Range) -> Result<std::io::Take<File>, Error> {
@@ -201,11 +233,10 @@ impl Index {
         Ok(f.take(r.size))
     }
 
-    fn read_entry(&self, path: &str, limit: u64) -> Result<Vec<u8>, Error> {
-        let r = self.resolve(path)?;
+    fn read_range(&self, r: Range, what: &str, limit: u64) -> Result<Vec<u8>, Error> {
         if r.size > limit {
             return Err(Error::Invalid(format!(
-                "{}: {path} is {} bytes, more than the {limit} allowed",
+                "{}: {what} is {} bytes, more than the {limit} allowed",
                 self.file.display(),
                 r.size
             )));
@@ -281,7 +312,9 @@ impl Index {
     fn synthesise(&self, i: usize) -> Result<(FetchedManifest, HashMap<Digest, Range>), Error> {
         let img = &self.images[i];
         let f = self.file.display().to_string();
-        let config = self.read_entry(&img.config, MAX_CONFIG_BYTES)?;
+        let config_what = format!("image {i}'s config");
+        let config_range = self.named(&img.config, &config_what)?;
+        let config = self.read_range(config_range, &config_what, MAX_CONFIG_BYTES)?;
         let config_digest = Digest::sha256_of(&config);
         #[derive(Deserialize)]
         struct RootFs {
@@ -293,13 +326,13 @@ impl Index {
             rootfs: Option<RootFs>,
         }
         let parsed: Config = serde_json::from_slice(&config)
-            .map_err(|e| Error::Invalid(format!("{f}: config {} is invalid: {e}", img.config)))?;
+            .map_err(|e| Error::Invalid(format!("{f}: {}", json_problem(&config_what, &e))))?;
         let diff_ids = parsed.rootfs.map(|r| r.diff_ids).unwrap_or_default();
-        let mut blobs = HashMap::from([(config_digest.clone(), self.resolve(&img.config)?)]);
+        let mut blobs = HashMap::from([(config_digest.clone(), config_range)]);
         let mut layers = Vec::new();
         let mut zstd = false;
         for (n, path) in img.layers.iter().enumerate() {
-            let range = self.resolve(path)?;
+            let range = self.named(path, &format!("image {i}'s layer {n}"))?;
             let mut head = [0u8; 4];
             let got = read_up_to(&mut self.open_range(range)?, &mut head)
                 .map_err(|e| Error::io(f.clone(), e))?;

@@ -32,7 +32,7 @@ impl OciLayoutSource {
             e => e,
         })?;
         let v: serde_json::Value = serde_json::from_slice(&layout)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", marker.display())))?;
+            .map_err(|e| Error::Invalid(json_problem(&marker.display().to_string(), &e)))?;
         if v.get("imageLayoutVersion")
             .and_then(|v| v.as_str())
             .is_none()
@@ -45,7 +45,7 @@ impl OciLayoutSource {
         let index_path = dir.join("index.json");
         let bytes = read_small(&index_path, MAX_MANIFEST_BYTES).await?;
         let index: ImageIndex = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", index_path.display())))?;
+            .map_err(|e| Error::Invalid(json_problem(&index_path.display().to_string(), &e)))?;
         let root = select(&index, tag.as_deref(), &dir)?;
         Ok(OciLayoutSource {
             dir,
@@ -133,6 +133,22 @@ fn select(index: &ImageIndex, tag: Option<&str>, dir: &Path) -> Result<Descripto
                 names()
             ))),
         },
+    }
+}
+
+/// What is wrong with a JSON file, by position only: serde's own messages
+/// quote the values they reject (`invalid type: string "…"`), which would
+/// echo a file's content into an error.
+pub(crate) fn json_problem(what: &str, e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let (line, column) = (e.line(), e.column());
+    match e.classify() {
+        Category::Syntax => format!("{what} is not valid JSON at line {line} column {column}"),
+        Category::Eof => format!("{what} ends before its JSON does (line {line} column {column})"),
+        Category::Data => format!(
+            "{what} is JSON but not of the expected shape (a wrong or missing field near line {line} column {column})"
+        ),
+        Category::Io => format!("{what} could not be read as JSON"),
     }
 }
 

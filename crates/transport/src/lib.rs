@@ -60,6 +60,7 @@
 
 mod archive;
 mod layout;
+pub mod push;
 pub mod remote;
 mod verify;
 

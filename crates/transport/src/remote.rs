@@ -225,6 +225,22 @@ impl RemoteSource {
     pub fn image(&self) -> &ImageRef {
         &self.inner.image
     }
+
+    /// The HTTP client (TLS roots, timeouts), shared with the push client.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.client
+    }
+
+    /// A bearer token from `realm` for `scope`, fetched with this source's
+    /// credentials: the push client reuses the read side's token flow.
+    pub(crate) async fn token(
+        &self,
+        realm: &str,
+        service: Option<String>,
+        scope: String,
+    ) -> Result<String, Error> {
+        self.inner.fetch_token(realm, service, Some(scope)).await
+    }
 }
 
 impl Inner {
@@ -518,7 +534,7 @@ pub fn describe_reqwest(e: &reqwest::Error) -> String {
     s
 }
 
-async fn check_status(resp: Response, what: &str) -> Result<Response, Error> {
+pub(crate) async fn check_status(resp: Response, what: &str) -> Result<Response, Error> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
@@ -556,7 +572,7 @@ async fn read_bounded(resp: Response, limit: u64, what: &str) -> Result<Bytes, E
 
 /// Parse one `WWW-Authenticate` challenge: scheme and `key=value` params
 /// (values quoted, with `\` escapes, or bare tokens).
-fn parse_challenge(h: &str) -> Option<(String, Vec<(String, String)>)> {
+pub(crate) fn parse_challenge(h: &str) -> Option<(String, Vec<(String, String)>)> {
     let h = h.trim();
     let (scheme, rest) = match h.split_once(char::is_whitespace) {
         Some((s, r)) => (s, r),
