@@ -6,7 +6,6 @@
 
 use crate::config::Config;
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use registry::{Options, Registry};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -18,6 +17,14 @@ pub struct ServeArgs {
     /// Address to listen on (overrides `listen` / DRYDOCK_LISTEN).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Serve HTTPS with this PEM certificate chain (with `--tls-key`;
+    /// overrides `server.tls_cert` / DRYDOCK_TLS_CERT). Re-read when it
+    /// changes.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// Registry options from the configuration.
@@ -130,6 +137,8 @@ async fn run_db_update(data: &std::path::Path, urls: &[String]) -> anyhow::Resul
 
 pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     tune_allocator();
+    // Before anything opens files: the connection cap is derived from it.
+    let (nofile, _) = httpd::raise_nofile_limit();
     let listen = args.listen.unwrap_or(config.listen);
     let registry = Registry::open(registry_options(&config))
         .with_context(|| format!("cannot open data directory {}", config.data.display()))?;
@@ -169,18 +178,58 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data = %config.data.display(), "drydock listening");
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app(&config, &registry, &assess, &importer))
-        .with_graceful_shutdown(shutdown_signal())
+    let server = config
+        .server
+        .httpd_config(args.tls_cert, args.tls_key, nofile)?;
+    announce(addr, &server, &config);
+    let app = app(&config, &registry, &assess, &importer);
+    httpd::serve(listener, app, server, shutdown_signal())
         .await
         .context("server failed")?;
     assess.shutdown();
     registry.flush();
     tracing::info!("drydock stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Say where the server answers, in the log and once on stderr for a
+/// person starting it; warn when it is reachable beyond loopback in clear
+/// text.
+fn announce(addr: SocketAddr, server: &httpd::ServerConfig, config: &Config) {
+    let scheme = if server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    // 0.0.0.0 / [::] answer on loopback too; that is a URL one can open.
+    let shown = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    };
+    let url = format!("{scheme}://{shown}/");
+    let dashboard = format!("{url}ui/");
+    tracing::info!(
+        %addr,
+        %url,
+        %dashboard,
+        data = %config.data.display(),
+        max_connections = server.max_connections,
+        "drydock listening"
+    );
+    if !addr.ip().is_loopback() && server.tls.is_none() {
+        tracing::warn!(
+            %addr,
+            "listening beyond loopback without TLS: passwords, tokens and images cross the \
+             network in clear text; give --tls-cert/--tls-key (server.tls_cert/tls_key) or put \
+             a TLS-terminating proxy in front"
+        );
+    }
+    eprintln!("drydock is serving on {url} (dashboard: {dashboard})");
 }
 
 /// Resolves on ctrl-c or SIGTERM.
