@@ -42,8 +42,14 @@ async fn start(settings: Settings) -> Server {
         },
     )
     .unwrap();
+    // A stand-in for the management API, to see that the one stack
+    // covers routes beyond the registry's.
+    let api = axum::Router::new().route(
+        "/api/v1/ping",
+        axum::routing::get(|p: axum::Extension<Principal>| async move { p.name() }),
+    );
     let app = edge::wrap(
-        registry.routes(),
+        registry.routes().merge(api),
         edge::Edge::new(Some(ac.clone())),
         &registry,
     );
@@ -424,4 +430,39 @@ async fn pushes_pulls_and_refusals_are_audited() {
     let pulls = find("pull", "ok");
     assert_eq!((pulls.target.as_str(), pulls.count), ("team-a/app", 3));
     assert_eq!(pulls.address, "127.0.0.1");
+}
+
+#[tokio::test]
+async fn every_route_is_authenticated_logged_and_counted() {
+    let s = start(Settings::default()).await;
+    let r = s
+        .client
+        .get(s.url("/api/v1/ping"))
+        .header("authorization", basic("alice", "alice-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().contains_key("x-request-id"));
+    assert_eq!(r.text().await.unwrap(), "alice");
+    let r = s.client.get(s.url("/api/v1/ping")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "anonymous");
+    let _ = s.token("alice", "alice-password", "").await;
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for route in ["api", "token"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| !l.starts_with('#') && l.contains(&format!("route=\"{route}\""))),
+            "{route} requests are counted: {metrics}"
+        );
+    }
 }
