@@ -72,26 +72,7 @@ async fn prepare(
     job: &Job,
 ) -> Result<Vec<Unit>, Failure> {
     job.phase("opening source");
-    let opened = match (&plan.spec, &plan.ca_pem) {
-        (
-            SourceSpec::Registry {
-                image,
-                creds,
-                insecure,
-            },
-            Some(ca),
-        ) => transport::RemoteSource::with_options(
-            image.clone(),
-            creds.clone(),
-            *insecure,
-            transport::remote::RemoteOptions {
-                ca_pem: Some(ca.clone()),
-                ..Default::default()
-            },
-        )
-        .map(|s| Box::new(s) as Box<dyn ImageSource>),
-        _ => transport::open(&plan.spec).await,
-    };
+    let opened = plan.open_source().await;
     let src: Arc<dyn ImageSource> =
         Arc::from(opened.map_err(|e| fail(format!("cannot open {}: {e}", plan.spec)))?);
     let what = src.describe();

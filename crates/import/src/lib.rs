@@ -116,6 +116,9 @@ pub struct ImportConfig {
     pub blob_concurrency: usize,
     /// Finished jobs remembered for `GET`.
     pub keep_finished: usize,
+    /// Addresses jobs and mirrors may fetch from (registries, their token
+    /// servers, redirects). The default refuses internal addresses.
+    pub outbound: egress::EgressPolicy,
 }
 
 impl Default for ImportConfig {
@@ -126,6 +129,7 @@ impl Default for ImportConfig {
             max_concurrent_jobs: 2,
             blob_concurrency: 3,
             keep_finished: 200,
+            outbound: egress::EgressPolicy::default(),
         }
     }
 }
@@ -147,6 +151,41 @@ pub(crate) struct Plan {
     pub all_tags: bool,
     /// Extra trusted roots for the source registry.
     pub ca_pem: Option<Vec<u8>>,
+    /// Where a registry source may be reached.
+    pub outbound: egress::EgressPolicy,
+}
+
+impl Plan {
+    /// Open the source. A registry is read through a client that enforces
+    /// the outbound policy on names, redirects and token servers.
+    pub(crate) async fn open_source(
+        &self,
+    ) -> Result<Box<dyn transport::ImageSource>, transport::Error> {
+        match &self.spec {
+            SourceSpec::Registry {
+                image,
+                creds,
+                insecure,
+            } => {
+                let ca_pem = match &self.ca_pem {
+                    Some(ca) => Some(ca.clone()),
+                    None => transport::remote::ca_pem_from_env()?,
+                };
+                let src = transport::RemoteSource::with_options(
+                    image.clone(),
+                    creds.clone(),
+                    *insecure,
+                    transport::remote::RemoteOptions {
+                        ca_pem,
+                        outbound: self.outbound.clone(),
+                        ..Default::default()
+                    },
+                )?;
+                Ok(Box::new(src))
+            }
+            _ => transport::open(&self.spec).await,
+        }
+    }
 }
 
 /// Runs import jobs. Cheap to clone.
@@ -225,6 +264,13 @@ impl Importer {
                         ))
                     })?);
                 }
+                // A literal internal address is refused now; a name is
+                // judged when it resolves, at every connection.
+                self.inner
+                    .config
+                    .outbound
+                    .check_host(&image.host)
+                    .map_err(|r| bad(format!("{}: {r}", req.source.trim())))?;
                 if req.all_tags && image.digest.is_some() {
                     return Err(bad(
                         "--all-tags takes a source repository, not a digest".into()
@@ -277,6 +323,7 @@ impl Importer {
             platforms,
             all_tags: req.all_tags,
             ca_pem,
+            outbound: self.inner.config.outbound.clone(),
         })
     }
 

@@ -20,7 +20,11 @@ async fn fetches_on_a_miss_then_serves_locally() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let reg = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
-    let mut config = ImportConfig::default();
+    let mut config = ImportConfig {
+        // The upstream is on loopback, which the default outbound policy refuses.
+        outbound: egress::EgressPolicy::parse_allow(&["127.0.0.0/8".into()]).unwrap(),
+        ..Default::default()
+    };
     config.remotes.insert(
         upstream.host(),
         RemoteConfig {
