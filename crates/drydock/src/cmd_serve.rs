@@ -1,7 +1,7 @@
 //! `drydock serve`: run the registry, the assessment service, the import
 //! jobs, the management API and the dashboard in one process.
 //!
-//! The HTTP application is `registry.router()` with the management API,
+//! The HTTP application is `registry.routes()` with the management API,
 //! the dashboard and the import endpoints merged into it in [`app`].
 
 use crate::config::Config;
@@ -25,6 +25,13 @@ pub struct ServeArgs {
     /// The PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Turn access control on, also on loopback (config `auth.enabled`).
+    #[arg(long, conflicts_with = "no_auth")]
+    pub auth: bool,
+    /// Serve without access control even beyond loopback (anyone who can
+    /// reach the server may push, pull and delete).
+    #[arg(long)]
+    pub no_auth: bool,
 }
 
 /// Registry options from the configuration.
@@ -41,18 +48,56 @@ pub fn app(
     registry: &Registry,
     assess: &assess::Service,
     importer: &import::Importer,
+    edge: edge::Edge,
 ) -> axum::Router {
     // Mirrors wrap the registry's own routes: a manifest miss under a
     // mirrored prefix is fetched from upstream before it is answered.
     let v2 = import::mirror::apply(
-        registry.router(),
+        registry.routes(),
         importer.clone(),
         config.import.mirrors.clone(),
         Duration::from_secs(config.import.mirror_timeout_secs),
     );
-    let api = web::State::new(assess.clone()).with_docs(import::openapi());
-    v2.merge(web::router(api))
-        .merge(import::router(importer.clone()))
+    let mut api = web::State::new(assess.clone()).with_docs(import::openapi());
+    if let Some(ac) = &edge.access {
+        api = api.with_access(ac.clone());
+    }
+    let routes = v2
+        .merge(web::router(api))
+        .merge(import::router(importer.clone()));
+    edge::wrap(routes, edge, registry)
+}
+
+/// Access control for a server on `listen`: opened (creating the first
+/// administrator when there is none, its password printed once) when on;
+/// a loud warning when off beyond loopback.
+fn access_control(
+    args: &ServeArgs,
+    config: &Config,
+    listen: SocketAddr,
+) -> anyhow::Result<Option<auth::AccessControl>> {
+    if !config.auth.enabled_for(listen, args.auth, args.no_auth) {
+        if !listen.ip().is_loopback() {
+            tracing::warn!(
+                %listen,
+                "ACCESS CONTROL IS OFF (--no-auth) on a non-loopback address: anyone who can \
+                 reach this server can push, pull and delete"
+            );
+        }
+        return Ok(None);
+    }
+    let ac = crate::access::open(&config.data, &config.auth)?;
+    if let Some(password) =
+        ac.ensure_admin(config.auth.admin_password.as_ref().map(|s| s.0.as_str()))?
+    {
+        // Printed, never logged: stderr of the first start only.
+        eprintln!(
+            "\n  drydock: created the first administrator\n    username: admin\n    password: {password}\n  \
+             It is shown only this once. Change it with `drydock user passwd admin`.\n"
+        );
+    }
+    tracing::info!("access control is on");
+    Ok(Some(ac))
 }
 
 /// Keep large buffers (1 MiB blob reads, request bodies) in the heap
@@ -142,6 +187,7 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let listen = args.listen.unwrap_or(config.listen);
     let registry = Registry::open(registry_options(&config))
         .with_context(|| format!("cannot open data directory {}", config.data.display()))?;
+    let access = access_control(&args, &config, listen)?;
     // The assessor registers itself as the registry's event sink before it
     // looks for unassessed manifests, so no push falls in between.
     let vulndb = vulndb::Handle::open_with_interval(
@@ -164,8 +210,12 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
             Duration::from_secs(config.vulndb.update_hours * 3600),
         ));
     }
+    // Validated when the configuration was loaded.
+    let outbound = config.outbound.policy()?;
+    let mut assess_options = config.assess.options(&config.data);
+    assess_options.outbound = outbound.clone();
     let assess = assess::start_with_registry(
-        config.assess.options(&config.data),
+        assess_options,
         registry.clone(),
         vulndb,
         catalog::Limits::default(),
@@ -173,7 +223,13 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     )
     .await
     .context("cannot start the assessment service")?;
-    let importer = import::Importer::new(registry.clone(), config.import.importer_config());
+    let mut importer_config = config.import.importer_config();
+    importer_config.outbound = outbound;
+    let importer = import::Importer::new(registry.clone(), importer_config);
+    let mut edge = edge::Edge::new(access);
+    edge.realm = config.auth.realm.clone();
+    edge.max_concurrent_uploads = config.auth.max_concurrent_uploads;
+    edge.tls = args.tls_cert.is_some() || config.server.tls_cert.is_some();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -182,7 +238,7 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
         .server
         .httpd_config(args.tls_cert, args.tls_key, nofile)?;
     announce(addr, &server, &config);
-    let app = app(&config, &registry, &assess, &importer);
+    let app = app(&config, &registry, &assess, &importer, edge);
     httpd::serve(listener, app, server, shutdown_signal())
         .await
         .context("server failed")?;

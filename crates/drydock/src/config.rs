@@ -30,6 +30,12 @@ pub struct Config {
     pub import: ImportSection,
     /// Connections: TLS, deadlines, the connection cap (`[server]` table).
     pub server: ServerSection,
+    /// Access control (`[auth]` table).
+    pub auth: crate::access::AuthSection,
+    /// Internal addresses the server's own requests (webhooks, imports,
+    /// mirrors) may reach (`[outbound]` table: `allow`, a list of CIDRs).
+    /// Env (comma-separated): `DRYDOCK_OUTBOUND_ALLOW`.
+    pub outbound: egress::OutboundConfig,
 }
 
 /// `[server]`: how `serve` treats connections.
@@ -107,9 +113,15 @@ impl ServerSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImportSection {
-    /// Allow `oci:` and `docker-archive:` sources (paths on the server).
-    /// Env: `DRYDOCK_IMPORT_ALLOW_LOCAL`.
-    pub allow_local: bool,
+    /// Directories whose contents `oci:` and `docker-archive:` sources of
+    /// the import API may name (paths on the server; administrators only).
+    /// Empty, the default: no server-side paths. `drydock import` reads
+    /// local sources on the client and needs none. Env (comma-separated):
+    /// `DRYDOCK_IMPORT_LOCAL_DIRS`.
+    pub local_dirs: Vec<PathBuf>,
+    /// Replaced by `local_dirs`: still accepted so older files load, but it
+    /// allows nothing by itself. Env: `DRYDOCK_IMPORT_ALLOW_LOCAL`.
+    pub allow_local: Option<bool>,
     /// Import jobs that run at once.
     pub max_concurrent_jobs: usize,
     /// `[import.remotes."HOST[:PORT]"]`: `username`, `password`,
@@ -125,7 +137,8 @@ impl Default for ImportSection {
     fn default() -> Self {
         let defaults = import::ImportConfig::default();
         ImportSection {
-            allow_local: defaults.allow_local,
+            local_dirs: defaults.local_dirs,
+            allow_local: None,
             max_concurrent_jobs: defaults.max_concurrent_jobs,
             remotes: Default::default(),
             mirrors: Vec::new(),
@@ -137,8 +150,14 @@ impl Default for ImportSection {
 impl ImportSection {
     /// The importer's settings.
     pub fn importer_config(&self) -> import::ImportConfig {
+        if self.allow_local == Some(true) && self.local_dirs.is_empty() {
+            tracing::warn!(
+                "import.allow_local no longer allows server-side paths; list the directories \
+                 imports may read in import.local_dirs (DRYDOCK_IMPORT_LOCAL_DIRS)"
+            );
+        }
         import::ImportConfig {
-            allow_local: self.allow_local,
+            local_dirs: self.local_dirs.clone(),
             max_concurrent_jobs: self.max_concurrent_jobs,
             remotes: self.remotes.clone(),
             ..import::ImportConfig::default()
@@ -264,6 +283,8 @@ impl Default for Config {
             vulndb: VulndbConfig::default(),
             import: ImportSection::default(),
             server: ServerSection::default(),
+            auth: crate::access::AuthSection::default(),
+            outbound: egress::OutboundConfig::default(),
         }
     }
 }
@@ -332,8 +353,32 @@ impl Config {
             self.assess.catalog_on_upload = parse_bool("DRYDOCK_ASSESS_CATALOG_ON_UPLOAD", &v)?;
         }
         if let Some(v) = get("DRYDOCK_IMPORT_ALLOW_LOCAL") {
-            self.import.allow_local = parse_bool("DRYDOCK_IMPORT_ALLOW_LOCAL", &v)?;
+            self.import.allow_local = Some(parse_bool("DRYDOCK_IMPORT_ALLOW_LOCAL", &v)?);
         }
+        if let Some(v) = get("DRYDOCK_IMPORT_LOCAL_DIRS") {
+            self.import.local_dirs = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .collect();
+        }
+        if let Some(v) = get("DRYDOCK_AUTH") {
+            self.auth.enabled = Some(parse_bool("DRYDOCK_AUTH", &v)?);
+        }
+        if let Some(v) = get("DRYDOCK_ADMIN_PASSWORD") {
+            self.auth.admin_password = Some(crate::access::Secret(v));
+        }
+        self.auth.settings()?;
+        if let Some(v) = get("DRYDOCK_OUTBOUND_ALLOW") {
+            self.outbound.allow = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        self.outbound.policy()?;
         if let Some(v) = get("DRYDOCK_TLS_CERT") {
             self.server.tls_cert = Some(PathBuf::from(v));
         }
@@ -430,6 +475,7 @@ mod tests {
         let c: Config = toml::from_str(
             r#"
             [import]
+            local_dirs = ["/srv/drydock-import"]
             allow_local = false
             [import.remotes."127.0.0.1:5001"]
             username = "u"
@@ -443,14 +489,22 @@ mod tests {
         )
         .unwrap();
         let ic = c.import.importer_config();
-        assert!(!ic.allow_local);
+        assert_eq!(ic.local_dirs, [PathBuf::from("/srv/drydock-import")]);
         assert!(ic.remotes["127.0.0.1:5001"].insecure);
         assert_eq!(c.import.mirrors[0].prefix, "hub");
         let mut d = Config::default();
-        assert!(d.import.allow_local);
-        d.apply_env(|k| (k == "DRYDOCK_IMPORT_ALLOW_LOCAL").then(|| "no".into()))
-            .unwrap();
-        assert!(!d.import.allow_local);
+        assert!(d.import.importer_config().local_dirs.is_empty());
+        d.apply_env(|k| match k {
+            "DRYDOCK_IMPORT_ALLOW_LOCAL" => Some("yes".into()),
+            "DRYDOCK_IMPORT_LOCAL_DIRS" => Some("/a, /b/c,".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(d.import.allow_local, Some(true));
+        assert_eq!(
+            d.import.importer_config().local_dirs,
+            [PathBuf::from("/a"), PathBuf::from("/b/c")]
+        );
         assert!(d.assess.catalog_on_upload);
         d.apply_env(|k| (k == "DRYDOCK_ASSESS_CATALOG_ON_UPLOAD").then(|| "false".into()))
             .unwrap();
@@ -474,6 +528,29 @@ mod tests {
             d.vulndb.update_urls(),
             ["http://127.0.0.1:1/a.zip", "http://127.0.0.1:1/b.zip"]
         );
+    }
+
+    #[test]
+    fn outbound_allow_list_from_file_and_env() {
+        let mut c: Config = toml::from_str("[outbound]\nallow = [\"127.0.0.0/8\"]").unwrap();
+        c.apply_env(|_| None).unwrap();
+        let p = c.outbound.policy().unwrap();
+        assert!(p.check_ip("127.0.0.2".parse().unwrap()).is_ok());
+        assert!(p.check_ip("::1".parse().unwrap()).is_err());
+        c.apply_env(|k| (k == "DRYDOCK_OUTBOUND_ALLOW").then(|| "::1/128, 10.0.0.0/8".into()))
+            .unwrap();
+        let p = c.outbound.policy().unwrap();
+        assert!(p.check_ip("::1".parse().unwrap()).is_ok());
+        assert!(p.check_ip("10.1.2.3".parse().unwrap()).is_ok());
+        assert!(p.check_ip("127.0.0.1".parse().unwrap()).is_err());
+        // The default refuses internal addresses.
+        let d = Config::default().outbound.policy().unwrap();
+        assert!(d.check_ip("127.0.0.1".parse().unwrap()).is_err());
+        let err = Config::default()
+            .apply_env(|k| (k == "DRYDOCK_OUTBOUND_ALLOW").then(|| "10.0.0.0/99".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("outbound.allow"), "{err}");
+        assert!(toml::from_str::<Config>("[outbound]\nallow = 1").is_err());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! then hands over to the library crates. Each subcommand lives in its own
 //! `cmd_*` module.
 
+mod access;
+mod cmd_access;
 mod cmd_db;
 mod cmd_gc;
 mod cmd_import;
@@ -49,6 +51,10 @@ enum Command {
     Import(cmd_import::ImportArgs),
     /// Show metered usage: distinct images assessed per repository and month.
     Usage(cmd_usage::UsageArgs),
+    /// Manage users (in the data directory; a running server follows).
+    User(cmd_access::UserArgs),
+    /// Manage robot accounts for CI (in the data directory).
+    Robot(cmd_access::RobotArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,6 +82,8 @@ fn main() -> std::process::ExitCode {
             Command::Gc(args) => cmd_gc::run(args, config).await,
             Command::Import(args) => cmd_import::run(args, config).await,
             Command::Usage(args) => cmd_usage::run(args, config).await,
+            Command::User(args) => cmd_access::run_user(args, config).await,
+            Command::Robot(args) => cmd_access::run_robot(args, config).await,
         }
     });
     match result {
