@@ -279,6 +279,10 @@ impl Server {
         for _ in 0..5 {
             let port = free_port();
             let child = drydock(data, &["serve", "--listen", &format!("127.0.0.1:{port}")])
+                // The tests' webhooks, import sources and mirrors are on
+                // loopback, which the server refuses by default; a test's
+                // own `env` may set this again.
+                .env("DRYDOCK_OUTBOUND_ALLOW", "127.0.0.0/8,::1/128")
                 .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
