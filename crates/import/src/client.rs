@@ -8,6 +8,8 @@ use std::time::Duration;
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// Sent as HTTP Basic on every call.
+    creds: Option<transport::Credentials>,
 }
 
 /// Errors from the server or the connection.
@@ -35,33 +37,64 @@ impl Client {
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok(Client { http, base })
+        Ok(Client {
+            http,
+            base,
+            creds: None,
+        })
+    }
+
+    /// Authenticate every call with these credentials (HTTP Basic).
+    pub fn with_credentials(mut self, creds: Option<transport::Credentials>) -> Client {
+        self.creds = creds;
+        self
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, url);
+        match &self.creds {
+            Some(c) => r.basic_auth(&c.username, Some(&c.password)),
+            None => r,
+        }
     }
 
     /// Start an import; returns the job as the server accepted it.
     pub async fn submit(&self, req: &ImportRequest) -> Result<JobStatus, ClientError> {
         let url = format!("{}/api/v1/imports", self.base);
-        let resp = self.http.post(&url).json(req).send().await.map_err(|e| {
-            ClientError::Connect(self.base.clone(), transport::remote::describe_reqwest(&e))
-        })?;
+        let resp = self
+            .request(reqwest::Method::POST, &url)
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| {
+                ClientError::Connect(self.base.clone(), transport::remote::describe_reqwest(&e))
+            })?;
         decode(resp).await
     }
 
     /// A job's status.
     pub async fn status(&self, id: uuid::Uuid) -> Result<JobStatus, ClientError> {
         let url = format!("{}/api/v1/imports/{id}", self.base);
-        let resp = self.http.get(&url).send().await.map_err(|e| {
-            ClientError::Connect(self.base.clone(), transport::remote::describe_reqwest(&e))
-        })?;
+        let resp = self
+            .request(reqwest::Method::GET, &url)
+            .send()
+            .await
+            .map_err(|e| {
+                ClientError::Connect(self.base.clone(), transport::remote::describe_reqwest(&e))
+            })?;
         decode(resp).await
     }
 
     /// Ask the server to cancel a job.
     pub async fn cancel(&self, id: uuid::Uuid) -> Result<JobStatus, ClientError> {
         let url = format!("{}/api/v1/imports/{id}", self.base);
-        let resp = self.http.delete(&url).send().await.map_err(|e| {
-            ClientError::Connect(self.base.clone(), transport::remote::describe_reqwest(&e))
-        })?;
+        let resp = self
+            .request(reqwest::Method::DELETE, &url)
+            .send()
+            .await
+            .map_err(|e| {
+                ClientError::Connect(self.base.clone(), transport::remote::describe_reqwest(&e))
+            })?;
         decode(resp).await
     }
 

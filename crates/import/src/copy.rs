@@ -1,17 +1,22 @@
 //! The import itself: plan, copy blobs, store children, then tags.
+//!
+//! The same steps write either into this registry in-process (a server's
+//! import job) or into a registry over HTTP (`drydock import` of a local
+//! source, which pushes from the client): a [`Sink`] is the difference.
 
 use crate::job::{ImportedManifest, Job};
-use crate::{ImportConfig, Plan, PlatformFilter};
+use crate::{Plan, PlatformFilter};
 use futures::{StreamExt, TryStreamExt};
 use oci::{Digest, Manifest, Reference, Tag};
 use registry::{ErrorCode, Origin, Registry};
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
-use transport::{FetchedManifest, ImageSource, SourceSpec};
+use transport::{BlobStream, FetchedManifest, ImageSource, SourceSpec};
 
 /// Why a job failed, with enough context to act on.
 #[derive(Debug)]
@@ -25,6 +30,142 @@ impl std::fmt::Display for Failure {
 
 fn fail(msg: impl Into<String>) -> Failure {
     Failure(msg.into())
+}
+
+/// A blob transfer that failed; `verification` failures (the bytes are
+/// wrong) are not retried.
+pub(crate) struct BlobFailure {
+    pub message: String,
+    pub verification: bool,
+}
+
+/// Counted blob bytes on their way to a sink.
+pub(crate) type Body = Counting<BlobStream>;
+
+/// Where an import writes.
+pub(crate) trait Sink: Sync {
+    /// What the job's messages call the target.
+    fn describe(&self) -> String;
+
+    /// Make `digest` available in the target repository without a
+    /// transfer when possible (present already, or linked from another
+    /// repository); `true` when it is.
+    fn reuse_blob(&self, digest: &Digest) -> impl Future<Output = Result<bool, Failure>> + Send;
+
+    /// Store a blob from `body`, verified; returns the bytes stored.
+    fn put_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        body: Body,
+    ) -> impl Future<Output = Result<u64, BlobFailure>> + Send;
+
+    /// Store a manifest under `reference`; returns the digest stored.
+    fn put_manifest(
+        &self,
+        reference: &Reference,
+        m: &FetchedManifest,
+    ) -> impl Future<Output = Result<Digest, Failure>> + Send;
+}
+
+/// This registry, in-process (the server's import jobs).
+pub(crate) struct RegistrySink<'a> {
+    pub reg: &'a Registry,
+    pub repo: &'a oci::Name,
+}
+
+impl Sink for RegistrySink<'_> {
+    fn describe(&self) -> String {
+        self.repo.to_string()
+    }
+
+    async fn reuse_blob(&self, digest: &Digest) -> Result<bool, Failure> {
+        if self.reg.has_blob(Some(self.repo), digest) {
+            return Ok(true);
+        }
+        if self.reg.has_blob(None, digest) {
+            self.reg
+                .link_blob(self.repo, digest)
+                .map_err(|e| fail(format!("linking blob {digest}: {e}")))?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn put_blob(&self, digest: &Digest, _size: u64, body: Body) -> Result<u64, BlobFailure> {
+        self.reg
+            .put_blob(self.repo, digest, body)
+            .await
+            .map_err(|e| BlobFailure {
+                verification: matches!(e.code, ErrorCode::DigestInvalid | ErrorCode::SizeInvalid)
+                    || e.message.contains("digest mismatch")
+                    || e.message.contains("ended after")
+                    || e.message.contains("is longer than"),
+                message: e.to_string(),
+            })
+    }
+
+    async fn put_manifest(
+        &self,
+        reference: &Reference,
+        m: &FetchedManifest,
+    ) -> Result<Digest, Failure> {
+        self.reg
+            .put_manifest(
+                self.repo,
+                reference,
+                m.bytes.clone(),
+                Some(&m.media_type),
+                Origin::Import,
+            )
+            .await
+            .map_err(|e| {
+                fail(format!(
+                    "storing manifest {} as {}:{reference}: {e}",
+                    m.digest, self.repo
+                ))
+            })
+    }
+}
+
+/// A registry over HTTP (`drydock import` of a local source).
+pub(crate) struct PushSink {
+    pub pusher: transport::push::Pusher,
+}
+
+impl Sink for PushSink {
+    fn describe(&self) -> String {
+        self.pusher.describe()
+    }
+
+    async fn reuse_blob(&self, digest: &Digest) -> Result<bool, Failure> {
+        self.pusher
+            .has_blob(digest)
+            .await
+            .map_err(|e| fail(format!("{}: {e}", self.pusher.describe())))
+    }
+
+    async fn put_blob(&self, digest: &Digest, size: u64, body: Body) -> Result<u64, BlobFailure> {
+        self.pusher
+            .push_blob(digest, size, body)
+            .await
+            .map(|()| size)
+            .map_err(|e| BlobFailure {
+                message: e.to_string(),
+                verification: e.verification,
+            })
+    }
+
+    async fn put_manifest(
+        &self,
+        reference: &Reference,
+        m: &FetchedManifest,
+    ) -> Result<Digest, Failure> {
+        self.pusher
+            .put_manifest(reference, m)
+            .await
+            .map_err(|e| fail(format!("{}: {e}", self.pusher.describe())))
+    }
 }
 
 /// One tag (or digest) to write, and what it needs.
@@ -49,25 +190,25 @@ impl From<Failure> for Stopped {
 }
 
 pub(crate) async fn run(
-    reg: &Registry,
-    cfg: &ImportConfig,
+    sink: &impl Sink,
+    blob_concurrency: usize,
     plan: &Plan,
     job: &Job,
 ) -> Result<(), Stopped> {
     // Everything up to the tags can be cancelled; dropping the work drops
     // in-flight transfers.
     let units = tokio::select! {
-        r = prepare(reg, cfg, plan, job) => r?,
+        r = prepare(sink, blob_concurrency, plan, job) => r?,
         _ = job.cancelled() => return Err(Stopped::Cancelled),
     };
-    store(reg, plan, job, &units).await?;
+    store(sink, job, &units).await?;
     Ok(())
 }
 
 /// Read manifests, copy blobs; returns what to store.
 async fn prepare(
-    reg: &Registry,
-    cfg: &ImportConfig,
+    sink: &impl Sink,
+    blob_concurrency: usize,
     plan: &Plan,
     job: &Job,
 ) -> Result<Vec<Unit>, Failure> {
@@ -127,12 +268,7 @@ async fn prepare(
     job.blobs_total.store(blobs.len() as u64, Ordering::Relaxed);
     let mut to_copy = Vec::new();
     for (digest, size) in blobs {
-        if reg.has_blob(Some(&plan.repo), &digest) {
-            job.blobs_skipped.fetch_add(1, Ordering::Relaxed);
-            job.blobs_done.fetch_add(1, Ordering::Relaxed);
-        } else if reg.has_blob(None, &digest) {
-            reg.link_blob(&plan.repo, &digest)
-                .map_err(|e| fail(format!("linking blob {digest}: {e}")))?;
+        if sink.reuse_blob(&digest).await? {
             job.blobs_skipped.fetch_add(1, Ordering::Relaxed);
             job.blobs_done.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -143,16 +279,16 @@ async fn prepare(
     futures::stream::iter(to_copy)
         .map(|(digest, size)| {
             let src = src.clone();
-            async move { copy_blob(reg, src.as_ref(), &plan.repo, &digest, size, job).await }
+            async move { copy_blob(sink, src.as_ref(), &digest, size, job).await }
         })
-        .buffer_unordered(cfg.blob_concurrency.max(1))
+        .buffer_unordered(blob_concurrency.max(1))
         .try_collect::<Vec<()>>()
         .await?;
     Ok(units)
 }
 
 /// Store child manifests, then the tags.
-async fn store(reg: &Registry, plan: &Plan, job: &Job, units: &[Unit]) -> Result<(), Stopped> {
+async fn store(sink: &impl Sink, job: &Job, units: &[Unit]) -> Result<(), Stopped> {
     if !job.begin_tagging() {
         return Err(Stopped::Cancelled);
     }
@@ -163,7 +299,7 @@ async fn store(reg: &Registry, plan: &Plan, job: &Job, units: &[Unit]) -> Result
             if !stored.insert(child.digest.clone()) {
                 continue;
             }
-            put(reg, plan, &Reference::Digest(child.digest.clone()), child).await?;
+            put(sink, &Reference::Digest(child.digest.clone()), child).await?;
             job.stored(ImportedManifest {
                 digest: child.digest.clone(),
                 media_type: child.media_type.clone(),
@@ -179,7 +315,7 @@ async fn store(reg: &Registry, plan: &Plan, job: &Job, units: &[Unit]) -> Result
             Some(t) => Reference::Tag(t.clone()),
             None => Reference::Digest(u.root.digest.clone()),
         };
-        put(reg, plan, &reference, &u.root).await?;
+        put(sink, &reference, &u.root).await?;
         job.stored(ImportedManifest {
             digest: u.root.digest.clone(),
             media_type: u.root.media_type.clone(),
@@ -190,27 +326,8 @@ async fn store(reg: &Registry, plan: &Plan, job: &Job, units: &[Unit]) -> Result
     Ok(())
 }
 
-async fn put(
-    reg: &Registry,
-    plan: &Plan,
-    reference: &Reference,
-    m: &FetchedManifest,
-) -> Result<(), Failure> {
-    let digest = reg
-        .put_manifest(
-            &plan.repo,
-            reference,
-            m.bytes.clone(),
-            Some(&m.media_type),
-            Origin::Import,
-        )
-        .await
-        .map_err(|e| {
-            fail(format!(
-                "storing manifest {} as {}:{reference}: {e}",
-                m.digest, plan.repo
-            ))
-        })?;
+async fn put(sink: &impl Sink, reference: &Reference, m: &FetchedManifest) -> Result<(), Failure> {
+    let digest = sink.put_manifest(reference, m).await?;
     if digest != m.digest {
         return Err(fail(format!(
             "registry stored manifest as {digest}, expected {}",
@@ -333,9 +450,8 @@ async fn expand(
 /// Copy one blob, retrying a failed transfer (the transport already resumes
 /// cut connections; this covers failures it gave up on).
 async fn copy_blob(
-    reg: &Registry,
+    sink: &impl Sink,
     src: &dyn ImageSource,
-    repo: &oci::Name,
     digest: &Digest,
     size: u64,
     job: &Job,
@@ -352,9 +468,9 @@ async fn copy_blob(
         let reader = Counting {
             inner: stream,
             this_attempt: counted.clone(),
-            total: &job.bytes_done,
+            total: job.bytes_done.clone(),
         };
-        match reg.put_blob(repo, digest, reader).await {
+        match sink.put_blob(digest, size, reader).await {
             Ok(n) if n == size => {
                 job.blobs_done.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
@@ -367,18 +483,15 @@ async fn copy_blob(
             Err(e) => {
                 job.bytes_done
                     .fetch_sub(counted.load(Ordering::Relaxed), Ordering::Relaxed);
-                let verification =
-                    matches!(e.code, ErrorCode::DigestInvalid | ErrorCode::SizeInvalid)
-                        || e.message.contains("digest mismatch")
-                        || e.message.contains("ended after")
-                        || e.message.contains("is longer than");
-                if verification || attempt >= ATTEMPTS {
+                if e.verification || attempt >= ATTEMPTS {
                     return Err(fail(format!(
-                        "copying blob {digest} from {}: {e}",
-                        src.describe()
+                        "copying blob {digest} from {} to {}: {}",
+                        src.describe(),
+                        sink.describe(),
+                        e.message
                     )));
                 }
-                tracing::warn!(%digest, attempt, error = %e, "blob copy failed; retrying");
+                tracing::warn!(%digest, attempt, error = %e.message, "blob copy failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)))
                     .await;
             }
@@ -387,13 +500,13 @@ async fn copy_blob(
 }
 
 /// Counts bytes read into the job's progress.
-struct Counting<'a, R> {
+pub(crate) struct Counting<R> {
     inner: R,
     this_attempt: Arc<AtomicU64>,
-    total: &'a AtomicU64,
+    total: Arc<AtomicU64>,
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for Counting<'_, R> {
+impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

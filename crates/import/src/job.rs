@@ -2,8 +2,8 @@
 
 use crate::{ImportRequest, Plan};
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -86,7 +86,8 @@ pub(crate) struct Job {
     pub blobs_done: AtomicU64,
     pub blobs_skipped: AtomicU64,
     pub bytes_total: AtomicU64,
-    pub bytes_done: AtomicU64,
+    /// Shared with the blob readers that count into it.
+    pub bytes_done: Arc<AtomicU64>,
     state: Mutex<Mutable>,
     cancel: tokio::sync::Notify,
 }
@@ -114,7 +115,7 @@ impl Job {
             blobs_done: AtomicU64::new(0),
             blobs_skipped: AtomicU64::new(0),
             bytes_total: AtomicU64::new(0),
-            bytes_done: AtomicU64::new(0),
+            bytes_done: Arc::new(AtomicU64::new(0)),
             state: Mutex::new(Mutable {
                 state: JobState::Queued,
                 phase: "queued".into(),

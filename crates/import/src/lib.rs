@@ -15,11 +15,22 @@
 //! - `POST /api/v1/imports` with an [`ImportRequest`] → `202` and the
 //!   [`JobStatus`] (with `id`), `Location: /api/v1/imports/{id}`; `400` with
 //!   `{"error": …}` for a request that cannot work (bad source or target
-//!   syntax, bad platform, a local source when those are disabled).
+//!   syntax, bad platform, a server-side path the rules below refuse);
+//!   `403` (`401` for an anonymous caller) without `push` on the target.
 //! - `GET /api/v1/imports/{id}` → the [`JobStatus`] (progress, result,
-//!   error); `GET /api/v1/imports` → recent jobs, newest first.
+//!   error); `GET /api/v1/imports` → recent jobs, newest first. Both show
+//!   only jobs whose target the caller may pull (others are `404`).
 //! - `DELETE /api/v1/imports/{id}` → `202` and the status: the job stops
-//!   (state `cancelled`) unless it already started writing tags (`409`).
+//!   (state `cancelled`) unless it already started writing tags (`409`);
+//!   needs `push` on the target.
+//!
+//! Server-side paths (`oci:`, `docker-archive:`) are the server's own
+//! files, so they are refused unless the caller is an administrator *and*
+//! the path, canonicalised (symlinks and `..` resolved), lies inside one of
+//! [`ImportConfig::local_dirs`] (none by default); the job then opens the
+//! canonical path. `drydock import` reads local sources on the client and
+//! pushes them instead ([`local::LocalPush`]). Errors describe what is wrong
+//! with a file and never quote its bytes.
 //!
 //! Invariants:
 //! - Nothing half-imported is visible by tag: tags are written last, after
@@ -49,6 +60,7 @@
 pub mod client;
 mod copy;
 mod job;
+pub mod local;
 pub mod mirror;
 mod platform;
 
@@ -57,12 +69,13 @@ pub use platform::PlatformFilter;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use transport::{Credentials, SourceSpec};
 
@@ -71,7 +84,8 @@ use transport::{Credentials, SourceSpec};
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
     /// `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`, `oci:DIR[:TAG]` or
-    /// `docker-archive:FILE[:NAME:TAG]` (paths on the server).
+    /// `docker-archive:FILE[:NAME:TAG]` (paths on the server: only for
+    /// administrators, inside the configured import directories).
     pub source: String,
     /// `REPO[:TAG]` in this registry. Without a tag, the source's tag is
     /// used; a source named by digest alone is stored by digest.
@@ -106,8 +120,9 @@ pub struct RemoteConfig {
 /// Importer settings.
 #[derive(Debug, Clone)]
 pub struct ImportConfig {
-    /// Allow `oci:` and `docker-archive:` sources (paths on the server).
-    pub allow_local: bool,
+    /// Directories whose contents `oci:` and `docker-archive:` sources may
+    /// name (paths on the server; administrators only). Empty: none.
+    pub local_dirs: Vec<PathBuf>,
     /// Stored settings per remote, keyed by `HOST[:PORT]`.
     pub remotes: HashMap<String, RemoteConfig>,
     /// Jobs that run at once; more wait in `queued`.
@@ -124,7 +139,7 @@ pub struct ImportConfig {
 impl Default for ImportConfig {
     fn default() -> Self {
         ImportConfig {
-            allow_local: true,
+            local_dirs: Vec::new(),
             remotes: HashMap::new(),
             max_concurrent_jobs: 2,
             blob_concurrency: 3,
@@ -137,8 +152,165 @@ impl Default for ImportConfig {
 /// Why a request was refused before a job started.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// The request cannot work (`400`).
     #[error("{0}")]
     Invalid(String),
+    /// The caller is anonymous and lacks a right it needs (`401`).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller lacks a right it needs (`403`).
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl RequestError {
+    fn status(&self) -> StatusCode {
+        match self {
+            RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RequestError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            RequestError::Forbidden(_) => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+/// What the import endpoints need to know about who is asking: an
+/// [`auth::Principal`], which the server's authentication layer puts into
+/// every request (unrestricted when authentication is off).
+pub trait Caller: Send + Sync {
+    /// No credentials were presented.
+    fn is_anonymous(&self) -> bool;
+    fn is_admin(&self) -> bool;
+    fn may_push(&self, repo: &str) -> bool;
+    fn may_pull(&self, repo: &str) -> bool;
+}
+
+impl Caller for auth::Principal {
+    fn is_anonymous(&self) -> bool {
+        auth::Principal::is_anonymous(self)
+    }
+    fn is_admin(&self) -> bool {
+        auth::Principal::is_admin(self)
+    }
+    fn may_push(&self, repo: &str) -> bool {
+        self.may(repo, auth::Action::Push)
+    }
+    fn may_pull(&self, repo: &str) -> bool {
+        self.may(repo, auth::Action::Pull)
+    }
+}
+
+/// Anyone, with every right (authentication off, in-process callers).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unrestricted;
+
+impl Caller for Unrestricted {
+    fn is_anonymous(&self) -> bool {
+        false
+    }
+    fn is_admin(&self) -> bool {
+        true
+    }
+    fn may_push(&self, _: &str) -> bool {
+        true
+    }
+    fn may_pull(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// Whether a caller may start (or cancel) an import into `repo`: `push`
+/// on the target, and administrator rights for a server-side path.
+pub fn authorize(
+    caller: &dyn Caller,
+    repo: &str,
+    server_side_path: bool,
+) -> Result<(), RequestError> {
+    if !caller.may_push(repo) {
+        let msg = format!("importing into {repo} needs push access to it");
+        return Err(if caller.is_anonymous() {
+            RequestError::Unauthenticated(format!("{msg}; sign in"))
+        } else {
+            RequestError::Forbidden(msg)
+        });
+    }
+    if server_side_path && !caller.is_admin() {
+        return Err(RequestError::Invalid(
+            "server-side paths (oci:, docker-archive:) may only be imported by an administrator; \
+             `drydock import` reads such sources on your machine and pushes them"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Resolve a server-side source path and check it lies inside one of
+/// `dirs` (both canonicalised, so neither a symlink nor `..` leads out). A
+/// path that does not exist is refused with the same message as one
+/// outside, so the answer says nothing about the server's other files.
+pub fn confine(path: &std::path::Path, dirs: &[PathBuf]) -> Result<PathBuf, RequestError> {
+    if dirs.is_empty() {
+        return Err(RequestError::Invalid(
+            "this server does not import from server-side paths (oci:, docker-archive:): \
+             no import directories are configured (import.local_dirs); \
+             `drydock import` reads such sources on your machine and pushes them"
+                .into(),
+        ));
+    }
+    let outside = || {
+        RequestError::Invalid(format!(
+            "{} is not an existing path inside this server's import directories ({})",
+            path.display(),
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    };
+    if !path.is_absolute() {
+        return Err(RequestError::Invalid(format!(
+            "{} must be an absolute path on the server",
+            path.display()
+        )));
+    }
+    let real = std::fs::canonicalize(path).map_err(|_| outside())?;
+    let inside = dirs
+        .iter()
+        .any(|d| std::fs::canonicalize(d).is_ok_and(|d| real.starts_with(&d)));
+    if inside { Ok(real) } else { Err(outside()) }
+}
+
+/// The target repository and tag, and the platform filter, of a request.
+pub(crate) fn parse_target(
+    req: &ImportRequest,
+) -> Result<(oci::Name, Option<oci::Tag>, PlatformFilter), RequestError> {
+    let bad = |m: String| RequestError::Invalid(m);
+    let target = req.target.trim();
+    let (repo, tag) = match target.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (
+            r,
+            Some(oci::Tag::parse(t).map_err(|e| bad(format!("target: {e}")))?),
+        ),
+        _ => (target, None),
+    };
+    if target.contains('@') {
+        return Err(bad(
+            "TARGET is REPO[:TAG]; the digest comes from the source".into(),
+        ));
+    }
+    let repo = oci::Name::parse(repo).map_err(|e| bad(format!("target: {e}")))?;
+    if req.all_tags && tag.is_some() {
+        return Err(bad(
+            "--all-tags keeps the source's tags; give TARGET as a repository without a tag".into(),
+        ));
+    }
+    let platforms = PlatformFilter::parse(&req.platforms).map_err(bad)?;
+    Ok((repo, tag, platforms))
+}
+
+/// Whether a source names a path (on whichever machine reads it).
+pub fn is_local_source(source: &str) -> bool {
+    let s = source.trim();
+    s.starts_with("oci:") || s.starts_with("docker-archive:")
 }
 
 /// A request checked and resolved into what a job needs.
@@ -229,6 +401,7 @@ impl Importer {
 
     /// Check a request and resolve credentials; nothing is contacted.
     pub(crate) fn plan(&self, req: &ImportRequest) -> Result<Plan, RequestError> {
+        let (repo, tag, platforms) = parse_target(req)?;
         let bad = |m: String| RequestError::Invalid(m);
         let mut spec = SourceSpec::parse(req.source.trim()).map_err(|e| bad(e.to_string()))?;
         let mut ca_pem = None;
@@ -278,44 +451,14 @@ impl Importer {
                 }
             }
             SourceSpec::OciLayout { dir, .. } | SourceSpec::DockerArchive { file: dir, .. } => {
-                if !self.inner.config.allow_local {
-                    return Err(bad(
-                        "this server does not import from local paths (oci:, docker-archive:)"
-                            .into(),
-                    ));
-                }
                 if req.creds.is_some() {
                     return Err(bad("--creds only applies to docker:// sources".into()));
                 }
-                if !dir.is_absolute() {
-                    return Err(bad(format!(
-                        "{} must be an absolute path on the server",
-                        dir.display()
-                    )));
-                }
+                // The job opens the canonical path, not one a symlink
+                // swapped in later could redirect.
+                *dir = confine(dir, &self.inner.config.local_dirs)?;
             }
         }
-        let target = req.target.trim();
-        let (repo, tag) = match target.rsplit_once(':') {
-            Some((r, t)) if !t.contains('/') => (
-                r,
-                Some(oci::Tag::parse(t).map_err(|e| bad(format!("target: {e}")))?),
-            ),
-            _ => (target, None),
-        };
-        if target.contains('@') {
-            return Err(bad(
-                "TARGET is REPO[:TAG]; the digest comes from the source".into(),
-            ));
-        }
-        let repo = oci::Name::parse(repo).map_err(|e| bad(format!("target: {e}")))?;
-        if req.all_tags && tag.is_some() {
-            return Err(bad(
-                "--all-tags keeps the source's tags; give TARGET as a repository without a tag"
-                    .into(),
-            ));
-        }
-        let platforms = PlatformFilter::parse(&req.platforms).map_err(bad)?;
         Ok(Plan {
             spec,
             repo,
@@ -327,7 +470,21 @@ impl Importer {
         })
     }
 
-    /// Check a request and start a job for it.
+    /// Check a request from `caller` (rights first, so a caller without
+    /// them learns nothing about the server's paths) and start a job.
+    pub fn submit_as(
+        &self,
+        caller: &dyn Caller,
+        req: ImportRequest,
+    ) -> Result<JobStatus, RequestError> {
+        let (repo, _, _) = parse_target(&req)?;
+        authorize(caller, repo.as_str(), is_local_source(&req.source))?;
+        self.submit(req)
+    }
+
+    /// Check a request and start a job for it, on the embedder's authority
+    /// (no caller check; server-side paths still only inside
+    /// [`ImportConfig::local_dirs`]).
     pub fn submit(&self, req: ImportRequest) -> Result<JobStatus, RequestError> {
         let plan = self.plan(&req)?;
         let job = Arc::new(job::Job::new(&plan, &req));
@@ -360,7 +517,11 @@ impl Importer {
                 }
             };
             job.start();
-            let result = copy::run(&this.inner.registry, &this.inner.config, &plan, &job).await;
+            let sink = copy::RegistrySink {
+                reg: &this.inner.registry,
+                repo: &plan.repo,
+            };
+            let result = copy::run(&sink, this.inner.config.blob_concurrency, &plan, &job).await;
             match result {
                 Ok(()) => job.succeed(),
                 Err(copy::Stopped::Cancelled) => {
@@ -449,12 +610,40 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(ImportError { error: msg.into() })).into_response()
 }
 
+/// The request's caller: the principal the authentication layer put in.
+/// Without that layer (the router used on its own, as in-process
+/// embedders and tests do) nothing is authenticated, so the caller is
+/// unrestricted, as when authentication is off.
+fn caller_of(ext: Option<Extension<auth::Principal>>) -> auth::Principal {
+    match ext {
+        Some(Extension(p)) => p,
+        None => auth::Principal::unrestricted(),
+    }
+}
+
+/// The repository of a job's target (`REPO[:TAG]`).
+fn target_repo(target: &str) -> &str {
+    match target.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => r,
+        _ => target,
+    }
+}
+
+/// Whether `caller` may see job `s`: pull on its target.
+fn visible(caller: &dyn Caller, s: &JobStatus) -> bool {
+    caller.may_pull(target_repo(&s.target))
+}
+
 /// Start an import job.
 #[utoipa::path(post, path = "/api/v1/imports", tag = "imports", request_body = ImportRequest,
     responses((status = 202, description = "Job started", body = JobStatus),
-              (status = 400, description = "The request cannot work", body = ImportError)))]
+              (status = 400, description = "The request cannot work (syntax; a server-side path \
+                  from a non-administrator or outside the import directories)", body = ImportError),
+              (status = 401, description = "Anonymous, and push on the target is needed", body = ImportError),
+              (status = 403, description = "No push on the target", body = ImportError)))]
 pub async fn create_import(
     State(imp): State<Importer>,
+    caller: Option<Extension<auth::Principal>>,
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Response {
@@ -472,7 +661,8 @@ pub async fn create_import(
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
     };
-    match imp.submit(req) {
+    let caller = caller_of(caller);
+    match imp.submit_as(&caller, req) {
         Ok(status) => {
             let location = format!("/api/v1/imports/{}", status.id);
             (
@@ -482,7 +672,7 @@ pub async fn create_import(
             )
                 .into_response()
         }
-        Err(RequestError::Invalid(m)) => error(StatusCode::BAD_REQUEST, m),
+        Err(e) => error(e.status(), e.to_string()),
     }
 }
 
@@ -490,13 +680,18 @@ pub async fn create_import(
 #[utoipa::path(get, path = "/api/v1/imports/{id}", tag = "imports",
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, body = JobStatus), (status = 404, body = ImportError)))]
-pub async fn get_import(State(imp): State<Importer>, Path(id): Path<String>) -> Response {
+pub async fn get_import(
+    State(imp): State<Importer>,
+    caller: Option<Extension<auth::Principal>>,
+    Path(id): Path<String>,
+) -> Response {
+    let caller = caller_of(caller);
     let Ok(id) = uuid::Uuid::parse_str(&id) else {
         return error(StatusCode::NOT_FOUND, "no such import");
     };
     match imp.status(id) {
-        Some(s) => Json(s).into_response(),
-        None => error(StatusCode::NOT_FOUND, "no such import"),
+        Some(s) if visible(&caller, &s) => Json(s).into_response(),
+        _ => error(StatusCode::NOT_FOUND, "no such import"),
     }
 }
 
@@ -505,10 +700,23 @@ pub async fn get_import(State(imp): State<Importer>, Path(id): Path<String>) -> 
     params(("id" = String, Path, description = "Job id")),
     responses((status = 202, body = JobStatus), (status = 404, body = ImportError),
               (status = 409, description = "Finished or writing tags", body = ImportError)))]
-pub async fn cancel_import(State(imp): State<Importer>, Path(id): Path<String>) -> Response {
+pub async fn cancel_import(
+    State(imp): State<Importer>,
+    caller: Option<Extension<auth::Principal>>,
+    Path(id): Path<String>,
+) -> Response {
+    let caller = caller_of(caller);
     let Ok(id) = uuid::Uuid::parse_str(&id) else {
         return error(StatusCode::NOT_FOUND, "no such import");
     };
+    match imp.status(id) {
+        Some(s) if visible(&caller, &s) => {
+            if let Err(e) = authorize(&caller, target_repo(&s.target), false) {
+                return error(e.status(), e.to_string());
+            }
+        }
+        _ => return error(StatusCode::NOT_FOUND, "no such import"),
+    }
     match imp.cancel(id) {
         None => error(StatusCode::NOT_FOUND, "no such import"),
         Some(false) => error(
@@ -526,8 +734,17 @@ pub async fn cancel_import(State(imp): State<Importer>, Path(id): Path<String>) 
 /// Recent import jobs, newest first.
 #[utoipa::path(get, path = "/api/v1/imports", tag = "imports",
     responses((status = 200, body = Vec<JobStatus>)))]
-pub async fn list_imports(State(imp): State<Importer>) -> Response {
-    Json(imp.list()).into_response()
+pub async fn list_imports(
+    State(imp): State<Importer>,
+    caller: Option<Extension<auth::Principal>>,
+) -> Response {
+    let caller = caller_of(caller);
+    let jobs: Vec<JobStatus> = imp
+        .list()
+        .into_iter()
+        .filter(|s| visible(&caller, s))
+        .collect();
+    Json(jobs).into_response()
 }
 
 #[cfg(test)]

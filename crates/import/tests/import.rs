@@ -58,6 +58,14 @@ async fn server(mut config: ImportConfig) -> Server {
     }
 }
 
+/// Settings that let jobs read server-side paths inside `dirs`.
+fn local(dirs: &[&std::path::Path]) -> ImportConfig {
+    ImportConfig {
+        local_dirs: dirs.iter().map(|d| d.to_path_buf()).collect(),
+        ..Default::default()
+    }
+}
+
 fn req(source: &str, target: &str) -> ImportRequest {
     ImportRequest {
         source: source.into(),
@@ -115,7 +123,8 @@ async fn assert_complete(s: &Server, repo: &str, tag: &str) {
 #[tokio::test]
 async fn from_oci_layout_and_docker_archive() {
     let dir = testing::test_images();
-    let s = server(ImportConfig::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = server(local(&[&dir, tmp.path()])).await;
     let st = ok(
         &s,
         req(&format!("oci:{}:multiarch", dir.display()), "lib/multi"),
@@ -153,7 +162,6 @@ async fn from_oci_layout_and_docker_archive() {
     assert_complete(&s, "team/multi", "v1").await;
 
     // docker-archive.
-    let tmp = tempfile::tempdir().unwrap();
     let archive = tmp.path().join("py.tar");
     testing::skopeo_copy(
         &format!("oci:{}:python-app", dir.display()),
@@ -252,7 +260,7 @@ async fn from_docker_registry_and_a_second_drydock() {
     assert_eq!(st.state, JobState::Failed);
 
     // A second drydock as the source.
-    let b = server(ImportConfig::default()).await;
+    let b = server(local(&[&dir])).await;
     let mut from_b = req(
         &format!("docker://{}/mirror/multi:v1", b.addr),
         "again/multi:v1",
@@ -403,18 +411,17 @@ async fn bad_requests_and_failed_imports_change_nothing() {
     let mut creds = req("oci:/abs:t", "a:tag");
     creds.creds = Some("u:p".into());
     assert!(s.importer.submit(creds).is_err());
-    let local_off = Importer::new(
-        s.reg.clone(),
-        ImportConfig {
-            allow_local: false,
-            ..Default::default()
-        },
-    );
-    assert!(local_off.submit(req("oci:/abs:t", "a:tag")).is_err());
-
-    // A layout whose layer is corrupt: the job fails, no tag appears.
+    // No import directories (the default): no server-side paths at all.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    let local_off = Importer::new(s.reg.clone(), ImportConfig::default());
+    let e = local_off
+        .submit(req(&format!("oci:{}:t", dir.display()), "a:tag"))
+        .unwrap_err();
+    assert!(e.to_string().contains("import.local_dirs"), "{e}");
+    let s = server(local(&[dir])).await;
+
+    // A layout whose layer is corrupt: the job fails, no tag appears.
     let layer = vec![1u8; 100_000];
     let (m_d, _, layer_d) = transport::testing::write_one_layer_layout(dir, &layer, Some("v1"));
     let mut bad = layer.clone();
@@ -443,7 +450,7 @@ async fn bad_requests_and_failed_imports_change_nothing() {
 #[tokio::test]
 async fn http_api_and_client() {
     let dir = testing::test_images();
-    let s = server(ImportConfig::default()).await;
+    let s = server(local(&[&dir])).await;
     let client = import::client::Client::new(&format!("http://{}", s.addr)).unwrap();
     let job = client
         .submit(&req(
