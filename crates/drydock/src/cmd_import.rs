@@ -1,19 +1,21 @@
-//! `drydock import`: ask a running server to import an image, and follow
-//! the job with a progress bar. The work happens in the server (crate
-//! `import`); this is a thin client of `POST /api/v1/imports`.
+//! `drydock import`: put an image into a running server, with a progress
+//! bar. A local source (`oci:`, `docker-archive:`) is read here and pushed
+//! over the registry API (`import::local`), so the server may be remote
+//! and never reads its own files; a `docker://` source becomes an import
+//! job on the server (`POST /api/v1/imports`), which this follows.
 
 use crate::config::Config;
-use anyhow::Context;
-use import::{ImportRequest, JobState, JobStatus, client::Client};
+use anyhow::{Context, bail};
+use import::{ImportRequest, JobState, JobStatus, client::Client, local::LocalPush};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct ImportArgs {
-    /// What to import: docker://HOST[:PORT]/REPO[:TAG|@DIGEST],
-    /// oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG]. Paths are read by
-    /// the server (relative ones are made absolute here).
+    /// What to import: docker://HOST[:PORT]/REPO[:TAG|@DIGEST] (fetched by
+    /// the server), oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG] (read
+    /// here and pushed to the server).
     pub source: String,
     /// Where to put it in this registry: REPO[:TAG]. Without a tag the
     /// source's tag is kept.
@@ -22,6 +24,12 @@ pub struct ImportArgs {
     /// http://127.0.0.1:5000].
     #[arg(long, env = "DRYDOCK_SERVER")]
     pub server: Option<String>,
+    /// User name on the drydock server (registry pushes and /api/v1).
+    #[arg(long, env = "DRYDOCK_USERNAME")]
+    pub username: Option<String>,
+    /// Password or token on the drydock server.
+    #[arg(long, env = "DRYDOCK_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
     /// Import only these platforms of an index (repeatable, or
     /// comma-separated): OS/ARCH[/VARIANT]. One platform imports that
     /// image's manifest itself; several import an index of just those.
@@ -37,7 +45,8 @@ pub struct ImportArgs {
     /// Reach the source registry over plain HTTP instead of HTTPS.
     #[arg(long)]
     pub insecure: bool,
-    /// Print the job id and return without waiting.
+    /// Print the job id and return without waiting (docker:// sources: a
+    /// local source is pushed by this command, which must stay).
     #[arg(long)]
     pub no_wait: bool,
     /// Print the final job status as JSON.
@@ -45,19 +54,16 @@ pub struct ImportArgs {
     pub json: bool,
 }
 
-/// Make `oci:` / `docker-archive:` paths absolute (the server resolves
-/// paths against its own working directory otherwise).
-fn absolutise(source: &str) -> anyhow::Result<String> {
-    for prefix in ["oci:", "docker-archive:"] {
-        if let Some(rest) = source.strip_prefix(prefix)
-            && !rest.starts_with('/')
-            && !rest.is_empty()
-        {
-            let cwd = std::env::current_dir().context("cannot read the current directory")?;
-            return Ok(format!("{prefix}{}/{rest}", cwd.display()));
-        }
+/// The server credentials the flags or environment give.
+fn credentials(args: &ImportArgs) -> anyhow::Result<Option<transport::Credentials>> {
+    match (&args.username, &args.password) {
+        (Some(u), p) if !u.is_empty() => Ok(Some(transport::Credentials {
+            username: u.clone(),
+            password: p.clone().unwrap_or_default(),
+        })),
+        (_, Some(_)) => bail!("--password (DRYDOCK_PASSWORD) needs --username (DRYDOCK_USERNAME)"),
+        _ => Ok(None),
     }
-    Ok(source.to_string())
 }
 
 fn default_server(config: &Config) -> String {
@@ -73,15 +79,19 @@ pub async fn run(args: ImportArgs, config: Config) -> anyhow::Result<ExitCode> {
         .server
         .clone()
         .unwrap_or_else(|| default_server(&config));
-    let client = Client::new(&server)?;
+    let creds = credentials(&args)?;
     let req = ImportRequest {
-        source: absolutise(&args.source)?,
+        source: args.source.trim().to_string(),
         target: args.target.clone(),
         platforms: args.platforms.clone(),
         all_tags: args.all_tags,
         creds: args.creds.clone(),
         insecure: args.insecure,
     };
+    if import::is_local_source(&req.source) {
+        return push_local(&args, &req, &server, creds).await;
+    }
+    let client = Client::new(&server)?.with_credentials(creds);
     let job = client.submit(&req).await?;
     if args.no_wait {
         if args.json {
@@ -105,10 +115,40 @@ pub async fn run(args: ImportArgs, config: Config) -> anyhow::Result<ExitCode> {
         }
     };
     bar.finish_and_clear();
+    finish(&args, &done)
+}
+
+/// Read a local source here and push it to the server's registry API.
+async fn push_local(
+    args: &ImportArgs,
+    req: &ImportRequest,
+    server: &str,
+    creds: Option<transport::Credentials>,
+) -> anyhow::Result<ExitCode> {
+    if args.no_wait {
+        bail!("--no-wait applies to docker:// sources; a local source is pushed by this command");
+    }
+    let mut push = LocalPush::start(req, server, creds).context("cannot import")?;
+    let bar = progress_bar(args.json);
+    let every = Duration::from_millis(250);
+    // Ctrl-C stops before any tag is written (unless tagging has begun).
+    let done = tokio::select! {
+        s = push.wait(every, |s| update(&bar, s)) => s,
+        _ = tokio::signal::ctrl_c() => {
+            bar.suspend(|| eprintln!("drydock: cancelling the import"));
+            push.cancel();
+            push.wait(every, |s| update(&bar, s)).await
+        }
+    };
+    bar.finish_and_clear();
+    finish(args, &done)
+}
+
+fn finish(args: &ImportArgs, done: &JobStatus) -> anyhow::Result<ExitCode> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&done)?);
+        println!("{}", serde_json::to_string_pretty(done)?);
     } else {
-        report(&done);
+        report(done);
     }
     Ok(match done.state {
         JobState::Succeeded => ExitCode::SUCCESS,
