@@ -3,7 +3,13 @@
 //! health, recommendations and each image's vulnerabilities.
 //!
 //! It has no server-side state of its own: everything it shows comes from
-//! the same API that scripts use, so the two can never disagree.
+//! the same API that scripts use, so the two can never disagree. The page
+//! and its assets hold no data and are served to anyone; with access
+//! control on, the script signs in through `POST /api/v1/auth/login`
+//! (an HttpOnly session cookie), keeps the session's CSRF token in memory
+//! (read again from `GET /api/v1/auth/session` on load) and sends it as
+//! `X-CSRF-Token` on every write. Administrators also get pages for
+//! users, robots, bindings and the audit log.
 
 use axum::Router;
 use axum::http::header;
@@ -14,13 +20,19 @@ const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
 
-/// Routes: `/` redirects to `/ui/`, which serves the page and its assets.
+/// Routes: `/` redirects to `/ui/`, which serves the page and its assets;
+/// `/ui/login` is the same page, opening on the sign-in form.
 pub fn router() -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::temporary("/ui/") }))
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route(
             "/ui/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        // The same page: its script shows the sign-in form there.
+        .route(
+            "/ui/login",
             get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
         )
         .route(
