@@ -221,6 +221,14 @@ impl Service {
             {
                 continue;
             }
+            // Registered all the same (the list may change with a restart);
+            // the URL is not logged, it may carry a token.
+            if let Err(refused) = self.inner.opts.outbound.check_url_str(&w.url) {
+                tracing::warn!(
+                    repository = ?w.repository,
+                    "a configured webhook's deliveries will fail: {refused}"
+                );
+            }
             self.add_webhook(
                 &w.url,
                 &w.secret,
