@@ -10,5 +10,7 @@ tools="${DRYDOCK_SHARED_TOOLS:-$root/../shared/tools}"
 images=("$@")
 [ ${#images[@]} -gt 0 ] || images=(bookworm-base python-app node-app rust-app multiarch)
 mkdir -p "$out"
-# make-images.sh skips images whose tag already exists.
-bash "$tools/make-images.sh" "$out" "${images[@]}"
+# make-images.sh skips images whose tag already exists. It builds a small
+# Rust app and copies it from that app's own target/ directory, so a
+# caller's CARGO_TARGET_DIR must not send the build elsewhere.
+env -u CARGO_TARGET_DIR bash "$tools/make-images.sh" "$out" "${images[@]}"
