@@ -412,7 +412,7 @@ pub fn classify_v6(ip: Ipv6Addr) -> Option<Class> {
         x if x & 0xff00 == 0xff00 => Class::Multicast,
         // 2001:db8::/32 and 3fff::/20
         0x2001 if s[1] == 0x0db8 => Class::Documentation,
-        x if x & 0xfff0 == 0x3ff0 => Class::Documentation,
+        0x3fff if s[1] & 0xf000 == 0 => Class::Documentation,
         // 2001:2::/48
         0x2001 if s[1] == 0x0002 && s[2] == 0 => Class::Benchmarking,
         // 100::/64, discard-only

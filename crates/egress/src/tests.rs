@@ -63,6 +63,8 @@ fn public_addresses_and_range_edges_pass() {
         "64:ff9b::808:808",
         "::ffff:8.8.8.8",
         "2002:808:808::1",
+        "3fff:1000::1",
+        "3ff0::1",
     ] {
         assert_eq!(class(ip), None, "{ip}");
     }
@@ -82,6 +84,7 @@ fn every_internal_ipv6_range_is_refused_by_default() {
         ("ff0e::101", Class::Multicast),
         ("2001:db8::1", Class::Documentation),
         ("3fff::1", Class::Documentation),
+        ("3fff:fff::1", Class::Documentation),
         ("2001:2::1", Class::Benchmarking),
         ("100::1", Class::Reserved),
         ("::1:0:0:0:1", Class::Reserved),
