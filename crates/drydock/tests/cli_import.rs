@@ -256,3 +256,65 @@ fn the_password_is_taken_from_the_environment_and_never_shown() {
     assert!(!stderr(&out).contains("pw-7d1c0e"), "{}", stderr(&out));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("pw-7d1c0e"));
 }
+
+#[test]
+fn with_access_control_the_credentials_open_both_the_push_and_the_api() {
+    let password = "admin-password-for-tests-1";
+    let server_data = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        server_data.path(),
+        &[
+            ("DRYDOCK_AUTH", "true"),
+            ("DRYDOCK_ADMIN_PASSWORD", password),
+        ],
+    );
+    let url = format!("http://{}", server.addr());
+    let client = tempfile::tempdir().unwrap();
+    let import = |source: &str, creds: bool| {
+        let mut c = drydock(
+            client.path(),
+            &["import", source, "team/rust:v1", "--server", &url, "--json"],
+        );
+        if creds {
+            c.env("DRYDOCK_USERNAME", "admin")
+                .env("DRYDOCK_PASSWORD", password);
+        }
+        let out = c.output().unwrap();
+        assert_no_panic(&out, &["import", source]);
+        out
+    };
+
+    // Without credentials: an anonymous token does not let us push, and
+    // the command says what to give; nothing is written.
+    let out = import(&oci_target("rust-app"), false);
+    assert!(!out.status.success());
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["state"], "failed");
+    assert!(job["manifests"].as_array().unwrap().is_empty());
+    let why = job["error"].as_str().unwrap();
+    assert!(why.contains("requires credentials"), "{why}");
+
+    // With them: Basic, then the bearer token the challenge points to.
+    let out = import(&oci_target("rust-app"), true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(password));
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    let root = job["manifests"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(root["digest"], layout_digest("rust-app").as_str());
+    assert_eq!(root["tag"], "v1");
+
+    // The API: anonymous is asked to sign in; with the credentials (Basic)
+    // the job is accepted, and then fails on its unreachable source.
+    let out = import("docker://127.0.0.1:1/a/b:c", false);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("sign in"), "{}", stderr(&out));
+    let out = import("docker://127.0.0.1:1/a/b:c", true);
+    assert!(!out.status.success());
+    let job: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert_eq!(job["target"], "team/rust:v1");
+    let text = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert!(!text.contains(password));
+}
