@@ -274,18 +274,42 @@ impl Server {
 
     /// Start with extra environment variables.
     pub fn start_with_env(data: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_opts(data, &[], env, None)
+    }
+
+    /// Start with extra `serve` arguments and environment variables,
+    /// appending standard error (the server's log) to the file `log`, so
+    /// a test can read everything the server logged.
+    pub fn start_logged(data: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> Server {
+        Server::start_opts(data, args, env, Some(log))
+    }
+
+    fn start_opts(data: &Path, args: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Server {
         // Another process may take the port between our probe and the
         // server's bind: retry with a new one.
         for _ in 0..5 {
             let port = free_port();
-            let child = drydock(data, &["serve", "--listen", &format!("127.0.0.1:{port}")])
+            let listen = format!("127.0.0.1:{port}");
+            let mut all = vec!["serve", "--listen", &listen];
+            all.extend_from_slice(args);
+            let stderr = match log {
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+                ),
+                None => Stdio::piped(),
+            };
+            let child = drydock(data, &all)
                 // The tests' webhooks, import sources and mirrors are on
                 // loopback, which the server refuses by default; a test's
                 // own `env` may set this again.
                 .env("DRYDOCK_OUTBOUND_ALLOW", "127.0.0.0/8,::1/128")
                 .envs(env.iter().copied())
                 .stdout(Stdio::null())
-                .stderr(Stdio::piped())
+                .stderr(stderr)
                 .spawn()
                 .expect("spawn drydock serve");
             let mut s = Server { child, port };
