@@ -159,11 +159,32 @@ impl Registry {
     }
 
     /// Remove a blob from a repository (the bytes go at the next GC).
+    /// Refused (`UNSUPPORTED`, 405: the spec's codes for this endpoint are
+    /// 404 and 405) while any manifest of the repository, tagged or not,
+    /// references it: the image would no longer pull. Delete the manifest
+    /// first.
     pub fn delete_blob(&self, repo: &Name, digest: &Digest) -> Result<(), RegistryError> {
-        if self.inner.store.meta.unlink_blob(repo.as_str(), digest)? {
-            Ok(())
-        } else {
-            Err(RegistryError::blob_unknown(digest))
+        match self
+            .inner
+            .store
+            .meta
+            .unlink_unreferenced_blob(repo.as_str(), digest)?
+        {
+            storage::UnlinkBlob::Unlinked => Ok(()),
+            storage::UnlinkBlob::NotLinked => Err(RegistryError::blob_unknown(digest)),
+            storage::UnlinkBlob::Referenced { manifest, tag } => {
+                let tag = match tag {
+                    Some(t) => format!("tag {t}"),
+                    None => "untagged".to_string(),
+                };
+                Err(RegistryError::new(
+                    ErrorCode::Unsupported,
+                    format!(
+                        "blob {digest} is referenced by manifest {repo}@{manifest} ({tag}); \
+                         delete the manifest first"
+                    ),
+                ))
+            }
         }
     }
 

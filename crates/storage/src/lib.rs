@@ -32,7 +32,7 @@ pub use blobs::{BlobDriver, BlobReader, DriverSource, FsBlobs};
 pub use ingest::{IngestError, Ingested, ingest};
 pub use meta::{
     ManifestRefs, ManifestRow, ManifestSummary, Meta, MetaError, NewManifest, PutManifestError,
-    Referrer,
+    Referrer, UnlinkBlob,
 };
 pub use rusqlite;
 pub use uploads::{UploadInfo, Uploads};

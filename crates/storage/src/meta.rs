@@ -96,6 +96,20 @@ pub struct Referrer {
     pub annotations: Option<String>,
 }
 
+/// The outcome of [`Meta::unlink_unreferenced_blob`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnlinkBlob {
+    Unlinked,
+    /// The repository did not link the blob.
+    NotLinked,
+    /// A manifest of the repository references the blob (a tagged one if
+    /// any, with one of its tags); nothing changed.
+    Referenced {
+        manifest: Digest,
+        tag: Option<String>,
+    },
+}
+
 /// What a manifest references (for GC).
 #[derive(Debug, Clone)]
 pub struct ManifestRefs {
@@ -267,6 +281,48 @@ impl Meta {
             "DELETE FROM blob_links WHERE repo = ?1 AND digest = ?2",
             params![repo, digest.to_string()],
         )? > 0)
+    }
+
+    /// Unlink a blob from a repository unless a manifest of that repository
+    /// still references it: the check and the unlink are one write
+    /// transaction, so a concurrent push cannot slip a reference in between.
+    pub fn unlink_unreferenced_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<UnlinkBlob, MetaError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let d = digest.to_string();
+        // A tagged manifest is the more useful one to name.
+        let holder: Option<(String, Option<String>)> = tx
+            .query_row(
+                "SELECT r.manifest,
+                        (SELECT t.tag FROM tags t WHERE t.repo = r.repo AND t.digest = r.manifest
+                         ORDER BY t.tag LIMIT 1) AS tag
+                 FROM manifest_refs r
+                 WHERE r.repo = ?1 AND r.target = ?2 AND r.kind = ?3
+                 ORDER BY tag IS NULL, r.manifest LIMIT 1",
+                params![repo, d, KIND_BLOB],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((manifest, tag)) = holder {
+            return Ok(UnlinkBlob::Referenced {
+                manifest: digest_col(manifest)?,
+                tag,
+            });
+        }
+        let n = tx.execute(
+            "DELETE FROM blob_links WHERE repo = ?1 AND digest = ?2",
+            params![repo, d],
+        )?;
+        tx.commit()?;
+        Ok(if n > 0 {
+            UnlinkBlob::Unlinked
+        } else {
+            UnlinkBlob::NotLinked
+        })
     }
 
     /// Store a manifest and point its tags at it, after checking, in the
@@ -710,6 +766,51 @@ mod tests {
         assert_eq!(m.blob_repos(&b).unwrap(), vec!["a/app", "z/app"]);
         assert!(m.unlink_blob("z/app", &b).unwrap());
         assert_eq!(m.blob_repos(&b).unwrap(), vec!["a/app"]);
+    }
+
+    #[test]
+    fn referenced_blob_is_not_unlinked() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.db")).unwrap();
+        let layer = d(b"layer");
+        let man = d(b"manifest");
+        m.link_blob("a", &layer, 5, 1).unwrap();
+        let new = NewManifest {
+            repo: "a",
+            digest: &man,
+            media_type: "application/vnd.oci.image.manifest.v1+json",
+            body: b"manifest",
+            subject: None,
+            artifact_type: None,
+            annotations: None,
+            blobs: vec![(layer.clone(), 5)],
+            children: vec![],
+            tags: vec!["v2".into(), "v1".into()],
+            origin: "push",
+            at: 1,
+        };
+        m.put_manifest(&new).unwrap();
+        let held = UnlinkBlob::Referenced {
+            manifest: man.clone(),
+            tag: Some("v1".into()),
+        };
+        assert_eq!(m.unlink_unreferenced_blob("a", &layer).unwrap(), held);
+        assert!(m.blob_link("a", &layer).unwrap().is_some());
+        m.delete_tag("a", "v1").unwrap();
+        m.delete_tag("a", "v2").unwrap();
+        assert!(matches!(
+            m.unlink_unreferenced_blob("a", &layer).unwrap(),
+            UnlinkBlob::Referenced { tag: None, .. }
+        ));
+        m.delete_manifest("a", &man).unwrap();
+        assert_eq!(
+            m.unlink_unreferenced_blob("a", &layer).unwrap(),
+            UnlinkBlob::Unlinked
+        );
+        assert_eq!(
+            m.unlink_unreferenced_blob("a", &layer).unwrap(),
+            UnlinkBlob::NotLinked
+        );
     }
 
     #[test]
