@@ -36,7 +36,7 @@ impl ImageSource for RegistrySource {
     }
 
     fn tags(&self, repo: &Name) -> anyhow::Result<Vec<(Tag, Digest)>> {
-        Ok(self.0.tags(repo))
+        Ok(self.0.tags(repo)?)
     }
 
     fn manifests(&self, repo: &Name) -> anyhow::Result<Vec<(Digest, String)>> {
@@ -156,13 +156,13 @@ impl registry::EventSink for Service {
                 repo,
                 digest,
                 media_type,
-                tag,
+                tags,
                 ..
             } => self.manifest_pushed(
                 repo.as_str(),
                 &digest.to_string(),
                 media_type,
-                tag.as_ref().map(|t| t.as_str()),
+                &tags.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
             ),
             registry::Event::ManifestDeleted { repo, digest } => {
                 self.manifest_deleted(repo.as_str(), &digest.to_string())

@@ -131,7 +131,7 @@ async fn deliver(
         "team/app",
         &digest,
         "application/vnd.oci.image.manifest.v1+json",
-        None,
+        &[],
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -142,8 +142,8 @@ async fn from_oci_layout_and_docker_archive() {
     assert_eq!(st.blobs_skipped, 0);
     // The tag's push event is raised as an import (the assessment trigger).
     assert!(s.events.0.lock().unwrap().iter().any(|e| matches!(e,
-        Event::ManifestPushed { digest, origin: Origin::Import, tag: Some(t), .. }
-            if *digest == want && t.as_str() == "multiarch")));
+        Event::ManifestPushed { digest, origin: Origin::Import, tags, .. }
+            if *digest == want && tags.iter().any(|t| t.as_str() == "multiarch"))));
 
     // Again: nothing transferred. Into another repository: linked.
     let again = ok(

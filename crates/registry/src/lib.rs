@@ -126,7 +126,10 @@ pub enum Event {
         repo: Name,
         digest: Digest,
         media_type: String,
-        tag: Option<Tag>,
+        /// Every tag the push pointed at the manifest: the reference's
+        /// tag, then each `?tag=` (OCI distribution 1.1); empty for a push
+        /// by digest alone.
+        tags: Vec<Tag>,
         origin: Origin,
         at: OffsetDateTime,
     },

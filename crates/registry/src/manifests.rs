@@ -140,14 +140,16 @@ impl Registry {
             .annotations()
             .filter(|a| !a.is_empty())
             .map(|a| serde_json::to_string(a).unwrap_or_default());
-        let mut tags: Vec<String> = extra_tags.iter().map(|t| t.to_string()).collect();
-        let tag = match reference {
-            Reference::Tag(t) => {
-                tags.insert(0, t.to_string());
-                Some(t.clone())
+        let mut event_tags: Vec<Tag> = Vec::with_capacity(extra_tags.len() + 1);
+        if let Reference::Tag(t) = reference {
+            event_tags.push(t.clone());
+        }
+        for t in extra_tags {
+            if !event_tags.contains(t) {
+                event_tags.push(t.clone());
             }
-            Reference::Digest(_) => extra_tags.first().cloned(),
-        };
+        }
+        let tags: Vec<String> = event_tags.iter().map(|t| t.to_string()).collect();
         let at = OffsetDateTime::now_utc();
         let media_type = manifest.media_type().to_string();
         let artifact_type = manifest.artifact_type().map(str::to_string);
@@ -205,7 +207,7 @@ impl Registry {
             repo: repo.clone(),
             digest: digest.clone(),
             media_type,
-            tag,
+            tags: event_tags,
             origin,
             at,
         });

@@ -132,7 +132,7 @@ async fn manifests_push_pull_validate_delete() {
         );
         assert!(matches!(&events[1], Event::BlobPushed { digest, .. } if *digest == ld));
         assert!(
-            matches!(&events[2], Event::ManifestPushed { tag: Some(t), origin: Origin::Push, .. } if t.as_str() == "v1")
+            matches!(&events[2], Event::ManifestPushed { tags, origin: Origin::Push, .. } if tags.len() == 1 && tags[0].as_str() == "v1")
         );
     }
     // The same content pushed again (here, to another repository) is not

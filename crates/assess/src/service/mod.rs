@@ -297,13 +297,15 @@ impl Service {
 
     // ---- intake (called synchronously from the registry's event sink) ----
 
-    /// A manifest was pushed or imported: persist the job, wake a worker.
-    pub fn manifest_pushed(&self, repo: &str, digest: &str, media_type: &str, tag: Option<&str>) {
+    /// A manifest was pushed or imported under `tags` (none, one, or
+    /// several with `?tag=`): record each tag, persist the job, wake a
+    /// worker.
+    pub fn manifest_pushed(&self, repo: &str, digest: &str, media_type: &str, tags: &[&str]) {
         let now = to_ms(self.now());
-        if let Some(tag) = tag
-            && let Err(e) = self.inner.store.record_tag(repo, tag, digest, now)
-        {
-            tracing::error!(repo, tag, digest, error = %e, "cannot record tag");
+        for &tag in tags {
+            if let Err(e) = self.inner.store.record_tag(repo, tag, digest, now) {
+                tracing::error!(repo, tag, digest, error = %e, "cannot record tag");
+            }
         }
         match self
             .inner

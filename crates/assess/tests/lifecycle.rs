@@ -1,0 +1,143 @@
+//! The assessor over a real registry: what it learns from pushes (every
+//! tag), from garbage collection in another "process" (a separate store
+//! handle), and how it stops retrying a job that never finishes.
+
+use assess::live::RegistrySource;
+use assess::{Cataloger, Options, Service, VulnDatabase, VulnSource};
+use inventory::Inventory;
+use oci::{BlobSource, Digest, ImageManifest};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every image has no packages: these tests are about the job's life,
+/// not its findings.
+struct EmptyCatalog;
+impl Cataloger for EmptyCatalog {
+    fn version(&self) -> u32 {
+        1
+    }
+    fn catalog(
+        &self,
+        _: &dyn BlobSource,
+        _: &ImageManifest,
+        _: &dyn assess::RawLayerCache,
+    ) -> Result<Inventory, String> {
+        Ok(Inventory::default())
+    }
+}
+
+struct NoDb;
+impl VulnSource for NoDb {
+    fn current(&self) -> Option<Arc<dyn VulnDatabase>> {
+        None
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    registry: registry::Registry,
+    service: Service,
+    base: String,
+    client: reqwest::Client,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
+    let mut opts = Options::new(dir.path());
+    opts.tick = Duration::from_millis(50);
+    let service = Service::open(
+        opts,
+        Arc::new(RegistrySource(registry.clone())),
+        Arc::new(EmptyCatalog),
+        Arc::new(NoDb),
+        Arc::new(assess::SystemClock),
+    )
+    .unwrap();
+    registry.add_sink(Arc::new(service.clone()));
+    service.start().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = registry.router();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Setup {
+        dir,
+        registry,
+        service,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+    }
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+impl Setup {
+    async fn push_blob(&self, repo: &str, data: &[u8]) -> Digest {
+        let d = Digest::sha256_of(data);
+        let r = self
+            .client
+            .post(format!("{}/v2/{repo}/blobs/uploads/?digest={d}", self.base))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        d
+    }
+
+    /// Push a one-layer image whose layer holds `seed`, under `reference`
+    /// (a tag, or `@` for its digest) with `?tag=` for each of `tags`.
+    async fn push_image(&self, repo: &str, seed: &str, reference: &str, tags: &[&str]) -> Digest {
+        let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":\"{seed}\"}}");
+        let layer = format!("layer {seed}");
+        let dc = self.push_blob(repo, config.as_bytes()).await;
+        let dl = self.push_blob(repo, layer.as_bytes()).await;
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{dc}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{dl}","size":{}}}]}}"#,
+            config.len(),
+            layer.len()
+        );
+        let md = Digest::sha256_of(body.as_bytes());
+        let reference = if reference == "@" {
+            md.to_string()
+        } else {
+            reference.to_string()
+        };
+        let query: Vec<String> = tags.iter().map(|t| format!("tag={t}")).collect();
+        let r = self
+            .client
+            .put(format!(
+                "{}/v2/{repo}/manifests/{reference}?{}",
+                self.base,
+                query.join("&")
+            ))
+            .header("content-type", OCI_MANIFEST)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        md
+    }
+}
+
+/// `PUT …/manifests/<digest>?tag=a&tag=b` tells the assessor both tags:
+/// re-pointing both at a new image finds the previous image under each.
+#[tokio::test]
+async fn every_tag_of_a_push_reaches_the_assessor() {
+    let s = setup().await;
+    let old = s.push_image("team/app", "one", "@", &["a", "b"]).await;
+    let new = s.push_image("team/app", "two", "@", &["a", "b"]).await;
+    s.service.wait_idle(Duration::from_secs(10)).await.unwrap();
+    let mut prev = s
+        .service
+        .store()
+        .previous_tag_digests(&new.to_string())
+        .unwrap();
+    prev.sort();
+    let want: Vec<(String, String, String)> = ["a", "b"]
+        .iter()
+        .map(|t| ("team/app".to_string(), t.to_string(), old.to_string()))
+        .collect();
+    assert_eq!(prev, want);
+}
