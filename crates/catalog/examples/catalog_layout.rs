@@ -23,14 +23,18 @@ fn main() {
         .map(|(_, li)| li.stats.uncompressed_bytes)
         .sum();
     let t = Instant::now();
-    let inv = catalog::catalog_image(&l, &manifest, &cache, &Limits::default()).unwrap();
+    let image = catalog::catalog_image(&l, &manifest, &cache, &Limits::default()).unwrap();
+    let inv = &image.inventory;
     let warm = t.elapsed();
     if args.iter().any(|a| a == "--json") {
-        println!("{}", serde_json::to_string_pretty(&inv).unwrap());
+        println!("{}", serde_json::to_string_pretty(inv).unwrap());
     }
     let mut per: std::collections::BTreeMap<&str, usize> = Default::default();
     for p in &inv.packages {
         *per.entry(p.ecosystem.as_str()).or_default() += 1;
+    }
+    for note in &image.incomplete {
+        eprintln!("incomplete: {note}");
     }
     for (_, li) in &layers {
         for w in &li.warnings {

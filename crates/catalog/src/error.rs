@@ -10,6 +10,14 @@ pub enum CatalogError {
         #[source]
         source: std::io::Error,
     },
+    /// The blob's own reader failed (an I/O error, a connection lost): a
+    /// fault of where the layer is stored, not of its content.
+    #[error("layer {layer}: cannot read blob: {source}")]
+    Read {
+        layer: Digest,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("layer {layer}: corrupt or truncated archive: {detail}")]
     Corrupt { layer: Digest, detail: String },
     #[error("layer {layer}: unsafe archive entry {path:?}: {reason}")]
@@ -39,6 +47,7 @@ impl CatalogError {
     pub fn digest(&self) -> &Digest {
         match self {
             CatalogError::Open { layer, .. }
+            | CatalogError::Read { layer, .. }
             | CatalogError::Corrupt { layer, .. }
             | CatalogError::Unsafe { layer, .. }
             | CatalogError::Bomb { layer, .. }

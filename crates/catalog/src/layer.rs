@@ -3,7 +3,9 @@
 
 use crate::catalogers::{self, Handler, PkgCtx};
 use crate::targuard::{HeaderTooLarge, TarGuard};
-use crate::{CatalogError, FileFacts, FileKind, LayerInventory, Limits};
+use crate::{
+    CatalogError, FileFacts, FileKind, LayerInventory, Limits, SkipKind, Skipped, escape_path,
+};
 use oci::{Digest, Digester, LayerCompression};
 use std::cell::Cell;
 use std::fmt;
@@ -32,6 +34,19 @@ struct HashingReader<R> {
 
 const CHUNK: usize = 256 << 10;
 
+/// An error of the blob's own reader, marked so that it is reported as
+/// [`CatalogError::Read`] (where the blob lives failed), not as a fault
+/// of the layer's content.
+#[derive(Debug)]
+struct SourceError(io::Error);
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+impl std::error::Error for SourceError {}
+
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -43,7 +58,7 @@ impl<R: Read> Read for HashingReader<R> {
                 match self.inner.read(&mut v) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(io::Error::new(e.kind(), SourceError(e))),
                 }
             };
             if n == 0 {
@@ -262,6 +277,7 @@ fn read_layer(
         counters: counters.clone(),
     };
     let mut out = LayerInventory::new();
+    out.limits = limits.key();
     let mut scratch = Scratch::new(limits.scratch_dir.clone());
     let walked = {
         let decoder: Box<dyn Read + '_> = match compression {
@@ -310,6 +326,16 @@ const MAX_EXTENSION_HEADER: u64 = 1 << 20;
 
 /// Map an I/O error from the stream to the error naming the layer.
 fn stream_error(layer: &Digest, e: io::Error, doing: &str) -> CatalogError {
+    if e.get_ref().is_some_and(|i| i.is::<SourceError>()) {
+        let source = match e.into_inner().map(|i| i.downcast::<SourceError>()) {
+            Some(Ok(s)) => s.0,
+            _ => io::Error::other("the blob's reader failed"),
+        };
+        return CatalogError::Read {
+            layer: layer.clone(),
+            source,
+        };
+    }
     if let Some(h) = e.get_ref().and_then(|i| i.downcast_ref::<HeaderTooLarge>()) {
         return CatalogError::Limit {
             layer: layer.clone(),
@@ -347,6 +373,7 @@ fn walk<R: Read>(
     counters: &Counters,
 ) -> Result<(), CatalogError> {
     let layer_str = layer.to_string();
+    let mut caps = Caps::default();
     // Where the last entry's data ends in the uncompressed stream.
     let mut content_end: u64 = 0;
     let mut archive = tar::Archive::new(reader);
@@ -367,8 +394,7 @@ fn walk<R: Read>(
                     && total >= content_end
                     && total < content_end.next_multiple_of(512) + 1024
                 {
-                    out.warnings
-                        .push("tar stream ends without its end-of-archive marker".into());
+                    out.warn("tar stream ends without its end-of-archive marker".into());
                     return Ok(());
                 }
                 return Err(stream_error(layer, e, "reading a tar header"));
@@ -387,11 +413,16 @@ fn walk<R: Read>(
             Ok(Some(p)) => p,
             Ok(None) => continue,
             Err(reason) => {
-                return Err(CatalogError::Unsafe {
-                    layer: layer.clone(),
-                    path: String::from_utf8_lossy(&raw).into_owned(),
-                    reason,
+                // Nothing is ever written at an archive path, so the entry
+                // is harmless here; but where it would land is unknown, so
+                // the layer is not read whole.
+                out.skip(Skipped {
+                    kind: SkipKind::UnsafePath,
+                    layer: Some(layer_str.clone()),
+                    path: Some(escape_path(&raw)),
+                    detail: format!("{reason}; entry skipped"),
                 });
+                continue;
             }
         };
         let (dir, base) = split_dir(&path);
@@ -410,6 +441,10 @@ fn walk<R: Read>(
             let Some(handler) = catalogers::classify(&path, mode, size, limits) else {
                 continue;
             };
+            let always = catalogers::always_read(handler, &path);
+            if !always && !caps.admit(out, &layer_str, &path, limits) {
+                continue;
+            }
             let ctx = PkgCtx {
                 layer: &layer_str,
                 location: format!("/{path}"),
@@ -425,34 +460,151 @@ fn walk<R: Read>(
                         },
                     }
                 })?;
-            if let Some(facts) = facts {
+            if let Some(mut facts) = facts {
+                if !always {
+                    caps.take_packages(out, &layer_str, &path, &mut facts, limits);
+                }
+                caps.packages += facts.packages.len();
                 out.files.insert(path, facts);
             }
         } else if etype.is_hard_link() {
-            let target = entry
-                .link_name_bytes()
-                .map(|t| normalize(&t))
-                .transpose()
-                .map_err(|reason| CatalogError::Unsafe {
-                    layer: layer.clone(),
-                    path: path.clone(),
-                    reason: format!("hard link target: {reason}"),
-                })?
-                .flatten();
-            let location = format!("/{path}");
-            if let Some(mut facts) = target.and_then(|t| out.files.get(&t).cloned()) {
+            let target = match entry.link_name_bytes().map(|t| normalize(&t)) {
+                Some(Err(reason)) => {
+                    out.skip(Skipped {
+                        kind: SkipKind::UnsafePath,
+                        layer: Some(layer_str.clone()),
+                        path: Some(escape_path(format!("/{path}").as_bytes())),
+                        detail: format!("hard link target: {reason}; entry skipped"),
+                    });
+                    continue;
+                }
+                Some(Ok(t)) => t,
+                None => None,
+            };
+            let handler = catalogers::classify(&path, 0o755, u64::MAX, limits);
+            let known = target.and_then(|t| out.files.get(&t).cloned());
+            if handler.is_none() && known.is_none() {
+                continue;
+            }
+            if !handler.is_some_and(|h| catalogers::always_read(h, &path))
+                && !caps.admit(out, &layer_str, &path, limits)
+            {
+                continue;
+            }
+            if let Some(mut facts) = known {
+                let location = format!("/{path}");
                 for p in &mut facts.packages {
                     p.location.clone_from(&location);
                 }
+                caps.take_packages(out, &layer_str, &path, &mut facts, limits);
+                caps.packages += facts.packages.len();
                 out.files.insert(path, facts);
-            } else if catalogers::classify(&path, 0o755, u64::MAX, limits).is_some() {
+            } else {
                 shadow(out, path);
             }
-        } else if etype.is_symlink() && catalogers::classify(&path, 0, 0, limits).is_some() {
-            shadow(out, path);
+        } else if etype.is_symlink() {
+            let Some(handler) = catalogers::classify(&path, 0, 0, limits) else {
+                continue;
+            };
+            if catalogers::always_read(handler, &path) || caps.admit(out, &layer_str, &path, limits)
+            {
+                shadow(out, path);
+            }
         }
     }
     Ok(())
+}
+
+/// The per-layer caps on what a layer contributes, checked as the walk
+/// goes so that nothing beyond them is ever held.
+#[derive(Default)]
+struct Caps {
+    /// Watched files recorded, not counting the OS's own.
+    files: u64,
+    /// Packages recorded.
+    packages: usize,
+    /// Each cap is named once, where it was reached.
+    files_full: bool,
+    packages_full: bool,
+}
+
+impl Caps {
+    /// Whether one more watched file (not an OS file) may be read and
+    /// recorded; names the cap the first time it refuses.
+    fn admit(
+        &mut self,
+        out: &mut LayerInventory,
+        layer: &str,
+        path: &str,
+        limits: &Limits,
+    ) -> bool {
+        if self.packages >= limits.max_packages_per_layer {
+            self.packages_full(out, layer, path, limits);
+            return false;
+        }
+        if self.files >= limits.max_files_per_layer {
+            if !self.files_full {
+                self.files_full = true;
+                out.skip(Skipped {
+                    kind: SkipKind::Limit,
+                    layer: Some(layer.to_string()),
+                    path: None,
+                    detail: format!(
+                        "more than {} package files, executables and archives in one layer \
+                         (max_files_per_layer); the rest, from /{}, not read",
+                        limits.max_files_per_layer,
+                        escape_path(path.as_bytes())
+                    ),
+                });
+            }
+            return false;
+        }
+        self.files += 1;
+        true
+    }
+
+    /// Cut `facts` to what the layer's package cap still allows, naming
+    /// the cap when it is reached.
+    fn take_packages(
+        &mut self,
+        out: &mut LayerInventory,
+        layer: &str,
+        path: &str,
+        facts: &mut FileFacts,
+        limits: &Limits,
+    ) {
+        let room = limits.max_packages_per_layer.saturating_sub(self.packages);
+        if facts.packages.len() <= room {
+            return;
+        }
+        facts.packages.truncate(room);
+        self.packages_full(out, layer, path, limits);
+    }
+
+    /// Name the package cap, once, at the file where it was reached.
+    fn packages_full(
+        &mut self,
+        out: &mut LayerInventory,
+        layer: &str,
+        path: &str,
+        limits: &Limits,
+    ) {
+        if self.packages_full {
+            return;
+        }
+        self.packages_full = true;
+        out.skip(Skipped {
+            kind: SkipKind::Limit,
+            layer: Some(layer.to_string()),
+            path: None,
+            detail: format!(
+                "more than {} packages in one layer (max_packages_per_layer); \
+                 the rest, from /{}, not listed",
+                limits.max_packages_per_layer,
+                escape_path(path.as_bytes())
+            ),
+        });
+    }
 }
 
 fn shadow(out: &mut LayerInventory, path: String) {
@@ -483,15 +635,16 @@ fn read_file(
     match handler {
         Handler::Text(kind) => {
             if size > limits.max_file_bytes {
-                out.warnings.push(format!(
-                    "{}: {size} bytes, over the {} byte cap; not read",
-                    ctx.location, limits.max_file_bytes
+                // Not recorded: an unreadable file says nothing, so it
+                // hides nothing below it.
+                out.skip(ctx.skipped(
+                    SkipKind::TooLarge,
+                    format!(
+                        "{size} bytes, over the limit of {} bytes (max_file_bytes); not read",
+                        limits.max_file_bytes
+                    ),
                 ));
-                return Ok(Some(FileFacts {
-                    kind,
-                    packages: Vec::new(),
-                    distro: None,
-                }));
+                return Ok(None);
             }
             let mut data = Vec::with_capacity(size as usize);
             entry
@@ -520,10 +673,7 @@ fn read_file(
         }
         Handler::Java => {
             if size > limits.max_binary_bytes {
-                out.warnings.push(format!(
-                    "{}: {size} bytes, over the {} byte cap; not read",
-                    ctx.location, limits.max_binary_bytes
-                ));
+                out.skip(too_big_binary(ctx, size, limits));
                 return Ok(None);
             }
             let spool = scratch.spool().map_err(FileError::Scratch)?;
@@ -537,13 +687,8 @@ fn read_file(
         }
         Handler::RpmSqlite => {
             if size > limits.max_binary_bytes {
-                out.warnings
-                    .push(format!("{}: too large; not read", ctx.location));
-                return Ok(Some(FileFacts {
-                    kind: FileKind::RpmDb,
-                    packages: Vec::new(),
-                    distro: None,
-                }));
+                out.skip(too_big_binary(ctx, size, limits));
+                return Ok(None);
             }
             let dir = scratch.dir().map_err(FileError::Scratch)?.to_path_buf();
             let path = dir.join("rpmdb.sqlite");
@@ -561,8 +706,7 @@ fn read_file(
         }
         Handler::RpmBdb | Handler::RpmNdb => {
             if size > limits.max_binary_bytes {
-                out.warnings
-                    .push(format!("{}: too large; not read", ctx.location));
+                out.skip(too_big_binary(ctx, size, limits));
                 return Ok(None);
             }
             let spool = scratch.spool().map_err(FileError::Scratch)?;
@@ -579,6 +723,16 @@ fn read_file(
             }))
         }
     }
+}
+
+fn too_big_binary(ctx: &PkgCtx, size: u64, limits: &Limits) -> Skipped {
+    ctx.skipped(
+        SkipKind::TooLarge,
+        format!(
+            "{size} bytes, over the limit of {} bytes (max_binary_bytes); not read",
+            limits.max_binary_bytes
+        ),
+    )
 }
 
 fn copy_to(entry: &mut impl Read, f: &mut std::fs::File) -> Result<(), FileError> {

@@ -38,17 +38,33 @@
 //!   directory (removed when the layer is done), under a size cap. Nothing is ever written at a path taken from
 //!   the archive.
 //! - Paths are normalised lexically (leading `/` and `./` dropped); an entry
-//!   whose path climbs out of the root with `..` is an error
-//!   ([`CatalogError::Unsafe`]). Symbolic links are never followed: files
-//!   are read from the tar entry itself.
-//! - Memory is bounded by [`Limits`]: each file read into memory has a cap,
+//!   whose path (or hard link target) climbs out of the root with `..` is
+//!   skipped and named ([`SkipKind::UnsafePath`]), and the rest of the
+//!   layer is read. Symbolic links are never followed: files are read from
+//!   the tar entry itself.
+//! - **Fail closed.** Whatever part of an image cannot be read completely
+//!   (a file over its cap, a malformed package database, a hostile path, a
+//!   cap on packages or files reached, a layer that stops early: a bomb, a
+//!   corrupt stream, too many entries) is skipped and named in
+//!   [`LayerInventory::skipped`]; [`catalog_image`] returns those notes
+//!   with the inventory ([`ImageInventory::incomplete`]) so no consumer can
+//!   mistake a partial inventory for a whole one. A skipped file hides
+//!   nothing: the lower layers' copy of its path stays in the inventory.
+//! - Memory is bounded by [`Limits`]: what one layer and one image may
+//!   contribute (packages, watched files) is capped while walking, each
+//!   file read into memory has a cap,
 //!   the uncompressed size has an absolute cap and a ratio cap against the
 //!   compressed bytes (decompression bombs), and the stream is processed in
 //!   fixed buffers however large the layer. Tar extension headers (PAX,
 //!   GNU long names), which the tar parser reads whole, are capped too.
 //! - Every error names the layer digest. A truncated or corrupt stream is an
-//!   error even when the tar end marker was seen, because the whole
-//!   compressed stream is drained and (by default) its digest verified.
+//!   error of [`catalog_layer`] even when the tar end marker was seen,
+//!   because the whole compressed stream is drained and (by default) its
+//!   digest verified; [`catalog_image`] turns such a layer (and a bomb, or
+//!   a layer over its size or entry cap) into a note naming it, and reads
+//!   the other layers. Only failures that say nothing about the content
+//!   (the blob cannot be opened or read, scratch space, a digest mismatch)
+//!   fail the image.
 //! - [`CATALOG_VERSION`] changes whenever a cataloger's output changes, so
 //!   cached layer results from older catalogers are never used.
 
@@ -68,8 +84,11 @@ pub use cache::{DirCache, LayerCache, MemoryCache, NoCache};
 pub use error::CatalogError;
 pub use layer::catalog_layer;
 pub use limits::Limits;
-pub use merge::merge;
-pub use model::{FileFacts, FileKind, LayerInventory, LayerStats};
+pub use merge::{merge, merge_image};
+pub use model::{
+    FileFacts, FileKind, ImageInventory, LayerInventory, LayerStats, MAX_NOTES, SkipKind, Skipped,
+    escape_path,
+};
 
 use inventory::Inventory;
 use oci::{BlobSource, Descriptor, Digest, ImageIndex, ImageManifest, Platform};
@@ -79,10 +98,13 @@ use oci::{BlobSource, Descriptor, Digest, ImageIndex, ImageManifest, Platform};
 /// version they were made with and are ignored when it differs.
 /// 2: NDB `Packages.db` (SUSE) is read.
 /// 3: Go 1.13–1.17 build info (the pointer form) is read.
-pub const CATALOG_VERSION: u32 = 3;
+/// 4: skipped parts are named (`skipped`, `limits`); hostile paths, caps
+///    and unreadable layers no longer fail or blind the read.
+pub const CATALOG_VERSION: u32 = 4;
 
 /// Catalog one image (one platform): each layer from `cache` when present,
-/// otherwise read from `source` and stored in `cache`, then [`merge`]d.
+/// otherwise read from `source` and stored in `cache`, then merged
+/// ([`merge_image`]), with the parts that could not be read named.
 ///
 /// Synchronous and CPU/IO bound: call it from `spawn_blocking`. Layers
 /// whose media type is not a filesystem layer (artifacts, attestations) are
@@ -92,9 +114,21 @@ pub fn catalog_image(
     manifest: &ImageManifest,
     cache: &dyn LayerCache,
     limits: &Limits,
-) -> Result<Inventory, CatalogError> {
+) -> Result<ImageInventory, CatalogError> {
     let layers = catalog_image_layers(source, manifest, cache, limits)?;
-    Ok(merge(&layers))
+    Ok(merge_image(&layers, limits))
+}
+
+/// A cached layer result usable under `limits`: one with skipped parts
+/// made under other limits is read again (its gaps may close).
+pub fn cached_layer(
+    cache: &dyn LayerCache,
+    layer: &Digest,
+    limits: &Limits,
+) -> Option<LayerInventory> {
+    cache
+        .get(layer, CATALOG_VERSION)
+        .filter(|inv| inv.is_complete() || inv.limits == limits.key())
 }
 
 /// The per-layer results of an image, in manifest order, from the cache or
@@ -113,7 +147,7 @@ pub fn catalog_image_layers(
         let Some(compression) = oci::layer_compression(&desc.media_type) else {
             continue;
         };
-        let cached = cache.get(&desc.digest, CATALOG_VERSION);
+        let cached = cached_layer(cache, &desc.digest, limits);
         if cached.is_none() && missing.insert(desc.digest.clone()) {
             misses.push((desc.digest.clone(), compression));
         }
@@ -137,6 +171,12 @@ pub fn catalog_image_layers(
 /// soon as it is read, so a later failure does not waste it. Results come
 /// back in the order given; on failure, the error of the first failing
 /// layer in that order, and the remaining layers are not started.
+///
+/// A layer whose content stops the read (a bomb, a cap on its size or
+/// entries, a corrupt stream) does not fail the image: it comes back as a
+/// result naming why it was not read, not cached, so the rest of the image is still cataloged and the image is
+/// incomplete. Failures that say nothing about the content (the blob
+/// cannot be opened or read, scratch space, a digest mismatch) are errors.
 fn read_layers(
     source: &dyn BlobSource,
     layers: &[(Digest, oci::LayerCompression)],
@@ -148,8 +188,22 @@ fn read_layers(
             layer: digest.clone(),
             source: e,
         })?;
-        let inv = catalog_layer(reader, *compression, digest, limits)?;
-        cache.put(digest, CATALOG_VERSION, &inv);
+        let inv = match catalog_layer(reader, *compression, digest, limits) {
+            Ok(inv) => {
+                cache.put(digest, CATALOG_VERSION, &inv);
+                inv
+            }
+            Err(
+                e @ (CatalogError::Bomb { .. }
+                | CatalogError::Limit { .. }
+                | CatalogError::Corrupt { .. }
+                | CatalogError::Unsafe { .. }),
+            ) => {
+                tracing::warn!(layer = %digest, error = %e, "layer not cataloged");
+                LayerInventory::unread(digest, unread_detail(&e))
+            }
+            Err(e) => return Err(e),
+        };
         Ok((digest.clone(), inv))
     };
     let threads = limits.parallel_layers.clamp(1, layers.len().max(1));
@@ -190,6 +244,21 @@ fn read_layers(
     Ok(out)
 }
 
+/// Why a layer was not read, without the layer digest the error repeats
+/// (the note carries it).
+fn unread_detail(e: &CatalogError) -> String {
+    let what = match e {
+        CatalogError::Bomb { detail, .. } => format!("decompression bomb suspected: {detail}"),
+        CatalogError::Limit { detail, .. } => format!("limit exceeded: {detail}"),
+        CatalogError::Corrupt { detail, .. } => format!("corrupt archive: {detail}"),
+        CatalogError::Unsafe { path, reason, .. } => {
+            format!("unsafe entry {}: {reason}", escape_path(path.as_bytes()))
+        }
+        other => other.to_string(),
+    };
+    format!("layer not cataloged ({what})")
+}
+
 /// How much of a blob [`sniff_layer`] needs to see.
 pub const SNIFF_LEN: usize = 512;
 
@@ -216,6 +285,8 @@ pub struct PlatformInventory {
     pub manifest: Digest,
     pub platform: Option<Platform>,
     pub inventory: Inventory,
+    /// The parts of this platform's image not read ([`ImageInventory::incomplete`]).
+    pub incomplete: Vec<Skipped>,
 }
 
 /// Whether an index entry is an image for some platform (not a buildkit
@@ -290,9 +361,11 @@ fn catalog_child(
         Ok(_) => return Err(manifest_err("expected an image manifest".into())),
         Err(e) => return Err(manifest_err(e.to_string())),
     };
+    let image = catalog_image(source, &manifest, cache, limits)?;
     Ok(PlatformInventory {
         manifest: desc.digest.clone(),
         platform: desc.platform.clone(),
-        inventory: catalog_image(source, &manifest, cache, limits)?,
+        inventory: image.inventory,
+        incomplete: image.incomplete,
     })
 }

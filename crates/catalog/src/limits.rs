@@ -13,12 +13,25 @@ pub struct Limits {
     /// (small layers of zeros compress very well and are harmless).
     pub ratio_grace_bytes: u64,
     /// Largest text file (package database, manifest, lockfile) read into
-    /// memory; larger ones are skipped with a warning.
+    /// memory; larger ones are skipped and named, and the image is
+    /// incomplete. Lower layers' copy of the file stays visible.
     pub max_file_bytes: u64,
     /// Largest executable or Java archive examined (spooled to scratch).
     pub max_binary_bytes: u64,
     /// Most tar entries in one layer.
     pub max_entries: u64,
+    /// Most packages one layer may declare; the rest are not listed and
+    /// the layer is incomplete. Once reached, the layer's remaining
+    /// package files are not read at all.
+    pub max_packages_per_layer: usize,
+    /// Most packages in one image's inventory (after the layers are
+    /// merged); the rest are not listed and the image is incomplete.
+    pub max_packages_per_image: usize,
+    /// Most watched files (language manifests, lockfiles, executables,
+    /// Java archives, links at such paths) one layer may contribute; the
+    /// rest are not read and the layer is incomplete. The OS package
+    /// databases and release files at their fixed paths are always read.
+    pub max_files_per_layer: u64,
     /// How deep Java archives nested in Java archives are followed.
     pub max_nesting: u32,
     /// Look inside executables (Go build info, cargo-auditable data).
@@ -42,6 +55,9 @@ impl Default for Limits {
             max_file_bytes: 32 << 20,
             max_binary_bytes: 512 << 20,
             max_entries: 5_000_000,
+            max_packages_per_layer: 50_000,
+            max_packages_per_image: 50_000,
+            max_files_per_layer: 100_000,
             max_nesting: 3,
             scan_binaries: true,
             verify_digest: true,
@@ -50,5 +66,25 @@ impl Default for Limits {
                 .map_or(1, |n| n.get())
                 .min(4),
         }
+    }
+}
+
+impl Limits {
+    /// The settings that change what a layer read reports, as a short
+    /// key stored with each layer result ([`crate::LayerInventory::limits`]).
+    pub fn key(&self) -> String {
+        format!(
+            "l{}r{}g{}f{}b{}e{}n{}p{}w{}s{}",
+            self.max_layer_bytes,
+            self.max_ratio,
+            self.ratio_grace_bytes,
+            self.max_file_bytes,
+            self.max_binary_bytes,
+            self.max_entries,
+            self.max_nesting,
+            self.max_packages_per_layer,
+            self.max_files_per_layer,
+            u8::from(self.scan_binaries),
+        )
     }
 }

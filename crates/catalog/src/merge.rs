@@ -1,12 +1,14 @@
 //! Overlaying per-layer results into one image inventory.
 
-use crate::{FileFacts, FileKind, LayerInventory, purl};
+use crate::{
+    FileFacts, FileKind, ImageInventory, LayerInventory, Limits, MAX_NOTES, SkipKind, Skipped, purl,
+};
 use inventory::{Distro, Ecosystem, Inventory, Package};
 use oci::Digest;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Remove every path strictly below `dir` (`""` is the root).
-fn remove_under(state: &mut BTreeMap<String, FileFacts>, dir: &str) {
+fn remove_under<V>(state: &mut BTreeMap<String, V>, dir: &str) {
     if dir.is_empty() {
         state.clear();
         return;
@@ -33,15 +35,65 @@ fn remove_under(state: &mut BTreeMap<String, FileFacts>, dir: &str) {
 ///   `distro=` qualifier.
 ///
 /// Packages come out sorted by ecosystem, name, version, location.
+///
+/// This is the overlay alone: it neither caps the packages nor says what
+/// was skipped. [`merge_image`] does both, and is what
+/// [`crate::catalog_image`] returns.
 pub fn merge(layers: &[(Digest, LayerInventory)]) -> Inventory {
+    overlay(layers, usize::MAX).0
+}
+
+/// [`merge`], with the image's notes: every layer's skipped parts, except
+/// notes about a file that an upper layer replaced or deleted (the file in
+/// the image is then the upper one), and [`Limits::max_packages_per_image`]
+/// applied. Packages from the OS package databases are taken first, so a
+/// flood of language manifests cannot push them out of the inventory.
+pub fn merge_image(layers: &[(Digest, LayerInventory)], limits: &Limits) -> ImageInventory {
+    let (inventory, incomplete) = overlay(layers, limits.max_packages_per_image);
+    ImageInventory {
+        inventory,
+        incomplete,
+    }
+}
+
+fn overlay(layers: &[(Digest, LayerInventory)], cap: usize) -> (Inventory, Vec<Skipped>) {
     let mut state: BTreeMap<String, FileFacts> = BTreeMap::new();
-    for (_, li) in layers {
+    // Notes about files, by the path an upper layer may replace.
+    let mut file_notes: BTreeMap<String, Vec<Skipped>> = BTreeMap::new();
+    let mut notes: Vec<Skipped> = Vec::new();
+    for (digest, li) in layers {
         for d in &li.opaque_dirs {
             remove_under(&mut state, d);
+            remove_under(&mut file_notes, d);
         }
         for w in &li.whiteouts {
             state.remove(w);
             remove_under(&mut state, w);
+            file_notes.remove(w);
+            remove_under(&mut file_notes, w);
+        }
+        for path in li.files.keys() {
+            file_notes.remove(path);
+        }
+        for note in &li.skipped {
+            match note.file_path() {
+                Some(p) => file_notes
+                    .entry(p.to_string())
+                    .or_default()
+                    .push(note.clone()),
+                None => notes.push(note.clone()),
+            }
+        }
+        let unnamed = li.stats.skipped.saturating_sub(li.skipped.len() as u64);
+        if unnamed > 0 {
+            notes.push(Skipped {
+                kind: SkipKind::Limit,
+                layer: Some(digest.to_string()),
+                path: None,
+                detail: format!(
+                    "{unnamed} more parts skipped (only the first {MAX_NOTES} of a layer are named)"
+                ),
+            });
         }
         for (path, facts) in &li.files {
             let mut facts = facts.clone();
@@ -75,8 +127,17 @@ pub fn merge(layers: &[(Digest, LayerInventory)]) -> Inventory {
         .map(|p| (p.ecosystem, p.name.as_str(), p.version.as_str()))
         .collect();
     let mut packages: Vec<Package> = Vec::new();
-    for facts in state.values() {
+    let os_first = state
+        .values()
+        .filter(|f| is_os_database(f.kind))
+        .chain(state.values().filter(|f| !is_os_database(f.kind)));
+    let mut capped = false;
+    'files: for facts in os_first {
         for p in &facts.packages {
+            if packages.len() >= cap {
+                capped = true;
+                break 'files;
+            }
             if facts.kind.is_lockfile()
                 && installed.contains(&(p.ecosystem, p.name.as_str(), p.version.as_str()))
             {
@@ -106,7 +167,43 @@ pub fn merge(layers: &[(Digest, LayerInventory)]) -> Inventory {
             && a.version == b.version
             && a.location == b.location
     });
-    Inventory { distro, packages }
+    let mut incomplete: Vec<Skipped> = Vec::new();
+    let mut seen: HashSet<Skipped> = HashSet::new();
+    // Layer-wide notes first (in layer order), then files by path.
+    for note in notes.into_iter().chain(file_notes.into_values().flatten()) {
+        if seen.insert(note.clone()) {
+            incomplete.push(note);
+        }
+    }
+    if incomplete.len() > MAX_NOTES {
+        let more = incomplete.len() - MAX_NOTES;
+        incomplete.truncate(MAX_NOTES);
+        incomplete.push(Skipped {
+            kind: SkipKind::Limit,
+            layer: None,
+            path: None,
+            detail: format!("{more} more skipped parts not named"),
+        });
+    }
+    if capped {
+        incomplete.push(Skipped {
+            kind: SkipKind::Limit,
+            layer: None,
+            path: None,
+            detail: format!(
+                "more than {cap} packages in the image (max_packages_per_image); \
+                 the rest not listed"
+            ),
+        });
+    }
+    (Inventory { distro, packages }, incomplete)
+}
+
+fn is_os_database(kind: FileKind) -> bool {
+    matches!(
+        kind,
+        FileKind::DpkgStatus | FileKind::ApkInstalled | FileKind::RpmDb
+    )
 }
 
 /// os-release first (`/etc`, then `/usr/lib`), then the older release files.

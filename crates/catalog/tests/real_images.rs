@@ -275,7 +275,9 @@ fn cache_hit_gives_the_same_inventory() {
             Err(std::io::Error::other(format!("{d} not cached")))
         }
     }
-    let second = catalog::catalog_image(&Nothing, &m, &cache, &Limits::default()).unwrap();
+    let second = catalog::catalog_image(&Nothing, &m, &cache, &Limits::default())
+        .unwrap()
+        .inventory;
     assert_eq!(first, second);
 }
 

@@ -118,10 +118,7 @@ pub(crate) fn scan(
         };
         match info {
             Some((version, modinfo)) => return Ok(go_packages(&version, &modinfo, ctx)),
-            None => out.warnings.push(format!(
-                "{}: Go build info found but not readable",
-                ctx.location
-            )),
+            None => out.skip(ctx.malformed("Go build info found but not readable")),
         }
         return Ok(Vec::new());
     }
@@ -132,10 +129,10 @@ pub(crate) fn scan(
         match auditable_json(f) {
             Ok(Some(json)) => match auditable_packages(&json, ctx) {
                 Ok(p) => return Ok(p),
-                Err(e) => out.warnings.push(format!("{}: {e}", ctx.location)),
+                Err(e) => out.skip(ctx.malformed(e.to_string())),
             },
             Ok(None) => {}
-            Err(e) => out.warnings.push(format!("{}: {e}", ctx.location)),
+            Err(e) => out.skip(ctx.malformed(e.to_string())),
         }
     }
     Ok(Vec::new())

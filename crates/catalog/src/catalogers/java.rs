@@ -25,7 +25,7 @@ pub(crate) fn scan_file(
     let name = ctx.location.rsplit('/').next().unwrap_or("").to_string();
     let mut found = Vec::new();
     if let Err(e) = scan_zip(f, &name, &ctx.location, ctx, limits, 0, &mut found) {
-        out.warnings.push(format!("{}: {e}", ctx.location));
+        out.skip(ctx.malformed(e.to_string()));
     }
     found
 }

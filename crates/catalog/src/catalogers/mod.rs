@@ -15,7 +15,7 @@ mod ruby;
 mod rust;
 mod simple;
 
-use crate::{FileFacts, FileKind, LayerInventory, Limits};
+use crate::{FileFacts, FileKind, LayerInventory, Limits, SkipKind, Skipped, escape_path};
 use inventory::{Ecosystem, Package};
 
 /// How a watched file is read.
@@ -39,6 +39,21 @@ pub(crate) struct PkgCtx<'a> {
 }
 
 impl PkgCtx<'_> {
+    /// A note naming this file as skipped.
+    pub(crate) fn skipped(&self, kind: SkipKind, detail: impl Into<String>) -> Skipped {
+        Skipped {
+            kind,
+            layer: Some(self.layer.to_string()),
+            path: Some(escape_path(self.location.as_bytes())),
+            detail: detail.into(),
+        }
+    }
+
+    /// A note naming this file as not understood.
+    pub(crate) fn malformed(&self, detail: impl Into<String>) -> Skipped {
+        self.skipped(SkipKind::Malformed, detail)
+    }
+
     pub(crate) fn package(
         &self,
         ecosystem: Ecosystem,
@@ -61,6 +76,26 @@ impl PkgCtx<'_> {
 
 fn in_node_modules(path: &str) -> bool {
     path.starts_with("node_modules/") || path.contains("/node_modules/")
+}
+
+/// Whether a watched file is one of the OS's own (package databases and
+/// release files at their fixed paths): read whatever the layer's caps on
+/// files and packages say, so junk elsewhere cannot push them out.
+pub(crate) fn always_read(handler: Handler, path: &str) -> bool {
+    match handler {
+        Handler::Text(FileKind::DpkgStatus) => path == "var/lib/dpkg/status",
+        Handler::Text(
+            FileKind::OsRelease
+            | FileKind::DebianVersion
+            | FileKind::AlpineRelease
+            | FileKind::RedhatRelease
+            | FileKind::ApkInstalled,
+        )
+        | Handler::RpmSqlite
+        | Handler::RpmBdb
+        | Handler::RpmNdb => true,
+        Handler::Text(_) | Handler::Binary | Handler::Java => false,
+    }
 }
 
 /// Which cataloger, if any, wants the regular file at `path` (normalised,
@@ -194,7 +229,7 @@ pub(crate) fn parse_text(
         Ok(())
     })();
     if let Err(e) = result {
-        out.warnings.push(format!("{}: {e}", ctx.location));
+        out.skip(ctx.malformed(e.to_string()));
     }
     facts
 }

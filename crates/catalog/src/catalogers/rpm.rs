@@ -137,7 +137,7 @@ pub(crate) fn read_sqlite(
         Ok(out)
     };
     run().unwrap_or_else(|e| {
-        out.warnings.push(format!("{}: {e}", ctx.location));
+        out.skip(ctx.malformed(e.to_string()));
         Vec::new()
     })
 }
@@ -163,7 +163,7 @@ pub(crate) fn read_bdb(
             .filter_map(|h| to_package(h, ctx))
             .collect(),
         Err(e) => {
-            out.warnings.push(format!("{}: {e}", ctx.location));
+            out.skip(ctx.malformed(e.to_string()));
             Vec::new()
         }
     }
@@ -302,7 +302,7 @@ pub(crate) fn read_ndb(
     match ndb_blobs(f) {
         Ok((blobs, bad)) => {
             for e in bad {
-                out.warnings.push(format!("{}: {e}", ctx.location));
+                out.skip(ctx.malformed(e.to_string()));
             }
             blobs
                 .iter()
@@ -311,7 +311,7 @@ pub(crate) fn read_ndb(
                 .collect()
         }
         Err(e) => {
-            out.warnings.push(format!("{}: {e}", ctx.location));
+            out.skip(ctx.malformed(e.to_string()));
             Vec::new()
         }
     }

@@ -50,7 +50,9 @@ pub fn image_manifest(layout: &OciLayout, tag: &str) -> (Digest, ImageManifest) 
 pub fn catalog_tag(tag: &str, cache: &dyn LayerCache) -> Inventory {
     let l = layout();
     let (_, m) = image_manifest(&l, tag);
-    catalog::catalog_image(&l, &m, cache, &Limits::default()).expect("catalog")
+    let image = catalog::catalog_image(&l, &m, cache, &Limits::default()).expect("catalog");
+    assert!(image.is_complete(), "{tag}: {:?}", image.incomplete);
+    image.inventory
 }
 
 pub fn name_versions(inv: &Inventory, eco: Ecosystem) -> BTreeSet<(String, String)> {
