@@ -65,8 +65,8 @@ fn vary(inv: &inventory::Inventory, i: usize) -> inventory::Inventory {
 /// Empty the registry (every manifest deleted, then collected with no
 /// grace period), so the next push uploads every blob again.
 async fn empty_registry(registry: &registry::Registry, data: &Path) {
-    for repo in registry.repositories() {
-        for m in registry.manifests(&repo) {
+    for repo in registry.repositories().unwrap() {
+        for m in registry.manifests(&repo).unwrap() {
             let _ = registry.delete_manifest(&repo, &m.digest);
         }
     }

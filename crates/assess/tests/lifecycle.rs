@@ -141,3 +141,37 @@ async fn every_tag_of_a_push_reaches_the_assessor() {
         .collect();
     assert_eq!(prev, want);
 }
+
+/// A broken metadata database is an error for every listing, never an
+/// empty registry (which the assessor would take as "nothing to assess",
+/// and the API would show as no images).
+#[tokio::test]
+async fn listings_report_database_errors() {
+    use assess::ImageSource;
+    let s = setup().await;
+    s.push_image("team/app", "one", "v1", &[]).await;
+    let source = RegistrySource(s.registry.clone());
+    let repo = oci::Name::parse("team/app").unwrap();
+    assert_eq!(source.repositories().unwrap(), vec![repo.clone()]);
+    // A fault the registry cannot have caused: its tables vanish.
+    let raw = rusqlite::Connection::open(s.dir.path().join("meta.db")).unwrap();
+    raw.execute_batch(
+        "ALTER TABLE repos RENAME TO repos_gone;
+         ALTER TABLE tags RENAME TO tags_gone;
+         ALTER TABLE manifests RENAME TO manifests_gone;",
+    )
+    .unwrap();
+    assert!(source.repositories().is_err());
+    assert!(source.tags(&repo).is_err());
+    assert!(source.manifests(&repo).is_err());
+    // Over HTTP too: 500, not an empty list.
+    for path in ["/v2/_catalog", "/v2/team/app/tags/list"] {
+        let r = s
+            .client
+            .get(format!("{}{path}", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 500, "{path}");
+    }
+}

@@ -115,12 +115,24 @@ impl Registry {
     }
 
     /// Whether a blob is present: linked to `repo`, or (with `None`)
-    /// anywhere in the store.
+    /// anywhere in the store. A failure to tell counts as absent (the
+    /// caller then pushes it, which fails loudly if storage is broken) and
+    /// is logged.
     pub fn has_blob(&self, repo: Option<&Name>, digest: &Digest) -> bool {
-        match repo {
-            Some(r) => self.blob_size(r, digest).ok().flatten().is_some(),
-            None => matches!(self.inner.store.blobs.stat(digest), Ok(Some(_))),
-        }
+        let found = match repo {
+            Some(r) => self.blob_size(r, digest).map(|s| s.is_some()),
+            None => self
+                .inner
+                .store
+                .blobs
+                .stat(digest)
+                .map(|s| s.is_some())
+                .map_err(RegistryError::from),
+        };
+        found.unwrap_or_else(|e| {
+            tracing::warn!(%digest, "cannot tell whether a blob is stored: {e}");
+            false
+        })
     }
 
     /// The size of a blob linked to `repo` and present on disk.

@@ -121,7 +121,8 @@ async fn manifests_push_pull_validate_delete() {
     s.registry.flush();
     let pulls = s
         .registry
-        .recent_pulls(time::OffsetDateTime::now_utc() - Duration::from_secs(60));
+        .recent_pulls(time::OffsetDateTime::now_utc() - Duration::from_secs(60))
+        .unwrap();
     assert_eq!(pulls.len(), 1);
     assert_eq!(pulls[0].1, md);
     {
@@ -204,7 +205,10 @@ async fn manifests_push_pull_validate_delete() {
     assert_error(r, 400, "NAME_INVALID").await;
     let got = s.get("/v2/app/manifests/v1").await;
     assert_eq!(got.text().await.unwrap(), body);
-    assert_eq!(s.registry.tags(&Name::parse("app").unwrap()).len(), 1);
+    assert_eq!(
+        s.registry.tags(&Name::parse("app").unwrap()).unwrap().len(),
+        1
+    );
 
     // Index: missing child refused, present child accepted.
     let index = |child: &Digest, size: usize| {
@@ -234,7 +238,7 @@ async fn manifests_push_pull_validate_delete() {
         .unwrap()
         .unwrap();
     assert_eq!(m.media_type, OCI_INDEX);
-    assert_eq!(s.registry.manifests(&repo).len(), 2);
+    assert_eq!(s.registry.manifests(&repo).unwrap().len(), 2);
 
     // Delete a tag, then a manifest.
     let r = s.delete("/v2/app/manifests/multi").await;
@@ -393,7 +397,10 @@ async fn referrers_and_subject() {
         .map(|v| v.to_str().unwrap().to_string())
         .collect();
     assert_eq!(tags, ["x1", "x2"]);
-    assert_eq!(s.registry.tags(&Name::parse("r").unwrap()).len(), 3);
+    assert_eq!(
+        s.registry.tags(&Name::parse("r").unwrap()).unwrap().len(),
+        3
+    );
 }
 
 #[tokio::test]
@@ -434,10 +441,11 @@ async fn in_process_api_and_gc() {
     let other = Name::parse("other").unwrap();
     s.registry.link_blob(&other, &d).unwrap();
     assert!(s.registry.has_blob(Some(&other), &d));
-    assert_eq!(s.registry.repositories().len(), 2);
+    assert_eq!(s.registry.repositories().unwrap().len(), 2);
     assert_eq!(
         s.registry
-            .recent_pushes(time::OffsetDateTime::now_utc() - Duration::from_secs(60))[0]
+            .recent_pushes(time::OffsetDateTime::now_utc() - Duration::from_secs(60))
+            .unwrap()[0]
             .1,
         md
     );

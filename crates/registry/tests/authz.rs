@@ -348,6 +348,7 @@ impl Server {
     fn tag_v1(&self, repo: &str) -> Option<Digest> {
         self.registry
             .tags(&name(repo))
+            .unwrap()
             .into_iter()
             .find(|(t, _)| t.as_str() == "v1")
             .map(|(_, d)| d)

@@ -139,6 +139,6 @@ async fn skopeo_round_trip() {
     assert!(compared >= 10, "only {compared} blobs came back");
     // The registry's view matches.
     let repo = oci::Name::parse("test/multiarch").unwrap();
-    let m = s.registry.manifests(&repo);
+    let m = s.registry.manifests(&repo).unwrap();
     assert_eq!(m.len(), 3, "index and two platform manifests");
 }
