@@ -1,4 +1,6 @@
-//! Benchmarks over all of ../shared/vulndata: building the database,
+//! Benchmarks over the larger offline data set (`$DRYDOCK_VULNDATA`, else
+//! `$DRYDOCK_SHARED/vulndata`, by default `../shared/vulndata`; the
+//! repository's small fixtures are not meant for timing): building the database,
 //! loading it, and matching a 500-package inventory. The loaded database's
 //! memory is printed (heap estimate and resident-set growth).
 
@@ -10,7 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn vulndata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vulndata")
+    if let Some(d) = std::env::var_os("DRYDOCK_VULNDATA") {
+        return PathBuf::from(d);
+    }
+    std::env::var_os("DRYDOCK_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+        .join("vulndata")
 }
 
 /// (name, version) pairs from the `versions[]` lists of an OSV export, one

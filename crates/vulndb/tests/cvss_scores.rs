@@ -1,11 +1,13 @@
 //! The CVSS calculator against the base scores stated in the NVD and CVE 5
-//! records of ../shared/vulndata.
+//! records of tests/fixtures/vulndata.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+/// Slices of real vulnerability data kept in the repository
+/// (`tests/fixtures/vulndata/README.md` says which records and from where).
 fn vulndata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vulndata")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vulndata")
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -72,7 +74,7 @@ fn computed_scores_equal_nvd_and_adp_scores() {
         }
     }
     let (checked, mismatches) = check(&pairs);
-    assert!(checked[1] > 1000, "{checked:?}");
+    assert!(checked[1] > 150, "{checked:?}");
     assert!(
         mismatches.is_empty(),
         "{} mismatches:\n{}",

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vulndb::{Database, FindingStatus, Handle};
 
+/// Slices of real vulnerability data kept in the repository
+/// (`tests/fixtures/vulndata/README.md` says which records and from where).
 fn vulndata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vulndata")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vulndata")
 }
 
 fn fixtures() -> PathBuf {

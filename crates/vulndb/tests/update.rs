@@ -1,4 +1,4 @@
-//! `update` against a loopback HTTP server serving ../shared/vulndata.
+//! `update` against a loopback HTTP server serving tests/fixtures/vulndata.
 //! The server listens on 127.0.0.1 only and serves a bounded number of
 //! requests.
 
@@ -8,8 +8,10 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use vulndb::Database;
 
+/// Slices of real vulnerability data kept in the repository
+/// (`tests/fixtures/vulndata/README.md` says which records and from where).
 fn vulndata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vulndata")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vulndata")
 }
 
 /// Serve files below `root` for up to `max` requests; returns the base URL.
