@@ -959,6 +959,26 @@ async fn exemptions_and_webhooks_follow_admin_scope_and_record_the_caller() {
             .await;
         assert_eq!(r.status, 204, "{}", r.text);
     }
+    // Every change is in the audit log, under the caller's name.
+    let log = env
+        .ac
+        .as_ref()
+        .unwrap()
+        .query_audit(&auth::AuditQuery {
+            identity: Some("lead".into()),
+            outcome: Some("ok".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    let actions: Vec<&str> = log.iter().rev().map(|e| e.action.as_str()).collect();
+    for a in ["exemption.add", "exemption.rm", "webhook.add", "webhook.rm"] {
+        assert!(actions.contains(&a), "{a} not audited: {actions:?}");
+    }
+    assert!(
+        log.iter()
+            .any(|e| e.action == "webhook.add" && e.target == "team-a/*")
+    );
     env.service.shutdown();
 }
 

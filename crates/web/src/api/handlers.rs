@@ -672,7 +672,7 @@ pub async fn create_exemption(
             None => "an exemption for every repository needs administrator rights".into(),
         }));
     }
-    blocking(&state, move |svc| {
+    let (status, e) = blocking(&state, move |svc| {
         svc.add_exemption(
             vulnerability,
             package,
@@ -685,7 +685,28 @@ pub async fn create_exemption(
         .map(|e| (StatusCode::CREATED, Json(e)))
         .map_err(ApiError::bad_request)
     })
-    .await
+    .await?;
+    audit_change(
+        &state,
+        &caller,
+        "exemption.add",
+        e.repository.as_deref(),
+        &e.id,
+    );
+    Ok((status, e))
+}
+
+/// Record a change of exemptions or webhooks in the audit log.
+fn audit_change(state: &State, caller: &Caller, action: &str, repository: Option<&str>, id: &str) {
+    if let Some(ac) = &state.access {
+        ac.audit_by(
+            &caller.principal,
+            action,
+            repository.unwrap_or("**"),
+            "ok",
+            id,
+        );
+    }
 }
 
 #[utoipa::path(delete, path = "/api/v1/exemptions/{id}", params(("id" = String, Path)),
@@ -697,13 +718,17 @@ pub async fn delete_exemption(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let st = state.clone();
     blocking(&state, move |svc| {
-        if let Some(e) = svc.store().exemptions()?.into_iter().find(|e| e.id == id)
+        let found = svc.store().exemptions()?.into_iter().find(|e| e.id == id);
+        if let Some(e) = &found
             && !caller.may_admin_glob(e.repository.as_deref())
         {
             return Err(caller.forbidden("removing this exemption needs admin on its repositories"));
         }
         if svc.store().delete_exemption(&id)? {
+            let repo = found.and_then(|e| e.repository);
+            audit_change(&st, &caller, "exemption.rm", repo.as_deref(), &id);
             Ok(StatusCode::NO_CONTENT)
         } else {
             Err(caller.hidden(format!("no exemption {id:?}")))
@@ -795,11 +820,19 @@ pub async fn create_webhook(
     {
         return Err(bad_severity(s));
     }
-    blocking(&state, move |svc| {
+    let (status, w) = blocking(&state, move |svc| {
         let w = svc.add_webhook(&url, &n.secret, n.repository, n.min_severity)?;
         Ok((StatusCode::CREATED, Json(w)))
     })
-    .await
+    .await?;
+    audit_change(
+        &state,
+        &caller,
+        "webhook.add",
+        w.repository.as_deref(),
+        &w.id,
+    );
+    Ok((status, w))
 }
 
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", params(("id" = String, Path)),
@@ -811,13 +844,17 @@ pub async fn delete_webhook(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let st = state.clone();
     blocking(&state, move |svc| {
-        if let Some(w) = svc.store().webhooks()?.into_iter().find(|w| w.id == id)
+        let found = svc.store().webhooks()?.into_iter().find(|w| w.id == id);
+        if let Some(w) = &found
             && !caller.may_admin_glob(w.repository.as_deref())
         {
             return Err(caller.forbidden("removing this webhook needs admin on its repositories"));
         }
         if svc.store().delete_webhook(&id)? {
+            let repo = found.and_then(|w| w.repository);
+            audit_change(&st, &caller, "webhook.rm", repo.as_deref(), &id);
             Ok(StatusCode::NO_CONTENT)
         } else {
             Err(caller.hidden(format!("no webhook {id:?}")))
