@@ -25,6 +25,12 @@
 //!   `rescan_interval` (daily), images pushed or pulled within the window
 //!   (default 30 days) are re-matched from their stored inventory (no blob is
 //!   read). Others keep their results, reported `stale` with their date.
+//! - **Incomplete images.** The catalog names every part of an image it
+//!   could not read (a file over its cap, a malformed package database, a
+//!   hostile path, a cap on packages reached); the worker stores those
+//!   reasons with the inventory, and the verdict of such an image is
+//!   `incomplete` (never healthy) unless a finding already makes it
+//!   unhealthy. The API shows `complete: false` and the reasons.
 //! - **Verdicts** ([`policy`], pure): health by a per-repository policy,
 //!   exemptions with expiry (applied at read time, so expiry needs no job),
 //!   summaries, diffs; [`remediation`] (pure): upgrade plan and base-image
@@ -57,8 +63,8 @@ pub mod vuln;
 pub use clock::{Clock, ManualClock, SystemClock};
 /// The type of [`Options::outbound`].
 pub use egress::EgressPolicy;
-pub use policy::{Exemption, Health, Policy, PolicyRule, Summary};
-pub use ports::{Cataloger, ImageSource, RawLayerCache};
+pub use policy::{Exemption, Health, Policy, PolicyRule, Summary, health_status};
+pub use ports::{Cataloged, Cataloger, ImageSource, RawLayerCache};
 pub use service::{Options, Service, WebhookConfig, not_an_image};
 pub use vuln::{Finding, FindingStatus, Severity, VulnDatabase, VulnSource};
 

@@ -3,7 +3,7 @@
 //! registry-wide layer cache, [`VulnSource`] for `vulndb::Handle`, and the
 //! registry's `EventSink` for [`Service`].
 
-use crate::ports::{Cataloger, ImageSource, RawLayerCache};
+use crate::ports::{Cataloged, Cataloger, ImageSource, RawLayerCache};
 use crate::service::Service;
 use crate::vuln::{Finding, VulnDatabase, VulnSource};
 use inventory::Inventory;
@@ -99,15 +99,29 @@ impl Cataloger for CatalogCataloger {
         manifest: &ImageManifest,
         cache: &dyn RawLayerCache,
     ) -> Result<Inventory, String> {
-        catalog::catalog_image(source, manifest, &CacheAdapter(cache), &self.limits)
-            .map_err(|e| e.to_string())
+        self.catalog_image(source, manifest, cache)
+            .map(|c| c.inventory)
+    }
+
+    fn catalog_image(
+        &self,
+        source: &dyn BlobSource,
+        manifest: &ImageManifest,
+        cache: &dyn RawLayerCache,
+    ) -> Result<Cataloged, String> {
+        let image = catalog::catalog_image(source, manifest, &CacheAdapter(cache), &self.limits)
+            .map_err(|e| e.to_string())?;
+        Ok(Cataloged {
+            incomplete: image.reasons(),
+            inventory: image.inventory,
+        })
     }
 
     fn prefetch_layer(&self, source: &dyn BlobSource, layer: &Digest, cache: &dyn RawLayerCache) {
         use catalog::LayerCache;
         use std::io::Read;
         let cache = CacheAdapter(cache);
-        if cache.get(layer, catalog::CATALOG_VERSION).is_some() {
+        if catalog::cached_layer(&cache, layer, &self.limits).is_some() {
             return;
         }
         let Ok(mut reader) = source.open_blob(layer) else {

@@ -203,42 +203,83 @@ impl Summary {
 }
 
 /// The verdict. A healthy image says so explicitly (`healthy: true`).
+///
+/// Three states: `unhealthy` when a finding violates the rule (whether or
+/// not the image was read whole: what was found is enough), else
+/// `incomplete` when part of the image could not be read (the catalog
+/// skipped and named it: a file over its cap, a malformed package
+/// database, a hostile path, a cap on packages reached), else `healthy`.
+/// An incomplete image is never healthy: what was not read may hide
+/// anything. Only `healthy` has `healthy: true`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub healthy: bool,
-    /// `healthy` or `unhealthy`.
+    /// `healthy`, `unhealthy` or `incomplete`.
     pub status: String,
     /// One sentence saying why.
     pub reason: String,
     /// Number of findings that violate the policy.
     pub violations: usize,
+    /// Whether every part of the image was read (for an index: of every
+    /// platform image).
+    #[serde(default = "yes")]
+    pub complete: bool,
+    /// What was not read and why, one sentence each (empty when complete).
+    #[serde(default)]
+    pub incomplete_reasons: Vec<String>,
     pub policy: PolicyRule,
 }
 
+/// Health states, as [`Health::status`] says them.
+pub mod health_status {
+    pub const HEALTHY: &str = "healthy";
+    pub const UNHEALTHY: &str = "unhealthy";
+    pub const INCOMPLETE: &str = "incomplete";
+}
+
 impl Health {
-    /// Health of a set of children (an index): unhealthy if any is.
+    /// Health of a set of children (an index): unhealthy if any is, else
+    /// incomplete if any is, else healthy.
     pub fn roll_up(rule: &PolicyRule, children: &[&Health]) -> Health {
+        use health_status::*;
         let violations: usize = children.iter().map(|h| h.violations).sum();
-        let unhealthy = children.iter().filter(|h| !h.healthy).count();
-        if unhealthy == 0 {
-            Health {
-                healthy: true,
-                status: "healthy".into(),
-                reason: format!("all {} platform images are healthy", children.len()),
-                violations,
-                policy: rule.clone(),
+        let n = children.len();
+        let count = |s: &str| children.iter().filter(|h| h.status == s).count();
+        let (unhealthy, incomplete) = (count(UNHEALTHY), count(INCOMPLETE));
+        let mut reasons: Vec<String> = Vec::new();
+        for r in children.iter().flat_map(|h| h.incomplete_reasons.iter()) {
+            if !reasons.contains(r) {
+                reasons.push(r.clone());
             }
+        }
+        let complete = children.iter().all(|h| h.complete);
+        let (healthy, status, reason) = if unhealthy > 0 {
+            (
+                false,
+                UNHEALTHY,
+                format!("{unhealthy} of {n} platform images are unhealthy"),
+            )
+        } else if incomplete > 0 || !complete {
+            (
+                false,
+                INCOMPLETE,
+                format!("{incomplete} of {n} platform images could not be read completely"),
+            )
         } else {
-            Health {
-                healthy: false,
-                status: "unhealthy".into(),
-                reason: format!(
-                    "{unhealthy} of {} platform images are unhealthy",
-                    children.len()
-                ),
-                violations,
-                policy: rule.clone(),
-            }
+            (
+                true,
+                HEALTHY,
+                format!("all {n} platform images are healthy"),
+            )
+        };
+        Health {
+            healthy,
+            status: status.into(),
+            reason,
+            violations,
+            complete,
+            incomplete_reasons: reasons,
+            policy: rule.clone(),
         }
     }
 }
@@ -251,12 +292,29 @@ pub struct Evaluation<'a> {
     pub health: Health,
 }
 
-/// Judge findings of an image in `repo` at time `now`.
+/// Judge findings of an image in `repo` at time `now`, as if every part
+/// of the image was read. Callers with an image's incomplete reasons use
+/// [`evaluate_image`].
 pub fn evaluate<'a>(
     findings: &'a [Finding],
     repo: &str,
     rule: &PolicyRule,
     exemptions: &[Exemption],
+    now: OffsetDateTime,
+) -> Evaluation<'a> {
+    evaluate_image(findings, repo, rule, exemptions, &[], now)
+}
+
+/// Judge findings of an image in `repo` at time `now`; `incomplete` names
+/// the parts of the image that could not be read (empty when it was read
+/// whole). An image with a violation is unhealthy; otherwise one with
+/// anything in `incomplete` is `incomplete`, not healthy.
+pub fn evaluate_image<'a>(
+    findings: &'a [Finding],
+    repo: &str,
+    rule: &PolicyRule,
+    exemptions: &[Exemption],
+    incomplete: &[String],
     now: OffsetDateTime,
 ) -> Evaluation<'a> {
     let active: Vec<&Exemption> = exemptions
@@ -304,20 +362,38 @@ pub fn evaluate<'a>(
     let violations = judged.iter().filter(|j| j.violates).count();
     let fix = if rule.fixable_only { "fixable " } else { "" };
     let threshold = rule.threshold.as_str();
-    let (healthy, reason) = if violations == 0 {
-        (true, format!("no {fix}finding at or above {threshold}"))
-    } else {
+    let complete = incomplete.is_empty();
+    let gaps = {
+        let n = incomplete.len();
+        let s = if n == 1 { "" } else { "s" };
+        format!("the image could not be read completely ({n} part{s} skipped)")
+    };
+    let (status, reason) = if violations > 0 {
         let s = if violations == 1 { "" } else { "s" };
+        let found = format!("{violations} {fix}finding{s} at or above {threshold}");
+        if complete {
+            (health_status::UNHEALTHY, found)
+        } else {
+            (health_status::UNHEALTHY, format!("{found}; {gaps}"))
+        }
+    } else if !complete {
         (
-            false,
-            format!("{violations} {fix}finding{s} at or above {threshold}"),
+            health_status::INCOMPLETE,
+            format!("{gaps}; no {fix}finding at or above {threshold} in what was read"),
+        )
+    } else {
+        (
+            health_status::HEALTHY,
+            format!("no {fix}finding at or above {threshold}"),
         )
     };
     let health = Health {
-        healthy,
-        status: if healthy { "healthy" } else { "unhealthy" }.into(),
+        healthy: status == health_status::HEALTHY,
+        status: status.into(),
         reason,
         violations,
+        complete,
+        incomplete_reasons: incomplete.to_vec(),
         policy: rule.clone(),
     };
     Evaluation {

@@ -30,6 +30,16 @@ pub trait RawLayerCache: Send + Sync {
     fn put(&self, layer: &str, version: u32, data: &[u8]);
 }
 
+/// An image's inventory and the parts of the image that could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cataloged {
+    pub inventory: Inventory,
+    /// One sentence per part skipped (a file over its cap, a malformed
+    /// package database, a hostile path, a cap reached); empty when the
+    /// image was read whole. A non-empty list makes the image incomplete.
+    pub incomplete: Vec<String>,
+}
+
 /// Turns an image manifest into an inventory by reading its layers.
 pub trait Cataloger: Send + Sync + 'static {
     /// Bumped by the cataloger when its output changes; a stored inventory
@@ -41,6 +51,22 @@ pub trait Cataloger: Send + Sync + 'static {
         manifest: &ImageManifest,
         cache: &dyn RawLayerCache,
     ) -> Result<Inventory, String>;
+    /// [`Cataloger::catalog`] with the parts of the image that could not
+    /// be read, which the worker stores and the verdict uses. A cataloger
+    /// that can skip anything must implement it (the real one does); the
+    /// default is for fakes that always read everything.
+    fn catalog_image(
+        &self,
+        source: &dyn BlobSource,
+        manifest: &ImageManifest,
+        cache: &dyn RawLayerCache,
+    ) -> Result<Cataloged, String> {
+        self.catalog(source, manifest, cache)
+            .map(|inventory| Cataloged {
+                inventory,
+                incomplete: Vec::new(),
+            })
+    }
     /// Read one blob that no manifest names yet, as it arrives, and put
     /// its layer result into `cache` if it turns out to be a layer, so the
     /// image's assessment finds it done. Best effort: anything that goes

@@ -3,7 +3,9 @@
 //! exemptions and their expiry apply immediately.
 
 use crate::clock::{from_ms, rfc3339, to_ms};
-use crate::policy::{Diff, Health, Judged, Summary, diff_keys, evaluate, finding_key, fixable};
+use crate::policy::{
+    Diff, Health, Judged, Summary, diff_keys, evaluate_image, finding_key, fixable,
+};
 use crate::remediation::{self, Candidate, Remediation};
 use crate::service::Service;
 use crate::store::{ImageRow, UsageRow, status};
@@ -98,6 +100,14 @@ pub struct ImageView {
     /// True when the result was made with an older database than the
     /// current one (the image is outside the re-scan window).
     pub stale: bool,
+    /// Whether every part of the image (of an index: of every platform
+    /// image) was read; `None` until it is assessed. An incomplete image is
+    /// never healthy (health `incomplete`, or `unhealthy` when a finding
+    /// already says so).
+    pub complete: Option<bool>,
+    /// What could not be read and why, one sentence each: the file or
+    /// archive entry, the layer, and the limit when one applies.
+    pub incomplete_reasons: Vec<String>,
     pub health: Option<Health>,
     pub summary: Option<Summary>,
     pub findings: Vec<FindingView>,
@@ -231,11 +241,13 @@ impl Service {
             return Ok(None);
         };
         let exemptions = self.store().exemptions()?;
-        let eval = evaluate(
+        let incomplete = self.store().incomplete(&row.digest)?;
+        let eval = evaluate_image(
             &res.findings,
             &row.repo,
             &rule,
             &exemptions,
+            &incomplete,
             self.clock().now(),
         );
         Ok(Some((eval.health, eval.summary)))
@@ -291,6 +303,8 @@ impl Service {
             assessed_at: None,
             db_version: None,
             stale: false,
+            complete: None,
+            incomplete_reasons: Vec::new(),
             health: None,
             summary: None,
             findings: Vec::new(),
@@ -316,6 +330,8 @@ impl Service {
                 }
             }
             if let Some((h, s)) = self.verdict(&row)? {
+                view.complete = Some(h.complete);
+                view.incomplete_reasons = h.incomplete_reasons.clone();
                 view.health = Some(h);
                 view.summary = Some(s);
             }
@@ -327,7 +343,17 @@ impl Service {
         let rule = self.options().policy.rule_for(&row.repo).clone();
         let exemptions = self.store().exemptions()?;
         let now = self.clock().now();
-        let eval = evaluate(&res.findings, &row.repo, &rule, &exemptions, now);
+        let incomplete = self.store().incomplete(digest)?;
+        let eval = evaluate_image(
+            &res.findings,
+            &row.repo,
+            &rule,
+            &exemptions,
+            &incomplete,
+            now,
+        );
+        view.complete = Some(incomplete.is_empty());
+        view.incomplete_reasons = incomplete;
         view.assessed_at = Some(t(res.assessed_at));
         view.db_version = res.db_version.clone();
         view.stale = self.is_stale(res.db_version.as_deref());
@@ -503,7 +529,15 @@ impl Service {
                 continue;
             };
             let rule = self.options().policy.rule_for(&row.repo).clone();
-            let eval = evaluate(&res.findings, &row.repo, &rule, &exemptions, now);
+            let incomplete = self.store().incomplete(&row.digest)?;
+            let eval = evaluate_image(
+                &res.findings,
+                &row.repo,
+                &rule,
+                &exemptions,
+                &incomplete,
+                now,
+            );
             let tags = tag_cache
                 .entry(row.parent.clone().unwrap_or(row.digest.clone()))
                 .or_insert_with(|| self.tags_of(&row.digest, row.parent.as_deref()))

@@ -4,7 +4,7 @@
 use super::Service;
 use crate::clock::{rfc3339, to_ms};
 use crate::notify;
-use crate::policy::evaluate;
+use crate::policy::evaluate_image;
 use crate::store::Delivery;
 use crate::vuln::Finding;
 use anyhow::Result;
@@ -41,7 +41,8 @@ impl Service {
         let now = self.now();
         let rule = self.inner.opts.policy.rule_for(repo);
         let exemptions = self.inner.store.exemptions()?;
-        let eval = evaluate(findings, repo, rule, &exemptions, now);
+        let incomplete = self.inner.store.incomplete(digest)?;
+        let eval = evaluate_image(findings, repo, rule, &exemptions, &incomplete, now);
         if eval.health.healthy {
             return Ok(());
         }

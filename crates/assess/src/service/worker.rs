@@ -3,9 +3,9 @@
 
 use super::Service;
 use crate::clock::to_ms;
+use crate::ports::Cataloged;
 use crate::store::status;
 use anyhow::{Result, anyhow};
-use inventory::Inventory;
 use oci::{Digest, ImageManifest, Manifest, Name};
 use std::time::Duration as StdDuration;
 
@@ -157,11 +157,11 @@ impl Service {
             Some((v, inv)) if v == version => inv,
             _ => {
                 let this = self.clone();
-                let inv = tokio::task::spawn_blocking(move || -> Result<Inventory> {
+                let cataloged = tokio::task::spawn_blocking(move || -> Result<Cataloged> {
                     let source = this.inner.source.blob_source();
                     this.inner
                         .cataloger
-                        .catalog(
+                        .catalog_image(
                             source.as_ref(),
                             &manifest,
                             &super::prefetch::AfterPrefetch {
@@ -172,8 +172,20 @@ impl Service {
                         .map_err(|e| anyhow!("cataloging failed: {e}"))
                 })
                 .await??;
-                self.inner.store.put_inventory(&job.digest, version, &inv)?;
-                inv
+                if !cataloged.incomplete.is_empty() {
+                    tracing::warn!(
+                        digest = job.digest,
+                        reasons = ?cataloged.incomplete,
+                        "image not read completely"
+                    );
+                }
+                self.inner.store.put_cataloged(
+                    &job.digest,
+                    version,
+                    &cataloged.inventory,
+                    &cataloged.incomplete,
+                )?;
+                cataloged.inventory
             }
         };
         self.inner

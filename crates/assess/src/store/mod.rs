@@ -166,6 +166,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        results::migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })

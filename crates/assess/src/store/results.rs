@@ -29,13 +29,48 @@ fn hash_bytes(b: &[u8]) -> String {
 impl Store {
     // ---- inventories ----
 
+    /// Store a complete inventory (every part of the image was read).
     pub fn put_inventory(&self, digest: &str, version: u32, inv: &Inventory) -> Result<()> {
+        self.put_cataloged(digest, version, inv, &[])
+    }
+
+    /// Store an inventory with the parts of the image that could not be
+    /// read, in one statement: a stored inventory never lacks its reasons.
+    pub fn put_cataloged(
+        &self,
+        digest: &str,
+        version: u32,
+        inv: &Inventory,
+        incomplete: &[String],
+    ) -> Result<()> {
         let data = serde_json::to_vec(inv)?;
+        let incomplete = if incomplete.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(incomplete)?)
+        };
         self.c().execute(
-            "INSERT OR REPLACE INTO inventories(digest, catalog_version, data) VALUES (?1, ?2, ?3)",
-            params![digest, version, data],
+            "INSERT OR REPLACE INTO inventories(digest, catalog_version, data, incomplete) VALUES (?1, ?2, ?3, ?4)",
+            params![digest, version, data, incomplete],
         )?;
         Ok(())
+    }
+
+    /// Why the stored inventory of `digest` is incomplete (empty when it is
+    /// complete, or when there is none).
+    pub fn incomplete(&self, digest: &str) -> Result<Vec<String>> {
+        let row: Option<Option<String>> = self
+            .c()
+            .query_row(
+                "SELECT incomplete FROM inventories WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match row.flatten() {
+            None => Ok(Vec::new()),
+            Some(s) => Ok(serde_json::from_str(&s)?),
+        }
     }
 
     pub fn inventory(&self, digest: &str) -> Result<Option<(u32, Inventory)>> {
@@ -206,6 +241,18 @@ fn save_result_tx(
                 params![digest, db_version, at, enc.data, enc.hash, enc.keys],
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Columns added to `inventories` after it was first created.
+pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<()> {
+    let has_incomplete = conn
+        .prepare("SELECT 1 FROM pragma_table_info('inventories') WHERE name = 'incomplete'")?
+        .exists([])?;
+    if !has_incomplete {
+        // JSON array of reasons; NULL when the image was read whole.
+        conn.execute_batch("ALTER TABLE inventories ADD COLUMN incomplete TEXT")?;
     }
     Ok(())
 }
