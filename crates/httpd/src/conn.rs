@@ -45,12 +45,17 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(app: axum::Router, timeouts: Timeouts) -> Shared {
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Request heads are bounded: hyper's HTTP/1 read buffer (about
+        // 400 KiB) and at most 100 header fields, else 431; HTTP/2 header
+        // lists at most 64 KiB.
         builder
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(None)
+            .max_headers(100)
             .http2()
-            .timer(TokioTimer::new());
+            .timer(TokioTimer::new())
+            .max_header_list_size(64 << 10);
         Shared {
             app,
             timeouts,

@@ -252,6 +252,53 @@ async fn handlers_see_the_peer_address() {
     assert_eq!(String::from_utf8(r.body).unwrap(), me.to_string());
 }
 
+/// Send `head` (ignoring a write the server cuts short) and read the
+/// status it answers with.
+async fn status_of_head(srv: &Server, head: Vec<u8>) -> u16 {
+    let s = srv.connect().await;
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&head).await;
+        wr
+    });
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::io::AsyncReadExt::read(&mut rd, &mut chunk)
+            .await
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    drop(writer);
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn oversized_request_heads_get_431() {
+    let srv = Server::start(app(), config(5_000, 5_000, 10)).await;
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    assert_eq!(status_of_head(&srv, huge.into_bytes()).await, 431);
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: t\r\n");
+    for i in 0..200 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(status_of_head(&srv, many.into_bytes()).await, 431);
+    // A normal request on a new connection is still served.
+    let mut s = srv.connect().await;
+    assert_eq!(support::get(&mut s, "/").await.status, 200);
+}
+
 #[tokio::test]
 async fn shutdown_lets_requests_in_flight_finish_and_stops_accepting() {
     let mut srv = Server::start(app(), config(5_000, 30_000, 10)).await;
