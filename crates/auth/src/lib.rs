@@ -294,6 +294,13 @@ pub struct IssuedToken {
     pub refresh_token: Option<String>,
 }
 
+/// Verified access tokens of one store generation.
+#[derive(Default)]
+struct TokenCache {
+    generation: i64,
+    claims: HashMap<[u8; 32], Claims>,
+}
+
 /// Identities and bindings as of one store generation.
 struct Snapshot {
     generation: i64,
@@ -320,6 +327,11 @@ struct Inner {
     /// Logins verified recently: sha256(name, password) → (generation,
     /// when), so argon2 runs once per client rather than per request.
     verified: Mutex<HashMap<String, (i64, Instant)>>,
+    /// Access tokens whose signature was checked: sha256(token) → claims,
+    /// valid until `exp`, for the store generation they were checked at.
+    /// ES256 verification costs more than serving a manifest; the
+    /// identity's current rights are still checked on every use.
+    verified_tokens: RwLock<TokenCache>,
     audit: Arc<audit::Recorder>,
 }
 
@@ -398,6 +410,7 @@ impl AccessControl {
             store,
             keys,
             verified: Mutex::new(HashMap::new()),
+            verified_tokens: RwLock::new(TokenCache::default()),
             audit,
         };
         let ac = AccessControl {
@@ -655,6 +668,32 @@ impl AccessControl {
                 .ok_or(AuthError::BadToken)?;
             return Ok(self.principal(&snap, identity, Method::ApiToken, None, address));
         }
+        let claims = self.verify_access(&snap, token)?;
+        let (identity, _) = self
+            .identity_of(&snap, &claims.sub)
+            .ok_or(AuthError::BadToken)?;
+        Ok(self.principal(&snap, identity, Method::AccessToken, Some(claims), address))
+    }
+
+    /// The claims of a valid access token: from the cache while it is
+    /// unexpired and the store generation unchanged, else verified (and
+    /// then cached).
+    fn verify_access(&self, snap: &Snapshot, token: &str) -> Result<Claims, AuthError> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        {
+            let cache = self
+                .inner
+                .verified_tokens
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            if cache.generation == snap.generation
+                && let Some(c) = cache.claims.get(&key)
+                && c.exp > now()
+            {
+                return Ok(c.clone());
+            }
+        }
         let claims = self
             .inner
             .keys
@@ -663,10 +702,19 @@ impl AccessControl {
                 tracing::debug!(error = %e, "refused an access token");
                 AuthError::BadToken
             })?;
-        let (identity, _) = self
-            .identity_of(&snap, &claims.sub)
-            .ok_or(AuthError::BadToken)?;
-        Ok(self.principal(&snap, identity, Method::AccessToken, Some(claims), address))
+        let mut cache = self
+            .inner
+            .verified_tokens
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        // A changed generation may mean a removed identity or binding:
+        // start over rather than keep anything checked before it.
+        if cache.generation != snap.generation || cache.claims.len() >= 10_000 {
+            cache.claims.clear();
+            cache.generation = snap.generation;
+        }
+        cache.claims.insert(key, claims.clone());
+        Ok(claims)
     }
 
     /// Issue an access token for `scopes`, granting of each only what the

@@ -311,3 +311,95 @@ fn first_admin_is_created_once() {
     );
     assert!(ac2.login("admin", "a-long-enough-one", None).is_ok());
 }
+
+/// Verified access tokens are cached (their signature is checked once),
+/// but a revocation made by another process on the same data directory
+/// (`drydock robot revoke`) refuses a cached token as soon as the server
+/// sees the change, and a removed binding applies to it at once.
+#[test]
+fn cached_tokens_follow_revocations_and_removed_permissions() {
+    let (dir, ac) = setup();
+    let op = Principal::unrestricted();
+    let secret = ac
+        .add_robot(
+            &op,
+            "ci",
+            "",
+            None,
+            &[("team-a/app".into(), vec![Action::Pull, Action::Push])],
+        )
+        .unwrap();
+    let robot = ac.login("robot$ci", &secret, None).unwrap();
+    let token = ac
+        .issue(
+            &robot,
+            &Scope::parse_all(["repository:team-a/app:pull"]),
+            false,
+        )
+        .unwrap()
+        .token;
+    for _ in 0..3 {
+        assert!(
+            ac.bearer(&token, None)
+                .unwrap()
+                .may("team-a/app", Action::Pull)
+        );
+    }
+    // A token differing only in its signature's last character is not
+    // the cached one.
+    let mut edited = token.clone();
+    let last = edited.pop().unwrap();
+    edited.push(if last == 'A' { 'B' } else { 'A' });
+    assert!(matches!(ac.bearer(&edited, None), Err(AuthError::BadToken)));
+
+    // Alice's token loses what her removed binding gave, at once.
+    let alice_token = access_token(&ac, "repository:team-b/app:pull");
+    assert!(
+        !ac.bearer(&alice_token, None)
+            .unwrap()
+            .may("team-b/app", Action::Pull)
+    );
+    let b = ac
+        .add_binding(
+            &op,
+            Binding {
+                id: String::new(),
+                subject: Subject::User("alice".into()),
+                pattern: "team-b/**".into(),
+                actions: vec![Action::Pull],
+            },
+        )
+        .unwrap();
+    let alice_token = access_token(&ac, "repository:team-b/app:pull");
+    assert!(
+        ac.bearer(&alice_token, None)
+            .unwrap()
+            .may("team-b/app", Action::Pull)
+    );
+    ac.remove_binding(&op, &b.id).unwrap();
+    assert!(
+        !ac.bearer(&alice_token, None)
+            .unwrap()
+            .may("team-b/app", Action::Pull)
+    );
+
+    // The CLI revokes the robot through its own handle on the data
+    // directory; the server's handle notices within a second.
+    let cli = AccessControl::open(dir.path(), Settings::default()).unwrap();
+    cli.revoke_robot(&op, "ci").unwrap();
+    cli.flush();
+    let start = std::time::Instant::now();
+    loop {
+        match ac.bearer(&token, None) {
+            Err(AuthError::BadToken) => break,
+            Ok(_) => assert!(
+                start.elapsed() < Duration::from_millis(1500),
+                "a revoked robot's cached token still works after {:?}",
+                start.elapsed()
+            ),
+            Err(e) => panic!("{e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ac.bearer(&token, None).is_err());
+}
