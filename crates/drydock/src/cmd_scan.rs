@@ -6,11 +6,20 @@
 //! database the packages are still listed, with a notice saying how to
 //! install one. `--exit-code N` makes the command fail with N when a
 //! vulnerability of a `--severity` level is reported, for CI gates.
+//!
+//! An image the catalog could not read completely (a file over its cap, a
+//! malformed package database, a hostile path, a cap on packages reached;
+//! see docs/catalog.md) is reported as such: the table says `INCOMPLETE`
+//! with the reasons under the image's heading, the JSON report gives each
+//! image `complete` and `incomplete_reasons`, and every reason is also
+//! written to standard error as `INCOMPLETE: ...`. The exit code is not
+//! changed by it (it still says only whether vulnerabilities were found):
+//! a gate that must not pass a partial scan checks `complete`.
 
 use crate::config::Config;
 use anyhow::{Context, bail};
 use catalog::sbom::{SbomMeta, Vulnerability};
-use catalog::{DirCache, LayerCache, Limits, MemoryCache};
+use catalog::{DirCache, LayerCache, MemoryCache};
 use inventory::{Inventory, Package};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -74,6 +83,8 @@ struct Scanned {
     platform: Option<String>,
     manifest: String,
     inventory: Inventory,
+    /// Parts of the image the catalog could not read, one sentence each.
+    incomplete: Vec<String>,
     findings: Vec<Finding>,
 }
 
@@ -172,16 +183,18 @@ pub async fn run(args: ScanArgs, config: Config) -> anyhow::Result<ExitCode> {
     let mut scanned = Vec::new();
     for (digest, platform, manifest) in images {
         let (blobs, cache) = (blobs.clone(), cache.clone());
-        let inventory = tokio::task::spawn_blocking(move || {
-            // transport's blob streams verify their digest at the end, and
-            // the catalog reads every layer to its end: no need to hash twice.
-            let limits = Limits {
-                verify_digest: false,
-                ..Limits::default()
-            };
+        // transport's blob streams verify their digest at the end, and
+        // the catalog reads every layer to its end: no need to hash twice.
+        let limits = catalog::Limits {
+            verify_digest: false,
+            ..config.catalog.limits()
+        };
+        let image = tokio::task::spawn_blocking(move || {
             catalog::catalog_image(blobs.as_ref(), &manifest, cache.as_ref(), &limits)
         })
         .await??;
+        let incomplete = image.reasons();
+        let inventory = image.inventory;
         let findings: Vec<Finding> = match &db {
             Some(db) => db
                 .match_inventory(&inventory)
@@ -196,6 +209,7 @@ pub async fn run(args: ScanArgs, config: Config) -> anyhow::Result<ExitCode> {
             platform: platform.map(|p| p.display()),
             manifest: digest,
             inventory,
+            incomplete,
             findings,
         });
     }
@@ -237,6 +251,16 @@ pub async fn run(args: ScanArgs, config: Config) -> anyhow::Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             out.write_all(report.as_bytes())?;
             out.flush()?;
+        }
+    }
+    for s in &scanned {
+        let platform = s
+            .platform
+            .as_deref()
+            .map(|p| format!(" [{p}]"))
+            .unwrap_or_default();
+        for r in &s.incomplete {
+            eprintln!("INCOMPLETE: {}{platform}: {r}", args.target);
         }
     }
     if db.is_none() && args.format != Format::Table {
@@ -330,6 +354,8 @@ fn json_report(target: &str, scanned: &[Scanned], db: Value) -> Value {
             "distro": s.inventory.distro,
             "packages": s.inventory.packages.len(),
             "vulnerabilities": s.findings.len(),
+            "complete": s.incomplete.is_empty(),
+            "incomplete_reasons": s.incomplete,
         }));
     }
     json!({
@@ -466,6 +492,17 @@ fn table(target: &str, scanned: &[Scanned], have_db: bool, config: &Config) -> S
             s.inventory.packages.len(),
             ecos.join(", ")
         ));
+        if !s.incomplete.is_empty() {
+            let n = s.incomplete.len();
+            out.push_str(&format!(
+                "INCOMPLETE: {n} part{} of the image could not be read; what is listed below may not be all:\n",
+                if n == 1 { "" } else { "s" }
+            ));
+            for r in &s.incomplete {
+                out.push_str(&format!("  - {r}\n"));
+            }
+            out.push('\n');
+        }
         if !have_db {
             let rows: Vec<Vec<String>> = s
                 .inventory
@@ -608,6 +645,7 @@ mod tests {
                 distro: None,
                 packages: vec![pkg],
             },
+            incomplete: Vec::new(),
             findings: vec![finding],
         }
     }
@@ -673,5 +711,31 @@ mod tests {
         );
         let t = table("oci:x", &[scanned()], false, &Config::default());
         assert!(t.contains("No vulnerability database is installed"), "{t}");
+        assert!(!t.contains("INCOMPLETE"), "{t}");
+    }
+
+    #[test]
+    fn incomplete_images_say_so_in_the_table_and_json() {
+        let mut s = scanned();
+        s.incomplete = vec![
+            "/var/lib/dpkg/status: 40000000 bytes, over the limit of 33554432 bytes (max_file_bytes); not read (layer sha256:0123456789ab)".into(),
+        ];
+        let t = table("oci:x", std::slice::from_ref(&s), true, &Config::default());
+        assert!(
+            t.contains("INCOMPLETE: 1 part of the image could not be read")
+                && t.contains("  - /var/lib/dpkg/status: 40000000 bytes"),
+            "{t}"
+        );
+        let r = json_report("oci:x", &[s], Value::Null);
+        assert_eq!(r["images"][0]["complete"], false);
+        assert!(
+            r["images"][0]["incomplete_reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("max_file_bytes")
+        );
+        let r = json_report("oci:x", &[scanned()], Value::Null);
+        assert_eq!(r["images"][0]["complete"], true);
+        assert_eq!(r["images"][0]["incomplete_reasons"], json!([]));
     }
 }

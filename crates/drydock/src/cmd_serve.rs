@@ -218,7 +218,7 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
         assess_options,
         registry.clone(),
         vulndb,
-        catalog::Limits::default(),
+        config.catalog.limits(),
         Arc::new(assess::SystemClock),
     )
     .await

@@ -24,6 +24,9 @@ pub struct Config {
     pub upload_expiry_secs: u64,
     /// The assessment service (`[assess]` table).
     pub assess: AssessConfig,
+    /// What one image may cost the catalog (`[catalog]` table), for
+    /// `serve` and `scan` alike.
+    pub catalog: CatalogSection,
     /// The vulnerability database (`[vulndb]` table).
     pub vulndb: VulndbConfig,
     /// Import jobs and pull-through mirrors (`[import]` table).
@@ -206,6 +209,46 @@ impl Default for VulndbConfig {
     }
 }
 
+/// `[catalog]`: caps on what one layer or image may contribute. Whatever
+/// they stop is named, and the image is incomplete (never healthy).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogSection {
+    /// Largest package database, manifest or lockfile read (bytes).
+    pub max_file_bytes: u64,
+    /// Most packages one layer may declare.
+    pub max_packages_per_layer: usize,
+    /// Most packages in one image's inventory.
+    pub max_packages_per_image: usize,
+    /// Most package files, executables and archives read in one layer.
+    pub max_files_per_layer: u64,
+}
+
+impl Default for CatalogSection {
+    fn default() -> Self {
+        let l = catalog::Limits::default();
+        CatalogSection {
+            max_file_bytes: l.max_file_bytes,
+            max_packages_per_layer: l.max_packages_per_layer,
+            max_packages_per_image: l.max_packages_per_image,
+            max_files_per_layer: l.max_files_per_layer,
+        }
+    }
+}
+
+impl CatalogSection {
+    /// The catalog's limits: these keys over the catalog's defaults.
+    pub fn limits(&self) -> catalog::Limits {
+        catalog::Limits {
+            max_file_bytes: self.max_file_bytes,
+            max_packages_per_layer: self.max_packages_per_layer,
+            max_packages_per_image: self.max_packages_per_image,
+            max_files_per_layer: self.max_files_per_layer,
+            ..catalog::Limits::default()
+        }
+    }
+}
+
 /// `[assess]`: how images are assessed and judged.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -280,6 +323,7 @@ impl Default for Config {
             log_format: "text".into(),
             upload_expiry_secs: 24 * 3600,
             assess: AssessConfig::default(),
+            catalog: CatalogSection::default(),
             vulndb: VulndbConfig::default(),
             import: ImportSection::default(),
             server: ServerSection::default(),
@@ -388,6 +432,14 @@ impl Config {
         if self.assess.workers == 0 {
             bail!("assess.workers must be at least 1");
         }
+        let c = &self.catalog;
+        if c.max_file_bytes == 0
+            || c.max_packages_per_layer == 0
+            || c.max_packages_per_image == 0
+            || c.max_files_per_layer == 0
+        {
+            bail!("the [catalog] limits must be at least 1");
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!(
                 "log_format must be \"text\" or \"json\", not {:?}",
@@ -434,6 +486,31 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("DRYDOCK_LISTEN"));
         assert!(toml::from_str::<Config>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn catalog_section_sets_the_limits() {
+        let c: Config = toml::from_str(
+            r#"
+            [catalog]
+            max_file_bytes = 1000
+            max_packages_per_image = 7
+            "#,
+        )
+        .unwrap();
+        let l = c.catalog.limits();
+        assert_eq!((l.max_file_bytes, l.max_packages_per_image), (1000, 7));
+        let d = catalog::Limits::default();
+        assert_eq!(l.max_packages_per_layer, d.max_packages_per_layer);
+        assert_eq!(l.max_files_per_layer, d.max_files_per_layer);
+        assert!(
+            toml::from_str::<Config>(
+                "[catalog]
+max_packages = 1
+"
+            )
+            .is_err()
+        );
     }
 
     #[test]

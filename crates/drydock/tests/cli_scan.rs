@@ -723,3 +723,95 @@ fn findings_name_the_installed_binary_version() {
         );
     }
 }
+
+/// Write an OCI layout of one image with uncompressed tar `layers`.
+fn write_layout(dir: &Path, layers: &[Vec<u8>]) {
+    use oci::Digest;
+    let blob = |data: &[u8]| -> (String, usize) {
+        let d = Digest::sha256_of(data);
+        let path = dir.join("blobs/sha256").join(d.hex());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+        (d.to_string(), data.len())
+    };
+    let descs: Vec<Value> = layers
+        .iter()
+        .map(|l| {
+            let (d, size) = blob(l);
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": size})
+        })
+        .collect();
+    let (config, config_size) = blob(br#"{"os":"linux","architecture":"amd64"}"#);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": descs,
+    }))
+    .unwrap();
+    let (m, m_size) = blob(&manifest);
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": m,
+            "size": m_size,
+            "annotations": {"org.opencontainers.image.ref.name": "latest"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// An image with a hostile entry (`..` out of the root, with control
+/// characters) beside a dpkg database: the packages are listed, the image
+/// is reported incomplete in the table, the JSON and on standard error
+/// (escaped), and the exit code is what it would be otherwise.
+#[test]
+fn incomplete_image_is_reported_with_its_reasons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let status = b"Package: aaa\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_size(status.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "var/lib/dpkg/status", &status[..])
+        .unwrap();
+    let name = b"../../etc/\x1b[2Jpasswd";
+    let mut h = tar::Header::new_old();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    b.append(&h, &b"root"[..]).unwrap();
+    let layout = tmp.path().join("oci");
+    write_layout(&layout, &[b.into_inner().unwrap()]);
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let target = format!("oci:{}:latest", layout.display());
+
+    let out = run(&data, &["scan", &target, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let image = &report["images"][0];
+    assert_eq!(image["complete"], false);
+    let reason = image["incomplete_reasons"][0].as_str().unwrap();
+    assert!(reason.contains("../../etc/\\x1b[2Jpasswd"), "{reason}");
+    assert_eq!(report["packages"][0]["name"], "aaa");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("INCOMPLETE: {target}: ../../etc/\\x1b[2Jpasswd")),
+        "{err}"
+    );
+    assert!(!err.contains('\x1b'), "no terminal escape reaches stderr");
+
+    let out = run(&data, &["scan", &target]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains("INCOMPLETE: 1 part of the image could not be read")
+            && table.contains("../../etc/\\x1b[2Jpasswd"),
+        "{table}"
+    );
+}
