@@ -175,3 +175,54 @@ async fn listings_report_database_errors() {
         assert_eq!(r.status(), 500, "{path}");
     }
 }
+
+/// `drydock gc` runs beside the server (here: the library function, with
+/// its own database handle, as the separate process has): an untagged
+/// manifest it removes leaves the assessor's images too.
+#[tokio::test]
+async fn images_removed_by_gc_leave_the_assessor() {
+    let s = setup().await;
+    let md = s.push_image("team/app", "one", "v1", &[]).await;
+    let kept = s.push_image("team/app", "two", "v2", &[]).await;
+    s.service.wait_idle(Duration::from_secs(10)).await.unwrap();
+    let listed = |s: &Setup| -> Vec<String> {
+        let mut v: Vec<String> = s
+            .service
+            .list_images(None)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.digest)
+            .collect();
+        v.sort();
+        v
+    };
+    let mut both = vec![md.to_string(), kept.to_string()];
+    both.sort();
+    assert_eq!(listed(&s), both);
+    s.registry
+        .delete_tag(
+            &oci::Name::parse("team/app").unwrap(),
+            &oci::Tag::parse("v1").unwrap(),
+        )
+        .unwrap();
+    let report = registry::gc(
+        s.dir.path(),
+        registry::GcOptions {
+            dry_run: false,
+            grace: Duration::ZERO,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.manifests_removed, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while listed(&s) != vec![kept.to_string()] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the assessor still lists {:?}",
+            listed(&s)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s.service.store().image(&md.to_string()).unwrap().is_none());
+}

@@ -17,7 +17,10 @@
 //! 3. Delete blob files that are not live, no longer linked anywhere and
 //!    older than the grace period (a push in progress commits a fresh file
 //!    or refreshes an existing one's time, so it is protected).
-//! 4. Release the lock.
+//! 4. Release the lock. The manifests removed are journaled in the same
+//!    transaction (`manifests_removed`, kept a week); a running server
+//!    notices the database changed and raises `Event::ManifestDeleted`
+//!    for each (see `housekeeping.rs`).
 //!
 //! The grace period protects content pushed but not yet referenced: blobs
 //! uploaded before their manifest, and children pushed before their index.
@@ -126,12 +129,14 @@ fn gc_blocking(dir: &Path, opts: &GcOptions) -> Result<GcReport, RegistryError> 
             }
         }
         let mut live_blobs: HashSet<String> = HashSet::new();
+        let mut removed: Vec<(String, String)> = Vec::new();
         for (i, m) in all.iter().enumerate() {
             if live[i] {
                 live_blobs.extend(m.blobs.iter().cloned());
                 continue;
             }
             report.manifests_removed += 1;
+            removed.push((m.repo.clone(), m.digest.clone()));
             if !dry_run {
                 tx.execute(
                     "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2",
@@ -142,6 +147,16 @@ fn gc_blocking(dir: &Path, opts: &GcOptions) -> Result<GcReport, RegistryError> 
                     (&m.repo, &m.digest),
                 )?;
             }
+        }
+        if !dry_run {
+            // A running server reads this journal when it notices the
+            // database changed, and raises `ManifestDeleted` for each.
+            let now_nanos = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as i64;
+            let week = Duration::from_secs(7 * 24 * 3600).as_nanos() as i64;
+            Meta::journal_removed(tx, &removed, now_nanos, now_nanos - week)?;
         }
         let links: Vec<(String, String, i64)> = {
             let mut st = tx.prepare("SELECT repo, digest, linked_at FROM blob_links")?;

@@ -1,8 +1,9 @@
-//! Background work: the pull record flush and upload expiry.
+//! Background work: the pull record flush, upload expiry, and noticing
+//! what another process (`drydock gc`) removed.
 
-use crate::{Inner, RegistryError};
-use oci::Digest;
-use std::sync::Weak;
+use crate::{Event, Inner, Registry, RegistryError};
+use oci::{Digest, Name};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 impl Inner {
@@ -19,6 +20,47 @@ impl Inner {
             Ok(()) => self.metrics.pulls_recorded.inc_by(n),
             Err(e) => tracing::warn!("cannot record pulls: {e}"),
         }
+    }
+}
+
+impl Registry {
+    /// When the database changed under us (another process committed),
+    /// drop the manifest cache and raise `ManifestDeleted` for each
+    /// manifest GC journaled as removed since the last look (and still
+    /// absent). The first look, once a sink is registered, replays the
+    /// whole journal (a week): removals while the server was down reach
+    /// the sinks too, and a sink must treat a removal it knew as a no-op.
+    pub(crate) fn notice_external_changes(&self) -> Result<(), RegistryError> {
+        let inner = &self.inner;
+        if inner
+            .sinks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            return Ok(());
+        }
+        let mut seen = inner.external.lock().unwrap_or_else(|p| p.into_inner());
+        let version = inner.store.meta.data_version()?;
+        let cursor = match *seen {
+            Some((v, _)) if v == version => return Ok(()),
+            Some((_, cursor)) => {
+                inner.cache.clear();
+                cursor
+            }
+            None => 0,
+        };
+        let (removed, last) = inner.store.meta.removed_since(cursor)?;
+        *seen = Some((version, last));
+        drop(seen);
+        for (repo, digest) in removed {
+            let Ok(repo) = Name::parse(&repo) else {
+                continue;
+            };
+            tracing::info!(%repo, %digest, "manifest removed by garbage collection");
+            self.emit(Event::ManifestDeleted { repo, digest });
+        }
+        Ok(())
     }
 }
 
@@ -43,6 +85,13 @@ pub(crate) fn spawn_housekeeping(weak: Weak<Inner>) -> Result<(), RegistryError>
                 std::thread::sleep(interval.min(Duration::from_secs(1)));
                 let Some(inner) = weak.upgrade() else { return };
                 inner.flush_pulls();
+                let reg = Registry {
+                    inner: Arc::clone(&inner),
+                };
+                if let Err(e) = reg.notice_external_changes() {
+                    tracing::warn!("cannot read what garbage collection removed: {e}");
+                }
+                drop(reg);
                 let every = (inner.opts.upload_expiry / 4)
                     .clamp(Duration::from_millis(100), Duration::from_secs(60));
                 if last_expiry.elapsed() >= every {

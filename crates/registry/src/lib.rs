@@ -198,6 +198,9 @@ struct Inner {
     sessions: Mutex<HashMap<uuid::Uuid, Arc<tokio::sync::Mutex<SessionState>>>>,
     pulls: Mutex<HashMap<(String, Digest), (i64, u64)>>,
     metrics: metrics::Metrics,
+    /// The database's data version when the GC journal was last read, and
+    /// the journal position (see `housekeeping.rs`); `None` until read.
+    external: Mutex<Option<(i64, i64)>>,
 }
 
 /// In-memory state of an upload session: the sha256 state over the bytes
@@ -251,6 +254,7 @@ impl Registry {
             sessions: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
             metrics,
+            external: Mutex::new(None),
         });
         // Storage accounting: one walk at startup, then kept up to date.
         {

@@ -57,7 +57,7 @@ impl ManifestCache {
             map.bytes += size;
         }
     }
-    fn clear(&self) {
+    pub(crate) fn clear(&self) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         map.entries.clear();
         map.bytes = 0;

@@ -173,6 +173,14 @@ CREATE TABLE IF NOT EXISTS pulls (
     PRIMARY KEY (repo, digest)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pulls_time ON pulls(last_pulled_at);
+-- Manifests removed by another process (GC), so a running server can tell
+-- its event sinks; pruned by GC after a week.
+CREATE TABLE IF NOT EXISTS manifests_removed (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
 "#;
 
 const KIND_BLOB: i64 = 0;
@@ -651,6 +659,50 @@ impl Meta {
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Journal a manifest removed by GC (inside the GC's transaction), for
+    /// [`Meta::removed_since`]; rows before `prune_before` (unix nanos) go.
+    pub fn journal_removed(
+        tx: &rusqlite::Transaction<'_>,
+        removed: &[(String, String)],
+        at: i64,
+        prune_before: i64,
+    ) -> rusqlite::Result<()> {
+        tx.execute(
+            "DELETE FROM manifests_removed WHERE at < ?1",
+            params![prune_before],
+        )?;
+        let mut st = tx.prepare_cached(
+            "INSERT INTO manifests_removed(repo, digest, at) VALUES (?1, ?2, ?3)",
+        )?;
+        for (repo, digest) in removed {
+            st.execute(params![repo, digest, at])?;
+        }
+        Ok(())
+    }
+
+    /// Manifests journaled as removed after `seq` that are still absent
+    /// (one pushed again since is left out), and the newest `seq` seen.
+    pub fn removed_since(&self, seq: i64) -> Result<(Vec<(String, Digest)>, i64), MetaError> {
+        let conn = self.conn();
+        let last: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(seq), ?1) FROM manifests_removed",
+            params![seq],
+            |r| r.get(0),
+        )?;
+        let mut st = conn.prepare_cached(
+            "SELECT g.repo, g.digest FROM manifests_removed g
+             WHERE g.seq > ?1 AND g.seq <= ?2
+               AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = g.repo AND m.digest = g.digest)
+             ORDER BY g.seq",
+        )?;
+        let rows = st
+            .query_map(params![seq, last], |r| {
+                Ok((r.get(0)?, digest_col(r.get(1)?)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rows, last))
     }
 
     /// Every manifest with its references, tags and times (read inside `tx`).
