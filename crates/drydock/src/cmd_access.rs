@@ -7,6 +7,7 @@
 
 use crate::access::{self, parse_permission};
 use crate::config::Config;
+use crate::out::outln;
 use anyhow::{Context, Result, bail};
 use auth::{Binding, Principal, Subject};
 use std::io::BufRead;
@@ -128,7 +129,7 @@ pub fn parse_expiry(s: &str) -> Result<OffsetDateTime> {
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?)?;
     Ok(())
 }
 
@@ -166,7 +167,7 @@ pub async fn run_user(args: UserArgs, config: Config) -> Result<ExitCode> {
             }
             eprintln!("added user {name}");
             if generated {
-                println!("password: {password}");
+                outln!("password: {password}")?;
                 eprintln!("(shown once; change it with `drydock user passwd {name}`)");
             }
         }
@@ -175,15 +176,15 @@ pub async fn run_user(args: UserArgs, config: Config) -> Result<ExitCode> {
             if json {
                 print_json(&users)?;
             } else {
-                println!("{:<24} {:<6} {:<24} GROUPS", "NAME", "ADMIN", "CREATED");
+                outln!("{:<24} {:<6} {:<24} GROUPS", "NAME", "ADMIN", "CREATED")?;
                 for u in users {
-                    println!(
+                    outln!(
                         "{:<24} {:<6} {:<24} {}",
                         u.name,
                         if u.admin { "yes" } else { "no" },
                         u.created_at,
                         u.groups.join(",")
-                    );
+                    )?;
                 }
             }
         }
@@ -195,7 +196,7 @@ pub async fn run_user(args: UserArgs, config: Config) -> Result<ExitCode> {
             ac.set_password(&by, &name, &password)?;
             eprintln!("changed the password of {name}");
             if generated {
-                println!("password: {password}");
+                outln!("password: {password}")?;
             }
         }
         UserCommand::Rm { name } => {
@@ -224,18 +225,20 @@ pub async fn run_robot(args: RobotArgs, config: Config) -> Result<ExitCode> {
             let expires = expires.as_deref().map(parse_expiry).transpose()?;
             let secret = ac.add_robot(&by, &name, &description, expires, &perms)?;
             eprintln!("added robot {name}; log in as the user below with the secret (shown once)");
-            println!("username: {}{name}", auth::ROBOT_PREFIX);
-            println!("secret: {secret}");
+            outln!("username: {}{name}", auth::ROBOT_PREFIX)?;
+            outln!("secret: {secret}")?;
         }
         RobotCommand::List { json } => {
             let robots = ac.robots()?;
             if json {
                 print_json(&robots)?;
             } else {
-                println!(
+                outln!(
                     "{:<24} {:<8} {:<24} PERMISSIONS",
-                    "NAME", "STATE", "EXPIRES"
-                );
+                    "NAME",
+                    "STATE",
+                    "EXPIRES"
+                )?;
                 for r in robots {
                     let perms: Vec<String> = r
                         .permissions
@@ -252,13 +255,13 @@ pub async fn run_robot(args: RobotArgs, config: Config) -> Result<ExitCode> {
                             )
                         })
                         .collect();
-                    println!(
+                    outln!(
                         "{:<24} {:<8} {:<24} {}",
                         r.name,
                         r.state,
                         r.expires_at.as_deref().unwrap_or("never"),
                         perms.join(" ")
-                    );
+                    )?;
                 }
             }
         }

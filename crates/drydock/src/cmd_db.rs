@@ -10,6 +10,7 @@
 //! - `query ECOSYSTEM NAME VERSION` matches one package.
 
 use crate::config::Config;
+use crate::out::outln;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use inventory::{Distro, Ecosystem};
@@ -108,9 +109,9 @@ pub async fn run(args: DbArgs, config: Config) -> anyhow::Result<ExitCode> {
             let db = vulndb::Database::open(&config.data)?;
             let status = db.status();
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                outln!("{}", serde_json::to_string_pretty(&status)?)?;
             } else {
-                print_status(&status);
+                print_status(&status)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -124,9 +125,9 @@ pub async fn run(args: DbArgs, config: Config) -> anyhow::Result<ExitCode> {
             let db = vulndb::Database::open(&config.data)?;
             let report = db.query(eco, &name, &version, distro.as_ref());
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?)?;
             } else {
-                print_findings(&report);
+                print_findings(&report)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -196,49 +197,59 @@ fn parse_ecosystem(s: &str) -> anyhow::Result<(Ecosystem, Option<Distro>)> {
 
 fn print_report(report: vulndb::ImportReport, json: bool) -> anyhow::Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!("imported in {:.1}s", report.seconds);
-        print_status(&report.status);
+        outln!("imported in {:.1}s", report.seconds)?;
+        print_status(&report.status)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_status(s: &vulndb::Status) {
-    println!("version:    {}", s.version);
-    println!("built at:   {}", s.built_at);
-    println!(
+fn print_status(s: &vulndb::Status) -> anyhow::Result<()> {
+    outln!("version:    {}", s.version)?;
+    outln!("built at:   {}", s.built_at)?;
+    outln!(
         "advisories: {}  package entries: {}  packages: {}",
-        s.advisories, s.entries, s.packages
-    );
-    println!();
-    println!(
+        s.advisories,
+        s.entries,
+        s.packages
+    )?;
+    outln!()?;
+    outln!(
         "{:<28} {:>8} {:>8}  SNAPSHOT",
-        "SOURCE", "RECORDS", "ENTRIES"
-    );
+        "SOURCE",
+        "RECORDS",
+        "ENTRIES"
+    )?;
     for src in &s.sources {
         let snap = match (&src.snapshot, &src.file_date) {
             (Some(d), _) => d.clone(),
             (None, Some(f)) => format!("(file date {f})"),
             (None, None) => "-".into(),
         };
-        println!(
+        outln!(
             "{:<28} {:>8} {:>8}  {snap}",
-            src.name, src.records, src.entries
-        );
+            src.name,
+            src.records,
+            src.entries
+        )?;
     }
+    Ok(())
 }
 
-fn print_findings(r: &vulndb::MatchReport) {
+fn print_findings(r: &vulndb::MatchReport) -> anyhow::Result<()> {
     if r.findings.is_empty() {
         if r.uncomparable.is_empty() {
-            println!("no known vulnerabilities");
+            outln!("no known vulnerabilities")?;
         }
     } else {
-        println!(
+        outln!(
             "{:<22} {:<9} {:<9} {:<24} SUMMARY",
-            "ID", "SEVERITY", "STATUS", "FIXED IN"
-        );
+            "ID",
+            "SEVERITY",
+            "STATUS",
+            "FIXED IN"
+        )?;
         let mut findings: Vec<&vulndb::Finding> = r.findings.iter().collect();
         findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
         for f in findings {
@@ -249,14 +260,14 @@ fn print_findings(r: &vulndb::MatchReport) {
             if let Some(note) = &f.status_note {
                 summary = format!("({note}) {summary}");
             }
-            println!(
+            outln!(
                 "{:<22} {:<9} {:<9} {:<24} {}",
                 f.id,
                 f.severity.as_str(),
                 f.status.as_str(),
                 f.fixed_version.as_deref().unwrap_or("-"),
                 head(&summary, 70)
-            );
+            )?;
         }
     }
     for u in &r.uncomparable {
@@ -265,4 +276,5 @@ fn print_findings(r: &vulndb::MatchReport) {
             None => eprintln!("{}", u.reason),
         }
     }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! the server runs (see `registry::gc` for the protocol).
 
 use crate::config::Config;
+use crate::out::outln;
 use registry::GcOptions;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -30,7 +31,7 @@ pub async fn run(args: GcArgs, config: Config) -> anyhow::Result<ExitCode> {
     } else {
         "removed"
     };
-    println!(
+    outln!(
         "{verb} {} manifests, {} blob links, {} blobs ({} bytes); kept {} blobs ({} bytes)",
         report.manifests_removed,
         report.links_removed,
@@ -38,6 +39,6 @@ pub async fn run(args: GcArgs, config: Config) -> anyhow::Result<ExitCode> {
         report.bytes_freed,
         report.blobs_kept,
         report.bytes_kept
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

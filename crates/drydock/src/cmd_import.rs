@@ -5,6 +5,7 @@
 //! job on the server (`POST /api/v1/imports`), which this follows.
 
 use crate::config::Config;
+use crate::out::outln;
 use anyhow::{Context, bail};
 use import::{ImportRequest, JobState, JobStatus, client::Client, local::LocalPush};
 use std::io::IsTerminal;
@@ -95,9 +96,9 @@ pub async fn run(args: ImportArgs, config: Config) -> anyhow::Result<ExitCode> {
     let job = client.submit(&req).await?;
     if args.no_wait {
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            outln!("{}", serde_json::to_string_pretty(&job)?)?;
         } else {
-            println!("{}", job.id);
+            outln!("{}", job.id)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -146,9 +147,9 @@ async fn push_local(
 
 fn finish(args: &ImportArgs, done: &JobStatus) -> anyhow::Result<ExitCode> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(done)?);
+        outln!("{}", serde_json::to_string_pretty(done)?)?;
     } else {
-        report(done);
+        report(done)?;
     }
     Ok(match done.state {
         JobState::Succeeded => ExitCode::SUCCESS,
@@ -178,19 +179,24 @@ fn update(bar: &indicatif::ProgressBar, s: &JobStatus) {
     bar.set_message(format!("{} {}/{}", s.phase, s.blobs_done, s.blobs_total));
 }
 
-fn report(s: &JobStatus) {
+fn report(s: &JobStatus) -> anyhow::Result<()> {
     match s.state {
         JobState::Succeeded => {
             let transferred = s.blobs_total - s.blobs_skipped;
-            println!(
+            outln!(
                 "imported {} into {} ({} blobs, {} transferred, {} bytes; {} already present)",
-                s.source, s.target, s.blobs_total, transferred, s.bytes_done, s.blobs_skipped
-            );
+                s.source,
+                s.target,
+                s.blobs_total,
+                transferred,
+                s.bytes_done,
+                s.blobs_skipped
+            )?;
             for m in &s.manifests {
                 match (&m.tag, &m.platform) {
-                    (Some(t), _) => println!("  {t} -> {}", m.digest),
-                    (None, Some(p)) => println!("  {p}: {}", m.digest),
-                    (None, None) => println!("  {}", m.digest),
+                    (Some(t), _) => outln!("  {t} -> {}", m.digest)?,
+                    (None, Some(p)) => outln!("  {p}: {}", m.digest)?,
+                    (None, None) => outln!("  {}", m.digest)?,
                 }
             }
         }
@@ -204,4 +210,5 @@ fn report(s: &JobStatus) {
             s.error.as_deref().unwrap_or("unknown error")
         ),
     }
+    Ok(())
 }

@@ -23,7 +23,6 @@ use catalog::{DirCache, LayerCache, MemoryCache};
 use inventory::{Inventory, Package};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -247,11 +246,7 @@ pub async fn run(args: ScanArgs, config: Config) -> anyhow::Result<ExitCode> {
         Some(path) => {
             std::fs::write(path, report).with_context(|| format!("writing {}", path.display()))?
         }
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(report.as_bytes())?;
-            out.flush()?;
-        }
+        None => crate::out::write_all(report.as_bytes())?,
     }
     for s in &scanned {
         let platform = s

@@ -3,6 +3,7 @@
 //! is counted once, in the month of its first assessment; re-scans are free.
 
 use crate::config::Config;
+use crate::out::outln;
 use anyhow::{Context, bail};
 use std::process::ExitCode;
 
@@ -58,7 +59,7 @@ pub async fn run(args: UsageArgs, config: Config) -> anyhow::Result<ExitCode> {
     let total: u64 = rows.iter().map(|r| r.images).sum();
     if args.json {
         let report = serde_json::json!({ "from": from, "to": to, "rows": rows, "total": total });
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let width = rows
@@ -67,10 +68,10 @@ pub async fn run(args: UsageArgs, config: Config) -> anyhow::Result<ExitCode> {
         .max()
         .unwrap_or(0)
         .max("REPOSITORY".len());
-    println!("{:<7}  {:<width$}  {:>6}", "MONTH", "REPOSITORY", "IMAGES");
+    outln!("{:<7}  {:<width$}  {:>6}", "MONTH", "REPOSITORY", "IMAGES")?;
     for r in &rows {
-        println!("{:<7}  {:<width$}  {:>6}", r.month, r.repository, r.images);
+        outln!("{:<7}  {:<width$}  {:>6}", r.month, r.repository, r.images)?;
     }
-    println!("{:<7}  {:<width$}  {:>6}", "total", "", total);
+    outln!("{:<7}  {:<width$}  {:>6}", "total", "", total)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ mod cmd_scan;
 mod cmd_serve;
 mod cmd_usage;
 mod config;
+mod out;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -59,9 +60,6 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve(_)) {
-        restore_sigpipe();
-    }
     let config = match config::Config::load(cli.config.as_deref(), cli.data.clone()) {
         Ok(c) => c,
         Err(e) => {
@@ -70,6 +68,12 @@ fn main() -> std::process::ExitCode {
         }
     };
     config::init_tracing(&config);
+    let kind = match &cli.command {
+        Command::Scan(_) => Kind::Scan,
+        Command::Import(_) => Kind::Import,
+        Command::Db(_) => Kind::Db,
+        _ => Kind::Other,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,23 +90,82 @@ fn main() -> std::process::ExitCode {
             Command::Robot(args) => cmd_access::run_robot(args, config).await,
         }
     });
+    // What stays buffered goes out now, so a closed pipe is seen here too.
+    let result = result.and_then(|code| out::flush().map(|()| code));
     match result {
         Ok(code) => code,
+        // The reader of standard output went away (`| head`): not a failure.
+        Err(e) if e.chain().any(|c| c.is::<out::StdoutClosed>()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("drydock: {e:#}");
+            let text = format!("{e:#}");
+            eprintln!("drydock: {text}");
+            if let Some(h) = hint(kind, &text) {
+                eprintln!("hint: {h}");
+            }
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-/// Let `drydock db query … | head` end quietly, as command-line tools do,
-/// instead of panicking on a closed stdout. Not for `serve`, whose sockets
-/// must report a gone peer as an error, not end the process.
-fn restore_sigpipe() {
-    #[cfg(unix)]
-    // SAFETY: resetting a signal disposition to its default before any
-    // thread is started.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+/// Commands whose network errors get a hint.
+#[derive(Clone, Copy)]
+enum Kind {
+    Scan,
+    Import,
+    Db,
+    Other,
+}
+
+/// What to do about a network failure, read off the error's text (the
+/// HTTP and TLS libraries' errors reach us as a chain of messages).
+fn hint(kind: Kind, text: &str) -> Option<&'static str> {
+    let t = text.to_ascii_lowercase();
+    // rustls reading a plain-HTTP answer as a TLS record.
+    let tls_meets_http = t.contains("invalidcontenttype")
+        || t.contains("corrupt message")
+        || t.contains("wrong version number");
+    if tls_meets_http {
+        return Some(match kind {
+            Kind::Scan => {
+                "the registry answered in plain HTTP, not TLS: add --insecure to reach it over HTTP"
+            }
+            Kind::Import => {
+                "a server answered in plain HTTP, not TLS: give a drydock server without TLS as \
+                 --server http://HOST:PORT; for a docker:// source served over HTTP, add --insecure"
+            }
+            Kind::Db => {
+                "the server answered in plain HTTP, not TLS: give the source as http://…; \
+                 `db update` has no --insecure, plain http:// sources are taken as they are"
+            }
+            Kind::Other => "the server answered in plain HTTP, not TLS",
+        });
     }
+    let unresolved = t.contains("dns error")
+        || t.contains("failed to lookup address")
+        || t.contains("name or service not known")
+        || t.contains("temporary failure in name resolution");
+    if unresolved {
+        return Some(match kind {
+            Kind::Db => {
+                "the host name could not be resolved (offline?); to build the database without \
+                 a network, download the sources elsewhere and run `drydock db import PATH...`"
+            }
+            _ => "the host name could not be resolved: check the name and the network",
+        });
+    }
+    if t.contains("connection refused") {
+        return Some(match kind {
+            Kind::Import => {
+                "nothing listens at that address: is `drydock serve` running there (see --server)?"
+            }
+            _ => "nothing listens at that address: check the host and port",
+        });
+    }
+    if t.contains("invalid peer certificate") || t.contains("unknownissuer") {
+        return Some(
+            "the server's certificate is not trusted by this machine; for registries, \
+             DRYDOCK_CA_FILE names a PEM file of extra trusted CAs",
+        );
+    }
+    None
 }

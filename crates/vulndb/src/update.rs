@@ -68,6 +68,23 @@ fn file_name(i: usize, url: &reqwest::Url) -> String {
     format!("{i:02}-{clean}")
 }
 
+/// An error and its causes on one line ("error sending request: client
+/// error (Connect): Connection refused"), each cause once: reqwest's own
+/// message says only that the request failed, the cause says why.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 async fn download(client: &reqwest::Client, url: &reqwest::Url, dest: &Path) -> Result<u64, Error> {
     use tokio::io::AsyncWriteExt;
     let err = |m: String| Error::Download {
@@ -78,7 +95,7 @@ async fn download(client: &reqwest::Client, url: &reqwest::Url, dest: &Path) -> 
         .get(url.clone())
         .send()
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(with_causes(&e)))?;
     if !resp.status().is_success() {
         return Err(err(format!("HTTP {}", resp.status())));
     }
@@ -86,7 +103,7 @@ async fn download(client: &reqwest::Client, url: &reqwest::Url, dest: &Path) -> 
         .await
         .map_err(|e| Error::io(dest, e))?;
     let mut n = 0u64;
-    while let Some(chunk) = resp.chunk().await.map_err(|e| err(e.to_string()))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| err(with_causes(&e)))? {
         n += chunk.len() as u64;
         f.write_all(&chunk).await.map_err(|e| Error::io(dest, e))?;
     }

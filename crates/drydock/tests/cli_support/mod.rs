@@ -1,6 +1,6 @@
 //! Helpers shared by the `cli_*` end-to-end tests: run the real `drydock`
-//! binary with a data directory, locate the shared vulnerability data and
-//! the test images, read OSV records, run `drydock serve` on a free port.
+//! binary with a data directory, locate the vulnerability-data fixtures
+//! and the test images, read OSV records, run `drydock serve` on a free port.
 //!
 //! Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 /// Repository root.
 pub const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-/// The shared offline vulnerability data.
-pub const VULNDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vulndata");
+/// Slices of real vulnerability data kept in the repository (see its
+/// README for provenance); laid out like the larger offline set.
+pub const VULNDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/vulndata");
 
 pub fn vulndata(rel: &str) -> PathBuf {
     Path::new(VULNDATA).join(rel)

@@ -1,0 +1,136 @@
+//! The command line never ends without a message: a TLS client meeting a
+//! plain-HTTP server fails with an explanation and the way out (it used to
+//! die of SIGPIPE, silently, with status 141), and a closed standard output
+//! ends a command quietly instead of killing or panicking it.
+
+mod cli_support;
+
+use cli_support::*;
+use std::process::{Output, Stdio};
+
+/// A normal failure: an exit status (not a signal), not 141, not a panic,
+/// and something on standard error.
+fn assert_explained_failure(out: &Output, what: &str) -> String {
+    let err = stderr(out);
+    assert_no_panic(out, &[what]);
+    let code = out.status.code();
+    assert!(
+        code.is_some(),
+        "{what}: ended by a signal ({}), stderr: {err}",
+        out.status
+    );
+    assert_ne!(code, Some(0), "{what} succeeded: {err}");
+    assert_ne!(code, Some(141), "{what}: 141 is SIGPIPE's status");
+    assert!(!err.trim().is_empty(), "{what}: failed without a message");
+    err
+}
+
+/// One data directory holding a small vulnerability database.
+fn data_with_db() -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    import(data.path(), &[vulndata("alpine/v3.20/main.json")]);
+    data
+}
+
+#[test]
+fn tls_against_plain_http_explains_itself_and_names_the_fix() {
+    // drydock serve is a real plain-HTTP server.
+    let served = tempfile::tempdir().unwrap();
+    let server = Server::start(served.path());
+    let addr = server.addr();
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+
+    // scan docker:// speaks HTTPS unless told --insecure.
+    let target = format!("docker://{addr}/team/app:v1");
+    let out = run(d, &["scan", &target]);
+    let err = assert_explained_failure(&out, "scan");
+    assert!(err.contains("plain HTTP"), "{err}");
+    assert!(err.contains("--insecure"), "{err}");
+
+    // import to a server given as https:// that has no TLS.
+    let https = format!("https://{addr}");
+    let out = run(
+        d,
+        &[
+            "import",
+            "--server",
+            &https,
+            "docker://127.0.0.1:9/library/debian:12",
+            "library/debian:12",
+        ],
+    );
+    let err = assert_explained_failure(&out, "import");
+    assert!(err.contains("plain HTTP"), "{err}");
+    assert!(err.contains(&"--server http://".to_string()), "{err}");
+    assert!(err.contains("--insecure"), "{err}");
+
+    // db update from an https:// source that is plain HTTP.
+    let source = format!("https://{addr}/all.zip");
+    let out = run(d, &["db", "update", "--source", &source]);
+    let err = assert_explained_failure(&out, "db update");
+    assert!(err.contains("plain HTTP"), "{err}");
+    assert!(err.contains("http://"), "{err}");
+    assert!(err.contains("--insecure"), "{err}");
+    // The failed update changed nothing.
+    assert!(!d.join("vulndb/CURRENT").exists());
+}
+
+#[test]
+fn an_unreachable_source_says_so_and_points_at_db_import() {
+    let data = tempfile::tempdir().unwrap();
+    // A port nothing listens on (bound a moment ago, then released).
+    let url = format!("http://127.0.0.1:{}/all.zip", free_port());
+    let out = run(data.path(), &["db", "update", "--source", &url]);
+    let err = assert_explained_failure(&out, "db update");
+    assert!(err.contains("nothing listens"), "{err}");
+}
+
+/// Run with standard output a pipe whose reader is already gone, as in
+/// `drydock db status | head -0`.
+fn run_to_closed_stdout(data: &std::path::Path, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    drydock(data, args)
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run drydock")
+}
+
+#[test]
+fn a_closed_stdout_ends_commands_quietly() {
+    let data = data_with_db();
+    let d = data.path();
+    for args in [
+        &["db", "status"][..],
+        &["db", "status", "--json"],
+        &["db", "query", "alpine:3.20", "zlib", "1.2.12-r1"],
+        &["usage"],
+    ] {
+        let out = run_to_closed_stdout(d, args);
+        let err = stderr(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "drydock {args:?} ({}): {err}",
+            out.status
+        );
+        assert!(!err.contains("panicked"), "drydock {args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "drydock {args:?}: {err}");
+    }
+}
+
+#[test]
+fn logs_to_a_file_or_pipe_carry_no_colour_codes() {
+    let data = tempfile::tempdir().unwrap();
+    // A warning is logged for every retry of an unreachable registry.
+    let target = format!("docker://127.0.0.1:{}/team/app:v1", free_port());
+    let out = drydock(data.path(), &["scan", &target, "--insecure"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = assert_explained_failure(&out, "scan");
+    assert!(err.contains("WARN"), "{err}");
+    assert!(!err.contains('\u{1b}'), "ANSI escape in piped log: {err:?}");
+}
