@@ -129,10 +129,13 @@ fn is_registry(path: &str) -> bool {
     path == "/v2" || path.starts_with("/v2/") || path == "/token"
 }
 
-/// Blob and upload transfers stream for as long as the data takes.
+/// Routes that run for as long as their data takes: blob and upload
+/// transfers, and manifest reads, which a pull-through mirror may answer
+/// by fetching the image upstream (bounded by its own timeout).
 fn is_streaming(method: &Method, path: &str) -> bool {
-    path.starts_with("/v2/") && (path.contains("/blobs/"))
-        || (*method == Method::POST && path == "/api/v1/imports")
+    path.starts_with("/v2/")
+        && (path.contains("/blobs/")
+            || (matches!(*method, Method::GET | Method::HEAD) && path.contains("/manifests/")))
 }
 
 fn is_upload(method: &Method, path: &str) -> bool {

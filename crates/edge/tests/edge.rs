@@ -16,6 +16,10 @@ struct Server {
 }
 
 async fn start(settings: Settings) -> Server {
+    start_with(settings, |_| {}).await
+}
+
+async fn start_with(settings: Settings, tune: impl FnOnce(&mut edge::Edge)) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let registry = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
     let ac = AccessControl::open(dir.path(), settings).unwrap();
@@ -44,15 +48,21 @@ async fn start(settings: Settings) -> Server {
     .unwrap();
     // A stand-in for the management API, to see that the one stack
     // covers routes beyond the registry's.
-    let api = axum::Router::new().route(
-        "/api/v1/ping",
-        axum::routing::get(|p: axum::Extension<Principal>| async move { p.name() }),
-    );
-    let app = edge::wrap(
-        registry.routes().merge(api),
-        edge::Edge::new(Some(ac.clone())),
-        &registry,
-    );
+    let api = axum::Router::new()
+        .route(
+            "/api/v1/ping",
+            axum::routing::get(|p: axum::Extension<Principal>| async move { p.name() }),
+        )
+        .route(
+            "/api/v1/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                "late"
+            }),
+        );
+    let mut e = edge::Edge::new(Some(ac.clone()));
+    tune(&mut e);
+    let app = edge::wrap(registry.routes().merge(api), e, &registry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -465,4 +475,81 @@ async fn every_route_is_authenticated_logged_and_counted() {
             "{route} requests are counted: {metrics}"
         );
     }
+}
+
+#[tokio::test]
+async fn slow_requests_end_and_uploads_are_capped() {
+    let s = start_with(Settings::default(), |e| {
+        e.request_timeout = std::time::Duration::from_millis(300);
+        e.max_concurrent_uploads = 1;
+    })
+    .await;
+    let t = std::time::Instant::now();
+    let r = s.client.get(s.url("/api/v1/slow")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(t.elapsed() < std::time::Duration::from_secs(3));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "UNAVAILABLE");
+
+    // One upload request at a time: a second one while the first still
+    // streams its body gets 429 with Retry-After.
+    let alice = basic("alice", "alice-password");
+    let r = s
+        .client
+        .post(s.url("/v2/team-a/app/blobs/uploads/"))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let url = if location.starts_with('/') {
+        s.url(&location)
+    } else {
+        location
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let slow_body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let client = s.client.clone();
+    let auth2 = alice.clone();
+    let first = tokio::spawn(async move {
+        client
+            .patch(url)
+            .header("authorization", auth2)
+            .header("content-type", "application/octet-stream")
+            .body(slow_body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tx.send(Ok(vec![1u8; 1024])).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = s
+        .client
+        .post(s.url("/v2/team-a/app/blobs/uploads/"))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "1");
+    drop(tx);
+    assert_eq!(first.await.unwrap(), StatusCode::ACCEPTED);
+    // The slot is free again.
+    let r = s
+        .client
+        .post(s.url("/v2/team-a/app/blobs/uploads/"))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
+
+/// A byte stream fed by a channel.
+fn tokio_stream_from(
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
