@@ -3,8 +3,8 @@
 //! advisory records, a webhook receiver on loopback, and a manual clock.
 //!
 //! Images: `$DRYDOCK_TEST_IMAGES/oci`, else `target/test-images/oci`, else
-//! built with `scripts/test-images.sh`. Advisory data: `../shared/vulndata`
-//! (or `$DRYDOCK_VULNDATA`).
+//! built with `scripts/test-images.sh`. Advisory data: the repository's
+//! `tests/fixtures/vulndata` (or `$DRYDOCK_VULNDATA`).
 
 use assess::{Clock, ManualClock, Options, Service};
 use axum::Router;
@@ -49,7 +49,7 @@ fn images() -> Option<PathBuf> {
 fn vulndata() -> PathBuf {
     std::env::var_os("DRYDOCK_VULNDATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/vulndata"))
+        .unwrap_or_else(|| root().join("tests/fixtures/vulndata"))
 }
 
 fn skopeo(args: &[&str]) {
