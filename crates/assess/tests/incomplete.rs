@@ -294,6 +294,104 @@ async fn oversized_dpkg_status_is_incomplete_and_keeps_the_base() {
     assert!(health.reason.contains("1 of 2"), "{}", health.reason);
 }
 
+/// A cataloger that counts its calls and reports gaps or not.
+struct Counting {
+    calls: std::sync::atomic::AtomicUsize,
+    gaps: bool,
+}
+
+impl assess::Cataloger for Counting {
+    fn version(&self) -> u32 {
+        1
+    }
+    fn catalog(
+        &self,
+        _: &dyn oci::BlobSource,
+        _: &oci::ImageManifest,
+        _: &dyn assess::RawLayerCache,
+    ) -> Result<inventory::Inventory, String> {
+        Err("the worker asks for catalog_image".into())
+    }
+    fn catalog_image(
+        &self,
+        _: &dyn oci::BlobSource,
+        _: &oci::ImageManifest,
+        _: &dyn assess::RawLayerCache,
+    ) -> Result<assess::Cataloged, String> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(assess::Cataloged {
+            inventory: inventory::Inventory::default(),
+            incomplete: if self.gaps {
+                vec!["/x: over the limit".into()]
+            } else {
+                Vec::new()
+            },
+        })
+    }
+}
+
+struct NoDb;
+impl assess::VulnSource for NoDb {
+    fn current(&self) -> Option<Arc<dyn assess::VulnDatabase>> {
+        None
+    }
+}
+
+/// A stored complete inventory is reused when the image is queued again;
+/// an incomplete one is cataloged again (so raised limits can close its
+/// gaps).
+#[tokio::test]
+async fn an_incomplete_inventory_is_cataloged_again_on_rescan() {
+    for gaps in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
+        let counting = Arc::new(Counting {
+            calls: Default::default(),
+            gaps,
+        });
+        let mut opts = Options::new(dir.path());
+        opts.tick = Duration::from_millis(50);
+        opts.catalog_on_upload = false;
+        let service = Service::open(
+            opts,
+            Arc::new(assess::live::RegistrySource(registry.clone())),
+            counting.clone(),
+            Arc::new(NoDb),
+            Arc::new(assess::SystemClock),
+        )
+        .unwrap();
+        registry.add_sink(Arc::new(service.clone()));
+        service.start().await.unwrap();
+        let s = Setup {
+            _dir: dir,
+            registry,
+            service,
+        };
+        let (digest, _) = s.push_image("team/app", "v1", vec![base_layer()]).await;
+        let view = s.assessed(&digest).await;
+        assert_eq!(view.complete, Some(!gaps));
+        // Queued again synchronously: wait for that job to finish.
+        assert!(s.service.requeue(&digest.to_string()).unwrap());
+        assert_eq!(
+            s.service
+                .store()
+                .image(&digest.to_string())
+                .unwrap()
+                .unwrap()
+                .status,
+            "queued"
+        );
+        let view = s.assessed(&digest).await;
+        assert_eq!(view.complete, Some(!gaps));
+        let want = if gaps { 2 } else { 1 };
+        assert_eq!(
+            counting.calls.load(std::sync::atomic::Ordering::SeqCst),
+            want,
+            "gaps: {gaps}"
+        );
+    }
+}
+
 fn finding(sev: Severity) -> Finding {
     Finding {
         id: "CVE-2024-0001".into(),

@@ -153,8 +153,18 @@ impl Service {
                 .await;
         }
         let version = self.inner.cataloger.version();
-        let inventory = match self.inner.store.inventory(&job.digest)? {
-            Some((v, inv)) if v == version => inv,
+        // An incomplete inventory is cataloged again: its gaps may close
+        // under raised limits (layers read whole come from the cache).
+        let stored = match self.inner.store.inventory(&job.digest)? {
+            Some((v, inv))
+                if v == version && self.inner.store.incomplete(&job.digest)?.is_empty() =>
+            {
+                Some(inv)
+            }
+            _ => None,
+        };
+        let inventory = match stored {
+            Some(inv) => inv,
             _ => {
                 let this = self.clone();
                 let cataloged = tokio::task::spawn_blocking(move || -> Result<Cataloged> {
