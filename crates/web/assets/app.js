@@ -250,22 +250,43 @@ async function users() {
     ${all.map(u => `<tr><td>${esc(u.name)}</td><td>${u.groups.map(g => `<span class="pill">${esc(g)}</span>`).join("")}</td>
       <td>${u.admin ? "yes" : ""}</td><td>${when(u.created_at)}</td>
       <td><button data-act="groups" data-arg="${esc(u.name)}">Groups…</button>
-        <button data-act="password" data-arg="${esc(u.name)}">Password…</button>
+        <button type="button" data-password="${esc(u.name)}">Password…</button>
         ${u.name === session.name ? "" : `<button data-act="remove" data-arg="${esc(u.name)}" data-confirm="Remove user ${esc(u.name)}?">Remove</button>`}</td></tr>`).join("")}</table></section>
     <section><h2>Add a user</h2>${form("add-user", [
       ["name", "Name", "required autocomplete=\"off\""],
       ["password", "Password (8 characters or more)", "type=\"password\" required minlength=\"8\" autocomplete=\"new-password\""],
-      ["groups", "Groups (comma-separated)", ""]], "Add user")}</section>`;
+      ["groups", "Groups (comma-separated)", ""]], "Add user")}</section>
+    <section><h2>Set a password</h2><form id="set-password" class="form">
+      <label for="set-password-name">User</label><select id="set-password-name" name="name">
+        ${all.map(u => `<option ${u.name === session.name ? "selected" : ""}>${esc(u.name)}</option>`).join("")}</select>
+      <label for="set-password-password">New password (8 characters or more)</label>
+      <input id="set-password-password" name="password" type="password" required minlength="8" autocomplete="new-password">
+      <button type="submit">Set password</button><p class="error" role="alert"></p></form>
+      <p id="set-password-done" role="status"></p></section>`;
   onSubmit("add-user", v => post("/users", { name: v.name, password: v.password, groups: list(v.groups) }));
+  // A password is typed into a masked field of this form, never into a
+  // prompt() that shows it in clear.
+  onSubmit("set-password", async v => {
+    const r = await put(`/users/${encodeURIComponent(v.name)}/password`, { password: v.password });
+    // Changing one's own password ends the session and starts a new one
+    // with a new CSRF token: without it every later write would be refused.
+    if (r && r.csrf) csrf = r.csrf;
+    return v.name;
+  }, async name => {
+    await users();
+    document.getElementById("set-password-done").textContent = `The password of ${name} was changed.`;
+  });
+  for (const b of view().querySelectorAll("button[data-password]")) {
+    b.addEventListener("click", () => {
+      document.getElementById("set-password-name").value = b.dataset.password;
+      document.getElementById("set-password-password").focus();
+    });
+  }
   onActions({
     remove: name => del(`/users/${encodeURIComponent(name)}`),
     groups: async name => {
       const g = prompt(`Groups of ${name} (comma-separated):`, all.find(u => u.name === name).groups.join(", "));
       if (g !== null) await put(`/users/${encodeURIComponent(name)}/groups`, { groups: list(g) });
-    },
-    password: async name => {
-      const p = prompt(`New password for ${name}:`);
-      if (p) await put(`/users/${encodeURIComponent(name)}/password`, { password: p });
     },
   });
 }
@@ -355,6 +376,17 @@ async function audit(params) {
 
 // ---- signing in ----
 
+// The window title names the page shown, so tabs, history and screen
+// readers tell the sign-in form from the pages behind it.
+const SECTION_TITLES = {
+  overview: "Overview", images: "Images", vulnerabilities: "Vulnerabilities", queue: "Scan queue",
+  users: "Users", robots: "Robots", bindings: "Access", audit: "Audit log",
+};
+
+function setTitle(what) {
+  document.title = `${what} · drydock`;
+}
+
 async function loadSession() {
   const r = await fetch(API + "/auth/session", { headers: { Accept: "application/json" }, credentials: "same-origin" });
   if (r.status === 401) return null;
@@ -385,6 +417,7 @@ function showLogin(message) {
   session = null;
   csrf = null;
   renderHeader();
+  setTitle("Sign in");
   view().innerHTML = `<section class="login"><h2>Sign in to drydock</h2>
     <form id="login" class="form">
       <label for="login-username">User name</label><input id="login-username" name="username" autocomplete="username" required>
@@ -414,10 +447,16 @@ function showLogin(message) {
 async function logout() {
   try {
     await post("/auth/logout");
-  } finally {
-    anonymous = false;
-    showLogin("Signed out.");
+  } catch (e) {
+    // 401: the session had ended already. Anything else: the cookie may
+    // still be valid, so do not claim to have signed out.
+    if (e.status !== 401) {
+      alert(`Could not sign out: ${e.message}`);
+      return;
+    }
   }
+  anonymous = false;
+  showLogin("Signed out.");
 }
 
 async function route() {
@@ -426,7 +465,14 @@ async function route() {
   const [path, qs] = hash.split("?");
   const params = Object.fromEntries(new URLSearchParams(qs || ""));
   const section = path.split("/")[1] || "overview";
-  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.nav === section);
+  for (const a of document.querySelectorAll("nav a")) {
+    const current = a.dataset.nav === section;
+    a.classList.toggle("active", current);
+    // Screen readers announce the current page, not just a colour change.
+    if (current) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  setTitle(path.startsWith("/image/") ? "Image" : (SECTION_TITLES[section] || SECTION_TITLES.overview));
   try {
     if (path.startsWith("/image/")) await image(decodeURIComponent(path.slice(7)), params);
     else if (section === "images") await images();
