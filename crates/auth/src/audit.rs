@@ -4,8 +4,10 @@
 //! (an audit write never sits on a request's path). Pulls are aggregated
 //! per identity, repository and hour into one record with a count.
 
+use crate::Identity;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use storage::AccessStore;
@@ -73,8 +75,9 @@ pub(crate) struct Recorder {
 #[derive(Default)]
 struct Pending {
     rows: Vec<AuditRow>,
-    /// Pulls by (identity, address, repository, hour).
-    pulls: HashMap<(String, String, String, i64), i64>,
+    /// Pulls by (identity, address, repository, hour). Looked up by
+    /// borrowed parts, so counting a pull allocates only the first time.
+    pulls: HashMap<PullKey, i64>,
 }
 
 impl Recorder {
@@ -113,13 +116,31 @@ impl Recorder {
         });
     }
 
-    pub(crate) fn pull(&self, identity: String, address: String, repo: String) {
+    pub(crate) fn pull(&self, identity: &Identity, address: Option<IpAddr>, repo: &str) {
         let hour = OffsetDateTime::now_utc().unix_timestamp() / 3600;
+        let probe = PullProbe {
+            identity,
+            address,
+            repo,
+            hour,
+        };
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = p.pulls.get_mut(&probe as &dyn PullKeyView) {
+            *n += 1;
+            return;
+        }
         if p.pulls.len() >= 100_000 {
             return;
         }
-        *p.pulls.entry((identity, address, repo, hour)).or_default() += 1;
+        p.pulls.insert(
+            PullKey {
+                identity: identity.clone(),
+                address,
+                repo: repo.to_string(),
+                hour,
+            },
+            1,
+        );
     }
 
     pub(crate) fn flush(&self) {
@@ -128,7 +149,10 @@ impl Recorder {
             (std::mem::take(&mut p.rows), std::mem::take(&mut p.pulls))
         };
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        for ((identity, address, repo, hour), count) in pulls {
+        for (key, count) in pulls {
+            let identity = key.identity.display_name();
+            let address = key.address.map(|a| a.to_string()).unwrap_or_default();
+            let (repo, hour) = (key.repo, key.hour);
             rows.push(AuditRow {
                 id: 0,
                 at: now,
@@ -173,6 +197,61 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+/// An aggregated pull's key.
+#[derive(PartialEq, Eq, Hash)]
+struct PullKey {
+    identity: Identity,
+    address: Option<IpAddr>,
+    repo: String,
+    hour: i64,
+}
+
+/// A pull's key, borrowed.
+struct PullProbe<'a> {
+    identity: &'a Identity,
+    address: Option<IpAddr>,
+    repo: &'a str,
+    hour: i64,
+}
+
+/// What owned and borrowed keys share, so the map can be probed without
+/// building an owned key (`HashMap::get` through `Borrow`).
+trait PullKeyView {
+    fn parts(&self) -> (&Identity, Option<IpAddr>, &str, i64);
+}
+
+impl PullKeyView for PullKey {
+    fn parts(&self) -> (&Identity, Option<IpAddr>, &str, i64) {
+        (&self.identity, self.address, &self.repo, self.hour)
+    }
+}
+
+impl PullKeyView for PullProbe<'_> {
+    fn parts(&self) -> (&Identity, Option<IpAddr>, &str, i64) {
+        (self.identity, self.address, self.repo, self.hour)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn PullKeyView + 'a> for PullKey {
+    fn borrow(&self) -> &(dyn PullKeyView + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn PullKeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn PullKeyView + '_ {}
+
+impl std::hash::Hash for dyn PullKeyView + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
     }
 }
 

@@ -37,6 +37,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use storage::AccessStore;
@@ -138,7 +139,7 @@ struct PrincipalInner {
     method: Method,
     policy: Arc<Policy>,
     /// An access token's claims: the request may do only what they grant.
-    token: Option<Claims>,
+    token: Option<Arc<Claims>>,
     address: Option<IpAddr>,
 }
 
@@ -156,7 +157,7 @@ impl Principal {
         identity: Identity,
         method: Method,
         policy: Arc<Policy>,
-        token: Option<Claims>,
+        token: Option<Arc<Claims>>,
         address: Option<IpAddr>,
     ) -> Principal {
         Principal {
@@ -229,7 +230,7 @@ impl Principal {
     /// May this request list the catalog (entries are then filtered by
     /// [`Principal::may`] pull)? Access tokens need `registry:catalog:*`.
     pub fn may_list_catalog(&self) -> bool {
-        self.inner.token.as_ref().is_none_or(Claims::grants_catalog)
+        self.inner.token.as_ref().is_none_or(|c| c.grants_catalog())
     }
 
     /// An administrator of the whole server (`admin` on `**`).
@@ -298,7 +299,7 @@ pub struct IssuedToken {
 #[derive(Default)]
 struct TokenCache {
     generation: i64,
-    claims: HashMap<[u8; 32], Claims>,
+    claims: HashMap<[u8; 32], Arc<Claims>>,
 }
 
 /// Identities and bindings as of one store generation.
@@ -322,7 +323,9 @@ struct Inner {
     store: Arc<AccessStore>,
     keys: Keys,
     snapshot: RwLock<Arc<Snapshot>>,
-    checked_at: Mutex<Instant>,
+    /// When the store generation was last looked at (ms since `epoch`).
+    checked_at: AtomicU64,
+    epoch: Instant,
     limiter: LoginLimiter,
     /// Logins verified recently: sha256(name, password) → (generation,
     /// when), so argon2 runs once per client rather than per request.
@@ -406,7 +409,8 @@ impl AccessControl {
                 robots: HashMap::new(),
                 api_tokens: HashMap::new(),
             })),
-            checked_at: Mutex::new(Instant::now()),
+            checked_at: AtomicU64::new(0),
+            epoch: Instant::now(),
             store,
             keys,
             verified: Mutex::new(HashMap::new()),
@@ -463,12 +467,15 @@ impl AccessControl {
             .snapshot
             .write()
             .unwrap_or_else(|p| p.into_inner()) = snap.clone();
-        *self
-            .inner
+        self.inner
             .checked_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            .store(self.millis(), Ordering::Relaxed);
         Ok(snap)
+    }
+
+    fn millis(&self) -> u64 {
+        // Starts at 1 so that the first call after opening looks.
+        self.inner.epoch.elapsed().as_millis() as u64 + 1000
     }
 
     /// The current snapshot; looks at the store's generation at most once
@@ -481,19 +488,16 @@ impl AccessControl {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let due = {
-            let mut at = self
+        // One request a second looks; the rest go on with the snapshot
+        // they have (no lock on this path).
+        let now = self.millis();
+        let last = self.inner.checked_at.load(Ordering::Relaxed);
+        let due = now.saturating_sub(last) >= 1000
+            && self
                 .inner
                 .checked_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if at.elapsed() >= Duration::from_secs(1) {
-                *at = Instant::now();
-                true
-            } else {
-                false
-            }
-        };
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
         if due {
             match self.inner.store.generation() {
                 Ok(g) if g != current.generation => match self.reload() {
@@ -512,7 +516,7 @@ impl AccessControl {
         snap: &Snapshot,
         identity: Identity,
         method: Method,
-        token: Option<Claims>,
+        token: Option<Arc<Claims>>,
         address: Option<IpAddr>,
     ) -> Principal {
         Principal::new(identity, method, snap.policy.clone(), token, address)
@@ -678,7 +682,7 @@ impl AccessControl {
     /// The claims of a valid access token: from the cache while it is
     /// unexpired and the store generation unchanged, else verified (and
     /// then cached).
-    fn verify_access(&self, snap: &Snapshot, token: &str) -> Result<Claims, AuthError> {
+    fn verify_access(&self, snap: &Snapshot, token: &str) -> Result<Arc<Claims>, AuthError> {
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         {
@@ -713,6 +717,7 @@ impl AccessControl {
             cache.claims.clear();
             cache.generation = snap.generation;
         }
+        let claims = Arc::new(claims);
         cache.claims.insert(key, claims.clone());
         Ok(claims)
     }
@@ -905,11 +910,9 @@ impl AccessControl {
 
     /// Record that `who` pulled from `repo` (aggregated per hour).
     pub fn audit_pull(&self, who: &Principal, repo: &str) {
-        self.inner.audit.pull(
-            who.name(),
-            who.address().map(|a| a.to_string()).unwrap_or_default(),
-            repo.to_string(),
-        );
+        self.inner
+            .audit
+            .pull(&who.inner.identity, who.address(), repo);
     }
 
     /// Record what `who` did.
