@@ -226,3 +226,83 @@ async fn images_removed_by_gc_leave_the_assessor() {
     }
     assert!(s.service.store().image(&md.to_string()).unwrap().is_none());
 }
+
+/// A job started `max_attempts` times without finishing (the process
+/// stopped each time, as a layer that crashes it would make it) is failed
+/// with the reason instead of being started again for ever. Pushing it
+/// again is a fresh request.
+#[tokio::test]
+async fn a_job_that_never_finishes_is_given_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
+    let repo = oci::Name::parse("team/app").unwrap();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let layer = b"a layer that crashes the cataloger";
+    let (dc, dl) = (Digest::sha256_of(config), Digest::sha256_of(layer));
+    registry.put_blob(&repo, &dc, &config[..]).await.unwrap();
+    registry.put_blob(&repo, &dl, &layer[..]).await.unwrap();
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{dc}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{dl}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    let md = registry
+        .put_manifest(
+            &repo,
+            &oci::Reference::Tag(oci::Tag::parse("v1").unwrap()),
+            body.into(),
+            Some(OCI_MANIFEST),
+            registry::Origin::Push,
+        )
+        .await
+        .unwrap()
+        .to_string();
+    // Three runs of the server that each stopped while assessing it.
+    {
+        let store = assess::store::Store::open(&dir.path().join("assess.db")).unwrap();
+        store
+            .enqueue("team/app", &md, OCI_MANIFEST, None, None, 1, true)
+            .unwrap();
+        for run in 0..3 {
+            store.requeue_interrupted().unwrap();
+            let job = store.claim(2 + run).unwrap().unwrap();
+            assert_eq!(job.digest, md);
+        }
+    }
+    let service = Service::open(
+        Options::new(dir.path()),
+        Arc::new(RegistrySource(registry.clone())),
+        Arc::new(EmptyCatalog),
+        Arc::new(NoDb),
+        Arc::new(assess::SystemClock),
+    )
+    .unwrap();
+    registry.add_sink(Arc::new(service.clone()));
+    service.start().await.unwrap();
+    service.wait_idle(Duration::from_secs(10)).await.unwrap();
+    let view = service.image_view_of(&md);
+    assert_eq!(view.0, "failed");
+    assert_eq!(
+        view.1.as_deref(),
+        Some("gave up after 3 attempts: the process stopped while assessing")
+    );
+    // A new push asks again, from zero attempts.
+    service.manifest_pushed("team/app", &md, OCI_MANIFEST, &["v1"]);
+    service.wait_idle(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(service.image_view_of(&md).0, "done");
+}
+
+trait ViewOf {
+    /// Status and error as the API's image view shows them.
+    fn image_view_of(&self, digest: &str) -> (String, Option<String>);
+}
+
+impl ViewOf for Service {
+    fn image_view_of(&self, digest: &str) -> (String, Option<String>) {
+        let v = self
+            .image_view(digest, &assess::views::FindingFilter::default(), false)
+            .unwrap()
+            .unwrap();
+        (v.status, v.error)
+    }
+}

@@ -39,6 +39,10 @@ pub struct Options {
     pub data_dir: PathBuf,
     /// Concurrent assessments (cataloging is CPU and I/O bound).
     pub workers: usize,
+    /// Times a job may be started without finishing (the process stopped
+    /// while it ran, e.g. a layer that crashes it) before it is failed
+    /// with the reason "gave up after N attempts: …".
+    pub max_attempts: u32,
     /// Images pushed or pulled within this many days are re-matched when
     /// the database changes and at least every `rescan_interval`.
     pub rescan_window_days: u32,
@@ -66,6 +70,7 @@ impl Options {
         Options {
             data_dir: data_dir.into(),
             workers: 2,
+            max_attempts: 3,
             rescan_window_days: 30,
             rescan_interval: Duration::days(1),
             policy: Policy::default(),

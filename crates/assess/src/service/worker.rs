@@ -17,6 +17,7 @@ impl Service {
                 return;
             }
             let notified = self.inner.wake.notified();
+            self.give_up_exhausted();
             match self.inner.store.claim(to_ms(self.now())) {
                 Ok(Some(job)) => {
                     let digest = job.digest.clone();
@@ -48,6 +49,21 @@ impl Service {
                 _ = stop.changed() => {}
                 _ = tokio::time::sleep(StdDuration::from_secs(1)) => {}
             }
+        }
+    }
+
+    /// Jobs claimed `max_attempts` times without finishing are failed
+    /// with the reason, instead of being claimed again.
+    fn give_up_exhausted(&self) {
+        let max = self.inner.opts.max_attempts;
+        match self.inner.store.give_up_exhausted(max, to_ms(self.now())) {
+            Ok(given_up) => {
+                for (digest, why) in given_up {
+                    tracing::error!(digest, error = %why, "assessment given up");
+                    self.notify_failed(&digest, &why);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the assessment queue"),
         }
     }
 

@@ -34,6 +34,7 @@ impl Store {
                parent = COALESCE(images.parent, excluded.parent),
                platform = COALESCE(images.platform, excluded.platform),
                status = CASE WHEN images.status = 'failed' THEN 'queued' ELSE images.status END,
+               attempts = CASE WHEN images.status = 'failed' THEN 0 ELSE images.attempts END,
                error = CASE WHEN images.status = 'failed' THEN NULL ELSE images.error END,
                queued_at = CASE WHEN images.status = 'failed' THEN excluded.queued_at ELSE images.queued_at END",
             params![digest, repo, media_type, parent, platform, now, pushed_at],
@@ -104,6 +105,27 @@ impl Store {
         Ok(c.query_row(&sql, [now], image_row).optional()?)
     }
 
+    /// Fail every queued job already claimed `max_attempts` times: each
+    /// claim that never finished means the process stopped while it ran
+    /// (a layer that crashes it would crash it again, for ever). Returns
+    /// the digests given up, with the reason recorded.
+    pub fn give_up_exhausted(&self, max_attempts: u32, now: i64) -> Result<Vec<(String, String)>> {
+        let c = self.c();
+        let mut st = c.prepare(
+            "UPDATE images SET status = 'failed', finished_at = ?2,
+               error = 'gave up after ' || attempts || ' attempts: '
+                       || COALESCE(error, 'the process stopped while assessing')
+             WHERE status = 'queued' AND attempts >= ?1
+             RETURNING digest, error",
+        )?;
+        let v = st
+            .query_map(params![max_attempts.max(1), now], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
     pub fn set_status(&self, digest: &str, st: &str, error: Option<&str>, now: i64) -> Result<()> {
         let finished =
             matches!(st, status::DONE | status::FAILED | status::UNSUPPORTED).then_some(now);
@@ -143,7 +165,9 @@ impl Store {
         Ok(())
     }
 
-    /// After a crash: jobs that were in progress go back to the queue.
+    /// After a crash: jobs that were in progress go back to the queue
+    /// (those claimed too often are then given up by the worker, see
+    /// [`Store::give_up_exhausted`]).
     pub fn requeue_interrupted(&self) -> Result<usize> {
         Ok(self.c().execute(
             "UPDATE images SET status = 'queued' WHERE status IN ('cataloging', 'matching')",
