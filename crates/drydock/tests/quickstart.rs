@@ -28,11 +28,7 @@ fn the_readme_first_session_works_as_written() {
     ] {
         assert!(README.contains(line), "README no longer says {line:?}");
     }
-    let has_skopeo = std::process::Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !present_or_skip(has_skopeo, "skopeo", "CI") {
+    if !present_or_skip(tool_present("skopeo"), "skopeo", "CI") {
         return;
     }
 

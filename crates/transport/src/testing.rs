@@ -49,7 +49,12 @@ pub fn test_images() -> PathBuf {
             .env("DRYDOCK_TEST_IMAGES", &base)
             .status()
             .expect("run scripts/test-images.sh");
-        assert!(status.success(), "scripts/test-images.sh failed");
+        assert!(
+            status.success(),
+            "scripts/test-images.sh failed: building the test images needs debootstrap, \
+             umoci, skopeo, python3 with pip, npm and cargo (as root it installs the \
+             Debian packages itself; .ci/run installs them all)"
+        );
     }
     oci
 }

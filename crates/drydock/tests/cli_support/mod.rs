@@ -169,7 +169,12 @@ pub fn test_images() -> PathBuf {
             .env("DRYDOCK_TEST_IMAGES", &dir)
             .status()
             .expect("run scripts/test-images.sh");
-        assert!(status.success(), "scripts/test-images.sh failed: {status}");
+        assert!(
+            status.success(),
+            "scripts/test-images.sh failed ({status}): building the test images needs \
+             debootstrap, umoci, skopeo, python3 with pip, npm and cargo (as root it \
+             installs the Debian packages itself; .ci/run installs them all)"
+        );
         let tags = layout_tags(&dir.join("oci"));
         for t in TAGS {
             assert!(tags.contains(t), "test image {t} missing after the build");
@@ -251,6 +256,15 @@ pub fn present_or_skip(present: bool, what: &str, required_by: &str) -> bool {
         eprintln!("{what} not available; skipping");
     }
     present
+}
+
+/// Whether `program --version` runs: for [`present_or_skip`].
+pub fn tool_present(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A port that was free a moment ago.
