@@ -226,7 +226,7 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let mut importer_config = config.import.importer_config();
     importer_config.outbound = outbound;
     let importer = import::Importer::new(registry.clone(), importer_config);
-    let mut edge = edge::Edge::new(access);
+    let mut edge = edge::Edge::new(access.clone());
     edge.realm = config.auth.realm.clone();
     edge.max_concurrent_uploads = config.auth.max_concurrent_uploads;
     edge.tls = args.tls_cert.is_some() || config.server.tls_cert.is_some();
@@ -244,6 +244,10 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
         .context("server failed")?;
     assess.shutdown();
     registry.flush();
+    if let Some(ac) = &access {
+        // The audit log's last second is still buffered.
+        ac.flush();
+    }
     tracing::info!("drydock stopped");
     Ok(ExitCode::SUCCESS)
 }
