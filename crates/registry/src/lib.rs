@@ -15,6 +15,10 @@
 //!   the pull/push records.
 //! - [`EventSink`]s receive an [`Event`] synchronously after each committed
 //!   manifest push, manifest delete or tag delete.
+//! - A [`PullGate`] set with [`Registry::set_pull_gate`] may refuse a
+//!   manifest read (GET or HEAD) of an image with 403 `DENIED` after the
+//!   reference resolved; artifacts, manifests with a `subject` and blobs
+//!   are never asked about.
 //! - [`gc()`] removes what nothing references (see its docs for the
 //!   protocol that makes it safe while pushes continue).
 //!
@@ -59,7 +63,7 @@ use bytes::Bytes;
 use oci::{Digest, Digester, Name, Tag};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use storage::{BlobDriver, Store};
 use time::OffsetDateTime;
@@ -149,6 +153,27 @@ pub trait EventSink: Send + Sync + 'static {
     fn on_event(&self, event: &Event);
 }
 
+/// Decides whether an image may be pulled (the assessor's quarantine).
+/// Called on every manifest GET and HEAD of an image manifest or index
+/// without a `subject`, after the reference resolved to `digest`: it must
+/// answer from memory (no database query per pull).
+pub trait PullGate: Send + Sync + 'static {
+    /// `None` serves the manifest; a refusal answers 403 `DENIED` with its
+    /// message unless the caller is exempt.
+    fn check(&self, repo: &Name, digest: &Digest, media_type: &str) -> Option<PullRefusal>;
+}
+
+/// Why a pull is refused, and who may pull all the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRefusal {
+    /// Names the rule and where to see the findings; sent to the client.
+    pub message: String,
+    /// Identities exempt from the rule: `user:NAME` or `robot:NAME`
+    /// (`robot$NAME` too). Callers with `admin` on the repository are
+    /// always exempt.
+    pub bypass: Vec<String>,
+}
+
 /// What a `/v2` request was about: a response extension on every `/v2`
 /// response, so the edge can audit pushes, deletes and pulls per
 /// repository without parsing paths again.
@@ -198,6 +223,8 @@ struct Inner {
     sessions: Mutex<HashMap<uuid::Uuid, Arc<tokio::sync::Mutex<SessionState>>>>,
     pulls: Mutex<HashMap<(String, Digest), (i64, u64)>>,
     metrics: metrics::Metrics,
+    /// Set once at startup; unset means every pull is served.
+    pull_gate: OnceLock<Arc<dyn PullGate>>,
     /// The database's data version when the GC journal was last read, and
     /// the journal position (see `housekeeping.rs`); `None` until read.
     external: Mutex<Option<(i64, i64)>>,
@@ -254,6 +281,7 @@ impl Registry {
             sessions: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
             metrics,
+            pull_gate: OnceLock::new(),
             external: Mutex::new(None),
         });
         // Storage accounting: one walk at startup, then kept up to date.
@@ -291,6 +319,16 @@ impl Registry {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(sink);
+    }
+
+    /// Gate manifest reads (see [`PullGate`]). Only the first gate set is
+    /// used: returns false if one was set already.
+    pub fn set_pull_gate(&self, gate: Arc<dyn PullGate>) -> bool {
+        self.inner.pull_gate.set(gate).is_ok()
+    }
+
+    pub(crate) fn pull_gate(&self) -> Option<&Arc<dyn PullGate>> {
+        self.inner.pull_gate.get()
     }
 
     pub(crate) fn emit(&self, event: Event) {

@@ -1,7 +1,8 @@
 //! Manifest handlers: content negotiation, reads and pushes.
 
 use super::{Resp, content_length, header_str, hv, query_pairs};
-use crate::{ErrorCode, Origin, Registry, RegistryError};
+use crate::{ErrorCode, Origin, PullRefusal, Registry, RegistryError, StoredManifest};
+use auth::{Action, Identity, Principal};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -33,6 +34,9 @@ pub(super) fn get_manifest(reg: &Registry, repo: &Name, r: &Reference, req: &Req
     let m = reg
         .get_manifest_cached(repo, r)?
         .ok_or_else(|| RegistryError::manifest_unknown(r))?;
+    if let Some(refused) = gate(reg, repo, &m, req) {
+        return Err(refused);
+    }
     if !accepts(req.headers(), &m.media_type) {
         return Err(RegistryError::manifest_unknown(r).with_message(format!(
             "manifest {r} is a {}, which the request's Accept header does not allow",
@@ -57,6 +61,59 @@ pub(super) fn get_manifest(reg: &Registry, repo: &Name, r: &Reference, req: &Req
     reg.record_pull(repo, &m.digest);
     reg.inner.metrics.bytes_out.inc_by(m.bytes.len() as u64);
     Ok((h, Body::from(m.bytes.clone())).into_response())
+}
+
+/// The pull gate's refusal of `m`, unless it is not an image (artifacts,
+/// referrers: SBOMs and signatures stay pullable), or the caller is exempt.
+fn gate(reg: &Registry, repo: &Name, m: &StoredManifest, req: &Request) -> Option<RegistryError> {
+    let gate = reg.pull_gate()?;
+    if m.subject.is_some() || !is_image(&m.media_type) {
+        return None;
+    }
+    // Exemptions are looked at only once refused: the healthy path pays
+    // for one cache lookup.
+    let refusal = gate.check(repo, &m.digest, &m.media_type)?;
+    if let Some(p) = req.extensions().get::<Principal>()
+        && bypasses(p, repo, &refusal)
+    {
+        return None;
+    }
+    Some(RegistryError::new(ErrorCode::Denied, refusal.message))
+}
+
+fn is_image(media_type: &str) -> bool {
+    [
+        oci::OCI_MANIFEST,
+        oci::OCI_INDEX,
+        oci::DOCKER_MANIFEST,
+        oci::DOCKER_MANIFEST_LIST,
+    ]
+    .contains(&media_type)
+}
+
+/// Administrators of the repository and the rule's named identities pull
+/// refused images. Without access control everyone is unrestricted, and
+/// that is no exemption (the gate would never refuse anything).
+fn bypasses(p: &Principal, repo: &Name, refusal: &PullRefusal) -> bool {
+    if matches!(p.identity(), Identity::Unrestricted) {
+        return false;
+    }
+    refusal.bypass.iter().any(|b| listed(b, p.identity())) || p.may(repo.as_str(), Action::Admin)
+}
+
+/// Whether bypass entry `entry` (`user:NAME`, `robot:NAME` or `robot$NAME`,
+/// the name robots sign in with) names `identity`.
+fn listed(entry: &str, identity: &Identity) -> bool {
+    match identity {
+        Identity::User { name, .. } => entry.strip_prefix("user:") == Some(name.as_str()),
+        Identity::Robot { name } => {
+            entry
+                .strip_prefix("robot:")
+                .or_else(|| entry.strip_prefix(auth::ROBOT_PREFIX))
+                == Some(name.as_str())
+        }
+        _ => false,
+    }
 }
 
 pub(super) async fn put_manifest(reg: &Registry, repo: &Name, r: &Reference, req: Request) -> Resp {
@@ -131,5 +188,24 @@ mod tests {
         assert!(!accepts(&h, "x/z"));
         h.insert(header::ACCEPT, hv("*/*"));
         assert!(accepts(&h, "x/z"));
+    }
+
+    #[test]
+    fn bypass_entries_name_identities() {
+        let alice = Identity::User {
+            name: "alice".into(),
+            groups: vec![],
+        };
+        let scanner = Identity::Robot {
+            name: "scanner".into(),
+        };
+        assert!(listed("user:alice", &alice));
+        assert!(!listed("robot:alice", &alice));
+        assert!(!listed("user:alic", &alice));
+        assert!(listed("robot:scanner", &scanner));
+        assert!(listed("robot$scanner", &scanner));
+        assert!(!listed("user:scanner", &scanner));
+        assert!(!listed("anonymous", &Identity::Anonymous));
+        assert!(!listed("-", &Identity::Unrestricted));
     }
 }
