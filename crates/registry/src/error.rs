@@ -93,6 +93,35 @@ impl RegistryError {
         tracing::error!("internal error: {e}");
         RegistryError::new(ErrorCode::Unknown, format!("internal error: {e}"))
     }
+    /// The data directory's filesystem (or quota) is full: 507 Insufficient
+    /// Storage. The spec has no code for it; `UNKNOWN` is the code a
+    /// client accepts for anything else, and the message says what
+    /// happened. Logged at error level, at most once a minute, so a full
+    /// disk under load does not also flood the log.
+    pub fn storage_full(e: impl std::fmt::Display) -> RegistryError {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static LAST_LOGGED: AtomicU64 = AtomicU64::new(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = LAST_LOGGED.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + 60)
+            && LAST_LOGGED
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                "the registry's storage is full ({e}); pushes fail until space is freed \
+                 (delete images and run `drydock gc`, or grow the filesystem)"
+            );
+        }
+        RegistryError::new(
+            ErrorCode::Unknown,
+            "the registry's storage is full: no space left to store this; \
+             try again after the registry's administrator frees space",
+        )
+        .with_status(StatusCode::INSUFFICIENT_STORAGE)
+    }
     pub fn blob_unknown(d: impl std::fmt::Display) -> RegistryError {
         RegistryError::new(ErrorCode::BlobUnknown, format!("blob {d} is unknown"))
     }
@@ -117,13 +146,21 @@ impl RegistryError {
 
 impl From<storage::MetaError> for RegistryError {
     fn from(e: storage::MetaError) -> Self {
-        RegistryError::internal(e)
+        if e.is_storage_full() {
+            RegistryError::storage_full(e)
+        } else {
+            RegistryError::internal(e)
+        }
     }
 }
 
 impl From<std::io::Error> for RegistryError {
     fn from(e: std::io::Error) -> Self {
-        RegistryError::internal(e)
+        if storage::is_storage_full(&e) {
+            RegistryError::storage_full(e)
+        } else {
+            RegistryError::internal(e)
+        }
     }
 }
 

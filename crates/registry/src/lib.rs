@@ -81,6 +81,10 @@ pub struct Options {
     pub pull_flush_interval: Duration,
     /// Bytes of manifests kept in the in-memory cache.
     pub manifest_cache_bytes: usize,
+    /// `/readyz` reports not ready when the data directory's filesystem
+    /// has less free space than this. `None`: 1 GiB or 1% of the
+    /// filesystem, whichever is smaller.
+    pub min_free_bytes: Option<u64>,
 }
 
 impl Options {
@@ -93,6 +97,7 @@ impl Options {
             max_manifest_size: 4 << 20,
             pull_flush_interval: Duration::from_secs(1),
             manifest_cache_bytes: 64 << 20,
+            min_free_bytes: None,
         }
     }
 }
@@ -351,6 +356,6 @@ fn ingest_error(e: storage::IngestError) -> RegistryError {
             ErrorCode::SizeInvalid,
             format!("more than the {l} bytes announced"),
         ),
-        storage::IngestError::Io(e) => RegistryError::internal(e),
+        storage::IngestError::Io(e) => RegistryError::from(e),
     }
 }

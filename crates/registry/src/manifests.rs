@@ -197,7 +197,7 @@ impl Registry {
                         ErrorCode::ManifestInvalid,
                         format!("manifest {digest}: {why}"),
                     ),
-                    PutManifestError::Db(e) => RegistryError::internal(e),
+                    PutManifestError::Db(e) => RegistryError::from(e),
                 })
         })
         .await?;

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub uploads_in_progress: IntGauge,
     pub storage_bytes: IntGauge,
     pub storage_blobs: IntGauge,
+    pub storage_free_bytes: IntGauge,
+    pub storage_total_bytes: IntGauge,
     pub pulls_recorded: IntCounter,
 }
 
@@ -57,6 +59,16 @@ impl Metrics {
             IntGauge::new("drydock_storage_bytes", "Bytes of blobs in the store").expect("metric");
         let storage_blobs =
             IntGauge::new("drydock_storage_blobs", "Number of blobs in the store").expect("metric");
+        let storage_free_bytes = IntGauge::new(
+            "drydock_storage_free_bytes",
+            "Bytes free (for the registry) on the data directory's filesystem",
+        )
+        .expect("metric");
+        let storage_total_bytes = IntGauge::new(
+            "drydock_storage_total_bytes",
+            "Size in bytes of the data directory's filesystem",
+        )
+        .expect("metric");
         let pulls_recorded = IntCounter::new(
             "drydock_manifest_pulls_total",
             "Manifest pulls recorded in the pull record",
@@ -70,6 +82,8 @@ impl Metrics {
             Box::new(uploads_in_progress.clone()),
             Box::new(storage_bytes.clone()),
             Box::new(storage_blobs.clone()),
+            Box::new(storage_free_bytes.clone()),
+            Box::new(storage_total_bytes.clone()),
             Box::new(pulls_recorded.clone()),
         ] {
             registry.register(c).expect("register metric");
@@ -83,6 +97,8 @@ impl Metrics {
             uploads_in_progress,
             storage_bytes,
             storage_blobs,
+            storage_free_bytes,
+            storage_total_bytes,
             pulls_recorded,
         }
     }

@@ -175,9 +175,12 @@ impl Registry {
                 Ok(len)
             }
             Err(e) => {
-                // Roll back to where the session was.
+                // Roll back to where the session was; the write's error
+                // is the one the client needs to see.
                 let file = out.file;
-                blocking(move || Ok(file.set_len(start)?)).await?;
+                if let Err(r) = blocking(move || Ok(file.set_len(start)?)).await {
+                    tracing::warn!(upload = %info.id, "cannot roll the upload back: {r}");
+                }
                 state.hashed = hashed.map(|h| (start, h));
                 Err(e)
             }

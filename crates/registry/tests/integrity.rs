@@ -61,3 +61,87 @@ async fn blob_referenced_by_a_manifest_cannot_be_deleted() {
     );
     s.registry.delete_blob(&repo, &dc).unwrap();
 }
+
+/// A full disk (here: an upload whose data file is `/dev/full`, where
+/// every write fails with ENOSPC) answers 507 with a message saying the
+/// registry's storage is full, not 500, and the session is unchanged.
+#[tokio::test]
+async fn a_full_disk_is_reported_as_such() {
+    if !std::path::Path::new("/dev/full").exists() {
+        eprintln!("no /dev/full here; skipped");
+        return;
+    }
+    let s = start().await;
+    let r = s
+        .client
+        .post(s.url("/v2/team/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let id = loc.rsplit('/').next().unwrap();
+    let data = s.dir.path().join("uploads").join(id).join("data");
+    std::fs::remove_file(&data).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &data).unwrap();
+    let r = s
+        .client
+        .patch(s.url(&loc))
+        .header("content-type", "application/octet-stream")
+        .body(vec![7u8; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 507);
+    let e: serde_json::Value = r.json().await.unwrap();
+    let msg = e["errors"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("storage is full"), "{e}");
+    assert_eq!(e["errors"][0]["code"], "UNKNOWN");
+    let r = s.client.get(s.url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), 204, "the session is still there");
+}
+
+/// `/readyz` is not ready, saying why, when free space on the data
+/// directory's filesystem is below the threshold; `/metrics` reports the
+/// free and total bytes.
+#[tokio::test]
+async fn low_free_space_in_readyz_and_metrics() {
+    let s = start().await;
+    assert_eq!(s.get("/readyz").await.status(), 200);
+    let metrics = s.get("/metrics").await.text().await.unwrap();
+    let gauge = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (free, total) = (
+        gauge("drydock_storage_free_bytes"),
+        gauge("drydock_storage_total_bytes"),
+    );
+    assert!(total > 0 && free <= total, "{free} of {total}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = registry::Options::new(dir.path());
+    opts.min_free_bytes = Some(u64::MAX);
+    let registry = registry::Registry::open(opts).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = registry.router();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let r = s
+        .client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("storage:") && body.contains("bytes free"),
+        "{body}"
+    );
+}

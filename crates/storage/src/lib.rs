@@ -42,6 +42,43 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Whether an I/O error means the filesystem (or the user's quota) is
+/// full: ENOSPC or EDQUOT.
+pub fn is_storage_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Free space (for an unprivileged writer) and total size, in bytes, of
+/// the filesystem holding `path`.
+// The statvfs field types differ between platforms (u32 on some).
+#[allow(clippy::unnecessary_cast)]
+pub fn fs_space(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to
+    // writable memory of the right type; statvfs fills it on success.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so the struct is initialised.
+    let st = unsafe { st.assume_init() };
+    let frsize = if st.f_frsize > 0 {
+        st.f_frsize as u64
+    } else {
+        st.f_bsize as u64
+    };
+    Ok((
+        (st.f_bavail as u64).saturating_mul(frsize),
+        (st.f_blocks as u64).saturating_mul(frsize),
+    ))
+}
+
 /// Opening a data directory failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -115,5 +152,38 @@ impl Store {
         let f = self.lock_file()?;
         f.lock()?;
         Ok(GcLock(f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_disk_errors_are_recognised() {
+        assert!(is_storage_full(&io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert!(is_storage_full(&io::Error::from_raw_os_error(libc::EDQUOT)));
+        assert!(is_storage_full(&io::Error::from(
+            io::ErrorKind::StorageFull
+        )));
+        assert!(!is_storage_full(&io::Error::from_raw_os_error(libc::EIO)));
+        let full = MetaError(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ));
+        assert!(full.is_storage_full());
+        let busy = MetaError(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        ));
+        assert!(!busy.is_storage_full());
+    }
+
+    #[test]
+    fn free_space_of_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (free, total) = fs_space(dir.path()).unwrap();
+        assert!(total > 0 && free <= total);
+        assert!(fs_space(&dir.path().join("missing")).is_err());
     }
 }

@@ -19,6 +19,16 @@ use std::time::Duration;
 #[error("metadata database: {0}")]
 pub struct MetaError(#[from] pub rusqlite::Error);
 
+impl MetaError {
+    /// SQLite could not write because the disk (or quota) is full.
+    pub fn is_storage_full(&self) -> bool {
+        match &self.0 {
+            rusqlite::Error::SqliteFailure(e, _) => e.code == rusqlite::ErrorCode::DiskFull,
+            _ => false,
+        }
+    }
+}
+
 /// Why a manifest could not be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum PutManifestError {

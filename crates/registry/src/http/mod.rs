@@ -81,21 +81,63 @@ impl Registry {
 }
 
 async fn readyz(State(reg): State<Registry>) -> Response {
-    let ok =
-        reg.inner.store.meta.data_version().is_ok() && reg.inner.store.blobs.tmp_dir().is_dir();
-    if ok {
+    let mut problems = Vec::new();
+    if let Err(e) = reg.inner.store.meta.data_version() {
+        problems.push(format!("metadata database: {e}"));
+    }
+    if !reg.inner.store.blobs.tmp_dir().is_dir() {
+        problems.push("the data directory's tmp/ is missing".to_string());
+    }
+    match reg.storage_space() {
+        Ok((free, total)) => {
+            let min = reg.min_free_bytes(total);
+            if free < min {
+                problems.push(format!(
+                    "storage: {free} bytes free of {total} on the data directory's filesystem, \
+                     below the {min} bytes required"
+                ));
+            }
+        }
+        Err(e) => problems.push(format!("storage: cannot read free space: {e}")),
+    }
+    if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        let body = format!("not ready\n{}\n", problems.join("\n"));
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
 }
 
 async fn metrics(State(reg): State<Registry>) -> Response {
+    // Free space is read at scrape time: it changes with everything else
+    // on the filesystem, not only with what the registry writes.
+    if let Ok((free, total)) = reg.storage_space() {
+        let m = &reg.inner.metrics;
+        m.storage_free_bytes
+            .set(i64::try_from(free).unwrap_or(i64::MAX));
+        m.storage_total_bytes
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         reg.inner.metrics.render(),
     )
         .into_response()
+}
+
+impl Registry {
+    /// Free and total bytes of the data directory's filesystem.
+    fn storage_space(&self) -> std::io::Result<(u64, u64)> {
+        storage::fs_space(&self.inner.opts.data_dir)
+    }
+
+    /// The free space below which the registry is not ready.
+    fn min_free_bytes(&self, total: u64) -> u64 {
+        self.inner
+            .opts
+            .min_free_bytes
+            .unwrap_or_else(|| (1u64 << 30).min(total / 100))
+    }
 }
 
 /// The metrics label of a request the registry did not route.
