@@ -253,3 +253,39 @@ test("an administrator made in the dashboard sets their own password and can sti
   await eventually(async () => (await row.count()) === 0, "the user to go");
   assert.deepEqual(admin.errors, []);
 });
+
+test("an image page with findings of every severity has no serious accessibility violation", async t => {
+  const { page, errors } = await openBrowser(t);
+  await visit(page, "/ui/");
+  await signIn(page, ADMIN);
+  // The page's rendering of findings, whatever this server has assessed:
+  // the image's answer is given here, in the API's shape.
+  const digest = `sha256:${"ab".repeat(32)}`;
+  const severities = ["critical", "high", "medium", "low", "unknown"];
+  const findings = severities.map((severity, i) => ({
+    id: `CVE-2024-000${i}`, aliases: [`DSA-${i}`], severity, cvss: { score: 9 - i },
+    package: `pkg${i}`, ecosystem: "Debian", installed_version: "1.0", fixed_version: i % 2 ? null : "1.1",
+    status: i % 2 ? "unfixed" : "fixed", summary: `a ${severity} problem`, fixable: i % 2 === 0,
+    exempt: i === 3, exempted_by: i === 3 ? "ex1" : null,
+  }));
+  const image = {
+    digest, tags: ["team-a/app:v1"], kind: "manifest", platform: "linux/amd64", status: "assessed",
+    health: { healthy: false, reason: "1 critical finding" }, stale: false, assessed_at: "2026-01-01T00:00:00Z",
+    db_version: "test", summary: { critical: 1, high: 1, medium: 1, low: 1, unknown: 1, fixable: 3, exempt: 1 },
+    findings, children: [], diffs: null,
+    exemptions: [{ id: "ex1", author: ADMIN.name, reason: "not reachable", expires_at: null }],
+    remediation: {
+      base_image: { advice: "Rebuild on a newer base image." }, better_alternative: null,
+      upgrade_plan: [{ package: "pkg0", ecosystem: "Debian", installed_version: "1.0", upgrade_to: "1.1", highest_severity: "critical", clears: ["CVE-2024-0000"] }],
+      findings_cleared: 1, findings_without_fix: 2,
+    },
+  };
+  await page.route(/\/api\/v1\/images\/sha256/, r =>
+    r.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(image) }));
+  await page.goto(page.url().replace(/#.*$/, "") + `#/image/${encodeURIComponent(digest)}`);
+  await page.getByRole("heading", { name: "Vulnerabilities", exact: true }).waitFor();
+  for (const s of severities) await page.locator(`#view table .sev.${s}`).first().waitFor();
+  assert.match(await page.title(), /image/i);
+  await assertAccessible(page, "an image page with findings");
+  assert.deepEqual(errors, []);
+});
