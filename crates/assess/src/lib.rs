@@ -31,6 +31,9 @@
 //!   reasons with the inventory, and the verdict of such an image is
 //!   `incomplete` (never healthy) unless a finding already makes it
 //!   unhealthy. The API shows `complete: false` and the reasons.
+//! - **Pull gate** ([`gate`], opt-in): the registry refuses manifest
+//!   reads of images in matching repositories whose cached verdict is
+//!   unhealthy, incomplete or (if configured) not yet assessed.
 //! - **Verdicts** ([`policy`], pure): health by a per-repository policy,
 //!   exemptions with expiry (applied at read time, so expiry needs no job),
 //!   summaries, diffs; [`remediation`] (pure): upgrade plan and base-image
@@ -50,6 +53,7 @@
 //! intake methods, and read models in [`views`] used by the REST API.
 
 pub mod clock;
+pub mod gate;
 pub mod live;
 pub mod notify;
 pub mod policy;
@@ -63,6 +67,7 @@ pub mod vuln;
 pub use clock::{Clock, ManualClock, SystemClock};
 /// The type of [`Options::outbound`].
 pub use egress::EgressPolicy;
+pub use gate::{PullGateRule, VerdictGate};
 pub use policy::{Exemption, Health, Policy, PolicyRule, Summary, health_status};
 pub use ports::{Cataloged, Cataloger, ImageSource, RawLayerCache};
 pub use service::{Options, Service, WebhookConfig, not_an_image};

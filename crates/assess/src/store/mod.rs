@@ -18,8 +18,10 @@ use crate::vuln::Severity;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use utoipa::ToSchema;
 
 const SCHEMA: &str = r#"
@@ -152,6 +154,41 @@ fn image_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRow> {
 /// and batch writes go in one transaction.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Bumped after every statement that changed a row (see [`Conn`]), so
+    /// caches of what the store says (the pull gate's verdicts) know when
+    /// to look again without asking the database.
+    generation: AtomicU64,
+}
+
+/// The locked connection. On release, if anything was written through it
+/// the store's generation moves on: a write path cannot forget to, and
+/// the bump comes after the write, so a reader that sees the new
+/// generation reads the new rows.
+pub(crate) struct Conn<'a> {
+    guard: MutexGuard<'a, Connection>,
+    changes: u64,
+    generation: &'a AtomicU64,
+}
+
+impl Deref for Conn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.guard
+    }
+}
+
+impl DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.guard
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if self.guard.total_changes() != self.changes {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
 }
 
 impl Store {
@@ -169,11 +206,23 @@ impl Store {
         results::migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            generation: AtomicU64::new(0),
         })
     }
 
-    fn c(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    fn c(&self) -> Conn<'_> {
+        let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        Conn {
+            changes: guard.total_changes(),
+            guard,
+            generation: &self.generation,
+        }
+    }
+
+    /// Moves on after every write: equal generations mean nothing in the
+    /// store changed in between. No lock, no query.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     // ---- meta ----
