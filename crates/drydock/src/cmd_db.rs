@@ -46,6 +46,7 @@ pub enum DbCommand {
     },
     /// Show the database in use: version, build time, sources.
     Status {
+        /// Print the status as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -58,7 +59,10 @@ pub enum DbCommand {
         ecosystem: String,
         /// Package name (for OS packages: the source/origin package).
         name: String,
+        /// Installed version, in the ecosystem's own syntax (for Debian
+        /// `EPOCH:UPSTREAM-REVISION`, e.g. `1:1.2.13.dfsg-1`).
         version: String,
+        /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -186,7 +190,12 @@ fn parse_ecosystem(s: &str) -> anyhow::Result<(Ecosystem, Option<Distro>)> {
         };
         return Ok((eco, Some(distro)));
     }
-    let eco = Ecosystem::parse(s).with_context(|| format!("unknown ecosystem {s:?}"))?;
+    let eco = Ecosystem::parse(s).with_context(|| {
+        format!(
+            "unknown ecosystem {s:?}: give one of pypi, npm, cargo, go, maven, gem, composer, \
+             nuget, or a distribution release for OS packages (debian:12, alpine:3.20, ubuntu:22.04)"
+        )
+    })?;
     if eco.is_os() {
         anyhow::bail!(
             "give the distribution release for OS packages, e.g. `debian:12` or `alpine:3.20`"

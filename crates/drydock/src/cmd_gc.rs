@@ -18,6 +18,8 @@ pub struct GcArgs {
 }
 
 pub async fn run(args: GcArgs, config: Config) -> anyhow::Result<ExitCode> {
+    // Collecting garbage in a directory that is not there would create it.
+    crate::config::require_data_dir(&config)?;
     let report = registry::gc(
         &config.data,
         GcOptions {

@@ -48,6 +48,7 @@ pub async fn run(args: UsageArgs, config: Config) -> anyhow::Result<ExitCode> {
     if from > to {
         bail!("--from ({from}) is after --to ({to})");
     }
+    crate::config::require_data_dir(&config)?;
     let path = config.data.join("assess.db");
     let rows = if path.exists() {
         let store = assess::store::Store::open(&path)

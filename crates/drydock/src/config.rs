@@ -451,6 +451,18 @@ impl Config {
 }
 
 /// Install the global tracing subscriber. `RUST_LOG` filters (default `info`).
+/// For commands that read a server's state: the data directory must exist
+/// (a mistyped `--data` is an error, not an empty registry).
+pub fn require_data_dir(config: &Config) -> anyhow::Result<()> {
+    if !config.data.is_dir() {
+        anyhow::bail!(
+            "no data directory at {}: give the server's with --data (or DRYDOCK_DATA)",
+            config.data.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

@@ -27,10 +27,12 @@ use std::path::PathBuf;
 struct Cli {
     /// Configuration file (TOML). Values in it are overridden by DRYDOCK_*
     /// environment variables, which are overridden by command-line flags.
-    #[arg(long, global = true, env = "DRYDOCK_CONFIG")]
+    #[arg(long, global = true, env = "DRYDOCK_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
 
-    /// Data directory: blobs, metadata database, vulnerability database.
+    /// Data directory: blobs, metadata database, vulnerability database
+    /// [default: $DRYDOCK_DATA, else `data` in the configuration file, else
+    /// ./drydock-data].
     #[arg(long, global = true)]
     data: Option<PathBuf>,
 
@@ -97,7 +99,7 @@ fn main() -> std::process::ExitCode {
         // The reader of standard output went away (`| head`): not a failure.
         Err(e) if e.chain().any(|c| c.is::<out::StdoutClosed>()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let text = format!("{e:#}");
+            let text = message(&e);
             eprintln!("drydock: {text}");
             if let Some(h) = hint(kind, &text) {
                 eprintln!("hint: {h}");
@@ -105,6 +107,24 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each said once: many errors
+/// already include their cause's text, which `{:#}` would repeat
+/// ("No such file or directory (os error 2): No such file or directory (os error 2)").
+fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// Commands whose network errors get a hint.

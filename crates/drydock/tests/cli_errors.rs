@@ -134,3 +134,60 @@ fn logs_to_a_file_or_pipe_carry_no_colour_codes() {
     assert!(err.contains("WARN"), "{err}");
     assert!(!err.contains('\u{1b}'), "ANSI escape in piped log: {err:?}");
 }
+
+#[test]
+fn a_missing_data_directory_is_an_error_and_is_not_created() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("no-such-dir");
+    for args in [&["usage"][..], &["gc", "--dry-run"]] {
+        let out = run(&missing, args);
+        let err = assert_explained_failure(&out, args[0]);
+        assert!(err.contains("no data directory at"), "{err}");
+        assert!(err.contains("--data"), "{err}");
+        assert!(!missing.exists(), "drydock {args:?} created {missing:?}");
+    }
+}
+
+#[test]
+fn an_unknown_ecosystem_lists_the_valid_ones() {
+    let data = data_with_db();
+    let out = run(data.path(), &["db", "query", "foo", "x", "1"]);
+    let err = assert_explained_failure(&out, "db query");
+    assert!(err.contains("unknown ecosystem \"foo\""), "{err}");
+    assert!(err.contains("pypi") && err.contains("debian:12"), "{err}");
+}
+
+#[test]
+fn an_error_names_its_cause_once() {
+    let data = tempfile::tempdir().unwrap();
+    let missing = data.path().join("nothing-here");
+    let out = run(data.path(), &["db", "import", missing.to_str().unwrap()]);
+    let err = assert_explained_failure(&out, "db import");
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    for args in [
+        vec!["db", "import", missing.to_str().unwrap()],
+        vec!["scan", &format!("oci:{}:v1", missing.display())],
+    ] {
+        let out = run(data.path(), &args);
+        let err = assert_explained_failure(&out, args[0]);
+        assert!(err.contains("nothing-here"), "{err}");
+        assert!(err.matches("os error 2").count() <= 1, "{err}");
+    }
+}
+
+#[test]
+fn help_describes_every_option_and_hides_no_default() {
+    let data = tempfile::tempdir().unwrap();
+    let help = run_ok(data.path(), &["--help"]);
+    assert!(help.contains("./drydock-data"), "{help}");
+    assert!(help.contains("DRYDOCK_DATA"), "{help}");
+    assert!(!help.contains("DRYDOCK_CONFIG="), "{help}");
+    let help = run_ok(data.path(), &["db", "query", "--help"]);
+    for line in help.lines() {
+        let l = line.trim();
+        // An option or argument line with nothing after its name.
+        let bare = (l.starts_with("--json") || l.starts_with("<VERSION>"))
+            && l.split_whitespace().count() == 1;
+        assert!(!bare, "undescribed: {line:?} in\n{help}");
+    }
+}
