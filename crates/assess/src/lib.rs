@@ -61,6 +61,7 @@ pub mod ports;
 pub mod remediation;
 mod service;
 pub mod store;
+pub mod vex;
 pub mod views;
 pub mod vuln;
 
@@ -69,8 +70,11 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use egress::EgressPolicy;
 pub use gate::{PullGateRule, VerdictGate};
 pub use policy::{Exemption, Health, Policy, PolicyRule, Summary, health_status};
-pub use ports::{Cataloged, Cataloger, ImageSource, RawLayerCache};
-pub use service::{Options, Service, WebhookConfig, not_an_image};
+pub use ports::{Artifact, Cataloged, Cataloger, ImageSource, RawLayerCache};
+pub use service::{
+    CATALOG_VERSION_ANNOTATION, Options, SBOM_ARTIFACT_TYPE, SbomOptions, SbomRule, Service,
+    VexAdded, WebhookConfig, not_an_image,
+};
 pub use vuln::{Finding, FindingStatus, Severity, VulnDatabase, VulnSource};
 
 pub use live::start_with_registry;

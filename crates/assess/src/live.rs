@@ -56,6 +56,39 @@ impl ImageSource for RegistrySource {
             Vec::new()
         })
     }
+
+    fn attach(&self, repo: &Name, artifact: &crate::ports::Artifact) -> anyhow::Result<Digest> {
+        let (manifest, layer) = artifact.manifest();
+        let digest = Digest::sha256_of(&manifest);
+        let reg = self.0.clone();
+        let repo = repo.clone();
+        let bytes = artifact.bytes.clone();
+        // Through the in-process API, as an import: the referrers index and
+        // the events are the registry's own; no client quota applies.
+        let fut = async move {
+            let config = Digest::sha256_of(crate::ports::EMPTY_CONFIG);
+            reg.put_blob(&repo, &config, crate::ports::EMPTY_CONFIG)
+                .await?;
+            reg.put_blob(&repo, &layer, bytes.as_slice()).await?;
+            reg.put_manifest(
+                &repo,
+                &Reference::Digest(digest.clone()),
+                manifest.into(),
+                Some(oci::OCI_MANIFEST),
+                registry::Origin::Import,
+            )
+            .await
+        };
+        let d = match tokio::runtime::Handle::try_current() {
+            Ok(h) => h.block_on(fut),
+            Err(_) => futures_lite_block_on(fut),
+        }?;
+        Ok(d)
+    }
+
+    fn delete_manifest(&self, repo: &Name, digest: &Digest) -> anyhow::Result<()> {
+        Ok(self.0.delete_manifest(repo, digest)?)
+    }
 }
 
 /// Minimal executor for a future that never waits (no runtime present).

@@ -164,8 +164,18 @@ pub struct Judged<'a> {
     pub finding: &'a Finding,
     /// The id of the first active exemption that matches.
     pub exempted_by: Option<String>,
+    /// The latest VEX statement about this finding, if any; one whose
+    /// status clears it (`not_affected`, `fixed`) takes it out of the verdict.
+    pub vex: Option<crate::vex::VexNote>,
     /// Whether this finding makes the image unhealthy.
     pub violates: bool,
+}
+
+impl Judged<'_> {
+    /// Whether a VEX statement takes this finding out of the verdict.
+    pub fn cleared_by_vex(&self) -> bool {
+        self.vex.as_ref().is_some_and(|v| v.status.clears())
+    }
 }
 
 /// Counts by severity and fix availability. Exempt and informational
@@ -184,6 +194,9 @@ pub struct Summary {
     pub wont_fix: usize,
     pub exempt: usize,
     pub informational: usize,
+    /// Findings a VEX statement says do not apply (`not_affected`, `fixed`).
+    #[serde(default)]
+    pub not_affected: usize,
 }
 
 impl Summary {
@@ -199,6 +212,7 @@ impl Summary {
         self.wont_fix += other.wont_fix;
         self.exempt += other.exempt;
         self.informational += other.informational;
+        self.not_affected += other.not_affected;
     }
 }
 
@@ -317,22 +331,43 @@ pub fn evaluate_image<'a>(
     incomplete: &[String],
     now: OffsetDateTime,
 ) -> Evaluation<'a> {
+    evaluate_with_vex(findings, repo, rule, exemptions, &[], incomplete, now)
+}
+
+/// [`evaluate_image`] with VEX: `vex[i]` is the latest statement about
+/// `findings[i]` (an empty slice when there is none). A finding a VEX
+/// statement clears is shown as not affected and counted apart, before
+/// exemptions are looked at.
+pub fn evaluate_with_vex<'a>(
+    findings: &'a [Finding],
+    repo: &str,
+    rule: &PolicyRule,
+    exemptions: &[Exemption],
+    vex: &[Option<crate::vex::VexNote>],
+    incomplete: &[String],
+    now: OffsetDateTime,
+) -> Evaluation<'a> {
     let active: Vec<&Exemption> = exemptions
         .iter()
         .filter(|e| e.is_active(now) && e.repository.as_deref().is_none_or(|r| glob_match(r, repo)))
         .collect();
     let mut summary = Summary::default();
     let mut judged = Vec::with_capacity(findings.len());
-    for f in findings {
+    for (i, f) in findings.iter().enumerate() {
+        let vex = vex.get(i).cloned().flatten();
+        let cleared = vex.as_ref().is_some_and(|v| v.status.clears());
         let exempted_by = active
             .iter()
             .find(|e| e.matches(repo, f))
             .map(|e| e.id.clone());
-        let violates = exempted_by.is_none()
+        let violates = !cleared
+            && exempted_by.is_none()
             && f.informational.is_none()
             && f.severity >= rule.threshold
             && (!rule.fixable_only || fixable(f));
-        if exempted_by.is_some() {
+        if cleared {
+            summary.not_affected += 1;
+        } else if exempted_by.is_some() {
             summary.exempt += 1;
         } else if f.informational.is_some() {
             summary.informational += 1;
@@ -356,6 +391,7 @@ pub fn evaluate_image<'a>(
         judged.push(Judged {
             finding: f,
             exempted_by,
+            vex,
             violates,
         });
     }

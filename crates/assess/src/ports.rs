@@ -21,7 +21,65 @@ pub trait ImageSource: Send + Sync + 'static {
     fn manifests(&self, repo: &Name) -> anyhow::Result<Vec<(Digest, String)>>;
     /// Manifests pulled since `since` (registry time).
     fn recent_pulls(&self, since: OffsetDateTime) -> Vec<(Name, Digest, OffsetDateTime)>;
+    /// Push `artifact` into `repo` as a referrer of its subject; returns
+    /// the artifact manifest's digest. Called from a blocking thread.
+    /// Sources that cannot write (test fakes) refuse.
+    fn attach(&self, repo: &Name, artifact: &Artifact) -> anyhow::Result<Digest> {
+        let _ = (repo, artifact);
+        anyhow::bail!("this image source cannot attach artifacts")
+    }
+    /// Delete a manifest drydock attached (a replaced SBOM).
+    fn delete_manifest(&self, repo: &Name, digest: &Digest) -> anyhow::Result<()> {
+        let _ = (repo, digest);
+        anyhow::bail!("this image source cannot delete manifests")
+    }
 }
+
+/// One-blob OCI artifact attached to an image (an SBOM).
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The image it speaks of (media type, digest, size of its manifest).
+    pub subject: oci::Descriptor,
+    pub artifact_type: String,
+    /// Media type of the one layer (the document).
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+impl Artifact {
+    /// The artifact manifest (OCI image manifest 1.1 with the empty
+    /// config) and its layer's digest.
+    pub fn manifest(&self) -> (Vec<u8>, Digest) {
+        let layer = Digest::sha256_of(&self.bytes);
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": oci::OCI_MANIFEST,
+            "artifactType": self.artifact_type,
+            "config": {
+                "mediaType": oci::OCI_EMPTY,
+                "digest": Digest::sha256_of(EMPTY_CONFIG).to_string(),
+                "size": EMPTY_CONFIG.len(),
+                "data": "e30=",
+            },
+            "layers": [{
+                "mediaType": self.media_type,
+                "digest": layer.to_string(),
+                "size": self.bytes.len(),
+            }],
+            "subject": {
+                "mediaType": self.subject.media_type,
+                "digest": self.subject.digest.to_string(),
+                "size": self.subject.size,
+            },
+            "annotations": self.annotations,
+        });
+        (serde_json::to_vec(&m).unwrap_or_default(), layer)
+    }
+}
+
+/// The OCI empty descriptor's content, the config of an artifact.
+pub const EMPTY_CONFIG: &[u8] = b"{}";
 
 /// A layer cache keyed by layer digest and cataloger version, holding the
 /// cataloger's serialized per-layer inventory.

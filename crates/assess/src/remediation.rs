@@ -75,7 +75,7 @@ pub fn upgrade_plan(judged: &[Judged<'_>]) -> (Vec<Upgrade>, usize, usize) {
     let mut without_fix = 0;
     for j in judged {
         let f = j.finding;
-        if j.exempted_by.is_some() || f.informational.is_some() {
+        if j.exempted_by.is_some() || j.cleared_by_vex() || f.informational.is_some() {
             continue;
         }
         if !fixable(f) {
@@ -163,7 +163,7 @@ pub fn base_image_advice(
     let mut in_base = 0;
     for j in judged {
         let f = j.finding;
-        if j.exempted_by.is_some() || f.informational.is_some() {
+        if j.exempted_by.is_some() || j.cleared_by_vex() || f.informational.is_some() {
             continue;
         }
         total += 1;

@@ -4,7 +4,7 @@
 
 use crate::clock::{from_ms, rfc3339, to_ms};
 use crate::policy::{
-    Diff, Health, Judged, Summary, diff_keys, evaluate_image, finding_key, fixable,
+    Diff, Health, Judged, Summary, diff_keys, evaluate_with_vex, finding_key, fixable,
 };
 use crate::remediation::{self, Candidate, Remediation};
 use crate::service::Service;
@@ -39,6 +39,13 @@ pub struct FindingView {
     pub exempted_by: Option<String>,
     /// Whether this finding makes the image unhealthy.
     pub violates_policy: bool,
+    /// Set when a VEX statement takes the finding out of the verdict
+    /// ("not affected per VEX"): its document, author and justification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_affected_per_vex: Option<crate::vex::VexNote>,
+    /// The latest VEX statement about the finding, whatever its status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vex: Option<crate::vex::VexNote>,
 }
 
 /// New and resolved findings since an earlier state.
@@ -208,6 +215,8 @@ impl Service {
             exempt: j.exempted_by.is_some(),
             exempted_by: j.exempted_by.clone(),
             violates_policy: j.violates,
+            not_affected_per_vex: j.vex.clone().filter(|v| v.status.clears()),
+            vex: j.vex.clone(),
         }
     }
 
@@ -242,11 +251,13 @@ impl Service {
         };
         let exemptions = self.store().exemptions()?;
         let incomplete = self.store().incomplete(&row.digest)?;
-        let eval = evaluate_image(
+        let vex = self.vex_notes(&row.digest, &res.findings)?;
+        let eval = evaluate_with_vex(
             &res.findings,
             &row.repo,
             &rule,
             &exemptions,
+            &vex,
             &incomplete,
             self.clock().now(),
         );
@@ -344,11 +355,13 @@ impl Service {
         let exemptions = self.store().exemptions()?;
         let now = self.clock().now();
         let incomplete = self.store().incomplete(digest)?;
-        let eval = evaluate_image(
+        let vex = self.vex_notes(digest, &res.findings)?;
+        let eval = evaluate_with_vex(
             &res.findings,
             &row.repo,
             &rule,
             &exemptions,
+            &vex,
             &incomplete,
             now,
         );
@@ -530,11 +543,13 @@ impl Service {
             };
             let rule = self.options().policy.rule_for(&row.repo).clone();
             let incomplete = self.store().incomplete(&row.digest)?;
-            let eval = evaluate_image(
+            let vex = self.vex_notes(&row.digest, &res.findings)?;
+            let eval = evaluate_with_vex(
                 &res.findings,
                 &row.repo,
                 &rule,
                 &exemptions,
+                &vex,
                 &incomplete,
                 now,
             );
@@ -542,11 +557,9 @@ impl Service {
                 .entry(row.parent.clone().unwrap_or(row.digest.clone()))
                 .or_insert_with(|| self.tags_of(&row.digest, row.parent.as_deref()))
                 .clone();
-            for j in eval
-                .judged
-                .iter()
-                .filter(|j| j.exempted_by.is_none() && j.finding.informational.is_none())
-            {
+            for j in eval.judged.iter().filter(|j| {
+                j.exempted_by.is_none() && !j.cleared_by_vex() && j.finding.informational.is_none()
+            }) {
                 let f = j.finding;
                 let e = by_vuln
                     .entry(f.id.to_string())

@@ -4,7 +4,12 @@
 mod notifications;
 mod prefetch;
 mod rematch;
+mod sbom;
+mod vex;
 mod worker;
+
+pub use sbom::{CATALOG_VERSION_ANNOTATION, SBOM_ARTIFACT_TYPE, SbomOptions, SbomRule};
+pub use vex::VexAdded;
 
 pub use worker::not_an_image;
 
@@ -63,6 +68,8 @@ pub struct Options {
     /// Addresses webhook deliveries may reach. The default refuses
     /// internal addresses.
     pub outbound: egress::EgressPolicy,
+    /// SBOMs attached to assessed images as referrers.
+    pub sbom: SbomOptions,
 }
 
 impl Options {
@@ -81,6 +88,7 @@ impl Options {
             webhooks: Vec::new(),
             catalog_on_upload: true,
             outbound: egress::EgressPolicy::default(),
+            sbom: SbomOptions::default(),
         }
     }
 }
@@ -98,6 +106,8 @@ pub(crate) struct Inner {
     shutdown: watch::Sender<bool>,
     http: reqwest::Client,
     pub(crate) prefetch: prefetch::Prefetch,
+    /// Every stored VEX document, parsed; replaced whole on a change.
+    pub(crate) vex: std::sync::RwLock<Arc<Vec<crate::vex::Stored>>>,
     /// Taken by [`Service::start`] for the prefetch readers.
     prefetch_rx: std::sync::Mutex<Option<std::sync::mpsc::Receiver<oci::Digest>>>,
 }
@@ -129,6 +139,7 @@ impl Service {
         .context("cannot build the webhook HTTP client")?;
         let (shutdown, _) = watch::channel(false);
         let (prefetch, prefetch_rx) = prefetch::Prefetch::new();
+        let vex = std::sync::RwLock::new(Arc::new(vex::load(&store)?));
         Ok(Service {
             inner: Arc::new(Inner {
                 store,
@@ -143,6 +154,7 @@ impl Service {
                 shutdown,
                 http,
                 prefetch,
+                vex,
                 prefetch_rx: std::sync::Mutex::new(Some(prefetch_rx)),
             }),
         })
@@ -327,6 +339,7 @@ impl Service {
         if let Err(e) = self.inner.store.forget(repo, digest) {
             tracing::error!(repo, digest, error = %e, "cannot forget deleted manifest");
         }
+        self.referrer_deleted(digest);
     }
 
     /// Queue `digest` again (a failed one, or on request).

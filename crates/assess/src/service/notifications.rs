@@ -4,7 +4,7 @@
 use super::Service;
 use crate::clock::{rfc3339, to_ms};
 use crate::notify;
-use crate::policy::evaluate_image;
+use crate::policy::evaluate_with_vex;
 use crate::store::Delivery;
 use crate::vuln::Finding;
 use anyhow::Result;
@@ -42,7 +42,8 @@ impl Service {
         let rule = self.inner.opts.policy.rule_for(repo);
         let exemptions = self.inner.store.exemptions()?;
         let incomplete = self.inner.store.incomplete(digest)?;
-        let eval = evaluate_image(findings, repo, rule, &exemptions, &incomplete, now);
+        let vex = self.vex_notes(digest, findings)?;
+        let eval = evaluate_with_vex(findings, repo, rule, &exemptions, &vex, &incomplete, now);
         if eval.health.healthy {
             return Ok(());
         }

@@ -144,7 +144,11 @@ impl Service {
         Ok(n)
     }
 
-    fn rematch_blocking(&self, db: Arc<dyn VulnDatabase>, digests: Vec<String>) -> Result<()> {
+    pub(super) fn rematch_blocking(
+        &self,
+        db: Arc<dyn VulnDatabase>,
+        digests: Vec<String>,
+    ) -> Result<()> {
         let version = db.version();
         let threads = self.inner.opts.workers.max(1);
         for chunk in digests.chunks(1024) {

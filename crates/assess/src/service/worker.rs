@@ -106,7 +106,10 @@ impl Service {
                 self.inner.wake.notify_waiters();
                 Ok(())
             }
-            Manifest::Image { manifest, .. } => self.process_image(&job, &repo, manifest).await,
+            Manifest::Image { manifest, .. } => {
+                let subject = (media_type, bytes.len() as u64);
+                self.process_image(&job, &repo, manifest, subject).await
+            }
         }
     }
 
@@ -143,13 +146,27 @@ impl Service {
         job: &crate::store::ImageRow,
         repo: &Name,
         manifest: ImageManifest,
+        (media_type, size): (String, u64),
     ) -> Result<()> {
         let layers: Vec<String> = manifest
             .layers
             .iter()
             .map(|l| l.digest.to_string())
             .collect();
-        if let Some(why) = not_an_image(&manifest) {
+        if let Some(mut why) = not_an_image(&manifest) {
+            // A VEX referrer is applied; the artifact stays unsupported,
+            // its status message says what became of the document.
+            let (this, r, d, m) = (
+                self.clone(),
+                repo.to_string(),
+                job.digest.clone(),
+                manifest.clone(),
+            );
+            if let Some(note) =
+                tokio::task::spawn_blocking(move || this.referrer_vex(&r, &d, &m)).await?
+            {
+                why = format!("{why}; {note}");
+            }
             self.inner
                 .store
                 .set_shape(&job.digest, "artifact", &layers, &[])?;
@@ -217,6 +234,7 @@ impl Service {
         self.inner
             .store
             .set_status(&job.digest, status::MATCHING, None, to_ms(self.now()))?;
+        let sbom_inventory = inventory.clone();
         let db = self.inner.vulns.current();
         let (db_version, findings) = match db {
             Some(db) => {
@@ -226,6 +244,13 @@ impl Service {
             }
             None => (None, Vec::new()),
         };
+        {
+            let (this, r, d) = (self.clone(), repo.clone(), job.digest.clone());
+            tokio::task::spawn_blocking(move || {
+                this.attach_sbom(&r, &d, &media_type, size, &sbom_inventory)
+            })
+            .await?;
+        }
         let now = self.now();
         self.inner
             .store

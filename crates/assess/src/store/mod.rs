@@ -7,10 +7,12 @@
 mod queue;
 mod results;
 mod usage;
+mod vex;
 mod webhooks;
 
 pub use results::{EncodedFindings, ResultRow};
 pub use usage::UsageRow;
+pub use vex::{SbomRow, VexRow};
 pub use webhooks::{Delivery, Webhook};
 
 use crate::ports::RawLayerCache;
@@ -85,6 +87,8 @@ CREATE TABLE IF NOT EXISTS notified(digest TEXT NOT NULL, key TEXT NOT NULL, at 
 CREATE TABLE IF NOT EXISTS usage(digest TEXT PRIMARY KEY, repo TEXT NOT NULL, month TEXT NOT NULL, first_assessed_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS usage_month ON usage(month);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vex(key TEXT PRIMARY KEY, doc_id TEXT NOT NULL, subject TEXT, source TEXT NOT NULL, data TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sboms(subject TEXT PRIMARY KEY, repo TEXT NOT NULL, digest TEXT NOT NULL, catalog_version INTEGER NOT NULL, created_at INTEGER NOT NULL);
 "#;
 
 /// Per-digest status in the queue.

@@ -1,0 +1,528 @@
+//! SBOMs attached as referrers and VEX documents (through the service's
+//! API and pushed as referrers), over a real registry on loopback.
+
+use assess::{
+    Cataloger, Finding, FindingStatus, Options, Service, Severity, VulnDatabase, VulnSource,
+};
+use inventory::{Ecosystem, Inventory, Package};
+use oci::{BlobSource, Digest, ImageManifest};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const PURL: &str = "pkg:deb/debian/openssl@3.0.11-1?distro=debian-12";
+const CVE: &str = "CVE-2024-0727";
+
+/// Every image holds openssl 3.0.11; the version can be bumped.
+struct OneCatalog(AtomicU32);
+impl Cataloger for OneCatalog {
+    fn version(&self) -> u32 {
+        self.0.load(Ordering::SeqCst)
+    }
+    fn catalog(
+        &self,
+        _: &dyn BlobSource,
+        _: &ImageManifest,
+        _: &dyn assess::RawLayerCache,
+    ) -> Result<Inventory, String> {
+        let p = Package {
+            ecosystem: Ecosystem::Deb,
+            name: "openssl".into(),
+            version: "3.0.11-1".into(),
+            source_name: None,
+            source_version: None,
+            purl: PURL.into(),
+            location: "/var/lib/dpkg/status".into(),
+            layer: String::new(),
+        };
+        Ok(Inventory {
+            packages: vec![p],
+            ..Default::default()
+        })
+    }
+}
+
+/// openssl below 3.0.13 has a fixable high finding.
+struct OneDb;
+impl VulnDatabase for OneDb {
+    fn version(&self) -> String {
+        "db1".into()
+    }
+    fn match_inventory(&self, inv: &Inventory) -> Vec<Finding> {
+        inv.packages
+            .iter()
+            .filter(|p| p.name == "openssl")
+            .map(|p| Finding {
+                id: CVE.into(),
+                aliases: vec!["GHSA-9v9h-cgj8-h64p".to_string()].into(),
+                related: Vec::new().into(),
+                ecosystem: Ecosystem::Deb,
+                distro: Some("debian:12".into()),
+                package: "openssl".into(),
+                source_package: None,
+                purl: p.purl.as_str().into(),
+                installed_version: p.version.as_str().into(),
+                fixed_version: Some("3.0.13-1".into()),
+                status: FindingStatus::Fixed,
+                status_note: None,
+                severity: Severity::High,
+                severity_source: "test".into(),
+                cvss: None,
+                summary: "".into(),
+                references: Vec::new().into(),
+                informational: None,
+                data_source: "test".into(),
+            })
+            .collect()
+    }
+    fn status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
+struct Db;
+impl VulnSource for Db {
+    fn current(&self) -> Option<Arc<dyn VulnDatabase>> {
+        Some(Arc::new(OneDb))
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    catalog: Arc<OneCatalog>,
+    service: Service,
+    base: String,
+    client: reqwest::Client,
+}
+
+async fn setup(opts: impl FnOnce(&mut Options)) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
+    let mut o = Options::new(dir.path());
+    o.tick = Duration::from_millis(50);
+    o.webhook_attempts = 1;
+    // Deliveries are queued whether or not they get through; nothing listens here.
+    o.webhooks = vec![assess::WebhookConfig {
+        url: "http://127.0.0.1:9/hook".into(),
+        secret: "s".into(),
+        repository: None,
+        min_severity: None,
+    }];
+    opts(&mut o);
+    let catalog = Arc::new(OneCatalog(AtomicU32::new(1)));
+    let service = Service::open(
+        o,
+        Arc::new(assess::live::RegistrySource(registry.clone())),
+        catalog.clone(),
+        Arc::new(Db),
+        Arc::new(assess::SystemClock),
+    )
+    .unwrap();
+    registry.add_sink(Arc::new(service.clone()));
+    service.start().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = registry.router();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Setup {
+        _dir: dir,
+        catalog,
+        service,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+    }
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+impl Setup {
+    async fn push_blob(&self, repo: &str, data: &[u8]) -> Digest {
+        let d = Digest::sha256_of(data);
+        let r = self
+            .client
+            .post(format!("{}/v2/{repo}/blobs/uploads/?digest={d}", self.base))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        d
+    }
+
+    async fn push_manifest(&self, repo: &str, reference: &str, body: &str) -> Digest {
+        let r = self
+            .client
+            .put(format!("{}/v2/{repo}/manifests/{reference}", self.base))
+            .header("content-type", OCI_MANIFEST)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        Digest::sha256_of(body.as_bytes())
+    }
+
+    async fn push_image(&self, repo: &str, tag: &str) -> (Digest, usize) {
+        let config = r#"{"architecture":"amd64","os":"linux"}"#;
+        let layer = "layer";
+        let dc = self.push_blob(repo, config.as_bytes()).await;
+        let dl = self.push_blob(repo, layer.as_bytes()).await;
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{dc}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{dl}","size":{}}}]}}"#,
+            config.len(),
+            layer.len()
+        );
+        (self.push_manifest(repo, tag, &body).await, body.len())
+    }
+
+    /// Push `doc` as an artifact of `artifact_type` whose subject is `subject`.
+    async fn push_referrer(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        size: usize,
+        artifact_type: &str,
+        doc: &str,
+    ) -> Digest {
+        let dc = self.push_blob(repo, b"{}").await;
+        let dl = self.push_blob(repo, doc.as_bytes()).await;
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{artifact_type}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{dc}","size":2}},"layers":[{{"mediaType":"{artifact_type}","digest":"{dl}","size":{}}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":{size}}}}}"#,
+            doc.len()
+        );
+        let d = Digest::sha256_of(body.as_bytes());
+        self.push_manifest(repo, &d.to_string(), &body).await
+    }
+
+    async fn settled(&self, digest: &str) -> assess::views::ImageView {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self
+                .service
+                .image_view(digest, &Default::default(), false)
+                .unwrap();
+            if let Some(v) = v
+                && (v.status == "done" || v.status == "unsupported" || v.status == "failed")
+            {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{digest} not assessed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: &str,
+    ) -> Vec<serde_json::Value> {
+        let r = self
+            .client
+            .get(format!(
+                "{}/v2/{repo}/referrers/{subject}?artifactType={}",
+                self.base,
+                artifact_type.replace('+', "%2B")
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["manifests"].as_array().unwrap().clone()
+    }
+
+    async fn get(&self, url: String) -> reqwest::Response {
+        let r = self
+            .client
+            .get(url)
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r
+    }
+}
+
+const CDX: &str = "application/vnd.cyclonedx+json";
+
+/// After a push the image's CycloneDX SBOM is a referrer of it, pullable,
+/// annotated, unsupported to the assessor and not metered; an unchanged
+/// re-assessment attaches nothing; a new catalog version replaces it.
+#[tokio::test]
+async fn sbom_is_attached_once_per_catalog_version() {
+    let s = setup(|_| {}).await;
+    let (digest, _) = s.push_image("team/app", "v1").await;
+    let view = s.settled(&digest.to_string()).await;
+    assert_eq!(view.status, "done");
+    let refs = s.referrers("team/app", &digest, CDX).await;
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    assert_eq!(refs[0]["artifactType"], CDX);
+    let sbom = refs[0]["digest"].as_str().unwrap().to_string();
+    let ann = &refs[0]["annotations"];
+    assert!(ann["org.opencontainers.image.created"].is_string(), "{ann}");
+    assert_eq!(ann[assess::CATALOG_VERSION_ANNOTATION], "1");
+    // Pull it like any artifact.
+    let m: serde_json::Value = s
+        .get(format!("{}/v2/team/app/manifests/{sbom}", s.base))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["subject"]["digest"], digest.to_string());
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    let doc: serde_json::Value = s
+        .get(format!("{}/v2/team/app/blobs/{layer}", s.base))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["bomFormat"], "CycloneDX");
+    assert_eq!(doc["specVersion"], "1.6");
+    assert!(doc.to_string().contains(PURL), "{doc}");
+    // The SBOM is an artifact: unsupported, never metered, no SBOM of its own.
+    let v = s.settled(&sbom).await;
+    assert_eq!(v.status, "unsupported");
+    assert!(
+        s.referrers("team/app", &Digest::parse(&sbom).unwrap(), CDX)
+            .await
+            .is_empty()
+    );
+    let usage = s.service.store().usage("2000-01", "2999-12").unwrap();
+    assert_eq!(usage.len(), 1, "{usage:?}");
+    assert_eq!(usage[0].images, 1);
+
+    // A rescan that changes nothing attaches nothing new.
+    assert!(s.service.requeue(&digest.to_string()).unwrap());
+    s.settled(&digest.to_string()).await;
+    let refs = s.referrers("team/app", &digest, CDX).await;
+    assert_eq!(refs.len(), 1);
+    assert_eq!(refs[0]["digest"], sbom.as_str());
+
+    // A new catalog version replaces it; the old one is gone.
+    s.catalog.0.store(2, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a later created time
+    assert!(s.service.requeue(&digest.to_string()).unwrap());
+    s.settled(&digest.to_string()).await;
+    let refs = s.referrers("team/app", &digest, CDX).await;
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    assert_ne!(refs[0]["digest"], sbom.as_str());
+    assert_eq!(
+        refs[0]["annotations"][assess::CATALOG_VERSION_ANNOTATION],
+        "2"
+    );
+    let r = s
+        .client
+        .get(format!("{}/v2/team/app/manifests/{sbom}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+/// `sbom.rules` turn attaching off per repository.
+#[tokio::test]
+async fn sbom_rules_turn_it_off_per_repository() {
+    let s = setup(|o| {
+        o.sbom.rules = vec![assess::SbomRule {
+            repository: "quiet/*".into(),
+            enabled: false,
+        }]
+    })
+    .await;
+    let (digest, _) = s.push_image("quiet/app", "v1").await;
+    s.settled(&digest.to_string()).await;
+    assert!(s.referrers("quiet/app", &digest, CDX).await.is_empty());
+}
+
+fn openvex(id: &str, product: &str, status: &str, extra: &str) -> String {
+    format!(
+        r#"{{
+  "@context": "https://openvex.dev/ns/v0.2.0",
+  "@id": "{id}",
+  "author": "Platform Security <security@example.com>",
+  "timestamp": "2026-01-10T10:00:00Z",
+  "version": 1,
+  "statements": [{{
+    "vulnerability": {{"name": "{CVE}"}},
+    "products": [{{
+      "@id": "{product}",
+      "subcomponents": [{{"@id": "pkg:deb/debian/openssl@3.0.11-1?arch=amd64&distro=debian-12"}}]
+    }}],
+    "status": "{status}"{extra}
+  }}]
+}}"#
+    )
+}
+
+fn health(v: &assess::views::ImageView) -> String {
+    v.health.as_ref().unwrap().status.clone()
+}
+
+/// A VEX document through the service's API takes the finding out of the
+/// verdict (re-judged from the stored inventory); the webhook says
+/// nothing new; `affected` puts it back; invalid documents name the path.
+#[tokio::test]
+async fn vex_via_the_api_flips_health_without_a_notification() {
+    let s = setup(|_| {}).await;
+    let (digest, _) = s.push_image("team/app", "v1").await;
+    let d = digest.to_string();
+    let v = s.settled(&d).await;
+    assert_eq!(health(&v), "unhealthy");
+    let told = s.service.store().deliveries(None, 100).unwrap().len();
+    assert_eq!(told, 1);
+
+    let purl = format!(
+        "pkg:oci/app@{}?repository_url=registry.local/team/app",
+        d.replace(':', "%3A")
+    );
+    let doc = openvex(
+        "https://example.com/vex/app-1",
+        &purl,
+        "not_affected",
+        r#", "justification": "vulnerable_code_not_in_execute_path""#,
+    );
+    let added = s.service.add_vex(doc.as_bytes(), "alice").unwrap().unwrap();
+    assert_eq!(added.rejudged, 1);
+    let v = s.settled(&d).await;
+    assert_eq!(health(&v), "healthy", "{:?}", v.health);
+    assert_eq!(v.summary.as_ref().unwrap().not_affected, 1);
+    let f = &v.findings[0];
+    assert!(!f.violates_policy);
+    let note = f.not_affected_per_vex.as_ref().unwrap();
+    assert_eq!(note.document, "https://example.com/vex/app-1");
+    assert_eq!(note.author, "Platform Security <security@example.com>");
+    assert_eq!(
+        note.justification.as_deref(),
+        Some("vulnerable_code_not_in_execute_path")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.service.store().deliveries(None, 100).unwrap().len(), told);
+
+    // The same document id, now affected: counted again.
+    let doc = openvex(
+        "https://example.com/vex/app-1",
+        &purl,
+        "affected",
+        r#", "action_statement": "upgrade openssl""#,
+    );
+    let added = s.service.add_vex(doc.as_bytes(), "alice").unwrap().unwrap();
+    assert!(added.replaced);
+    let v = s.settled(&d).await;
+    assert_eq!(health(&v), "unhealthy");
+    assert!(v.findings[0].not_affected_per_vex.is_none());
+
+    // A statement for another image changes nothing here.
+    let other = format!("sha256:{}", "0".repeat(64));
+    let doc = openvex("https://example.com/vex/other", &other, "fixed", "");
+    let added = s.service.add_vex(doc.as_bytes(), "alice").unwrap().unwrap();
+    assert_eq!(added.rejudged, 0);
+    assert_eq!(health(&s.settled(&d).await), "unhealthy");
+
+    // Invalid documents: the JSON path of the problem.
+    let bad = openvex("x", &d, "not_affected", "");
+    let e = s
+        .service
+        .add_vex(bad.as_bytes(), "alice")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.path, "$.statements[0].justification");
+    let bad = openvex("x", &d, "not_affected", r#", "justification": "trust_me""#);
+    let e = s
+        .service
+        .add_vex(bad.as_bytes(), "alice")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.path, "$.statements[0].justification");
+    assert!(e.message.contains("trust_me"), "{e}");
+    let bad = openvex("x", &d, "maybe", "");
+    let e = s
+        .service
+        .add_vex(bad.as_bytes(), "alice")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "$.statements[0].status: \"maybe\" is not one of not_affected, affected, fixed, under_investigation"
+    );
+    let e = s
+        .service
+        .add_vex(b"{\"@context\":\"https://openvex.dev/ns/v0.2.0\"}", "a")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.path, "$.@id");
+}
+
+/// A VEX document pushed as a referrer of the image (OpenVEX, then
+/// CycloneDX VEX) is applied to that image; deleting it takes it back.
+#[tokio::test]
+async fn vex_pushed_as_a_referrer_is_applied() {
+    let s = setup(|_| {}).await;
+    let (digest, size) = s.push_image("team/app", "v1").await;
+    let d = digest.to_string();
+    assert_eq!(health(&s.settled(&d).await), "unhealthy");
+    // Product by digest; the fix shipped in a patched build of the library.
+    let doc = openvex("https://example.com/vex/r1", &d, "fixed", "");
+    let vd = s
+        .push_referrer(
+            "team/app",
+            &digest,
+            size,
+            "application/vnd.openvex+json",
+            &doc,
+        )
+        .await;
+    let av = s.settled(&vd.to_string()).await;
+    assert_eq!(av.status, "unsupported");
+    assert!(
+        av.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("VEX document https://example.com/vex/r1 applied"),
+        "{:?}",
+        av.error
+    );
+    let v = s.settled(&d).await;
+    assert_eq!(health(&v), "healthy");
+    assert_eq!(
+        v.findings[0]
+            .not_affected_per_vex
+            .as_ref()
+            .unwrap()
+            .status
+            .as_str(),
+        "fixed"
+    );
+
+    // Deleting the referrer takes its statements back.
+    let r = s
+        .client
+        .delete(format!("{}/v2/team/app/manifests/{vd}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health(&s.settled(&d).await) != "unhealthy" {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // CycloneDX VEX, the product the image's OCI purl, the component by bom-ref.
+    let cdx = format!(
+        r#"{{"bomFormat":"CycloneDX","specVersion":"1.6","version":1,
+  "serialNumber":"urn:uuid:3e671687-395b-41f5-a30f-a58921a69b79",
+  "metadata":{{"timestamp":"2026-01-11T00:00:00Z","authors":[{{"name":"App Team"}}],
+    "component":{{"type":"container","name":"app","bom-ref":"app","purl":"pkg:oci/app@{}"}}}},
+  "components":[{{"type":"library","name":"openssl","bom-ref":"openssl","purl":"pkg:deb/debian/openssl@3.0.11-1?distro=debian-12"}}],
+  "vulnerabilities":[{{"id":"{CVE}","analysis":{{"state":"not_affected","justification":"code_not_reachable","detail":"the TLS code path is unused"}},"affects":[{{"ref":"openssl"}}]}}]}}"#,
+        d.replace(':', "%3A")
+    );
+    let cd = s.push_referrer("team/app", &digest, size, CDX, &cdx).await;
+    s.settled(&cd.to_string()).await;
+    let v = s.settled(&d).await;
+    assert_eq!(health(&v), "healthy", "{:?}", v.findings);
+    let note = v.findings[0].not_affected_per_vex.as_ref().unwrap();
+    assert_eq!(note.author, "App Team");
+    assert_eq!(note.justification.as_deref(), Some("code_not_reachable"));
+}
