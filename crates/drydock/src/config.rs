@@ -273,6 +273,12 @@ pub struct AssessConfig {
     /// Webhooks (`[[assess.webhooks]]`): `url`, `secret`, optional
     /// `repository` glob and `min_severity`.
     pub webhooks: Vec<assess::WebhookConfig>,
+    /// Pull gate (`[[assess.pull_gate]]`, first match wins, opt-in):
+    /// `repository` glob, `unhealthy` (default true), `incomplete`
+    /// (default true), `not_assessed` (default false), `bypass` identities
+    /// (`user:NAME`, `robot:NAME`). Manifest reads of such images are
+    /// refused with 403 `DENIED`.
+    pub pull_gate: Vec<assess::PullGateRule>,
 }
 
 impl Default for AssessConfig {
@@ -286,6 +292,7 @@ impl Default for AssessConfig {
             fixable_only: true,
             policy: Vec::new(),
             webhooks: Vec::new(),
+            pull_gate: Vec::new(),
         }
     }
 }
@@ -432,6 +439,9 @@ impl Config {
         if self.assess.workers == 0 {
             bail!("assess.workers must be at least 1");
         }
+        for rule in &self.assess.pull_gate {
+            rule.validate().map_err(|e| anyhow::anyhow!("assess.{e}"))?;
+        }
         let c = &self.catalog;
         if c.max_file_bytes == 0
             || c.max_packages_per_layer == 0
@@ -463,9 +473,13 @@ pub fn require_data_dir(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn init_tracing(config: &Config) {
+/// Logging to standard error. `default_level` applies when `RUST_LOG` is
+/// unset: `info` for the server, `warn` for one-shot commands, whose
+/// result is their output (a log line beside it only repeats it).
+pub fn init_tracing(config: &Config, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     // Colour only on a terminal: a log file or pipe gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -522,6 +536,37 @@ mod tests {
                 "[catalog]
 max_packages = 1
 "
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn pull_gate_rules_parse_and_validate() {
+        let mut c: Config = toml::from_str(
+            r#"
+            [[assess.pull_gate]]
+            repository = "team-a/*"
+            not_assessed = true
+            bypass = ["robot:scanner", "user:alice"]
+            [[assess.pull_gate]]
+            repository = "prod/**"
+            incomplete = false
+            "#,
+        )
+        .unwrap();
+        let g = &c.assess.pull_gate;
+        assert_eq!(g.len(), 2);
+        assert!(g[0].unhealthy && g[0].incomplete && g[0].not_assessed);
+        assert_eq!(g[0].bypass, ["robot:scanner", "user:alice"]);
+        assert!(g[1].unhealthy && !g[1].incomplete && !g[1].not_assessed);
+        assert!(c.apply_env(|_| None).is_ok());
+        c.assess.pull_gate[1].bypass = vec!["alice".into()];
+        let e = c.apply_env(|_| None).unwrap_err().to_string();
+        assert!(e.contains("assess.pull_gate for prod/**"), "{e}");
+        assert!(
+            toml::from_str::<Config>(
+                "[[assess.pull_gate]]\nrepository = \"x\"\nunheathly = true\n"
             )
             .is_err()
         );

@@ -69,7 +69,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    config::init_tracing(&config);
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    config::init_tracing(&config, default_level);
     let kind = match &cli.command {
         Command::Scan(_) => Kind::Scan,
         Command::Import(_) => Kind::Import,

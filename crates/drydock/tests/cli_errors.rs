@@ -191,3 +191,20 @@ fn help_describes_every_option_and_hides_no_default() {
         assert!(!bare, "undescribed: {line:?} in\n{help}");
     }
 }
+
+#[test]
+fn a_one_shot_command_prints_its_result_without_log_lines() {
+    let data = tempfile::tempdir().unwrap();
+    let out = drydock(data.path(), &["gc", "--dry-run"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("would remove 0 manifests"), "{text}");
+    let err = stderr(&out);
+    assert!(
+        !err.contains("GcReport"),
+        "a Debug dump beside the summary: {err}"
+    );
+}
