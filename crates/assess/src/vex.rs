@@ -685,3 +685,52 @@ fn ts(s: &str) -> i128 {
         .map(|t| t.unix_timestamp_nanos())
         .unwrap_or(0)
 }
+
+/// What a product identifier covers, for access checks: an image (by
+/// digest), repositories (a name or glob), or every repository (a package
+/// purl names whatever image holds the package).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Digest(String),
+    Repository(String),
+    Everywhere,
+}
+
+/// The scope of one product identifier.
+pub fn product_scope(product: &str) -> Scope {
+    if product.starts_with("sha256:") || product.starts_with("sha512:") {
+        return Scope::Digest(product.to_string());
+    }
+    if let Some((name, version, qs)) = purl_parts(product) {
+        let Some(oci_name) = name.strip_prefix("oci/") else {
+            return Scope::Everywhere;
+        };
+        let digest = qs
+            .iter()
+            .find(|(k, _)| k == "digest")
+            .map(|(_, v)| v.clone())
+            .or(version.filter(|v| v.contains(':')));
+        if let Some(d) = digest {
+            return Scope::Digest(d);
+        }
+        // Matched on the repository's last segments: any repository ending so.
+        return Scope::Repository(format!("*{oci_name}"));
+    }
+    Scope::Repository(product.to_string())
+}
+
+impl Document {
+    /// Every scope its statements' products cover, without repeats.
+    pub fn scopes(&self) -> Vec<Scope> {
+        let mut out: Vec<Scope> = Vec::new();
+        for s in &self.statements {
+            for p in &s.products {
+                let sc = product_scope(p);
+                if !out.contains(&sc) {
+                    out.push(sc);
+                }
+            }
+        }
+        out
+    }
+}

@@ -696,6 +696,84 @@ pub async fn create_exemption(
     Ok((status, e))
 }
 
+// ---- VEX ----
+
+/// Store a VEX document (OpenVEX, or CycloneDX with
+/// `vulnerabilities[].analysis`); it applies at once: the images it names
+/// are re-judged from their stored inventories. Needs admin on every
+/// repository its products cover (a package purl covers all of them). A
+/// document with the same id replaces the earlier one.
+#[utoipa::path(post, path = "/api/v1/vex", request_body(content = Object, description = "An OpenVEX or CycloneDX VEX document"),
+    responses((status = 201, body = assess::VexAdded),
+        (status = 400, description = "Invalid document; the message starts with the JSON path of the problem", body = super::ErrorBody),
+        (status = 401, body = super::ErrorBody),
+        (status = 403, description = "No admin on the repositories the document covers", body = super::ErrorBody)))]
+pub async fn create_vex(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<assess::VexAdded>)> {
+    let doc = assess::vex::parse(&body.0).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // Digests are checked against the repositories holding them.
+    let scopes = doc.scopes();
+    let svc = state.assess.clone();
+    let repos_of = move |d: String| svc.store().repos_of(&d);
+    for scope in &scopes {
+        let ok = match scope {
+            assess::vex::Scope::Everywhere => caller.may_admin_glob(None),
+            assess::vex::Scope::Repository(g) => caller.may_admin_glob(Some(g)),
+            assess::vex::Scope::Digest(d) => {
+                let repos = repos_of(d.clone()).map_err(ApiError::internal)?;
+                if repos.is_empty() {
+                    caller.may_admin_glob(None)
+                } else {
+                    repos.iter().all(|r| caller.may_admin_glob(Some(r)))
+                }
+            }
+        };
+        if !ok {
+            let what = match scope {
+                assess::vex::Scope::Everywhere => "a package purl (every repository)".to_string(),
+                assess::vex::Scope::Repository(g) => format!("repositories {g:?}"),
+                assess::vex::Scope::Digest(d) => format!("image {d}"),
+            };
+            return Err(caller.forbidden(format!(
+                "a VEX document about {what} needs admin on those repositories"
+            )));
+        }
+    }
+    let source = caller.principal.name();
+    let bytes = body.0.clone();
+    let added = blocking(&state, move |svc| {
+        svc.add_vex(&bytes, &source)
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    })
+    .await?;
+    let repo = match scopes.as_slice() {
+        [assess::vex::Scope::Repository(g)] => Some(g.clone()),
+        _ => None,
+    };
+    audit_change(&state, &caller, "vex.add", repo.as_deref(), &added.key);
+    Ok((StatusCode::CREATED, Json(added)))
+}
+
+/// Stored VEX documents (administrators: they may speak of any repository).
+#[utoipa::path(get, path = "/api/v1/vex", responses((status = 200, body = Vec<assess::store::VexRow>),
+    (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
+pub async fn list_vex(
+    AxState(state): AxState<State>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<assess::store::VexRow>>> {
+    if !caller.may_admin_glob(None) {
+        return Err(caller.forbidden("listing VEX documents needs administrator rights"));
+    }
+    blocking(&state, |svc| {
+        svc.vex_documents().map(Json).map_err(ApiError::internal)
+    })
+    .await
+}
+
 /// Record a change of exemptions or webhooks in the audit log.
 fn audit_change(state: &State, caller: &Caller, action: &str, repository: Option<&str>, id: &str) {
     if let Some(ac) = &state.access {

@@ -38,6 +38,8 @@ use utoipa::OpenApi;
         handlers::list_exemptions,
         handlers::create_exemption,
         handlers::delete_exemption,
+        handlers::create_vex,
+        handlers::list_vex,
         handlers::list_webhooks,
         handlers::create_webhook,
         handlers::delete_webhook,
@@ -124,6 +126,10 @@ pub fn router(state: State) -> Router {
         .route(
             "/api/v1/exemptions",
             get(handlers::list_exemptions).post(handlers::create_exemption),
+        )
+        .route(
+            "/api/v1/vex",
+            get(handlers::list_vex).post(handlers::create_vex),
         )
         .route(
             "/api/v1/exemptions/{id}",
