@@ -46,6 +46,8 @@ async fn setup() -> Setup {
     let registry = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
     let mut opts = Options::new(dir.path());
     opts.tick = Duration::from_millis(50);
+    // These tests count manifests; attached SBOMs would be more of them.
+    opts.sbom.enabled = false;
     let service = Service::open(
         opts,
         Arc::new(RegistrySource(registry.clone())),
