@@ -279,6 +279,15 @@ pub struct AssessConfig {
     /// (`user:NAME`, `robot:NAME`). Manifest reads of such images are
     /// refused with 403 `DENIED`.
     pub pull_gate: Vec<assess::PullGateRule>,
+    /// Attach each assessed image's CycloneDX SBOM as an OCI referrer
+    /// (default true).
+    pub sbom: bool,
+    /// Per-repository SBOM rules (`[[assess.sbom_rules]]`, first match
+    /// wins): `repository` glob, `enabled`.
+    pub sbom_rules: Vec<assess::SbomRule>,
+    /// Keep an SBOM replaced by a newer catalog version's (default false:
+    /// it is deleted).
+    pub sbom_keep_replaced: bool,
 }
 
 impl Default for AssessConfig {
@@ -293,6 +302,9 @@ impl Default for AssessConfig {
             policy: Vec::new(),
             webhooks: Vec::new(),
             pull_gate: Vec::new(),
+            sbom: true,
+            sbom_rules: Vec::new(),
+            sbom_keep_replaced: false,
         }
     }
 }
@@ -309,6 +321,11 @@ impl AssessConfig {
         opts.policy.default.threshold = self.threshold;
         opts.policy.default.fixable_only = self.fixable_only;
         opts.webhooks = self.webhooks.clone();
+        opts.sbom = assess::SbomOptions {
+            enabled: self.sbom,
+            rules: self.sbom_rules.clone(),
+            keep_replaced: self.sbom_keep_replaced,
+        };
         opts
     }
 }
@@ -727,5 +744,30 @@ max_packages = 1
         let c = Config::default();
         assert_eq!(c.listen.to_string(), "127.0.0.1:5000");
         assert_eq!(c.data, PathBuf::from("drydock-data"));
+    }
+
+    #[test]
+    fn sbom_settings_reach_the_assessor() {
+        let d = Config::default().assess.options(Path::new("d"));
+        assert!(d.sbom.enabled && d.sbom.rules.is_empty() && !d.sbom.keep_replaced);
+        let c: Config = toml::from_str(
+            r#"
+            [assess]
+            sbom = false
+            sbom_keep_replaced = true
+            [[assess.sbom_rules]]
+            repository = "prod/*"
+            enabled = true
+            "#,
+        )
+        .unwrap();
+        let o = c.assess.options(Path::new("d"));
+        assert!(!o.sbom.applies("dev/app"));
+        assert!(o.sbom.applies("prod/app"));
+        assert!(o.sbom.keep_replaced);
+        assert!(
+            toml::from_str::<Config>("[[assess.sbom_rules]]\nrepository = \"x\"\nenable = true")
+                .is_err()
+        );
     }
 }
