@@ -223,6 +223,11 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     )
     .await
     .context("cannot start the assessment service")?;
+    if !config.assess.pull_gate.is_empty() {
+        let gate = assess::VerdictGate::new(assess.clone(), config.assess.pull_gate.clone())
+            .map_err(anyhow::Error::msg)?;
+        registry.set_pull_gate(Arc::new(gate));
+    }
     let mut importer_config = config.import.importer_config();
     importer_config.outbound = outbound;
     let importer = import::Importer::new(registry.clone(), importer_config);
