@@ -1,0 +1,268 @@
+//! Real clients against `drydock serve`: ORAS's Python SDK finds the SBOM
+//! drydock attached to a pushed image through the referrers API and pulls
+//! it; a VEX document posted to `/api/v1/vex` makes the image healthy (an
+//! invalid one is refused with its JSON path); an OpenVEX document pushed
+//! as a referrer with skopeo is applied.
+
+mod cli_support;
+
+use cli_support::*;
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ORAS: &str = r#"
+import json, sys, tempfile, os
+import oras.client
+host, repo, digest = sys.argv[1], sys.argv[2], sys.argv[3]
+c = oras.client.OrasClient(hostname=host, insecure=True)
+r = c.do_request(f"http://{host}/v2/{repo}/referrers/{digest}?artifactType=application/vnd.cyclonedx%2Bjson")
+assert r.status_code == 200, r.status_code
+found = r.json()["manifests"]
+assert len(found) == 1, found
+sbom = found[0]
+m = c.get_manifest(f"{host}/{repo}@{sbom['digest']}")
+assert m["subject"]["digest"] == digest, m
+out = os.path.join(tempfile.mkdtemp(), "sbom.json")
+c.download_blob(f"{host}/{repo}", m["layers"][0]["digest"], out)
+doc = json.load(open(out))
+print(json.dumps({"artifactType": sbom["artifactType"], "annotations": sbom.get("annotations"), "bomFormat": doc["bomFormat"], "specVersion": doc["specVersion"], "components": len(doc.get("components", []))}))
+"#;
+
+/// One HTTP/1.1 request on 127.0.0.1:PORT: status, headers (lower-cased names), body.
+fn http(port: u16, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, raw[split + 4..].to_vec())
+}
+
+fn post_json(port: u16, path: &str, body: &str) -> (u16, Value) {
+    let (status, _, body) = http(
+        port,
+        "POST",
+        path,
+        "Content-Type: application/json\r\n",
+        body.as_bytes(),
+    );
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn assessed(port: u16, digest: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, v) = get_json(port, &format!("/api/v1/images/{digest}"));
+        if code == 200
+            && matches!(
+                v["status"].as_str(),
+                Some("done" | "unsupported" | "failed")
+            )
+        {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never assessed: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn openvex(id: &str, product: &str, vulns: &[String]) -> Value {
+    let statements: Vec<Value> = vulns
+        .iter()
+        .map(|v| {
+            json!({
+                "vulnerability": {"name": v},
+                "products": [{"@id": product}],
+                "status": "not_affected",
+                "justification": "vulnerable_code_not_in_execute_path",
+            })
+        })
+        .collect();
+    json!({
+        "@context": "https://openvex.dev/ns/v0.2.0",
+        "@id": id,
+        "author": "Platform Security",
+        "timestamp": "2026-01-10T10:00:00Z",
+        "version": 1,
+        "statements": statements,
+    })
+}
+
+#[test]
+fn sbom_referrer_and_vex_with_real_clients() {
+    let has_oras = Command::new("python3")
+        .args(["-c", "import oras.client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present_or_skip(has_oras, "the oras Python SDK", "CI")
+        || !present_or_skip(tool_present("skopeo"), "skopeo", "CI")
+    {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    run_ok(d, &["db", "import", VULNDATA]);
+    let server = Server::start(d);
+    let addr = server.addr();
+    push_test_image(&addr, "bookworm-base", "library/debian:bookworm");
+    let digest = manifest_digest(server.port, "library/debian", "bookworm").unwrap();
+    let v = assessed(server.port, &digest);
+    assert_eq!(v["status"], "done", "{v}");
+    let total = v["summary"]["total"].as_u64().unwrap();
+    assert!(total > 0, "the test image has findings: {v}");
+
+    // ORAS discovers the SBOM through the referrers API and pulls it.
+    let out = Command::new("python3")
+        .args(["-c", ORAS, &addr, "library/debian", &digest])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "oras: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["artifactType"], "application/vnd.cyclonedx+json");
+    assert_eq!(got["bomFormat"], "CycloneDX");
+    assert_eq!(got["specVersion"], "1.6");
+    assert!(got["components"].as_u64().unwrap() > 10, "{got}");
+    assert!(
+        got["annotations"]["org.opencontainers.image.created"].is_string(),
+        "{got}"
+    );
+
+    // An invalid document: 400 with the JSON path.
+    let mut bad = openvex("https://example.com/vex/bad", &digest, &["CVE-1".into()]);
+    bad["statements"][0]["status"] = json!("probably_fine");
+    let (code, e) = post_json(server.port, "/api/v1/vex", &bad.to_string());
+    assert_eq!(code, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("$.statements[0].status: "),
+        "{e}"
+    );
+
+    // Half the vulnerabilities through the API…
+    let ids: Vec<String> = {
+        let mut ids: Vec<String> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["informational"].is_null() && !f["exempt"].as_bool().unwrap())
+            .map(|f| f["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let (api, referrer) = ids.split_at(ids.len() / 2);
+    let doc = openvex("https://example.com/vex/debian-1", &digest, api);
+    let (code, added) = post_json(server.port, "/api/v1/vex", &doc.to_string());
+    assert_eq!(code, 201, "{added}");
+    assert_eq!(added["rejudged"], 1, "{added}");
+    let v = assessed(server.port, &digest);
+    let cleared = v["summary"]["not_affected"].as_u64().unwrap();
+    assert!(cleared > 0, "{}", v["summary"]);
+    let f = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| !f["not_affected_per_vex"].is_null())
+        .unwrap();
+    assert_eq!(
+        f["not_affected_per_vex"]["document"],
+        "https://example.com/vex/debian-1"
+    );
+    assert_eq!(f["not_affected_per_vex"]["author"], "Platform Security");
+    assert_eq!(f["violates_policy"], false);
+
+    // …the rest as an OpenVEX referrer pushed with skopeo from an OCI layout.
+    let layout = tempfile::tempdir().unwrap();
+    let l = layout.path();
+    let vex = openvex("https://example.com/vex/debian-2", &digest, referrer).to_string();
+    let (subject_type, subject_len) = manifest_descriptor(server.port, "library/debian", &digest);
+    let blob = |bytes: &[u8]| -> String {
+        let d = oci::Digest::sha256_of(bytes);
+        let p = l.join("blobs/sha256").join(d.hex());
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+        d.to_string()
+    };
+    let config = blob(b"{}");
+    let layer = blob(vex.as_bytes());
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.openvex+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": "application/vnd.openvex+json", "digest": layer, "size": vex.len()}],
+        "subject": {"mediaType": subject_type, "digest": digest, "size": subject_len},
+    })
+    .to_string();
+    let md = blob(manifest.as_bytes());
+    std::fs::write(l.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        l.join("index.json"),
+        json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md, "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "vex"}}]})
+        .to_string(),
+    )
+    .unwrap();
+    skopeo(&[
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:vex", l.display()),
+        &format!("docker://{addr}/library/debian:bookworm-vex"),
+    ]);
+    let pushed = manifest_digest(server.port, "library/debian", "bookworm-vex").unwrap();
+    let a = assessed(server.port, &pushed);
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("VEX document https://example.com/vex/debian-2 applied"),
+        "{a}"
+    );
+    let v = assessed(server.port, &digest);
+    assert!(
+        v["summary"]["not_affected"].as_u64().unwrap() > cleared,
+        "{}",
+        v["summary"]
+    );
+    assert_eq!(v["summary"]["total"], 0, "{}", v["summary"]);
+}
+
+/// The media type and byte length of a stored manifest (for a descriptor).
+fn manifest_descriptor(port: u16, repo: &str, digest: &str) -> (String, usize) {
+    let (status, head, body) = http(
+        port,
+        "GET",
+        &format!("/v2/{repo}/manifests/{digest}"),
+        "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json\r\n",
+        b"",
+    );
+    assert_eq!(status, 200);
+    let media_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    (media_type, body.len())
+}
