@@ -982,6 +982,92 @@ async fn exemptions_and_webhooks_follow_admin_scope_and_record_the_caller() {
     env.service.shutdown();
 }
 
+/// `POST /api/v1/vex` needs admin on every repository the document's
+/// products cover: an image digest (the repositories holding it), a
+/// repository glob, a package purl (all of them); it is audited; an
+/// invalid document is a 400 naming the JSON path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vex_documents_follow_admin_scope() {
+    let env = start(true).await;
+    let doc = |id: &str, product: &str| {
+        json!({
+            "@context": "https://openvex.dev/ns/v0.2.0",
+            "@id": id,
+            "author": "Team A",
+            "timestamp": "2026-01-10T10:00:00Z",
+            "version": 1,
+            "statements": [{
+                "vulnerability": {"name": "CVE-2024-0727"},
+                "products": [{"@id": product}],
+                "status": "not_affected",
+                "justification": "component_not_present",
+            }],
+        })
+    };
+    for (who, product, want) in [
+        (Who::Lead, "team-a/*".to_string(), 201),
+        (Who::Lead, env.a.clone(), 201),
+        (
+            Who::Lead,
+            format!("pkg:oci/app@{}", env.a.replace(':', "%3A")),
+            201,
+        ),
+        (Who::Lead, "team-b/*".to_string(), 403),
+        (Who::Lead, env.b.clone(), 403),
+        (Who::Lead, env.shared.clone(), 403),
+        (Who::Lead, "pkg:deb/debian/openssl".to_string(), 403),
+        (Who::Reader, "team-a/*".to_string(), 403),
+        (Who::Anonymous, "team-a/*".to_string(), 401),
+        (Who::Admin, "pkg:deb/debian/openssl".to_string(), 201),
+    ] {
+        let r = env
+            .call(
+                who,
+                Method::POST,
+                "/api/v1/vex",
+                Some(doc(&format!("urn:vex:{product}"), &product)),
+            )
+            .await;
+        assert_eq!(r.status, want, "{product}: {}", r.text);
+    }
+    let mut bad = doc("urn:vex:bad", "team-a/*");
+    bad["statements"][0]["justification"] = json!("trust_me");
+    let r = env
+        .call(Who::Lead, Method::POST, "/api/v1/vex", Some(bad))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("$.statements[0].justification: \"trust_me\" is not one of"),
+        "{}",
+        r.text
+    );
+    let r = env.get(Who::Lead, "/api/v1/vex").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = env.get(Who::Admin, "/api/v1/vex").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json().as_array().unwrap().len(), 4);
+    let log = env
+        .ac
+        .as_ref()
+        .unwrap()
+        .query_audit(&auth::AuditQuery {
+            identity: Some("lead".into()),
+            outcome: Some("ok".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.action == "vex.add" && e.target == "team-a/*"),
+        "{log:?}"
+    );
+    env.service.shutdown();
+}
+
 /// The dashboard's contract: sign in for an HttpOnly SameSite=Strict
 /// cookie and a CSRF token; writes with the cookie need the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
