@@ -523,7 +523,13 @@ impl Service {
             Some(r) => self.store().images_in_repo(r)?,
             None => self.store().all_images()?,
         };
-        rows.iter().map(|r| self.brief(r)).collect()
+        // The SBOMs drydock attached are found through their images (the
+        // referrers API), not listed beside them.
+        let ours = self.store().attached_sboms()?;
+        rows.iter()
+            .filter(|r| !ours.contains(&r.digest))
+            .map(|r| self.brief(r))
+            .collect()
     }
 
     /// Registry-wide recommendations.

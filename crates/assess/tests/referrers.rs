@@ -292,6 +292,11 @@ async fn sbom_is_attached_once_per_catalog_version() {
     assert_eq!(usage.len(), 1, "{usage:?}");
     assert_eq!(usage[0].images, 1);
 
+    // Listings show the image, not drydock's own SBOM beside it.
+    let listed = s.service.list_images(Some("team/app")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].digest, digest.to_string());
+
     // A rescan that changes nothing attaches nothing new.
     assert!(s.service.requeue(&digest.to_string()).unwrap());
     s.settled(&digest.to_string()).await;

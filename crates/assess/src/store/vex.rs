@@ -97,6 +97,16 @@ impl Store {
             .optional()?)
     }
 
+    /// Digests of every SBOM artifact drydock attached.
+    pub fn attached_sboms(&self) -> Result<std::collections::HashSet<String>> {
+        let c = self.c();
+        let mut st = c.prepare("SELECT digest FROM sboms")?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
     pub fn put_sbom(&self, row: &SbomRow, at: i64) -> Result<()> {
         self.c().execute(
             "INSERT OR REPLACE INTO sboms(subject, repo, digest, catalog_version, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
