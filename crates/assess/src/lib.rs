@@ -34,6 +34,15 @@
 //! - **Pull gate** ([`gate`], opt-in): the registry refuses manifest
 //!   reads of images in matching repositories whose cached verdict is
 //!   unhealthy, incomplete or (if configured) not yet assessed.
+//! - **SBOM referrers.** After an image is assessed its CycloneDX SBOM is
+//!   attached as an OCI artifact whose subject is the image, once per
+//!   catalog version (`service/sbom.rs`); it is an artifact to the
+//!   assessor, so attaching never triggers another attach.
+//! - **VEX** ([`vex`], pure parsing and matching): OpenVEX and CycloneDX
+//!   VEX documents from the API or pushed as referrers; `not_affected` and
+//!   `fixed` take findings out of the verdict wherever findings are judged;
+//!   a changed document re-matches the images it names from their stored
+//!   inventories (`service/vex.rs`).
 //! - **Verdicts** ([`policy`], pure): health by a per-repository policy,
 //!   exemptions with expiry (applied at read time, so expiry needs no job),
 //!   summaries, diffs; [`remediation`] (pure): upgrade plan and base-image
