@@ -56,7 +56,7 @@ export async function openBrowser(t) {
     args: ARGS,
     viewport: { width: 1280, height: 800 },
   });
-  context.setDefaultTimeout(15_000);
+  context.setDefaultTimeout(30_000);
   const page = context.pages()[0] || (await context.newPage());
   const errors = [];
   page.on("pageerror", e => errors.push(e.message));

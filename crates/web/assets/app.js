@@ -22,6 +22,12 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
+// Bumped by every navigation (a route, the sign-in form). A read that
+// answers after the user has moved on is dropped, so a slow response
+// never replaces the page the user is now on.
+let navigation = 0;
+class Stale extends Error {}
+
 async function request(method, path, body) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -38,7 +44,12 @@ async function request(method, path, body) {
   return data;
 }
 
-const get = path => request("GET", path);
+const get = async path => {
+  const started = navigation;
+  const data = await request("GET", path);
+  if (started !== navigation) throw new Stale("navigated away");
+  return data;
+};
 const post = (path, body) => request("POST", path, body === undefined ? {} : body);
 const put = (path, body) => request("PUT", path, body);
 const del = path => request("DELETE", path);
@@ -414,6 +425,7 @@ function renderHeader() {
 }
 
 function showLogin(message) {
+  navigation++;
   session = null;
   csrf = null;
   renderHeader();
@@ -461,6 +473,7 @@ async function logout() {
 
 async function route() {
   if (!session && !anonymous) return showLogin();
+  navigation++;
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, qs] = hash.split("?");
   const params = Object.fromEntries(new URLSearchParams(qs || ""));
@@ -484,7 +497,7 @@ async function route() {
     else if (section === "audit") await audit(params);
     else await overview();
   } catch (e) {
-    if (e.status === 401 && !anonymous) return;
+    if (e instanceof Stale || (e.status === 401 && !anonymous)) return;
     view().innerHTML = `<section><p class="error">${esc(e.message)}</p></section>`;
   }
 }
