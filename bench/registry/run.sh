@@ -2,7 +2,7 @@
 # Registry benchmark: drydock (release build) against CNCF distribution
 # (Debian's docker-registry), same machine, same run, loopback only.
 #
-#   bash bench/registry/run.sh [--out bench/registry.md] [--only compare|auth]
+#   bash bench/registry/run.sh [--out bench/registry.md] [--only compare|auth|gate]
 #
 # Measures: 1 GiB blob push (monolithic POST+PUT, and 64 MiB PATCH chunks)
 # and pull in MB/s (curl), manifest GET and HEAD requests/s at 1, 8 and 64
@@ -16,9 +16,16 @@
 # requests without credentials. The two are measured in turns
 # (BENCH_ROUNDS, default 2, best of each) so a load change hits both.
 #
-# --only compare / --only auth runs one part; with --out, the auth part
-# replaces the section between the `auth-bench` markers of the file (or is
-# appended), and the comparison rewrites the rest.
+# Then the cost of the pull gate: drydock twice again, one with
+# `[[assess.pull_gate]]` over the benchmark's repository (the image is
+# assessed healthy against the in-repo advisory fixtures, and
+# `not_assessed = true`, so a missing verdict would be refused and stop
+# the run), manifest GET at 8 and 64 connections, in turns as above.
+#
+# --only compare / auth / gate runs one part; with --out, the auth and
+# gate parts replace the sections between their `auth-bench` and
+# `gate-bench` markers of the file (or are appended), and the comparison
+# rewrites the rest.
 # Needs: curl, wrk, python3; for the comparison docker-registry and
 # ../shared/tools/peer-registry.sh.
 set -euo pipefail
@@ -31,10 +38,11 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
-    *) echo "usage: $0 [--out FILE] [--only compare|auth]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--out FILE] [--only compare|auth|gate]" >&2; exit 2 ;;
   esac
 done
-case "$only" in ""|compare|auth) ;; *) echo "--only: compare or auth" >&2; exit 2 ;; esac
+case "$only" in ""|compare|auth|gate) ;; *) echo "--only: compare, auth or gate" >&2; exit 2 ;; esac
+wants() { [ -z "$only" ] || [ "$only" = "$1" ]; }
 rounds="${BENCH_ROUNDS:-2}"
 load_at_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 work="$(mktemp -d /tmp/drydock-bench.XXXXXX)"
@@ -52,7 +60,7 @@ if [ -z "${DRYDOCK_BIN:-}" ]; then
 fi
 # wrk cannot measure HEAD (it waits for a body), so HEAD uses a small
 # reqwest-based load generator.
-if [ -z "${HEADLOAD_BIN:-}" ] && [ "$only" != auth ]; then
+if [ -z "${HEADLOAD_BIN:-}" ] && wants compare; then
   (cd "$root" && cargo build --release -q -p registry --example headload)
   HEADLOAD_BIN="${CARGO_TARGET_DIR:-$root/target}/release/examples/headload"
 fi
@@ -60,7 +68,7 @@ fi
 echo "making test data..." >&2
 head -c 1073741824 /dev/urandom > "$work/mono.bin"
 dmono="sha256:$(sha256sum "$work/mono.bin" | cut -d' ' -f1)"
-if [ "$only" != auth ]; then
+if wants compare; then
   head -c 1073741824 /dev/urandom > "$work/chunked.bin"
   mkdir "$work/chunks"
   split -b 64M -d -a 3 "$work/chunked.bin" "$work/chunks/c"
@@ -256,9 +264,93 @@ auth_part() {
   cat "$work/auth-table.md"
 }
 
-[ "$only" = auth ] || compare
-[ "$only" = compare ] || auth_part
-if [ -n "$out" ] && [ "$only" != compare ]; then
+# The pull gate: the same manifest GETs with the gate off and on.
+gate_part() {
+  # A real (empty) tar layer, so the image is cataloged and judged healthy.
+  python3 - "$work/gate-layer.tar" <<'PY'
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w") as t:
+    data = b"drydock bench\n"
+    info = tarfile.TarInfo("etc/motd"); info.size = len(data); info.mtime = 0
+    t.addfile(info, io.BytesIO(data))
+PY
+  local dgl gate_manifest
+  dgl="sha256:$(sha256sum "$work/gate-layer.tar" | cut -d' ' -f1)"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%d}]}' \
+    "$dcfg" "$(stat -c %s "$work/config.json")" "$dgl" "$(stat -c %s "$work/gate-layer.tar")" > "$work/gate-manifest.json"
+  printf '[[assess.pull_gate]]\nrepository = "bench/*"\nnot_assessed = true\n' > "$work/gate.toml"
+  "$DRYDOCK_BIN" --data "$work/gated" db import "$root/tests/fixtures/vulndata" >/dev/null
+  local po pg off on
+  po=$(free_port); pg=$(free_port)
+  off="http://127.0.0.1:$po"; on="http://127.0.0.1:$pg"
+  start_drydock "$work/ungated" "$po" "$work/ungated.log" serve
+  start_drydock "$work/gated" "$pg" "$work/gated.log" --config "$work/gate.toml" serve
+  H=()
+  for b in "$off" "$on"; do
+    push_mono "$b" bench/small "$work/config.json" "$dcfg" >/dev/null
+    push_mono "$b" bench/small "$work/gate-layer.tar" "$dgl" >/dev/null
+    curl -sSf -o /dev/null -X PUT -H "Content-Type: $MT" --data-binary @"$work/gate-manifest.json" "$b/v2/bench/small/manifests/latest"
+  done
+  local health=""
+  for _ in $(seq 300); do
+    health=$(curl -sSf "$on/api/v1/images?repository=bench/small" |
+      python3 -c 'import json, sys; print(next((i["health"]["status"] for i in json.load(sys.stdin) if i["kind"] == "image" and i["health"]), ""))')
+    [ "$health" = healthy ] && break
+    sleep 0.1
+  done
+  [ "$health" = healthy ] || { echo "the gated image was not judged healthy (${health:-no verdict})" >&2; exit 1; }
+  for r in $(seq "$rounds"); do
+    for c in 8 64; do
+      echo "[gate] round $r/$rounds: manifest GET c=$c..." >&2
+      best "gget${c}_off" rps "$off/v2/bench/small/manifests/latest" "$c"
+      best "gget${c}_on" rps "$on/v2/bench/small/manifests/latest" "$c"
+    done
+  done
+  pct() { echo "$(( 100 * $2 / $1 ))%"; }
+  {
+    echo "| measurement | gate off | gate on (image healthy) | on / off |"
+    echo "| --- | ---: | ---: | ---: |"
+    for c in 8 64; do
+      echo "| manifest GET, $c conns (req/s) | ${A[gget${c}_off]} | ${A[gget${c}_on]} | $(pct "${A[gget${c}_off]}" "${A[gget${c}_on]}") |"
+    done
+  } > "$work/gate-table.md"
+  cat "$work/gate-table.md"
+}
+
+# Replace the section between `<!-- NAME:begin` and `<!-- NAME:end -->` of
+# $out with the file $2 (or append it).
+put_section() { # name file
+  touch "$out"
+  python3 - "$out" "$2" "$1" <<'PY'
+import sys, re
+path, section, name = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3]
+text = open(path).read()
+pat = re.compile(r"<!-- " + name + r":begin.*?<!-- " + name + r":end -->\n", re.S)
+if pat.search(text):
+    text = pat.sub(lambda _: section, text)
+else:
+    text = text.rstrip("\n") + "\n\n" + section
+open(path, "w").write(text)
+PY
+}
+
+wants compare && compare
+wants auth && auth_part
+wants gate && gate_part
+if [ -n "$out" ] && wants gate; then
+  {
+    echo "<!-- gate-bench:begin (written by bench/registry/run.sh) -->"
+    echo "## Pull gate"
+    echo
+    echo "\`bash bench/registry/run.sh --only gate --out bench/registry.md\`, $(nproc) cores, $(date -u +%Y-%m-%d), load average at start $load_at_start."
+    echo "Two drydock servers (release build) with the same image, one with \`[[assess.pull_gate]]\` over its repository (the image assessed healthy against the in-repo advisory fixtures) and one without, measured in turns ($rounds rounds, best of each; wrk ${dur}s per point)."
+    echo
+    cat "$work/gate-table.md"
+    echo "<!-- gate-bench:end -->"
+  } > "$work/gate-section.md"
+  put_section gate-bench "$work/gate-section.md"
+fi
+if [ -n "$out" ] && wants auth; then
   {
     echo "<!-- auth-bench:begin (written by bench/registry/run.sh) -->"
     echo "## Access control"
