@@ -18,10 +18,10 @@ pub enum Reference {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
-    #[error("invalid repository name {0:?}")]
-    Name(String),
-    #[error("invalid tag {0:?}")]
-    Tag(String),
+    #[error("invalid repository name {0:?}: {1}")]
+    Name(String, &'static str),
+    #[error("invalid tag {0:?}: {1}")]
+    Tag(String, &'static str),
     #[error("invalid reference {0:?}: {1}")]
     Reference(String, String),
 }
@@ -69,12 +69,39 @@ fn valid_component(c: &str) -> bool {
     true
 }
 
+/// Why `s` is not a repository name.
+fn name_problem(s: &str) -> Option<&'static str> {
+    if s.is_empty() {
+        return Some("it is empty");
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Some("it is longer than 255 characters");
+    }
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some("repository names are lower case");
+    }
+    if s.split('/').any(str::is_empty) {
+        return Some("a path component is empty (leading, trailing or doubled '/')");
+    }
+    if s.split('/').all(valid_component) {
+        return None;
+    }
+    if s.bytes()
+        .any(|b| !(is_alnum(b) || matches!(b, b'.' | b'_' | b'-' | b'/')))
+    {
+        return Some("only a-z, 0-9, '.', '_', '-' and '/' may appear");
+    }
+    Some(
+        "each path component must start and end with a letter or digit, with single '.', '_' or '__', or runs of '-' between",
+    )
+}
+
 impl Name {
     pub fn parse(s: &str) -> Result<Name, NameError> {
-        if s.is_empty() || s.len() > MAX_NAME_LEN || !s.split('/').all(valid_component) {
-            return Err(NameError::Name(s.to_string()));
+        match name_problem(s) {
+            Some(why) => Err(NameError::Name(s.to_string(), why)),
+            None => Ok(Name(s.to_string())),
         }
-        Ok(Name(s.to_string()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -93,7 +120,10 @@ impl Tag {
         if ok {
             Ok(Tag(s.to_string()))
         } else {
-            Err(NameError::Tag(s.to_string()))
+            Err(NameError::Tag(
+                s.to_string(),
+                "a tag is 1 to 128 of A-Z, a-z, 0-9, '_', '.', '-', not starting with '.' or '-'",
+            ))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -198,6 +228,23 @@ mod tests {
             assert!(Name::parse(bad).is_err(), "{bad}");
         }
         assert!(Name::parse(&"a".repeat(256)).is_err());
+        // Each refusal says why.
+        for (bad, why) in [
+            ("Team/App", "lower case"),
+            ("team//app", "empty"),
+            ("team/app!", "only a-z"),
+            ("team/-app", "start and end"),
+            ("", "empty"),
+        ] {
+            let e = Name::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        assert!(
+            Tag::parse(".v1")
+                .unwrap_err()
+                .to_string()
+                .contains("not starting")
+        );
     }
 
     #[test]

@@ -251,8 +251,7 @@ pub async fn get_repository(
     } else {
         (rest.trim_end_matches('/').to_string(), "detail")
     };
-    let repo = oci::Name::parse(&name)
-        .map_err(|e| ApiError::bad_request(format!("invalid repository name {name:?}: {e}")))?;
+    let repo = oci::Name::parse(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     blocking(&state, move |svc| {
         let scope = Scope::new(&caller.principal);
         // A repository the caller may not pull is answered like one that
@@ -298,8 +297,7 @@ pub async fn list_images(
     };
     let repo = q.get("repository").cloned();
     if let Some(r) = &repo {
-        oci::Name::parse(r)
-            .map_err(|e| ApiError::bad_request(format!("invalid repository name {r:?}: {e}")))?;
+        oci::Name::parse(r).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     blocking(&state, move |svc| {
         let scope = Scope::new(&caller.principal);
