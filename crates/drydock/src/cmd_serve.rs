@@ -14,8 +14,9 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on (overrides `listen` / DRYDOCK_LISTEN).
-    #[arg(long)]
+    /// Address to listen on [default: 127.0.0.1:5000; config `listen`, env
+    /// DRYDOCK_LISTEN]. Beyond loopback, access control turns on.
+    #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Serve HTTPS with this PEM certificate chain (with `--tls-key`;
     /// overrides `server.tls_cert` / DRYDOCK_TLS_CERT). Re-read when it
@@ -185,6 +186,11 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     // Before anything opens files: the connection cap is derived from it.
     let (nofile, _) = httpd::raise_nofile_limit();
     let listen = args.listen.unwrap_or(config.listen);
+    // Bind first: a taken port is reported before anything else starts
+    // (a database update, the assessor).
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let registry = Registry::open(registry_options(&config))
         .with_context(|| format!("cannot open data directory {}", config.data.display()))?;
     let access = access_control(&args, &config, listen)?;
@@ -235,9 +241,6 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     edge.realm = config.auth.realm.clone();
     edge.max_concurrent_uploads = config.auth.max_concurrent_uploads;
     edge.tls = args.tls_cert.is_some() || config.server.tls_cert.is_some();
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let server = config
         .server

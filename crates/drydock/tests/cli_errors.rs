@@ -208,3 +208,26 @@ fn a_one_shot_command_prints_its_result_without_log_lines() {
         "a Debug dump beside the summary: {err}"
     );
 }
+
+#[test]
+fn a_taken_port_is_reported_before_anything_starts() {
+    let data = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let out = drydock(data.path(), &["serve", "--listen", &listen])
+        // With no database, serve would start an update at once.
+        .env("DRYDOCK_VULNDB_UPDATE_HOURS", "24")
+        .env("DRYDOCK_VULNDB_SOURCES", "http://127.0.0.1:1/none.zip")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert_no_panic(&out, &["serve"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("cannot listen on {listen}")), "{err}");
+    assert!(
+        !err.contains("updating the vulnerability database"),
+        "an update started before the bind failed: {err}"
+    );
+    drop(taken);
+}
