@@ -47,6 +47,8 @@ fn tls_against_plain_http_explains_itself_and_names_the_fix() {
     let err = assert_explained_failure(&out, "scan");
     assert!(err.contains("plain HTTP"), "{err}");
     assert!(err.contains("--insecure"), "{err}");
+    // A retry cannot change a handshake with a plain-HTTP server.
+    assert!(!err.contains("retrying"), "retried in vain: {err}");
 
     // import to a server given as https:// that has no TLS.
     let https = format!("https://{addr}");

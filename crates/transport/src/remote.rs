@@ -275,6 +275,14 @@ impl Inner {
                         egress::describe(&e)
                     )));
                 }
+                // A TLS handshake that met plain HTTP, or a certificate
+                // that is not trusted, fails the same way every time.
+                Err(e) if tls_failure_is_permanent(&e) => {
+                    return Err(Error::Http(format!(
+                        "{method} {url}: {}",
+                        describe_reqwest(&e)
+                    )));
+                }
                 Err(e) => {
                     failures += 1;
                     if failures >= self.retry.attempts {
@@ -854,4 +862,21 @@ mod tests {
         let p = RetryPolicy::default();
         assert!(p.delay(1) < p.delay(2) && p.delay(30) == p.max_delay);
     }
+}
+
+/// Whether a request failed in a TLS handshake in a way a retry cannot
+/// change: the server speaks plain HTTP, or its certificate is not trusted.
+fn tls_failure_is_permanent(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        let text = err.to_string().to_ascii_lowercase();
+        if text.contains("invalidcontenttype")
+            || text.contains("corrupt message")
+            || text.contains("invalid peer certificate")
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
