@@ -820,6 +820,23 @@ fn next_link(v: &str) -> Option<String> {
     })
 }
 
+/// Whether a request failed in a TLS handshake in a way a retry cannot
+/// change: the server speaks plain HTTP, or its certificate is not trusted.
+fn tls_failure_is_permanent(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        let text = err.to_string().to_ascii_lowercase();
+        if text.contains("invalidcontenttype")
+            || text.contains("corrupt message")
+            || text.contains("invalid peer certificate")
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -862,21 +879,4 @@ mod tests {
         let p = RetryPolicy::default();
         assert!(p.delay(1) < p.delay(2) && p.delay(30) == p.max_delay);
     }
-}
-
-/// Whether a request failed in a TLS handshake in a way a retry cannot
-/// change: the server speaks plain HTTP, or its certificate is not trusted.
-fn tls_failure_is_permanent(e: &reqwest::Error) -> bool {
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    while let Some(err) = source {
-        let text = err.to_string().to_ascii_lowercase();
-        if text.contains("invalidcontenttype")
-            || text.contains("corrupt message")
-            || text.contains("invalid peer certificate")
-        {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
