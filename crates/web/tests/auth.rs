@@ -1065,6 +1065,24 @@ async fn vex_documents_follow_admin_scope() {
             .any(|e| e.action == "vex.add" && e.target == "team-a/*"),
         "{log:?}"
     );
+    // Withdrawing: administrators only, API documents only, once.
+    let key = "api:urn:vex:team-a/*";
+    let path = format!(
+        "/api/v1/vex/{}",
+        key.replace('/', "%2F").replace('*', "%2A")
+    );
+    let r = env.call(Who::Lead, Method::DELETE, &path, None).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = env
+        .call(Who::Admin, Method::DELETE, "/api/v1/vex/referrer:x", None)
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = env.call(Who::Admin, Method::DELETE, &path, None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = env.call(Who::Admin, Method::DELETE, &path, None).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let r = env.get(Who::Admin, "/api/v1/vex").await;
+    assert_eq!(r.json().as_array().unwrap().len(), 3);
     env.service.shutdown();
 }
 

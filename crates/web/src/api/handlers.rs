@@ -756,6 +756,40 @@ pub async fn create_vex(
     Ok((StatusCode::CREATED, Json(added)))
 }
 
+/// Withdraw a VEX document sent through the API (its key as listed, e.g.
+/// `api:<document id>`); the images it named are re-judged. A document
+/// pushed as a referrer is withdrawn by deleting that referrer.
+#[utoipa::path(delete, path = "/api/v1/vex/{key}",
+    params(("key" = String, Path, description = "The document's key as `GET /api/v1/vex` lists it")),
+    responses((status = 204), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody),
+        (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody)))]
+pub async fn delete_vex(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    Path(key): Path<String>,
+) -> ApiResult<StatusCode> {
+    if !caller.may_admin_glob(None) {
+        return Err(caller.forbidden("withdrawing a VEX document needs administrator rights"));
+    }
+    if !key.starts_with("api:") {
+        return Err(ApiError::bad_request(
+            "only documents sent through the API are withdrawn here; withdraw a VEX referrer by deleting it",
+        ));
+    }
+    let k = key.clone();
+    let removed = blocking(&state, move |svc| {
+        svc.delete_vex(&k).map_err(ApiError::internal)
+    })
+    .await?;
+    match removed {
+        Some(_) => {
+            audit_change(&state, &caller, "vex.rm", None, &key);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(caller.hidden(format!("no VEX document {key:?}"))),
+    }
+}
+
 /// Stored VEX documents (administrators: they may speak of any repository).
 #[utoipa::path(get, path = "/api/v1/vex", responses((status = 200, body = Vec<assess::store::VexRow>),
     (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]

@@ -40,6 +40,7 @@ use utoipa::OpenApi;
         handlers::delete_exemption,
         handlers::create_vex,
         handlers::list_vex,
+        handlers::delete_vex,
         handlers::list_webhooks,
         handlers::create_webhook,
         handlers::delete_webhook,
@@ -131,6 +132,7 @@ pub fn router(state: State) -> Router {
             "/api/v1/vex",
             get(handlers::list_vex).post(handlers::create_vex),
         )
+        .route("/api/v1/vex/{*key}", delete(handlers::delete_vex))
         .route(
             "/api/v1/exemptions/{id}",
             delete(handlers::delete_exemption),
