@@ -486,6 +486,11 @@ impl Importer {
     /// (no caller check; server-side paths still only inside
     /// [`ImportConfig::local_dirs`]).
     pub fn submit(&self, req: ImportRequest) -> Result<JobStatus, RequestError> {
+        self.start(req).map(|job| job.status())
+    }
+
+    /// Start a job; the job itself, which outlives its place in the list.
+    fn start(&self, req: ImportRequest) -> Result<Arc<job::Job>, RequestError> {
         let plan = self.plan(&req)?;
         let job = Arc::new(job::Job::new(&plan, &req));
         {
@@ -506,8 +511,8 @@ impl Importer {
                 jobs.by_id.remove(&id);
             }
         }
-        let status = job.status();
         let this = self.clone();
+        let handle = job.clone();
         tokio::spawn(async move {
             let _slot = tokio::select! {
                 s = this.inner.slots.clone().acquire_owned() => s,
@@ -534,7 +539,7 @@ impl Importer {
                 }
             }
         });
-        Ok(status)
+        Ok(handle)
     }
 
     /// A job's current status.
@@ -565,9 +570,11 @@ impl Importer {
 
     /// Submit and wait for the job to finish (for tests and embedding).
     pub async fn run(&self, req: ImportRequest) -> Result<JobStatus, RequestError> {
-        let id = self.submit(req)?.id;
+        // Poll the job itself, not the list: a finished job may be
+        // forgotten from the list (keep_finished) between two polls.
+        let job = self.start(req)?;
         loop {
-            let s = self.status(id).expect("job just submitted");
+            let s = job.status();
             if s.state.is_finished() {
                 return Ok(s);
             }

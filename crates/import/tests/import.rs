@@ -532,3 +532,45 @@ async fn cancelling_stops_before_any_tag() {
     let e = client.cancel(uuid::Uuid::new_v4()).await.unwrap_err();
     assert!(e.to_string().contains("no such import"), "{e}");
 }
+
+/// `Importer::run` waits on its own job even when a later submission
+/// pushes the finished job out of the list (`keep_finished`); it used to
+/// look the job up by id and panic when it was gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_survives_its_job_leaving_the_list() {
+    let dir = testing::test_images();
+    let s = server(ImportConfig {
+        keep_finished: 1,
+        ..local(&[&dir])
+    })
+    .await;
+    let source = format!("oci:{}:multiarch", dir.display());
+    let importer = s.importer.clone();
+    let first = {
+        let r = req(&source, "lib/first");
+        tokio::spawn(async move { importer.run(r).await })
+    };
+    // As soon as the first job is finished, submit another: the first one
+    // leaves the list before run() looks again.
+    loop {
+        let finished = s
+            .importer
+            .list()
+            .iter()
+            .any(|j| j.target.starts_with("lib/first") && j.state.is_finished());
+        if finished {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    s.importer.submit(req(&source, "lib/second")).unwrap();
+    assert!(
+        s.importer
+            .list()
+            .iter()
+            .all(|j| !j.target.starts_with("lib/first")),
+        "the first job left the list"
+    );
+    let st = first.await.expect("run() did not panic").unwrap();
+    assert_eq!(st.state, JobState::Succeeded, "{:?}", st.error);
+}
