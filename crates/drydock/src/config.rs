@@ -22,6 +22,9 @@ pub struct Config {
     /// Seconds after which an upload with no activity is abandoned.
     /// Env: `DRYDOCK_UPLOAD_EXPIRY_SECS`.
     pub upload_expiry_secs: u64,
+    /// `/readyz` is not ready below this much free space on the data
+    /// directory's filesystem; unset: 1 GiB or 1%, whichever is smaller.
+    pub min_free_bytes: Option<u64>,
     /// The assessment service (`[assess]` table).
     pub assess: AssessConfig,
     /// What one image may cost the catalog (`[catalog]` table), for
@@ -288,6 +291,9 @@ pub struct AssessConfig {
     /// Keep an SBOM replaced by a newer catalog version's (default false:
     /// it is deleted).
     pub sbom_keep_replaced: bool,
+    /// A job started this many times without finishing (the process
+    /// stopped while assessing) is marked failed.
+    pub max_attempts: u32,
 }
 
 impl Default for AssessConfig {
@@ -305,6 +311,7 @@ impl Default for AssessConfig {
             sbom: true,
             sbom_rules: Vec::new(),
             sbom_keep_replaced: false,
+            max_attempts: 3,
         }
     }
 }
@@ -321,6 +328,7 @@ impl AssessConfig {
         opts.policy.default.threshold = self.threshold;
         opts.policy.default.fixable_only = self.fixable_only;
         opts.webhooks = self.webhooks.clone();
+        opts.max_attempts = self.max_attempts.max(1);
         opts.sbom = assess::SbomOptions {
             enabled: self.sbom,
             rules: self.sbom_rules.clone(),
@@ -346,6 +354,7 @@ impl Default for Config {
             data: PathBuf::from("drydock-data"),
             log_format: "text".into(),
             upload_expiry_secs: 24 * 3600,
+            min_free_bytes: None,
             assess: AssessConfig::default(),
             catalog: CatalogSection::default(),
             vulndb: VulndbConfig::default(),
@@ -593,10 +602,12 @@ max_packages = 1
     fn assess_section_maps_to_options() {
         let c: Config = toml::from_str(
             r#"
+            min_free_bytes = 5000000
             [assess]
             workers = 4
             rescan_window_days = 7
             threshold = "critical"
+            max_attempts = 5
             [[assess.policy]]
             repository = "prod/*"
             threshold = "medium"
@@ -606,6 +617,11 @@ max_packages = 1
         .unwrap();
         let o = c.assess.options(Path::new("/d"));
         assert_eq!(o.workers, 4);
+        assert_eq!(o.max_attempts, 5);
+        assert_eq!(
+            crate::cmd_serve::registry_options(&c).min_free_bytes,
+            Some(5_000_000)
+        );
         assert_eq!(o.rescan_window_days, 7);
         assert_eq!(o.policy.default.threshold, assess::Severity::Critical);
         assert_eq!(
