@@ -15,7 +15,7 @@
 
 #[cfg(doc)]
 use crate::BlobStream;
-use crate::remote::{RemoteOptions, RemoteSource, check_status, parse_challenge};
+use crate::remote::{Bearer, RemoteOptions, RemoteSource, check_status, parse_challenge};
 use crate::{Credentials, Error, FetchedManifest};
 use oci::{Digest, ImageRef, Name, Reference};
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -199,23 +199,12 @@ impl Pusher {
             .filter_map(|v| v.to_str().ok())
             .filter_map(parse_challenge)
             .collect();
-        if let Some((_, params)) = challenges
-            .iter()
-            .find(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-        {
-            let get = |k: &str| {
-                params
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
-                    .map(|(_, v)| v.clone())
-            };
-            let realm = get("realm").ok_or_else(|| {
-                Error::Auth(format!("{}: bearer challenge without realm", self.base))
-            })?;
+        if let Some(bearer) = Bearer::find(&challenges) {
+            let realm = bearer.realm(&self.base)?;
             let scope = format!("repository:{}:pull,push", self.name);
             let token = self
                 .remote
-                .token(&realm, get("service"), scope)
+                .token(&realm, bearer.param("service"), scope)
                 .await
                 .map_err(|e| match e {
                     // The read side's hint names its own flag.

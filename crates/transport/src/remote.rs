@@ -336,24 +336,10 @@ impl Inner {
             .iter()
             .filter_map(|c| parse_challenge(c))
             .collect();
-        if let Some((_, params)) = parsed
-            .iter()
-            .find(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-        {
-            let get = |k: &str| {
-                params
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
-                    .map(|(_, v)| v.clone())
-            };
-            let realm = get("realm").ok_or_else(|| {
-                Error::Auth(format!(
-                    "{}: bearer challenge without realm",
-                    self.image.host
-                ))
-            })?;
+        if let Some(bearer) = Bearer::find(&parsed) {
+            let realm = bearer.realm(&self.image.host)?;
             let token = self
-                .fetch_token(&realm, get("service"), get("scope"))
+                .fetch_token(&realm, bearer.param("service"), bearer.param("scope"))
                 .await?;
             *self.auth.lock().expect("auth") = Auth::Bearer(token);
             return Ok(());
@@ -576,6 +562,33 @@ async fn read_bounded(resp: Response, limit: u64, what: &str) -> Result<Bytes, E
         out.extend_from_slice(&chunk);
     }
     Ok(out.freeze())
+}
+
+/// The parameters of a `Bearer` challenge.
+pub(crate) struct Bearer<'a>(&'a [(String, String)]);
+
+impl<'a> Bearer<'a> {
+    /// The first `Bearer` challenge among parsed ones.
+    pub(crate) fn find(parsed: &'a [(String, Vec<(String, String)>)]) -> Option<Bearer<'a>> {
+        parsed
+            .iter()
+            .find(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+            .map(|(_, params)| Bearer(params))
+    }
+
+    /// A parameter, by case-insensitive name.
+    pub(crate) fn param(&self, key: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The token endpoint; a challenge from `host` without one is an error.
+    pub(crate) fn realm(&self, host: &str) -> Result<String, Error> {
+        self.param("realm")
+            .ok_or_else(|| Error::Auth(format!("{host}: bearer challenge without realm")))
+    }
 }
 
 /// Parse one `WWW-Authenticate` challenge: scheme and `key=value` params
