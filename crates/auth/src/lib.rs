@@ -329,7 +329,7 @@ struct Inner {
     limiter: LoginLimiter,
     /// Logins verified recently: sha256(name, password) → (generation,
     /// when), so argon2 runs once per client rather than per request.
-    verified: Mutex<HashMap<String, (i64, Instant)>>,
+    verified: Mutex<HashMap<[u8; 32], (i64, Instant)>>,
     /// Access tokens whose signature was checked: sha256(token) → claims,
     /// valid until `exp`, for the store generation they were checked at.
     /// ES256 verification costs more than serving a manifest; the
@@ -602,32 +602,13 @@ impl AccessControl {
     }
 
     fn check_password(&self, snap: &Snapshot, username: &str, password: &str) -> Option<Identity> {
-        if let Some(robot) = username.strip_prefix(ROBOT_PREFIX) {
-            let r = snap.robots.get(robot)?;
-            let matches = secret::constant_time_eq(&secret::sha256_hex(password), &r.secret_hash);
-            let live = r.revoked_at.is_none() && r.expires_at.is_none_or(|e| e > now());
-            return (matches && live).then(|| Identity::Robot {
-                name: r.name.clone(),
-            });
+        if let Some(known) = self.check_known(snap, username, password) {
+            return Some(known);
+        }
+        if username.starts_with(ROBOT_PREFIX) {
+            return None;
         }
         let u = snap.users.get(username)?;
-        let key = secret::sha256_hex(&format!("{username}\0{password}"));
-        {
-            let cache = self
-                .inner
-                .verified
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some((generation, at)) = cache.get(&key)
-                && *generation == u.generation
-                && at.elapsed() < Duration::from_secs(300)
-            {
-                return Some(Identity::User {
-                    name: u.name.clone(),
-                    groups: u.groups.clone(),
-                });
-            }
-        }
         if !secret::verify_password(password, &u.password_hash) {
             return None;
         }
@@ -639,11 +620,56 @@ impl AccessControl {
         if cache.len() > 10_000 {
             cache.clear();
         }
-        cache.insert(key, (u.generation, Instant::now()));
+        cache.insert(
+            login_key(username, password),
+            (u.generation, Instant::now()),
+        );
         Some(Identity::User {
             name: u.name.clone(),
             groups: u.groups.clone(),
         })
+    }
+
+    /// The cheap checks: a live robot's secret (SHA-256), or a user's
+    /// login verified in the last five minutes under the same password
+    /// generation. `None` means "not known good", not "wrong".
+    fn check_known(&self, snap: &Snapshot, username: &str, password: &str) -> Option<Identity> {
+        if let Some(robot) = username.strip_prefix(ROBOT_PREFIX) {
+            let r = snap.robots.get(robot)?;
+            let matches = secret::constant_time_eq(&secret::sha256_hex(password), &r.secret_hash);
+            let live = r.revoked_at.is_none() && r.expires_at.is_none_or(|e| e > now());
+            return (matches && live).then(|| Identity::Robot {
+                name: r.name.clone(),
+            });
+        }
+        let u = snap.users.get(username)?;
+        let cache = self
+            .inner
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (generation, at) = cache.get(&login_key(username, password))?;
+        (*generation == u.generation && at.elapsed() < Duration::from_secs(300)).then(|| {
+            Identity::User {
+                name: u.name.clone(),
+                groups: u.groups.clone(),
+            }
+        })
+    }
+
+    /// A login that needs neither the slow password hash nor the limiter:
+    /// a robot's valid secret, or a user's recently verified password.
+    /// `None` sends the caller to [`AccessControl::login`], which also
+    /// counts failures. Never blocks; for HTTP Basic on every request.
+    pub fn login_known(
+        &self,
+        username: &str,
+        password: &str,
+        address: Option<IpAddr>,
+    ) -> Option<Principal> {
+        let snap = self.snapshot();
+        let identity = self.check_known(&snap, username, password)?;
+        Some(self.principal(&snap, identity, Method::Basic, None, address))
     }
 
     fn record_login(&self, username: &str, address: Option<IpAddr>, outcome: &str, detail: &str) {
@@ -1315,6 +1341,17 @@ fn binding_from_row(r: &BindingRow) -> Result<Binding, PolicyError> {
             .map(Action::parse)
             .collect::<Result<_, _>>()?,
     })
+}
+
+/// The key of a verified login: SHA-256 over name and password, so the
+/// cache never holds a password.
+fn login_key(username: &str, password: &str) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(username.as_bytes());
+    h.update([0]);
+    h.update(password.as_bytes());
+    h.finalize().into()
 }
 
 fn limiter_keys(username: &str, address: Option<IpAddr>) -> Vec<String> {

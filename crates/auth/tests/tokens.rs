@@ -403,3 +403,33 @@ fn cached_tokens_follow_revocations_and_removed_permissions() {
     }
     assert!(ac.bearer(&token, None).is_err());
 }
+
+#[test]
+fn known_logins_skip_the_slow_path_only_when_verified() {
+    let (_d, ac) = setup();
+    // Not verified yet: the caller must take the full login.
+    assert!(ac.login_known("alice", "alice-password", None).is_none());
+    ac.login("alice", "alice-password", None).unwrap();
+    let p = ac.login_known("alice", "alice-password", None).unwrap();
+    assert_eq!(p.name(), "alice");
+    assert!(ac.login_known("alice", "wrong-password", None).is_none());
+    assert!(ac.login_known("nobody", "alice-password", None).is_none());
+    // A password change forgets the verified login.
+    ac.set_password(&Principal::unrestricted(), "alice", "another-password")
+        .unwrap();
+    assert!(ac.login_known("alice", "alice-password", None).is_none());
+    // Robots: a live secret is known good; a revoked one is not.
+    let op = Principal::unrestricted();
+    let secret = ac
+        .add_robot(
+            &op,
+            "ci",
+            "",
+            None,
+            &[("team-a/app".into(), vec![Action::Pull])],
+        )
+        .unwrap();
+    assert!(ac.login_known("robot$ci", &secret, None).is_some());
+    ac.revoke_robot(&op, "ci").unwrap();
+    assert!(ac.login_known("robot$ci", &secret, None).is_none());
+}
