@@ -80,7 +80,7 @@ pub(crate) async fn span(req: Request, next: Next) -> Response {
 }
 
 /// Credentials a request carries.
-enum Credentials {
+pub(crate) enum Credentials {
     None,
     Basic(String, String),
     Bearer(String),
@@ -88,7 +88,7 @@ enum Credentials {
     Malformed,
 }
 
-fn credentials(headers: &HeaderMap) -> Credentials {
+pub(crate) fn credentials(headers: &HeaderMap) -> Credentials {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let Ok(v) = v.to_str() else {
             return Credentials::Malformed;

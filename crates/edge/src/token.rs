@@ -11,7 +11,9 @@
 //! Each requested scope is granted only as far as the identity may; the
 //! token says so in its `access` claim.
 
-use crate::authn::{EdgeState, client_ip, error_response, login, refusal};
+use crate::authn::{
+    Credentials, EdgeState, client_ip, credentials, error_response, login, refusal,
+};
 use auth::{AuthError, Principal, Scope};
 use axum::Router;
 use axum::body::Bytes;
@@ -19,7 +21,6 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine;
 use std::sync::Arc;
 
 pub(crate) fn router(state: Arc<EdgeState>) -> Router {
@@ -100,31 +101,15 @@ async fn get_token(State(state): State<Arc<EdgeState>>, req: Request) -> Respons
     };
     let ip = client_ip(&req);
     let challenge = state.challenge(req.headers(), req.uri());
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let who = match auth {
-        None => ac.anonymous(ip),
-        Some(v) => {
-            let (scheme, rest) = v.split_once(' ').unwrap_or((&v, ""));
-            let decoded = scheme
-                .eq_ignore_ascii_case("basic")
-                .then(|| {
-                    base64::engine::general_purpose::STANDARD
-                        .decode(rest.trim())
-                        .ok()
-                })
-                .flatten()
-                .and_then(|b| String::from_utf8(b).ok());
-            let Some((u, p)) = decoded.as_deref().and_then(|s| s.split_once(':')) else {
-                return refusal("/token", &AuthError::BadCredentials, &challenge);
-            };
-            match login(&ac, u.to_string(), p.to_string(), ip).await {
-                Ok(p) => p,
-                Err(e) => return refusal("/token", &e, &challenge),
-            }
+    // A session cookie does not log in here: no Authorization, anonymous.
+    let who = match credentials(req.headers()) {
+        Credentials::None | Credentials::Cookie(_) => ac.anonymous(ip),
+        Credentials::Basic(u, p) => match login(&ac, u, p, ip).await {
+            Ok(p) => p,
+            Err(e) => return refusal("/token", &e, &challenge),
+        },
+        Credentials::Bearer(_) | Credentials::Malformed => {
+            return refusal("/token", &AuthError::BadCredentials, &challenge);
         }
     };
     let offline = one(&q, "offline_token") == Some("true");
