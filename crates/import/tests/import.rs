@@ -80,8 +80,8 @@ async fn ok(s: &Server, r: ImportRequest) -> JobStatus {
     st
 }
 
-fn layout_bytes(d: &Digest) -> Vec<u8> {
-    std::fs::read(testing::test_images().join("blobs/sha256").join(d.hex())).unwrap()
+fn layout_bytes(layout: &std::path::Path, d: &Digest) -> Vec<u8> {
+    std::fs::read(layout.join("blobs/sha256").join(d.hex())).unwrap()
 }
 
 async fn manifest(s: &Server, repo: &str, tag: &str) -> Option<registry::StoredManifest> {
@@ -122,7 +122,7 @@ async fn assert_complete(s: &Server, repo: &str, tag: &str) {
 
 #[tokio::test]
 async fn from_oci_layout_and_docker_archive() {
-    let dir = testing::test_images();
+    let dir = transport::require_test_images!();
     let tmp = tempfile::tempdir().unwrap();
     let s = server(local(&[&dir, tmp.path()])).await;
     let st = ok(
@@ -133,7 +133,11 @@ async fn from_oci_layout_and_docker_archive() {
     let want = testing::test_image_digest("multiarch");
     let stored = manifest(&s, "lib/multi", "multiarch").await.unwrap();
     assert_eq!(stored.digest, want);
-    assert_eq!(&stored.bytes[..], &layout_bytes(&want)[..], "byte for byte");
+    assert_eq!(
+        &stored.bytes[..],
+        &layout_bytes(&dir, &want)[..],
+        "byte for byte"
+    );
     assert_complete(&s, "lib/multi", "multiarch").await;
     assert_eq!(st.manifests.len(), 3, "two platforms, then the index");
     assert_eq!(st.manifests[2].tag.as_deref(), Some("multiarch"));
@@ -181,7 +185,7 @@ async fn from_oci_layout_and_docker_archive() {
 
 #[tokio::test]
 async fn from_docker_registry_and_a_second_drydock() {
-    let dir = testing::test_images();
+    let dir = transport::require_test_images!();
     let Some(peer) = PeerRegistry::start() else {
         return;
     };
@@ -283,7 +287,7 @@ async fn from_docker_registry_and_a_second_drydock() {
 
 #[tokio::test]
 async fn bearer_token_registry_with_cut_transfers() {
-    let dir = testing::test_images();
+    let dir = transport::require_test_images!();
     let mini = MiniRegistry::start(
         dir,
         MiniOptions {
@@ -355,8 +359,9 @@ async fn bearer_token_registry_with_cut_transfers() {
 
 #[tokio::test]
 async fn over_tls_with_a_stored_private_ca() {
+    let layout = transport::require_test_images!();
     let mini = MiniRegistry::start(
-        testing::test_images(),
+        layout,
         MiniOptions {
             tls: true,
             ..Default::default()
@@ -449,7 +454,7 @@ async fn bad_requests_and_failed_imports_change_nothing() {
 
 #[tokio::test]
 async fn http_api_and_client() {
-    let dir = testing::test_images();
+    let dir = transport::require_test_images!();
     let s = server(local(&[&dir])).await;
     let client = import::client::Client::new(&format!("http://{}", s.addr)).unwrap();
     let job = client
@@ -494,8 +499,9 @@ async fn http_api_and_client() {
 
 #[tokio::test]
 async fn cancelling_stops_before_any_tag() {
+    let layout = transport::require_test_images!();
     let mini = MiniRegistry::start(
-        testing::test_images(),
+        layout,
         MiniOptions {
             blob_delay: Some(std::time::Duration::from_secs(30)),
             ..Default::default()
@@ -538,7 +544,7 @@ async fn cancelling_stops_before_any_tag() {
 /// look the job up by id and panic when it was gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_survives_its_job_leaving_the_list() {
-    let dir = testing::test_images();
+    let dir = transport::require_test_images!();
     let s = server(ImportConfig {
         keep_finished: 1,
         ..local(&[&dir])

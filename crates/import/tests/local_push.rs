@@ -138,7 +138,7 @@ async fn tagged(t: &Target, repo: &str, tag: &str) -> Option<oci::Digest> {
 #[tokio::test]
 async fn pushes_a_layout_through_the_token_flow_and_skips_present_blobs() {
     let t = target().await;
-    let images = transport::testing::test_images();
+    let images = transport::require_test_images!();
     let source = format!("oci:{}:multiarch", images.display());
     let st = push(&t, &source, "team/app:v1", alice("s3cret")).await;
     assert_eq!(st.state, JobState::Succeeded, "{:?}", st.error);

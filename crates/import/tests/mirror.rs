@@ -5,11 +5,11 @@ use import::mirror::{self, MirrorRule};
 use import::{ImportConfig, Importer, RemoteConfig};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use transport::testing::{self, MiniOptions, MiniRegistry};
+use transport::testing::{MiniOptions, MiniRegistry};
 
 #[tokio::test]
 async fn fetches_on_a_miss_then_serves_locally() {
-    let layout = testing::test_images();
+    let layout = transport::require_test_images!();
     let upstream = MiniRegistry::start(
         layout.clone(),
         MiniOptions {

@@ -26,37 +26,183 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The tags every test-image caller may use.
+pub const TEST_IMAGE_TAGS: [&str; 5] = [
+    "bookworm-base",
+    "python-app",
+    "node-app",
+    "rust-app",
+    "multiarch",
+];
+
 /// The OCI layout holding the real test images (`bookworm-base`,
-/// `python-app`, `node-app`, `rust-app`, `multiarch`): `$DRYDOCK_TEST_IMAGES/oci`,
-/// else `target/test-images/oci`, which `scripts/test-images.sh` builds when
-/// it is missing.
-pub fn test_images() -> PathBuf {
+/// `python-app`, `node-app`, `rust-app`, `multiarch`), or `None` when they
+/// cannot be had here. See [`test_images_dir`].
+pub fn test_images() -> Option<PathBuf> {
+    test_images_dir().map(|d| d.join("oci"))
+}
+
+/// The directory of the real test images (`oci/`, `rootfs/`, `stage/`):
+/// `$DRYDOCK_TEST_IMAGES`, else `target/test-images`, built with
+/// `scripts/test-images.sh` when an image is missing.
+///
+/// When the build needs a tool that is not on `PATH`, the caller is told
+/// `skipped: ...` and gets `None`: a developer's machine need not carry
+/// debootstrap and umoci. Under CI (`CI` set) that is a failure naming the
+/// tool, so a missing install step cannot hide. A build that starts and
+/// fails is always a failure.
+pub fn test_images_dir() -> Option<PathBuf> {
+    // One decision (and at most one build) per test binary.
+    static DIR: std::sync::Mutex<Option<Result<PathBuf, String>>> = std::sync::Mutex::new(None);
+    let mut guard = DIR.lock().unwrap_or_else(|p| p.into_inner());
+    let found = guard.get_or_insert_with(find_or_build_test_images).clone();
+    drop(guard);
+    match found {
+        Ok(dir) => Some(dir),
+        Err(why) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the test images cannot be built with CI set: {why} (.ci/run installs it)"
+            );
+            eprintln!("skipped: the test images are not built and {why}");
+            None
+        }
+    }
+}
+
+/// The test images (`oci/` inside) or, when a tool to build them is
+/// missing, which one; fails (panics) when a build is tried and fails.
+fn find_or_build_test_images() -> Result<PathBuf, String> {
     let base = std::env::var_os("DRYDOCK_TEST_IMAGES")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/test-images"));
-    let oci = base.join("oci");
-    let has = |tag: &str| {
-        std::fs::read_to_string(oci.join("index.json"))
-            .map(|s| s.contains(&format!("\"{tag}\"")))
-            .unwrap_or(false)
-    };
-    // One build at a time within a test binary.
-    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
-    if !(has("python-app") && has("multiarch") && has("rust-app")) {
-        let status = Command::new("bash")
-            .arg(workspace_root().join("scripts/test-images.sh"))
-            .env("DRYDOCK_TEST_IMAGES", &base)
-            .status()
-            .expect("run scripts/test-images.sh");
+    let tags = layout_tags(&base.join("oci"));
+    let missing: Vec<&str> = TEST_IMAGE_TAGS
+        .into_iter()
+        .filter(|t| !tags.iter().any(|have| have == t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(base);
+    }
+    if let Some(why) = missing_build_tool(&base, &missing) {
+        return Err(why);
+    }
+    let status = Command::new("bash")
+        .arg(workspace_root().join("scripts/test-images.sh"))
+        .args(&missing)
+        .env("DRYDOCK_TEST_IMAGES", &base)
+        .status()
+        .expect("run scripts/test-images.sh");
+    assert!(
+        status.success(),
+        "scripts/test-images.sh {} failed ({status}); its log: {}",
+        missing.join(" "),
+        base.join("build.log").display()
+    );
+    let tags = layout_tags(&base.join("oci"));
+    for t in TEST_IMAGE_TAGS {
         assert!(
-            status.success(),
-            "scripts/test-images.sh failed: building the test images needs debootstrap, \
-             umoci, skopeo, python3 with pip, npm and cargo (as root it installs the \
-             Debian packages itself; .ci/run installs them all)"
+            tags.iter().any(|have| have == t),
+            "test image {t} missing after the build"
         );
     }
-    oci
+    Ok(base)
+}
+
+/// The `ref.name` tags of the OCI layout at `oci` (none if unreadable).
+fn layout_tags(oci: &Path) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(oci.join("index.json")) else {
+        return Vec::new();
+    };
+    let Ok(index) = serde_json::from_slice::<oci::ImageIndex>(&bytes) else {
+        return Vec::new();
+    };
+    index
+        .manifests
+        .into_iter()
+        .filter_map(|d| d.annotations?.remove(crate::layout::REF_NAME))
+        .collect()
+}
+
+/// Why `scripts/make-images.sh` cannot build the `missing` images here
+/// (a tool it needs is not on `PATH`), or `None` when it can. Steps whose
+/// output is already cached (`rootfs/bookworm.ok`, `stage/<image>.ok`)
+/// need no tool.
+fn missing_build_tool(base: &Path, missing: &[&str]) -> Option<String> {
+    let cached = |rel: &str| base.join(rel).exists();
+    let mut needs: Vec<(&str, &str)> = vec![
+        ("bash", "the build script"),
+        ("umoci", "assembling every image"),
+        ("skopeo", "checking the built layout"),
+        ("python3", "the layout summary and the multiarch index"),
+    ];
+    // Every app image sits on bookworm-base, built from a debootstrap rootfs.
+    if !cached("rootfs/bookworm.ok") {
+        let debootstrap = on_path("debootstrap") || on_path("mmdebstrap");
+        if !debootstrap {
+            return Some(
+                "debootstrap (or mmdebstrap) is not on PATH (it builds the bookworm-base rootfs)"
+                    .to_string(),
+            );
+        }
+    }
+    if missing.contains(&"node-app") && !cached("stage/node-app.ok") {
+        needs.push(("npm", "node-app's packages"));
+    }
+    if missing.contains(&"rust-app") && !cached("stage/rust-app.ok") {
+        needs.push(("cargo", "rust-app's lock file and binary"));
+    }
+    for (tool, what) in needs {
+        if !on_path(tool) {
+            return Some(format!("{tool} is not on PATH (it is needed for {what})"));
+        }
+    }
+    if missing.contains(&"python-app") && !cached("stage/python-app.ok") {
+        let pip = Command::new("python3")
+            .args(["-m", "pip", "--version"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !pip {
+            return Some(
+                "python3 has no pip module (`python3 -m pip` installs python-app's packages)"
+                    .to_string(),
+            );
+        }
+    }
+    None
+}
+
+/// Whether an executable file named `program` is in a `PATH` directory.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(program))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// The test-image layout for a test, or return from the test (after
+/// `skipped: <why>`) when the images cannot be built here; under CI a
+/// missing tool fails the test instead. `require_test_images!(dir)` gives
+/// the directory holding `oci/`, `rootfs/` and `stage/`.
+#[macro_export]
+macro_rules! require_test_images {
+    () => {
+        match $crate::testing::test_images() {
+            ::std::option::Option::Some(p) => p,
+            ::std::option::Option::None => return,
+        }
+    };
+    (dir) => {
+        match $crate::testing::test_images_dir() {
+            ::std::option::Option::Some(p) => p,
+            ::std::option::Option::None => return,
+        }
+    };
 }
 
 /// A free TCP port on loopback (racy, but good enough for tests).
@@ -131,10 +277,12 @@ impl Drop for PeerRegistry {
     }
 }
 
-/// The manifest digest the test images' index gives `tag`.
+/// The manifest digest the test images' index gives `tag` (for a test
+/// that has passed [`require_test_images!`]).
 pub fn test_image_digest(tag: &str) -> oci::Digest {
+    let layout = test_images().expect("test images (require_test_images!() first)");
     let index: oci::ImageIndex =
-        serde_json::from_slice(&std::fs::read(test_images().join("index.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     index
         .manifests
         .into_iter()

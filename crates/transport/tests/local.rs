@@ -46,7 +46,7 @@ async fn check_whole(src: &dyn ImageSource, root: &transport::FetchedManifest) -
 
 #[tokio::test]
 async fn oci_layout_image_and_index() {
-    let dir = testing::test_images();
+    let dir = transport::require_test_images!();
     let index: oci::ImageIndex =
         serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let entry = |tag: &str| {
@@ -118,7 +118,7 @@ async fn oci_layout_image_and_index() {
 
 #[tokio::test]
 async fn oci_layout_errors_are_clear() {
-    let dir = testing::test_images();
+    let dir = transport::require_test_images!();
     let e = open(&SourceSpec::parse(&format!("oci:{}:nope", dir.display())).unwrap())
         .await
         .unwrap_err()
@@ -174,7 +174,7 @@ async fn corrupted_blob_fails_at_end_of_stream() {
 
 #[tokio::test]
 async fn docker_archive_from_skopeo() {
-    let dir = testing::test_images();
+    let dir = transport::require_test_images!();
     let tmp = tempfile::tempdir().unwrap();
     let archive = tmp.path().join("images.tar");
     testing::skopeo_copy(

@@ -56,7 +56,8 @@ async fn literal_internal_hosts_are_refused_before_any_request() {
 
 #[tokio::test]
 async fn names_are_judged_when_resolved_and_refusals_are_not_retried() {
-    let mini = MiniRegistry::start(testing::test_images(), MiniOptions::default()).await;
+    let layout = transport::require_test_images!();
+    let mini = MiniRegistry::start(layout, MiniOptions::default()).await;
     let port = mini.addr.port();
     let image = format!("localhost:{port}/tls/py:python-app");
     let src = source(&image, EgressPolicy::default()).unwrap();

@@ -62,7 +62,7 @@ async fn pull_all(src: &dyn ImageSource) -> usize {
 
 #[tokio::test]
 async fn from_docker_registry() {
-    let dir = testing::test_images();
+    let dir = transport::require_test_images!();
     let Some(reg) = PeerRegistry::start() else {
         return;
     };
@@ -134,7 +134,7 @@ async fn from_docker_registry() {
 
 #[tokio::test]
 async fn bearer_token_flow_and_resumed_transfers() {
-    let dir = testing::test_images();
+    let dir = transport::require_test_images!();
     let creds = ("alice".to_string(), "s3cret".to_string());
     let mini = MiniRegistry::start(
         dir,
@@ -195,7 +195,7 @@ async fn bearer_token_flow_and_resumed_transfers() {
 
 #[tokio::test]
 async fn anonymous_token_basic_auth_and_flaky_server() {
-    let dir = testing::test_images();
+    let dir = transport::require_test_images!();
     // Anonymous tokens (like a public repository on a hosted registry).
     let mini = MiniRegistry::start(
         dir.clone(),
@@ -220,7 +220,7 @@ async fn anonymous_token_basic_auth_and_flaky_server() {
     // A server that ignores Range: the resumed transfer starts over and the
     // bytes already seen are dropped.
     let no_range = MiniRegistry::start(
-        testing::test_images(),
+        dir.clone(),
         MiniOptions {
             cut_blobs_over: Some(1 << 20),
             ignore_range: true,
@@ -253,7 +253,7 @@ async fn anonymous_token_basic_auth_and_flaky_server() {
 
 #[tokio::test]
 async fn tls_by_default_with_a_private_ca() {
-    let dir = testing::test_images();
+    let dir = transport::require_test_images!();
     let mini = MiniRegistry::start(
         dir,
         MiniOptions {
