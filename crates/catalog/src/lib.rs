@@ -289,31 +289,10 @@ pub struct PlatformInventory {
     pub incomplete: Vec<Skipped>,
 }
 
-/// Whether an index entry is an image for some platform (not a buildkit
-/// attestation manifest or an `unknown/unknown` entry).
-pub fn is_platform_image(desc: &Descriptor) -> bool {
-    if !matches!(
-        desc.media_type.as_str(),
-        oci::OCI_MANIFEST | oci::DOCKER_MANIFEST
-    ) {
-        return false;
-    }
-    let attestation = desc
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("vnd.docker.reference.type"))
-        .is_some_and(|t| t == "attestation-manifest");
-    let unknown = desc
-        .platform
-        .as_ref()
-        .is_some_and(|p| p.os == "unknown" || p.architecture == "unknown");
-    !attestation && !unknown
-}
-
-/// Catalog every platform of an index. `fetch_manifest` returns the bytes
-/// of a child manifest (from a layout or a registry); nested indexes are
-/// followed one level deep. Layers shared between platforms are read once
-/// thanks to `cache`.
+/// Catalog every platform of an index (the images [`oci::IndexWalk`]
+/// picks, nested indexes followed). `fetch_manifest` returns the bytes of
+/// a child manifest (from a layout or a registry). Layers shared between
+/// platforms are read once thanks to `cache`.
 pub fn catalog_index(
     source: &dyn BlobSource,
     index: &ImageIndex,
@@ -321,27 +300,29 @@ pub fn catalog_index(
     cache: &dyn LayerCache,
     limits: &Limits,
 ) -> Result<Vec<PlatformInventory>, CatalogError> {
-    let mut out = Vec::new();
-    for desc in &index.manifests {
-        if oci::is_index_media_type(&desc.media_type) {
-            let body = fetch_manifest(desc).map_err(|e| CatalogError::Manifest {
-                digest: desc.digest.clone(),
-                detail: e.to_string(),
-            })?;
-            if let Ok(oci::Manifest::Index { index: inner, .. }) =
-                oci::Manifest::parse(&body, Some(&desc.media_type))
-            {
-                for d in inner.manifests.iter().filter(|d| is_platform_image(d)) {
-                    out.push(catalog_child(source, d, fetch_manifest, cache, limits)?);
-                }
-            }
-            continue;
-        }
-        if is_platform_image(desc) {
-            out.push(catalog_child(source, desc, fetch_manifest, cache, limits)?);
-        }
+    let mut walk = oci::IndexWalk::new(index, &oci::PlatformFilter::all());
+    while let Some(nested) = walk.next_index() {
+        let digest = nested.descriptor.digest.clone();
+        let manifest_err = |detail: String| CatalogError::Manifest {
+            digest: digest.clone(),
+            detail,
+        };
+        let body = fetch_manifest(&nested.descriptor).map_err(|e| manifest_err(e.to_string()))?;
+        let inner = match oci::Manifest::parse(&body, Some(&nested.descriptor.media_type)) {
+            Ok(oci::Manifest::Index { index, .. }) => index,
+            Ok(_) => return Err(manifest_err("expected an index".into())),
+            Err(e) => return Err(manifest_err(e.to_string())),
+        };
+        walk.add_index(nested, &inner)
+            .map_err(|e| manifest_err(e.to_string()))?;
     }
-    Ok(out)
+    // Only a platform asked for by name can be missing: with none, finish
+    // cannot fail.
+    let images = walk.finish().unwrap_or_default();
+    images
+        .iter()
+        .map(|img| catalog_child(source, &img.descriptor, fetch_manifest, cache, limits))
+        .collect()
 }
 
 fn catalog_child(

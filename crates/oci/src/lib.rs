@@ -1,5 +1,6 @@
 //! The OCI data model: digests, names and references, media types, and
-//! manifest/index parsing and validation.
+//! manifest/index parsing and validation, platforms, and the one walk from
+//! an index to its platform images ([`IndexWalk`]).
 //!
 //! Everything here is pure: no I/O except through the [`BlobSource`] trait,
 //! which lets the cataloger read layers from wherever they live (the
@@ -12,14 +13,21 @@
 //! - A [`Name`] and a [`Tag`] always satisfy the distribution-spec grammar.
 
 mod digest;
+mod index;
 mod manifest;
 mod media;
 mod name;
+mod platform;
 
 pub use digest::{Algorithm, Digest, DigestError, Digester};
+pub use index::{
+    EntryKind, IndexWalk, MAX_DEPTH, MAX_INDEXES, NestedIndex, PlatformImage, REFERENCE_DIGEST,
+    REFERENCE_TYPE, WalkError,
+};
 pub use manifest::{Descriptor, ImageIndex, ImageManifest, Manifest, ManifestError, Platform};
 pub use media::*;
 pub use name::{ImageRef, Name, NameError, Reference, Tag};
+pub use platform::{PlatformError, PlatformFilter, PlatformSpec};
 
 use std::io::Read;
 
