@@ -21,6 +21,7 @@ fn run(cmd: &mut Command) -> String {
 
 #[test]
 fn dpkg_inventory_equals_dpkg_query() {
+    transport::require_test_images!(dir);
     let inv = catalog_tag("bookworm-base", &MemoryCache::new());
     let admindir = test_images().join("rootfs/bookworm/var/lib/dpkg");
     let out = run(Command::new("dpkg-query")
@@ -89,6 +90,7 @@ fn pep503(s: &str) -> String {
 
 #[test]
 fn python_inventory_equals_pip_list() {
+    transport::require_test_images!(dir);
     let inv = catalog_tag("python-app", &MemoryCache::new());
     let sp = test_images().join("stage/python-app/usr/local/lib/python3.11/site-packages");
     let out = run(Command::new("python3")
@@ -153,6 +155,7 @@ fn npm_ls_collect(v: &serde_json::Value, out: &mut BTreeSet<(String, String)>) {
 
 #[test]
 fn npm_inventory_equals_npm_ls() {
+    transport::require_test_images!(dir);
     let inv = catalog_tag("node-app", &MemoryCache::new());
     let app = test_images().join("stage/node-app/app");
     let out = run(Command::new("npm")
@@ -171,6 +174,7 @@ fn npm_inventory_equals_npm_ls() {
 
 #[test]
 fn rust_inventory_from_lockfile_and_auditable_binary() {
+    transport::require_test_images!(dir);
     let l = layout();
     let (_, m) = image_manifest(&l, "rust-app");
     let layers =
@@ -233,6 +237,7 @@ fn rust_inventory_from_lockfile_and_auditable_binary() {
 
 #[test]
 fn multiarch_index_catalogs_each_platform_and_reads_shared_layers_once() {
+    transport::require_test_images!(dir);
     let l = layout();
     let desc = l.resolve(Some("multiarch")).unwrap();
     let oci::Manifest::Index { index, .. } = l.manifest(&desc).unwrap() else {
@@ -259,6 +264,7 @@ fn multiarch_index_catalogs_each_platform_and_reads_shared_layers_once() {
 
 #[test]
 fn cache_hit_gives_the_same_inventory() {
+    transport::require_test_images!(dir);
     let dir = tempfile::tempdir().unwrap();
     let cache = catalog::DirCache::new(dir.path());
     let first = catalog_tag("python-app", &cache);
@@ -283,6 +289,7 @@ fn cache_hit_gives_the_same_inventory() {
 
 #[test]
 fn layers_read_in_parallel_match_a_sequential_read() {
+    transport::require_test_images!(dir);
     let l = layout();
     for tag in ["python-app", "node-app", "rust-app"] {
         let (_, m) = image_manifest(&l, tag);
@@ -308,6 +315,7 @@ fn layers_read_in_parallel_match_a_sequential_read() {
 
 #[test]
 fn a_failing_layer_read_in_parallel_is_the_error_reported() {
+    transport::require_test_images!(dir);
     let l = layout();
     let (_, m) = image_manifest(&l, "python-app");
     let bad = m.layers.last().unwrap().digest.clone();

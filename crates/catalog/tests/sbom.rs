@@ -34,6 +34,7 @@ fn python_ok(module: &str) -> bool {
 
 #[test]
 fn cyclonedx_and_spdx_documents() {
+    transport::require_test_images!(dir);
     let inv = catalog_tag("python-app", &MemoryCache::new());
     let mut meta = SbomMeta::new("oci:test:python-app");
     meta.digest =

@@ -7,32 +7,16 @@ use inventory::{Ecosystem, Inventory};
 use oci::{Digest, ImageManifest, Manifest};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `DRYDOCK_TEST_IMAGES`, else `target/test-images`; built with
-/// `scripts/test-images.sh` when missing.
+/// The test images' directory, for a test that has passed
+/// `transport::require_test_images!(dir)` (which skips, or under CI fails,
+/// when they cannot be built here).
 pub fn test_images() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::var_os("DRYDOCK_TEST_IMAGES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target/test-images"));
-        if !dir.join("oci/index.json").exists() || !dir.join("rootfs/bookworm.ok").exists() {
-            let status = Command::new("bash")
-                .arg(workspace_root().join("scripts/test-images.sh"))
-                .env("DRYDOCK_TEST_IMAGES", &dir)
-                .status()
-                .expect("run scripts/test-images.sh");
-            assert!(status.success(), "scripts/test-images.sh failed");
-        }
-        dir
-    })
-    .clone()
+    transport::testing::test_images_dir().expect("require_test_images!() first")
 }
 
 pub fn layout() -> OciLayout {
