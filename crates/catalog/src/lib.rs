@@ -27,7 +27,7 @@
 //! - [`catalog_image`] = cache look-up or [`catalog_layer`] for each layer
 //!   (uncached layers up to [`Limits::parallel_layers`] at a time), then
 //!   [`merge`]. [`catalog_index`] does it for every platform of an
-//!   index. [`sbom`] renders CycloneDX 1.6 and SPDX 2.3 documents.
+//!   index. SBOMs of an inventory are the `report` crate's.
 //! - [`layout::OciLayout`] is a minimal OCI image-layout reader (used by the
 //!   tests, benches, and by `drydock scan oci:DIR` before `transport` lands).
 //!
@@ -77,7 +77,6 @@ mod limits;
 mod merge;
 mod model;
 pub mod purl;
-pub mod sbom;
 mod targuard;
 
 pub use cache::{DirCache, LayerCache, MemoryCache, NoCache};
@@ -117,6 +116,15 @@ pub fn catalog_image(
 ) -> Result<ImageInventory, CatalogError> {
     let layers = catalog_image_layers(source, manifest, cache, limits)?;
     Ok(merge_image(&layers, limits))
+}
+
+/// Whether the catalog reads the contents of the regular file at `path`
+/// (relative, `/`-separated, no leading `/`) with permission bits `mode`
+/// and `size` bytes under `limits`. `drydock scan dir:` streams only such
+/// files into [`catalog_layer`], so a directory is cataloged by the same
+/// walk as a layer without copying the files nothing looks at.
+pub fn reads_file(path: &str, mode: u32, size: u64, limits: &Limits) -> bool {
+    catalogers::classify(path, mode, size, limits).is_some()
 }
 
 /// A cached layer result usable under `limits`: one with skipped parts

@@ -1,11 +1,16 @@
 //! `drydock scan TARGET`: catalog an image from an OCI layout, a docker
-//! archive or a registry, match it against the vulnerability database in
-//! the data directory, and report (table, JSON, CycloneDX, SPDX, SARIF).
+//! archive or a registry, or a directory (a root filesystem or a project
+//! folder, [`crate::cmd_scan_dir`]), match it against the vulnerability
+//! database in the data directory, and report (table, JSON, CycloneDX,
+//! SPDX, SARIF; every format is rendered by the `report` crate).
 //!
 //! An index is scanned platform by platform. Without a vulnerability
 //! database the packages are still listed, with a notice saying how to
 //! install one. `--exit-code N` makes the command fail with N when a
-//! vulnerability of a `--severity` level is reported, for CI gates.
+//! vulnerability of a `--severity` level is reported, for CI gates;
+//! `--fail-on LEVEL` gates on that level and above only (with
+//! `--fail-only-fixable`, on those with a fixed version), while still
+//! reporting everything `--severity` selects.
 //!
 //! An image the catalog could not read completely (a file over its cap, a
 //! malformed package database, a hostile path, a cap on packages reached;
@@ -18,11 +23,9 @@
 
 use crate::config::Config;
 use anyhow::{Context, bail};
-use catalog::sbom::{SbomMeta, Vulnerability};
 use catalog::{DirCache, LayerCache, MemoryCache};
-use inventory::{Inventory, Package};
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use inventory::Inventory;
+use report::{DatabaseInfo, ImageScan, ScanReport};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -40,7 +43,9 @@ pub enum Format {
 #[derive(clap::Args)]
 pub struct ScanArgs {
     /// The image: `oci:DIR[:TAG]`, `docker-archive:FILE[:NAME:TAG]` or
-    /// `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`.
+    /// `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`; or `dir:PATH`, a root
+    /// filesystem or a project folder (lock files, package databases,
+    /// binaries).
     pub target: String,
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
@@ -66,9 +71,23 @@ pub struct ScanArgs {
         default_value = "unknown,low,medium,high,critical"
     )]
     pub severity: Vec<String>,
-    /// Exit with this code when any reported vulnerability remains.
+    /// Exit with this code when any reported vulnerability remains (with
+    /// `--fail-on`: any at that level or above).
     #[arg(long, default_value_t = 0)]
     pub exit_code: u8,
+    /// Fail (exit 1, or `--exit-code`) when a reported vulnerability of
+    /// this level or above remains; the report still lists every level
+    /// `--severity` selects.
+    #[arg(long, value_name = "LEVEL")]
+    pub fail_on: Option<String>,
+    /// With `--fail-on`: only vulnerabilities that have a fixed version
+    /// fail the command.
+    #[arg(long, requires = "fail_on")]
+    pub fail_only_fixable: bool,
+    /// For `dir:` targets: leave out this path, relative to the directory,
+    /// and everything under it (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub exclude: Vec<String>,
     /// Leave out vulnerabilities that have no fixed version.
     #[arg(long)]
     pub ignore_unfixed: bool,
@@ -77,22 +96,45 @@ pub struct ScanArgs {
     pub no_cache: bool,
 }
 
-/// One platform's results.
-struct Scanned {
-    platform: Option<String>,
-    manifest: String,
-    inventory: Inventory,
-    /// Parts of the image the catalog could not read, one sentence each.
-    incomplete: Vec<String>,
-    findings: Vec<Finding>,
+fn level(flag: &str, s: &str) -> anyhow::Result<Severity> {
+    Severity::parse(s.trim()).with_context(|| {
+        format!("{flag}: unknown level {s:?} (use unknown,low,medium,high,critical)")
+    })
 }
 
 pub async fn run(args: ScanArgs, config: Config) -> anyhow::Result<ExitCode> {
     let mut wanted = Vec::new();
     for s in &args.severity {
-        wanted.push(Severity::parse(s.trim()).with_context(|| {
-            format!("--severity: unknown level {s:?} (use unknown,low,medium,high,critical)")
-        })?);
+        wanted.push(level("--severity", s)?);
+    }
+    let fail_on = args
+        .fail_on
+        .as_deref()
+        .map(|s| level("--fail-on", s))
+        .transpose()?;
+    if let Some(path) = args.target.strip_prefix("dir:") {
+        if args.creds.is_some() || args.insecure || args.platform.is_some() {
+            bail!("--creds, --insecure and --platform do not apply to dir: targets");
+        }
+        let db = open_db(&args, &config, fail_on)?;
+        let limits = config.catalog.limits();
+        let (path, exclude) = (PathBuf::from(path), args.exclude.clone());
+        let dir = tokio::task::spawn_blocking(move || {
+            crate::cmd_scan_dir::catalog_dir(&path, &exclude, &limits)
+        })
+        .await??;
+        let findings = matched(db.as_ref(), &dir.inventory, &wanted, &args);
+        let scanned = vec![ImageScan {
+            platform: None,
+            manifest: dir.root.display().to_string(),
+            inventory: dir.inventory,
+            incomplete: dir.incomplete,
+            findings,
+        }];
+        return finish(&args, &config, db.as_ref(), fail_on, scanned);
+    }
+    if !args.exclude.is_empty() {
+        bail!("--exclude applies to dir: targets only");
     }
     let mut spec = transport::SourceSpec::parse(&args.target)
         .with_context(|| format!("invalid target {:?}", args.target))?;
@@ -108,17 +150,7 @@ pub async fn run(args: ScanArgs, config: Config) -> anyhow::Result<ExitCode> {
         bail!("--creds and --insecure only apply to docker:// targets");
     }
 
-    let db = match vulndb::Database::open(&config.data) {
-        Ok(db) => Some(db),
-        Err(vulndb::Error::NoDatabase(_)) => None,
-        Err(e) => return Err(e).context("opening the vulnerability database"),
-    };
-    if db.is_none() && args.exit_code != 0 {
-        bail!(
-            "no vulnerability database in {}: cannot gate on vulnerabilities; run `drydock db import PATH...` or `drydock db update` first",
-            config.data.display()
-        );
-    }
+    let db = open_db(&args, &config, fail_on)?;
 
     let source: Arc<dyn transport::ImageSource> = Arc::from(
         transport::open(&spec)
@@ -194,17 +226,8 @@ pub async fn run(args: ScanArgs, config: Config) -> anyhow::Result<ExitCode> {
         .await??;
         let incomplete = image.reasons();
         let inventory = image.inventory;
-        let findings: Vec<Finding> = match &db {
-            Some(db) => db
-                .match_inventory(&inventory)
-                .into_iter()
-                .filter(|f| f.is_vulnerability())
-                .filter(|f| wanted.contains(&f.severity))
-                .filter(|f| !args.ignore_unfixed || f.fixed_version.is_some())
-                .collect(),
-            None => Vec::new(),
-        };
-        scanned.push(Scanned {
+        let findings = matched(db.as_ref(), &inventory, &wanted, &args);
+        scanned.push(ImageScan {
             platform: platform.map(|p| p.display()),
             manifest: digest,
             inventory,
@@ -213,42 +236,95 @@ pub async fn run(args: ScanArgs, config: Config) -> anyhow::Result<ExitCode> {
         });
     }
 
-    let db_note = match &db {
-        Some(d) => json!({"version": d.version(), "built_at": d.built_at()}),
-        None => Value::Null,
+    finish(&args, &config, db.as_ref(), fail_on, scanned)
+}
+
+/// The installed database, if any; a gate without one is an error.
+fn open_db(
+    args: &ScanArgs,
+    config: &Config,
+    fail_on: Option<Severity>,
+) -> anyhow::Result<Option<vulndb::Database>> {
+    let db = match vulndb::Database::open(&config.data) {
+        Ok(db) => Some(db),
+        Err(vulndb::Error::NoDatabase(_)) => None,
+        Err(e) => return Err(e).context("opening the vulnerability database"),
     };
-    let report = match args.format {
-        Format::Table => table(&args.target, &scanned, db.is_some(), &config),
-        Format::Json => to_json(&json_report(&args.target, &scanned, db_note)),
-        Format::Cyclonedx | Format::Spdx => {
-            let docs: Vec<Value> = scanned
-                .iter()
-                .map(|s| {
-                    let mut meta = SbomMeta::new(&args.target);
-                    meta.digest = Some(s.manifest.clone());
-                    if args.format == Format::Spdx {
-                        catalog::sbom::spdx(&s.inventory, &meta)
-                    } else {
-                        let v: Vec<Vulnerability> = s.findings.iter().map(to_sbom_vuln).collect();
-                        catalog::sbom::cyclonedx(&s.inventory, &v, &meta)
-                    }
-                })
-                .collect();
-            // One document per platform: a single one stands alone.
-            match docs.len() {
-                1 => to_json(&docs[0]),
-                _ => to_json(&Value::Array(docs)),
+    if db.is_none() && (args.exit_code != 0 || fail_on.is_some()) {
+        bail!(
+            "no vulnerability database in {}: cannot gate on vulnerabilities; run `drydock db import PATH...` or `drydock db update` first",
+            config.data.display()
+        );
+    }
+    Ok(db)
+}
+
+/// The reported findings of `inventory`: vulnerabilities (not
+/// informational advisories) of the wanted levels.
+fn matched(
+    db: Option<&vulndb::Database>,
+    inventory: &Inventory,
+    wanted: &[Severity],
+    args: &ScanArgs,
+) -> Vec<Finding> {
+    let Some(db) = db else {
+        return Vec::new();
+    };
+    db.match_inventory(inventory)
+        .into_iter()
+        .filter(|f| f.is_vulnerability())
+        .filter(|f| wanted.contains(&f.severity))
+        .filter(|f| !args.ignore_unfixed || f.fixed_version.is_some())
+        .collect()
+}
+
+/// Render the report, write it, name incomplete parts on stderr, and
+/// judge the exit code.
+fn finish(
+    args: &ScanArgs,
+    config: &Config,
+    db: Option<&vulndb::Database>,
+    fail_on: Option<Severity>,
+    images: Vec<ImageScan>,
+) -> anyhow::Result<ExitCode> {
+    let report = ScanReport {
+        target: args.target.clone(),
+        database: db.map(|d| DatabaseInfo {
+            version: d.version().to_string(),
+            built_at: d.built_at().to_string(),
+        }),
+        images,
+    };
+    let text = match args.format {
+        Format::Table => {
+            let mut t = report.table();
+            if db.is_none() {
+                t.push_str(&format!(
+                    "No vulnerability database is installed in {}: packages are listed, vulnerabilities are not.\nInstall one with `drydock db import PATH...` (offline) or `drydock db update`.\n",
+                    config.data.display()
+                ));
             }
+            t
         }
-        Format::Sarif => to_json(&sarif(&args.target, &scanned)),
+        Format::Json => report::to_json(&report.json()),
+        // One document per platform: a single one stands alone.
+        Format::Cyclonedx => match report.cyclonedx().as_slice() {
+            [one] => report::to_json(one),
+            many => report::to_json(many),
+        },
+        Format::Spdx => match report.spdx().as_slice() {
+            [one] => report::to_json(one),
+            many => report::to_json(many),
+        },
+        Format::Sarif => report::to_json(&report.sarif()),
     };
     match &args.output {
         Some(path) => {
-            std::fs::write(path, report).with_context(|| format!("writing {}", path.display()))?
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
         }
-        None => crate::out::write_all(report.as_bytes())?,
+        None => crate::out::write_all(text.as_bytes())?,
     }
-    for s in &scanned {
+    for s in &report.images {
         let platform = s
             .platform
             .as_deref()
@@ -264,473 +340,31 @@ pub async fn run(args: ScanArgs, config: Config) -> anyhow::Result<ExitCode> {
             config.data.display()
         );
     }
-    let total: usize = scanned.iter().map(|s| s.findings.len()).sum();
-    if args.exit_code != 0 && total > 0 {
-        return Ok(ExitCode::from(args.exit_code));
+    let failing = report
+        .images
+        .iter()
+        .flat_map(|s| &s.findings)
+        .filter(|f| fail_on.is_none_or(|l| f.severity >= l))
+        .filter(|f| !args.fail_only_fixable || f.fixed_version.is_some())
+        .count();
+    let code = match (fail_on, args.exit_code) {
+        (Some(_), 0) => 1,
+        (_, c) => c,
+    };
+    if code != 0 && failing > 0 {
+        if fail_on.is_some() {
+            eprintln!(
+                "{failing} vulnerabilit{} at or above --fail-on {}{}",
+                if failing == 1 { "y" } else { "ies" },
+                args.fail_on.as_deref().unwrap_or_default().trim(),
+                if args.fail_only_fixable {
+                    " with a fix"
+                } else {
+                    ""
+                }
+            );
+        }
+        return Ok(ExitCode::from(code));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn to_json(v: &Value) -> String {
-    let mut s = serde_json::to_string_pretty(v).expect("JSON values serialise");
-    s.push('\n');
-    s
-}
-
-fn to_sbom_vuln(f: &Finding) -> Vulnerability {
-    Vulnerability {
-        id: f.id.to_string(),
-        aliases: f.aliases.to_vec(),
-        ecosystem: f.ecosystem,
-        package: f.package.to_string(),
-        installed_version: f.installed_version.to_string(),
-        fixed_version: f.fixed_version.as_deref().map(String::from),
-        status: f.status.as_str().to_string(),
-        severity: f.severity.as_str().to_string(),
-        cvss: f.cvss.as_ref().map(|c| c.score),
-        summary: (!f.summary.is_empty()).then(|| f.summary.to_string()),
-    }
-}
-
-fn package_json(p: &Package) -> Value {
-    json!({
-        "ecosystem": p.ecosystem.as_str(),
-        "name": p.name,
-        "version": p.version,
-        "source_name": p.source_name,
-        "source_version": p.source_version,
-        "purl": p.purl,
-        "location": p.location,
-        "layer": p.layer,
-    })
-}
-
-fn finding_json(f: &Finding) -> Value {
-    json!({
-        "id": &*f.id,
-        "aliases": &*f.aliases,
-        "ecosystem": f.ecosystem.as_str(),
-        "package": &*f.package,
-        "source_package": f.source_package.as_deref(),
-        "purl": &*f.purl,
-        "installed_version": &*f.installed_version,
-        "fixed_version": f.fixed_version.as_deref(),
-        "status": f.status.as_str(),
-        "severity": f.severity.as_str(),
-        "cvss": f.cvss.as_ref().map(|c| json!({"version": c.version, "vector": c.vector, "score": c.score})),
-        "summary": &*f.summary,
-        "references": &*f.references,
-    })
-}
-
-fn json_report(target: &str, scanned: &[Scanned], db: Value) -> Value {
-    let multi = scanned.len() > 1;
-    let mut packages = Vec::new();
-    let mut vulns = Vec::new();
-    let mut images = Vec::new();
-    for s in scanned {
-        for p in &s.inventory.packages {
-            let mut v = package_json(p);
-            if multi {
-                v["platform"] = json!(s.platform);
-            }
-            packages.push(v);
-        }
-        for f in &s.findings {
-            let mut v = finding_json(f);
-            if multi {
-                v["platform"] = json!(s.platform);
-            }
-            vulns.push(v);
-        }
-        images.push(json!({
-            "manifest": s.manifest,
-            "platform": s.platform,
-            "distro": s.inventory.distro,
-            "packages": s.inventory.packages.len(),
-            "vulnerabilities": s.findings.len(),
-            "complete": s.incomplete.is_empty(),
-            "incomplete_reasons": s.incomplete,
-        }));
-    }
-    json!({
-        "target": target,
-        "database": db,
-        "images": images,
-        "packages": packages,
-        "vulnerabilities": vulns,
-    })
-}
-
-fn sarif_level(s: Severity) -> &'static str {
-    match s {
-        Severity::Critical | Severity::High => "error",
-        Severity::Medium => "warning",
-        Severity::Low | Severity::Unknown => "note",
-    }
-}
-
-fn sarif(target: &str, scanned: &[Scanned]) -> Value {
-    let mut rules: BTreeMap<String, Value> = BTreeMap::new();
-    let mut results = Vec::new();
-    for s in scanned {
-        for f in &s.findings {
-            rules.entry(f.id.to_string()).or_insert_with(|| {
-                let mut r = json!({
-                    "id": &*f.id,
-                    "name": f.id.replace('-', ""),
-                    "shortDescription": {"text": format!("{} in {}", f.id, f.package)},
-                    "fullDescription": {"text": if f.summary.is_empty() { &*f.id } else { &*f.summary }},
-                    "defaultConfiguration": {"level": sarif_level(f.severity)},
-                    "properties": {"tags": ["vulnerability", "security", f.severity.as_str()]},
-                });
-                if let Some(c) = &f.cvss {
-                    r["properties"]["security-severity"] = json!(format!("{:.1}", c.score));
-                }
-                if let Some(u) = f.references.first() {
-                    r["helpUri"] = json!(u);
-                }
-                r
-            });
-            let location = s
-                .inventory
-                .packages
-                .iter()
-                .find(|p| {
-                    p.ecosystem == f.ecosystem
-                        && *p.name == *f.package
-                        && *p.version == *f.installed_version
-                })
-                .map(|p| p.location.trim_start_matches('/').to_string())
-                .unwrap_or_else(|| target.to_string());
-            let fixed = f
-                .fixed_version
-                .as_deref()
-                .map(|v| format!("; fixed in {v}"))
-                .unwrap_or_default();
-            results.push(json!({
-                "ruleId": &*f.id,
-                "level": sarif_level(f.severity),
-                "message": {"text": format!(
-                    "{} {} {} is affected by {} ({}){fixed}{}",
-                    f.ecosystem, f.package, f.installed_version, f.id, f.severity,
-                    s.platform.as_deref().map(|p| format!(" [{p}]")).unwrap_or_default()
-                )},
-                "locations": [{"physicalLocation": {"artifactLocation": {"uri": location}}}],
-            }));
-        }
-    }
-    json!({
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": "drydock",
-                "version": env!("CARGO_PKG_VERSION"),
-                "rules": rules.into_values().collect::<Vec<_>>(),
-            }},
-            "results": results,
-        }],
-    })
-}
-
-/// Render rows as aligned columns.
-fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        out.push_str(&line(r.clone()));
-    }
-    out
-}
-
-fn table(target: &str, scanned: &[Scanned], have_db: bool, config: &Config) -> String {
-    let mut out = String::new();
-    for s in scanned {
-        let distro = s
-            .inventory
-            .distro
-            .as_ref()
-            .map(|d| {
-                d.pretty_name
-                    .clone()
-                    .unwrap_or_else(|| format!("{} {}", d.id, d.version_id))
-            })
-            .unwrap_or_else(|| "unknown OS".into());
-        let mut per_eco: BTreeMap<&str, usize> = BTreeMap::new();
-        for p in &s.inventory.packages {
-            *per_eco.entry(p.ecosystem.as_str()).or_default() += 1;
-        }
-        let ecos: Vec<String> = per_eco.iter().map(|(e, n)| format!("{e} {n}")).collect();
-        out.push_str(&format!(
-            "{target}{} ({})\n{distro}; {} packages ({})\n\n",
-            s.platform
-                .as_deref()
-                .map(|p| format!(" [{p}]"))
-                .unwrap_or_default(),
-            s.manifest,
-            s.inventory.packages.len(),
-            ecos.join(", ")
-        ));
-        if !s.incomplete.is_empty() {
-            let n = s.incomplete.len();
-            out.push_str(&format!(
-                "INCOMPLETE: {n} part{} of the image could not be read; what is listed below may not be all:\n",
-                if n == 1 { "" } else { "s" }
-            ));
-            for r in &s.incomplete {
-                out.push_str(&format!("  - {r}\n"));
-            }
-            out.push('\n');
-        }
-        if !have_db {
-            let rows: Vec<Vec<String>> = s
-                .inventory
-                .packages
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.ecosystem.to_string(),
-                        p.name.clone(),
-                        p.version.clone(),
-                        p.location.clone(),
-                    ]
-                })
-                .collect();
-            out.push_str(&columns(
-                &["ECOSYSTEM", "PACKAGE", "VERSION", "LOCATION"],
-                &rows,
-            ));
-            out.push('\n');
-            continue;
-        }
-        let mut findings: Vec<&Finding> = s.findings.iter().collect();
-        findings.sort_by(|a, b| {
-            b.severity
-                .cmp(&a.severity)
-                .then_with(|| a.package.cmp(&b.package))
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        let rows: Vec<Vec<String>> = findings
-            .iter()
-            .map(|f| {
-                let mut summary: String = f.summary.chars().take(60).collect();
-                if f.summary.chars().count() > 60 {
-                    summary.push('…');
-                }
-                vec![
-                    f.package.to_string(),
-                    f.ecosystem.to_string(),
-                    f.id.to_string(),
-                    f.severity.as_str().to_uppercase(),
-                    f.installed_version.to_string(),
-                    f.fixed_version.as_deref().map_or_else(
-                        || match f.status {
-                            vulndb::FindingStatus::WontFix => "(won't fix)".into(),
-                            _ => "(no fix)".into(),
-                        },
-                        String::from,
-                    ),
-                    summary,
-                ]
-            })
-            .collect();
-        if !rows.is_empty() {
-            out.push_str(&columns(
-                &[
-                    "PACKAGE",
-                    "ECOSYSTEM",
-                    "VULNERABILITY",
-                    "SEVERITY",
-                    "INSTALLED",
-                    "FIXED",
-                    "SUMMARY",
-                ],
-                &rows,
-            ));
-            out.push('\n');
-        }
-        let count = |sev: Severity| s.findings.iter().filter(|f| f.severity == sev).count();
-        let affected: std::collections::BTreeSet<(&str, &str)> = s
-            .findings
-            .iter()
-            .map(|f| (&*f.package, &*f.installed_version))
-            .collect();
-        out.push_str(&format!(
-            "Total: {} vulnerabilities in {} packages (critical: {}, high: {}, medium: {}, low: {}, unknown: {})\n\n",
-            s.findings.len(),
-            affected.len(),
-            count(Severity::Critical),
-            count(Severity::High),
-            count(Severity::Medium),
-            count(Severity::Low),
-            count(Severity::Unknown),
-        ));
-    }
-    if !have_db {
-        out.push_str(&format!(
-            "No vulnerability database is installed in {}: packages are listed, vulnerabilities are not.\nInstall one with `drydock db import PATH...` (offline) or `drydock db update`.\n",
-            config.data.display()
-        ));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use inventory::Ecosystem;
-
-    fn scanned() -> Scanned {
-        let pkg = Package {
-            ecosystem: Ecosystem::PyPI,
-            name: "requests".into(),
-            version: "2.19.1".into(),
-            source_name: None,
-            source_version: None,
-            purl: "pkg:pypi/requests@2.19.1".into(),
-            location: "/usr/lib/python3/site-packages/requests-2.19.1.dist-info/METADATA".into(),
-            layer: "sha256:aa".into(),
-        };
-        let finding = Finding {
-            id: "PYSEC-2018-28".into(),
-            aliases: vec!["CVE-2018-18074".to_string()].into(),
-            related: Vec::new().into(),
-            ecosystem: Ecosystem::PyPI,
-            distro: None,
-            package: "requests".into(),
-            source_package: None,
-            purl: pkg.purl.as_str().into(),
-            installed_version: "2.19.1".into(),
-            fixed_version: Some("2.20.0".into()),
-            status: vulndb::FindingStatus::Fixed,
-            status_note: None,
-            severity: Severity::High,
-            severity_source: "cvss:nvd".into(),
-            cvss: Some(std::sync::Arc::new(vulndb::Cvss {
-                version: "3.1".into(),
-                vector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N".into(),
-                score: 7.5,
-                source: "nvd".into(),
-            })),
-            summary: "sends credentials over http".into(),
-            references: Vec::new().into(),
-            informational: None,
-            data_source: "osv:PyPI".into(),
-        };
-        Scanned {
-            platform: None,
-            manifest: "sha256:bb".into(),
-            inventory: Inventory {
-                distro: None,
-                packages: vec![pkg],
-            },
-            incomplete: Vec::new(),
-            findings: vec![finding],
-        }
-    }
-
-    #[test]
-    fn json_report_has_the_documented_fields() {
-        let r = json_report("oci:x", &[scanned()], Value::Null);
-        let p = &r["packages"][0];
-        for k in [
-            "ecosystem",
-            "name",
-            "version",
-            "source_name",
-            "source_version",
-            "purl",
-            "layer",
-        ] {
-            assert!(p.get(k).is_some(), "packages[].{k}");
-        }
-        let v = &r["vulnerabilities"][0];
-        for k in [
-            "id",
-            "aliases",
-            "ecosystem",
-            "package",
-            "installed_version",
-            "fixed_version",
-            "status",
-            "severity",
-            "cvss",
-        ] {
-            assert!(v.get(k).is_some(), "vulnerabilities[].{k}");
-        }
-        assert_eq!(v["severity"], "high");
-        assert_eq!(v["cvss"]["score"], 7.5);
-        assert!(
-            p.get("platform").is_none(),
-            "single image: no platform field"
-        );
-    }
-
-    #[test]
-    fn sarif_and_table() {
-        let s = sarif("oci:x", &[scanned()]);
-        let run = &s["runs"][0];
-        assert_eq!(run["results"][0]["level"], "error");
-        assert_eq!(
-            run["tool"]["driver"]["rules"][0]["properties"]["security-severity"],
-            "7.5"
-        );
-        assert_eq!(
-            run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
-            "usr/lib/python3/site-packages/requests-2.19.1.dist-info/METADATA"
-        );
-        let t = table("oci:x", &[scanned()], true, &Config::default());
-        assert!(
-            t.contains("PYSEC-2018-28") && t.contains("HIGH") && t.contains("2.20.0"),
-            "{t}"
-        );
-        assert!(
-            t.contains("Total: 1 vulnerabilities in 1 packages (critical: 0, high: 1"),
-            "{t}"
-        );
-        let t = table("oci:x", &[scanned()], false, &Config::default());
-        assert!(t.contains("No vulnerability database is installed"), "{t}");
-        assert!(!t.contains("INCOMPLETE"), "{t}");
-    }
-
-    #[test]
-    fn incomplete_images_say_so_in_the_table_and_json() {
-        let mut s = scanned();
-        s.incomplete = vec![
-            "/var/lib/dpkg/status: 40000000 bytes, over the limit of 33554432 bytes (max_file_bytes); not read (layer sha256:0123456789ab)".into(),
-        ];
-        let t = table("oci:x", std::slice::from_ref(&s), true, &Config::default());
-        assert!(
-            t.contains("INCOMPLETE: 1 part of the image could not be read")
-                && t.contains("  - /var/lib/dpkg/status: 40000000 bytes"),
-            "{t}"
-        );
-        let r = json_report("oci:x", &[s], Value::Null);
-        assert_eq!(r["images"][0]["complete"], false);
-        assert!(
-            r["images"][0]["incomplete_reasons"][0]
-                .as_str()
-                .unwrap()
-                .contains("max_file_bytes")
-        );
-        let r = json_report("oci:x", &[scanned()], Value::Null);
-        assert_eq!(r["images"][0]["complete"], true);
-        assert_eq!(r["images"][0]["incomplete_reasons"], json!([]));
-    }
 }

@@ -10,6 +10,7 @@ mod cmd_db;
 mod cmd_gc;
 mod cmd_import;
 mod cmd_scan;
+mod cmd_scan_dir;
 mod cmd_serve;
 mod cmd_usage;
 mod config;

@@ -97,6 +97,7 @@ fn crates_keep_to_their_layers() {
         "import",
         "web",
         "drydock",
+        "report",
     ] {
         assert!(deps.contains_key(expected), "no crate {expected}");
     }
@@ -137,6 +138,25 @@ fn crates_keep_to_their_layers() {
         &mut failures,
     );
     // The models are pure.
+    never(
+        &deps,
+        "report renders models: no I/O of its own (it writes to a Write it is given)",
+        &["report"],
+        &[
+            "registry",
+            "storage",
+            "transport",
+            "import",
+            "assess",
+            "catalog",
+            "tokio",
+            "reqwest",
+            "rusqlite",
+            "axum",
+            "hyper",
+        ],
+        &mut failures,
+    );
     for pure in ["oci", "inventory"] {
         for d in &deps[pure] {
             if [

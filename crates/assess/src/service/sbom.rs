@@ -103,10 +103,10 @@ impl Service {
             return Ok(());
         }
         let now = rfc3339(self.now());
-        let mut meta = catalog::sbom::SbomMeta::new(format!("{repo}@{digest}"));
+        let mut meta = report::SbomMeta::new(format!("{repo}@{digest}"));
         meta.digest = Some(digest.to_string());
         meta.timestamp = Some(now.clone());
-        let doc = catalog::sbom::cyclonedx(inventory, &[], &meta);
+        let doc = report::cyclonedx::bom(inventory, &[], &meta);
         let mut annotations = std::collections::BTreeMap::new();
         annotations.insert("org.opencontainers.image.created".into(), now);
         annotations.insert(CATALOG_VERSION_ANNOTATION.into(), version.to_string());
