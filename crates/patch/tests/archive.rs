@@ -1,0 +1,180 @@
+//! The archive's chain of trust against a loopback archive built from real
+//! packages: InRelease signed by the configured key verifies; another
+//! key, an altered InRelease, an unsigned one, an altered Packages index
+//! or an altered `.deb` are refused with a message that says so.
+
+mod support;
+
+use patch::archive::{ArchiveSource, Fetcher, Keyring};
+use support::*;
+
+fn source(url: &str) -> Vec<ArchiveSource> {
+    vec![ArchiveSource {
+        url: url.to_string(),
+        suite: "bookworm".into(),
+        components: vec!["main".into()],
+    }]
+}
+
+#[tokio::test]
+async fn signed_archive_verifies_and_serves_verified_packages() {
+    let Some(dir) = archive() else { return };
+    let root = dir.path().join("archive");
+    let srv = serve(root.clone()).await;
+    let keyring = Keyring::load(&root.join("keyring.gpg")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fetcher = Fetcher::new(data.path(), loopback()).unwrap();
+    let index = fetcher
+        .index(&source(&srv.url), &keyring, "amd64")
+        .await
+        .unwrap();
+    let tasn = index.versions("libtasn1-6");
+    assert_eq!(
+        tasn.len(),
+        1,
+        "{:?}",
+        index.by_name.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(tasn[0].version(), "4.19.0-2+deb12u1");
+    let deb = fetcher
+        .verified(&tasn[0].url, &tasn[0].sha256, tasn[0].size)
+        .await
+        .unwrap();
+    assert!(deb.starts_with(data.path().join("patch-cache/sha256")));
+    let control = patch::deb::read_control(&deb).unwrap();
+    assert_eq!(control.stanza.package(), "libtasn1-6");
+    assert!(control.files.contains_key("md5sums"));
+    // Cached by hash: served again without the server.
+    srv.overrides.lock().unwrap().insert(
+        tasn[0]
+            .url
+            .trim_start_matches(&format!("{}/", srv.url))
+            .to_string(),
+        b"gone".to_vec(),
+    );
+    assert_eq!(
+        fetcher
+            .verified(&tasn[0].url, &tasn[0].sha256, tasn[0].size)
+            .await
+            .unwrap(),
+        deb
+    );
+}
+
+#[tokio::test]
+async fn another_key_is_refused() {
+    let Some(dir) = archive() else { return };
+    let root = dir.path().join("archive");
+    let srv = serve(root.clone()).await;
+    let other = Keyring::load(&root.join("other-keyring.asc")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fetcher = Fetcher::new(data.path(), loopback()).unwrap();
+    let err = fetcher
+        .index(&source(&srv.url), &other, "amd64")
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("does not verify against the configured keyring"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn altered_or_unsigned_inrelease_is_refused() {
+    let Some(dir) = archive() else { return };
+    let root = dir.path().join("archive");
+    let srv = serve(root.clone()).await;
+    let keyring = Keyring::load(&root.join("keyring.gpg")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fetcher = Fetcher::new(data.path(), loopback()).unwrap();
+    let signed = std::fs::read_to_string(root.join("dists/bookworm/InRelease")).unwrap();
+    assert!(signed.contains("Origin: drydock-test"));
+    let key = "dists/bookworm/InRelease".to_string();
+
+    srv.overrides.lock().unwrap().insert(
+        key.clone(),
+        signed
+            .replace("Origin: drydock-test", "Origin: drydock-tesT")
+            .into_bytes(),
+    );
+    let msg = format!(
+        "{:#}",
+        fetcher
+            .index(&source(&srv.url), &keyring, "amd64")
+            .await
+            .unwrap_err()
+    );
+    assert!(msg.contains("does not verify"), "{msg}");
+
+    let release = std::fs::read(root.join("dists/bookworm/Release")).unwrap();
+    srv.overrides.lock().unwrap().insert(key, release);
+    let msg = format!(
+        "{:#}",
+        fetcher
+            .index(&source(&srv.url), &keyring, "amd64")
+            .await
+            .unwrap_err()
+    );
+    assert!(msg.contains("InRelease is not signed"), "{msg}");
+}
+
+#[tokio::test]
+async fn altered_index_or_package_is_refused() {
+    let Some(dir) = archive() else { return };
+    let root = dir.path().join("archive");
+    let srv = serve(root.clone()).await;
+    let keyring = Keyring::load(&root.join("keyring.gpg")).unwrap();
+
+    // A Packages index that is not the one the signed Release lists.
+    let data = tempfile::tempdir().unwrap();
+    let fetcher = Fetcher::new(data.path(), loopback()).unwrap();
+    let mut xz = std::fs::read(root.join("dists/bookworm/main/binary-amd64/Packages.xz")).unwrap();
+    let n = xz.len();
+    xz[n / 2] ^= 0x55;
+    srv.overrides
+        .lock()
+        .unwrap()
+        .insert("dists/bookworm/main/binary-amd64/Packages.xz".into(), xz);
+    let msg = format!(
+        "{:#}",
+        fetcher
+            .index(&source(&srv.url), &keyring, "amd64")
+            .await
+            .unwrap_err()
+    );
+    assert!(msg.contains("does not match the signed index"), "{msg}");
+    srv.overrides.lock().unwrap().clear();
+
+    // A .deb whose bytes differ from the hash its stanza gives.
+    let index = fetcher
+        .index(&source(&srv.url), &keyring, "amd64")
+        .await
+        .unwrap();
+    let c = &index.versions("libudev1")[0];
+    let rel = c
+        .url
+        .trim_start_matches(&format!("{}/", srv.url))
+        .to_string();
+    let mut deb = std::fs::read(root.join(&rel)).unwrap();
+    let n = deb.len();
+    deb[n - 100] ^= 0x01;
+    srv.overrides.lock().unwrap().insert(rel, deb);
+    let msg = format!(
+        "{:#}",
+        fetcher
+            .verified(&c.url, &c.sha256, c.size)
+            .await
+            .unwrap_err()
+    );
+    assert!(msg.contains("does not match the signed index"), "{msg}");
+    assert!(msg.contains("tampered"), "{msg}");
+    // Nothing unverified was kept.
+    assert!(
+        !data
+            .path()
+            .join("patch-cache/sha256")
+            .join(&c.sha256)
+            .exists()
+    );
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Build a loopback Debian archive for the patch tests from real .deb files:
+#   make-archive.sh DEBS_DIR OUT_DIR
+# DEBS_DIR holds the packages (.ci/run fetches them with `apt-get download`).
+# OUT_DIR gets pool/, dists/bookworm/{InRelease,Release,main/binary-amd64/
+# Packages{,.gz,.xz}}, keyring.gpg (the throwaway signing key, public part)
+# and other-keyring.gpg (an unrelated key, for the bad-signature test).
+set -euo pipefail
+debs="$1"
+out="$2"
+suite=bookworm
+rm -rf "$out"
+mkdir -p "$out/pool/main" "$out/dists/$suite/main/binary-amd64"
+cp "$debs"/*.deb "$out/pool/main/"
+(cd "$out" && dpkg-scanpackages --multiversion pool/main /dev/null 2>/dev/null) \
+  >"$out/dists/$suite/main/binary-amd64/Packages"
+gzip -9kn "$out/dists/$suite/main/binary-amd64/Packages"
+xz -kf "$out/dists/$suite/main/binary-amd64/Packages"
+{
+  echo "Origin: drydock-test"
+  echo "Suite: $suite"
+  echo "Codename: $suite"
+  echo "Architectures: amd64"
+  echo "Components: main"
+  echo "Date: $(LC_ALL=C date -u -R)"
+  echo "SHA256:"
+  (cd "$out/dists/$suite" && for f in main/binary-amd64/Packages main/binary-amd64/Packages.gz main/binary-amd64/Packages.xz; do
+    printf ' %s %s %s\n' "$(sha256sum "$f" | cut -d' ' -f1)" "$(stat -c %s "$f")" "$f"
+  done)
+} >"$out/dists/$suite/Release"
+export GNUPGHOME
+GNUPGHOME="$(mktemp -d)"
+trap 'gpgconf --kill all >/dev/null 2>&1 || true; rm -rf "$GNUPGHOME"' EXIT
+gpg --batch -q --passphrase '' --quick-gen-key 'drydock test archive <archive@test.invalid>' ed25519 sign never
+gpg --batch -q --passphrase '' --quick-gen-key 'someone else <other@test.invalid>' ed25519 sign never
+gpg --batch -q --export 'archive@test.invalid' >"$out/keyring.gpg"
+gpg --batch -q --armor --export 'other@test.invalid' >"$out/other-keyring.asc"
+gpg --batch -q --yes --local-user 'archive@test.invalid' --clearsign \
+  -o "$out/dists/$suite/InRelease" "$out/dists/$suite/Release"
