@@ -117,7 +117,14 @@ pub struct ImageView {
     pub incomplete_reasons: Vec<String>,
     pub health: Option<Health>,
     pub summary: Option<Summary>,
+    /// The first page (at most [`DEFAULT_PAGE`]) of the findings that pass
+    /// the filters, worst first; the rest through
+    /// `GET /api/v1/images/{digest}/findings?cursor=`.
     pub findings: Vec<FindingView>,
+    /// How many findings pass the filters, on every page together.
+    pub findings_total: usize,
+    /// Cursor of the next page of findings; `None` on the last page.
+    pub findings_next_cursor: Option<String>,
     pub remediation: Option<Remediation>,
     pub diffs: Diffs,
     pub children: Vec<ChildView>,
@@ -195,6 +202,106 @@ pub struct QueueEntry {
     pub status: String,
     pub queued_at: String,
     pub attempts: i64,
+}
+
+/// Findings in an image view's first page.
+pub const DEFAULT_PAGE: usize = 100;
+/// Most items one page may hold.
+pub const MAX_PAGE: usize = 1000;
+
+/// A page of an image's findings.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FindingsPage {
+    pub digest: String,
+    /// How many findings pass the filters, on every page together.
+    pub total: usize,
+    pub findings: Vec<FindingView>,
+    /// The exemptions this page's findings name.
+    pub exemptions: Vec<crate::policy::Exemption>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of an image's packages.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PackagesPage {
+    pub digest: String,
+    /// How many packages (that match `q`) the inventory holds.
+    pub total: usize,
+    #[schema(value_type = Vec<Object>)]
+    pub packages: Vec<inventory::Package>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Why a page cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// The cursor is malformed, or was made from other findings or another
+    /// inventory than those stored now (the image was assessed again):
+    /// start again without one.
+    #[error("{0}")]
+    BadCursor(String),
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+/// A cursor: the position of the next item and a tag of the data it
+/// indexes, hex-encoded so clients treat it as opaque.
+fn cursor_for(offset: usize, tag: &str) -> String {
+    hex::encode(format!("{offset}:{}", &tag[..tag.len().min(16)]))
+}
+
+/// The position a cursor names, checked against `tag` (unless empty).
+fn parse_cursor(cursor: &str, tag: &str) -> Result<usize, PageError> {
+    let bad = || PageError::BadCursor("cursor is not one this server made".into());
+    let text = hex::decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(text).map_err(|_| bad())?;
+    let (offset, made_from) = text.split_once(':').ok_or_else(bad)?;
+    let offset: usize = offset.parse().map_err(|_| bad())?;
+    if !tag.is_empty() && made_from != &tag[..tag.len().min(16)] {
+        return Err(PageError::BadCursor(
+            "cursor is stale: the image was assessed again since; start again without a cursor"
+                .into(),
+        ));
+    }
+    Ok(offset)
+}
+
+/// The findings that pass `filter` and `q` (id, alias or package name
+/// containing it, ignoring case), worst first: severity, then fixable,
+/// then package and id.
+fn select_findings<'j, 'a>(
+    judged: &'j [Judged<'a>],
+    filter: &FindingFilter,
+    q: Option<&str>,
+) -> Vec<&'j Judged<'a>> {
+    let needle = q.map(str::to_lowercase);
+    let mut out: Vec<&Judged<'a>> = judged
+        .iter()
+        .filter(|j| {
+            let f = j.finding;
+            (filter.severities.is_empty() || filter.severities.contains(&f.severity))
+                && filter.status.is_none_or(|s| s == f.status)
+                && filter.fixable.is_none_or(|x| x == fixable(f))
+                && filter.exempt.is_none_or(|x| x == j.exempted_by.is_some())
+                && needle.as_deref().is_none_or(|n| {
+                    f.id.to_lowercase().contains(n)
+                        || f.package.to_lowercase().contains(n)
+                        || f.aliases.iter().any(|a| a.to_lowercase().contains(n))
+                })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        let (fa, fb) = (a.finding, b.finding);
+        fb.severity
+            .cmp(&fa.severity)
+            .then(fixable(fb).cmp(&fixable(fa)))
+            .then(fa.package.cmp(&fb.package))
+            .then(fa.id.cmp(&fb.id))
+            .then(fa.installed_version.cmp(&fb.installed_version))
+    });
+    out
 }
 
 fn t(ms: i64) -> String {
@@ -319,6 +426,8 @@ impl Service {
             health: None,
             summary: None,
             findings: Vec::new(),
+            findings_total: 0,
+            findings_next_cursor: None,
             remediation: None,
             diffs: Diffs::default(),
             children: Vec::new(),
@@ -372,8 +481,6 @@ impl Service {
         view.stale = self.is_stale(res.db_version.as_deref());
         view.health = Some(eval.health.clone());
         view.summary = Some(eval.summary.clone());
-        let inventory = self.store().inventory(digest)?.map(|(_, i)| i);
-
         // Remediation.
         let (plan, cleared, without_fix) = remediation::upgrade_plan(&eval.judged);
         let mut rem = Remediation {
@@ -383,12 +490,22 @@ impl Service {
             base_image: None,
             better_alternative: None,
         };
-        if let Some(inv) = &inventory {
+        {
             let (base_layers, base_image, alternatives) = self.base_context(&row)?;
-            rem.base_image =
-                remediation::base_image_advice(&eval.judged, inv, &base_layers, base_image);
-            rem.better_alternative =
-                remediation::better_alternative(eval.summary.total, alternatives);
+            // The inventory (which layer brought each OS package) is read
+            // only when there are base layers to attribute findings to: a
+            // one-layer image with 50,000 packages is viewed without
+            // parsing them.
+            if !base_layers.is_empty()
+                && let Some((_, inv)) = self.store().inventory(digest)?
+            {
+                rem.base_image =
+                    remediation::base_image_advice(&eval.judged, &inv, &base_layers, base_image);
+            }
+            if self.store().inventory_raw(digest)?.is_some() {
+                rem.better_alternative =
+                    remediation::better_alternative(eval.summary.total, alternatives);
+            }
         }
         view.remediation = Some(rem);
 
@@ -436,30 +553,128 @@ impl Service {
             }
         }
 
-        view.findings = eval
-            .judged
+        let shown = select_findings(&eval.judged, filter, None);
+        view.findings_total = shown.len();
+        view.findings = shown
             .iter()
-            .filter(|j| {
-                let f = j.finding;
-                (filter.severities.is_empty() || filter.severities.contains(&f.severity))
-                    && filter.status.is_none_or(|s| s == f.status)
-                    && filter.fixable.is_none_or(|x| x == fixable(f))
-                    && filter.exempt.is_none_or(|x| x == j.exempted_by.is_some())
-            })
-            .map(Service::judged_view)
+            .take(DEFAULT_PAGE)
+            .map(|j| Service::judged_view(j))
             .collect();
-        view.findings.sort_by(|a, b| {
-            b.finding
-                .severity
-                .cmp(&a.finding.severity)
-                .then(b.fixable.cmp(&a.fixable))
-                .then(a.finding.package.cmp(&b.finding.package))
-                .then(a.finding.id.cmp(&b.finding.id))
-        });
+        if shown.len() > DEFAULT_PAGE
+            && let Some(hash) = self.store().findings_hash(digest)?
+        {
+            view.findings_next_cursor = Some(cursor_for(DEFAULT_PAGE, &hash));
+        }
         if with_inventory {
-            view.inventory = inventory;
+            view.inventory = self.store().inventory(digest)?.map(|(_, i)| i);
         }
         Ok(Some(view))
+    }
+
+    /// One page of an image's findings (filtered, worst first, in the
+    /// order of [`ImageView::findings`]). `Ok(None)` when the digest is
+    /// unknown or has no result yet.
+    pub fn image_findings(
+        &self,
+        digest: &str,
+        filter: &FindingFilter,
+        q: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Option<FindingsPage>, PageError> {
+        let Some(row) = self.store().image(digest)? else {
+            return Ok(None);
+        };
+        let Some(res) = self.store().result(digest)? else {
+            return Ok(None);
+        };
+        let hash = self.store().findings_hash(digest)?.unwrap_or_default();
+        let start = match cursor {
+            Some(c) => parse_cursor(c, &hash)?,
+            None => 0,
+        };
+        let rule = self.options().policy.rule_for(&row.repo).clone();
+        let exemptions = self.store().exemptions()?;
+        let incomplete = self.store().incomplete(digest)?;
+        let vex = self.vex_notes(digest, &res.findings)?;
+        let eval = evaluate_with_vex(
+            &res.findings,
+            &row.repo,
+            &rule,
+            &exemptions,
+            &vex,
+            &incomplete,
+            self.clock().now(),
+        );
+        let shown = select_findings(&eval.judged, filter, q);
+        let limit = limit.clamp(1, MAX_PAGE);
+        let end = start.saturating_add(limit).min(shown.len());
+        let findings: Vec<FindingView> = shown
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|j| Service::judged_view(j))
+            .collect();
+        let exempted_by: std::collections::BTreeSet<&str> = findings
+            .iter()
+            .filter_map(|f| f.exempted_by.as_deref())
+            .collect();
+        let exemptions = exemptions
+            .iter()
+            .filter(|e| exempted_by.contains(e.id.as_str()))
+            .cloned()
+            .collect();
+        Ok(Some(FindingsPage {
+            digest: digest.to_string(),
+            total: shown.len(),
+            next_cursor: (end < shown.len()).then(|| cursor_for(end, &hash)),
+            findings,
+            exemptions,
+        }))
+    }
+
+    /// One page of an image's stored inventory, in stored order (by layer,
+    /// then as each layer listed them). `q` keeps packages whose name or
+    /// purl contains it (ignoring case). `Ok(None)` when the digest is
+    /// unknown or not cataloged yet.
+    pub fn image_packages(
+        &self,
+        digest: &str,
+        q: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Option<PackagesPage>, PageError> {
+        // The cursor names the stored inventory it was made from; it is
+        // checked after the read, which yields that inventory's tag.
+        let start = match cursor {
+            Some(c) => parse_cursor(c, "")?,
+            None => 0,
+        };
+        let limit = limit.clamp(1, MAX_PAGE);
+        let needle = q.map(str::to_lowercase);
+        let keep = |p: &inventory::Package| {
+            needle.as_deref().is_none_or(|n| {
+                p.name.to_lowercase().contains(n) || p.purl.to_lowercase().contains(n)
+            })
+        };
+        let filter: Option<&dyn Fn(&inventory::Package) -> bool> =
+            if needle.is_some() { Some(&keep) } else { None };
+        let Some((window, tag)) = self
+            .store()
+            .inventory_window(digest, start, limit, filter)?
+        else {
+            return Ok(None);
+        };
+        if let Some(c) = cursor {
+            parse_cursor(c, &tag)?;
+        }
+        let end = start + window.packages.len();
+        Ok(Some(PackagesPage {
+            digest: digest.to_string(),
+            total: window.total,
+            next_cursor: (end < window.total).then(|| cursor_for(end, &tag)),
+            packages: window.packages,
+        }))
     }
 
     /// Base layers of an image, the registry image they come from, and the

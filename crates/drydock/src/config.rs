@@ -294,6 +294,54 @@ pub struct AssessConfig {
     /// A job started this many times without finishing (the process
     /// stopped while assessing) is marked failed.
     pub max_attempts: u32,
+    /// How long rows of tables that would otherwise grow for ever are
+    /// kept (`[assess.retention]`).
+    pub retention: RetentionSection,
+}
+
+/// `[assess.retention]`: pruned by the assessor's scheduler every hour.
+/// The audit log has its own setting (`auth.audit_retention_days`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Finished webhook deliveries (delivered or given up), with their
+    /// payloads. Pending ones stay.
+    pub deliveries_days: u32,
+    /// Records of problems already notified; after this a problem still
+    /// present may be notified again. Those of forgotten images go at once.
+    pub notified_days: u32,
+    /// Tag moves (for "since the previous digest of this tag" diffs); the
+    /// two newest of each tag always stay.
+    pub tag_history_days: u32,
+    /// Cached layer results that no assessed image names (layers of
+    /// deleted images, uploads never referenced) go after this.
+    pub layer_cache_grace_hours: u32,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            deliveries_days: 30,
+            notified_days: 365,
+            tag_history_days: 180,
+            layer_cache_grace_hours: 24,
+        }
+    }
+}
+
+impl RetentionSection {
+    fn options(&self) -> assess::Retention {
+        let days = |d: u32| time::Duration::days(i64::from(d.max(1)));
+        assess::Retention {
+            deliveries: days(self.deliveries_days),
+            notified: days(self.notified_days),
+            tag_history: days(self.tag_history_days),
+            layer_cache_grace: time::Duration::hours(i64::from(
+                self.layer_cache_grace_hours.max(1),
+            )),
+            ..assess::Retention::default()
+        }
+    }
 }
 
 impl Default for AssessConfig {
@@ -312,6 +360,7 @@ impl Default for AssessConfig {
             sbom_rules: Vec::new(),
             sbom_keep_replaced: false,
             max_attempts: 3,
+            retention: RetentionSection::default(),
         }
     }
 }
@@ -329,6 +378,7 @@ impl AssessConfig {
         opts.policy.default.fixable_only = self.fixable_only;
         opts.webhooks = self.webhooks.clone();
         opts.max_attempts = self.max_attempts.max(1);
+        opts.retention = self.retention.options();
         opts.sbom = assess::SbomOptions {
             enabled: self.sbom,
             rules: self.sbom_rules.clone(),
@@ -608,6 +658,9 @@ max_packages = 1
             rescan_window_days = 7
             threshold = "critical"
             max_attempts = 5
+            [assess.retention]
+            deliveries_days = 7
+            layer_cache_grace_hours = 2
             [[assess.policy]]
             repository = "prod/*"
             threshold = "medium"
@@ -618,6 +671,15 @@ max_packages = 1
         let o = c.assess.options(Path::new("/d"));
         assert_eq!(o.workers, 4);
         assert_eq!(o.max_attempts, 5);
+        assert_eq!(o.retention.deliveries, time::Duration::days(7));
+        assert_eq!(o.retention.layer_cache_grace, time::Duration::hours(2));
+        // Unset keys keep their defaults.
+        assert_eq!(o.retention.notified, time::Duration::days(365));
+        assert_eq!(o.retention.tag_history, time::Duration::days(180));
+        assert!(
+            toml::from_str::<Config>("[assess.retention]\ndelivery_days = 3\n").is_err(),
+            "a misspelt key is refused"
+        );
         assert_eq!(
             crate::cmd_serve::registry_options(&c).min_free_bytes,
             Some(5_000_000)

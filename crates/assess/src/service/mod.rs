@@ -70,6 +70,39 @@ pub struct Options {
     pub outbound: egress::EgressPolicy,
     /// SBOMs attached to assessed images as referrers.
     pub sbom: SbomOptions,
+    /// How long rows of the ever-growing tables are kept.
+    pub retention: Retention,
+}
+
+/// How long the assessor keeps rows that would otherwise pile up. Pruned
+/// by the scheduler every [`Retention::every`] (and once at start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished webhook deliveries (each holds its whole payload).
+    pub deliveries: Duration,
+    /// Records of what was notified; after this the same problem may be
+    /// told again, as a reminder. Records of images the assessor forgot
+    /// go at the next pass.
+    pub notified: Duration,
+    /// Tag moves; the two newest of each tag always stay.
+    pub tag_history: Duration,
+    /// Grace for cached layer results that no assessed image names (a
+    /// layer uploaded before its manifest is such a layer for a while).
+    pub layer_cache_grace: Duration,
+    /// Time between pruning passes.
+    pub every: StdDuration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            deliveries: Duration::days(30),
+            notified: Duration::days(365),
+            tag_history: Duration::days(180),
+            layer_cache_grace: Duration::days(1),
+            every: StdDuration::from_secs(3600),
+        }
+    }
 }
 
 impl Options {
@@ -89,6 +122,7 @@ impl Options {
             catalog_on_upload: true,
             outbound: egress::EgressPolicy::default(),
             sbom: SbomOptions::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -128,6 +162,7 @@ impl Service {
         clock: Arc<dyn Clock>,
     ) -> Result<Service> {
         let store = Store::open(&opts.data_dir.join("assess.db"))?;
+        store.set_clock(clock.clone());
         // Deliveries follow no redirect: a receiver that moved is a failed
         // delivery, not a POST turned into a GET somewhere else.
         let http = egress::apply(
@@ -379,6 +414,30 @@ impl Service {
             }
             tokio::time::sleep(StdDuration::from_millis(10)).await;
         }
+    }
+
+    /// Delete rows older than [`Options::retention`] allows (the scheduler
+    /// does this every `retention.every`).
+    pub fn prune(&self) -> Result<crate::store::Pruned> {
+        let r = &self.inner.opts.retention;
+        let now = self.now();
+        let pruned = self.inner.store.prune(&crate::store::PruneBefore {
+            deliveries: to_ms(now - r.deliveries),
+            notified: to_ms(now - r.notified),
+            tag_history: to_ms(now - r.tag_history),
+            layer_cache: to_ms(now - r.layer_cache_grace),
+            catalog_version: self.inner.cataloger.version(),
+        })?;
+        if pruned.total() > 0 {
+            tracing::info!(
+                deliveries = pruned.deliveries,
+                notified = pruned.notified,
+                tag_history = pruned.tag_history,
+                layer_cache = pruned.layer_cache,
+                "pruned assessment tables"
+            );
+        }
+        Ok(pruned)
     }
 
     /// When the result of `digest` was made, as a date.

@@ -17,6 +17,7 @@ impl Service {
         // Exemptions that expired before the service started were already
         // expired when the images were last judged.
         let mut expiry_checked = self.now();
+        let mut pruned_at: Option<std::time::Instant> = None;
         loop {
             if self.stopped() {
                 return;
@@ -52,6 +53,15 @@ impl Service {
                     tracing::warn!(error = %format!("{e:#}"), "cannot check expired exemptions")
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot check expired exemptions"),
+            }
+            if pruned_at.is_none_or(|t| t.elapsed() >= self.inner.opts.retention.every) {
+                let this = self.clone();
+                match tokio::task::spawn_blocking(move || this.prune()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "pruning failed"),
+                    Err(e) => tracing::warn!(error = %e, "pruning failed"),
+                }
+                pruned_at = Some(std::time::Instant::now());
             }
             tokio::select! {
                 _ = stop.changed() => {}
@@ -169,7 +179,7 @@ impl Service {
                         s.spawn(move || {
                             part.iter()
                                 .filter_map(|(d, raw)| {
-                                    let inv: Inventory = serde_json::from_slice(raw).ok()?;
+                                    let inv: Inventory = crate::store::unpack(raw).ok()?;
                                     let f = db.match_inventory(&inv);
                                     let enc = crate::store::EncodedFindings::new(&f).ok()?;
                                     Some((d.clone(), f, enc))

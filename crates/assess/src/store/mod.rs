@@ -6,11 +6,13 @@
 
 mod queue;
 mod results;
+mod retention;
 mod usage;
 mod vex;
 mod webhooks;
 
-pub use results::{EncodedFindings, ResultRow};
+pub use results::{EncodedFindings, PackageWindow, ResultRow, unpack};
+pub use retention::{PruneBefore, Pruned};
 pub use usage::UsageRow;
 pub use vex::{SbomRow, VexRow};
 pub use webhooks::{Delivery, Webhook};
@@ -162,6 +164,9 @@ pub struct Store {
     /// caches of what the store says (the pull gate's verdicts) know when
     /// to look again without asking the database.
     generation: AtomicU64,
+    /// The assessor's clock, for the times of rows written through the
+    /// cataloger's cache port (which passes none); the system's until set.
+    clock: std::sync::OnceLock<std::sync::Arc<dyn crate::clock::Clock>>,
 }
 
 /// The locked connection. On release, if anything was written through it
@@ -208,9 +213,11 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         results::migrate(&conn)?;
+        retention::migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
             generation: AtomicU64::new(0),
+            clock: std::sync::OnceLock::new(),
         })
     }
 
@@ -221,6 +228,19 @@ impl Store {
             guard,
             generation: &self.generation,
         }
+    }
+
+    /// Time rows by `clock` from now on (the service sets its own).
+    pub fn set_clock(&self, clock: std::sync::Arc<dyn crate::clock::Clock>) {
+        let _ = self.clock.set(clock);
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        let now = match self.clock.get() {
+            Some(c) => c.now(),
+            None => time::OffsetDateTime::now_utc(),
+        };
+        crate::clock::to_ms(now)
     }
 
     /// Moves on after every write: equal generations mean nothing in the
@@ -247,9 +267,14 @@ impl Store {
     }
 }
 
+/// First bytes of a zstd frame: layer results stored compressed are told
+/// from those stored before compression by them.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
 impl RawLayerCache for Store {
     fn get(&self, layer: &str, version: u32) -> Option<Vec<u8>> {
-        self.c()
+        let data: Vec<u8> = self
+            .c()
             .query_row(
                 "SELECT data FROM layer_cache WHERE layer = ?1 AND version = ?2",
                 params![layer, version],
@@ -257,13 +282,34 @@ impl RawLayerCache for Store {
             )
             .optional()
             .ok()
-            .flatten()
+            .flatten()?;
+        if !data.starts_with(&ZSTD_MAGIC) {
+            return Some(data);
+        }
+        match zstd::stream::decode_all(&data[..]) {
+            Ok(raw) => Some(raw),
+            Err(e) => {
+                // Unreadable: read the layer again rather than fail.
+                tracing::warn!(layer, error = %e, "cannot decompress a cached layer inventory");
+                None
+            }
+        }
     }
 
     fn put(&self, layer: &str, version: u32, data: &[u8]) {
+        // Compressed outside the lock; the cataloger's bytes are opaque
+        // here, and never start with the zstd magic (it writes JSON).
+        let data = match zstd::bulk::compress(data, 3) {
+            Ok(z) => z,
+            Err(e) => {
+                tracing::warn!(layer, error = %e, "cannot compress a layer inventory");
+                return;
+            }
+        };
+        let at = self.now_ms();
         let r = self.c().execute(
-            "INSERT OR REPLACE INTO layer_cache(layer, version, data) VALUES (?1, ?2, ?3)",
-            params![layer, version, data],
+            "INSERT OR REPLACE INTO layer_cache(layer, version, data, at) VALUES (?1, ?2, ?3, ?4)",
+            params![layer, version, data, at],
         );
         if let Err(e) = r {
             tracing::warn!(layer, error = %e, "cannot store layer inventory");

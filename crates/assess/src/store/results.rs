@@ -7,7 +7,36 @@ use crate::vuln::Finding;
 use anyhow::Result;
 use inventory::Inventory;
 use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
+
+/// zstd level for stored documents: fast, and JSON of package lists
+/// shrinks 10–20× (a million-file npm layer's 50,000 packages: ~15 MB of
+/// JSON, ~1 MB stored).
+const ZSTD_LEVEL: i32 = 3;
+
+/// A stored document: serialized JSON, compressed with zstd. Inventories
+/// and findings are written once and read whole, so one compressed blob
+/// per row costs far less than a row per package.
+pub(crate) fn pack<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
+    compress(&serde_json::to_vec(v)?)
+}
+
+fn compress(json: &[u8]) -> Result<Vec<u8>> {
+    Ok(zstd::bulk::compress(json, ZSTD_LEVEL)?)
+}
+
+/// Reads what [`pack`] wrote, decompressing as it parses (the JSON text is
+/// never held whole). Rows written before compression (plain JSON, which
+/// starts with `{` or `[`) are read as they are.
+pub fn unpack<T: DeserializeOwned>(data: &[u8]) -> Result<T> {
+    if data.first().is_some_and(|b| matches!(b, b'{' | b'[')) {
+        return Ok(serde_json::from_slice(data)?);
+    }
+    let reader = std::io::BufReader::new(zstd::stream::read::Decoder::with_buffer(data)?);
+    Ok(serde_json::from_reader(reader)?)
+}
 
 /// A stored assessment result.
 #[derive(Debug, Clone)]
@@ -43,7 +72,7 @@ impl Store {
         inv: &Inventory,
         incomplete: &[String],
     ) -> Result<()> {
-        let data = serde_json::to_vec(inv)?;
+        let data = pack(inv)?;
         let incomplete = if incomplete.is_empty() {
             None
         } else {
@@ -84,7 +113,7 @@ impl Store {
             .optional()?;
         match row {
             None => Ok(None),
-            Some((v, data)) => Ok(Some((v, serde_json::from_slice(&data)?))),
+            Some((v, data)) => Ok(Some((v, unpack(&data)?))),
         }
     }
 
@@ -122,7 +151,8 @@ impl Store {
         Ok(())
     }
 
-    /// The stored inventory's bytes (JSON), without parsing.
+    /// The stored inventory's bytes, without parsing (read them with
+    /// [`unpack`]): re-matching parses them on its own threads.
     pub fn inventory_raw(&self, digest: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .c()
@@ -152,7 +182,7 @@ impl Store {
         Ok(Some(ResultRow {
             db_version,
             assessed_at,
-            findings: serde_json::from_slice(&data)?,
+            findings: unpack(&data)?,
             prev_db_version,
             prev_assessed_at,
             prev_keys: prev_keys.and_then(|s| serde_json::from_str(&s).ok()),
@@ -194,8 +224,11 @@ pub struct EncodedFindings {
 
 impl EncodedFindings {
     pub fn new(findings: &[Finding]) -> Result<EncodedFindings> {
-        let data = serde_json::to_vec(findings)?;
-        let hash = hash_bytes(&data);
+        let json = serde_json::to_vec(findings)?;
+        // The hash is of the JSON, so it does not move with the compressor.
+        let hash = hash_bytes(&json);
+        let data = compress(&json)?;
+        drop(json);
         let mut keys: Vec<String> = findings.iter().map(finding_key).collect();
         keys.sort();
         keys.dedup();
@@ -255,4 +288,142 @@ pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<()> {
         conn.execute_batch("ALTER TABLE inventories ADD COLUMN incomplete TEXT")?;
     }
     Ok(())
+}
+
+/// One page of a stored inventory's packages, and how many there are.
+#[derive(Debug, Clone, Default)]
+pub struct PackageWindow {
+    /// Packages that pass the filter, in stored order.
+    pub total: usize,
+    pub packages: Vec<inventory::Package>,
+}
+
+/// Walks the `packages` array of a stored inventory, keeping only the
+/// window asked for: an inventory of 50,000 packages is paged without
+/// building the other 49,900 (skipped ones are parsed and dropped one at a
+/// time, or not built at all when nothing filters them).
+struct WindowSeed<'a> {
+    skip: usize,
+    take: usize,
+    filter: Option<&'a dyn Fn(&inventory::Package) -> bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for WindowSeed<'_> {
+    type Value = PackageWindow;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<PackageWindow, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for WindowSeed<'_> {
+    type Value = PackageWindow;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an inventory")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<PackageWindow, A::Error> {
+        let mut out = PackageWindow::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "packages" {
+                out = map.next_value_seed(PackagesSeed(&self))?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct PackagesSeed<'s, 'a>(&'s WindowSeed<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for PackagesSeed<'_, '_> {
+    type Value = PackageWindow;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<PackageWindow, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PackagesSeed<'_, '_> {
+    type Value = PackageWindow;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of packages")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> Result<PackageWindow, A::Error> {
+        let w = self.0;
+        let mut out = PackageWindow::default();
+        loop {
+            let in_window = out.total >= w.skip && out.packages.len() < w.take;
+            if w.filter.is_none() && !in_window {
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
+                    break;
+                }
+                out.total += 1;
+                continue;
+            }
+            let Some(p) = seq.next_element::<inventory::Package>()? else {
+                break;
+            };
+            if w.filter.is_some_and(|f| !f(&p)) {
+                continue;
+            }
+            if in_window {
+                out.packages.push(p);
+            }
+            out.total += 1;
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// Packages `skip..skip + take` of the stored inventory of `digest`
+    /// (among those `filter` keeps), the number kept in all, and a tag of
+    /// the stored inventory (a cursor made from one inventory is refused
+    /// on another). `None` when there is no stored inventory.
+    pub fn inventory_window(
+        &self,
+        digest: &str,
+        skip: usize,
+        take: usize,
+        filter: Option<&dyn Fn(&inventory::Package) -> bool>,
+    ) -> Result<Option<(PackageWindow, String)>> {
+        // The blob is copied out so the lock is not held while it is parsed.
+        let Some(raw) = self.inventory_raw(digest)? else {
+            return Ok(None);
+        };
+        let tag = hash_bytes(&raw);
+        let seed = WindowSeed { skip, take, filter };
+        let window = if raw.first() == Some(&b'{') {
+            serde::de::DeserializeSeed::deserialize(
+                seed,
+                &mut serde_json::Deserializer::from_slice(&raw),
+            )?
+        } else {
+            let reader =
+                std::io::BufReader::new(zstd::stream::read::Decoder::with_buffer(&raw[..])?);
+            serde::de::DeserializeSeed::deserialize(
+                seed,
+                &mut serde_json::Deserializer::from_reader(reader),
+            )?
+        };
+        Ok(Some((window, tag)))
+    }
+
+    /// The hash of the stored findings of `digest` (what a findings cursor
+    /// is checked against).
+    pub fn findings_hash(&self, digest: &str) -> Result<Option<String>> {
+        Ok(self
+            .c()
+            .query_row(
+                "SELECT findings_hash FROM results WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
 }

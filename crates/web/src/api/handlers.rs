@@ -345,42 +345,7 @@ pub async fn get_image(
         raw,
         &["severity", "status", "fixable", "exempt", "inventory"],
     )?;
-    let mut filter = FindingFilter::default();
-    if let Some(s) = q.get("severity") {
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            if let Some(min) = part.strip_suffix('+') {
-                let min = Severity::parse(min).ok_or_else(|| bad_severity(part))?;
-                for v in [
-                    Severity::Critical,
-                    Severity::High,
-                    Severity::Medium,
-                    Severity::Low,
-                    Severity::Unknown,
-                ] {
-                    if v >= min && !filter.severities.contains(&v) {
-                        filter.severities.push(v);
-                    }
-                }
-            } else {
-                filter
-                    .severities
-                    .push(Severity::parse(part).ok_or_else(|| bad_severity(part))?);
-            }
-        }
-    }
-    if let Some(s) = q.get("status") {
-        filter.status = Some(assess::vuln::parse_fix_status(s).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "status must be fixed, unfixed or wont_fix, not {s:?}"
-            ))
-        })?);
-    }
-    if let Some(v) = q.get("fixable") {
-        filter.fixable = Some(parse_bool("fixable", v)?);
-    }
-    if let Some(v) = q.get("exempt") {
-        filter.exempt = Some(parse_bool("exempt", v)?);
-    }
+    let filter = finding_filter(&q)?;
     let with_inventory = match q.get("inventory") {
         Some(v) => parse_bool("inventory", v)?,
         None => false,
@@ -424,6 +389,157 @@ pub async fn get_image(
             image: view,
             exemptions,
         }))
+    })
+    .await
+}
+
+/// The findings filters `GET /api/v1/images/{digest}` and its findings
+/// pages share.
+fn finding_filter(q: &HashMap<String, String>) -> ApiResult<FindingFilter> {
+    let mut filter = FindingFilter::default();
+    if let Some(s) = q.get("severity") {
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if let Some(min) = part.strip_suffix('+') {
+                let min = Severity::parse(min).ok_or_else(|| bad_severity(part))?;
+                for v in [
+                    Severity::Critical,
+                    Severity::High,
+                    Severity::Medium,
+                    Severity::Low,
+                    Severity::Unknown,
+                ] {
+                    if v >= min && !filter.severities.contains(&v) {
+                        filter.severities.push(v);
+                    }
+                }
+            } else {
+                filter
+                    .severities
+                    .push(Severity::parse(part).ok_or_else(|| bad_severity(part))?);
+            }
+        }
+    }
+    if let Some(s) = q.get("status") {
+        filter.status = Some(assess::vuln::parse_fix_status(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "status must be fixed, unfixed or wont_fix, not {s:?}"
+            ))
+        })?);
+    }
+    if let Some(v) = q.get("fixable") {
+        filter.fixable = Some(parse_bool("fixable", v)?);
+    }
+    if let Some(v) = q.get("exempt") {
+        filter.exempt = Some(parse_bool("exempt", v)?);
+    }
+    Ok(filter)
+}
+
+/// `limit` of a page: 1 to 1000, 100 when absent.
+fn page_limit(q: &HashMap<String, String>) -> ApiResult<usize> {
+    match q.get("limit") {
+        None => Ok(assess::views::DEFAULT_PAGE),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=assess::views::MAX_PAGE).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "limit must be a number from 1 to {}, not {v:?}",
+                assess::views::MAX_PAGE
+            ))),
+        },
+    }
+}
+
+fn page_error(e: assess::views::PageError) -> ApiError {
+    match e {
+        assess::views::PageError::BadCursor(m) => ApiError::bad_request(m),
+        assess::views::PageError::Store(e) => e.into(),
+    }
+}
+
+/// May the caller see `digest`? Refused as unknown otherwise.
+fn visible_image(svc: &Service, caller: &Caller, digest: &str) -> ApiResult<()> {
+    let scope = Scope::new(&caller.principal);
+    let first = svc.store().repos_of(digest)?.into_iter().next();
+    let first = first.unwrap_or_default();
+    if svc.store().image(digest)?.is_none() || scope.image(svc, digest, &first)?.is_none() {
+        return Err(caller.hidden(format!("image {digest} is not known to the assessor")));
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/v1/images/{digest}/findings",
+    params(("digest" = String, Path, description = "Manifest digest of a platform image"),
+           ("limit" = Option<usize>, Query, description = "Findings per page, 1 to 1000 (default 100)"),
+           ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the previous page, with the same filters. Refused (400) once the image was assessed again"),
+           ("severity" = Option<String>, Query, description = "Comma-separated severities, or `high+` for at or above"),
+           ("status" = Option<String>, Query, description = "fixed, unfixed or wont_fix"),
+           ("fixable" = Option<bool>, Query, description = "Only findings with (true) or without (false) a fix"),
+           ("exempt" = Option<bool>, Query, description = "Only exempt (true) or not exempt (false) findings"),
+           ("q" = Option<String>, Query, description = "Only findings whose id, alias or package name contains this (ignoring case)")),
+    responses((status = 200, body = assess::views::FindingsPage), (status = 400, body = super::ErrorBody),
+        (status = 401, description = "Anonymous, and the image is not public", body = super::ErrorBody),
+        (status = 404, description = "Unknown, not assessed yet, or in no repository the caller may pull", body = super::ErrorBody)))]
+pub async fn image_findings(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    Path(digest): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<assess::views::FindingsPage>> {
+    let digest = parse_digest(&digest)?;
+    let q = query(
+        raw,
+        &[
+            "limit", "cursor", "severity", "status", "fixable", "exempt", "q",
+        ],
+    )?;
+    let filter = finding_filter(&q)?;
+    let limit = page_limit(&q)?;
+    blocking(&state, move |svc| {
+        visible_image(svc, &caller, &digest)?;
+        let page = svc
+            .image_findings(
+                &digest,
+                &filter,
+                q.get("q").map(String::as_str),
+                limit,
+                q.get("cursor").map(String::as_str),
+            )
+            .map_err(page_error)?;
+        page.map(Json)
+            .ok_or_else(|| ApiError::not_found(format!("image {digest} has no assessment yet")))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/images/{digest}/packages",
+    params(("digest" = String, Path, description = "Manifest digest of a platform image"),
+           ("limit" = Option<usize>, Query, description = "Packages per page, 1 to 1000 (default 100)"),
+           ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the previous page, with the same `q`. Refused (400) once the image was cataloged again"),
+           ("q" = Option<String>, Query, description = "Only packages whose name or purl contains this (ignoring case)")),
+    responses((status = 200, body = assess::views::PackagesPage), (status = 400, body = super::ErrorBody),
+        (status = 401, description = "Anonymous, and the image is not public", body = super::ErrorBody),
+        (status = 404, description = "Unknown, not cataloged yet, or in no repository the caller may pull", body = super::ErrorBody)))]
+pub async fn image_packages(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    Path(digest): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<assess::views::PackagesPage>> {
+    let digest = parse_digest(&digest)?;
+    let q = query(raw, &["limit", "cursor", "q"])?;
+    let limit = page_limit(&q)?;
+    blocking(&state, move |svc| {
+        visible_image(svc, &caller, &digest)?;
+        let page = svc
+            .image_packages(
+                &digest,
+                q.get("q").map(String::as_str),
+                limit,
+                q.get("cursor").map(String::as_str),
+            )
+            .map_err(page_error)?;
+        page.map(Json)
+            .ok_or_else(|| ApiError::not_found(format!("image {digest} has no inventory yet")))
     })
     .await
 }

@@ -33,6 +33,8 @@ use utoipa::OpenApi;
         handlers::get_repository,
         handlers::list_images,
         handlers::get_image,
+        handlers::image_findings,
+        handlers::image_packages,
         handlers::rescan_image,
         handlers::recommendations,
         handlers::list_exemptions,
@@ -119,6 +121,14 @@ pub fn router(state: State) -> Router {
         )
         .route("/api/v1/images", get(handlers::list_images))
         .route("/api/v1/images/{digest}", get(handlers::get_image))
+        .route(
+            "/api/v1/images/{digest}/findings",
+            get(handlers::image_findings),
+        )
+        .route(
+            "/api/v1/images/{digest}/packages",
+            get(handlers::image_packages),
+        )
         .route(
             "/api/v1/images/{digest}/rescan",
             post(handlers::rescan_image),
