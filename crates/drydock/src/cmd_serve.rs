@@ -50,6 +50,7 @@ pub fn app(
     registry: &Registry,
     assess: &assess::Service,
     importer: &import::Importer,
+    patcher: &patch::Patcher,
     edge: edge::Edge,
 ) -> axum::Router {
     // Mirrors wrap the registry's own routes: a manifest miss under a
@@ -66,7 +67,8 @@ pub fn app(
     }
     let routes = v2
         .merge(web::router(api))
-        .merge(import::router(importer.clone()));
+        .merge(import::router(importer.clone()))
+        .merge(web::api::patches::router(patcher.clone()));
     edge::wrap(routes, edge, registry)
 }
 
@@ -236,6 +238,7 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
         registry.set_pull_gate(Arc::new(gate));
     }
     let mut importer_config = config.import.importer_config();
+    let patcher = crate::cmd_patch::start(&config, &registry, &assess, outbound.clone())?;
     importer_config.outbound = outbound;
     let importer = import::Importer::new(registry.clone(), importer_config);
     let mut edge = edge::Edge::new(access.clone());
@@ -247,7 +250,7 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
         .server
         .httpd_config(args.tls_cert, args.tls_key, nofile)?;
     announce(addr, &server, &config);
-    let app = app(&config, &registry, &assess, &importer, edge);
+    let app = app(&config, &registry, &assess, &importer, &patcher, edge);
     httpd::serve(listener, app, server, shutdown_signal())
         .await
         .context("server failed")?;

@@ -42,6 +42,8 @@ pub struct Config {
     /// mirrors) may reach (`[outbound]` table: `allow`, a list of CIDRs).
     /// Env (comma-separated): `DRYDOCK_OUTBOUND_ALLOW`.
     pub outbound: egress::OutboundConfig,
+    /// Continuous patching of Debian images (`[patch]` table).
+    pub patch: patch::PatchConfig,
 }
 
 /// `[server]`: how `serve` treats connections.
@@ -412,6 +414,7 @@ impl Default for Config {
             server: ServerSection::default(),
             auth: crate::access::AuthSection::default(),
             outbound: egress::OutboundConfig::default(),
+            patch: patch::PatchConfig::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ mod cmd_access;
 mod cmd_db;
 mod cmd_gc;
 mod cmd_import;
+mod cmd_patch;
 mod cmd_scan;
 mod cmd_scan_dir;
 mod cmd_serve;
@@ -59,6 +60,8 @@ enum Command {
     User(cmd_access::UserArgs),
     /// Manage robot accounts for CI (in the data directory).
     Robot(cmd_access::RobotArgs),
+    /// Patch a Debian image's vulnerable packages on a running server.
+    Patch(cmd_patch::PatchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -95,6 +98,7 @@ fn main() -> std::process::ExitCode {
             Command::Usage(args) => cmd_usage::run(args, config).await,
             Command::User(args) => cmd_access::run_user(args, config).await,
             Command::Robot(args) => cmd_access::run_robot(args, config).await,
+            Command::Patch(args) => cmd_patch::run(args, config).await,
         }
     });
     // What stays buffered goes out now, so a closed pipe is seen here too.

@@ -5,6 +5,7 @@ mod access;
 mod error;
 mod handlers;
 mod scope;
+pub mod patches;
 
 pub use error::{ApiError, ErrorBody};
 pub use scope::{BODY_LIMIT, Caller, covering_pattern};

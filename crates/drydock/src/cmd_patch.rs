@@ -1,0 +1,288 @@
+//! `drydock patch REPO:TAG [--dry-run]`: ask a running server to patch a
+//! Debian image (`POST /api/v1/patches`), follow the job and print the
+//! plan: upgrades, the findings each clears, refusals and why. Also the
+//! adapters that hand the patch service the registry and the assessor.
+
+use crate::config::Config;
+use crate::out::outln;
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use oci::{Digest, Name, Reference, Tag};
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct PatchArgs {
+    /// The image to patch: REPO:TAG.
+    pub image: String,
+    /// Plan only: print what would be upgraded and refused; push nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The drydock server [default: http://<listen address>].
+    #[arg(long, env = "DRYDOCK_SERVER")]
+    pub server: Option<String>,
+    #[arg(long, env = "DRYDOCK_USERNAME")]
+    pub username: Option<String>,
+    #[arg(long, env = "DRYDOCK_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Print the job's result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: PatchArgs, config: Config) -> Result<ExitCode> {
+    let (repo, tag) = args
+        .image
+        .rsplit_once(':')
+        .filter(|(r, _)| !r.is_empty())
+        .ok_or_else(|| anyhow!("give the image as REPO:TAG"))?;
+    let server = args.server.clone().unwrap_or_else(|| {
+        let mut a = config.listen;
+        if a.ip().is_unspecified() {
+            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{a}")
+    });
+    let server = server.trim_end_matches('/');
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let auth = |r: reqwest::RequestBuilder| match &args.username {
+        Some(u) => r.basic_auth(u, args.password.as_deref()),
+        None => r,
+    };
+    let resp = auth(http.post(format!("{server}/api/v1/patches")))
+        .json(&serde_json::json!({"repository": repo, "tag": tag, "dry_run": args.dry_run}))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {server}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!(
+            "{status}: {}",
+            body["message"]
+                .as_str()
+                .or(body["error"].as_str())
+                .unwrap_or("request refused")
+        );
+    }
+    let id = body["id"].as_str().unwrap_or_default().to_string();
+    let job = loop {
+        let j: serde_json::Value = auth(http.get(format!("{server}/api/v1/patches/{id}")))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if j["state"] != "running" {
+            break j;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&job)?)?;
+    } else {
+        print_job(&job)?;
+    }
+    Ok(if job["state"] == "done" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_job(job: &serde_json::Value) -> Result<()> {
+    if job["state"] == "failed" {
+        outln!("patch failed: {}", job["error"].as_str().unwrap_or("?"))?;
+        return Ok(());
+    }
+    let r = &job["result"];
+    for p in r["platforms"].as_array().into_iter().flatten() {
+        let plan = &p["plan"];
+        outln!(
+            "{} ({})",
+            p["digest"].as_str().unwrap_or(""),
+            p["platform"]
+                .as_str()
+                .unwrap_or(plan["architecture"].as_str().unwrap_or(""))
+        )?;
+        let ups = plan["upgrades"].as_array().cloned().unwrap_or_default();
+        if ups.is_empty() {
+            outln!("  no upgrades")?;
+        }
+        for u in ups {
+            let clears: Vec<&str> = u["clears"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str())
+                .collect();
+            outln!(
+                "  upgrade {} {} -> {}  ({}{})",
+                u["package"].as_str().unwrap_or(""),
+                u["from"].as_str().unwrap_or("(new)"),
+                u["to"].as_str().unwrap_or(""),
+                u["reason"].as_str().unwrap_or(""),
+                if clears.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", clears.join(", "))
+                }
+            )?;
+        }
+        for f in plan["refusals"].as_array().into_iter().flatten() {
+            outln!(
+                "  refused {} {}: {}",
+                f["package"].as_str().unwrap_or(""),
+                f["installed"].as_str().unwrap_or(""),
+                f["reason"].as_str().unwrap_or("")
+            )?;
+        }
+    }
+    match (r["patched_tag"].as_str(), r["patched_digest"].as_str()) {
+        (Some(t), Some(d)) => outln!(
+            "pushed {}:{t} ({d})",
+            r["repository"].as_str().unwrap_or("")
+        )?,
+        _ => outln!("{}", r["note"].as_str().unwrap_or("nothing pushed"))?,
+    }
+    Ok(())
+}
+
+/// The registry's in-process API as the patch service's image store.
+pub struct RegistryStore(pub registry::Registry);
+
+impl patch::ImageStore for RegistryStore {
+    fn manifest<'a>(
+        &'a self,
+        repo: &'a Name,
+        reference: &'a Reference,
+    ) -> BoxFuture<'a, Result<Option<(Bytes, String, Digest)>>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .get_manifest(repo, reference)
+                .await?
+                .map(|m| (m.bytes, m.media_type, m.digest)))
+        })
+    }
+
+    fn open_blob(&self, digest: &Digest) -> std::io::Result<Box<dyn Read + Send>> {
+        self.0.blob_source().open_blob(digest)
+    }
+
+    fn put_blob<'a>(
+        &'a self,
+        repo: &'a Name,
+        digest: &'a Digest,
+        path: &'a Path,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let f = tokio::fs::File::open(path).await?;
+            self.0.put_blob(repo, digest, f).await?;
+            Ok(())
+        })
+    }
+
+    fn put_manifest<'a>(
+        &'a self,
+        repo: &'a Name,
+        reference: &'a Reference,
+        body: Bytes,
+        media_type: &'a str,
+    ) -> BoxFuture<'a, Result<Digest>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .put_manifest(
+                    repo,
+                    reference,
+                    body,
+                    Some(media_type),
+                    registry::Origin::Import,
+                )
+                .await?)
+        })
+    }
+
+    fn tags(&self, repo: &Name) -> Result<Vec<(Tag, Digest)>> {
+        Ok(self.0.tags(repo)?)
+    }
+
+    fn repositories(&self) -> Result<Vec<Name>> {
+        Ok(self.0.repositories()?)
+    }
+}
+
+/// The assessor's stored results as the patch service's findings.
+pub struct AssessFindings(pub assess::Service);
+
+impl patch::FindingsSource for AssessFindings {
+    fn fixable(&self, digest: &str) -> Result<Option<Vec<patch::Fixable>>> {
+        let filter = assess::views::FindingFilter::default();
+        let Some(view) = self.0.image_view(digest, &filter, false)? else {
+            return Ok(None);
+        };
+        if view.assessed_at.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            view.findings
+                .iter()
+                .filter(|f| {
+                    f.fixable
+                        && !f.exempt
+                        && f.not_affected_per_vex.is_none()
+                        && f.finding.ecosystem == inventory::Ecosystem::Deb
+                })
+                .filter_map(|f| {
+                    Some(patch::Fixable {
+                        id: f.finding.id.to_string(),
+                        package: f.finding.package.to_string(),
+                        installed_version: f.finding.installed_version.to_string(),
+                        fixed_version: f.finding.fixed_version.as_deref()?.to_string(),
+                        severity: f.finding.severity.as_str().to_string(),
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    fn db_version(&self) -> Option<String> {
+        self.0.database().map(|d| d.version())
+    }
+
+    fn assessed_with(&self, digest: &str) -> Option<String> {
+        let filter = assess::views::FindingFilter::default();
+        self.0
+            .image_view(digest, &filter, false)
+            .ok()
+            .flatten()
+            .and_then(|v| v.db_version)
+    }
+}
+
+/// The patch service of `drydock serve`, and continuous mode when enabled.
+pub fn start(
+    config: &Config,
+    registry: &registry::Registry,
+    assess: &assess::Service,
+    outbound: egress::EgressPolicy,
+) -> Result<patch::Patcher> {
+    let patcher = patch::Patcher::new(
+        Arc::new(RegistryStore(registry.clone())),
+        &config.data,
+        Arc::new(AssessFindings(assess.clone())),
+        outbound,
+        config.patch.clone(),
+    )?;
+    if config.patch.enabled {
+        tokio::spawn(patcher.clone().watch());
+    }
+    Ok(patcher)
+}
