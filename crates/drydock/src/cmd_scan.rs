@@ -59,7 +59,9 @@ pub struct ScanArgs {
     /// Talk plain HTTP to the registry (for `docker://`).
     #[arg(long)]
     pub insecure: bool,
-    /// Only this platform of an index (`os/arch[/variant]`); default all.
+    /// Only this platform of an index (`os/arch[/variant]`; `arm64` means
+    /// `arm64/v8` and `arm` `arm/v7`, as container runtimes read them);
+    /// default all.
     #[arg(long)]
     pub platform: Option<String>,
     /// Severities to report, comma separated
@@ -169,35 +171,34 @@ pub async fn run(args: ScanArgs, config: Config) -> anyhow::Result<ExitCode> {
             images.push((root.digest.to_string(), None, manifest));
         }
         oci::Manifest::Index { index, .. } => {
-            for d in index
-                .manifests
-                .iter()
-                .filter(|d| catalog::is_platform_image(d))
-            {
-                if let (Some(want), Some(p)) = (&args.platform, &d.platform)
-                    && &p.display() != want
-                {
-                    continue;
+            let filter = oci::PlatformFilter::parse(args.platform.as_slice())?;
+            let mut walk = oci::IndexWalk::new(&index, &filter);
+            while let Some(nested) = walk.next_index() {
+                let child = source.manifest(&nested.descriptor.digest).await?;
+                match child.parse()? {
+                    oci::Manifest::Index { index, .. } => walk.add_index(nested, &index)?,
+                    oci::Manifest::Image { .. } => {
+                        bail!("{} is listed as an index but is an image", child.digest)
+                    }
                 }
+            }
+            let found = walk
+                .finish()
+                .with_context(|| format!("selecting from {}", args.target))?;
+            for img in found {
+                let d = img.descriptor;
                 let child = source.manifest(&d.digest).await?;
                 match child.parse()? {
                     oci::Manifest::Image { manifest, .. } => {
-                        images.push((d.digest.to_string(), d.platform.clone(), manifest))
+                        images.push((d.digest.to_string(), d.platform, manifest))
                     }
                     oci::Manifest::Index { .. } => {
-                        tracing::warn!("skipping nested index {}", d.digest)
+                        bail!("{} is listed as an image but is an index", d.digest)
                     }
                 }
             }
             if images.is_empty() {
-                bail!(
-                    "{} is an index with no image{}",
-                    args.target,
-                    args.platform
-                        .as_ref()
-                        .map(|p| format!(" for platform {p}"))
-                        .unwrap_or_default()
-                );
+                bail!("{} is an index with no image", args.target);
             }
         }
     }

@@ -403,6 +403,19 @@ fn multiarch_index_is_scanned_per_platform() {
     let out = run(data.path(), &["scan", &target, "--platform", "plan9/mips"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("plan9/mips"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("linux/arm64/v8"), "{}", stderr(&out));
+}
+
+#[test]
+fn platform_without_variant_picks_the_default_variant() {
+    // arm64 means arm64/v8, as container runtimes match platforms.
+    let data = tempfile::tempdir().unwrap();
+    let target = oci_target("multiarch");
+    let r = scan_json(data.path(), &target, &["--platform", "linux/arm64"]);
+    let images = r["images"].as_array().unwrap();
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(images[0]["platform"], "linux/arm64/v8");
+    assert_eq!(package_set(&r, None), dpkg_installed());
 }
 
 #[test]

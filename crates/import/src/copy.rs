@@ -378,9 +378,34 @@ async fn expand(
             children: Vec::new(),
         });
     };
-    let selected = platforms
-        .select(&index.manifests)
-        .map_err(|e| fail(format!("{what}: {e}")))?;
+    // The entries to copy: all of them, or the platforms asked for and
+    // the attestations attached to those.
+    let (selected, images): (Vec<&oci::Descriptor>, usize) = if platforms.is_empty() {
+        (index.manifests.iter().collect(), 0)
+    } else {
+        let mut walk = oci::IndexWalk::new(index, platforms);
+        // Import copies one level: a nested index is left out.
+        let nested = std::iter::from_fn(|| walk.next_index()).count();
+        let found = walk.finish().map_err(|e| {
+            let note = if nested > 0 {
+                "; images inside nested indexes are not imported"
+            } else {
+                ""
+            };
+            fail(format!("{what}: {e}{note}"))
+        })?;
+        let keep: HashSet<&Digest> = found
+            .iter()
+            .flat_map(|i| std::iter::once(&i.descriptor).chain(&i.attestations))
+            .map(|d| &d.digest)
+            .collect();
+        let selected = index
+            .manifests
+            .iter()
+            .filter(|d| keep.contains(&d.digest))
+            .collect();
+        (selected, found.len())
+    };
     let mut children = Vec::new();
     for d in &selected {
         let child = src
@@ -405,16 +430,12 @@ async fn expand(
             children,
         });
     }
-    if PlatformFilter::images(&selected) == 1 {
+    if images == 1 {
         // One platform: the image manifest itself, as the source has it.
         let keep = children
             .into_iter()
             .zip(&selected)
-            .find(|(_, d)| {
-                !d.annotations
-                    .as_ref()
-                    .is_some_and(|a| a.contains_key("vnd.docker.reference.type"))
-            })
+            .find(|(_, d)| oci::EntryKind::of(d) == oci::EntryKind::Image)
             .map(|((m, _), _)| m)
             .expect("one image selected");
         return Ok(Unit {

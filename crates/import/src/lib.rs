@@ -62,10 +62,9 @@ mod copy;
 mod job;
 pub mod local;
 pub mod mirror;
-mod platform;
 
 pub use job::{ImportedManifest, JobState, JobStatus};
-pub use platform::PlatformFilter;
+pub use oci::PlatformFilter;
 
 use axum::Json;
 use axum::Router;
@@ -303,7 +302,7 @@ pub(crate) fn parse_target(
             "--all-tags keeps the source's tags; give TARGET as a repository without a tag".into(),
         ));
     }
-    let platforms = PlatformFilter::parse(&req.platforms).map_err(bad)?;
+    let platforms = PlatformFilter::parse(&req.platforms).map_err(|e| bad(e.to_string()))?;
     Ok((repo, tag, platforms))
 }
 

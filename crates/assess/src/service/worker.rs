@@ -81,10 +81,16 @@ impl Service {
             Manifest::Index { index, .. } => {
                 let mut children = Vec::new();
                 let now = to_ms(self.now());
-                for d in &index.manifests {
-                    if !oci::is_manifest_media_type(&d.media_type) || is_attestation(d) {
-                        continue;
-                    }
+                // Images (not attestations or other artifacts), one level:
+                // a nested index is queued as a job of its own and rolled
+                // out when it runs.
+                let entries = index.manifests.iter().filter(|d| {
+                    matches!(
+                        oci::EntryKind::of(d),
+                        oci::EntryKind::Image | oci::EntryKind::Index
+                    )
+                });
+                for d in entries {
                     let platform = d.platform.as_ref().map(|p| p.display());
                     self.inner.store.enqueue(
                         repo.as_str(),
@@ -270,18 +276,6 @@ impl Service {
         );
         Ok(())
     }
-}
-
-/// Docker buildx attaches attestation manifests to indexes; they are not
-/// platform images.
-fn is_attestation(d: &oci::Descriptor) -> bool {
-    d.annotations
-        .as_ref()
-        .and_then(|a| a.get("vnd.docker.reference.type"))
-        .is_some_and(|v| v == "attestation-manifest")
-        || d.platform
-            .as_ref()
-            .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
 }
 
 /// Why a manifest is not a container image (signatures, SBOMs, other
