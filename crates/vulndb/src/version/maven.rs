@@ -62,44 +62,73 @@ impl Item {
         }
     }
 
-    /// Compare against another item, or against "nothing" (padding).
-    fn cmp_to(&self, other: Option<&Item>) -> Ordering {
-        use Item::*;
-        match (self, other) {
-            (Int(a), None) => {
-                if a.is_empty() {
-                    Ordering::Equal
-                } else {
-                    Ordering::Greater
-                }
-            }
-            (Int(a), Some(Int(b))) => super::dpkg::cmp_digits(a.as_bytes(), b.as_bytes()),
-            (Int(_), Some(_)) => Ordering::Greater,
-            (Str(a), None) => qualifier_key(a).as_str().cmp(RELEASE_RANK),
-            (Str(_), Some(Int(_))) => Ordering::Less,
-            (Str(a), Some(Str(b))) => qualifier_key(a).cmp(&qualifier_key(b)),
-            (Str(_), Some(List(_))) => Ordering::Less,
-            (List(l), None) => match l.first() {
-                None => Ordering::Equal,
-                Some(first) => first.cmp_to(None),
-            },
-            (List(_), Some(Int(_))) => Ordering::Less,
-            (List(_), Some(Str(_))) => Ordering::Greater,
-            (List(a), Some(List(b))) => {
-                for i in 0..a.len().max(b.len()) {
-                    let o = match (a.get(i), b.get(i)) {
-                        (None, Some(r)) => r.cmp_to(None).reverse(),
-                        (Some(l), r) => l.cmp_to(r),
-                        (None, None) => Ordering::Equal,
-                    };
-                    if o != Ordering::Equal {
-                        return o;
-                    }
-                }
-                Ordering::Equal
-            }
+    /// Where this item sorts against "nothing" (the padding of a shorter
+    /// version): before it (a pre-release qualifier), equal (a null item),
+    /// or after it.
+    fn sign(&self) -> Ordering {
+        match self {
+            Item::Int(a) if a.is_empty() => Ordering::Equal,
+            Item::Int(_) => Ordering::Greater,
+            Item::Str(a) => qualifier_key(a).as_str().cmp(RELEASE_RANK),
+            Item::List(l) => tail_signs(l).first().copied().unwrap_or(Ordering::Equal),
         }
     }
+
+    fn cmp_item(&self, other: &Item) -> Ordering {
+        use Item::*;
+        match (self, other) {
+            (Int(a), Int(b)) => super::dpkg::cmp_digits(a.as_bytes(), b.as_bytes()),
+            (Str(a), Str(b)) => qualifier_key(a).cmp(&qualifier_key(b)),
+            (List(a), List(b)) => cmp_lists(a, b),
+            // Unlike items: qualifier < list < number, as Maven ranks them.
+            (Str(_), _) | (List(_), Int(_)) => Ordering::Less,
+            (Int(_), _) | (List(_), Str(_)) => Ordering::Greater,
+        }
+    }
+}
+
+/// For each position, where the items from there on sort against nothing:
+/// the sign of the first item that is not null.
+fn tail_signs(items: &[Item]) -> Vec<Ordering> {
+    let mut out = vec![Ordering::Equal; items.len()];
+    let mut next = Ordering::Equal;
+    for (i, item) in items.iter().enumerate().rev() {
+        let s = item.sign();
+        if s != Ordering::Equal {
+            next = s;
+        }
+        out[i] = next;
+    }
+    out
+}
+
+/// Compare two lists position by position. Maven's own rule compares
+/// unlike items by kind alone (a qualifier below a list below a number)
+/// while comparing an item with the padding by its sign, and the two
+/// disagree: `1.foo < 1-alpha < 1 < 1.foo` is a cycle in Maven's order.
+/// So where the rests of the two lists fall on different sides of "nothing",
+/// that decides first; Maven's item order applies when they fall on the
+/// same side, which keeps every order Maven's specification gives that is
+/// not part of such a cycle, and makes the order total.
+fn cmp_lists(a: &[Item], b: &[Item]) -> Ordering {
+    let (sa, sb) = (tail_signs(a), tail_signs(b));
+    for i in 0..a.len().max(b.len()) {
+        let ta = sa.get(i).copied().unwrap_or(Ordering::Equal);
+        let tb = sb.get(i).copied().unwrap_or(Ordering::Equal);
+        if ta != tb {
+            return ta.cmp(&tb);
+        }
+        if ta == Ordering::Equal {
+            // Only null items remain on both sides.
+            return Ordering::Equal;
+        }
+        // Neither rest is null, so both lists have an item here.
+        let o = a[i].cmp_item(&b[i]);
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
 }
 
 /// Drop trailing null items, walking back over non-null nested lists.
@@ -187,7 +216,7 @@ impl VersionScheme for Maven {
     }
     fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
         let (pa, pb) = self.parse_pair(a, b, parse)?;
-        Ok(pa.cmp_to(Some(&pb)))
+        Ok(pa.cmp_item(&pb))
     }
 }
 
@@ -224,6 +253,32 @@ mod tests {
                 ("1.0.0", "1.0.0.1", Less),
                 ("1-foo", "1-bar", Greater),
                 ("1-sp", "1-abc", Less),
+            ],
+        );
+    }
+
+    #[test]
+    fn the_order_has_no_cycles() {
+        // Maven's own rule gives 1.foo < 1-alpha < 1 < 1.foo, and with
+        // `~` < 0-alpha < 0 < `~` (found by the property tests); each
+        // version now sits on its side of the release.
+        check_table(
+            &Maven,
+            &[
+                ("1-alpha", "1", Less),
+                ("1", "1.foo", Less),
+                ("1-alpha", "1.foo", Less),
+                ("0-alpha", "0", Less),
+                ("0", "~", Less),
+                ("0-alpha", "~", Less),
+                ("1.0.alpha", "1", Less),
+                ("1", "1.sp", Less),
+                ("1.0.alpha", "1.sp", Less),
+                // Unlike items on the same side keep Maven's order.
+                ("1.sp", "1.0.1", Less),
+                ("32-jre", "32.0.1-jre", Less),
+                ("32.0.0-jre", "32-jre", Equal),
+                ("5.3.0.RC1", "5.3.0", Less),
             ],
         );
     }
