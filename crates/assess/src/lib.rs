@@ -61,6 +61,7 @@
 //! [`Service::open`] + [`Service::start`] (or the one-call [`start`]),
 //! intake methods, and read models in [`views`] used by the REST API.
 
+pub mod browse;
 pub mod clock;
 pub mod gate;
 pub mod live;

@@ -356,6 +356,10 @@ impl Service {
         let Some(res) = self.store().result(&row.digest)? else {
             return Ok(None);
         };
+        // Matched against no database: nothing was checked, so no verdict.
+        if res.db_version.is_none() {
+            return Ok(None);
+        }
         let exemptions = self.store().exemptions()?;
         let incomplete = self.store().incomplete(&row.digest)?;
         let vex = self.vex_notes(&row.digest, &res.findings)?;
@@ -460,6 +464,11 @@ impl Service {
         let Some(res) = self.store().result(digest)? else {
             return Ok(Some(view));
         };
+        // Assessed before any database was installed: no health to claim.
+        if res.db_version.is_none() {
+            view.assessed_at = Some(t(res.assessed_at));
+            return Ok(Some(view));
+        }
         let rule = self.options().policy.rule_for(&row.repo).clone();
         let exemptions = self.store().exemptions()?;
         let now = self.clock().now();

@@ -1,0 +1,1098 @@
+//! Registry-wide read models for browsing: images as a user sees them (an
+//! index is one image with its platforms inside; untagged digests apart),
+//! repositories and their tags, vulnerabilities with the number of images
+//! they affect, and the overview's aggregates.
+//!
+//! Everything is computed from one [`Snapshot`] of the store, rebuilt only
+//! when the store, the database or the minute changes (expiring exemptions
+//! are judged at read time), so paging through 10,000 images does not judge
+//! them again on every request. Lists are sorted and filtered here and cut
+//! with opaque keyset cursors, so a page never repeats or skips an entry
+//! when the list grows between requests.
+
+use crate::clock::{from_ms, rfc3339};
+use crate::policy::{Health, Summary, evaluate_with_vex, fixable};
+use crate::service::Service;
+use crate::store::{ImageRow, status};
+use crate::vuln::Severity;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use utoipa::ToSchema;
+
+/// What the dashboard says about an image, one word each. Only `healthy`
+/// is good news, and it needs a match against a real database.
+pub mod state {
+    /// Queued, never assessed.
+    pub const NOT_ASSESSED: &str = "not_assessed";
+    /// Assessed while no vulnerability database was installed: nothing was
+    /// matched, so nothing may be claimed.
+    pub const WAITING_FOR_DATABASE: &str = "waiting_for_database";
+    /// Being read or matched, with no earlier verdict.
+    pub const ASSESSING: &str = "assessing";
+    pub const FAILED: &str = "failed";
+    /// An artifact (signature, SBOM, …), not a container image.
+    pub const UNSUPPORTED: &str = "unsupported";
+    pub const HEALTHY: &str = "healthy";
+    pub const UNHEALTHY: &str = "unhealthy";
+    /// Parts of the image could not be read.
+    pub const INCOMPLETE: &str = "incomplete";
+}
+
+/// The state of one image row given its verdict (if any) and whether its
+/// result was matched against a database.
+pub fn state_of(row: &ImageRow, health: Option<&Health>, matched: Option<bool>) -> &'static str {
+    if row.status == status::UNSUPPORTED || row.kind == "artifact" {
+        return state::UNSUPPORTED;
+    }
+    if row.status == status::FAILED {
+        return state::FAILED;
+    }
+    if let Some(h) = health {
+        return match h.status.as_str() {
+            "healthy" => state::HEALTHY,
+            "unhealthy" => state::UNHEALTHY,
+            _ => state::INCOMPLETE,
+        };
+    }
+    if matched == Some(false) {
+        return state::WAITING_FOR_DATABASE;
+    }
+    match row.status.as_str() {
+        status::CATALOGING | status::MATCHING => state::ASSESSING,
+        _ => state::NOT_ASSESSED,
+    }
+}
+
+/// One platform image inside an index.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlatformEntry {
+    pub digest: String,
+    pub platform: Option<String>,
+    pub state: String,
+    pub error: Option<String>,
+    pub summary: Option<Summary>,
+    pub size: Option<u64>,
+}
+
+/// An image as a user sees it: a platform image on its own, or an index
+/// with its platforms inside (counted once, its findings once per platform).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ImageEntry {
+    pub digest: String,
+    pub repository: String,
+    /// `image` or `index`.
+    pub kind: String,
+    /// `repository:tag` names pointing here (every repository).
+    pub tags: Vec<String>,
+    /// No tag points here: a superseded or never-tagged digest.
+    pub untagged: bool,
+    pub platforms: Vec<PlatformEntry>,
+    /// See [`state`].
+    pub state: String,
+    /// One sentence saying why (the health reason, the error, the wait).
+    pub reason: String,
+    pub error: Option<String>,
+    pub summary: Option<Summary>,
+    /// Bytes of config and layers (of an index: all platforms).
+    pub size: Option<u64>,
+    pub pushed_at: Option<String>,
+    pub pulled_at: Option<String>,
+    pub assessed_at: Option<String>,
+    pub db_version: Option<String>,
+    /// Made with an older database than the current one.
+    pub stale: bool,
+    /// A re-assessment is queued or running (the state is the last verdict).
+    pub reassessing: bool,
+    #[serde(skip)]
+    repos: Vec<String>,
+    #[serde(skip)]
+    pushed_ms: i64,
+}
+
+/// A vulnerability across the registry, once.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VulnEntry {
+    pub id: String,
+    pub aliases: Vec<String>,
+    pub severity: String,
+    pub summary: String,
+    /// Some affected package has a fixed version.
+    pub fixable: bool,
+    /// Affected tagged images the caller may see.
+    pub images: usize,
+    /// Affected untagged digests the caller may see.
+    pub untagged: usize,
+    pub packages: Vec<String>,
+}
+
+/// Where one vulnerability was found.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AffectedTag {
+    pub repository: String,
+    /// Tags in that repository (empty: only untagged digests).
+    pub tags: Vec<String>,
+    pub digests: Vec<String>,
+    pub packages: Vec<String>,
+}
+
+/// Everything about one vulnerability.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VulnDetail {
+    #[serde(flatten)]
+    pub entry: VulnEntry,
+    pub related: Vec<String>,
+    pub cvss_vector: Option<String>,
+    pub cvss_score: Option<f64>,
+    pub cvss_source: Option<String>,
+    pub severity_source: String,
+    pub data_source: String,
+    pub references: Vec<String>,
+    /// Fixed versions per package.
+    pub fix: BTreeMap<String, Vec<String>>,
+    /// Each affected repository once, with its tags.
+    pub affected: Vec<AffectedTag>,
+}
+
+/// A repository and what it holds.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RepositoryEntry {
+    pub name: String,
+    pub tags: usize,
+    /// Tagged images (an index counts once).
+    pub images: usize,
+    pub untagged: usize,
+    pub unhealthy: usize,
+    pub last_pushed_at: Option<String>,
+}
+
+/// One tag of a repository.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TagEntry {
+    pub tag: String,
+    pub digest: String,
+    pub kind: String,
+    pub platforms: Vec<String>,
+    pub size: Option<u64>,
+    pub pushed_at: Option<String>,
+    pub pulled_at: Option<String>,
+    pub state: String,
+    pub reason: String,
+    pub summary: Option<Summary>,
+}
+
+/// A page of a list: `next` is the cursor of the following page.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Entries matching the filters, over all pages.
+    pub total: usize,
+    pub next: Option<String>,
+}
+
+/// Counts and charts of the overview page.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct Overview {
+    /// Tagged images by state (an index counts once).
+    pub images: BTreeMap<String, usize>,
+    pub images_total: usize,
+    pub untagged: usize,
+    pub repositories: usize,
+    /// Open findings by severity over tagged images.
+    pub findings: BTreeMap<String, usize>,
+    pub fixable: usize,
+    pub not_fixable: usize,
+    /// One point a day: unhealthy images and open findings.
+    pub trend: Vec<TrendPoint>,
+    /// Worst first (unhealthy, then critical, high, …).
+    pub most_vulnerable: Vec<ImageEntry>,
+    /// By number of affected images.
+    pub most_widespread: Vec<VulnEntry>,
+    /// Assessments finished per day, the last 14 days.
+    pub scan_activity: Vec<DayCount>,
+    pub queue: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct TrendPoint {
+    pub day: String,
+    pub unhealthy: usize,
+    pub findings: usize,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DayCount {
+    pub day: String,
+    pub count: usize,
+}
+
+/// The filters of the images list.
+#[derive(Debug, Clone, Default)]
+pub struct ImageQuery {
+    /// Substring of the repository, a tag or the digest.
+    pub q: Option<String>,
+    pub repository: Option<String>,
+    pub states: Vec<String>,
+    /// `Some(true)`: only untagged digests; `Some(false)` (the default
+    /// of the API): only tagged images.
+    pub untagged: Option<bool>,
+    /// `name`, `pushed`, `findings`, `severity`, `size`.
+    pub sort: String,
+    pub descending: bool,
+}
+
+/// The filters of the vulnerabilities list.
+#[derive(Debug, Clone, Default)]
+pub struct VulnQuery {
+    /// Substring of the id, an alias, the summary or a package.
+    pub q: Option<String>,
+    /// At or above this severity.
+    pub min_severity: Option<Severity>,
+    /// Exactly these severities (empty: any).
+    pub severities: Vec<Severity>,
+    pub fixable: Option<bool>,
+    /// `severity` (then images), `images`, `id`.
+    pub sort: String,
+    pub descending: bool,
+}
+
+struct Affected {
+    image: usize,
+    package: String,
+    installed: String,
+    fixed: Option<String>,
+}
+
+struct VulnAgg {
+    id: String,
+    aliases: Vec<String>,
+    related: Vec<String>,
+    severity: Severity,
+    summary: String,
+    cvss: Option<vulndb::Cvss>,
+    severity_source: String,
+    data_source: String,
+    references: Vec<String>,
+    affected: Vec<Affected>,
+}
+
+/// One consistent view of every image and vulnerability.
+pub struct Snapshot {
+    images: Vec<ImageEntry>,
+    vulns: Vec<VulnAgg>,
+    /// repository → (tag, digest)
+    tags: BTreeMap<String, Vec<(String, String)>>,
+    by_digest: HashMap<String, usize>,
+    activity: Vec<DayCount>,
+}
+
+type CacheKey = (u64, Option<String>, i64);
+type Cached = (CacheKey, std::time::Instant, Arc<Snapshot>);
+
+fn cache() -> &'static Mutex<HashMap<PathBuf, Cached>> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Cached>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+fn t(ms: i64) -> String {
+    rfc3339(from_ms(ms))
+}
+
+fn day(ms: i64) -> String {
+    t(ms)[..10].to_string()
+}
+
+/// Bytes of config and layers of an image manifest.
+fn image_size(svc: &Service, repo: &str, digest: &str) -> Option<u64> {
+    let name = oci::Name::parse(repo).ok()?;
+    let d = oci::Digest::parse(digest).ok()?;
+    let (bytes, mt) = svc.source().manifest(&name, &d).ok()??;
+    match oci::Manifest::parse(&bytes, Some(&mt)).ok()? {
+        oci::Manifest::Image { manifest, .. } => {
+            Some(manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>())
+        }
+        oci::Manifest::Index { .. } => None,
+    }
+}
+
+fn sizes() -> &'static Mutex<HashMap<String, Option<u64>>> {
+    // Digests are immutable, so their sizes are too.
+    static SIZES: OnceLock<Mutex<HashMap<String, Option<u64>>>> = OnceLock::new();
+    SIZES.get_or_init(Default::default)
+}
+
+fn cached_size(svc: &Service, repo: &str, digest: &str) -> Option<u64> {
+    if let Some(s) = sizes().lock().unwrap().get(digest) {
+        return *s;
+    }
+    let s = image_size(svc, repo, digest);
+    sizes().lock().unwrap().insert(digest.to_string(), s);
+    s
+}
+
+fn worse(a: &ImageEntry) -> (bool, usize, usize, usize, usize, usize) {
+    let s = a.summary.clone().unwrap_or_default();
+    (
+        a.state == state::UNHEALTHY,
+        s.critical,
+        s.high,
+        s.medium,
+        s.low,
+        s.total,
+    )
+}
+
+impl Service {
+    /// The current snapshot, rebuilt when the store, the database or the
+    /// minute changed (or after two seconds: tags live in the registry).
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        let key: CacheKey = (
+            self.store().generation(),
+            self.database().map(|d| d.version()),
+            self.clock().now().unix_timestamp() / 60,
+        );
+        let dir = self.options().data_dir.clone();
+        if let Some((k, at, s)) = cache().lock().unwrap().get(&dir)
+            && *k == key
+            && at.elapsed() < std::time::Duration::from_secs(2)
+        {
+            return Ok(s.clone());
+        }
+        let snap = Arc::new(self.build_snapshot()?);
+        cache()
+            .lock()
+            .unwrap()
+            .insert(dir, (key, std::time::Instant::now(), snap.clone()));
+        Ok(snap)
+    }
+
+    fn build_snapshot(&self) -> Result<Snapshot> {
+        let rows = self.store().all_images()?;
+        let ours = self.store().attached_sboms()?;
+        let exemptions = self.store().exemptions()?;
+        let now = self.clock().now();
+        let db_version = self.database().map(|d| d.version());
+
+        // Tags straight from the registry: digest → ["repo:tag"].
+        let mut tags: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        let mut tagged: HashMap<String, Vec<String>> = HashMap::new();
+        for name in self.source().repositories().unwrap_or_default() {
+            let list = self.source().tags(&name).unwrap_or_default();
+            let repo = name.as_str().to_string();
+            let mut out = Vec::new();
+            for (tag, d) in list {
+                tagged
+                    .entry(d.to_string())
+                    .or_default()
+                    .push(format!("{repo}:{}", tag.as_str()));
+                out.push((tag.as_str().to_string(), d.to_string()));
+            }
+            tags.insert(repo, out);
+        }
+
+        let mut children: HashMap<String, Vec<&ImageRow>> = HashMap::new();
+        for r in &rows {
+            if let Some(p) = &r.parent {
+                children.entry(p.clone()).or_default().push(r);
+            }
+        }
+
+        let mut images = Vec::new();
+        let mut vulns: HashMap<String, VulnAgg> = HashMap::new();
+        let mut activity: BTreeMap<String, usize> = BTreeMap::new();
+        for r in &rows {
+            if let Some(f) = r.finished_at
+                && r.status == status::DONE
+            {
+                *activity.entry(day(f)).or_default() += 1;
+            }
+        }
+
+        for row in rows
+            .iter()
+            .filter(|r| r.parent.is_none() && !ours.contains(&r.digest))
+        {
+            if row.status == status::UNSUPPORTED || row.kind == "artifact" {
+                continue; // artifacts are found through their subjects
+            }
+            let idx = images.len();
+            let platform_rows: Vec<&ImageRow> = if row.kind == "index" {
+                children.get(&row.digest).cloned().unwrap_or_default()
+            } else {
+                vec![row]
+            };
+            let rule = self.options().policy.rule_for(&row.repo).clone();
+            let mut platforms = Vec::new();
+            let mut healths = Vec::new();
+            let mut summary: Option<Summary> = None;
+            let mut assessed: Option<i64> = None;
+            let mut used_db: Option<String> = None;
+            let mut waiting = false;
+            let mut size: Option<u64> = None;
+            let mut any_running = false;
+            for p in &platform_rows {
+                let res = self.store().result(&p.digest)?;
+                let mut p_health = None;
+                let mut p_summary = None;
+                if p.status != status::DONE {
+                    any_running = true;
+                }
+                if let Some(res) = res.as_ref() {
+                    if res.db_version.is_none() {
+                        waiting = true;
+                    } else {
+                        let incomplete = self.store().incomplete(&p.digest)?;
+                        let vex = self.vex_notes(&p.digest, &res.findings)?;
+                        let eval = evaluate_with_vex(
+                            &res.findings,
+                            &row.repo,
+                            &rule,
+                            &exemptions,
+                            &vex,
+                            &incomplete,
+                            now,
+                        );
+                        for j in eval.judged.iter().filter(|j| {
+                            j.exempted_by.is_none()
+                                && !j.cleared_by_vex()
+                                && j.finding.informational.is_none()
+                        }) {
+                            let f = j.finding;
+                            let v = vulns.entry(f.id.to_string()).or_insert_with(|| VulnAgg {
+                                id: f.id.to_string(),
+                                aliases: f.aliases.to_vec(),
+                                related: f.related.to_vec(),
+                                severity: f.severity,
+                                summary: f.summary.to_string(),
+                                cvss: f.cvss.as_deref().cloned(),
+                                severity_source: f.severity_source.to_string(),
+                                data_source: f.data_source.to_string(),
+                                references: f.references.to_vec(),
+                                affected: Vec::new(),
+                            });
+                            if f.severity > v.severity {
+                                v.severity = f.severity;
+                            }
+                            if v.cvss.is_none() {
+                                v.cvss = f.cvss.as_deref().cloned();
+                            }
+                            for r in f.references.iter() {
+                                if !v.references.contains(r) {
+                                    v.references.push(r.clone());
+                                }
+                            }
+                            v.affected.push(Affected {
+                                image: idx,
+                                package: f.package.to_string(),
+                                installed: f.installed_version.to_string(),
+                                fixed: fixable(f)
+                                    .then(|| f.fixed_version.as_deref().map(String::from))
+                                    .flatten(),
+                            });
+                        }
+                        summary.get_or_insert_default().add(&eval.summary);
+                        p_summary = Some(eval.summary);
+                        healths.push(eval.health.clone());
+                        p_health = Some(eval.health);
+                        used_db = res.db_version.clone();
+                    }
+                    assessed = Some(assessed.map_or(res.assessed_at, |a| a.max(res.assessed_at)));
+                }
+                let p_size = cached_size(self, &row.repo, &p.digest);
+                if let Some(s) = p_size {
+                    *size.get_or_insert(0) += s;
+                }
+                let matched = res.as_ref().map(|r| r.db_version.is_some());
+                platforms.push(PlatformEntry {
+                    digest: p.digest.clone(),
+                    platform: p.platform.clone(),
+                    state: state_of(p, p_health.as_ref(), matched).into(),
+                    error: p.error.clone(),
+                    summary: p_summary,
+                    size: p_size,
+                });
+            }
+            // An index's verdict: every platform judged, rolled up; one
+            // platform waiting for the database makes the whole wait.
+            let health = if waiting || healths.is_empty() || healths.len() < platform_rows.len() {
+                None
+            } else if row.kind == "index" {
+                let refs: Vec<&Health> = healths.iter().collect();
+                Some(Health::roll_up(&rule, &refs))
+            } else {
+                healths.pop()
+            };
+            let failed = platforms.iter().find(|p| p.state == state::FAILED);
+            let mut st = if let Some(h) = &health {
+                state_of(row, Some(h), Some(true))
+            } else if row.kind == "index" && failed.is_some() {
+                state::FAILED
+            } else if waiting {
+                state::WAITING_FOR_DATABASE
+            } else if row.kind == "index" && any_running {
+                if platforms.iter().any(|p| p.state == state::ASSESSING) {
+                    state::ASSESSING
+                } else {
+                    state::NOT_ASSESSED
+                }
+            } else {
+                state_of(row, None, None)
+            };
+            if row.status == status::FAILED {
+                st = state::FAILED;
+            }
+            let error = row
+                .error
+                .clone()
+                .or_else(|| failed.and_then(|p| p.error.clone()));
+            let reason = match st {
+                state::WAITING_FOR_DATABASE => "assessed before any vulnerability database was installed: nothing was matched yet; it will be as soon as one is".to_string(),
+                state::NOT_ASSESSED => "queued for assessment".to_string(),
+                state::ASSESSING => "being assessed".to_string(),
+                state::FAILED => format!(
+                    "the assessment failed: {}",
+                    error.as_deref().unwrap_or("unknown error")
+                ),
+                _ => health.as_ref().map(|h| h.reason.clone()).unwrap_or_default(),
+            };
+            let tag_names = tagged.get(&row.digest).cloned().unwrap_or_default();
+            let mut repos: Vec<String> = tag_names
+                .iter()
+                .filter_map(|t| t.rsplit_once(':').map(|(r, _)| r.to_string()))
+                .collect();
+            repos.push(row.repo.clone());
+            repos.sort();
+            repos.dedup();
+            images.push(ImageEntry {
+                digest: row.digest.clone(),
+                repository: row.repo.clone(),
+                kind: row.kind.clone(),
+                untagged: tag_names.is_empty(),
+                tags: tag_names,
+                platforms,
+                state: st.into(),
+                reason,
+                error,
+                summary: if health.is_some() { summary } else { None },
+                size,
+                pushed_at: row.last_pushed_at.map(t),
+                pulled_at: row.last_pulled_at.map(t),
+                assessed_at: assessed.map(t),
+                stale: used_db.is_some() && db_version.is_some() && used_db != db_version,
+                db_version: used_db,
+                reassessing: health.is_some() && any_running,
+                repos,
+                pushed_ms: row.last_pushed_at.unwrap_or(row.queued_at),
+            });
+        }
+        let by_digest = images
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.digest.clone(), i))
+            .collect();
+        let today = now.unix_timestamp() * 1000;
+        let activity = (0..14)
+            .rev()
+            .map(|d| {
+                let k = day(today - d * 86_400_000);
+                DayCount {
+                    count: activity.get(&k).copied().unwrap_or(0),
+                    day: k,
+                }
+            })
+            .collect();
+        let snap = Snapshot {
+            images,
+            vulns: vulns.into_values().collect(),
+            tags,
+            by_digest,
+            activity,
+        };
+        self.record_trend(&snap);
+        Ok(snap)
+    }
+
+    /// Keep one trend point a day in the store (only when it changed, so
+    /// the write does not invalidate the snapshot in a loop).
+    fn record_trend(&self, snap: &Snapshot) {
+        let all = |_: &str| true;
+        let o = snap.counts(&all);
+        let point = TrendPoint {
+            day: day(self.clock().now().unix_timestamp() * 1000),
+            unhealthy: o.images.get(state::UNHEALTHY).copied().unwrap_or(0),
+            findings: o.findings.values().sum(),
+        };
+        let mut trend: Vec<TrendPoint> = self
+            .store()
+            .meta("dashboard.trend")
+            .ok()
+            .flatten()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        if trend.last() == Some(&point) {
+            return;
+        }
+        if trend.last().is_some_and(|p| p.day == point.day) {
+            trend.pop();
+        }
+        trend.push(point);
+        let keep = trend.len().saturating_sub(90);
+        trend.drain(..keep);
+        if let Ok(s) = serde_json::to_string(&trend) {
+            let _ = self.store().set_meta("dashboard.trend", &s);
+        }
+    }
+
+    /// The overview's aggregates over what `visible` repositories hold.
+    pub fn overview(&self, visible: &dyn Fn(&str) -> bool) -> Result<Overview> {
+        let snap = self.snapshot()?;
+        let mut o = snap.counts(visible);
+        o.trend = self
+            .store()
+            .meta("dashboard.trend")?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        let (_, counts) = self.store().queue()?;
+        o.queue = counts.into_iter().collect();
+        o.scan_activity = snap.activity.clone();
+        Ok(o)
+    }
+}
+
+fn sev_rank(s: &str) -> i64 {
+    match s {
+        "critical" => 4,
+        "high" => 3,
+        "medium" => 2,
+        "low" => 1,
+        _ => 0,
+    }
+}
+
+/// A sort key of a list entry.
+#[derive(Debug, Clone, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(untagged)]
+enum K {
+    N(i64),
+    S(String),
+}
+
+fn encode_cursor(k: &K, id: &str) -> String {
+    hex::encode(serde_json::to_vec(&(k, id)).unwrap_or_default())
+}
+
+fn decode_cursor(c: &str) -> Result<(K, String), String> {
+    hex::decode(c)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| "cursor is not one this server gave".to_string())
+}
+
+/// Sort by (key, id) and cut one page after `cursor`.
+fn paginate<T>(
+    mut items: Vec<(K, String, T)>,
+    descending: bool,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Page<T>, String> {
+    items.sort_by(|a, b| {
+        let o =
+            a.0.partial_cmp(&b.0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| a.1.cmp(&b.1));
+        if descending { o.reverse() } else { o }
+    });
+    let total = items.len();
+    let start = match cursor {
+        None => 0,
+        Some(c) => {
+            let (k, id) = decode_cursor(c)?;
+            items.partition_point(|x| {
+                let o =
+                    x.0.partial_cmp(&k)
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                        .then_with(|| x.1.cmp(&id));
+                if descending { o.is_ge() } else { o.is_le() }
+            })
+        }
+    };
+    let limit = limit.clamp(1, 500);
+    let end = (start + limit).min(total);
+    let next = (end < total).then(|| encode_cursor(&items[end - 1].0, &items[end - 1].1));
+    Ok(Page {
+        items: items.drain(start..end).map(|x| x.2).collect(),
+        total,
+        next,
+    })
+}
+
+fn contains(hay: &str, needle: &str) -> bool {
+    hay.to_lowercase().contains(needle)
+}
+
+impl Snapshot {
+    fn visible(&self, i: usize, visible: &dyn Fn(&str) -> bool) -> bool {
+        self.images[i].repos.iter().any(|r| visible(r))
+    }
+
+    fn counts(&self, visible: &dyn Fn(&str) -> bool) -> Overview {
+        let mut o = Overview::default();
+        let shown: Vec<bool> = (0..self.images.len())
+            .map(|i| self.visible(i, visible))
+            .collect();
+        let mut repos = BTreeSet::new();
+        for (i, e) in self.images.iter().enumerate() {
+            if !shown[i] {
+                continue;
+            }
+            for r in &e.repos {
+                if visible(r) {
+                    repos.insert(r.clone());
+                }
+            }
+            if e.untagged {
+                o.untagged += 1;
+                continue;
+            }
+            o.images_total += 1;
+            *o.images.entry(e.state.clone()).or_default() += 1;
+            if let Some(s) = &e.summary {
+                for (k, n) in [
+                    ("critical", s.critical),
+                    ("high", s.high),
+                    ("medium", s.medium),
+                    ("low", s.low),
+                    ("unknown", s.unknown),
+                ] {
+                    *o.findings.entry(k.into()).or_default() += n;
+                }
+                o.fixable += s.fixable;
+                o.not_fixable += s.unfixed + s.wont_fix;
+            }
+        }
+        o.repositories = repos.len();
+        let mut worst: Vec<&ImageEntry> = self
+            .images
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| shown[*i] && !e.untagged && e.summary.is_some())
+            .map(|(_, e)| e)
+            .filter(|e| e.summary.as_ref().is_some_and(|s| s.total > 0))
+            .collect();
+        worst.sort_by_key(|e| std::cmp::Reverse(worse(e)));
+        o.most_vulnerable = worst.into_iter().take(10).cloned().collect();
+        let mut spread: Vec<VulnEntry> = self
+            .vulns
+            .iter()
+            .map(|v| self.vuln_entry(v, &shown))
+            .filter(|v| v.images > 0)
+            .collect();
+        spread.sort_by(|a, b| {
+            b.images
+                .cmp(&a.images)
+                .then(sev_rank(&b.severity).cmp(&sev_rank(&a.severity)))
+                .then(a.id.cmp(&b.id))
+        });
+        spread.truncate(10);
+        o.most_widespread = spread;
+        o
+    }
+
+    fn vuln_entry(&self, v: &VulnAgg, shown: &[bool]) -> VulnEntry {
+        let mut imgs = BTreeSet::new();
+        let mut untagged = BTreeSet::new();
+        let mut packages = BTreeSet::new();
+        let mut fx = false;
+        for a in v.affected.iter().filter(|a| shown[a.image]) {
+            if self.images[a.image].untagged {
+                untagged.insert(a.image);
+            } else {
+                imgs.insert(a.image);
+            }
+            packages.insert(a.package.as_str());
+            fx |= a.fixed.is_some();
+        }
+        VulnEntry {
+            id: v.id.clone(),
+            aliases: v.aliases.clone(),
+            severity: v.severity.as_str().into(),
+            summary: v.summary.clone(),
+            fixable: fx,
+            images: imgs.len(),
+            untagged: untagged.len(),
+            packages: packages.into_iter().map(String::from).collect(),
+        }
+    }
+
+    /// Images (an index once), filtered, sorted and paged.
+    pub fn images(
+        &self,
+        q: &ImageQuery,
+        visible: &dyn Fn(&str) -> bool,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ImageEntry>, String> {
+        let needle = q.q.as_deref().map(|s| s.trim().to_lowercase());
+        let untagged = q.untagged.unwrap_or(false);
+        let mut items = Vec::new();
+        for (i, e) in self.images.iter().enumerate() {
+            if e.untagged != untagged || !self.visible(i, visible) {
+                continue;
+            }
+            if let Some(r) = &q.repository
+                && !e.repos.contains(r)
+            {
+                continue;
+            }
+            if !q.states.is_empty() && !q.states.contains(&e.state) {
+                continue;
+            }
+            if let Some(n) = needle.as_deref().filter(|n| !n.is_empty())
+                && !(contains(&e.repository, n)
+                    || contains(&e.digest, n)
+                    || e.tags.iter().any(|t| contains(t, n)))
+            {
+                continue;
+            }
+            let s = e.summary.clone().unwrap_or_default();
+            let key = match q.sort.as_str() {
+                "pushed" => K::N(e.pushed_ms),
+                "findings" => K::N(s.total as i64),
+                "size" => K::N(e.size.unwrap_or(0) as i64),
+                "severity" => K::N(
+                    (e.state == state::UNHEALTHY) as i64 * 1_000_000_000_000
+                        + (s.critical.min(9999) as i64) * 100_000_000
+                        + (s.high.min(9999) as i64) * 10_000
+                        + s.medium.min(9999) as i64,
+                ),
+                _ => K::S(
+                    e.tags
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| e.repository.clone()),
+                ),
+            };
+            let mut e = e.clone();
+            e.tags
+                .retain(|t| t.rsplit_once(':').is_some_and(|(r, _)| visible(r)));
+            if !visible(&e.repository)
+                && let Some(r) = e.repos.iter().find(|r| visible(r))
+            {
+                e.repository = r.clone();
+            }
+            items.push((key, e.digest.clone(), e));
+        }
+        paginate(items, q.descending, cursor, limit)
+    }
+
+    /// Repositories whose name contains `q`, by name.
+    pub fn repositories(
+        &self,
+        q: Option<&str>,
+        visible: &dyn Fn(&str) -> bool,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RepositoryEntry>, String> {
+        let needle = q.map(|s| s.trim().to_lowercase()).unwrap_or_default();
+        let mut per: BTreeMap<&str, RepositoryEntry> = BTreeMap::new();
+        let mut last: HashMap<&str, i64> = HashMap::new();
+        for e in &self.images {
+            for r in &e.repos {
+                if !visible(r) || !contains(r, &needle) {
+                    continue;
+                }
+                let x = per.entry(r).or_insert_with(|| RepositoryEntry {
+                    name: r.clone(),
+                    tags: 0,
+                    images: 0,
+                    untagged: 0,
+                    unhealthy: 0,
+                    last_pushed_at: None,
+                });
+                let in_repo = e
+                    .tags
+                    .iter()
+                    .any(|t| t.rsplit_once(':').is_some_and(|(rr, _)| rr == r));
+                if in_repo {
+                    x.images += 1;
+                    if e.state == state::UNHEALTHY {
+                        x.unhealthy += 1;
+                    }
+                } else if e.repository == *r {
+                    x.untagged += 1;
+                }
+                let l = last.entry(r).or_insert(0);
+                if e.pushed_ms > *l {
+                    *l = e.pushed_ms;
+                    x.last_pushed_at = e.pushed_at.clone();
+                }
+            }
+        }
+        let items = per
+            .into_values()
+            .map(|mut r| {
+                r.tags = self.tags.get(&r.name).map_or(0, |t| t.len());
+                (K::S(r.name.clone()), r.name.clone(), r)
+            })
+            .collect();
+        paginate(items, false, cursor, limit)
+    }
+
+    /// The tags of one repository, by tag name or push time.
+    pub fn tags(
+        &self,
+        repo: &str,
+        q: Option<&str>,
+        sort_pushed: bool,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<TagEntry>, String> {
+        let needle = q.map(|s| s.trim().to_lowercase()).unwrap_or_default();
+        let mut items = Vec::new();
+        for (tag, digest) in self.tags.get(repo).into_iter().flatten() {
+            if !contains(tag, &needle) {
+                continue;
+            }
+            let e = self.by_digest.get(digest).map(|&i| &self.images[i]);
+            let entry = TagEntry {
+                tag: tag.clone(),
+                digest: digest.clone(),
+                kind: e.map_or("unknown".into(), |e| e.kind.clone()),
+                platforms: e
+                    .map(|e| {
+                        e.platforms
+                            .iter()
+                            .filter_map(|p| p.platform.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                size: e.and_then(|e| e.size),
+                pushed_at: e.and_then(|e| e.pushed_at.clone()),
+                pulled_at: e.and_then(|e| e.pulled_at.clone()),
+                state: e.map_or(state::NOT_ASSESSED.into(), |e| e.state.clone()),
+                reason: e.map(|e| e.reason.clone()).unwrap_or_default(),
+                summary: e.and_then(|e| e.summary.clone()),
+            };
+            let key = if sort_pushed {
+                K::N(e.map_or(0, |e| e.pushed_ms))
+            } else {
+                K::S(tag.clone())
+            };
+            items.push((key, tag.clone(), entry));
+        }
+        paginate(items, sort_pushed, cursor, limit)
+    }
+
+    /// Vulnerabilities, each once, with the images they affect.
+    pub fn vulnerabilities(
+        &self,
+        q: &VulnQuery,
+        visible: &dyn Fn(&str) -> bool,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<VulnEntry>, String> {
+        let shown: Vec<bool> = (0..self.images.len())
+            .map(|i| self.visible(i, visible))
+            .collect();
+        let needle =
+            q.q.as_deref()
+                .map(|s| s.trim().to_lowercase())
+                .unwrap_or_default();
+        let mut items = Vec::new();
+        for v in &self.vulns {
+            if q.min_severity.is_some_and(|m| v.severity < m)
+                || (!q.severities.is_empty() && !q.severities.contains(&v.severity))
+            {
+                continue;
+            }
+            let e = self.vuln_entry(v, &shown);
+            if e.images + e.untagged == 0 || q.fixable.is_some_and(|f| f != e.fixable) {
+                continue;
+            }
+            let matches = needle.is_empty()
+                || contains(&e.id, &needle)
+                || e.aliases.iter().any(|a| contains(a, &needle))
+                || contains(&e.summary, &needle)
+                || e.packages.iter().any(|p| contains(p, &needle));
+            if !matches {
+                continue;
+            }
+            let key = match q.sort.as_str() {
+                "id" => K::S(e.id.clone()),
+                "images" => K::N(e.images as i64),
+                _ => K::N(sev_rank(&e.severity) * 1_000_000_000 + e.images as i64),
+            };
+            items.push((key, e.id.clone(), e));
+        }
+        paginate(items, q.descending, cursor, limit)
+    }
+
+    /// One vulnerability (by id or alias), or `None` when no visible
+    /// image has it.
+    pub fn vulnerability(&self, id: &str, visible: &dyn Fn(&str) -> bool) -> Option<VulnDetail> {
+        let v = self.vulns.iter().find(|v| v.id == id).or_else(|| {
+            self.vulns
+                .iter()
+                .find(|v| v.aliases.iter().any(|a| a.eq_ignore_ascii_case(id)))
+        })?;
+        let shown: Vec<bool> = (0..self.images.len())
+            .map(|i| self.visible(i, visible))
+            .collect();
+        let entry = self.vuln_entry(v, &shown);
+        if entry.images + entry.untagged == 0 {
+            return None;
+        }
+        let mut fix: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        // repository → (tags, digests, "package version")
+        let mut per_repo: BTreeMap<String, [BTreeSet<String>; 3]> = BTreeMap::new();
+        for a in v.affected.iter().filter(|a| shown[a.image]) {
+            let set = fix.entry(a.package.clone()).or_default();
+            if let Some(f) = &a.fixed {
+                set.insert(f.clone());
+            }
+            let img = &self.images[a.image];
+            let mut placed = false;
+            for t in &img.tags {
+                if let Some((r, tag)) = t.rsplit_once(':')
+                    && visible(r)
+                {
+                    let x = per_repo.entry(r.to_string()).or_default();
+                    x[0].insert(tag.to_string());
+                    x[1].insert(img.digest.clone());
+                    x[2].insert(format!("{} {}", a.package, a.installed));
+                    placed = true;
+                }
+            }
+            if !placed && visible(&img.repository) {
+                let x = per_repo.entry(img.repository.clone()).or_default();
+                x[1].insert(img.digest.clone());
+                x[2].insert(format!("{} {}", a.package, a.installed));
+            }
+        }
+        Some(VulnDetail {
+            entry,
+            related: v.related.clone(),
+            cvss_vector: v.cvss.as_ref().map(|c| c.vector.clone()),
+            cvss_score: v.cvss.as_ref().map(|c| c.score),
+            cvss_source: v.cvss.as_ref().map(|c| c.source.clone()),
+            severity_source: v.severity_source.clone(),
+            data_source: v.data_source.clone(),
+            references: v.references.clone(),
+            fix: fix
+                .into_iter()
+                .map(|(k, v)| (k, v.into_iter().collect()))
+                .collect(),
+            affected: per_repo
+                .into_iter()
+                .map(|(repository, [tags, digests, packages])| AffectedTag {
+                    repository,
+                    tags: tags.into_iter().collect(),
+                    digests: digests.into_iter().collect(),
+                    packages: packages.into_iter().collect(),
+                })
+                .collect(),
+        })
+    }
+}
