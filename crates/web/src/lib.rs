@@ -65,5 +65,9 @@ impl State {
 
 /// The API and the dashboard.
 pub fn router(state: State) -> axum::Router {
-    api::router(state).merge(dashboard::router())
+    // Lists and pages compress well (JSON, HTML, JS): gzip or brotli as
+    // the client accepts.
+    api::router(state)
+        .merge(dashboard::router())
+        .layer(tower_http::compression::CompressionLayer::new())
 }

@@ -2,10 +2,11 @@
 //! so every mistake gets a precise message.
 
 mod access;
+mod browse;
 mod error;
 mod handlers;
-mod scope;
 pub mod patches;
+mod scope;
 
 pub use error::{ApiError, ErrorBody};
 pub use scope::{BODY_LIMIT, Caller, covering_pattern};
@@ -51,6 +52,14 @@ use utoipa::OpenApi;
         handlers::usage,
         handlers::vulndb_status,
         handlers::queue,
+        browse::overview,
+        browse::images,
+        browse::repositories,
+        browse::tags,
+        browse::vulnerabilities,
+        browse::vulnerability,
+        browse::queue,
+        browse::settings,
         access::session,
         access::login,
         access::logout,
@@ -81,6 +90,20 @@ use utoipa::OpenApi;
         handlers::CreatedWebhook,
         handlers::DbStatus,
         handlers::ImageDetail,
+        browse::OverviewView,
+        browse::DbCard,
+        browse::QueueBoard,
+        browse::QueueItem,
+        browse::Settings,
+        assess::browse::ImageEntry,
+        assess::browse::PlatformEntry,
+        assess::browse::VulnEntry,
+        assess::browse::VulnDetail,
+        assess::browse::AffectedTag,
+        assess::browse::RepositoryEntry,
+        assess::browse::TagEntry,
+        assess::browse::TrendPoint,
+        assess::browse::DayCount,
         access::SessionInfo,
         access::LoginRequest,
         access::LoggedIn,
@@ -160,6 +183,14 @@ pub fn router(state: State) -> Router {
         .route("/api/v1/usage", get(handlers::usage))
         .route("/api/v1/vulndb", get(handlers::vulndb_status))
         .route("/api/v1/queue", get(handlers::queue))
+        .route("/api/v1/overview", get(browse::overview))
+        .route("/api/v1/browse/images", get(browse::images))
+        .route("/api/v1/browse/repositories", get(browse::repositories))
+        .route("/api/v1/browse/tags", get(browse::tags))
+        .route("/api/v1/browse/queue", get(browse::queue))
+        .route("/api/v1/vulnerabilities", get(browse::vulnerabilities))
+        .route("/api/v1/vulnerabilities/{id}", get(browse::vulnerability))
+        .route("/api/v1/settings", get(browse::settings))
         .route("/api/v1/auth/session", get(access::session))
         .route("/api/v1/auth/login", post(access::login))
         .route("/api/v1/auth/logout", post(access::logout))

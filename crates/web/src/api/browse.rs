@@ -1,0 +1,596 @@
+//! The browsing endpoints of the dashboard (and of any client): paged,
+//! sorted and filtered on the server with opaque cursors, scoped to what
+//! the caller may pull, answered with an `ETag` so a page polling for live
+//! updates gets a bodyless 304 while nothing changed.
+//!
+//! - `GET /api/v1/overview`: counts, charts' data, the database card.
+//! - `GET /api/v1/browse/images`, `/browse/repositories`, `/browse/tags`.
+//! - `GET /api/v1/vulnerabilities`, `/vulnerabilities/{id}`.
+//! - `GET /api/v1/browse/queue`: pending, running, failed (with errors).
+//! - `GET /api/v1/settings`: the effective configuration (administrators;
+//!   secrets redacted).
+
+use super::ApiError;
+use super::handlers::query;
+use super::scope::{Caller, Scope};
+use crate::State;
+use assess::browse::{
+    ImageEntry, ImageQuery, Overview, Page, RepositoryEntry, TagEntry, VulnDetail, VulnEntry,
+    VulnQuery,
+};
+use assess::{Service, Severity};
+use axum::extract::{Path, RawQuery, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use utoipa::ToSchema;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Days after its build at which the database is called stale, unless
+/// `DRYDOCK_DB_STALE_DAYS` says otherwise.
+pub const DEFAULT_STALE_DAYS: i64 = 7;
+
+fn stale_days() -> i64 {
+    std::env::var("DRYDOCK_DB_STALE_DAYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|d: &i64| *d > 0)
+        .unwrap_or(DEFAULT_STALE_DAYS)
+}
+
+async fn blocking<T: Send + 'static>(
+    state: &State,
+    f: impl FnOnce(&Service) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let svc = state.assess.clone();
+    tokio::task::spawn_blocking(move || f(&svc))
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// JSON with a strong `ETag` of its bytes; `If-None-Match` → 304.
+fn tagged_json<T: Serialize>(headers: &HeaderMap, value: &T) -> Response {
+    let body = match serde_json::to_vec(value) {
+        Ok(b) => b,
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let etag = format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..12]));
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    // Revalidate every time: the data changes under the same URL.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, h).into_response();
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    (h, body).into_response()
+}
+
+fn limit(q: &HashMap<String, String>) -> ApiResult<usize> {
+    match q.get("limit") {
+        None => Ok(50),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=500).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "limit must be a number from 1 to 500, not {v:?}"
+            ))),
+        },
+    }
+}
+
+fn order(q: &HashMap<String, String>, default_desc: bool) -> ApiResult<bool> {
+    match q.get("order").map(String::as_str) {
+        None => Ok(default_desc),
+        Some("asc") => Ok(false),
+        Some("desc") => Ok(true),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "order must be asc or desc, not {v:?}"
+        ))),
+    }
+}
+
+fn one_of(q: &HashMap<String, String>, key: &str, allowed: &[&str]) -> ApiResult<String> {
+    match q.get(key) {
+        None => Ok(allowed[0].to_string()),
+        Some(v) if allowed.contains(&v.as_str()) => Ok(v.clone()),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "{key} must be one of {}, not {v:?}",
+            allowed.join(", ")
+        ))),
+    }
+}
+
+fn boolean(q: &HashMap<String, String>, key: &str) -> ApiResult<Option<bool>> {
+    match q.get(key).map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "{key} must be true or false, not {v:?}"
+        ))),
+    }
+}
+
+fn bad(e: String) -> ApiError {
+    ApiError::bad_request(e)
+}
+
+/// The states an image can be in, as `state=` accepts them.
+const STATES: &[&str] = &[
+    assess::browse::state::NOT_ASSESSED,
+    assess::browse::state::WAITING_FOR_DATABASE,
+    assess::browse::state::ASSESSING,
+    assess::browse::state::FAILED,
+    assess::browse::state::UNSUPPORTED,
+    assess::browse::state::HEALTHY,
+    assess::browse::state::UNHEALTHY,
+    assess::browse::state::INCOMPLETE,
+];
+
+/// The vulnerability database card.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DbCard {
+    pub available: bool,
+    pub version: Option<String>,
+    pub built_at: Option<String>,
+    /// Whole days since the build.
+    pub age_days: Option<i64>,
+    /// Older than `stale_after_days`.
+    pub stale: bool,
+    pub stale_after_days: i64,
+    /// Per source: name, records, snapshot date.
+    #[schema(value_type = Vec<Object>)]
+    pub sources: Vec<serde_json::Value>,
+}
+
+/// The overview page.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OverviewView {
+    #[serde(flatten)]
+    pub overview: Overview,
+    pub database: DbCard,
+}
+
+fn db_card(svc: &Service) -> DbCard {
+    let db = svc.database();
+    let status = db.as_ref().map(|d| d.status());
+    let built_at = status
+        .as_ref()
+        .and_then(|s| s["built_at"].as_str())
+        .map(String::from);
+    let age_days = built_at.as_deref().and_then(|b| {
+        let t =
+            time::OffsetDateTime::parse(b, &time::format_description::well_known::Rfc3339).ok()?;
+        Some((svc.clock().now() - t).whole_days())
+    });
+    let stale_after_days = stale_days();
+    DbCard {
+        available: db.is_some(),
+        version: db.as_ref().map(|d| d.version()),
+        built_at,
+        age_days,
+        stale: age_days.is_some_and(|a| a > stale_after_days),
+        stale_after_days,
+        sources: status
+            .as_ref()
+            .and_then(|s| s["sources"].as_array().cloned())
+            .unwrap_or_default(),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/overview",
+    responses((status = 200, body = OverviewView), (status = 304, description = "unchanged (If-None-Match)")))]
+pub async fn overview(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    query(raw, &[])?;
+    blocking(&state, move |svc| {
+        let scope = Scope::new(&caller.principal);
+        let overview = svc
+            .overview(&|r| scope.repo(r))
+            .map_err(ApiError::internal)?;
+        Ok(tagged_json(
+            &headers,
+            &OverviewView {
+                overview,
+                database: db_card(svc),
+            },
+        ))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/browse/images",
+    params(("q" = Option<String>, Query, description = "Text in the repository, a tag or the digest"),
+           ("repository" = Option<String>, Query, description = "Only this repository"),
+           ("state" = Option<String>, Query, description = "Comma-separated states: not_assessed, waiting_for_database, assessing, failed, unsupported, healthy, unhealthy, incomplete"),
+           ("untagged" = Option<bool>, Query, description = "true: only untagged (superseded) digests; default: only tagged images"),
+           ("sort" = Option<String>, Query, description = "name, pushed, findings, severity, size"),
+           ("order" = Option<String>, Query, description = "asc or desc"),
+           ("cursor" = Option<String>, Query, description = "`next` of the previous page"),
+           ("limit" = Option<usize>, Query, description = "1 to 500, default 50")),
+    responses((status = 200, body = Page<ImageEntry>), (status = 400, body = super::ErrorBody)))]
+pub async fn images(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let q = query(
+        raw,
+        &[
+            "q",
+            "repository",
+            "state",
+            "untagged",
+            "sort",
+            "order",
+            "cursor",
+            "limit",
+        ],
+    )?;
+    let sort = one_of(
+        &q,
+        "sort",
+        &["name", "pushed", "findings", "severity", "size"],
+    )?;
+    let states: Vec<String> = q
+        .get("state")
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(s) = states.iter().find(|s| !STATES.contains(&s.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "state must be among {}, not {s:?}",
+            STATES.join(", ")
+        )));
+    }
+    let iq = ImageQuery {
+        q: q.get("q").cloned(),
+        repository: q.get("repository").cloned(),
+        states,
+        untagged: boolean(&q, "untagged")?,
+        descending: order(&q, sort != "name")?,
+        sort,
+    };
+    let (cursor, limit) = (q.get("cursor").cloned(), limit(&q)?);
+    blocking(&state, move |svc| {
+        let scope = Scope::new(&caller.principal);
+        let snap = svc.snapshot().map_err(ApiError::internal)?;
+        let page = snap
+            .images(&iq, &|r| scope.repo(r), cursor.as_deref(), limit)
+            .map_err(bad)?;
+        Ok(tagged_json(&headers, &page))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/browse/repositories",
+    params(("q" = Option<String>, Query, description = "Text in the name"),
+           ("cursor" = Option<String>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Page<RepositoryEntry>), (status = 400, body = super::ErrorBody)))]
+pub async fn repositories(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let q = query(raw, &["q", "cursor", "limit"])?;
+    let (cursor, limit) = (q.get("cursor").cloned(), limit(&q)?);
+    blocking(&state, move |svc| {
+        let scope = Scope::new(&caller.principal);
+        let snap = svc.snapshot().map_err(ApiError::internal)?;
+        let page = snap
+            .repositories(
+                q.get("q").map(String::as_str),
+                &|r| scope.repo(r),
+                cursor.as_deref(),
+                limit,
+            )
+            .map_err(bad)?;
+        Ok(tagged_json(&headers, &page))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/browse/tags",
+    params(("repository" = String, Query, description = "The repository"),
+           ("q" = Option<String>, Query, description = "Text in the tag"),
+           ("sort" = Option<String>, Query, description = "name or pushed (newest first)"),
+           ("cursor" = Option<String>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Page<TagEntry>), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody)))]
+pub async fn tags(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let q = query(raw, &["repository", "q", "sort", "cursor", "limit"])?;
+    let Some(repo) = q.get("repository").cloned() else {
+        return Err(ApiError::bad_request("repository is required"));
+    };
+    oci::Name::parse(&repo).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let sort = one_of(&q, "sort", &["name", "pushed"])?;
+    let (cursor, limit) = (q.get("cursor").cloned(), limit(&q)?);
+    blocking(&state, move |svc| {
+        let scope = Scope::new(&caller.principal);
+        if !scope.repo(&repo) {
+            return Err(caller.hidden(format!("repository {repo:?} not found")));
+        }
+        let snap = svc.snapshot().map_err(ApiError::internal)?;
+        let page = snap
+            .tags(
+                &repo,
+                q.get("q").map(String::as_str),
+                sort == "pushed",
+                cursor.as_deref(),
+                limit,
+            )
+            .map_err(bad)?;
+        Ok(tagged_json(&headers, &page))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/vulnerabilities",
+    params(("q" = Option<String>, Query, description = "Text in the id, an alias, the summary or a package"),
+           ("severity" = Option<String>, Query, description = "Comma-separated severities, or `high+` for high and above"),
+           ("fixable" = Option<bool>, Query),
+           ("sort" = Option<String>, Query, description = "severity (then images), images, id"),
+           ("order" = Option<String>, Query, description = "asc or desc"),
+           ("cursor" = Option<String>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Page<VulnEntry>), (status = 400, body = super::ErrorBody)))]
+pub async fn vulnerabilities(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let q = query(
+        raw,
+        &[
+            "q", "severity", "fixable", "sort", "order", "cursor", "limit",
+        ],
+    )?;
+    let sort = one_of(&q, "sort", &["severity", "images", "id"])?;
+    let mut vq = VulnQuery {
+        q: q.get("q").cloned(),
+        fixable: boolean(&q, "fixable")?,
+        descending: order(&q, sort != "id")?,
+        sort,
+        ..VulnQuery::default()
+    };
+    for s in q
+        .get("severity")
+        .map(String::as_str)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        // `high+` (or `high and above`): at or above a severity.
+        let (name, at_least) = match s.strip_suffix('+') {
+            Some(n) => (n, true),
+            None => (s, false),
+        };
+        let Some(sev) = Severity::parse(name) else {
+            return Err(ApiError::bad_request(format!(
+                "severity must be critical, high, medium, low or unknown (with + for \"and above\"), not {s:?}"
+            )));
+        };
+        if at_least {
+            vq.min_severity = Some(sev);
+        } else {
+            vq.severities.push(sev);
+        }
+    }
+    let (cursor, limit) = (q.get("cursor").cloned(), limit(&q)?);
+    blocking(&state, move |svc| {
+        let scope = Scope::new(&caller.principal);
+        let snap = svc.snapshot().map_err(ApiError::internal)?;
+        let page = snap
+            .vulnerabilities(&vq, &|r| scope.repo(r), cursor.as_deref(), limit)
+            .map_err(bad)?;
+        Ok(tagged_json(&headers, &page))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/vulnerabilities/{id}",
+    params(("id" = String, Path, description = "Vulnerability id or alias")),
+    responses((status = 200, body = VulnDetail), (status = 404, body = super::ErrorBody)))]
+pub async fn vulnerability(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    blocking(&state, move |svc| {
+        let scope = Scope::new(&caller.principal);
+        let snap = svc.snapshot().map_err(ApiError::internal)?;
+        match snap.vulnerability(&id, &|r| scope.repo(r)) {
+            Some(v) => Ok(tagged_json(&headers, &v)),
+            None => Err(caller.hidden(format!(
+                "vulnerability {id:?} affects no image in this registry"
+            ))),
+        }
+    })
+    .await
+}
+
+/// One entry of the scan queue.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueueItem {
+    pub digest: String,
+    pub repository: String,
+    pub platform: Option<String>,
+    pub status: String,
+    pub attempts: i64,
+    pub queued_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The scan queue: what waits, what runs, what failed and why.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueueBoard {
+    pub counts: std::collections::BTreeMap<String, usize>,
+    pub pending: Vec<QueueItem>,
+    pub running: Vec<QueueItem>,
+    pub failed: Vec<QueueItem>,
+}
+
+#[utoipa::path(get, path = "/api/v1/browse/queue",
+    responses((status = 200, body = QueueBoard)))]
+pub async fn queue(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    query(raw, &[])?;
+    blocking(&state, move |svc| {
+        use assess::store::status;
+        let scope = Scope::new(&caller.principal);
+        let t = |ms: i64| assess::clock::rfc3339(assess::clock::from_ms(ms));
+        let mut board = QueueBoard {
+            counts: Default::default(),
+            pending: Vec::new(),
+            running: Vec::new(),
+            failed: Vec::new(),
+        };
+        let rows = svc.store().all_images().map_err(ApiError::internal)?;
+        for r in rows {
+            if !scope.repo(&r.repo) {
+                continue;
+            }
+            *board.counts.entry(r.status.clone()).or_default() += 1;
+            let list = match r.status.as_str() {
+                status::QUEUED => &mut board.pending,
+                status::CATALOGING | status::MATCHING => &mut board.running,
+                status::FAILED => &mut board.failed,
+                _ => continue,
+            };
+            // Keep each list small: the page shows the first 200 of each.
+            if list.len() >= 200 {
+                continue;
+            }
+            list.push(QueueItem {
+                digest: r.digest,
+                repository: r.repo,
+                platform: r.platform,
+                status: r.status,
+                attempts: r.attempts,
+                queued_at: t(r.queued_at),
+                started_at: r.started_at.map(t),
+                finished_at: r.finished_at.map(t),
+                error: r.error,
+            });
+        }
+        Ok(tagged_json(&headers, &board))
+    })
+    .await
+}
+
+/// The effective configuration the assessor runs with. Webhook secrets
+/// are never included; webhook URLs lose any user information.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Settings {
+    pub workers: usize,
+    pub max_attempts: u32,
+    pub rescan_window_days: u32,
+    pub rescan_interval_hours: i64,
+    #[schema(value_type = Object)]
+    pub policy: serde_json::Value,
+    pub webhook_attempts: u32,
+    pub webhook_timeout_seconds: u64,
+    /// Webhooks from the configuration file, secrets redacted.
+    #[schema(value_type = Vec<Object>)]
+    pub configured_webhooks: Vec<serde_json::Value>,
+    pub catalog_on_upload: bool,
+    pub database_stale_after_days: i64,
+    pub access_control: bool,
+}
+
+/// A URL without its user information (`https://user:pw@host/` → `https://host/`).
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/settings",
+    responses((status = 200, body = Settings), (status = 403, body = super::ErrorBody)))]
+pub async fn settings(AxState(state): AxState<State>, caller: Caller) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let access_control = state.access.is_some();
+    blocking(&state, move |svc| {
+        let o = svc.options();
+        let s = Settings {
+            workers: o.workers,
+            max_attempts: o.max_attempts,
+            rescan_window_days: o.rescan_window_days,
+            rescan_interval_hours: o.rescan_interval.whole_hours(),
+            policy: serde_json::to_value(&o.policy).unwrap_or_default(),
+            webhook_attempts: o.webhook_attempts,
+            webhook_timeout_seconds: o.webhook_timeout.as_secs(),
+            configured_webhooks: o
+                .webhooks
+                .iter()
+                .map(|w| {
+                    serde_json::json!({
+                        "url": redact_url(&w.url),
+                        "repository": w.repository,
+                        "min_severity": w.min_severity,
+                        "secret": "(redacted)",
+                    })
+                })
+                .collect(),
+            catalog_on_upload: o.catalog_on_upload,
+            database_stale_after_days: stale_days(),
+            access_control,
+        };
+        Ok(axum::Json(s).into_response())
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn user_information_leaves_urls() {
+        assert_eq!(
+            redact_url("https://u:secret@hooks.example/x?y=1"),
+            "https://hooks.example/x?y=1"
+        );
+        assert_eq!(redact_url("http://127.0.0.1:9/h"), "http://127.0.0.1:9/h");
+    }
+}
