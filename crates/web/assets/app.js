@@ -48,6 +48,11 @@ const get = async path => {
   const started = navigation;
   const data = await request("GET", path);
   if (started !== navigation) throw new Stale("navigated away");
+  // Live refreshes draw again only when some answer changed.
+  const text = JSON.stringify(data);
+  if (lastBodies.get(path) !== text) liveChanged = true;
+  lastBodies.set(path, text);
+  if (lastBodies.size > 200) lastBodies.delete(lastBodies.keys().next().value);
   return data;
 };
 const post = (path, body) => request("POST", path, body === undefined ? {} : body);
@@ -82,136 +87,6 @@ function when(t) {
 }
 
 const view = () => document.getElementById("view");
-
-async function overview() {
-  const [images, recs, db, queue] = await Promise.all([
-    get("/images"), get("/recommendations?limit=10"), get("/vulndb"), get("/queue"),
-  ]);
-  const assessed = images.filter(i => i.health);
-  const unhealthy = assessed.filter(i => !i.health.healthy);
-  const totals = {};
-  for (const i of images) for (const k of SEVERITIES) totals[k] = (totals[k] || 0) + ((i.summary && i.summary[k]) || 0);
-  const pending = Object.entries(queue.counts || {}).filter(([k]) => ["queued", "cataloging", "matching"].includes(k)).reduce((a, [, n]) => a + n, 0);
-  const card = (label, value, cls = "") => `<div class="card"><div class="label">${label}</div><div class="value ${cls}">${value}</div></div>`;
-  view().innerHTML = `
-    <div class="cards">
-      ${card("Images", images.length)}
-      ${card("Healthy", assessed.length - unhealthy.length, "health healthy")}
-      ${card("Unhealthy", unhealthy.length, unhealthy.length ? "health unhealthy" : "")}
-      ${card("Critical findings", totals.critical || 0)}
-      ${card("High findings", totals.high || 0)}
-      ${card("Scans pending", pending)}
-    </div>
-    <section><h2>Vulnerability database</h2>
-      ${db.available
-        ? `<p>Version <code>${esc(db.version)}</code>. Images pulled or pushed in the last ${esc(db.rescan_window_days)} days are re-assessed whenever it changes.</p>`
-        : `<p class="error">No vulnerability database is installed: run <code>drydock db update</code> or <code>drydock db import PATH</code>.</p>`}
-    </section>
-    <section><h2>Images that need attention (worst first)</h2>${imageTable(recs.by_image.filter(i => i.health && !i.health.healthy))}</section>
-    <section><h2>Top vulnerabilities</h2>${vulnTable(recs.by_vulnerability)}</section>`;
-}
-
-function imageTable(list) {
-  if (!list.length) return `<p class="muted">Nothing here.</p>`;
-  return `<table><tr><th>Image</th><th>Repository</th><th>Tags</th><th>Platform</th><th>Health</th><th>Findings</th><th>Assessed</th></tr>
-    ${list.map(i => `<tr><td>${imageLink(i.digest)}</td><td>${esc(i.repository)}</td><td>${(i.tags || []).map(t => `<span class="pill">${esc(t)}</span>`).join("")}</td>
-      <td>${esc(i.platform || i.kind)}</td><td>${health(i.health)} ${i.stale ? `<span class="muted">(stale)</span>` : ""}</td>
-      <td>${counts(i.summary)}</td><td>${when(i.assessed_at) || (i.kind === "index" ? `<span class="muted">per platform</span>` : esc(i.status))}</td></tr>`).join("")}</table>`;
-}
-
-function vulnTable(list) {
-  if (!list.length) return `<p class="muted">No vulnerabilities found.</p>`;
-  return `<table><tr><th>Vulnerability</th><th>Severity</th><th>Fix</th><th>Affected images</th><th>Summary</th></tr>
-    ${list.map(v => `<tr><td><b>${esc(v.id)}</b><br><span class="muted">${(v.aliases || []).map(esc).join(", ")}</span></td><td>${sev(v.severity)}</td>
-      <td>${Object.entries(v.fix || {}).map(([p, vs]) => `${esc(p)} → ${vs.map(esc).join(", ") || "<span class='muted'>no fix yet</span>"}`).join("<br>") || "<span class='muted'>no fix yet</span>"}</td>
-      <td>${v.affected_images.map(a => `${imageLink(a.digest)} <span class="muted">${esc(a.repository)}</span>`).join("<br>")}</td>
-      <td>${esc(v.summary)}</td></tr>`).join("")}</table>`;
-}
-
-async function images() {
-  const list = await get("/images");
-  view().innerHTML = `<section><h2>All images</h2>${imageTable(list)}</section>`;
-}
-
-async function vulnerabilities() {
-  const recs = await get("/recommendations?limit=1000");
-  view().innerHTML = `<section><h2>Vulnerabilities across the registry</h2>${vulnTable(recs.by_vulnerability)}</section>`;
-}
-
-async function queue() {
-  const q = await get("/queue");
-  view().innerHTML = `<section><h2>Scan queue</h2>
-    <p>${Object.entries(q.counts || {}).map(([k, n]) => `<span class="pill">${esc(k)}: ${n}</span>`).join(" ")}</p>
-    ${q.pending.length ? `<table><tr><th>Image</th><th>Repository</th><th>Status</th><th>Queued</th><th>Attempts</th></tr>
-      ${q.pending.map(e => `<tr><td>${imageLink(e.digest)}</td><td>${esc(e.repository)}</td><td>${esc(e.status)}</td><td>${when(e.queued_at)}</td><td>${e.attempts}</td></tr>`).join("")}</table>`
-      : `<p class="muted">Nothing waiting.</p>`}</section>`;
-}
-
-async function image(digest, params) {
-  const qs = new URLSearchParams(params);
-  const img = await get(`/images/${encodeURIComponent(digest)}?${qs}`);
-  const rem = img.remediation;
-  const filterSelect = (name, options) => `<label>${name} <select data-filter="${name}">
-      <option value="">any</option>${options.map(o => `<option ${params[name] === o ? "selected" : ""}>${o}</option>`).join("")}</select></label>`;
-  view().innerHTML = `
-    <section><h2>${esc((img.tags || [])[0] || img.digest)}</h2>
-      <p class="mono">${esc(img.digest)}</p>
-      <p>${health(img.health)} — ${esc(img.health ? img.health.reason : img.status)} ${img.stale ? `<span class="muted">(stale: made with an older database)</span>` : ""}</p>
-      <p class="muted">${esc(img.kind)} ${esc(img.platform || "")} · status ${esc(img.status)} ${img.error ? `<span class="error">${esc(img.error)}</span>` : ""}
-        · assessed ${when(img.assessed_at)} · database ${esc(img.db_version || "")}</p>
-      <p>${counts(img.summary)} ${img.summary ? `<span class="muted">· ${img.summary.fixable} fixable · ${img.summary.exempt} exempt</span>` : ""}</p>
-    </section>
-    ${img.children && img.children.length ? `<section><h2>Platforms</h2><table><tr><th>Image</th><th>Platform</th><th>Health</th><th>Findings</th></tr>
-      ${img.children.map(c => `<tr><td>${imageLink(c.digest)}</td><td>${esc(c.platform)}</td><td>${health(c.health)}</td><td>${counts(c.summary)}</td></tr>`).join("")}</table></section>` : ""}
-    ${rem ? `<section><h2>Remediation</h2>
-      ${rem.base_image ? `<div class="advice">${esc(rem.base_image.advice)}</div>` : ""}
-      ${rem.better_alternative ? `<div class="advice">A better starting point in this registry: ${esc(rem.better_alternative.repository)} ${imageLink(rem.better_alternative.digest)} with ${rem.better_alternative.findings} findings.</div>` : ""}
-      ${rem.upgrade_plan.length ? `<table><tr><th>Package</th><th>Installed</th><th>Upgrade to</th><th>Clears</th></tr>
-        ${rem.upgrade_plan.map(u => `<tr><td>${esc(u.package)} <span class="muted">${esc(u.ecosystem)}</span></td><td>${esc(u.installed_version)}</td><td><b>${esc(u.upgrade_to)}</b></td>
-          <td>${sev(u.highest_severity)} ${u.clears.length} finding${u.clears.length === 1 ? "" : "s"}</td></tr>`).join("")}</table>`
-        : `<p class="muted">No upgrade clears a finding.</p>`}
-      <p class="muted">${rem.findings_cleared} findings cleared by the plan; ${rem.findings_without_fix} have no fix yet.</p></section>` : ""}
-    ${diffSection(img.diffs)}
-    <section><h2>Vulnerabilities</h2>
-      <div class="filters">${filterSelect("severity", SEVERITIES)}${filterSelect("status", ["fixed", "unfixed", "wont_fix"])}
-        ${filterSelect("fixable", ["true", "false"])}${filterSelect("exempt", ["true", "false"])}</div>
-      ${img.findings.length ? `<table><tr><th>Vulnerability</th><th>Severity</th><th>Package</th><th>Installed</th><th>Fixed in</th><th>Status</th><th>Summary</th></tr>
-        ${img.findings.map(f => `<tr><td><b>${esc(f.id)}</b><br><span class="muted">${(f.aliases || []).map(esc).join(", ")}</span></td>
-          <td>${sev(f.severity)}${f.cvss && f.cvss.score != null ? `<br><span class="muted">CVSS ${esc(f.cvss.score)}</span>` : ""}</td>
-          <td>${esc(f.package)} <span class="muted">${esc(f.ecosystem)}</span></td><td>${esc(f.installed_version)}</td>
-          <td>${f.fixed_version ? esc(f.fixed_version) : `<span class="muted">${f.status === "wont_fix" ? "won't fix" : "no fix yet"}</span>`}</td><td>${esc(f.status)}${f.exempt ? exemptPill(f, img.exemptions) : ""}</td>
-          <td>${esc(f.summary)}</td></tr>`).join("")}</table>` : `<p class="muted">No findings match.</p>`}
-    </section>`;
-  for (const sel of view().querySelectorAll("select[data-filter]")) {
-    sel.addEventListener("change", () => {
-      const next = { ...params, [sel.dataset.filter]: sel.value };
-      for (const k of Object.keys(next)) if (!next[k]) delete next[k];
-      location.hash = `#/image/${encodeURIComponent(digest)}?${new URLSearchParams(next)}`;
-    });
-  }
-}
-
-// An exempt finding: who exempted it and why (from the image's exemptions).
-function exemptPill(f, exemptions) {
-  const e = (exemptions || []).find(x => x.id === f.exempted_by);
-  if (!e) return ` <span class="pill" title="${esc(f.exempted_by)}">exempt</span>`;
-  const title = `Exempted by ${e.author}: ${e.reason}${e.expires_at ? ` (until ${e.expires_at})` : ""}`;
-  return ` <span class="pill" title="${esc(title)}">exempt · ${esc(e.author)}</span>`;
-}
-
-function diffSection(diffs) {
-  if (!diffs) return "";
-  const rows = [];
-  const add = (label, d) => {
-    if (!d) return;
-    rows.push(`<tr><td>${esc(label)}</td><td>${(d.new || []).map(esc).join(", ") || "<span class='muted'>none</span>"}</td>
-      <td>${(d.resolved || []).map(esc).join(", ") || "<span class='muted'>none</span>"}</td></tr>`);
-  };
-  add(`since the assessment of ${when(diffs.previous_assessment && diffs.previous_assessment.since)}`, diffs.previous_assessment);
-  for (const d of diffs.previous_tag_digest || []) add(`since ${d.repository || ""}:${d.tag || ""} was ${d.since}`, d);
-  if (!rows.length) return "";
-  return `<section><h2>What changed</h2><table><tr><th>Compared with</th><th>New</th><th>Resolved</th></tr>${rows.join("")}</table></section>`;
-}
 
 // ---- administration (access control on, administrators only) ----
 
@@ -390,9 +265,13 @@ async function audit(params) {
 // The window title names the page shown, so tabs, history and screen
 // readers tell the sign-in form from the pages behind it.
 const SECTION_TITLES = {
-  overview: "Overview", images: "Images", vulnerabilities: "Vulnerabilities", queue: "Scan queue",
+  overview: "Overview", repositories: "Repositories", repository: "Repository", images: "Images",
+  image: "Image", vulnerabilities: "Vulnerabilities", vulnerability: "Vulnerability", queue: "Scan queue",
+  exemptions: "Exemptions", webhooks: "Webhooks", usage: "Usage", settings: "Settings",
   users: "Users", robots: "Robots", bindings: "Access", audit: "Audit log",
 };
+// Sub-pages highlight the section they belong to.
+const NAV_OF = { repository: "repositories", image: "images", vulnerability: "vulnerabilities" };
 
 function setTitle(what) {
   document.title = `${what} · drydock`;
@@ -410,6 +289,9 @@ function renderHeader() {
   const on = session && session.access_control;
   const admin = on && session.admin;
   for (const a of document.querySelectorAll("nav a[data-admin]")) a.hidden = !admin;
+  // Without access control every caller administers; settings show then too.
+  document.querySelector('nav a[data-nav="settings"]').hidden = !(admin || (session && !on));
+  for (const a of document.querySelectorAll("nav a[data-signed-in]")) a.hidden = !session;
   document.querySelector("nav").hidden = !session && !anonymous;
   const user = document.getElementById("user");
   if (on) {
@@ -471,26 +353,52 @@ async function logout() {
   showLogin("Signed out.");
 }
 
-async function route() {
+// The page on screen: its address, and the render that drew it, so a
+// live refresh can draw it again.
+let current = "";
+
+async function route(live) {
   if (!session && !anonymous) return showLogin();
-  navigation++;
   const hash = location.hash.replace(/^#/, "") || "/";
-  const [path, qs] = hash.split("?");
-  const params = Object.fromEntries(new URLSearchParams(qs || ""));
-  const section = path.split("/")[1] || "overview";
+  const [path, query] = hash.split("?");
+  const params = Object.fromEntries(new URLSearchParams(query || ""));
+  const parts = path.split("/");
+  const section = parts[1] || "overview";
+  const arg = parts.slice(2).join("/");
+  const samePage = current.split("?")[0] === path;
+  if (!live) {
+    navigation++;
+    liveMode = false;
+    // Loading state: a new page clears the old one; a filter change on the
+    // same page keeps it (and the focus in it) until the answer comes.
+    main().setAttribute("aria-busy", "true");
+    if (!samePage) view().innerHTML = `<p class="muted" role="status">Loading…</p>`;
+  } else {
+    liveMode = true;
+  }
+  current = hash;
+  const nav = NAV_OF[section] || section;
   for (const a of document.querySelectorAll("nav a")) {
-    const current = a.dataset.nav === section;
-    a.classList.toggle("active", current);
+    const on = a.dataset.nav === nav;
+    a.classList.toggle("active", on);
     // Screen readers announce the current page, not just a colour change.
-    if (current) a.setAttribute("aria-current", "page");
+    if (on) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  setTitle(path.startsWith("/image/") ? "Image" : (SECTION_TITLES[section] || SECTION_TITLES.overview));
+  if (!live) setTitle(SECTION_TITLES[section] || SECTION_TITLES.overview);
   try {
-    if (path.startsWith("/image/")) await image(decodeURIComponent(path.slice(7)), params);
-    else if (section === "images") await images();
-    else if (section === "vulnerabilities") await vulnerabilities();
+    const dec = decodeURIComponent(arg);
+    if (section === "image" && arg) await image(dec, params);
+    else if (section === "repository" && arg) await repository(dec, params);
+    else if (section === "vulnerability" && arg) await vulnerability(dec);
+    else if (section === "repositories") await repositories(params);
+    else if (section === "images") await images(params);
+    else if (section === "vulnerabilities") await vulnerabilities(params);
     else if (section === "queue") await queue();
+    else if (section === "exemptions") await exemptions();
+    else if (section === "webhooks") await webhooks(params);
+    else if (section === "usage") await usage(params);
+    else if (section === "settings") await settings();
     else if (section === "users") await users();
     else if (section === "robots") await robots();
     else if (section === "bindings") await bindings();
@@ -498,9 +406,68 @@ async function route() {
     else await overview();
   } catch (e) {
     if (e instanceof Stale || (e.status === 401 && !anonymous)) return;
-    view().innerHTML = `<section><p class="error">${esc(e.message)}</p></section>`;
+    if (live) return; // a failed refresh leaves the page as it was
+    view().innerHTML = `<section><p class="error" role="alert">${esc(e.message)}</p></section>`;
+  } finally {
+    if (!live) main().removeAttribute("aria-busy");
   }
 }
+
+// ---- live updates ----
+
+// Every few seconds the page on screen is read again. The API answers
+// with an ETag (Cache-Control: no-cache), so the browser revalidates and
+// an unchanged answer costs a 304; paint() skips drawing when nothing the
+// page read has changed, so focus, scroll and open dialogs stay put.
+let liveMode = false;
+let liveChanged = false;
+const lastBodies = new Map();
+const LIVE_MS = 3000;
+// Pages of the registry's state; administration pages change only by
+// what the user does there.
+const LIVE_SECTIONS = new Set(["overview", "repositories", "repository", "images", "image", "vulnerabilities", "vulnerability", "queue", "webhooks", "exemptions", "usage"]);
+
+setInterval(() => {
+  if (document.hidden || (!session && !anonymous) || !current) return;
+  if (document.querySelector("dialog[open]")) return;
+  const section = (location.hash.replace(/^#\/?/, "").split(/[/?]/)[0]) || "overview";
+  if (!LIVE_SECTIONS.has(section)) return;
+  if (main().getAttribute("aria-busy") === "true") return;
+  const el = document.activeElement;
+  // Someone typing in a form keeps their text.
+  if (el && el.closest && el.closest("form")) return;
+  liveChanged = false;
+  route(true);
+}, LIVE_MS);
+
+function announce(message) {
+  const live = document.getElementById("live");
+  live.textContent = "";
+  // A changed text is what screen readers announce.
+  setTimeout(() => { live.textContent = message; }, 50);
+}
+
+// Draw the page; in a live refresh only when something changed, keeping
+// the focused control (by id) and its caret.
+function paint(html) {
+  if (liveMode && !liveChanged) return;
+  const el = document.activeElement;
+  const id = el && el.id;
+  const caret = el && typeof el.selectionStart === "number" ? el.selectionStart : null;
+  view().innerHTML = html;
+  if (liveMode) announce("Updated.");
+  if (id) {
+    const again = document.getElementById(id);
+    if (again) {
+      again.focus();
+      if (caret !== null && typeof again.setSelectionRange === "function") {
+        try { again.setSelectionRange(caret, caret); } catch { /* not a text field */ }
+      }
+    }
+  }
+}
+
+const main = () => document.getElementById("main");
 
 async function boot() {
   try {
