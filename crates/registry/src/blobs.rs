@@ -1,13 +1,34 @@
 //! In-process blob API: ingest, existence, linking, deletion and readers.
 
-use crate::{ErrorCode, Event, Registry, RegistryError, blocking, ingest_error, nanos};
+use crate::upload::byte_stream;
+use crate::{ErrorCode, Event, Registry, RegistryError, blocking, nanos};
 use bytes::Bytes;
-use futures::Stream;
-use oci::{Digest, Digester, Name};
+use futures::{Stream, StreamExt};
+use oci::{Digest, Name};
 use std::sync::Arc;
-use storage::BlobDriver;
+use storage::{BlobError, BlobWriter, block_on};
 use time::OffsetDateTime;
 use tokio::io::AsyncRead;
+
+impl From<BlobError> for RegistryError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::StorageFull(m) => RegistryError::storage_full(m),
+            BlobError::UploadUnknown => RegistryError::upload_unknown(),
+            BlobError::DigestMismatch { expected, got } => RegistryError::new(
+                ErrorCode::DigestInvalid,
+                format!("content hashes to {got}, not {expected}"),
+            ),
+            BlobError::Body(m) => RegistryError::new(ErrorCode::BlobUploadInvalid, m),
+            BlobError::TooLarge(l) => RegistryError::new(
+                ErrorCode::SizeInvalid,
+                format!("more than the {l} bytes announced"),
+            ),
+            BlobError::Io(e) => RegistryError::from(e),
+            e @ (BlobError::NotFound | BlobError::Backend(_)) => RegistryError::internal(e),
+        }
+    }
+}
 
 impl Registry {
     /// Stream a blob in, verify it against `expected`, commit it and link
@@ -31,87 +52,61 @@ impl Registry {
         expected_len: Option<u64>,
     ) -> Result<u64, RegistryError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let blobs = self.inner.store.blobs.clone();
-        let (path, file) = blocking(move || Ok(blobs.temp_file()?)).await?;
-        let out = storage::ingest(
-            body,
-            file,
-            Digester::new(expected.algorithm()),
-            expected_len,
-        )
-        .await;
-        self.inner.metrics.bytes_in.inc_by(out.written);
-        let check = (|| {
-            out.result.map_err(ingest_error)?;
-            if let Some(l) = expected_len
-                && out.written != l
-            {
-                return Err(RegistryError::new(
-                    ErrorCode::SizeInvalid,
-                    format!("received {} bytes, Content-Length said {l}", out.written),
-                ));
-            }
-            let got = out.digester.finish();
-            if &got != expected {
-                return Err(RegistryError::new(
-                    ErrorCode::DigestInvalid,
-                    format!("content hashes to {got}, not {expected}"),
-                ));
-            }
-            Ok(())
-        })();
-        drop(out.file);
-        if let Err(e) = check {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
+        let mut w = self.inner.store.blobs.put(expected).await?;
+        let (written, result) = w.append(byte_stream(body), expected_len).await;
+        self.inner.metrics.bytes_in.inc_by(written);
+        // Dropping the writer on any error leaves nothing behind.
+        result?;
+        if let Some(l) = expected_len
+            && written != l
+        {
+            return Err(RegistryError::new(
+                ErrorCode::SizeInvalid,
+                format!("received {written} bytes, Content-Length said {l}"),
+            ));
         }
-        let size = out.written;
-        let this = self.clone();
-        let (repo, digest) = (repo.clone(), expected.clone());
-        blocking(move || {
-            let r = this.commit_and_link(&path, &repo, &digest, size);
-            if r.is_err() {
-                let _ = std::fs::remove_file(&path);
-            }
-            r
-        })
-        .await?;
-        Ok(size)
+        self.commit_and_link(w, repo, expected).await
     }
 
-    /// Commit a verified file into the store and link it (blocking).
-    pub(crate) fn commit_and_link(
+    /// Verify and commit a writer's blob and link it to `repo`, under the
+    /// shared GC lock. Returns its size.
+    pub(crate) async fn commit_and_link(
         &self,
-        path: &std::path::Path,
+        w: Box<dyn BlobWriter>,
         repo: &Name,
         digest: &Digest,
-        size: u64,
-    ) -> Result<(), RegistryError> {
-        let store = &self.inner.store;
-        let lock = store.gc_lock_shared()?;
-        let new = store.blobs.commit(path, digest)?;
-        if new {
+    ) -> Result<u64, RegistryError> {
+        let this = self.clone();
+        let lock = blocking(move || Ok(this.inner.store.gc_lock_shared()?)).await?;
+        let committed = w.commit(digest).await?;
+        let size = committed.size;
+        if committed.new {
             self.inner.metrics.storage_blobs.inc();
             self.inner.metrics.storage_bytes.add(size as i64);
         }
-        store.meta.link_blob(
-            repo.as_str(),
-            digest,
-            size,
-            nanos(OffsetDateTime::now_utc()),
-        )?;
+        let this = self.clone();
+        let (repo2, digest2) = (repo.clone(), digest.clone());
+        blocking(move || {
+            Ok(this.inner.store.meta.link_blob(
+                repo2.as_str(),
+                &digest2,
+                size,
+                nanos(OffsetDateTime::now_utc()),
+            )?)
+        })
+        .await?;
         drop(lock);
-        if new {
+        if committed.new {
             self.emit(Event::BlobPushed {
                 repo: repo.clone(),
                 digest: digest.clone(),
                 size,
             });
         }
-        Ok(())
+        Ok(size)
     }
 
     /// Whether a blob is present: linked to `repo`, or (with `None`)
@@ -121,11 +116,7 @@ impl Registry {
     pub fn has_blob(&self, repo: Option<&Name>, digest: &Digest) -> bool {
         let found = match repo {
             Some(r) => self.blob_size(r, digest).map(|s| s.is_some()),
-            None => self
-                .inner
-                .store
-                .blobs
-                .stat(digest)
+            None => block_on(self.inner.store.blobs.stat(digest))
                 .map(|s| s.is_some())
                 .map_err(RegistryError::from),
         };
@@ -135,7 +126,8 @@ impl Registry {
         })
     }
 
-    /// The size of a blob linked to `repo` and present on disk.
+    /// The size of a blob linked to `repo` and present in the store
+    /// (blocking: for synchronous callers).
     pub(crate) fn blob_size(
         &self,
         repo: &Name,
@@ -150,17 +142,34 @@ impl Registry {
         {
             return Ok(None);
         }
-        Ok(self.inner.store.blobs.stat(digest)?)
+        Ok(block_on(self.inner.store.blobs.stat(digest))?.map(|s| s.size))
+    }
+
+    /// [`Registry::blob_size`] for async callers.
+    pub(crate) async fn blob_size_async(
+        &self,
+        repo: &Name,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        if self
+            .inner
+            .store
+            .meta
+            .blob_link(repo.as_str(), digest)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        Ok(self.inner.store.blobs.stat(digest).await?.map(|s| s.size))
     }
 
     /// Link a blob already in the store to `repo` (cross-repository mount).
     pub fn link_blob(&self, repo: &Name, digest: &Digest) -> Result<(), RegistryError> {
         let store = &self.inner.store;
         let _lock = store.gc_lock_shared()?;
-        let size = store
-            .blobs
-            .stat(digest)?
-            .ok_or_else(|| RegistryError::blob_unknown(digest))?;
+        let size = block_on(store.blobs.stat(digest))?
+            .ok_or_else(|| RegistryError::blob_unknown(digest))?
+            .size;
         store.meta.link_blob(
             repo.as_str(),
             digest,
@@ -200,16 +209,38 @@ impl Registry {
         }
     }
 
-    /// Open a stored blob for reading from `offset`.
-    pub(crate) fn open_blob(
+    /// Stream `len` bytes of a stored blob from `offset`, counted as
+    /// bytes out.
+    pub(crate) async fn read_blob(
         &self,
         digest: &Digest,
         offset: u64,
-    ) -> std::io::Result<storage::BlobReader> {
-        self.inner.store.blobs.open(digest, offset)
+        len: u64,
+    ) -> Result<storage::BlobStream, RegistryError> {
+        let stream = match self.inner.store.blobs.read(digest, offset, Some(len)).await {
+            Ok(s) => s,
+            Err(BlobError::NotFound) => return Err(RegistryError::blob_unknown(digest)),
+            Err(e) => return Err(e.into()),
+        };
+        let reg = self.clone();
+        Ok(Box::pin(stream.inspect(move |b| {
+            if let Ok(b) = b {
+                reg.inner.metrics.bytes_out.inc_by(b.len() as u64);
+            }
+        })))
     }
 
-    /// Synchronous readers over stored blobs.
+    /// Where a client may fetch the blob directly, when the driver hands
+    /// out presigned URLs.
+    pub(crate) async fn blob_redirect(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<String>, RegistryError> {
+        Ok(self.inner.store.blobs.redirect_url(digest).await?)
+    }
+
+    /// Synchronous readers over stored blobs (call them from blocking
+    /// threads).
     pub fn blob_source(&self) -> Arc<dyn oci::BlobSource> {
         Arc::new(storage::DriverSource(self.inner.store.blobs.clone()))
     }

@@ -28,8 +28,9 @@
 use crate::RegistryError;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use storage::{BlobDriver, Meta, Store};
+use storage::{BlobStorage, Meta, Store, block_on};
 
 /// GC options.
 #[derive(Debug, Clone)]
@@ -60,16 +61,28 @@ pub struct GcReport {
     pub bytes_kept: u64,
 }
 
-/// Run a GC over a data directory.
+/// Run a GC over a data directory whose blobs are on the filesystem.
 pub async fn gc(data_dir: &Path, opts: GcOptions) -> Result<GcReport, RegistryError> {
-    let dir = data_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || gc_blocking(&dir, &opts))
+    gc_with(data_dir, &BlobStorage::Filesystem, opts).await
+}
+
+/// Run a GC over a data directory with blobs where `blobs` says. On S3
+/// the sweep lists the bucket and the grace period counts from each
+/// object's modification time (a re-push rewrites the object).
+pub async fn gc_with(
+    data_dir: &Path,
+    blobs: &BlobStorage,
+    opts: GcOptions,
+) -> Result<GcReport, RegistryError> {
+    let store = Arc::new(Store::open(data_dir, blobs).map_err(RegistryError::internal)?);
+    // Blocking all through: the metadata is SQLite, and the driver calls
+    // need no runtime of the caller's (see `storage::block_on`).
+    tokio::task::spawn_blocking(move || gc_blocking(&store, &opts))
         .await
         .map_err(RegistryError::internal)?
 }
 
-fn gc_blocking(dir: &Path, opts: &GcOptions) -> Result<GcReport, RegistryError> {
-    let store = Store::open(dir).map_err(RegistryError::internal)?;
+fn gc_blocking(store: &Store, opts: &GcOptions) -> Result<GcReport, RegistryError> {
     let _lock = store.gc_lock_exclusive()?;
     let now = SystemTime::now();
     let cutoff_time = now
@@ -191,17 +204,17 @@ fn gc_blocking(dir: &Path, opts: &GcOptions) -> Result<GcReport, RegistryError> 
     })?;
 
     let mut doomed = Vec::new();
-    store.blobs.walk(&mut |d, size, mtime| {
+    block_on(store.blobs.list(&mut |d, st| {
         let s = d.to_string();
-        if live_blobs.contains(&s) || linked.contains(&s) || mtime >= cutoff_time {
+        if live_blobs.contains(&s) || linked.contains(&s) || st.modified >= cutoff_time {
             report.blobs_kept += 1;
-            report.bytes_kept += size;
+            report.bytes_kept += st.size;
         } else {
-            doomed.push((d, size));
+            doomed.push((d, st.size));
         }
-    })?;
+    }))?;
     for (d, size) in doomed {
-        if dry_run || store.blobs.delete(&d)? {
+        if dry_run || block_on(store.blobs.delete(&d))? {
             report.blobs_removed += 1;
             report.bytes_freed += size;
         }

@@ -105,7 +105,7 @@ pub(crate) fn spawn_housekeeping(weak: Weak<Inner>) -> Result<(), RegistryError>
 }
 
 fn expire_uploads(inner: &Inner) {
-    let Ok(list) = inner.store.uploads.list() else {
+    let Ok(list) = storage::block_on(inner.store.blobs.list_uploads()) else {
         return;
     };
     let now = std::time::SystemTime::now();
@@ -126,7 +126,7 @@ fn expire_uploads(inner: &Inner) {
             },
             None => None,
         };
-        if inner.store.uploads.remove(&info.id).unwrap_or(false) {
+        if storage::block_on(inner.store.blobs.cancel_upload(&info.id)).unwrap_or(false) {
             inner.metrics.uploads_in_progress.dec();
             tracing::info!(upload = %info.id, repo = %info.repo, "expired idle upload");
         }

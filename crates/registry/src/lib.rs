@@ -53,19 +53,20 @@ mod metrics;
 mod upload;
 
 pub use error::{ErrorCode, RegistryError};
-pub use gc::{GcOptions, GcReport, gc};
+pub use gc::{GcOptions, GcReport, gc, gc_with};
 pub use http::{ObserveFn, ObserveLayer, observe};
+pub use storage::{BlobStorage, S3Config};
 
 use housekeeping::spawn_housekeeping;
 use manifests::ManifestCache;
 
 use bytes::Bytes;
-use oci::{Digest, Digester, Name, Tag};
+use oci::{Digest, Name, Tag};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
-use storage::{BlobDriver, Store};
+use storage::{Store, block_on};
 use time::OffsetDateTime;
 
 /// Registry options.
@@ -85,6 +86,9 @@ pub struct Options {
     /// has less free space than this. `None`: 1 GiB or 1% of the
     /// filesystem, whichever is smaller.
     pub min_free_bytes: Option<u64>,
+    /// Where blobs and upload sessions live (the data directory unless
+    /// S3 is configured).
+    pub blobs: storage::BlobStorage,
 }
 
 impl Options {
@@ -98,6 +102,7 @@ impl Options {
             pull_flush_interval: Duration::from_secs(1),
             manifest_cache_bytes: 64 << 20,
             min_free_bytes: None,
+            blobs: storage::BlobStorage::Filesystem,
         }
     }
 }
@@ -235,12 +240,10 @@ struct Inner {
     external: Mutex<Option<(i64, i64)>>,
 }
 
-/// In-memory state of an upload session: the sha256 state over the bytes
-/// received so far (lost on restart; then the file is rehashed at the end).
+/// Serialises this process's requests on one upload session (the
+/// session's state itself is saved by the blob driver).
 #[derive(Default)]
-struct SessionState {
-    hashed: Option<(u64, Digester)>,
-}
+struct SessionState;
 
 fn nanos(t: OffsetDateTime) -> i64 {
     t.unix_timestamp_nanos() as i64
@@ -264,19 +267,28 @@ impl Registry {
     /// uploads, and starts the background work (pull record flushing,
     /// upload expiry, storage accounting).
     pub fn open(opts: Options) -> Result<Registry, RegistryError> {
-        let store = Store::open(&opts.data_dir).map_err(RegistryError::internal)?;
+        let store = Store::open(&opts.data_dir, &opts.blobs).map_err(RegistryError::internal)?;
+        tracing::info!(blobs = %store.blobs.describe(), "blob storage");
         let removed = store.recover()?;
         if removed > 0 {
             tracing::info!(removed, "removed temporary files left by a previous run");
         }
-        let expired = store.uploads.expire(opts.upload_expiry)?;
-        if !expired.is_empty() {
-            tracing::info!(expired = expired.len(), "removed expired upload sessions");
+        let mut open_uploads = 0i64;
+        let mut expired = 0usize;
+        let now = std::time::SystemTime::now();
+        for info in block_on(store.blobs.list_uploads())? {
+            let idle = now.duration_since(info.updated).unwrap_or_default();
+            if idle > opts.upload_expiry && block_on(store.blobs.cancel_upload(&info.id))? {
+                expired += 1;
+            } else {
+                open_uploads += 1;
+            }
+        }
+        if expired > 0 {
+            tracing::info!(expired, "removed expired upload sessions");
         }
         let metrics = metrics::Metrics::new();
-        metrics
-            .uploads_in_progress
-            .set(store.uploads.list()?.len() as i64);
+        metrics.uploads_in_progress.set(open_uploads);
         let version = store.meta.data_version()?;
         let inner = Arc::new(Inner {
             cache: ManifestCache::new(version, opts.manifest_cache_bytes),
@@ -297,10 +309,10 @@ impl Registry {
                 .name("drydock-usage".into())
                 .spawn(move || {
                     let (mut n, mut bytes) = (0i64, 0i64);
-                    let _ = blobs.walk(&mut |_, size, _| {
+                    let _ = block_on(blobs.list(&mut |_, st| {
                         n += 1;
-                        bytes += size as i64;
-                    });
+                        bytes += st.size as i64;
+                    }));
                     if let Some(inner) = weak.upgrade() {
                         inner.metrics.storage_blobs.add(n);
                         inner.metrics.storage_bytes.add(bytes);
@@ -346,16 +358,5 @@ impl Registry {
     /// Write the pending pull record to the database now.
     pub fn flush(&self) {
         self.inner.flush_pulls();
-    }
-}
-
-fn ingest_error(e: storage::IngestError) -> RegistryError {
-    match e {
-        storage::IngestError::Body(m) => RegistryError::new(ErrorCode::BlobUploadInvalid, m),
-        storage::IngestError::TooLarge(l) => RegistryError::new(
-            ErrorCode::SizeInvalid,
-            format!("more than the {l} bytes announced"),
-        ),
-        storage::IngestError::Io(e) => RegistryError::from(e),
     }
 }

@@ -1,22 +1,23 @@
 //! Resumable upload sessions: POST, PATCH (chunks in order), PUT (close
 //! and commit), GET (status), DELETE (cancel).
 //!
-//! A session's bytes are appended to its data file. A chunk that fails
-//! (out of order, wrong length, client gone) is rolled back: the file is
-//! truncated to where it was and the hash state restored, so a bad request
-//! changes nothing.
+//! The blob driver owns the session: each request resumes it by id from
+//! its saved state (offset, hash state, stored parts), streams its chunk
+//! in, and saves it (PATCH) or commits it (PUT). A chunk that fails (out of
+//! order, wrong length, client gone) is not saved, so the session stays
+//! where it was: a bad request changes nothing. Any process that shares the
+//! driver's storage can serve the next request of a session.
 //!
 //! A session belongs to the identity that started it: every later request
 //! names the session through a [`SessionKey`] carrying the caller, and a
 //! session of another identity is unknown (404), as if it did not exist.
 
-use crate::{ErrorCode, Registry, RegistryError, SessionState, blocking, ingest_error};
+use crate::{ErrorCode, Registry, RegistryError, SessionState};
 use bytes::Bytes;
-use futures::Stream;
-use oci::{Algorithm, Digest, Digester, Name};
-use std::io::Read;
+use futures::{Stream, TryStreamExt};
+use oci::{Digest, Name};
 use std::sync::Arc;
-use storage::UploadInfo;
+use storage::{BlobWriter, UploadInfo};
 use uuid::Uuid;
 
 /// 416: the chunk does not start where the upload stands.
@@ -40,6 +41,15 @@ fn legacy_owner() -> String {
     auth::Principal::unrestricted().name()
 }
 
+/// A request body as the driver takes it.
+pub(crate) fn byte_stream<'a, S, E>(body: S) -> storage::ByteStream<'a>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'a,
+    E: std::fmt::Display,
+{
+    Box::pin(body.map_err(|e| e.to_string()))
+}
+
 impl Registry {
     /// Start an upload session owned by `owner`.
     pub(crate) async fn start_upload(
@@ -47,10 +57,12 @@ impl Registry {
         repo: &Name,
         owner: &str,
     ) -> Result<Uuid, RegistryError> {
-        let this = self.clone();
-        let repo = repo.to_string();
-        let owner = owner.to_string();
-        let info = blocking(move || Ok(this.inner.store.uploads.create(&repo, &owner)?)).await?;
+        let info = self
+            .inner
+            .store
+            .blobs
+            .create_upload(repo.as_str(), owner)
+            .await?;
         self.inner.metrics.uploads_in_progress.inc();
         Ok(info.id)
     }
@@ -75,9 +87,12 @@ impl Registry {
 
     /// Look a session up, checking it belongs to the key's repository and
     /// was started by the key's owner (anyone else: unknown).
-    pub(crate) fn upload_info(&self, key: &SessionKey<'_>) -> Result<UploadInfo, RegistryError> {
+    pub(crate) async fn upload_info(
+        &self,
+        key: &SessionKey<'_>,
+    ) -> Result<UploadInfo, RegistryError> {
         let id = Uuid::parse_str(key.id).map_err(|_| RegistryError::upload_unknown())?;
-        match self.inner.store.uploads.get(&id)? {
+        match self.inner.store.blobs.upload_info(&id).await? {
             Some(info)
                 if info.repo == key.repo.as_str()
                     && info
@@ -91,6 +106,15 @@ impl Registry {
         }
     }
 
+    /// Resume a session checked by [`Registry::upload_info`].
+    async fn resume(&self, id: &Uuid) -> Result<Box<dyn BlobWriter>, RegistryError> {
+        match self.inner.store.blobs.resume_upload(id).await {
+            Ok(w) => Ok(w),
+            Err(storage::BlobError::UploadUnknown) => Err(RegistryError::upload_unknown()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Append a chunk. `range` is the inclusive `Content-Range`, if given.
     /// Returns the new length.
     pub(crate) async fn patch_upload<S, E>(
@@ -101,31 +125,32 @@ impl Registry {
         body: S,
     ) -> Result<u64, RegistryError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let info = self.upload_info(key)?;
+        let info = self.upload_info(key).await?;
         let state = self.session(&info.id);
-        let mut state = state.lock().await;
+        let _state = state.lock().await;
         // Re-read under the lock: another request may have moved it on.
-        let info = self.upload_info(key)?;
-        self.append(&info, &mut state, range, content_length, body)
-            .await
+        let info = self.upload_info(key).await?;
+        let mut w = self.resume(&info.id).await?;
+        self.append(&mut *w, range, content_length, body).await?;
+        w.save().await?;
+        Ok(w.offset())
     }
 
     async fn append<S, E>(
         &self,
-        info: &UploadInfo,
-        state: &mut SessionState,
+        w: &mut dyn BlobWriter,
         range: Option<(u64, u64)>,
         content_length: Option<u64>,
         body: S,
-    ) -> Result<u64, RegistryError>
+    ) -> Result<(), RegistryError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let start = info.len;
+        let start = w.offset();
         let mut exact = None;
         if let Some((first, last)) = range {
             if first != start || last < first {
@@ -144,51 +169,23 @@ impl Registry {
             exact = Some(n);
         }
         let exact = exact.or(content_length);
-        let hashed = match state.hashed.take() {
-            Some((n, h)) if n == start => Some(h),
-            _ => None,
-        };
-        let this = self.clone();
-        let info2 = info.clone();
-        let file = blocking(move || Ok(this.inner.store.uploads.open_data(&info2)?)).await?;
-        let digester = hashed
-            .clone()
-            .unwrap_or_else(|| Digester::new(Algorithm::Sha256));
-        let out = storage::ingest(body, file, digester, exact).await;
-        self.inner.metrics.bytes_in.inc_by(out.written);
-        let mut result = out.result.map_err(ingest_error);
-        if result.is_ok()
-            && let Some(n) = exact
-            && out.written != n
+        let (written, result) = w.append(byte_stream(body), exact).await;
+        self.inner.metrics.bytes_in.inc_by(written);
+        result?;
+        if let Some(n) = exact
+            && written != n
         {
-            result = Err(RegistryError::new(
+            return Err(RegistryError::new(
                 ErrorCode::SizeInvalid,
-                format!("received {} bytes, expected {n}", out.written),
+                format!("received {written} bytes, expected {n}"),
             ));
         }
-        match result {
-            Ok(()) => {
-                let len = start + out.written;
-                if hashed.is_some() || start == 0 {
-                    state.hashed = Some((len, out.digester));
-                }
-                Ok(len)
-            }
-            Err(e) => {
-                // Roll back to where the session was; the write's error
-                // is the one the client needs to see.
-                let file = out.file;
-                if let Err(r) = blocking(move || Ok(file.set_len(start)?)).await {
-                    tracing::warn!(upload = %info.id, "cannot roll the upload back: {r}");
-                }
-                state.hashed = hashed.map(|h| (start, h));
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
     /// Close a session: append the final chunk (if any), verify the whole
-    /// blob against `digest`, commit and link it.
+    /// blob against `digest`, commit and link it. On a mismatch the session
+    /// stays as it was before this request.
     pub(crate) async fn finish_upload<S, E>(
         &self,
         key: &SessionKey<'_>,
@@ -198,78 +195,31 @@ impl Registry {
         body: S,
     ) -> Result<u64, RegistryError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let info = self.upload_info(key)?;
+        let info = self.upload_info(key).await?;
         let state_arc = self.session(&info.id);
-        let mut state = state_arc.lock().await;
-        let info = self.upload_info(key)?;
-        let before = info.len;
-        let saved = state.hashed.clone();
-        let len = self
-            .append(&info, &mut state, range, content_length, body)
-            .await?;
-        let computed = match (&state.hashed, digest.algorithm()) {
-            (Some((n, h)), Algorithm::Sha256) if *n == len => h.clone().finish(),
-            _ => {
-                let path = info.data.clone();
-                let alg = digest.algorithm();
-                blocking(move || Ok(hash_file(&path, alg)?)).await?
-            }
-        };
-        if &computed != digest {
-            // Undo the final chunk; the session stays as it was.
-            let path = info.data.clone();
-            blocking(move || {
-                let f = std::fs::OpenOptions::new().write(true).open(path)?;
-                Ok(f.set_len(before)?)
-            })
-            .await?;
-            state.hashed = saved;
-            return Err(RegistryError::new(
-                ErrorCode::DigestInvalid,
-                format!("upload hashes to {computed}, not {digest}"),
-            ));
-        }
-        let this = self.clone();
-        let (repo2, digest2, path, id2) =
-            (key.repo.clone(), digest.clone(), info.data.clone(), info.id);
-        blocking(move || {
-            this.commit_and_link(&path, &repo2, &digest2, len)?;
-            this.inner.store.uploads.remove(&id2)?;
-            Ok(())
-        })
-        .await?;
+        let state = state_arc.lock().await;
+        let info = self.upload_info(key).await?;
+        let mut w = self.resume(&info.id).await?;
+        self.append(&mut *w, range, content_length, body).await?;
+        let len = self.commit_and_link(w, key.repo, digest).await?;
         self.inner.metrics.uploads_in_progress.dec();
         drop(state);
         self.forget_session(&info.id);
         Ok(len)
     }
 
-    /// Cancel a session.
+    /// Cancel a session: the driver removes everything it stored.
     pub(crate) async fn cancel_upload(&self, key: &SessionKey<'_>) -> Result<(), RegistryError> {
-        let info = self.upload_info(key)?;
+        let info = self.upload_info(key).await?;
         let state_arc = self.session(&info.id);
         let _state = state_arc.lock().await;
-        if self.inner.store.uploads.remove(&info.id)? {
+        if self.inner.store.blobs.cancel_upload(&info.id).await? {
             self.inner.metrics.uploads_in_progress.dec();
         }
         self.forget_session(&info.id);
         Ok(())
     }
-}
-
-fn hash_file(path: &std::path::Path, alg: Algorithm) -> std::io::Result<Digest> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Digester::new(alg);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finish())
 }

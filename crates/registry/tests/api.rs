@@ -458,8 +458,9 @@ async fn in_process_api_and_gc() {
         .await
         .unwrap();
     // Within the grace period nothing goes.
-    let rep = registry::gc(
+    let rep = registry::gc_with(
         s.dir.path(),
+        &s.blobs,
         GcOptions {
             dry_run: false,
             grace: Duration::from_secs(3600),
@@ -469,8 +470,9 @@ async fn in_process_api_and_gc() {
     .unwrap();
     assert_eq!(rep.blobs_removed, 0);
     assert_eq!(rep.manifests_removed, 0);
-    let rep = registry::gc(
+    let rep = registry::gc_with(
         s.dir.path(),
+        &s.blobs,
         GcOptions {
             dry_run: true,
             grace: Duration::ZERO,
@@ -493,8 +495,9 @@ async fn in_process_api_and_gc() {
         )
         .await
         .unwrap();
-    let rep = registry::gc(
+    let rep = registry::gc_with(
         s.dir.path(),
+        &s.blobs,
         GcOptions {
             dry_run: false,
             grace: Duration::ZERO,

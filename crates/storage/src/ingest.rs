@@ -6,6 +6,7 @@
 //! writing, and memory stays bounded by the channel depth whatever the
 //! blob's size.
 
+use crate::hashstate::Sha256State;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use oci::Digester;
@@ -55,12 +56,31 @@ pub enum IngestError {
     TooLarge(u64),
 }
 
+/// Something fed every byte written: a [`Digester`] (algorithm known up
+/// front) or a [`Sha256State`] (an upload whose state is saved between
+/// requests).
+pub trait Hasher: Send + 'static {
+    fn update(&mut self, data: &[u8]);
+}
+
+impl Hasher for Digester {
+    fn update(&mut self, data: &[u8]) {
+        Digester::update(self, data)
+    }
+}
+
+impl Hasher for Sha256State {
+    fn update(&mut self, data: &[u8]) {
+        Sha256State::update(self, data)
+    }
+}
+
 /// The state after an ingest, successful or not: the file (positioned at
 /// its end), the digester (fed exactly the bytes written, unless `result`
 /// is an I/O error), and how many bytes were written.
-pub struct Ingested {
+pub struct Ingested<H = Digester> {
     pub file: File,
-    pub digester: Digester,
+    pub digester: H,
     pub written: u64,
     pub result: Result<(), IngestError>,
 }
@@ -89,12 +109,12 @@ fn write_all_vectored(file: &mut File, bufs: &[Bytes]) -> io::Result<()> {
 
 /// Append `body` to the end of `file` and feed it to `digester`. At most
 /// `limit` bytes are accepted (`None`: no limit).
-pub async fn ingest<S, E>(
+pub async fn ingest<S, E, H: Hasher>(
     mut body: S,
     file: File,
-    digester: Digester,
+    digester: H,
     limit: Option<u64>,
-) -> Ingested
+) -> Ingested<H>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,

@@ -1,21 +1,24 @@
-//! Storage for drydock: a content-addressed blob store behind a small
-//! driver trait ([`BlobDriver`], filesystem implementation [`FsBlobs`]),
-//! upload sessions ([`Uploads`]), streaming verified ingest ([`ingest`]) and
+//! Storage for drydock: a content-addressed blob store behind one async
+//! driver interface that owns uploads ([`BlobDriver`], [`BlobWriter`];
+//! implemented for the filesystem, [`FsBlobs`], and for S3-compatible
+//! object stores, [`S3Blobs`]), streaming verified ingest ([`ingest`]) and
 //! the SQLite metadata store ([`Meta`]).
 //!
-//! Layout of a data directory:
+//! Layout of a data directory (the blob parts only with the filesystem
+//! driver; see [`S3Blobs`] for the object layout):
 //!
 //! ```text
 //! <data>/blobs/sha256/ab/<hex>   committed blobs, immutable, named by digest
-//! <data>/tmp/<uuid>              blobs being written (removed at startup)
-//! <data>/uploads/<uuid>/         upload sessions: `data` and `repo`
+//! <data>/tmp/<uuid>              monolithic pushes being written (removed at startup)
+//! <data>/uploads/<uuid>/         upload sessions: `data`, `state`, `repo`, `owner`
 //! <data>/meta.db                 metadata (SQLite, WAL)
 //! <data>/gc.lock                 shared by committers, exclusive for GC sweeps
 //! ```
 //!
 //! Invariants:
-//! - A file under `blobs/` always hashes to its name: it is written to a
-//!   temporary file, verified by the caller, fsynced, then renamed.
+//! - A blob under its content address always hashes to its name: the
+//!   writer hashes while it streams and makes the blob visible (a rename,
+//!   or completing/copying an S3 object) only when the digest matches.
 //! - A repository links a blob (metadata) only after the blob is committed.
 //! - Committing a blob and linking it happen under the shared GC lock, and
 //!   a GC sweep (unlink + delete files) under the exclusive one, so a sweep
@@ -23,19 +26,25 @@
 
 pub mod access;
 mod blobs;
+pub mod hashstate;
 pub mod ingest;
 mod meta;
+mod s3;
 mod uploads;
 
 pub use access::AccessStore;
-pub use blobs::{BlobDriver, BlobReader, DriverSource, FsBlobs};
+pub use blobs::{
+    BlobDriver, BlobError, BlobReader, BlobStat, BlobStream, BlobWriter, ByteStream, Committed,
+    DriverSource, FsBlobs, block_on,
+};
 pub use ingest::{IngestError, Ingested, ingest};
 pub use meta::{
     ManifestRefs, ManifestRow, ManifestSummary, Meta, MetaError, NewManifest, PutManifestError,
     Referrer, UnlinkBlob,
 };
 pub use rusqlite;
-pub use uploads::{UploadInfo, Uploads};
+pub use s3::{S3Blobs, S3Config};
+pub use uploads::UploadInfo;
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -86,13 +95,24 @@ pub enum StorageError {
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Meta(#[from] MetaError),
+    #[error("blob storage: {0}")]
+    Blobs(#[from] BlobError),
+}
+
+/// Where blobs live.
+#[derive(Debug, Clone, Default)]
+pub enum BlobStorage {
+    /// Under the data directory (the default).
+    #[default]
+    Filesystem,
+    /// In an S3-compatible bucket.
+    S3(S3Config),
 }
 
 /// Everything in one data directory.
 pub struct Store {
     pub root: PathBuf,
-    pub blobs: Arc<FsBlobs>,
-    pub uploads: Uploads,
+    pub blobs: Arc<dyn BlobDriver>,
     pub meta: Meta,
 }
 
@@ -106,29 +126,35 @@ impl Drop for GcLock {
 }
 
 impl Store {
-    /// Open a data directory, creating what is missing. Does not clean
-    /// anything up; see [`Store::recover`].
-    pub fn open(root: &Path) -> Result<Store, StorageError> {
+    /// Open a data directory, creating what is missing, with blobs where
+    /// `blobs` says. Does not clean anything up; see [`Store::recover`].
+    pub fn open(root: &Path, blobs: &BlobStorage) -> Result<Store, StorageError> {
         let io_err = |source| StorageError::Io {
             path: root.to_path_buf(),
             source,
         };
         std::fs::create_dir_all(root).map_err(io_err)?;
-        let blobs = Arc::new(FsBlobs::open(root).map_err(io_err)?);
-        let uploads = Uploads::open(root).map_err(io_err)?;
+        let blobs: Arc<dyn BlobDriver> = match blobs {
+            BlobStorage::Filesystem => Arc::new(FsBlobs::open(root).map_err(io_err)?),
+            BlobStorage::S3(cfg) => {
+                // Local temporaries are never written with S3, but tools
+                // and tests look for the directory.
+                std::fs::create_dir_all(root.join("tmp")).map_err(io_err)?;
+                Arc::new(S3Blobs::new(cfg.clone())?)
+            }
+        };
         let meta = Meta::open(&root.join("meta.db"))?;
         Ok(Store {
             root: root.to_path_buf(),
             blobs,
-            uploads,
             meta,
         })
     }
 
     /// Remove temporary files left by a previous process. Only call this
     /// when no other process writes to the directory.
-    pub fn recover(&self) -> io::Result<usize> {
-        self.blobs.clear_temp()
+    pub fn recover(&self) -> Result<usize, BlobError> {
+        block_on(self.blobs.recover())
     }
 
     fn lock_file(&self) -> io::Result<File> {

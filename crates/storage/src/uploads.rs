@@ -1,21 +1,22 @@
-//! Upload sessions on the filesystem: `<root>/uploads/<uuid>/` holds
-//! `data` (the bytes received so far, in order), `repo` (the repository
-//! the session belongs to) and `owner` (who started it: only they may use
-//! it). The session's offset is the length of `data`; its last activity is
-//! `data`'s modification time.
+//! Upload sessions of the filesystem driver: `<root>/uploads/<uuid>/`
+//! holds `data` (the bytes received, in order), `state` (the saved offset
+//! and sha256 state: bytes of `data` beyond the offset were appended by a
+//! request that failed and are cut off at the next resume), `repo` (the
+//! repository the session belongs to) and `owner` (who started it: only
+//! they may use it). A session without `state` predates saved states: its
+//! offset is the length of `data`, rehashed when it resumes. Its last
+//! activity is `data`'s modification time.
 
+use crate::hashstate::Sha256State;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+#[cfg(test)]
+use std::time::Duration;
+use std::time::SystemTime;
 use uuid::Uuid;
 
-#[derive(Debug)]
-pub struct Uploads {
-    dir: PathBuf,
-}
-
-/// What is known about one session.
+/// What is known about one session, as last saved.
 #[derive(Debug, Clone)]
 pub struct UploadInfo {
     pub id: Uuid,
@@ -23,16 +24,29 @@ pub struct UploadInfo {
     /// Who started the session; `None` for a session created before
     /// owners were recorded.
     pub owner: Option<String>,
-    pub data: PathBuf,
+    /// Bytes received (as of the last save).
     pub len: u64,
     pub updated: SystemTime,
 }
 
-impl Uploads {
-    pub fn open(root: &Path) -> io::Result<Uploads> {
+#[derive(Debug, Clone)]
+pub(crate) struct SessionFiles {
+    dir: PathBuf,
+}
+
+fn not_found_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl SessionFiles {
+    pub(crate) fn open(root: &Path) -> io::Result<SessionFiles> {
         let dir = root.join("uploads");
         fs::create_dir_all(&dir)?;
-        Ok(Uploads { dir })
+        Ok(SessionFiles { dir })
     }
 
     fn session_dir(&self, id: &Uuid) -> PathBuf {
@@ -40,62 +54,121 @@ impl Uploads {
     }
 
     /// Start a session for `repo`, owned by `owner`.
-    pub fn create(&self, repo: &str, owner: &str) -> io::Result<UploadInfo> {
+    pub(crate) fn create(&self, repo: &str, owner: &str) -> io::Result<UploadInfo> {
         let id = Uuid::new_v4();
         let dir = self.session_dir(&id);
         fs::create_dir(&dir)?;
+        File::create(dir.join("data"))?;
+        fs::write(
+            dir.join("state"),
+            format!("0 {}\n", Sha256State::new().save()),
+        )?;
         // `owner` before `repo`: a session is complete once `repo` exists,
         // so one with `repo` but no `owner` predates owners.
         fs::write(dir.join("owner"), owner)?;
         fs::write(dir.join("repo"), repo)?;
-        let data = dir.join("data");
-        File::create(&data)?;
         Ok(UploadInfo {
             id,
             repo: repo.to_string(),
             owner: Some(owner.to_string()),
-            data,
             len: 0,
             updated: SystemTime::now(),
         })
     }
 
-    /// Look a session up; `None` when unknown (or half created).
-    pub fn get(&self, id: &Uuid) -> io::Result<Option<UploadInfo>> {
+    /// The saved offset and hash state, if saved.
+    fn state(&self, id: &Uuid) -> io::Result<Option<(u64, Sha256State)>> {
+        let Some(text) = not_found_is_none(fs::read_to_string(self.session_dir(id).join("state")))?
+        else {
+            return Ok(None);
+        };
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed upload state");
+        let (offset, hash) = text.trim().split_once(' ').ok_or_else(bad)?;
+        let offset: u64 = offset.parse().map_err(|_| bad())?;
+        let hash = Sha256State::load(hash).ok_or_else(bad)?;
+        if hash.len() != offset {
+            return Err(bad());
+        }
+        Ok(Some((offset, hash)))
+    }
+
+    /// Save the offset and hash state (atomically: written aside, renamed).
+    pub(crate) fn save_state(&self, id: &Uuid, offset: u64, hash: &str) -> io::Result<()> {
         let dir = self.session_dir(id);
-        let repo = match fs::read_to_string(dir.join("repo")) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        if !dir.join("repo").exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "upload session gone",
+            ));
+        }
+        let tmp = dir.join("state.tmp");
+        fs::write(&tmp, format!("{offset} {hash}\n"))?;
+        fs::rename(tmp, dir.join("state"))
+    }
+
+    /// Look a session up; `None` when unknown (or half created).
+    pub(crate) fn get(&self, id: &Uuid) -> io::Result<Option<UploadInfo>> {
+        let dir = self.session_dir(id);
+        let Some(repo) = not_found_is_none(fs::read_to_string(dir.join("repo")))? else {
+            return Ok(None);
         };
-        let owner = match fs::read_to_string(dir.join("owner")) {
-            Ok(o) => Some(o),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
+        let owner = not_found_is_none(fs::read_to_string(dir.join("owner")))?;
+        let Some(meta) = not_found_is_none(fs::metadata(dir.join("data")))? else {
+            return Ok(None);
         };
-        let data = dir.join("data");
-        let meta = match fs::metadata(&data) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let len = match self.state(id)? {
+            Some((offset, _)) => offset,
+            None => meta.len(),
         };
         Ok(Some(UploadInfo {
             id: *id,
             repo,
             owner,
-            data,
-            len: meta.len(),
+            len,
             updated: meta.modified().unwrap_or_else(|_| SystemTime::now()),
         }))
     }
 
-    /// Open a session's data file for appending.
-    pub fn open_data(&self, info: &UploadInfo) -> io::Result<File> {
-        OpenOptions::new().read(true).append(true).open(&info.data)
+    /// Open a session to write on (blocking): its data file for appending,
+    /// cut back to the saved offset, and the hash state there.
+    pub(crate) fn load(&self, id: &Uuid) -> io::Result<Option<(PathBuf, File, u64, Sha256State)>> {
+        if self.get(id)?.is_none() {
+            return Ok(None);
+        }
+        let data = self.session_dir(id).join("data");
+        let Some(file) = not_found_is_none(OpenOptions::new().read(true).append(true).open(&data))?
+        else {
+            return Ok(None);
+        };
+        let (offset, hash) = match self.state(id)? {
+            Some(s) => s,
+            // A device in place of the data (a test's /dev/full) has no
+            // content to rehash.
+            None if !fs::metadata(&data)?.is_file() => (0, Sha256State::new()),
+            None => {
+                let mut h = Sha256State::new();
+                let mut f = File::open(&data)?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                (h.len(), h)
+            }
+        };
+        // Cut off what a failed request appended after the last save (a
+        // device such as /dev/full has no length to cut).
+        if file.metadata()?.len() > offset {
+            file.set_len(offset)?;
+        }
+        Ok(Some((data, file, offset, hash)))
     }
 
     /// Remove a session and its data. `false` when it did not exist.
-    pub fn remove(&self, id: &Uuid) -> io::Result<bool> {
+    pub(crate) fn remove(&self, id: &Uuid) -> io::Result<bool> {
         match fs::remove_dir_all(self.session_dir(id)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -104,7 +177,7 @@ impl Uploads {
     }
 
     /// All sessions.
-    pub fn list(&self) -> io::Result<Vec<UploadInfo>> {
+    pub(crate) fn list(&self) -> io::Result<Vec<UploadInfo>> {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -127,7 +200,8 @@ impl Uploads {
     }
 
     /// Remove sessions idle for longer than `max_idle`; returns their ids.
-    pub fn expire(&self, max_idle: Duration) -> io::Result<Vec<Uuid>> {
+    #[cfg(test)]
+    fn expire(&self, max_idle: Duration) -> io::Result<Vec<Uuid>> {
         let now = SystemTime::now();
         let mut gone = Vec::new();
         for info in self.list()? {
@@ -147,7 +221,7 @@ mod tests {
     #[test]
     fn lifecycle_and_expiry() {
         let dir = tempfile::tempdir().unwrap();
-        let u = Uploads::open(dir.path()).unwrap();
+        let u = SessionFiles::open(dir.path()).unwrap();
         let s = u.create("a/b", "robot$ci").unwrap();
         let got = u.get(&s.id).unwrap().unwrap();
         assert_eq!(got.repo, "a/b");
@@ -162,19 +236,20 @@ mod tests {
     }
 
     #[test]
-    fn session_without_owner_file_predates_owners() {
+    fn session_without_owner_or_state_predates_them() {
         let dir = tempfile::tempdir().unwrap();
-        let u = Uploads::open(dir.path()).unwrap();
+        let u = SessionFiles::open(dir.path()).unwrap();
         let s = u.create("a/b", "alice").unwrap();
-        fs::remove_file(
-            dir.path()
-                .join("uploads")
-                .join(s.id.to_string())
-                .join("owner"),
-        )
-        .unwrap();
+        let sdir = dir.path().join("uploads").join(s.id.to_string());
+        fs::remove_file(sdir.join("owner")).unwrap();
+        fs::remove_file(sdir.join("state")).unwrap();
+        fs::write(sdir.join("data"), b"abc").unwrap();
         let got = u.get(&s.id).unwrap().unwrap();
         assert_eq!(got.repo, "a/b");
         assert_eq!(got.owner, None);
+        assert_eq!(got.len, 3);
+        let (_, _, offset, hash) = u.load(&s.id).unwrap().unwrap();
+        assert_eq!(offset, 3);
+        assert_eq!(hash.digest(), oci::Digest::sha256_of(b"abc"));
     }
 }

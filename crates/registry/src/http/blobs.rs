@@ -1,16 +1,12 @@
-//! Blob downloads: `Range` requests and streaming from a blocking reader.
+//! Blob downloads: `Range` requests, streamed from the blob driver or
+//! redirected to the object store.
 
 use super::{Resp, header_str, hv};
 use crate::{ErrorCode, Registry, RegistryError};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::IntoResponse;
-use bytes::{Bytes, BytesMut};
 use oci::{Digest, Name, Reference};
-use std::io::Read;
-
-/// Read size for blob downloads.
-const READ_CHUNK: usize = 1 << 20;
 
 enum RangeSpec {
     Full,
@@ -68,7 +64,7 @@ pub(super) async fn get_blob(
 ) -> Resp {
     // A manifest is content of its repository too: served here when no
     // blob of that digest is linked (as distribution does).
-    let (size, manifest) = match reg.blob_size(repo, d)? {
+    let (size, manifest) = match reg.blob_size_async(repo, d).await? {
         Some(size) => (size, None),
         None => match reg.get_manifest_cached(repo, &Reference::Digest(d.clone()))? {
             Some(m) => (m.bytes.len() as u64, Some(m)),
@@ -77,6 +73,15 @@ pub(super) async fn get_blob(
     };
     let mut h = HeaderMap::new();
     h.insert("Docker-Content-Digest", hv(d.to_string()));
+    if manifest.is_none()
+        && method == Method::GET
+        && let Some(url) = reg.blob_redirect(d).await?
+    {
+        // The object store serves the bytes (a presigned URL, valid for
+        // minutes); the client follows with its Range header, if any.
+        h.insert(header::LOCATION, hv(url));
+        return Ok((StatusCode::TEMPORARY_REDIRECT, h).into_response());
+    }
     h.insert(header::ETAG, hv(format!("\"{d}\"")));
     h.insert(header::ACCEPT_RANGES, hv("bytes"));
     h.insert(header::CONTENT_TYPE, hv("application/octet-stream"));
@@ -107,65 +112,8 @@ pub(super) async fn get_blob(
         reg.inner.metrics.bytes_out.inc_by(len);
         return Ok((status, h, Body::from(part)).into_response());
     }
-    let reader = {
-        let reg = reg.clone();
-        let d = d.clone();
-        tokio::task::spawn_blocking(move || reg.open_blob(&d, start))
-            .await
-            .map_err(RegistryError::internal)?
-    }
-    .map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            RegistryError::blob_unknown(d)
-        } else {
-            RegistryError::internal(e)
-        }
-    })?;
-    let body = Body::from_stream(stream_reader(reg.clone(), reader, len));
+    let body = Body::from_stream(reg.read_blob(d, start, len).await?);
     Ok((status, h, body).into_response())
-}
-
-/// Stream `len` bytes from a blocking reader: a blocking thread reads
-/// large chunks into a small bounded channel.
-fn stream_reader(
-    reg: Registry,
-    mut reader: storage::BlobReader,
-    len: u64,
-) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut left = len;
-        while left > 0 {
-            let want = (left as usize).min(READ_CHUNK);
-            let mut buf = BytesMut::zeroed(want);
-            let mut filled = 0;
-            while filled < want {
-                match reader.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                }
-            }
-            if filled == 0 {
-                let _ = tx.blocking_send(Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "blob shorter than expected",
-                )));
-                return;
-            }
-            buf.truncate(filled);
-            left -= filled as u64;
-            reg.inner.metrics.bytes_out.inc_by(filled as u64);
-            if tx.blocking_send(Ok(buf.freeze())).is_err() {
-                return; // client went away
-            }
-        }
-    });
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[cfg(test)]

@@ -85,8 +85,8 @@ async fn readyz(State(reg): State<Registry>) -> Response {
     if let Err(e) = reg.inner.store.meta.data_version() {
         problems.push(format!("metadata database: {e}"));
     }
-    if !reg.inner.store.blobs.tmp_dir().is_dir() {
-        problems.push("the data directory's tmp/ is missing".to_string());
+    if let Err(e) = reg.inner.store.blobs.ready().await {
+        problems.push(format!("blob storage: {e}"));
     }
     match reg.storage_space() {
         Ok((free, total)) => {
@@ -541,7 +541,7 @@ async fn handle(reg: &Registry, route: Route<'_>, req: Request) -> Resp {
             };
             match method {
                 Method::GET | Method::HEAD => {
-                    let info = reg.upload_info(&key)?;
+                    let info = reg.upload_info(&key).await?;
                     Ok(upload_response(StatusCode::NO_CONTENT, &n, id, info.len))
                 }
                 Method::PATCH => patch_upload(reg, &key, req).await,

@@ -119,7 +119,7 @@ pub(super) async fn put_upload(reg: &Registry, key: &SessionKey<'_>, req: Reques
     let q = query_pairs(&req);
     let Some(ds) = query(&q, "digest") else {
         // Check the session exists first: an unknown one is 404.
-        reg.upload_info(key)?;
+        reg.upload_info(key).await?;
         return Err(RegistryError::new(
             ErrorCode::DigestInvalid,
             "the closing PUT needs ?digest=",

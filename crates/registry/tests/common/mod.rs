@@ -1,7 +1,9 @@
 #![allow(dead_code)]
 
+pub mod s3;
+
 use oci::Digest;
-use registry::{Options, Registry};
+use registry::{BlobStorage, Options, Registry};
 use reqwest::{Client, Response, StatusCode};
 use std::net::SocketAddr;
 
@@ -11,6 +13,8 @@ pub struct Server {
     pub registry: Registry,
     pub dir: tempfile::TempDir,
     pub client: Client,
+    /// Where the server's blobs are (for `registry::gc_with`).
+    pub blobs: BlobStorage,
 }
 
 pub async fn start() -> Server {
@@ -19,7 +23,10 @@ pub async fn start() -> Server {
 }
 
 pub async fn start_in(dir: tempfile::TempDir) -> Server {
-    let registry = Registry::open(Options::new(dir.path())).unwrap();
+    let mut opts = Options::new(dir.path());
+    opts.blobs = test_blobs();
+    let blobs = opts.blobs.clone();
+    let registry = Registry::open(opts).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = registry.router();
@@ -32,7 +39,24 @@ pub async fn start_in(dir: tempfile::TempDir) -> Server {
         registry,
         dir,
         client: Client::builder().no_proxy().build().unwrap(),
+        blobs,
     }
+}
+
+/// The blob storage the tests run on: the data directory, or with
+/// `DRYDOCK_TEST_BLOBS=s3` a fresh prefix in an S3 bucket (the server at
+/// `DRYDOCK_TEST_S3_ENDPOINT`, or a SeaweedFS started for this process).
+pub fn test_blobs() -> BlobStorage {
+    match std::env::var("DRYDOCK_TEST_BLOBS").as_deref() {
+        Ok("s3") => BlobStorage::S3(s3::config(s3::shared_endpoint())),
+        Ok("fs") | Ok("") | Err(_) => BlobStorage::Filesystem,
+        Ok(other) => panic!("DRYDOCK_TEST_BLOBS={other}: expected fs or s3"),
+    }
+}
+
+/// Whether the tests run on S3.
+pub fn on_s3() -> bool {
+    std::env::var("DRYDOCK_TEST_BLOBS").as_deref() == Ok("s3")
 }
 
 impl Server {

@@ -1,0 +1,116 @@
+//! SeaweedFS on loopback for the S3 blob driver's tests, started with the
+//! shared tools' `s3-server.sh` (which fetches the `weed` binary once).
+
+use registry::S3Config;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// A running S3 server; stopped on drop.
+pub struct S3Server {
+    pub endpoint: String,
+    pid: Option<u32>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/s3-server.sh")
+}
+
+/// Whether SeaweedFS can be started here; outside CI a missing
+/// `../shared` skips, in CI it fails.
+pub fn available() -> bool {
+    if std::env::var("DRYDOCK_TEST_S3_ENDPOINT").is_ok() || script().exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI: {} is missing (the shared tools must sit beside the clone)",
+        script().display()
+    );
+    eprintln!("no {}: S3 tests skipped", script().display());
+    false
+}
+
+fn port_free(p: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", p)).is_ok()
+}
+
+/// Start SeaweedFS on a free port (it takes PORT..PORT+4 and the same
+/// +10000 for gRPC).
+pub fn start() -> S3Server {
+    if let Ok(e) = std::env::var("DRYDOCK_TEST_S3_ENDPOINT") {
+        return S3Server {
+            endpoint: e,
+            pid: None,
+            _dir: tempfile::tempdir().unwrap(),
+        };
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::process::id() as u16;
+    for attempt in 0..20u16 {
+        let port = 20000 + (seed.wrapping_mul(7).wrapping_add(attempt * 331)) % 25000;
+        if !(0..5).all(|i| port_free(port + i) && port_free(port + i + 10000)) {
+            continue;
+        }
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["seaweedfs", &port.to_string()])
+            .arg(dir.path().join(format!("weed{attempt}")))
+            // Some S3 clients trip over a CA bundle meant for other hosts.
+            .env_remove("AWS_CA_BUNDLE")
+            .output()
+            .expect("run s3-server.sh");
+        if !out.status.success() {
+            eprintln!(
+                "seaweedfs on {port}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            continue;
+        }
+        let pid: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("s3-server.sh prints the PID");
+        return S3Server {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            pid: Some(pid),
+            _dir: dir,
+        };
+    }
+    panic!("could not start SeaweedFS");
+}
+
+/// One server for the whole test process (`DRYDOCK_TEST_BLOBS=s3`). It
+/// is not stopped at exit (statics are not dropped): CI starts one and
+/// sets `DRYDOCK_TEST_S3_ENDPOINT` instead.
+pub fn shared_endpoint() -> String {
+    static SERVER: OnceLock<S3Server> = OnceLock::new();
+    assert!(available(), "DRYDOCK_TEST_BLOBS=s3 needs an S3 server");
+    SERVER.get_or_init(start).endpoint.clone()
+}
+
+/// The driver's configuration for `endpoint`: the scripts' bucket and
+/// keys, and a prefix of its own so tests never see each other's blobs.
+pub fn config(endpoint: String) -> S3Config {
+    S3Config {
+        endpoint: Some(endpoint),
+        bucket: "registry".into(),
+        region: Some("us-east-1".into()),
+        path_style: true,
+        access_key: Some("testkey".into()),
+        secret_key: Some("testsecret".into()),
+        prefix: format!("t-{}/", uuid::Uuid::new_v4()),
+        redirect: false,
+        part_size: 0,
+    }
+}
