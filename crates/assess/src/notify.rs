@@ -93,9 +93,13 @@ pub fn verify(secret: &str, body: &[u8], header: &str) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
-/// Delay before retry number `attempt` (1-based): base × 2^(attempt-1), at most an hour.
+/// Delay before retry number `attempt` (1-based): base × 2^(attempt-1), at
+/// most an hour, on the outbound retry policy's schedule.
 pub fn backoff(base: std::time::Duration, attempt: u32) -> std::time::Duration {
-    let factor = 1u64 << attempt.saturating_sub(1).min(20);
-    base.saturating_mul(factor as u32)
-        .min(std::time::Duration::from_secs(3600))
+    egress::RetryPolicy {
+        attempts: u32::MAX,
+        base_delay: base,
+        max_delay: std::time::Duration::from_secs(3600),
+    }
+    .delay(attempt)
 }

@@ -30,6 +30,12 @@
 //!
 //! Requests through an HTTP proxy (`HTTPS_PROXY`, `HTTP_PROXY`) resolve
 //! the proxy's name, not the target's: the proxy must do its own filtering.
+//!
+//! [`RetryPolicy`] is how every outbound request or transfer is retried.
+
+mod retry;
+
+pub use retry::RetryPolicy;
 
 use ipnet::{IpNet, Ipv4Net};
 use std::fmt;

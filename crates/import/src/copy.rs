@@ -6,6 +6,7 @@
 
 use crate::job::{ImportedManifest, Job};
 use crate::{Plan, PlatformFilter};
+use backon::Retryable;
 use futures::{StreamExt, TryStreamExt};
 use oci::{Digest, Manifest, Reference, Tag};
 use registry::{ErrorCode, Origin, Registry};
@@ -477,14 +478,17 @@ async fn copy_blob(
     size: u64,
     job: &Job,
 ) -> Result<(), Failure> {
-    const ATTEMPTS: u32 = 3;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    // Three tries, half a second then a second apart.
+    let policy = egress::RetryPolicy {
+        attempts: 3,
+        base_delay: std::time::Duration::from_millis(500),
+        max_delay: std::time::Duration::from_secs(10),
+    };
+    let once = || async {
         let stream = src
             .blob(digest)
             .await
-            .map_err(|e| fail(format!("{}: blob {digest}: {e}", src.describe())))?;
+            .map_err(|e| Try::Stop(fail(format!("{}: blob {digest}: {e}", src.describe()))))?;
         let counted = Arc::new(AtomicU64::new(0));
         let reader = Counting {
             inner: stream,
@@ -494,30 +498,45 @@ async fn copy_blob(
         match sink.put_blob(digest, size, reader).await {
             Ok(n) if n == size => {
                 job.blobs_done.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+                Ok(())
             }
-            Ok(n) => {
-                return Err(fail(format!(
-                    "blob {digest} is {n} bytes, the manifest says {size}"
-                )));
-            }
+            Ok(n) => Err(Try::Stop(fail(format!(
+                "blob {digest} is {n} bytes, the manifest says {size}"
+            )))),
             Err(e) => {
                 job.bytes_done
                     .fetch_sub(counted.load(Ordering::Relaxed), Ordering::Relaxed);
-                if e.verification || attempt >= ATTEMPTS {
-                    return Err(fail(format!(
-                        "copying blob {digest} from {} to {}: {}",
-                        src.describe(),
-                        sink.describe(),
-                        e.message
-                    )));
-                }
-                tracing::warn!(%digest, attempt, error = %e.message, "blob copy failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)))
-                    .await;
+                Err(Try::Again(e))
             }
         }
-    }
+    };
+    once.retry(policy.backoff())
+        .sleep(tokio::time::sleep)
+        // Bytes that failed verification would fail the same way again.
+        .when(|t| matches!(t, Try::Again(e) if !e.verification))
+        .notify(|t, _| {
+            if let Try::Again(e) = t {
+                tracing::warn!(%digest, error = %e.message, "blob copy failed; retrying");
+            }
+        })
+        .await
+        .map_err(|t| match t {
+            Try::Stop(f) => f,
+            Try::Again(e) => fail(format!(
+                "copying blob {digest} from {} to {}: {}",
+                src.describe(),
+                sink.describe(),
+                e.message
+            )),
+        })
+}
+
+/// How one try at copying a blob failed.
+enum Try {
+    /// Retrying cannot help.
+    Stop(Failure),
+    /// The transfer failed (retried unless the bytes failed verification).
+    Again(BlobFailure),
 }
 
 /// Counts bytes read into the job's progress.

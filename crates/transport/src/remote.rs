@@ -11,42 +11,35 @@
 use crate::verify::{BlobStream, ByteStream};
 use crate::{Credentials, Error, FetchedManifest, ImageSource, MAX_MANIFEST_BYTES};
 use async_trait::async_trait;
+use backon::Retryable;
 use bytes::Bytes;
 use futures::StreamExt;
 use oci as media;
 use oci::{Digest, ImageRef, Reference};
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How hard to try before giving up on a request or a transfer.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Attempts per request, and reconnections per blob transfer without
-    /// progress in between.
-    pub attempts: u32,
-    /// First backoff delay; doubles each time up to `max_delay`.
-    pub base_delay: Duration,
-    pub max_delay: Duration,
+/// How hard to try before giving up on a request or a transfer: the
+/// outbound retry policy every crate shares.
+pub use egress::RetryPolicy;
+
+/// How one try at a request ended, when it did not end well.
+enum Attempt {
+    /// Retrying cannot help (a refused address, an untrusted certificate,
+    /// refused credentials).
+    Fatal(Error),
+    /// A 5xx or 429: retried, and handed to the caller on the last try.
+    Status(Response),
+    /// The connection failed.
+    Network(reqwest::Error),
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(10),
-        }
-    }
-}
-
-impl RetryPolicy {
-    fn delay(&self, failure: u32) -> Duration {
-        let d = self
-            .base_delay
-            .saturating_mul(1u32 << failure.saturating_sub(1).min(16));
-        d.min(self.max_delay)
+impl Attempt {
+    fn transient(&self) -> bool {
+        !matches!(self, Attempt::Fatal(_))
     }
 }
 
@@ -261,8 +254,46 @@ impl Inner {
     /// failures. Returns any response that is not 401/429/5xx (on the last
     /// attempt, those too).
     async fn send(&self, method: Method, url: &str, headers: HeaderMap) -> Result<Response, Error> {
-        let mut failures = 0u32;
-        let mut authenticated = false;
+        // Shared by the tries: a challenge is answered once.
+        let authenticated = AtomicBool::new(false);
+        let tries = AtomicU32::new(0);
+        let once = || async {
+            tries.fetch_add(1, Ordering::Relaxed);
+            self.send_once(&method, url, &headers, &authenticated).await
+        };
+        let result = once
+            .retry(self.retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(Attempt::transient)
+            .notify(|e, _| match e {
+                Attempt::Network(e) => {
+                    tracing::warn!(%url, error = %describe_reqwest(e), "request failed; retrying")
+                }
+                Attempt::Status(r) => {
+                    tracing::warn!(%url, status = %r.status(), "transient error; retrying")
+                }
+                Attempt::Fatal(_) => {}
+            })
+            .await;
+        match result {
+            Ok(resp) | Err(Attempt::Status(resp)) => Ok(resp),
+            Err(Attempt::Fatal(e)) => Err(e),
+            Err(Attempt::Network(e)) => Err(Error::Http(format!(
+                "{method} {url}: {} (after {} attempts)",
+                describe_reqwest(&e),
+                tries.load(Ordering::Relaxed)
+            ))),
+        }
+    }
+
+    /// One try of [`Inner::send`] (two requests when it meets a challenge).
+    async fn send_once(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &HeaderMap,
+        authenticated: &AtomicBool,
+    ) -> Result<Response, Attempt> {
         loop {
             let req = self
                 .apply_auth(self.client.request(method.clone(), url))
@@ -270,42 +301,37 @@ impl Inner {
             match req.send().await {
                 // The policy will refuse again: say so at once.
                 Err(e) if egress::refusal(&e).is_some() => {
-                    return Err(Error::Http(format!(
+                    return Err(Attempt::Fatal(Error::Http(format!(
                         "{method} {url}: {}",
                         egress::describe(&e)
-                    )));
+                    ))));
                 }
                 // A TLS handshake that met plain HTTP, or a certificate
                 // that is not trusted, fails the same way every time.
                 Err(e) if tls_failure_is_permanent(&e) => {
-                    return Err(Error::Http(format!(
+                    return Err(Attempt::Fatal(Error::Http(format!(
                         "{method} {url}: {}",
                         describe_reqwest(&e)
-                    )));
+                    ))));
                 }
-                Err(e) => {
-                    failures += 1;
-                    if failures >= self.retry.attempts {
-                        return Err(Error::Http(format!(
-                            "{method} {url}: {} (after {failures} attempts)",
-                            describe_reqwest(&e)
-                        )));
-                    }
-                    tracing::warn!(%url, error = %describe_reqwest(&e), failures, "request failed; retrying");
-                }
-                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authenticated => {
+                Err(e) => return Err(Attempt::Network(e)),
+                Ok(resp)
+                    if resp.status() == StatusCode::UNAUTHORIZED
+                        && !authenticated.load(Ordering::Relaxed) =>
+                {
                     let challenges: Vec<String> = resp
                         .headers()
                         .get_all(header::WWW_AUTHENTICATE)
                         .iter()
                         .filter_map(|v| v.to_str().ok().map(str::to_string))
                         .collect();
-                    self.authenticate(&challenges).await?;
-                    authenticated = true;
-                    continue;
+                    self.authenticate(&challenges)
+                        .await
+                        .map_err(Attempt::Fatal)?;
+                    authenticated.store(true, Ordering::Relaxed);
                 }
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
-                    return Err(Error::Auth(if self.creds.is_some() {
+                    return Err(Attempt::Fatal(Error::Auth(if self.creds.is_some() {
                         format!(
                             "{} refused the credentials for {}",
                             self.image.host, self.image.name
@@ -315,19 +341,16 @@ impl Inner {
                             "{} requires credentials for {} (use --creds USER:PASSWORD)",
                             self.image.host, self.image.name
                         )
-                    }));
+                    })));
                 }
                 Ok(resp)
-                    if (resp.status().is_server_error()
-                        || resp.status() == StatusCode::TOO_MANY_REQUESTS)
-                        && failures + 1 < self.retry.attempts =>
+                    if resp.status().is_server_error()
+                        || resp.status() == StatusCode::TOO_MANY_REQUESTS =>
                 {
-                    failures += 1;
-                    tracing::warn!(%url, status = %resp.status(), failures, "transient error; retrying");
+                    return Err(Attempt::Status(resp));
                 }
                 Ok(resp) => return Ok(resp),
             }
-            tokio::time::sleep(self.retry.delay(failures)).await;
         }
     }
 
@@ -382,30 +405,34 @@ impl Inner {
         if let Some(s) = service {
             query.push(("service", s));
         }
-        let mut failures = 0;
-        let resp = loop {
+        let once = || async {
             let mut req = self.client.get(realm_url.clone()).query(&query);
             if let Some(c) = &self.creds {
                 req = req.basic_auth(&c.username, Some(&c.password));
             }
             match req.send().await {
-                Err(e) if egress::refusal(&e).is_some() => {
-                    return Err(Error::Auth(format!(
-                        "token server {realm}: {}",
-                        egress::describe(&e)
-                    )));
-                }
-                Ok(r) if !r.status().is_server_error() => break r,
-                Ok(r) if failures + 1 >= self.retry.attempts => break r,
-                Err(e) if failures + 1 >= self.retry.attempts => {
-                    return Err(Error::Auth(format!(
-                        "token server {realm}: {}",
-                        describe_reqwest(&e)
-                    )));
-                }
-                _ => failures += 1,
+                Err(e) if egress::refusal(&e).is_some() => Err(Attempt::Fatal(Error::Auth(
+                    format!("token server {realm}: {}", egress::describe(&e)),
+                ))),
+                Err(e) => Err(Attempt::Network(e)),
+                Ok(r) if r.status().is_server_error() => Err(Attempt::Status(r)),
+                Ok(r) => Ok(r),
             }
-            tokio::time::sleep(self.retry.delay(failures)).await;
+        };
+        let resp = match once
+            .retry(self.retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(Attempt::transient)
+            .await
+        {
+            Ok(r) | Err(Attempt::Status(r)) => r,
+            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::Network(e)) => {
+                return Err(Error::Auth(format!(
+                    "token server {realm}: {}",
+                    describe_reqwest(&e)
+                )));
+            }
         };
         let status = resp.status();
         if !status.is_success() {
