@@ -176,16 +176,17 @@ pub async fn run_user(args: UserArgs, config: Config) -> Result<ExitCode> {
             if json {
                 print_json(&users)?;
             } else {
-                outln!("{:<24} {:<6} {:<24} GROUPS", "NAME", "ADMIN", "CREATED")?;
-                for u in users {
-                    outln!(
-                        "{:<24} {:<6} {:<24} {}",
-                        u.name,
-                        if u.admin { "yes" } else { "no" },
-                        u.created_at,
-                        u.groups.join(",")
-                    )?;
-                }
+                let rows = users.iter().map(|u| {
+                    vec![
+                        u.name.clone(),
+                        if u.admin { "yes" } else { "no" }.to_string(),
+                        u.created_at.to_string(),
+                        u.groups.join(","),
+                    ]
+                });
+                let text =
+                    report::table::columns(&["NAME", "ADMIN", "CREATED", "GROUPS"], rows, &[]);
+                crate::out::write_all(text.as_bytes())?;
             }
         }
         UserCommand::Passwd {
@@ -233,12 +234,7 @@ pub async fn run_robot(args: RobotArgs, config: Config) -> Result<ExitCode> {
             if json {
                 print_json(&robots)?;
             } else {
-                outln!(
-                    "{:<24} {:<8} {:<24} PERMISSIONS",
-                    "NAME",
-                    "STATE",
-                    "EXPIRES"
-                )?;
+                let mut rows = Vec::new();
                 for r in robots {
                     let perms: Vec<String> = r
                         .permissions
@@ -255,14 +251,16 @@ pub async fn run_robot(args: RobotArgs, config: Config) -> Result<ExitCode> {
                             )
                         })
                         .collect();
-                    outln!(
-                        "{:<24} {:<8} {:<24} {}",
-                        r.name,
-                        r.state,
-                        r.expires_at.as_deref().unwrap_or("never"),
-                        perms.join(" ")
-                    )?;
+                    rows.push(vec![
+                        r.name.clone(),
+                        r.state.to_string(),
+                        r.expires_at.as_deref().unwrap_or("never").to_string(),
+                        perms.join(" "),
+                    ]);
                 }
+                let text =
+                    report::table::columns(&["NAME", "STATE", "EXPIRES", "PERMISSIONS"], rows, &[]);
+                crate::out::write_all(text.as_bytes())?;
             }
         }
         RobotCommand::Revoke { name } => {

@@ -224,25 +224,21 @@ fn print_status(s: &vulndb::Status) -> anyhow::Result<()> {
         s.packages
     )?;
     outln!()?;
-    outln!(
-        "{:<28} {:>8} {:>8}  SNAPSHOT",
-        "SOURCE",
-        "RECORDS",
-        "ENTRIES"
-    )?;
-    for src in &s.sources {
+    let rows = s.sources.iter().map(|src| {
         let snap = match (&src.snapshot, &src.file_date) {
             (Some(d), _) => d.clone(),
             (None, Some(f)) => format!("(file date {f})"),
             (None, None) => "-".into(),
         };
-        outln!(
-            "{:<28} {:>8} {:>8}  {snap}",
-            src.name,
-            src.records,
-            src.entries
-        )?;
-    }
+        vec![
+            src.name.clone(),
+            src.records.to_string(),
+            src.entries.to_string(),
+            snap,
+        ]
+    });
+    let text = report::table::columns(&["SOURCE", "RECORDS", "ENTRIES", "SNAPSHOT"], rows, &[1, 2]);
+    crate::out::write_all(text.as_bytes())?;
     Ok(())
 }
 
@@ -252,16 +248,9 @@ fn print_findings(r: &vulndb::MatchReport) -> anyhow::Result<()> {
             outln!("no known vulnerabilities")?;
         }
     } else {
-        outln!(
-            "{:<22} {:<9} {:<9} {:<24} SUMMARY",
-            "ID",
-            "SEVERITY",
-            "STATUS",
-            "FIXED IN"
-        )?;
         let mut findings: Vec<&vulndb::Finding> = r.findings.iter().collect();
         findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
-        for f in findings {
+        let rows = findings.iter().map(|f| {
             let mut summary = f.summary.replace('\n', " ");
             if let Some(kind) = &f.informational {
                 summary = format!("[{kind}] {summary}");
@@ -269,15 +258,20 @@ fn print_findings(r: &vulndb::MatchReport) -> anyhow::Result<()> {
             if let Some(note) = &f.status_note {
                 summary = format!("({note}) {summary}");
             }
-            outln!(
-                "{:<22} {:<9} {:<9} {:<24} {}",
-                f.id,
-                f.severity.as_str(),
-                f.status.as_str(),
-                f.fixed_version.as_deref().unwrap_or("-"),
-                head(&summary, 70)
-            )?;
-        }
+            vec![
+                f.id.to_string(),
+                f.severity.as_str().to_string(),
+                f.status.as_str().to_string(),
+                f.fixed_version.as_deref().unwrap_or("-").to_string(),
+                head(&summary, 70),
+            ]
+        });
+        let text = report::table::columns(
+            &["ID", "SEVERITY", "STATUS", "FIXED IN", "SUMMARY"],
+            rows,
+            &[],
+        );
+        crate::out::write_all(text.as_bytes())?;
     }
     for u in &r.uncomparable {
         match &u.advisory {

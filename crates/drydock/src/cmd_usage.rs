@@ -63,16 +63,11 @@ pub async fn run(args: UsageArgs, config: Config) -> anyhow::Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let width = rows
+    let lines = rows
         .iter()
-        .map(|r| r.repository.len())
-        .max()
-        .unwrap_or(0)
-        .max("REPOSITORY".len());
-    outln!("{:<7}  {:<width$}  {:>6}", "MONTH", "REPOSITORY", "IMAGES")?;
-    for r in &rows {
-        outln!("{:<7}  {:<width$}  {:>6}", r.month, r.repository, r.images)?;
-    }
-    outln!("{:<7}  {:<width$}  {:>6}", "total", "", total)?;
+        .map(|r| vec![r.month.clone(), r.repository.clone(), r.images.to_string()])
+        .chain([vec!["total".into(), String::new(), total.to_string()]]);
+    let text = report::table::columns(&["MONTH", "REPOSITORY", "IMAGES"], lines, &[2]);
+    crate::out::write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
