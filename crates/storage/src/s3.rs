@@ -307,12 +307,18 @@ impl BlobDriver for S3Blobs {
     }
 
     async fn ready(&self) -> Result<(), BlobError> {
-        // A key that never exists: "not found" proves the bucket answers
+        // A listing, not a HEAD: a HEAD's 404 cannot tell a missing bucket
+        // from a missing key. An empty answer proves the bucket answers
         // and the credentials are accepted.
-        match self.stat_path(self.key("_ready")).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let store = self.store.clone();
+        let prefix = self.key("_ready");
+        self.run(async move {
+            match store.list(Some(&prefix)).next().await {
+                Some(Err(e)) => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await
     }
 
     async fn stat(&self, digest: &Digest) -> Result<Option<BlobStat>, BlobError> {

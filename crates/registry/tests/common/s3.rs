@@ -17,7 +17,9 @@ pub struct S3Server {
 impl Drop for S3Server {
     fn drop(&mut self) {
         if let Some(pid) = self.pid {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
+            // SIGKILL: weed takes long over SIGTERM, and its data is a
+            // temporary directory anyway.
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
 }
@@ -49,6 +51,7 @@ fn port_free(p: u16) -> bool {
 /// +10000 for gRPC).
 pub fn start() -> S3Server {
     if let Ok(e) = std::env::var("DRYDOCK_TEST_S3_ENDPOINT") {
+        wait_for_bucket(&e);
         return S3Server {
             endpoint: e,
             pid: None,
@@ -81,13 +84,29 @@ pub fn start() -> S3Server {
             .trim()
             .parse()
             .expect("s3-server.sh prints the PID");
-        return S3Server {
+        let server = S3Server {
             endpoint: format!("http://127.0.0.1:{port}"),
             pid: Some(pid),
             _dir: dir,
         };
+        wait_for_bucket(&server.endpoint);
+        return server;
     }
     panic!("could not start SeaweedFS");
+}
+
+/// SeaweedFS answers before its bucket exists: wait for the bucket.
+fn wait_for_bucket(endpoint: &str) {
+    let d = storage::S3Blobs::new(config(endpoint.to_string())).unwrap();
+    let mut last = None;
+    for _ in 0..150 {
+        match storage::block_on(storage::BlobDriver::ready(&d)) {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("the bucket at {endpoint} never answered: {last:?}");
 }
 
 /// One server for the whole test process (`DRYDOCK_TEST_BLOBS=s3`). It
