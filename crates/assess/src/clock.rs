@@ -72,3 +72,60 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
+
+/// A `YYYY-MM` month as usage is metered, parsed from `YYYY-MM` or a date
+/// `YYYY-MM-DD` (which counts as its month). The one parser the CLI and
+/// the API share.
+pub fn parse_month(s: &str) -> Result<String, MonthError> {
+    use time::format_description::BorrowedFormatItem;
+    use time::macros::format_description;
+    const MONTH: &[BorrowedFormatItem<'_>] = format_description!("[year]-[month]");
+    const DATE: &[BorrowedFormatItem<'_>] = format_description!("[year]-[month]-[day]");
+    let bad = || MonthError(s.to_string());
+    let (year, month) = match time::Date::parse(s, DATE) {
+        Ok(d) => (d.year(), d.month()),
+        Err(_) => {
+            let mut p = time::parsing::Parsed::new();
+            let rest = p.parse_items(s.as_bytes(), MONTH).map_err(|_| bad())?;
+            match (rest.is_empty(), p.year(), p.month()) {
+                (true, Some(y), Some(m)) => (y, m),
+                _ => return Err(bad()),
+            }
+        }
+    };
+    if !(0..=9999).contains(&year) {
+        return Err(bad());
+    }
+    Ok(format!("{year:04}-{:02}", month as u8))
+}
+
+/// Text that is neither `YYYY-MM` nor `YYYY-MM-DD`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be a month YYYY-MM or a date YYYY-MM-DD, not {0:?}")]
+pub struct MonthError(pub String);
+
+#[cfg(test)]
+mod month_tests {
+    use super::parse_month;
+
+    #[test]
+    fn months_and_dates() {
+        assert_eq!(parse_month("2026-03").unwrap(), "2026-03");
+        assert_eq!(parse_month("2026-12-31").unwrap(), "2026-12");
+        for bad in [
+            "2026-13",
+            "2026-3",
+            "26-03",
+            "2026-03-32",
+            "2026-02-30",
+            "2026",
+            "2026-03-",
+            "x",
+            "2026-03-01x",
+            "",
+        ] {
+            let e = parse_month(bad).unwrap_err();
+            assert!(e.to_string().contains("YYYY-MM"), "{bad}: {e}");
+        }
+    }
+}

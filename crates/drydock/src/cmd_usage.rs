@@ -21,19 +21,7 @@ pub struct UsageArgs {
 }
 
 fn month(flag: &str, s: &str) -> anyhow::Result<String> {
-    let parts: Vec<&str> = s.split('-').collect();
-    let ok = (parts.len() == 2 || parts.len() == 3)
-        && parts[0].len() == 4
-        && parts[1].len() == 2
-        && parts[0].bytes().all(|b| b.is_ascii_digit())
-        && parts[1].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m))
-        && (parts.len() == 2
-            || (parts[2].len() == 2
-                && parts[2].parse::<u32>().is_ok_and(|d| (1..=31).contains(&d))));
-    if !ok {
-        bail!("--{flag} must be a month YYYY-MM or a date YYYY-MM-DD, not {s:?}");
-    }
-    Ok(format!("{}-{}", parts[0], parts[1]))
+    assess::clock::parse_month(s).map_err(|e| anyhow::anyhow!("--{flag} {e}"))
 }
 
 pub async fn run(args: UsageArgs, config: Config) -> anyhow::Result<ExitCode> {

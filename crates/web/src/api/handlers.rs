@@ -98,27 +98,7 @@ pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(body: &Body) -> ApiResult
 }
 
 fn month_of(name: &str, s: &str) -> ApiResult<String> {
-    let bad = || {
-        ApiError::bad_request(format!(
-            "{name} must be a month YYYY-MM or a date YYYY-MM-DD, not {s:?}"
-        ))
-    };
-    let parts: Vec<&str> = s.split('-').collect();
-    if !(parts.len() == 2 || parts.len() == 3) {
-        return Err(bad());
-    }
-    let y: u32 = parts[0].parse().map_err(|_| bad())?;
-    let m: u32 = parts[1].parse().map_err(|_| bad())?;
-    if parts[0].len() != 4 || parts[1].len() != 2 || !(1..=12).contains(&m) {
-        return Err(bad());
-    }
-    if parts.len() == 3 {
-        let d: u32 = parts[2].parse().map_err(|_| bad())?;
-        if parts[2].len() != 2 || !(1..=31).contains(&d) {
-            return Err(bad());
-        }
-    }
-    Ok(format!("{y:04}-{m:02}"))
+    assess::clock::parse_month(s).map_err(|e| ApiError::bad_request(format!("{name} {e}")))
 }
 
 pub(super) fn parse_time(name: &str, s: &str) -> ApiResult<OffsetDateTime> {
