@@ -68,7 +68,10 @@ pub(crate) fn package_lock(data: &[u8], ctx: &PkgCtx) -> Result<Vec<Package>, St
 /// berry `"lodash@npm:^4.17.15"`.
 fn spec_name(spec: &str) -> Option<&str> {
     let spec = spec.trim().trim_matches('"');
-    let at = spec[1..].find('@')? + 1;
+    // The name may start with '@' (a scope); its first character may be
+    // several bytes long.
+    let skip = spec.chars().next()?.len_utf8();
+    let at = spec[skip..].find('@')? + skip;
     Some(&spec[..at])
 }
 
