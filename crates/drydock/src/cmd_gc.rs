@@ -20,8 +20,9 @@ pub struct GcArgs {
 pub async fn run(args: GcArgs, config: Config) -> anyhow::Result<ExitCode> {
     // Collecting garbage in a directory that is not there would create it.
     crate::config::require_data_dir(&config)?;
-    let report = registry::gc(
+    let report = registry::gc_with(
         &config.data,
+        &config.storage.blobs(),
         GcOptions {
             dry_run: args.dry_run,
             grace: Duration::from_secs(args.grace),

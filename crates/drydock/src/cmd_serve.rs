@@ -40,6 +40,7 @@ pub fn registry_options(config: &Config) -> Options {
     let mut opts = Options::new(&config.data);
     opts.upload_expiry = Duration::from_secs(config.upload_expiry_secs);
     opts.min_free_bytes = config.min_free_bytes;
+    opts.blobs = config.storage.blobs();
     opts
 }
 

@@ -42,8 +42,69 @@ pub struct Config {
     /// mirrors) may reach (`[outbound]` table: `allow`, a list of CIDRs).
     /// Env (comma-separated): `DRYDOCK_OUTBOUND_ALLOW`.
     pub outbound: egress::OutboundConfig,
+    /// Where blobs live (`[storage]` table): the data directory, or
+    /// `[storage.s3]`.
+    pub storage: StorageSection,
     /// Continuous patching of Debian images (`[patch]` table).
     pub patch: patch::PatchConfig,
+}
+
+/// `[storage]`: blobs in the data directory unless `s3` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    pub s3: Option<S3Section>,
+}
+
+/// `[storage.s3]`: an S3-compatible bucket. Access key and secret left
+/// unset come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Section {
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: Option<String>,
+    pub path_style: bool,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub prefix: String,
+    /// Answer blob downloads with a 307 to a presigned URL.
+    pub redirect: bool,
+    /// Multipart part size in MiB (at least 5; default 8).
+    pub part_size_mib: Option<usize>,
+}
+
+impl std::fmt::Debug for S3Section {
+    // Configs are printed in diagnostics; the secret never is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.blob_config(), f)
+    }
+}
+
+impl S3Section {
+    fn blob_config(&self) -> registry::S3Config {
+        registry::S3Config {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            region: self.region.clone(),
+            path_style: self.path_style,
+            access_key: self.access_key.clone(),
+            secret_key: self.secret_key.clone(),
+            prefix: self.prefix.clone(),
+            redirect: self.redirect,
+            part_size: self.part_size_mib.unwrap_or(0) << 20,
+        }
+    }
+}
+
+impl StorageSection {
+    /// The registry's blob storage.
+    pub fn blobs(&self) -> registry::BlobStorage {
+        match &self.s3 {
+            Some(s3) => registry::BlobStorage::S3(s3.blob_config()),
+            None => registry::BlobStorage::Filesystem,
+        }
+    }
 }
 
 /// `[server]`: how `serve` treats connections.
@@ -414,6 +475,7 @@ impl Default for Config {
             server: ServerSection::default(),
             auth: crate::access::AuthSection::default(),
             outbound: egress::OutboundConfig::default(),
+            storage: StorageSection::default(),
             patch: patch::PatchConfig::default(),
         }
     }
@@ -850,5 +912,27 @@ max_packages = 1
             toml::from_str::<Config>("[[assess.sbom_rules]]\nrepository = \"x\"\nenable = true")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn storage_s3_section_maps_to_the_driver_and_hides_the_secret() {
+        let c: Config = toml::from_str(
+            "[storage.s3]\nendpoint = \"http://127.0.0.1:8333\"\nbucket = \"reg\"\n\
+             path_style = true\nsecret_key = \"hunter2\"\nredirect = true\npart_size_mib = 16\n",
+        )
+        .unwrap();
+        let registry::BlobStorage::S3(s3) = c.storage.blobs() else {
+            panic!("not S3")
+        };
+        assert_eq!(s3.bucket, "reg");
+        assert!(s3.path_style && s3.redirect);
+        assert_eq!(s3.part_size, 16 << 20);
+        assert_eq!(s3.secret_key.as_deref(), Some("hunter2"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(matches!(
+            Config::default().storage.blobs(),
+            registry::BlobStorage::Filesystem
+        ));
     }
 }
