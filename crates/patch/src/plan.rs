@@ -416,13 +416,16 @@ fn resolve(
     Ok(chosen.into_values().collect())
 }
 
+/// The version of a package once the plan so far is applied.
+type VersionOf<'a> = dyn Fn(&str, &BTreeMap<String, Upgrade>) -> Option<String> + 'a;
+
 fn satisfied(
     d: &Dep,
     chosen: &BTreeMap<String, Upgrade>,
     installed: &Installed,
     accepted: &BTreeMap<String, Upgrade>,
     index: &Index,
-    version_of: &dyn Fn(&str, &BTreeMap<String, Upgrade>) -> Option<String>,
+    version_of: &VersionOf<'_>,
 ) -> bool {
     if let Some(v) = version_of(&d.name, chosen) {
         return d.satisfied_by(&v);
@@ -456,7 +459,7 @@ fn pick_for<'a>(
         .filter(|c| arch_ok(&c.stanza, arch) && d.satisfied_by(c.version()));
     match opts.target {
         Target::Lowest => ok.next(),
-        Target::Newest => ok.last(),
+        Target::Newest => ok.next_back(),
     }
 }
 

@@ -46,7 +46,8 @@ pub fn archive() -> Option<tempfile::TempDir> {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/make-archive.sh"))
+        // Both the patch crate and the binary's tests use this module.
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../patch/tests/make-archive.sh"))
         .arg(&debs)
         .arg(dir.path().join("archive"))
         .output()
