@@ -551,6 +551,7 @@ fn installed(program: &str, arg: &str) -> bool {
 
 #[test]
 fn docker_logs_in_pushes_pulls_and_is_refused_elsewhere() {
+    transport::require_test_images!(dir);
     if !daemon_available() {
         return;
     }
@@ -691,6 +692,7 @@ fn containerd_socket() -> Option<&'static str> {
 
 #[test]
 fn containerd_pulls_and_pushes_with_credentials() {
+    transport::require_test_images!(dir);
     if !daemon_available() {
         return;
     }
@@ -777,6 +779,7 @@ fn containerd_pulls_and_pushes_with_credentials() {
 
 #[test]
 fn podman_logs_in_pushes_and_pulls_its_namespace_only() {
+    transport::require_test_images!(dir);
     if !present_or_skip(installed("podman", "--version"), "podman", "CI") {
         return;
     }
@@ -886,6 +889,7 @@ fn podman_logs_in_pushes_and_pulls_its_namespace_only() {
 
 #[test]
 fn skopeo_copies_with_credentials() {
+    transport::require_test_images!(dir);
     if !present_or_skip(installed("skopeo", "--version"), "skopeo", "CI") {
         return;
     }
@@ -994,6 +998,7 @@ assert puller.get_tags(f"{host}/ci/app") == ["notes"], puller.get_tags(f"{host}/
 
 #[test]
 fn oras_robot_pushes_and_pulls_an_artifact() {
+    transport::require_test_images!(dir);
     let has_oras = Command::new("python3")
         .args(["-c", "import oras.client"])
         .output()
@@ -1040,6 +1045,7 @@ fn oras_robot_pushes_and_pulls_an_artifact() {
 /// `--creds`; the import client itself logs in to the target.
 #[test]
 fn import_from_a_drydock_with_access_control() {
+    transport::require_test_images!(dir);
     if !present_or_skip(installed("skopeo", "--version"), "skopeo", "CI") {
         return;
     }

@@ -17,6 +17,7 @@ fn layout_digest(tag: &str) -> String {
 
 #[test]
 fn imported_image_is_stored_and_assessed() {
+    transport::require_test_images!(dir);
     let data = tempfile::tempdir().unwrap();
     let d = data.path();
     import(d, &[vulndata("osv/PyPI/all.zip")]);
@@ -128,6 +129,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_local_layout_is_pushed_from_the_client_and_pulls_back_identical() {
+    transport::require_test_images!(dir);
     // The server's data directory and the client's working tree are
     // different places; the server has no import directories, so it could
     // not read the layout even if asked to.
@@ -259,6 +261,7 @@ fn the_password_is_taken_from_the_environment_and_never_shown() {
 
 #[test]
 fn with_access_control_the_credentials_open_both_the_push_and_the_api() {
+    transport::require_test_images!(dir);
     let password = "admin-password-for-tests-1";
     let server_data = tempfile::tempdir().unwrap();
     let server = Server::start_with_env(

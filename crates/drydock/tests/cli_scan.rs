@@ -178,6 +178,7 @@ fn staged_cargo_lock() -> PkgSet {
 
 #[test]
 fn bookworm_base_without_database_lists_the_dpkg_packages() {
+    transport::require_test_images!(dir);
     let data = tempfile::tempdir().unwrap();
     let target = oci_target("bookworm-base");
     let out = run(data.path(), &["scan", &target, "--format", "json"]);
@@ -225,6 +226,7 @@ fn bookworm_base_without_database_lists_the_dpkg_packages() {
 
 #[test]
 fn python_app_packages_and_findings_match_the_records() {
+    transport::require_test_images!(dir);
     let db = full_db();
     let r = scan_json(db, &oci_target("python-app"), &[]);
     assert!(r["database"]["version"].is_string(), "{:#}", r["database"]);
@@ -368,6 +370,7 @@ fn python_app_packages_and_findings_match_the_records() {
 
 #[test]
 fn node_and_rust_apps_list_their_packages() {
+    transport::require_test_images!(dir);
     let data = tempfile::tempdir().unwrap();
     let r = scan_json(data.path(), &oci_target("node-app"), &[]);
     let pkgs = package_set(&r, None);
@@ -382,6 +385,7 @@ fn node_and_rust_apps_list_their_packages() {
 
 #[test]
 fn multiarch_index_is_scanned_per_platform() {
+    transport::require_test_images!(dir);
     let data = tempfile::tempdir().unwrap();
     let target = oci_target("multiarch");
     let r = scan_json(data.path(), &target, &[]);
@@ -408,6 +412,7 @@ fn multiarch_index_is_scanned_per_platform() {
 
 #[test]
 fn platform_without_variant_picks_the_default_variant() {
+    transport::require_test_images!(dir);
     // arm64 means arm64/v8, as container runtimes match platforms.
     let data = tempfile::tempdir().unwrap();
     let target = oci_target("multiarch");
@@ -420,6 +425,7 @@ fn platform_without_variant_picks_the_default_variant() {
 
 #[test]
 fn sbom_and_sarif_formats() {
+    transport::require_test_images!(dir);
     let db = full_db();
     let target = oci_target("python-app");
     let r = scan_json(db, &target, &[]);
@@ -516,6 +522,7 @@ fn sbom_and_sarif_formats() {
 
 #[test]
 fn severity_gate_exit_codes() {
+    transport::require_test_images!(dir);
     let target = oci_target("python-app");
     let code = |db: &Path, sev: &str| {
         let out = run(
@@ -579,6 +586,7 @@ fn severity_gate_exit_codes() {
 
 #[test]
 fn docker_archive_gives_the_same_packages() {
+    transport::require_test_images!(dir);
     if !present_or_skip(tool_present("skopeo"), "skopeo", "CI") {
         return;
     }
@@ -621,6 +629,7 @@ fn docker_archive_gives_the_same_packages() {
 
 #[test]
 fn bad_targets_fail_with_a_precise_message() {
+    transport::require_test_images!(dir);
     let data = tempfile::tempdir().unwrap();
     let missing = data.path().join("no-such-layout");
     let layout = oci_dir();
@@ -659,6 +668,7 @@ fn bad_targets_fail_with_a_precise_message() {
 
 #[test]
 fn registry_target_matches_the_oci_scan() {
+    transport::require_test_images!(dir);
     if !present_or_skip(tool_present("skopeo"), "skopeo", "CI") {
         return;
     }
@@ -720,6 +730,7 @@ fn registry_target_matches_the_oci_scan() {
 /// finding carries the source version instead.
 #[test]
 fn findings_name_the_installed_binary_version() {
+    transport::require_test_images!(dir);
     let db = full_db();
     let target = oci_target("bookworm-base");
     let r = scan_json(db, &target, &[]);

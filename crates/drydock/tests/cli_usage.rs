@@ -69,6 +69,7 @@ fn wait_total(data: &std::path::Path, want: u64, timeout: Duration) -> Value {
 
 #[test]
 fn an_assessed_image_is_counted_once_per_digest() {
+    transport::require_test_images!(dir);
     let data = tempfile::tempdir().unwrap();
     let d = data.path();
     // With a database the assessor catalogs and matches the image.

@@ -26,6 +26,7 @@ fn daemon_available() -> bool {
 
 #[test]
 fn docker_pushes_and_pulls() {
+    transport::require_test_images!(dir);
     if !daemon_available() {
         return;
     }
@@ -96,6 +97,7 @@ fn ctr(socket: &str, args: &[&str]) -> String {
 /// index digest arrives.
 #[test]
 fn containerd_pulls_and_pushes_an_index() {
+    transport::require_test_images!(dir);
     if !daemon_available() {
         return;
     }

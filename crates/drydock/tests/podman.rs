@@ -12,6 +12,7 @@ fn podman(args: &[&str]) -> String {
 
 #[test]
 fn podman_pulls_and_pushes() {
+    transport::require_test_images!(dir);
     let installed = Command::new("podman").arg("--version").output().is_ok();
     if !present_or_skip(installed, "podman", "CI") {
         return;

@@ -24,6 +24,7 @@ bypass = ["robot:scanner"]
 
 #[test]
 fn skopeo_cannot_copy_an_unhealthy_image_out_of_a_gated_repository() {
+    transport::require_test_images!(dir);
     if !present_or_skip(tool_present("skopeo"), "skopeo", "CI") {
         return;
     }

@@ -13,6 +13,7 @@ const README: &str = include_str!("../../../README.md");
 
 #[test]
 fn the_readme_first_session_works_as_written() {
+    transport::require_test_images!(dir);
     // The commands this test runs are the README's.
     for line in [
         "cargo run --release -- serve",

@@ -101,6 +101,7 @@ fn openvex(id: &str, product: &str, vulns: &[String]) -> Value {
 
 #[test]
 fn sbom_referrer_and_vex_with_real_clients() {
+    transport::require_test_images!(dir);
     let has_oras = Command::new("python3")
         .args(["-c", "import oras.client"])
         .output()

@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Repository root.
@@ -134,68 +133,11 @@ pub fn fixed_events(affected: &Value) -> Vec<String> {
     out
 }
 
-const TAGS: [&str; 5] = [
-    "bookworm-base",
-    "python-app",
-    "node-app",
-    "rust-app",
-    "multiarch",
-];
-
-static IMAGES: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// The test images directory (holds `oci/`, `rootfs/`, `stage/`), built
-/// with `scripts/test-images.sh` when a tag is missing.
+/// The test images directory (holds `oci/`, `rootfs/`, `stage/`), for a
+/// test that has passed `transport::require_test_images!(dir)` (which
+/// skips, or under CI fails, when they cannot be built here).
 pub fn test_images() -> PathBuf {
-    let mut guard = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = guard.as_ref() {
-        return p.clone();
-    }
-    let dir = match std::env::var_os("DRYDOCK_TEST_IMAGES") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(ROOT).join("target/test-images"),
-    };
-    let missing: Vec<&str> = {
-        let tags = layout_tags(&dir.join("oci"));
-        TAGS.iter()
-            .copied()
-            .filter(|t| !tags.contains(*t))
-            .collect()
-    };
-    if !missing.is_empty() {
-        let status = Command::new("bash")
-            .arg(Path::new(ROOT).join("scripts/test-images.sh"))
-            .args(&missing)
-            .env("DRYDOCK_TEST_IMAGES", &dir)
-            .status()
-            .expect("run scripts/test-images.sh");
-        assert!(
-            status.success(),
-            "scripts/test-images.sh failed ({status}): building the test images needs \
-             debootstrap, umoci, skopeo, python3 with pip, npm and cargo (as root it \
-             installs the Debian packages itself; .ci/run installs them all)"
-        );
-        let tags = layout_tags(&dir.join("oci"));
-        for t in TAGS {
-            assert!(tags.contains(t), "test image {t} missing after the build");
-        }
-    }
-    *guard = Some(dir.clone());
-    dir
-}
-
-fn layout_tags(oci: &Path) -> BTreeSet<String> {
-    let Ok(text) = std::fs::read_to_string(oci.join("index.json")) else {
-        return BTreeSet::new();
-    };
-    let index: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    index["manifests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
-        .map(str::to_string)
-        .collect()
+    transport::testing::test_images_dir().expect("require_test_images!() first")
 }
 
 /// The OCI layout of the test images.
