@@ -137,6 +137,28 @@ fn crates_keep_to_their_layers() {
         &["assess", "catalog", "vulndb", "web", "import", "edge"],
         &mut failures,
     );
+    // Patching reaches the archive through egress' client policy and
+    // images through ports the binary adapts: it serves nothing, keeps no
+    // SQL store and does not reach into the registry or the assessor.
+    never(
+        &deps,
+        "patch neither serves nor stores",
+        &["patch"],
+        &[
+            "axum",
+            "tower",
+            "tower-http",
+            "hyper",
+            "hyper-util",
+            "http",
+            "rusqlite",
+            "storage",
+            "registry",
+            "assess",
+            "web",
+        ],
+        &mut failures,
+    );
     // The models are pure.
     never(
         &deps,
