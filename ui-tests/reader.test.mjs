@@ -44,7 +44,7 @@ test("a reader sees no admin pages, and the admin API answers 403", async t => {
 
   // What they may pull shows; when an image was pushed, it is listed.
   await nav.getByRole("link", { name: "Images", exact: true }).click();
-  await page.getByRole("heading", { name: "All images" }).waitFor();
+  await page.getByRole("heading", { name: "Images", exact: true }).waitFor();
   if (IMAGE_REPO) {
     await page.locator("#view table").getByRole("cell", { name: IMAGE_REPO, exact: true }).first().waitFor();
   }

@@ -5,6 +5,11 @@
 //! axe-core for accessibility) against it. Afterwards no password or
 //! robot secret may appear in the server's log.
 //!
+//! The registry's pages are tried too (ui-tests/registry.test.mjs): an
+//! image waiting for a vulnerability database until one is imported,
+//! filters, an exemption, a webhook's delivery, every page at 390 px and
+//! under axe, with a screenshot of each in target/ui-screenshots/.
+//!
 //! Without node, Chromium or `ui-tests/node_modules` (`npm ci --prefix
 //! ui-tests`) the test says why and skips; with `CI` set it fails instead.
 
@@ -135,6 +140,18 @@ fn dashboard_access_control_in_a_browser() {
                 .expect("run skopeo");
             assert!(st.success(), "skopeo copy into team-a/app:v1: {st}");
             image = "team-a/app";
+            // A Python image too: its findings come from another source.
+            if built_test_image("python-app").is_some() {
+                let st = Command::new("skopeo")
+                    .args(["copy", "-q", "--all", "--dest-tls-verify=false"])
+                    .args(["--dest-creds", &creds])
+                    .arg(format!("oci:{}:python-app", layout.display()))
+                    .arg(format!("docker://{}/team-a/py:1", server.addr()))
+                    .stdin(Stdio::null())
+                    .status()
+                    .expect("run skopeo");
+                assert!(st.success(), "skopeo copy into team-a/py:1: {st}");
+            }
         }
         _ => eprintln!("test images or skopeo not available: the reader's image list stays empty"),
     }
@@ -151,6 +168,27 @@ fn dashboard_access_control_in_a_browser() {
         .env("DRYDOCK_UI_READER_USER", "reader")
         .env("DRYDOCK_UI_READER_PASSWORD", &reader_password)
         .env("DRYDOCK_UI_IMAGE", image)
+        // The registry tests load a vulnerability database while the page
+        // is open (`drydock db import`), push with skopeo, and save
+        // screenshots of every page.
+        .env("DRYDOCK_UI_BIN", env!("CARGO_BIN_EXE_drydock"))
+        .env("DRYDOCK_UI_DATA", &data)
+        .env(
+            "DRYDOCK_UI_VULNDATA",
+            format!(
+                "{},{}",
+                vulndata("osv/Debian/all.zip").display(),
+                vulndata("osv/PyPI/all.zip").display()
+            ),
+        )
+        .env(
+            "DRYDOCK_UI_LAYOUT",
+            built_test_image("bookworm-base").unwrap_or_default(),
+        )
+        .env(
+            "DRYDOCK_UI_SCREENSHOTS",
+            Path::new(ROOT).join("target/ui-screenshots"),
+        )
         .env("DRYDOCK_UI_CHROMIUM", chromium())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout).unwrap())

@@ -82,8 +82,10 @@ function counts(s) {
   return SEVERITIES.filter(k => s[k]).map(k => `${sev(k)} ${s[k]}`).join(" ") || `<span class="muted">none</span>`;
 }
 
+// RFC 3339 text, or milliseconds since the epoch (webhooks, deliveries).
 function when(t) {
-  return t ? esc(t.replace("T", " ").replace(/\.\d+/, "")) : "";
+  if (typeof t === "number") t = new Date(t).toISOString();
+  return t ? esc(String(t).replace("T", " ").replace(/\.\d+/, "")) : "";
 }
 
 const view = () => document.getElementById("view");
@@ -486,5 +488,6 @@ async function boot() {
   route();
 }
 
-window.addEventListener("hashchange", route);
+// A navigation (never a live refresh: the event is not the `live` flag).
+window.addEventListener("hashchange", () => route());
 boot();

@@ -330,7 +330,12 @@ function diffSection(diffs, findings) {
     if (!d) return;
     const list = (keys, what) => (keys || []).map(k => `<li>${what} ${humanKey(k, bySev)}</li>`).join("");
     const items = list(d.new, `<span class="pill new">new</span>`) + list(d.resolved, `<span class="pill resolved">resolved</span>`);
-    rows.push(`<h3>${label}</h3>${items ? `<ul class="changes">${items}</ul>` : `<p class="muted">No change.</p>`}`);
+    const n = (d.new || []).length, r = (d.resolved || []).length;
+    // A long list (the first match after a database arrived) stays folded.
+    const body = !items ? `<p class="muted">No change.</p>`
+      : n + r > 10 ? `<details><summary>${n} new, ${r} resolved</summary><ul class="changes">${items}</ul></details>`
+      : `<ul class="changes">${items}</ul>`;
+    rows.push(`<h3>${label}</h3>${body}`);
   };
   if (diffs.previous_assessment) add(`Since the assessment of ${when(diffs.previous_assessment.since)}`, diffs.previous_assessment);
   for (const d of diffs.previous_tag_digest || []) add(`Since ${esc(d.repository || "")}:${esc(d.tag || "")} was ${short(d.since)}`, d);
@@ -365,9 +370,19 @@ async function image(digest, params) {
   const enc = encodeURIComponent(digest);
   const img = await get(`/images/${enc}`);
   const st = imageState(img);
-  const single = img.kind === "image";
+  const single = img.kind !== "index";
   const fq = { severity: params.severity, status: params.status, fixable: params.fixable, exempt: params.exempt, q: params.q, cursor: params.cursor, limit: 100 };
-  const findings = single && img.health ? await get(`/images/${enc}/findings${qs(fq)}`) : null;
+  let findings = null;
+  let findingsError = "";
+  if (single && img.health) {
+    // The findings read failing leaves the rest of the page standing.
+    try {
+      findings = await get(`/images/${enc}/findings${qs(fq)}`);
+    } catch (e) {
+      if (e instanceof Stale || e.status === 401) throw e;
+      findingsError = e.message;
+    }
+  }
   const title = (img.tags || [])[0] || short(img.digest);
   setTitle(`${title} · Image`);
   const rem = img.remediation;
@@ -394,6 +409,7 @@ async function image(digest, params) {
       ${upgradePlan(rem.upgrade_plan, sourceOf([...(img.findings || []), ...(findings ? findings.findings : [])]))}
       <p class="muted">${rem.findings_cleared} findings cleared by the plan; ${rem.findings_without_fix} have no fix yet.</p></section>` : ""}
     ${diffSection(img.diffs, findings ? findings.findings : img.findings)}
+    ${findingsError ? `<section aria-labelledby="find-h"><h2 id="find-h">Vulnerabilities</h2><p class="warn">The findings could not be read: ${esc(findingsError)}</p></section>` : ""}
     ${findings ? `<section aria-labelledby="find-h"><h2 id="find-h">Vulnerabilities</h2>
       <div class="filters" role="search">${search("find-q", "q", "Search", params.q)}
         ${checks("severity", "Severity", [["critical", "critical"], ["high", "high"], ["medium", "medium"], ["low", "low"], ["unknown", "unknown"]], params.severity)}

@@ -1,0 +1,280 @@
+// The registry's pages with real images: an image waits for a
+// vulnerability database until one is imported (and its findings appear
+// without a reload), findings filters keep focus, an exemption made in the
+// page changes the image's health, a webhook's delivery shows in its log,
+// the overview links to a vulnerability page, and every page passes axe,
+// fits a 390 px phone without sideways scrolling and is saved as a
+// screenshot (target/ui-screenshots/).
+//
+// Needs (from crates/drydock/tests/dashboard_browser.rs): DRYDOCK_UI_BIN,
+// DRYDOCK_UI_DATA, DRYDOCK_UI_VULNDATA (comma-separated zips),
+// DRYDOCK_UI_LAYOUT (the test images' OCI layout), DRYDOCK_UI_SCREENSHOTS.
+// Webhook before exemption: the delivery needs an unhealthy image.
+// These tests run in file order: the first one imports the database.
+
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { createServer } from "node:http";
+import { join } from "node:path";
+import { test } from "node:test";
+import { ADMIN, IMAGE_REPO, assertAccessible, csrfToken, eventually, openBrowser, pageFetch, signIn, visit } from "./lib.mjs";
+
+const BIN = process.env.DRYDOCK_UI_BIN || "";
+const DATA = process.env.DRYDOCK_UI_DATA || "";
+const VULNDATA = (process.env.DRYDOCK_UI_VULNDATA || "").split(",").filter(Boolean);
+const LAYOUT = process.env.DRYDOCK_UI_LAYOUT || "";
+const SHOTS = process.env.DRYDOCK_UI_SCREENSHOTS || "";
+const ready = Boolean(BIN && DATA && VULNDATA.length && LAYOUT && IMAGE_REPO);
+
+async function shot(page, name) {
+  if (!SHOTS) return;
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+async function api(page, path) {
+  const r = await pageFetch(page, path, { headers: { Accept: "application/json" } });
+  assert.equal(r.status, 200, `GET ${path}: ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+/** The tagged image in `repo` (its browse entry). */
+async function imageIn(page, repo) {
+  const list = await api(page, `/api/v1/browse/images?repository=${encodeURIComponent(repo)}`);
+  assert.equal(list.items.length, 1, `one image in ${repo}`);
+  return list.items[0];
+}
+
+async function go(page, hash) {
+  await page.evaluate(h => { location.hash = h; }, hash);
+  await page.waitForFunction(() => document.getElementById("main").getAttribute("aria-busy") !== "true"
+    && !document.getElementById("view").textContent.includes("Loading…"));
+}
+
+async function signedIn(t) {
+  const b = await openBrowser(t);
+  await visit(b.page, "/ui/");
+  await signIn(b.page, ADMIN);
+  return b;
+}
+
+test("an image waits for a vulnerability database, then its findings appear without a reload", { skip: !ready && "no registry set up" }, async t => {
+  const { page, errors } = await signedIn(t);
+  let entry;
+  await eventually(async () => {
+    entry = await imageIn(page, IMAGE_REPO);
+    return entry.state === "waiting_for_database";
+  }, "the pushed image to be assessed without a database", 60_000);
+  await go(page, `#/image/${encodeURIComponent(entry.digest)}`);
+  const verdict = page.locator("#view .verdict");
+  await verdict.getByText("waiting for a vulnerability database").waitFor();
+  assert.doesNotMatch(await verdict.innerText(), /\bhealthy\b/);
+  await shot(page, "image-waiting");
+  // The overview counts it as waiting, not healthy.
+  await go(page, "#/");
+  await page.getByText(/waiting for a vulnerability database/).first().waitFor();
+  await go(page, `#/image/${encodeURIComponent(entry.digest)}`);
+
+  // Load the database beside the running server; the page must follow.
+  await page.evaluate(() => { window.__sameDocument = true; });
+  execFileSync(BIN, ["--data", DATA, "db", "import", ...VULNDATA], {
+    env: { ...process.env, RUST_LOG: "warn", DRYDOCK_VULNDB_UPDATE_HOURS: "0" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  await page.locator("#view table caption").getByText("Findings", { exact: true }).waitFor({ timeout: 90_000 });
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, "no reload happened");
+  assert.match(await verdict.innerText(), /healthy|unhealthy|incomplete/);
+  assert.deepEqual(errors, []);
+});
+
+test("findings filter by severity and text, keeping focus", { skip: !ready && "no registry set up" }, async t => {
+  const { page, errors } = await signedIn(t);
+  const entry = await imageIn(page, IMAGE_REPO);
+  await eventually(async () => (await imageIn(page, IMAGE_REPO)).summary !== null, "the image's findings", 90_000);
+  const enc = encodeURIComponent(entry.digest);
+  await go(page, `#/image/${enc}`);
+  await page.locator("#view table caption").getByText("Findings", { exact: true }).waitFor();
+
+  // Severity: a multi-select; the box keeps focus after the page is redrawn.
+  const box = page.locator("#f-severity-high");
+  await box.focus();
+  await box.check();
+  await page.waitForFunction(() => location.hash.includes("severity=high"));
+  await page.waitForFunction(() => document.getElementById("main").getAttribute("aria-busy") !== "true");
+  assert.equal(await page.evaluate(() => document.activeElement && document.activeElement.id), "f-severity-high");
+  const sevs = await page.locator("#view table tbody tr:not(.detail) .sev").allInnerTexts();
+  assert.ok(sevs.every(s => s === "high"), `only high findings: ${sevs}`);
+  // "High and above".
+  await page.locator("#find-high").selectOption("high+");
+  await page.waitForFunction(() => location.hash.includes("severity=high%2B") || location.hash.includes("severity=high+"));
+  await page.waitForFunction(() => document.getElementById("main").getAttribute("aria-busy") !== "true");
+  const above = await page.locator("#view table tbody tr:not(.detail) .sev").allInnerTexts();
+  assert.ok(above.every(s => s === "high" || s === "critical"), `high and above: ${above}`);
+
+  // Text search: typing waits for a pause, then filters on the server.
+  const findings = await api(page, `/api/v1/images/${enc}/findings?limit=1`);
+  const pkg = findings.findings[0].package;
+  await go(page, `#/image/${enc}`);
+  const q = page.locator("#find-q");
+  await q.focus();
+  await q.pressSequentially(pkg, { delay: 10 });
+  await page.waitForFunction(p => decodeURIComponent(location.hash).includes(`q=${p}`), pkg);
+  await page.waitForFunction(() => document.getElementById("main").getAttribute("aria-busy") !== "true");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "find-q", "focus stays in the search field");
+  const pkgs = await page.locator("#view table tbody tr:not(.detail) td:nth-child(3)").allInnerTexts();
+  assert.ok(pkgs.length > 0 && pkgs.every(p => p.toLowerCase().includes(pkg.toLowerCase())), `search ${pkg}: ${pkgs}`);
+  // The detail view: description, links.
+  await page.locator("#view button[data-detail]").first().click();
+  await page.locator("#view tr.detail:not([hidden])").first().waitFor();
+  // A deep link survives a reload.
+  const url = page.url();
+  await page.reload();
+  await page.locator("#find-q").waitFor();
+  assert.equal(page.url(), url);
+  assert.equal(await page.locator("#find-q").inputValue(), pkg);
+  assert.deepEqual(errors, []);
+});
+
+test("a webhook made in the page shows its delivery in the log", { skip: !ready && "no registry set up" }, async t => {
+  const got = [];
+  const receiver = createServer((req, res) => {
+    let body = "";
+    req.on("data", c => { body += c; });
+    req.on("end", () => { got.push({ event: req.headers["x-drydock-event"], body }); res.end("ok"); });
+  });
+  await new Promise(r => receiver.listen(0, "127.0.0.1", r));
+  t.after(() => receiver.close());
+  const { page, errors } = await signedIn(t);
+  await go(page, "#/webhooks");
+  await page.getByLabel("URL").fill(`http://127.0.0.1:${receiver.address().port}/hook`);
+  await page.getByLabel("Secret (16 characters or more)").fill("a-webhook-secret-of-some-length");
+  await page.getByRole("button", { name: "Add webhook" }).click();
+  await page.getByRole("heading", { name: "Delivery log" }).waitFor();
+  // An unhealthy image assessed again is told about (nothing was told
+  // before: there was no webhook).
+  const bad = await api(page, "/api/v1/browse/images?state=unhealthy");
+  assert.ok(bad.items.length > 0, "an unhealthy image");
+  const token = await csrfToken(page);
+  for (const p of bad.items[0].platforms) {
+    const r = await pageFetch(page, `/api/v1/images/${encodeURIComponent(p.digest)}/rescan`, { method: "POST", headers: { "X-CSRF-Token": token } });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+  }
+  await eventually(() => got.length > 0, "a delivery to the receiver", 90_000);
+  // The log shows it without a reload (live refresh).
+  await page.locator("#view table").filter({ has: page.locator("caption", { hasText: "Deliveries" }) })
+    .getByRole("cell", { name: "delivered" }).first().waitFor({ timeout: 30_000 });
+  await shot(page, "webhooks");
+  assert.deepEqual(errors, []);
+});
+
+test("exempting a finding from the image page changes its health and says who and until when", { skip: !ready && "no registry set up" }, async t => {
+  const { page, errors } = await signedIn(t);
+  // The unhealthy image with the fewest violations.
+  const all = await api(page, "/api/v1/browse/images?state=unhealthy&sort=findings&order=asc");
+  assert.ok(all.items.length > 0, "an unhealthy image");
+  const img = all.items[0];
+  const enc = encodeURIComponent(img.platforms[0].digest);
+  const repo = img.repository;
+  const found = (await api(page, `/api/v1/images/${enc}/findings?limit=1000&exempt=false`)).findings;
+  const violating = found.filter(f => f.violates_policy);
+  assert.ok(violating.length > 0);
+  const last = violating[violating.length - 1];
+  // Every other violation is exempted through the API (by package, then
+  // by vulnerability); the last one through the page.
+  const token = await csrfToken(page);
+  const post = body => pageFetch(page, "/api/v1/exemptions", {
+    method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": token }, body: JSON.stringify(body),
+  });
+  for (const p of new Set(violating.filter(f => f.package !== last.package).map(f => f.package))) {
+    assert.equal((await post({ package: p, repository: repo, reason: "test setup" })).status, 201);
+  }
+  for (const v of new Set(violating.filter(f => f.package === last.package && f.id !== last.id).map(f => f.id))) {
+    assert.equal((await post({ vulnerability: v, package: last.package, repository: repo, reason: "test setup" })).status, 201);
+  }
+  await go(page, `#/image/${enc}?q=${encodeURIComponent(last.id)}`);
+  await page.locator("#view .verdict .state.unhealthy").waitFor();
+  const row = page.locator("#view table tbody tr").filter({ hasText: last.id }).first();
+  await row.getByRole("button", { name: "Exempt…" }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.waitFor();
+  await assertAccessible(page, "the exemption dialog");
+  await dialog.getByLabel("Reason").fill("not reachable in this service");
+  await dialog.getByLabel("Until (optional)").fill("2099-12-31");
+  await dialog.getByRole("button", { name: "Exempt", exact: true }).click();
+  await page.locator("#view .verdict .state.healthy").waitFor();
+  // The exempt pill names the reason, the author and the expiry.
+  await go(page, `#/image/${enc}?q=${encodeURIComponent(last.id)}&exempt=true`);
+  const pill = page.locator("#view .pill.exempt").first();
+  const title = await pill.getAttribute("title");
+  assert.match(title, /not reachable in this service/);
+  assert.match(title, new RegExp(ADMIN.name));
+  assert.match(title, /2099-12-31/);
+  assert.doesNotMatch(title, /[0-9a-f]{8}-[0-9a-f]{4}-/, "no UUID");
+  await shot(page, "image-exempted");
+  // The exemptions page lists it.
+  await go(page, "#/exemptions");
+  await page.getByRole("cell", { name: "not reachable in this service" }).waitFor();
+  assert.deepEqual(errors, []);
+});
+
+test("the overview links to a vulnerability page", { skip: !ready && "no registry set up" }, async t => {
+  const { page, errors } = await signedIn(t);
+  await go(page, "#/");
+  const table = page.locator("#view table").filter({ has: page.locator("caption", { hasText: "Most widespread vulnerabilities" }) });
+  const link = table.getByRole("link").first();
+  await link.waitFor();
+  const id = await link.innerText();
+  await link.click();
+  await page.getByRole("heading", { name: new RegExp(`^${id.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`) }).waitFor();
+  assert.match(await page.title(), new RegExp(id));
+  const affected = page.locator("#view table").filter({ has: page.locator("caption", { hasText: "Affected repositories and tags" }) });
+  const repos = await affected.locator("tbody tr td:first-child").allInnerTexts();
+  assert.ok(repos.length > 0);
+  assert.equal(new Set(repos).size, repos.length, "each repository once");
+  assert.deepEqual(errors, []);
+});
+
+test("every page: a title, no serious axe violation, no sideways scroll at 390 px, a screenshot", { skip: !ready && "no registry set up" }, async t => {
+  const { page, errors } = await signedIn(t);
+  const img = await imageIn(page, IMAGE_REPO);
+  const vulns = await api(page, "/api/v1/vulnerabilities?limit=1");
+  const pages = [
+    ["overview", "#/", /Overview/],
+    ["repositories", "#/repositories", /Repositories/],
+    ["repository", `#/repository/${encodeURIComponent(IMAGE_REPO)}`, new RegExp(IMAGE_REPO)],
+    ["images", "#/images", /Images/],
+    ["untagged", "#/images?untagged=true", /Images/],
+    ["image", `#/image/${encodeURIComponent(img.digest)}`, /Image/],
+    ["vulnerabilities", "#/vulnerabilities?severity=high%2B", /Vulnerabilities/],
+    ["vulnerability", `#/vulnerability/${encodeURIComponent(vulns.items[0].id)}`, new RegExp(vulns.items[0].id)],
+    ["queue", "#/queue", /Scan queue/],
+    ["exemptions", "#/exemptions", /Exemptions/],
+    ["webhooks", "#/webhooks", /Webhooks/],
+    ["usage", "#/usage", /Usage/],
+    ["settings", "#/settings", /Settings/],
+  ];
+  for (const width of [1280, 390]) {
+    await page.setViewportSize({ width, height: width === 390 ? 844 : 900 });
+    for (const [name, hash, title] of pages) {
+      await go(page, hash);
+      assert.match(await page.title(), title, `title of ${name}`);
+      const shown = await page.locator("#view .error[role=alert], #view .warn").allInnerTexts();
+      assert.ok(!shown.some(t => /could not|error|not found|failed/i.test(t)), `${name} shows an error: ${shown}`);
+      if (width === 390) {
+        const sideways = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+        assert.ok(sideways <= 0, `${name} scrolls sideways by ${sideways}px at 390 px`);
+      } else {
+        await assertAccessible(page, name);
+      }
+      await shot(page, `${name}-${width}`);
+    }
+  }
+  // The skip link goes to the content.
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), "Skip to content");
+  // Compressed answers, and no page reads more than 1 MB.
+  const sizes = await page.evaluate(() => performance.getEntriesByType("resource").map(e => [e.name, e.transferSize, e.decodedBodySize]));
+  for (const [name, , decoded] of sizes) assert.ok(decoded < 1_000_000, `${name}: ${decoded} bytes`);
+  assert.deepEqual(errors, []);
+});
