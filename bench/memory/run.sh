@@ -61,11 +61,11 @@ echo "status: $status; push→$status $(echo "$end - $start" | bc) s"
 curl -fsS "$api" | python3 -c '
 import json,sys
 v=json.load(sys.stdin)
-print("complete:", v.get("complete"), "| incomplete:", v.get("incomplete"))
+print("complete:", v.get("complete"), "| incomplete_reasons:", v.get("incomplete_reasons"))
 print("summary:", v.get("summary"))
 print("health:", (v.get("health") or {}).get("status"))'
 echo "peak RSS (VmHWM): $((hwm / 1024)) MB; idle before push $((rss_idle / 1024)) MB; 2 s after $((rss_after / 1024)) MB"
-echo "assess.db growth: $(( (db_after - db_before) / 1024 / 1024 )) MB"
+echo "assess.db growth: $(( (db_after - db_before) / 1024 )) KiB"
 echo "GET /api/v1/images/{digest}: $(measure "$api")"
 if curl -fsS -o /dev/null "$api/findings?limit=100" 2>/dev/null; then
   echo "GET .../findings?limit=100: $(measure "$api/findings?limit=100")"

@@ -240,6 +240,8 @@ impl Service {
         self.inner
             .store
             .set_status(&job.digest, status::MATCHING, None, to_ms(self.now()))?;
+        // Shared, not copied: matching and the SBOM read the same packages.
+        let inventory = std::sync::Arc::new(inventory);
         let sbom_inventory = inventory.clone();
         let db = self.inner.vulns.current();
         let (db_version, findings) = match db {
