@@ -304,6 +304,26 @@ fn select_findings<'j, 'a>(
     out
 }
 
+/// Whether two recorded platforms (`os/arch[/variant]`) name the same
+/// OS, architecture and variant once normalized (`linux/arm64` is
+/// `linux/arm64/v8`, as runtimes match them).
+fn same_platform(a: &str, b: &str) -> bool {
+    let Ok(spec) = oci::PlatformSpec::parse(a) else {
+        return a == b;
+    };
+    let mut parts = b.split('/');
+    let (Some(os), Some(architecture)) = (parts.next(), parts.next()) else {
+        return a == b;
+    };
+    spec.matches(&oci::Platform {
+        os: os.into(),
+        architecture: architecture.into(),
+        variant: parts.next().map(String::from),
+        os_version: None,
+        os_features: None,
+    })
+}
+
 fn t(ms: i64) -> String {
     rfc3339(from_ms(ms))
 }
@@ -537,17 +557,7 @@ impl Service {
             .store()
             .previous_tag_digests(row.parent.as_deref().unwrap_or(digest))?
         {
-            // For an index, compare the same platform's image.
-            let prev_digest = if let Some(p) = &row.platform {
-                self.store()
-                    .children(&prev)?
-                    .into_iter()
-                    .find(|c| c.platform.as_deref() == Some(p.as_str()))
-                    .map(|c| c.digest)
-            } else {
-                Some(prev.clone())
-            };
-            let Some(prev_digest) = prev_digest else {
+            let Some(prev_digest) = self.previous_same_platform(&prev, &row)? else {
                 continue;
             };
             if let Some(pres) = self.store().result(&prev_digest)? {
@@ -686,6 +696,28 @@ impl Service {
         }))
     }
 
+    /// The image of `prev` (a digest the tag pointed at before) to compare
+    /// `row` with: when `prev` is an index, its image of `row`'s platform;
+    /// when it is an image, itself unless its platform is known to differ
+    /// (a tag moved to another architecture has no "previous" to compare).
+    fn previous_same_platform(&self, prev: &str, row: &ImageRow) -> Result<Option<String>> {
+        let children = self.store().children(prev)?;
+        if !children.is_empty() {
+            let Some(p) = row.platform.as_deref() else {
+                return Ok(None);
+            };
+            return Ok(children
+                .into_iter()
+                .find(|c| c.platform.as_deref().is_some_and(|cp| same_platform(p, cp)))
+                .map(|c| c.digest));
+        }
+        let prev_platform = self.store().image(prev)?.and_then(|r| r.platform);
+        Ok(match (row.platform.as_deref(), prev_platform.as_deref()) {
+            (Some(a), Some(b)) if !same_platform(a, b) => None,
+            _ => Some(prev.to_string()),
+        })
+    }
+
     /// Base layers of an image, the registry image they come from, and the
     /// images sharing those base layers (alternatives).
     fn base_context(
@@ -697,6 +729,13 @@ impl Service {
             .all_images()?
             .into_iter()
             .filter(|i| i.kind == "image" && i.status == status::DONE && i.digest != row.digest)
+            // Advice to start from an image of another platform is no
+            // advice: only the same OS, architecture and variant count (an
+            // unknown platform only matches another unknown one).
+            .filter(|i| match (row.platform.as_deref(), i.platform.as_deref()) {
+                (Some(a), Some(b)) => same_platform(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            })
             .collect();
         // The longest proper layer prefix that is another image's full layer list.
         let base = all
