@@ -130,8 +130,8 @@ pub fn upgrade_plan(judged: &[Judged<'_>]) -> (Vec<Upgrade>, usize, usize) {
 }
 
 /// Base-image advice: when more than half of the counted findings are in OS
-/// packages that the base layers installed, rebuilding on a newer base is
-/// the cheapest fix. `base_layers` are the layers this image shares with
+/// packages that the base layers installed, and at least one of those has
+/// a fix, rebuilding on a newer base is the cheapest fix. `base_layers` are the layers this image shares with
 /// its base (a registry image whose layers are a prefix of this one's, or
 /// else the first layer).
 pub fn base_image_advice(
@@ -161,6 +161,7 @@ pub fn base_image_advice(
     }
     let mut total = 0;
     let mut in_base = 0;
+    let mut in_base_fixable = 0;
     for j in judged {
         let f = j.finding;
         if j.exempted_by.is_some() || j.cleared_by_vex() || f.informational.is_some() {
@@ -173,9 +174,14 @@ pub fn base_image_advice(
                 .is_some_and(|l| base.contains(l))
         {
             in_base += 1;
+            if fixable(f) {
+                in_base_fixable += 1;
+            }
         }
     }
-    if total == 0 || in_base * 2 <= total {
+    // A newer base can only help when it carries a fix: with none of the
+    // base's findings fixed yet, rebuilding changes nothing.
+    if total == 0 || in_base * 2 <= total || in_base_fixable == 0 {
         return None;
     }
     let advice = match &base_image {
