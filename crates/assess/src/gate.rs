@@ -99,6 +99,10 @@ pub enum GateVerdict {
         violations: usize,
     },
     Incomplete,
+    /// Assessed while no vulnerability database was installed (of an
+    /// index: some platform image was): nothing was matched, so there is no
+    /// verdict until a database arrives. Gated like `NotAssessed`.
+    WaitingForDatabase,
     /// No verdict yet: `queued`, `cataloging`, `matching`, `failed`, or
     /// unknown to the assessor (`None`).
     NotAssessed {
@@ -188,10 +192,28 @@ impl VerdictGate {
                 },
                 _ => GateVerdict::Incomplete,
             },
+            None if self.waits_for_database(&row)? => GateVerdict::WaitingForDatabase,
             None => GateVerdict::NotAssessed {
                 status: Some(row.status),
             },
         })
+    }
+
+    /// Whether `row` (or, for an index, one of its platform images) has a
+    /// result matched against no database.
+    fn waits_for_database(&self, row: &crate::store::ImageRow) -> anyhow::Result<bool> {
+        let store = self.service.store();
+        if row.kind == "index" {
+            for c in store.children(&row.digest)? {
+                if self.waits_for_database(&c)? {
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
+        Ok(store
+            .result(&row.digest)?
+            .is_some_and(|r| r.db_version.is_none()))
     }
 }
 
@@ -211,6 +233,11 @@ impl registry::PullGate for VerdictGate {
             }
             GateVerdict::Incomplete if rule.incomplete => {
                 "is incomplete (parts of it could not be read)".to_string()
+            }
+            GateVerdict::WaitingForDatabase if rule.not_assessed => {
+                "is not assessed yet (waiting for a vulnerability database: none was installed \
+                 when it was read; it is matched as soon as one is)"
+                    .to_string()
             }
             GateVerdict::NotAssessed { status } if rule.not_assessed => match status.as_deref() {
                 Some(status::FAILED) => "is not assessed (its assessment failed)".to_string(),
