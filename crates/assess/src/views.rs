@@ -487,6 +487,10 @@ impl Service {
         // Assessed before any database was installed: no health to claim.
         if res.db_version.is_none() {
             view.assessed_at = Some(t(res.assessed_at));
+            // The inventory was read all the same; it is asked for.
+            if with_inventory {
+                view.inventory = self.store().inventory(digest)?.map(|(_, i)| i);
+            }
             return Ok(Some(view));
         }
         let rule = self.options().policy.rule_for(&row.repo).clone();
