@@ -117,7 +117,9 @@ fn crates_keep_to_their_layers() {
     check(
         &deps,
         "the http crate only in the HTTP crates and the S3 driver",
-        &["registry", "web", "import", "edge", "httpd", "drydock", "storage"],
+        &[
+            "registry", "web", "import", "edge", "httpd", "drydock", "storage",
+        ],
         &["http"],
         &mut failures,
     );
