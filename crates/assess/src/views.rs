@@ -487,6 +487,10 @@ impl Service {
         // Assessed before any database was installed: no health to claim.
         if res.db_version.is_none() {
             view.assessed_at = Some(t(res.assessed_at));
+            // Whether the image was read whole is known all the same.
+            let incomplete = self.store().incomplete(digest)?;
+            view.complete = Some(incomplete.is_empty());
+            view.incomplete_reasons = incomplete;
             // The inventory was read all the same; it is asked for.
             if with_inventory {
                 view.inventory = self.store().inventory(digest)?.map(|(_, i)| i);
