@@ -11,7 +11,7 @@
 //!   secrets redacted).
 
 use super::ApiError;
-use super::handlers::query;
+use super::handlers::{blocking, limit_param, query};
 use super::scope::{Caller, Scope};
 use crate::State;
 use assess::browse::{
@@ -39,16 +39,6 @@ fn stale_days() -> i64 {
         .and_then(|v| v.parse().ok())
         .filter(|d: &i64| *d > 0)
         .unwrap_or(DEFAULT_STALE_DAYS)
-}
-
-async fn blocking<T: Send + 'static>(
-    state: &State,
-    f: impl FnOnce(&Service) -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    let svc = state.assess.clone();
-    tokio::task::spawn_blocking(move || f(&svc))
-        .await
-        .map_err(ApiError::internal)?
 }
 
 /// JSON with a strong `ETag` of its bytes; `If-None-Match` → 304.
@@ -79,15 +69,7 @@ fn tagged_json<T: Serialize>(headers: &HeaderMap, value: &T) -> Response {
 }
 
 fn limit(q: &HashMap<String, String>) -> ApiResult<usize> {
-    match q.get("limit") {
-        None => Ok(50),
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=500).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_request(format!(
-                "limit must be a number from 1 to 500, not {v:?}"
-            ))),
-        },
-    }
+    limit_param(q, 50, 500)
 }
 
 fn order(q: &HashMap<String, String>, default_desc: bool) -> ApiResult<bool> {

@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Run store work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     state: &State,
     f: impl FnOnce(&Service) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
@@ -417,13 +417,21 @@ fn finding_filter(q: &HashMap<String, String>) -> ApiResult<FindingFilter> {
 
 /// `limit` of a page: 1 to 1000, 100 when absent.
 fn page_limit(q: &HashMap<String, String>) -> ApiResult<usize> {
+    limit_param(q, assess::views::DEFAULT_PAGE, assess::views::MAX_PAGE)
+}
+
+/// The `limit` parameter of a paged list: 1 to `max`, `default` when absent.
+pub(super) fn limit_param(
+    q: &HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> ApiResult<usize> {
     match q.get("limit") {
-        None => Ok(assess::views::DEFAULT_PAGE),
+        None => Ok(default),
         Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=assess::views::MAX_PAGE).contains(&n) => Ok(n),
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
             _ => Err(ApiError::bad_request(format!(
-                "limit must be a number from 1 to {}, not {v:?}",
-                assess::views::MAX_PAGE
+                "limit must be a number from 1 to {max}, not {v:?}"
             ))),
         },
     }
