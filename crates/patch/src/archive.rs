@@ -264,6 +264,48 @@ impl Fetcher {
         Ok(path)
     }
 
+    /// What the archives hold now, as one string: each suite's signed
+    /// `SHA256` entries of its `Packages` indexes (every architecture).
+    /// Continuous mode compares it with the last one it saw; a change
+    /// means the archive may hold new fixes. Verified like [`Fetcher::index`],
+    /// so an altered `InRelease` changes nothing here but an error.
+    pub async fn fingerprint(
+        &self,
+        sources: &[ArchiveSource],
+        keyring: &Keyring,
+    ) -> Result<String> {
+        let mut out = String::new();
+        for src in sources {
+            let base = src.url.trim_end_matches('/');
+            let dists = format!("{base}/dists/{}", src.suite);
+            let inrelease = self
+                .text(&format!("{dists}/InRelease"))
+                .await
+                .with_context(|| format!("archive {base} suite {}", src.suite))?;
+            let release = keyring
+                .verify_clearsigned(&inrelease)
+                .with_context(|| format!("{dists}/InRelease"))?;
+            let mut listed: Vec<(String, Listed)> = parse_release(&release)
+                .into_iter()
+                .filter(|(p, _)| {
+                    src.components
+                        .iter()
+                        .any(|c| p.starts_with(&format!("{c}/")))
+                        && p.rsplit('/')
+                            .next()
+                            .is_some_and(|f| f.starts_with("Packages"))
+                })
+                .collect();
+            listed.sort_by(|a, b| a.0.cmp(&b.0));
+            out.push_str(&dists);
+            out.push('\n');
+            for (p, l) in listed {
+                out.push_str(&format!("{} {} {p}\n", l.sha256, l.size));
+            }
+        }
+        Ok(out)
+    }
+
     /// Fetch and verify every configured archive's indexes for `arch`.
     pub async fn index(
         &self,

@@ -20,9 +20,11 @@
 //!
 //! Triggers: [`Patcher::run`] (the CLI, through the API), [`Patcher::submit`]
 //! with [`Patcher::job`] (`/api/v1/patches`), and [`Patcher::watch`]
-//! (continuous mode: re-evaluated when the vulnerability database changes;
-//! a patch is made only when it clears a finding no earlier patch of the
-//! same tag cleared).
+//! (continuous mode: re-evaluated when the vulnerability database changes
+//! or an archive's signed `Packages` indexes change; a patch is made only
+//! when it clears a finding the newest patch of the same image did not).
+//! Jobs outlive the process through the [`JobStore`] port; pushed patches
+//! are announced through [`PatchEvents`].
 
 pub mod archive;
 pub mod control;
@@ -35,8 +37,8 @@ mod service;
 pub use archive::{ArchiveSource, Fetcher, Index, Keyring};
 pub use plan::{Fixable, Plan, PlanOptions, Refusal, Target, Upgrade};
 pub use service::{
-    FindingsSource, ImageStore, JobView, Outcome, PatchConfig, Patcher, PlatformOutcome, RepoRule,
-    TagStyle,
+    DebianConfig, FindingsSource, INTERRUPTED, ImageStore, JobStore, JobView, Outcome, PatchConfig,
+    PatchEvents, Patcher, PlatformOutcome, RepoRule, TagStyle,
 };
 
 /// Manifest annotations a patched image carries.

@@ -41,7 +41,7 @@ pub struct PlanOptions {
 }
 
 /// One package upgrade (or a new package a new version depends on).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Upgrade {
     pub package: String,
     /// `None`: not installed before (a new dependency).
@@ -53,11 +53,12 @@ pub struct Upgrade {
     pub reason: String,
     pub suite: String,
     #[serde(skip)]
+    #[schema(ignore)]
     pub candidate: Option<Candidate>,
 }
 
 /// An upgrade the plan leaves out, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Refusal {
     pub package: String,
     pub installed: String,
@@ -66,7 +67,8 @@ pub struct Refusal {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The upgrades chosen for one image (one platform) and those refused.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Plan {
     pub architecture: String,
     pub upgrades: Vec<Upgrade>,

@@ -55,7 +55,9 @@ pub struct PatchConfig {
     pub target: Target,
     pub allow_maintainer_scripts: bool,
     pub all_or_nothing: bool,
-    /// How often continuous mode checks the vulnerability database version.
+    /// How often continuous mode fetches the archives' `InRelease` to see
+    /// whether their `Packages` indexes changed (new fixes). A new
+    /// vulnerability database is noticed within a second regardless.
     pub interval_seconds: u64,
     pub debian: DebianConfig,
 }
@@ -124,7 +126,7 @@ pub trait ImageStore: Send + Sync {
 }
 
 /// The result for one image manifest (one platform).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlatformOutcome {
     pub platform: Option<String>,
     pub digest: String,
@@ -134,7 +136,7 @@ pub struct PlatformOutcome {
 }
 
 /// The result of a patch (or a dry run).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub repository: String,
     pub tag: String,
@@ -148,7 +150,7 @@ pub struct Outcome {
 }
 
 /// A job of `/api/v1/patches`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: String,
     pub repository: String,
@@ -158,6 +160,30 @@ pub struct JobView {
     pub state: String,
     pub error: Option<String>,
     pub result: Option<Outcome>,
+    /// When the job was started and when it ended (RFC 3339).
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+}
+
+/// The error a job left running by an earlier process ends with.
+pub const INTERRUPTED: &str = "interrupted by restart";
+
+/// Where jobs are kept so that they outlive the process (the assessor's
+/// database, adapted in the binary). The service keeps running jobs in
+/// memory as well and writes each one when it starts and when it ends.
+pub trait JobStore: Send + Sync {
+    fn save(&self, job: &JobView) -> Result<()>;
+    fn load(&self, id: &str) -> Result<Option<JobView>>;
+    /// Fail every job still `running` (left by an earlier process) with
+    /// `error`; how many there were.
+    fn fail_running(&self, error: &str, at: &str) -> Result<usize>;
+}
+
+/// Told of every patched image pushed (webhooks, in the binary).
+pub trait PatchEvents: Send + Sync {
+    fn patched(&self, outcome: &Outcome);
 }
 
 struct Inner {
@@ -168,6 +194,8 @@ struct Inner {
     keyring: Option<Keyring>,
     tmp: PathBuf,
     jobs: Mutex<BTreeMap<String, JobView>>,
+    store: Option<Arc<dyn JobStore>>,
+    events: Option<Arc<dyn PatchEvents>>,
     /// One patch per repository at a time (tag numbering).
     lock: tokio::sync::Mutex<()>,
 }
@@ -207,9 +235,45 @@ impl Patcher {
                 keyring,
                 tmp,
                 jobs: Mutex::new(BTreeMap::new()),
+                store: None,
+                events: None,
                 lock: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// Keep jobs in `store`; jobs an earlier process left running are
+    /// failed with [`INTERRUPTED`] (they cannot be resumed: their state
+    /// was in that process). Call before the patcher is cloned.
+    pub fn with_job_store(mut self, store: Arc<dyn JobStore>) -> Result<Patcher> {
+        let n = store.fail_running(INTERRUPTED, &now_rfc3339())?;
+        if n > 0 {
+            tracing::warn!(
+                jobs = n,
+                "patch jobs interrupted by a restart are marked failed"
+            );
+        }
+        Arc::get_mut(&mut self.inner)
+            .ok_or_else(|| anyhow!("the job store is set before the patcher is shared"))?
+            .store = Some(store);
+        Ok(self)
+    }
+
+    /// Tell `events` of every patched image pushed. Call before the
+    /// patcher is cloned.
+    pub fn with_events(mut self, events: Arc<dyn PatchEvents>) -> Result<Patcher> {
+        Arc::get_mut(&mut self.inner)
+            .ok_or_else(|| anyhow!("events are set before the patcher is shared"))?
+            .events = Some(events);
+        Ok(self)
+    }
+
+    fn persist(&self, job: &JobView) {
+        if let Some(st) = &self.inner.store
+            && let Err(e) = st.save(job)
+        {
+            tracing::warn!(job = job.id, error = %format!("{e:#}"), "cannot store a patch job");
+        }
     }
 
     pub fn config(&self) -> &PatchConfig {
@@ -229,7 +293,10 @@ impl Patcher {
             state: "running".into(),
             error: None,
             result: None,
+            created_at: Some(now_rfc3339()),
+            finished_at: None,
         };
+        self.persist(&view);
         {
             let mut jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
             while jobs.len() >= MAX_JOBS {
@@ -248,26 +315,43 @@ impl Patcher {
         let (repo, tag, jid) = (repo.to_string(), tag.to_string(), id.clone());
         tokio::spawn(async move {
             let r = this.run(&repo, &tag, dry_run).await;
-            let mut jobs = this.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(j) = jobs.get_mut(&jid) {
-                match r {
-                    Ok(o) => {
-                        j.state = "done".into();
-                        j.result = Some(o);
+            let done = {
+                let mut jobs = this.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+                jobs.get_mut(&jid).map(|j| {
+                    match r {
+                        Ok(o) => {
+                            j.state = "done".into();
+                            j.result = Some(o);
+                        }
+                        Err(e) => {
+                            j.state = "failed".into();
+                            j.error = Some(format!("{e:#}"));
+                        }
                     }
-                    Err(e) => {
-                        j.state = "failed".into();
-                        j.error = Some(format!("{e:#}"));
-                    }
-                }
+                    j.finished_at = Some(now_rfc3339());
+                    j.clone()
+                })
+            };
+            if let Some(j) = done {
+                this.persist(&j);
             }
         });
         Ok(id)
     }
 
+    /// A job of this process, or one stored by an earlier one.
     pub fn job(&self, id: &str) -> Option<JobView> {
-        let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs.get(id).cloned()
+        let mem = {
+            let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            jobs.get(id).cloned()
+        };
+        mem.or_else(|| {
+            let st = self.inner.store.as_ref()?;
+            st.load(id)
+                .inspect_err(|e| tracing::warn!(job = id, error = %format!("{e:#}"), "cannot read a patch job"))
+                .ok()
+                .flatten()
+        })
     }
 
     fn options(&self) -> PlanOptions {
@@ -284,6 +368,22 @@ impl Patcher {
     }
 
     async fn run_inner(
+        &self,
+        repo: &str,
+        tag: &str,
+        dry_run: bool,
+        only_if_new: Option<&BTreeSet<String>>,
+    ) -> Result<Outcome> {
+        let outcome = self.patch(repo, tag, dry_run, only_if_new).await?;
+        if outcome.patched_digest.is_some()
+            && let Some(ev) = &self.inner.events
+        {
+            ev.patched(&outcome);
+        }
+        Ok(outcome)
+    }
+
+    async fn patch(
         &self,
         repo: &str,
         tag: &str,
@@ -472,7 +572,7 @@ impl Patcher {
             .inner
             .findings
             .fixable(&digest.to_string())?
-            .ok_or_else(|| anyhow!("{name}@{digest} has not been assessed yet; try again when its assessment is done"))?;
+            .ok_or_else(|| NotAssessed(format!("{name}@{digest}")))?;
         let empty = PlatformOutcome {
             platform: None,
             digest: digest.to_string(),
@@ -652,8 +752,15 @@ impl Patcher {
     /// each tag whose plan clears something the newest patch of that tag
     /// did not. Returns the outcomes of the patches made.
     pub async fn evaluate(&self) -> Result<Vec<Outcome>> {
+        Ok(self.evaluate_pass().await?.0)
+    }
+
+    /// [`Patcher::evaluate`], and whether an image was not assessed yet
+    /// (the watcher tries again a little later).
+    async fn evaluate_pass(&self) -> Result<(Vec<Outcome>, bool)> {
         let reg = &self.inner.registry;
         let mut made = Vec::new();
+        let mut waiting = false;
         for repo in reg.repositories()? {
             let rules: Vec<&RepoRule> = self
                 .inner
@@ -679,22 +786,36 @@ impl Patcher {
                     continue;
                 }
                 let prev = self.previously_cleared(&repo, tag, &tags).await;
-                match self.run_inner(repo.as_str(), tag, false, Some(&prev)).await {
+                // Plan first: nothing is built when the plan clears
+                // nothing new (the common case on every re-evaluation).
+                let r = match self.run_inner(repo.as_str(), tag, true, None).await {
+                    Ok(plan) if cleared_of(&plan.platforms).is_subset(&prev) => {
+                        tracing::debug!(repository = %repo, tag, "clears nothing new");
+                        continue;
+                    }
+                    Ok(_) => self.run_inner(repo.as_str(), tag, false, Some(&prev)).await,
+                    Err(e) => Err(e),
+                };
+                match r {
                     Ok(o) if o.patched_digest.is_some() => {
                         tracing::info!(repository = %repo, tag, patched = ?o.patched_tag, "patched image pushed");
                         made.push(o);
                     }
                     Ok(_) => {}
+                    Err(e) if e.downcast_ref::<NotAssessed>().is_some() => waiting = true,
                     Err(e) => {
                         tracing::warn!(repository = %repo, tag, error = %format!("{e:#}"), "patch failed")
                     }
                 }
             }
         }
-        Ok(made)
+        Ok((made, waiting))
     }
 
-    /// What the existing patches of `repo:tag` cleared (from their annotations).
+    /// What the newest existing patch of `repo:tag` cleared (from its
+    /// annotations), when it was made from the image the tag names now; a
+    /// tag moved to another image starts afresh. Continuous mode patches
+    /// only when a plan clears something outside this set.
     async fn previously_cleared(
         &self,
         repo: &Name,
@@ -702,73 +823,148 @@ impl Patcher {
         tags: &[(Tag, Digest)],
     ) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        let prefix = format!("{tag}-");
-        for (t, d) in tags {
-            let Some(rest) = t.as_str().strip_prefix(&prefix) else {
-                continue;
-            };
-            if rest != "patched" && rest.parse::<u64>().is_err() {
-                continue;
-            }
-            let Ok(Some(m)) = self
-                .inner
-                .registry
-                .manifest(repo, &Reference::Digest(d.clone()))
-                .await
-            else {
-                continue;
-            };
-            let Ok(v) = serde_json::from_slice::<Value>(&m.0) else {
-                continue;
-            };
-            let mut docs = vec![v.clone()];
-            if let Some(children) = v["manifests"].as_array() {
-                for c in children {
-                    if let Some(cd) = c["digest"].as_str().and_then(|s| Digest::parse(s).ok())
-                        && let Ok(Some(cm)) = self
-                            .inner
-                            .registry
-                            .manifest(repo, &Reference::Digest(cd))
-                            .await
-                        && let Ok(cv) = serde_json::from_slice::<Value>(&cm.0)
-                    {
-                        docs.push(cv);
-                    }
+        let Some(current) = tags.iter().find(|(t, _)| t.as_str() == tag).map(|(_, d)| d) else {
+            return out;
+        };
+        let Some(newest) = newest_patch(tag, tags, self.inner.cfg.tag_style) else {
+            return out;
+        };
+        let reg = &self.inner.registry;
+        let Ok(Some(m)) = reg.manifest(repo, &Reference::Digest(newest.clone())).await else {
+            return out;
+        };
+        let Ok(v) = serde_json::from_slice::<Value>(&m.0) else {
+            return out;
+        };
+        let original = v["annotations"][ANNOTATION_ORIGINAL].as_str();
+        let mut docs = vec![v.clone()];
+        if let Some(children) = v["manifests"].as_array() {
+            for c in children {
+                if let Some(cd) = c["digest"].as_str().and_then(|s| Digest::parse(s).ok())
+                    && let Ok(Some(cm)) = reg.manifest(repo, &Reference::Digest(cd)).await
+                    && let Ok(cv) = serde_json::from_slice::<Value>(&cm.0)
+                {
+                    docs.push(cv);
                 }
             }
-            for d in docs {
-                if let Some(c) = d["annotations"][ANNOTATION_CLEARED].as_str() {
-                    out.extend(c.split(',').filter(|s| !s.is_empty()).map(str::to_string));
+        }
+        if original.is_some_and(|o| o != current.to_string()) {
+            return out;
+        }
+        for d in docs {
+            if let Some(c) = d["annotations"][ANNOTATION_CLEARED].as_str() {
+                out.extend(c.split(',').filter(|s| !s.is_empty()).map(str::to_string));
+            } else if let Some(cd) = d["config"]["digest"]
+                .as_str()
+                .and_then(|s| Digest::parse(s).ok())
+            {
+                // A Docker schema 2 manifest carries no annotations: the
+                // config's last history entry says what the patch cleared.
+                let s = reg.clone();
+                let clears = tokio::task::spawn_blocking(move || -> Option<String> {
+                    let mut buf = Vec::new();
+                    s.open_blob(&cd)
+                        .ok()?
+                        .take(16 << 20)
+                        .read_to_end(&mut buf)
+                        .ok()?;
+                    let v: Value = serde_json::from_slice(&buf).ok()?;
+                    let last = v["history"].as_array()?.last()?.clone();
+                    last["created_by"]
+                        .as_str()?
+                        .starts_with("drydock patch:")
+                        .then_some(())?;
+                    Some(
+                        last["comment"]
+                            .as_str()?
+                            .strip_prefix("clears ")?
+                            .to_string(),
+                    )
+                })
+                .await
+                .ok()
+                .flatten();
+                if let Some(c) = clears {
+                    out.extend(c.split(", ").filter(|s| !s.is_empty()).map(str::to_string));
                 }
             }
         }
         out
     }
 
-    /// Run continuous mode until the process ends: whenever the database
-    /// version changes (checked every `interval_seconds`), wait until the
-    /// watched images are re-matched with it, then [`Patcher::evaluate`].
+    /// Run continuous mode until the process ends. Every second it looks
+    /// at the vulnerability database version the assessor serves (an
+    /// in-memory read); on a new one it waits until the watched images
+    /// were re-matched with it, then [`Patcher::evaluate`]s. Every
+    /// `interval_seconds` it fetches the archives' signed `InRelease`; a
+    /// change in the `Packages` hashes they list re-evaluates as well. The
+    /// first pass (the database present at start) evaluates once.
     pub async fn watch(self) {
-        let interval = Duration::from_secs(self.inner.cfg.interval_seconds.max(1));
-        let mut seen = self.inner.findings.db_version();
+        let every = Duration::from_secs(self.inner.cfg.interval_seconds.max(1));
+        let mut seen_db: Option<String> = None;
+        let mut seen_archive: Option<String> = None;
+        let mut archive_checked: Option<std::time::Instant> = None;
+        let mut retry: Option<(std::time::Instant, u32)> = None;
         loop {
-            tokio::time::sleep(interval).await;
+            let mut due = false;
             let now = self.inner.findings.db_version();
-            if now.is_none() || now == seen {
-                continue;
-            }
-            // Give the assessor time to re-match the watched images.
-            for _ in 0..120 {
-                if self.rematched(now.as_deref()).await {
-                    break;
+            if now.is_some() && now != seen_db {
+                // Give the assessor time to re-match the watched images.
+                for _ in 0..240 {
+                    if self.rematched(now.as_deref()).await {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tracing::info!(db_version = ?now, "continuous patching: new vulnerability database");
+                seen_db = now;
+                due = true;
             }
-            seen = now;
-            if let Err(e) = self.evaluate().await {
-                tracing::warn!(error = %format!("{e:#}"), "continuous patching failed");
+            if archive_checked.is_none_or(|t| t.elapsed() >= every) {
+                archive_checked = Some(std::time::Instant::now());
+                match self.archive_fingerprint().await {
+                    Ok(fp) => {
+                        if seen_archive.as_ref().is_some_and(|s| *s != fp) {
+                            tracing::info!("continuous patching: the archive changed");
+                            due = true;
+                        }
+                        seen_archive = Some(fp);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "continuous patching: cannot read the archive")
+                    }
+                }
             }
+            if retry.is_some_and(|(at, _)| at <= std::time::Instant::now()) {
+                due = true;
+            }
+            if due && seen_db.is_some() {
+                match self.evaluate_pass().await {
+                    Ok((made, waiting)) => {
+                        tracing::info!(patches = made.len(), "continuous patching evaluated");
+                        // Images not assessed yet (pushed just before the
+                        // database changed): look again, for a while.
+                        let tries = retry.map_or(0, |(_, n)| n) + 1;
+                        retry = (waiting && tries <= RETRIES)
+                            .then(|| (std::time::Instant::now() + RETRY_AFTER, tries));
+                    }
+                    Err(e) => {
+                        retry = None;
+                        tracing::warn!(error = %format!("{e:#}"), "continuous patching failed")
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// The archives' signed `Packages` hashes (see [`Fetcher::fingerprint`]).
+    pub async fn archive_fingerprint(&self) -> Result<String> {
+        let cfg = &self.inner.cfg.debian;
+        let Some(keyring) = &self.inner.keyring else {
+            bail!("no keyring is configured (patch.debian.keyring)");
+        };
+        self.inner.fetcher.fingerprint(&cfg.archives, keyring).await
     }
 
     async fn rematched(&self, version: Option<&str>) -> bool {
@@ -809,6 +1005,36 @@ impl Patcher {
             }
         }
         true
+    }
+}
+
+/// An image without an assessment yet: no findings to plan from.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} has not been assessed yet; try again when its assessment is done")]
+struct NotAssessed(String);
+
+/// Continuous mode's second looks at images not assessed yet.
+const RETRIES: u32 = 60;
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The newest patch of `tag`: `tag-patched` with floating tags, else the
+/// highest `tag-N` (either style's tag when the other is absent, as after
+/// a change of `tag_style`).
+fn newest_patch<'a>(tag: &str, tags: &'a [(Tag, Digest)], style: TagStyle) -> Option<&'a Digest> {
+    let floating = format!("{tag}-patched");
+    let prefix = format!("{tag}-");
+    let f = tags
+        .iter()
+        .find(|(t, _)| t.as_str() == floating)
+        .map(|(_, d)| d);
+    let n = tags
+        .iter()
+        .filter_map(|(t, d)| Some((t.as_str().strip_prefix(&prefix)?.parse::<u64>().ok()?, d)))
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, d)| d);
+    match style {
+        TagStyle::Floating => f.or(n),
+        TagStyle::Incremental => n.or(f),
     }
 }
 
@@ -911,18 +1137,11 @@ fn sha256_digest(b: &[u8]) -> Digest {
         .expect("a sha256 digest")
 }
 
-/// `*` matches any run of characters (`/` included), `?` one character.
+/// A repository pattern as everywhere else ([`oci::RepoPattern`]: `*`
+/// within one path segment, `**` across); tags have no `/`, so there `*`
+/// is any run of characters. A pattern that does not parse matches nothing.
 pub fn glob(pattern: &str, s: &str) -> bool {
-    fn m(p: &[u8], s: &[u8]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => m(&p[1..], s) || (!s.is_empty() && m(p, &s[1..])),
-            (Some(b'?'), Some(_)) => m(&p[1..], &s[1..]),
-            (Some(a), Some(b)) if a == b => m(&p[1..], &s[1..]),
-            _ => false,
-        }
-    }
-    m(pattern.as_bytes(), s.as_bytes())
+    oci::RepoPattern::new(pattern).is_ok_and(|p| p.is_match(s))
 }
 
 /// Whether a tag is a patch tag of another tag in the repository
@@ -934,4 +1153,10 @@ fn is_patch_tag(t: &str, tags: &[(Tag, Digest)]) -> bool {
     };
     (suffix == "patched" || suffix.parse::<u64>().is_ok())
         && tags.iter().any(|(o, _)| o.as_str() == base)
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

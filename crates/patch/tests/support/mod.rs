@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -65,6 +65,9 @@ pub struct FileServer {
     pub url: String,
     /// Path (after the leading `/`) → bytes served instead of the file.
     pub overrides: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    /// Paths never answered: the connection stays open, silent (a stalled
+    /// mirror, to catch a patch job in the middle).
+    pub stalled: Arc<Mutex<HashSet<String>>>,
 }
 
 pub async fn serve(root: PathBuf) -> FileServer {
@@ -72,6 +75,8 @@ pub async fn serve(root: PathBuf) -> FileServer {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let overrides: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
     let ov = overrides.clone();
+    let stalled: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let st = stalled.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
@@ -79,6 +84,7 @@ pub async fn serve(root: PathBuf) -> FileServer {
             };
             let root = root.clone();
             let ov = ov.clone();
+            let st = st.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -95,6 +101,10 @@ pub async fn serve(root: PathBuf) -> FileServer {
                     .unwrap_or("/")
                     .trim_start_matches('/')
                     .to_string();
+                if st.lock().unwrap().contains(&path) {
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                    return;
+                }
                 let body = if path.split('/').any(|c| c == "..") {
                     None
                 } else if let Some(b) = ov.lock().unwrap().get(&path) {
@@ -122,7 +132,11 @@ pub async fn serve(root: PathBuf) -> FileServer {
             });
         }
     });
-    FileServer { url, overrides }
+    FileServer {
+        url,
+        overrides,
+        stalled,
+    }
 }
 
 /// The loopback egress policy the tests use.
