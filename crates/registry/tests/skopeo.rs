@@ -2,45 +2,17 @@
 //! included) from an OCI layout into the registry and back out; manifests
 //! and blobs must come back byte for byte.
 //!
-//! Images: `$DRYDOCK_TEST_IMAGES/oci`, else `target/test-images/oci`, else
-//! built with `scripts/test-images.sh`.
+//! Images: transport's test support (`$DRYDOCK_TEST_IMAGES/oci`, else
+//! `target/test-images/oci`, built with `scripts/test-images.sh` when
+//! missing). Without skopeo or a tool the build needs, the test says which
+//! and skips; under CI that is a failure.
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-const TAGS: &[&str] = &[
-    "bookworm-base",
-    "python-app",
-    "node-app",
-    "rust-app",
-    "multiarch",
-];
-
-fn images() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = std::env::var_os("DRYDOCK_TEST_IMAGES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/test-images"));
-    let layout = out.join("oci");
-    let has_all = |p: &Path| {
-        std::fs::read_to_string(p.join("index.json"))
-            .map(|s| TAGS.iter().all(|t| s.contains(&format!("\"{t}\""))))
-            .unwrap_or(false)
-    };
-    if !has_all(&layout) {
-        let status = Command::new("bash")
-            .arg(root.join("scripts/test-images.sh"))
-            .env("DRYDOCK_TEST_IMAGES", &out)
-            .status();
-        if !matches!(status, Ok(s) if s.success()) || !has_all(&layout) {
-            return None;
-        }
-    }
-    // skopeo cleans paths lexically; hand it a canonical one.
-    std::fs::canonicalize(layout).ok()
-}
+const TAGS: [&str; 5] = transport::testing::TEST_IMAGE_TAGS;
 
 fn skopeo(args: &[&str]) -> (bool, String) {
     let out = Command::new("skopeo")
@@ -64,15 +36,17 @@ fn sha256_file(p: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_round_trip() {
     if Command::new("skopeo").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "skopeo is required in CI");
-        eprintln!("skopeo not installed; skipping");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "skopeo is required when CI is set (.ci/run installs it)"
+        );
+        eprintln!("skipped: skopeo is not installed (it is the client under test)");
         return;
     }
-    let Some(layout) = tokio::task::spawn_blocking(images).await.unwrap() else {
-        assert!(std::env::var_os("CI").is_none(), "test images unavailable");
-        eprintln!("test images unavailable; skipping");
-        return;
-    };
+    // Nothing runs on this runtime yet, so a build blocking it here is harmless.
+    let layout = transport::require_test_images!();
+    // skopeo cleans paths lexically; hand it a canonical one.
+    let layout = std::fs::canonicalize(&layout).expect("canonical test-image layout");
     let s = common::start().await;
     let host = format!("127.0.0.1:{}", s.addr.port());
     let out = tempfile::tempdir().unwrap();

@@ -2,8 +2,9 @@
 //! skopeo pushing real images, a vulnerability database built from real
 //! advisory records, a webhook receiver on loopback, and a manual clock.
 //!
-//! Images: `$DRYDOCK_TEST_IMAGES/oci`, else `target/test-images/oci`, else
-//! built with `scripts/test-images.sh`. Advisory data: the repository's
+//! Images: transport's test support (`$DRYDOCK_TEST_IMAGES/oci`, else
+//! `target/test-images/oci`, built with `scripts/test-images.sh` when
+//! missing). Advisory data: the repository's
 //! `tests/fixtures/vulndata` (or `$DRYDOCK_VULNDATA`).
 
 use assess::{Clock, ManualClock, Options, Service};
@@ -21,29 +22,6 @@ const SECRET: &str = "0123456789abcdef-secret";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn images() -> Option<PathBuf> {
-    let out = std::env::var_os("DRYDOCK_TEST_IMAGES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/test-images"));
-    let layout = out.join("oci");
-    let tags = ["bookworm-base", "python-app", "multiarch"];
-    let has_all = |p: &Path| {
-        std::fs::read_to_string(p.join("index.json"))
-            .map(|s| tags.iter().all(|t| s.contains(&format!("\"{t}\""))))
-            .unwrap_or(false)
-    };
-    if !has_all(&layout) {
-        let status = Command::new("bash")
-            .arg(root().join("scripts/test-images.sh"))
-            .env("DRYDOCK_TEST_IMAGES", &out)
-            .status();
-        if !matches!(status, Ok(s) if s.success()) || !has_all(&layout) {
-            return None;
-        }
-    }
-    std::fs::canonicalize(layout).ok()
 }
 
 fn vulndata() -> PathBuf {
@@ -65,26 +43,28 @@ fn skopeo(args: &[&str]) {
     );
 }
 
+/// The test-image layout (canonical: skopeo cleans paths lexically), or
+/// `None` after `skipped: <what is missing>`: skopeo, or a tool the image
+/// build needs. Under CI either is a failure. The advisory data is the
+/// repository's own fixture, so its absence is always a failure.
 fn prerequisites() -> Option<PathBuf> {
     if Command::new("skopeo").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "skopeo is required in CI");
-        eprintln!("skopeo not installed; skipping");
-        return None;
-    }
-    if !vulndata().join("osv/Debian/all.zip").exists() {
         assert!(
             std::env::var_os("CI").is_none(),
-            "vulndata is required in CI"
+            "skopeo is required when CI is set (.ci/run installs it)"
         );
-        eprintln!("vulndata unavailable; skipping");
+        eprintln!("skipped: skopeo is not installed (it pushes the test images)");
         return None;
     }
-    let imgs = images();
-    if imgs.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "test images unavailable");
-        eprintln!("test images unavailable; skipping");
-    }
-    imgs
+    let zip = vulndata().join("osv/Debian/all.zip");
+    assert!(
+        zip.exists(),
+        "{} is missing (tests/fixtures/vulndata is part of the repository; \
+         DRYDOCK_VULNDATA, when set, must hold the same layout)",
+        zip.display()
+    );
+    let layout = transport::testing::test_images()?;
+    Some(std::fs::canonicalize(&layout).expect("canonical test-image layout"))
 }
 
 fn import_db(data: &Path, zips: &[&str]) -> String {
