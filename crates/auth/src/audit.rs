@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use storage::AccessStore;
 use storage::access::{AuditQuery, AuditRow};
+use storage::{AccessStore, block_on};
 use time::OffsetDateTime;
 
 /// One audit record as the API shows it.
@@ -67,7 +67,7 @@ pub struct AuditEvent {
 }
 
 pub(crate) struct Recorder {
-    store: Arc<AccessStore>,
+    store: Arc<dyn AccessStore>,
     pending: Mutex<Pending>,
     retention: Duration,
 }
@@ -81,7 +81,7 @@ struct Pending {
 }
 
 impl Recorder {
-    pub(crate) fn start(store: Arc<AccessStore>, retention: Duration) -> Arc<Recorder> {
+    pub(crate) fn start(store: Arc<dyn AccessStore>, retention: Duration) -> Arc<Recorder> {
         let rec = Arc::new(Recorder {
             store,
             pending: Mutex::new(Pending::default()),
@@ -169,16 +169,14 @@ impl Recorder {
         if rows.is_empty() {
             return;
         }
-        if let Err(e) = self.store.append_audit(&rows) {
+        if let Err(e) = block_on(self.store.append_audit(&rows)) {
             tracing::error!(error = %e, records = rows.len(), "cannot write the audit log");
         }
     }
 
     pub(crate) fn query(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, storage::MetaError> {
         self.flush();
-        Ok(self
-            .store
-            .audit(q)?
+        Ok(block_on(self.store.audit(q))?
             .into_iter()
             .map(AuditEntry::from)
             .collect())
@@ -186,7 +184,7 @@ impl Recorder {
 
     fn prune(&self) {
         let before = OffsetDateTime::now_utc().unix_timestamp() - self.retention.as_secs() as i64;
-        match self.store.prune_audit(before) {
+        match block_on(self.store.prune_audit(before)) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "pruned the audit log"),
             Err(e) => tracing::warn!(error = %e, "cannot prune the audit log"),

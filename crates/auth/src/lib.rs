@@ -43,8 +43,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use storage::AccessStore;
 use storage::access::{ApiTokenRow, RobotRow, UserRow};
+use storage::{AccessStore, block_on};
 use time::OffsetDateTime;
 use token::{AccessEntry, Keys};
 
@@ -288,7 +288,7 @@ pub struct AccessControl {
 
 struct Inner {
     settings: Settings,
-    store: Arc<AccessStore>,
+    store: Arc<dyn AccessStore>,
     keys: Keys,
     snapshot: RwLock<Arc<Snapshot>>,
     /// When the store generation was last looked at (ms since `epoch`).
@@ -324,9 +324,20 @@ impl AccessControl {
     /// Open the access-control state of a data directory (tables in
     /// `meta.db`, the token key in `auth/token-key.p8`).
     pub fn open(data_dir: &Path, settings: Settings) -> Result<AccessControl, AuthError> {
+        AccessControl::open_on(data_dir, settings, &storage::MetadataStorage::Sqlite)
+    }
+
+    /// [`AccessControl::open`] with the tables where `metadata` says
+    /// (PostgreSQL for several nodes); the token key stays in the data
+    /// directory.
+    pub fn open_on(
+        data_dir: &Path,
+        settings: Settings,
+        metadata: &storage::MetadataStorage,
+    ) -> Result<AccessControl, AuthError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| AuthError::Invalid(format!("{}: {e}", data_dir.display())))?;
-        let store = Arc::new(AccessStore::open(&data_dir.join("meta.db"))?);
+        let store = storage::open_access(data_dir, metadata)?;
         let keys = Keys::load_or_create(&data_dir.join("auth").join("token-key.p8"))?;
         // Fail at start on a malformed static binding, not at first use.
         Policy::new(settings.bindings.clone())?;
@@ -364,9 +375,9 @@ impl AccessControl {
 
     fn reload(&self) -> Result<Arc<Snapshot>, AuthError> {
         let store = &self.inner.store;
-        let generation = store.generation()?;
+        let generation = block_on(store.generation())?;
         let mut bindings = self.inner.settings.bindings.clone();
-        for row in store.bindings()? {
+        for row in block_on(store.bindings())? {
             match binding_from_row(&row) {
                 Ok(b) => bindings.push(b),
                 Err(e) => {
@@ -378,18 +389,15 @@ impl AccessControl {
         let snap = Arc::new(Snapshot {
             generation,
             policy,
-            users: store
-                .users()?
+            users: block_on(store.users())?
                 .into_iter()
                 .map(|u| (u.name.clone(), u))
                 .collect(),
-            robots: store
-                .robots()?
+            robots: block_on(store.robots())?
                 .into_iter()
                 .map(|r| (r.name.clone(), r))
                 .collect(),
-            api_tokens: store
-                .api_tokens(None)?
+            api_tokens: block_on(store.api_tokens(None))?
                 .into_iter()
                 .map(|t| (t.secret_hash.clone(), t))
                 .collect(),
@@ -431,7 +439,7 @@ impl AccessControl {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok();
         if due {
-            match self.inner.store.generation() {
+            match block_on(self.inner.store.generation()) {
                 Ok(g) if g != current.generation => match self.reload() {
                     Ok(s) => return s,
                     Err(e) => tracing::error!(error = %e, "cannot reload identities"),

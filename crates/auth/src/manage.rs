@@ -8,6 +8,7 @@ use crate::{
 };
 use serde::Serialize;
 use storage::access::{ApiTokenRow, BindingRow, RobotRow};
+use storage::block_on;
 use time::OffsetDateTime;
 
 /// A user as the API shows it.
@@ -86,23 +87,25 @@ impl AccessControl {
     /// with `password`, or a generated one, which is returned (to be shown
     /// once). `None` when users exist already.
     pub fn ensure_admin(&self, password: Option<&str>) -> Result<Option<String>, AuthError> {
-        if !self.inner.store.users()?.is_empty() {
+        if !block_on(self.inner.store.users())?.is_empty() {
             return Ok(None);
         }
         let generated = password.is_none();
         let password = password.map_or_else(secret::generate_password, str::to_string);
         validate_password(&password)?;
-        self.inner
-            .store
-            .insert_user("admin", &secret::hash_password(&password), now())?;
-        self.inner.store.insert_binding(&BindingRow {
+        block_on(
+            self.inner
+                .store
+                .insert_user("admin", &secret::hash_password(&password), now()),
+        )?;
+        block_on(self.inner.store.insert_binding(&BindingRow {
             id: uuid::Uuid::new_v4().to_string(),
             subject_kind: "user".into(),
             subject: "admin".into(),
             pattern: "**".into(),
             actions: "admin".into(),
             created_at: now(),
-        })?;
+        }))?;
         self.reload()?;
         self.audit(AuditEvent {
             identity: "-".into(),
@@ -128,14 +131,14 @@ impl AccessControl {
         for g in groups {
             validate_name("group", g)?;
         }
-        if !self
-            .inner
-            .store
-            .insert_user(name, &secret::hash_password(password), now())?
-        {
+        if !block_on(
+            self.inner
+                .store
+                .insert_user(name, &secret::hash_password(password), now()),
+        )? {
             return Err(AuthError::Conflict(format!("user {name}")));
         }
-        self.inner.store.set_groups(name, groups)?;
+        block_on(self.inner.store.set_groups(name, groups))?;
         self.reload()?;
         self.audit_by(by, "user.add", name, "ok", &groups.join(","));
         Ok(())
@@ -151,10 +154,10 @@ impl AccessControl {
         for g in groups {
             validate_name("group", g)?;
         }
-        if self.inner.store.user(name)?.is_none() {
+        if block_on(self.inner.store.user(name))?.is_none() {
             return Err(AuthError::NotFound(format!("user {name}")));
         }
-        self.inner.store.set_groups(name, groups)?;
+        block_on(self.inner.store.set_groups(name, groups))?;
         self.reload()?;
         self.audit_by(by, "user.groups", name, "ok", &groups.join(","));
         Ok(())
@@ -168,11 +171,11 @@ impl AccessControl {
         password: &str,
     ) -> Result<(), AuthError> {
         validate_password(password)?;
-        if !self
-            .inner
-            .store
-            .set_password(name, &secret::hash_password(password))?
-        {
+        if !block_on(
+            self.inner
+                .store
+                .set_password(name, &secret::hash_password(password)),
+        )? {
             return Err(AuthError::NotFound(format!("user {name}")));
         }
         self.reload()?;
@@ -182,7 +185,7 @@ impl AccessControl {
 
     /// Remove a user with its API tokens and bindings.
     pub fn remove_user(&self, by: &Principal, name: &str) -> Result<(), AuthError> {
-        if !self.inner.store.delete_user(name)? {
+        if !block_on(self.inner.store.delete_user(name))? {
             return Err(AuthError::NotFound(format!("user {name}")));
         }
         self.reload()?;
@@ -241,18 +244,18 @@ impl AccessControl {
             b.validate()?;
         }
         let secret = secret::generate(ROBOT_SECRET_PREFIX);
-        if !self.inner.store.insert_robot(&RobotRow {
+        if !block_on(self.inner.store.insert_robot(&RobotRow {
             name: name.to_string(),
             secret_hash: secret::sha256_hex(&secret),
             description: description.to_string(),
             created_at: now(),
             expires_at: expires_at.map(|e| e.unix_timestamp()),
             revoked_at: None,
-        })? {
+        }))? {
             return Err(AuthError::Conflict(format!("robot {name}")));
         }
         for b in &bindings {
-            self.inner.store.insert_binding(&binding_to_row(b))?;
+            block_on(self.inner.store.insert_binding(&binding_to_row(b)))?;
         }
         self.reload()?;
         let detail = permissions
@@ -266,7 +269,7 @@ impl AccessControl {
 
     /// Revoke a robot: its logins and tokens stop working at once.
     pub fn revoke_robot(&self, by: &Principal, name: &str) -> Result<(), AuthError> {
-        if !self.inner.store.revoke_robot(name, now())? {
+        if !block_on(self.inner.store.revoke_robot(name, now()))? {
             return Err(AuthError::NotFound(format!("active robot {name}")));
         }
         self.reload()?;
@@ -276,7 +279,7 @@ impl AccessControl {
 
     /// Delete a robot and its permissions.
     pub fn remove_robot(&self, by: &Principal, name: &str) -> Result<(), AuthError> {
-        if !self.inner.store.delete_robot(name)? {
+        if !block_on(self.inner.store.delete_robot(name))? {
             return Err(AuthError::NotFound(format!("robot {name}")));
         }
         self.reload()?;
@@ -327,7 +330,7 @@ impl AccessControl {
         description: &str,
         expires_at: Option<OffsetDateTime>,
     ) -> Result<(String, String), AuthError> {
-        if self.inner.store.user(owner)?.is_none() {
+        if block_on(self.inner.store.user(owner))?.is_none() {
             return Err(AuthError::NotFound(format!("user {owner}")));
         }
         if expires_at.is_some_and(|e| e.unix_timestamp() <= now()) {
@@ -335,7 +338,7 @@ impl AccessControl {
         }
         let secret = secret::generate(API_TOKEN_PREFIX);
         let id = uuid::Uuid::new_v4().to_string();
-        self.inner.store.insert_api_token(&ApiTokenRow {
+        block_on(self.inner.store.insert_api_token(&ApiTokenRow {
             id: id.clone(),
             owner: owner.to_string(),
             secret_hash: secret::sha256_hex(&secret),
@@ -343,7 +346,7 @@ impl AccessControl {
             created_at: now(),
             expires_at: expires_at.map(|e| e.unix_timestamp()),
             revoked_at: None,
-        })?;
+        }))?;
         self.reload()?;
         self.audit_by(by, "token.add", owner, "ok", &id);
         Ok((id, secret))
@@ -356,13 +359,10 @@ impl AccessControl {
         id: &str,
         owner: Option<&str>,
     ) -> Result<(), AuthError> {
-        let owned = self
-            .inner
-            .store
-            .api_tokens(owner)?
+        let owned = block_on(self.inner.store.api_tokens(owner))?
             .into_iter()
             .any(|t| t.id == id);
-        if !owned || !self.inner.store.revoke_api_token(id, now())? {
+        if !owned || !block_on(self.inner.store.revoke_api_token(id, now()))? {
             return Err(AuthError::NotFound(format!("active API token {id}")));
         }
         self.reload()?;
@@ -372,10 +372,7 @@ impl AccessControl {
 
     /// API tokens, of one owner or all.
     pub fn api_tokens(&self, owner: Option<&str>) -> Result<Vec<ApiTokenView>, AuthError> {
-        Ok(self
-            .inner
-            .store
-            .api_tokens(owner)?
+        Ok(block_on(self.inner.store.api_tokens(owner))?
             .into_iter()
             .map(|t| ApiTokenView {
                 id: t.id,
@@ -395,7 +392,7 @@ impl AccessControl {
             validate_name(b.subject.kind(), n)?;
         }
         b.id = uuid::Uuid::new_v4().to_string();
-        self.inner.store.insert_binding(&binding_to_row(&b))?;
+        block_on(self.inner.store.insert_binding(&binding_to_row(&b)))?;
         self.reload()?;
         self.audit_by(
             by,
@@ -409,7 +406,7 @@ impl AccessControl {
 
     /// Remove a stored binding.
     pub fn remove_binding(&self, by: &Principal, id: &str) -> Result<(), AuthError> {
-        if !self.inner.store.delete_binding(id)? {
+        if !block_on(self.inner.store.delete_binding(id))? {
             return Err(AuthError::NotFound(format!("binding {id}")));
         }
         self.reload()?;

@@ -1,6 +1,6 @@
 //! In-process blob API: ingest, existence, linking, deletion and readers.
 
-use crate::upload::byte_stream;
+use crate::upload::{WatchSlot, byte_stream};
 use crate::{ErrorCode, Event, Registry, RegistryError, blocking, nanos};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -56,7 +56,10 @@ impl Registry {
         E: std::fmt::Display,
     {
         let mut w = self.inner.store.blobs.put(expected).await?;
-        let (written, result) = w.append(byte_stream(body), expected_len).await;
+        let mut slot = WatchSlot::new(self, self.watch_upload(repo));
+        let (written, result) = w
+            .append(byte_stream(slot.watched(body)), expected_len)
+            .await;
         self.inner.metrics.bytes_in.inc_by(written);
         // Dropping the writer on any error leaves nothing behind.
         result?;
@@ -68,16 +71,18 @@ impl Registry {
                 format!("received {written} bytes, Content-Length said {l}"),
             ));
         }
-        self.commit_and_link(w, repo, expected).await
+        self.commit_and_link(w, repo, expected, slot).await
     }
 
     /// Verify and commit a writer's blob and link it to `repo`, under the
-    /// shared GC lock. Returns its size.
+    /// shared GC lock, and tell the upload's watch (if any) before the
+    /// `BlobPushed` event. Returns its size.
     pub(crate) async fn commit_and_link(
         &self,
         w: Box<dyn BlobWriter>,
         repo: &Name,
         digest: &Digest,
+        watch: WatchSlot,
     ) -> Result<u64, RegistryError> {
         let this = self.clone();
         let lock = blocking(move || Ok(this.inner.store.gc_lock_shared()?)).await?;
@@ -87,18 +92,18 @@ impl Registry {
             self.inner.metrics.storage_blobs.inc();
             self.inner.metrics.storage_bytes.add(size as i64);
         }
-        let this = self.clone();
-        let (repo2, digest2) = (repo.clone(), digest.clone());
-        blocking(move || {
-            Ok(this.inner.store.meta.link_blob(
-                repo2.as_str(),
-                &digest2,
+        self.inner
+            .store
+            .meta
+            .link_blob(
+                repo.as_str(),
+                digest,
                 size,
                 nanos(OffsetDateTime::now_utc()),
-            )?)
-        })
-        .await?;
+            )
+            .await?;
         drop(lock);
+        watch.committed(digest, size);
         if committed.new {
             self.emit(Event::BlobPushed {
                 repo: repo.clone(),
@@ -133,13 +138,7 @@ impl Registry {
         repo: &Name,
         digest: &Digest,
     ) -> Result<Option<u64>, RegistryError> {
-        if self
-            .inner
-            .store
-            .meta
-            .blob_link(repo.as_str(), digest)?
-            .is_none()
-        {
+        if block_on(self.inner.store.meta.blob_link(repo.as_str(), digest))?.is_none() {
             return Ok(None);
         }
         Ok(block_on(self.inner.store.blobs.stat(digest))?.map(|s| s.size))
@@ -155,7 +154,8 @@ impl Registry {
             .inner
             .store
             .meta
-            .blob_link(repo.as_str(), digest)?
+            .blob_link(repo.as_str(), digest)
+            .await?
             .is_none()
         {
             return Ok(None);
@@ -170,12 +170,12 @@ impl Registry {
         let size = block_on(store.blobs.stat(digest))?
             .ok_or_else(|| RegistryError::blob_unknown(digest))?
             .size;
-        store.meta.link_blob(
+        block_on(store.meta.link_blob(
             repo.as_str(),
             digest,
             size,
             nanos(OffsetDateTime::now_utc()),
-        )?;
+        ))?;
         Ok(())
     }
 
@@ -185,12 +185,12 @@ impl Registry {
     /// references it: the image would no longer pull. Delete the manifest
     /// first.
     pub fn delete_blob(&self, repo: &Name, digest: &Digest) -> Result<(), RegistryError> {
-        match self
-            .inner
-            .store
-            .meta
-            .unlink_unreferenced_blob(repo.as_str(), digest)?
-        {
+        match block_on(
+            self.inner
+                .store
+                .meta
+                .unlink_unreferenced_blob(repo.as_str(), digest),
+        )? {
             storage::UnlinkBlob::Unlinked => Ok(()),
             storage::UnlinkBlob::NotLinked => Err(RegistryError::blob_unknown(digest)),
             storage::UnlinkBlob::Referenced { manifest, tag } => {

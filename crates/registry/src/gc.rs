@@ -5,8 +5,9 @@
 //! 1. Take the data directory's GC lock exclusively. Committers (a blob
 //!    rename plus its repository link) hold it shared, so no commit
 //!    interleaves with the sweep.
-//! 2. In one write transaction (which serialises with manifest pushes,
-//!    whose reference checks run in their own write transactions):
+//! 2. In one metadata transaction ([`storage::Meta::gc_mark_and_sweep`],
+//!    which serialises with manifest pushes and blob links: SQLite's write
+//!    lock, or on PostgreSQL an advisory lock pushes hold shared):
 //!    - live manifests: every tagged manifest, every manifest younger than
 //!      the grace period, and, transitively, the children of live indexes
 //!      and the referrers (`subject`) of live manifests, per repository;
@@ -26,11 +27,10 @@
 //! uploaded before their manifest, and children pushed before their index.
 
 use crate::RegistryError;
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use storage::{BlobStorage, Meta, Store, block_on};
+use storage::{BlobStorage, GcParams, MetadataStorage, Store, block_on};
 
 /// GC options.
 #[derive(Debug, Clone)]
@@ -74,9 +74,19 @@ pub async fn gc_with(
     blobs: &BlobStorage,
     opts: GcOptions,
 ) -> Result<GcReport, RegistryError> {
-    let store = Arc::new(Store::open(data_dir, blobs).map_err(RegistryError::internal)?);
-    // Blocking all through: the metadata is SQLite, and the driver calls
-    // need no runtime of the caller's (see `storage::block_on`).
+    gc_stores(data_dir, blobs, &MetadataStorage::Sqlite, opts).await
+}
+
+/// Run a GC with blobs and metadata where the arguments say.
+pub async fn gc_stores(
+    data_dir: &Path,
+    blobs: &BlobStorage,
+    metadata: &MetadataStorage,
+    opts: GcOptions,
+) -> Result<GcReport, RegistryError> {
+    let store = Arc::new(Store::open(data_dir, blobs, metadata).map_err(RegistryError::internal)?);
+    // Blocking all through: the file lock and the driver's listing need no
+    // runtime of the caller's (see `storage::block_on`).
     tokio::task::spawn_blocking(move || gc_blocking(&store, &opts))
         .await
         .map_err(RegistryError::internal)?
@@ -88,125 +98,34 @@ fn gc_blocking(store: &Store, opts: &GcOptions) -> Result<GcReport, RegistryErro
     let cutoff_time = now
         .checked_sub(opts.grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let cutoff = cutoff_time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as i64;
-    let mut report = GcReport::default();
+    let nanos = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as i64
+    };
+    let week = Duration::from_secs(7 * 24 * 3600).as_nanos() as i64;
     let dry_run = opts.dry_run;
-
-    let (live_blobs, linked) = store.meta.with_write_tx(|tx| {
-        let all = Meta::all_manifest_refs(tx)?;
-        let tagged: HashSet<(String, String)> = {
-            let mut st = tx.prepare("SELECT repo, digest FROM tags")?;
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?
-        };
-        let by_key: HashMap<(&str, &str), usize> = all
-            .iter()
-            .enumerate()
-            .map(|(i, m)| ((m.repo.as_str(), m.digest.as_str()), i))
-            .collect();
-        let mut referrers: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
-        for (i, m) in all.iter().enumerate() {
-            if let Some(s) = &m.subject {
-                referrers
-                    .entry((m.repo.as_str(), s.as_str()))
-                    .or_default()
-                    .push(i);
-            }
-        }
-        let mut live = vec![false; all.len()];
-        let mut stack: Vec<usize> = Vec::new();
-        for (i, m) in all.iter().enumerate() {
-            if m.pushed_at >= cutoff || tagged.contains(&(m.repo.clone(), m.digest.clone())) {
-                live[i] = true;
-                stack.push(i);
-            }
-        }
-        while let Some(i) = stack.pop() {
-            let m = &all[i];
-            let children = m
-                .children
-                .iter()
-                .filter_map(|c| by_key.get(&(m.repo.as_str(), c.as_str())));
-            let refs = referrers
-                .get(&(m.repo.as_str(), m.digest.as_str()))
-                .into_iter()
-                .flatten();
-            for &j in children.chain(refs) {
-                if !live[j] {
-                    live[j] = true;
-                    stack.push(j);
-                }
-            }
-        }
-        let mut live_blobs: HashSet<String> = HashSet::new();
-        let mut removed: Vec<(String, String)> = Vec::new();
-        for (i, m) in all.iter().enumerate() {
-            if live[i] {
-                live_blobs.extend(m.blobs.iter().cloned());
-                continue;
-            }
-            report.manifests_removed += 1;
-            removed.push((m.repo.clone(), m.digest.clone()));
-            if !dry_run {
-                tx.execute(
-                    "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2",
-                    (&m.repo, &m.digest),
-                )?;
-                tx.execute(
-                    "DELETE FROM manifest_refs WHERE repo = ?1 AND manifest = ?2",
-                    (&m.repo, &m.digest),
-                )?;
-            }
-        }
-        if !dry_run {
-            // A running server reads this journal when it notices the
-            // database changed, and raises `ManifestDeleted` for each.
-            let now_nanos = now
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos() as i64;
-            let week = Duration::from_secs(7 * 24 * 3600).as_nanos() as i64;
-            Meta::journal_removed(tx, &removed, now_nanos, now_nanos - week)?;
-        }
-        let links: Vec<(String, String, i64)> = {
-            let mut st = tx.prepare("SELECT repo, digest, linked_at FROM blob_links")?;
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?
-        };
-        let mut linked: HashSet<String> = HashSet::new();
-        for (repo, digest, at) in links {
-            if live_blobs.contains(&digest) || at >= cutoff {
-                linked.insert(digest);
-                continue;
-            }
-            report.links_removed += 1;
-            if !dry_run {
-                tx.execute(
-                    "DELETE FROM blob_links WHERE repo = ?1 AND digest = ?2",
-                    (&repo, &digest),
-                )?;
-            } else {
-                // In a dry run the link stays, but count the blob as if gone.
-            }
-        }
-        if !dry_run {
-            tx.execute(
-                "DELETE FROM repos WHERE created_at < ?1
-                   AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = repos.name)
-                   AND NOT EXISTS (SELECT 1 FROM blob_links b WHERE b.repo = repos.name)",
-                [cutoff],
-            )?;
-        }
-        Ok((live_blobs, linked))
-    })?;
+    // The journal of removed manifests is kept a week: a running server
+    // reads it when it notices the metadata changed.
+    let marked = block_on(store.meta.gc_mark_and_sweep(GcParams {
+        cutoff: nanos(cutoff_time),
+        now: nanos(now),
+        prune_journal_before: nanos(now) - week,
+        dry_run,
+    }))?;
+    let mut report = GcReport {
+        manifests_removed: marked.manifests_removed,
+        links_removed: marked.links_removed,
+        ..GcReport::default()
+    };
 
     let mut doomed = Vec::new();
     block_on(store.blobs.list(&mut |d, st| {
         let s = d.to_string();
-        if live_blobs.contains(&s) || linked.contains(&s) || st.modified >= cutoff_time {
+        if marked.live_blobs.contains(&s)
+            || marked.linked.contains(&s)
+            || st.modified >= cutoff_time
+        {
             report.blobs_kept += 1;
             report.bytes_kept += st.size;
         } else {

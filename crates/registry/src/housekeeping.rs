@@ -16,7 +16,7 @@ impl Inner {
             return;
         }
         let n: u64 = batch.iter().map(|b| b.3).sum();
-        match self.store.meta.record_pulls(&batch) {
+        match storage::block_on(self.store.meta.record_pulls(batch)) {
             Ok(()) => self.metrics.pulls_recorded.inc_by(n),
             Err(e) => tracing::warn!("cannot record pulls: {e}"),
         }
@@ -41,7 +41,7 @@ impl Registry {
             return Ok(());
         }
         let mut seen = inner.external.lock().unwrap_or_else(|p| p.into_inner());
-        let version = inner.store.meta.data_version()?;
+        let version = storage::block_on(inner.store.meta.change_version())?;
         let cursor = match *seen {
             Some((v, _)) if v == version => return Ok(()),
             Some((_, cursor)) => {
@@ -50,7 +50,7 @@ impl Registry {
             }
             None => 0,
         };
-        let (removed, last) = inner.store.meta.removed_since(cursor)?;
+        let (removed, last) = storage::block_on(inner.store.meta.removed_since(cursor))?;
         *seen = Some((version, last));
         drop(seen);
         for (repo, digest) in removed {

@@ -48,17 +48,19 @@ mod gc;
 mod housekeeping;
 mod http;
 mod listings;
+mod manifest_cache;
 mod manifests;
 mod metrics;
 mod upload;
 
 pub use error::{ErrorCode, RegistryError};
-pub use gc::{GcOptions, GcReport, gc, gc_with};
+pub use gc::{GcOptions, GcReport, gc, gc_stores, gc_with};
 pub use http::{ObserveFn, ObserveLayer, observe};
-pub use storage::{BlobStorage, S3Config};
+pub use storage::{BlobStorage, MetadataStorage, PgConfig, S3Config};
 
 use housekeeping::spawn_housekeeping;
-use manifests::ManifestCache;
+use manifest_cache::ManifestCache;
+pub use manifest_cache::ManifestCacheStats;
 
 use bytes::Bytes;
 use oci::{Digest, Name, Tag};
@@ -89,6 +91,9 @@ pub struct Options {
     /// Where blobs and upload sessions live (the data directory unless
     /// S3 is configured).
     pub blobs: storage::BlobStorage,
+    /// Where the metadata lives (`<data>/meta.db` unless PostgreSQL is
+    /// configured).
+    pub metadata: storage::MetadataStorage,
 }
 
 impl Options {
@@ -103,6 +108,7 @@ impl Options {
             manifest_cache_bytes: 64 << 20,
             min_free_bytes: None,
             blobs: storage::BlobStorage::Filesystem,
+            metadata: storage::MetadataStorage::Sqlite,
         }
     }
 }
@@ -163,6 +169,30 @@ pub trait EventSink: Send + Sync + 'static {
     fn on_event(&self, event: &Event);
 }
 
+/// Watches blob uploads as their bytes arrive (the assessor catalogs
+/// layers from the stream). Called from the request path: it must never
+/// block, and may decline any upload.
+pub trait BlobObserver: Send + Sync + 'static {
+    /// An upload session (or a monolithic upload) receives its first
+    /// bytes. `None` declines to watch it.
+    fn upload_started(&self, repo: &Name) -> Option<Box<dyn UploadWatch>>;
+}
+
+/// One upload being watched. The registry feeds it every byte in order;
+/// dropping it without [`UploadWatch::committed`] means the upload was
+/// abandoned (digest mismatch, cancel, bad chunk, expiry, or bytes the
+/// watch did not see): whatever it derived from the bytes must go.
+pub trait UploadWatch: Send + 'static {
+    /// The next bytes of the blob. Must not block. `false`: the watch
+    /// takes no more bytes (say, its buffer is full because its reader is
+    /// slower than the client); the upload goes on at full speed unwatched,
+    /// and the watch is still told how it ends.
+    fn chunk(&mut self, bytes: &Bytes) -> bool;
+    /// The bytes fed hash to `digest`, which is now committed. Called
+    /// before [`Event::BlobPushed`] is raised for it.
+    fn committed(self: Box<Self>, digest: &Digest, size: u64);
+}
+
 /// Decides whether an image may be pulled (the assessor's quarantine).
 /// Called on every manifest GET and HEAD of an image manifest or index
 /// without a `subject`, after the reference resolved to `digest`: it must
@@ -176,6 +206,9 @@ pub trait PullGate: Send + Sync + 'static {
 /// Why a pull is refused, and who may pull all the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullRefusal {
+    /// A short label for the metrics (`unhealthy`, `incomplete`,
+    /// `not_assessed`, …): `drydock_pull_gate_refusals_total{reason}`.
+    pub reason: String,
     /// Names the rule and where to see the findings; sent to the client.
     pub message: String,
     /// Identities exempt from the rule: `user:NAME` or `robot:NAME`
@@ -235,15 +268,21 @@ struct Inner {
     metrics: metrics::Metrics,
     /// Set once at startup; unset means every pull is served.
     pull_gate: OnceLock<Arc<dyn PullGate>>,
+    /// Set once at startup; unset means uploads are not watched.
+    blob_observer: OnceLock<Arc<dyn BlobObserver>>,
     /// The database's data version when the GC journal was last read, and
     /// the journal position (see `housekeeping.rs`); `None` until read.
     external: Mutex<Option<(i64, i64)>>,
 }
 
 /// Serialises this process's requests on one upload session (the
-/// session's state itself is saved by the blob driver).
+/// session's state itself is saved by the blob driver), and keeps the
+/// session's [`UploadWatch`] between its requests.
 #[derive(Default)]
-struct SessionState;
+struct SessionState {
+    /// The watch, parked between requests: see `upload::WatchSlot`.
+    watch: Option<crate::upload::Parked>,
+}
 
 fn nanos(t: OffsetDateTime) -> i64 {
     t.unix_timestamp_nanos() as i64
@@ -267,8 +306,9 @@ impl Registry {
     /// uploads, and starts the background work (pull record flushing,
     /// upload expiry, storage accounting).
     pub fn open(opts: Options) -> Result<Registry, RegistryError> {
-        let store = Store::open(&opts.data_dir, &opts.blobs).map_err(RegistryError::internal)?;
-        tracing::info!(blobs = %store.blobs.describe(), "blob storage");
+        let store = Store::open(&opts.data_dir, &opts.blobs, &opts.metadata)
+            .map_err(RegistryError::internal)?;
+        tracing::info!(blobs = %store.blobs.describe(), metadata = %store.meta.describe(), "storage");
         let removed = store.recover()?;
         if removed > 0 {
             tracing::info!(removed, "removed temporary files left by a previous run");
@@ -289,7 +329,7 @@ impl Registry {
         }
         let metrics = metrics::Metrics::new();
         metrics.uploads_in_progress.set(open_uploads);
-        let version = store.meta.data_version()?;
+        let version = block_on(store.meta.change_version())?;
         let inner = Arc::new(Inner {
             cache: ManifestCache::new(version, opts.manifest_cache_bytes),
             store,
@@ -299,6 +339,7 @@ impl Registry {
             pulls: Mutex::new(HashMap::new()),
             metrics,
             pull_gate: OnceLock::new(),
+            blob_observer: OnceLock::new(),
             external: Mutex::new(None),
         });
         // Storage accounting: one walk at startup, then kept up to date.
@@ -342,6 +383,25 @@ impl Registry {
     /// used: returns false if one was set already.
     pub fn set_pull_gate(&self, gate: Arc<dyn PullGate>) -> bool {
         self.inner.pull_gate.set(gate).is_ok()
+    }
+
+    /// Watch uploads as they stream in (see [`BlobObserver`]). Only the
+    /// first observer set is used: returns false if one was set already.
+    pub fn set_blob_observer(&self, observer: Arc<dyn BlobObserver>) -> bool {
+        self.inner.blob_observer.set(observer).is_ok()
+    }
+
+    /// A watch for an upload starting now, if an observer wants it.
+    pub(crate) fn watch_upload(&self, repo: &Name) -> Option<Box<dyn UploadWatch>> {
+        let watch = self.inner.blob_observer.get()?.upload_started(repo);
+        if watch.is_none() {
+            self.inner
+                .metrics
+                .streamed_uploads
+                .with_label_values(&["declined"])
+                .inc();
+        }
+        watch
     }
 
     pub(crate) fn pull_gate(&self) -> Option<&Arc<dyn PullGate>> {

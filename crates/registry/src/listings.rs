@@ -5,16 +5,13 @@
 
 use crate::{ManifestInfo, Registry, RegistryError, from_nanos, nanos};
 use oci::{Digest, Name, Tag};
+use storage::block_on;
 use time::OffsetDateTime;
 
 impl Registry {
     /// All repositories, in lexical order.
     pub fn repositories(&self) -> Result<Vec<Name>, RegistryError> {
-        Ok(self
-            .inner
-            .store
-            .meta
-            .repositories(None, None)?
+        Ok(block_on(self.inner.store.meta.repositories(None, None))?
             .into_iter()
             .filter_map(|n| Name::parse(&n).ok())
             .collect())
@@ -22,23 +19,17 @@ impl Registry {
 
     /// A repository's tags, in lexical order.
     pub fn tags(&self, repo: &Name) -> Result<Vec<(Tag, Digest)>, RegistryError> {
-        Ok(self
-            .inner
-            .store
-            .meta
-            .tags(repo.as_str(), None, None)?
-            .into_iter()
-            .filter_map(|(t, d)| Tag::parse(&t).ok().map(|t| (t, d)))
-            .collect())
+        Ok(
+            block_on(self.inner.store.meta.tags(repo.as_str(), None, None))?
+                .into_iter()
+                .filter_map(|(t, d)| Tag::parse(&t).ok().map(|t| (t, d)))
+                .collect(),
+        )
     }
 
     /// A repository's manifests, newest first.
     pub fn manifests(&self, repo: &Name) -> Result<Vec<ManifestInfo>, RegistryError> {
-        Ok(self
-            .inner
-            .store
-            .meta
-            .manifests(repo.as_str())?
+        Ok(block_on(self.inner.store.meta.manifests(repo.as_str()))?
             .into_iter()
             .map(|m| ManifestInfo {
                 digest: m.digest,
@@ -56,11 +47,7 @@ impl Registry {
         since: OffsetDateTime,
     ) -> Result<Vec<(Name, Digest, OffsetDateTime)>, RegistryError> {
         self.inner.flush_pulls();
-        Ok(self
-            .inner
-            .store
-            .meta
-            .recent_pulls(nanos(since))?
+        Ok(block_on(self.inner.store.meta.recent_pulls(nanos(since)))?
             .into_iter()
             .filter_map(|(r, d, t)| Name::parse(&r).ok().map(|r| (r, d, from_nanos(t))))
             .collect())
@@ -71,11 +58,7 @@ impl Registry {
         &self,
         since: OffsetDateTime,
     ) -> Result<Vec<(Name, Digest, OffsetDateTime)>, RegistryError> {
-        Ok(self
-            .inner
-            .store
-            .meta
-            .recent_pushes(nanos(since))?
+        Ok(block_on(self.inner.store.meta.recent_pushes(nanos(since)))?
             .into_iter()
             .filter_map(|(r, d, t)| Name::parse(&r).ok().map(|r| (r, d, from_nanos(t))))
             .collect())

@@ -1,68 +1,13 @@
 //! In-process manifest API (validated push, cached reads, deletes, pull
-//! records) and the in-memory manifest cache.
+//! records). The cache itself is in `manifest_cache.rs`.
 
-use crate::{ErrorCode, Event, Origin, Registry, RegistryError, StoredManifest, blocking, nanos};
+use crate::{ErrorCode, Event, Origin, Registry, RegistryError, StoredManifest, nanos};
 use bytes::Bytes;
 use oci::{Algorithm, Digest, Digester, Manifest, ManifestError, Name, Reference, Tag};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use storage::PutManifestError;
+use storage::{PutManifestError, block_on};
 use time::OffsetDateTime;
-
-pub(crate) struct ManifestCache {
-    map: RwLock<CacheMap>,
-    checked: Mutex<(Instant, i64)>,
-    max_bytes: usize,
-}
-
-#[derive(Default)]
-struct CacheMap {
-    entries: HashMap<(String, String), Arc<StoredManifest>>,
-    bytes: usize,
-}
-
-impl ManifestCache {
-    /// An empty cache of at most `max_bytes`, checked against the
-    /// database's data `version`.
-    pub(crate) fn new(version: i64, max_bytes: usize) -> ManifestCache {
-        ManifestCache {
-            map: RwLock::new(CacheMap::default()),
-            checked: Mutex::new((Instant::now(), version)),
-            max_bytes,
-        }
-    }
-    fn get(&self, repo: &str, reference: &str) -> Option<Arc<StoredManifest>> {
-        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        // Avoid allocating a key: the map is small; look up by tuple of Strings.
-        map.entries
-            .get(&(repo.to_string(), reference.to_string()))
-            .cloned()
-    }
-    fn put(&self, repo: &str, reference: &str, m: Arc<StoredManifest>) {
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let size = m.bytes.len() + repo.len() + reference.len() + 128;
-        if size > self.max_bytes / 16 {
-            return;
-        }
-        if map.bytes + size > self.max_bytes {
-            map.entries.clear();
-            map.bytes = 0;
-        }
-        if map
-            .entries
-            .insert((repo.to_string(), reference.to_string()), m)
-            .is_none()
-        {
-            map.bytes += size;
-        }
-    }
-    pub(crate) fn clear(&self) {
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        map.entries.clear();
-        map.bytes = 0;
-    }
-}
 
 impl Registry {
     /// Validate and store a manifest under `reference` (a tag, or the
@@ -153,56 +98,58 @@ impl Registry {
         let at = OffsetDateTime::now_utc();
         let media_type = manifest.media_type().to_string();
         let artifact_type = manifest.artifact_type().map(str::to_string);
-        let this = self.clone();
-        let (repo2, digest2, subject2) = (repo.clone(), digest.clone(), subject.clone());
-        let body2 = body.clone();
-        let media_type2 = media_type.clone();
-        blocking(move || {
-            let new = storage::NewManifest {
-                repo: repo2.as_str(),
-                digest: &digest2,
-                media_type: &media_type2,
-                body: &body2,
-                subject: subject2.as_ref(),
-                artifact_type: artifact_type.as_deref(),
-                annotations,
-                blobs,
-                children,
-                tags,
-                origin: origin.as_str(),
-                at: nanos(at),
-            };
-            this.inner
-                .store
-                .meta
-                .put_manifest(&new)
-                .map_err(|e| match e {
-                    PutManifestError::BlobUnknown(d) => RegistryError::new(
-                        ErrorCode::ManifestBlobUnknown,
-                        format!("blob {d} is not in repository {repo2}; push it first"),
-                    ),
-                    PutManifestError::BlobSize {
-                        digest,
-                        expected,
-                        actual,
-                    } => RegistryError::new(
-                        ErrorCode::ManifestInvalid,
-                        format!("blob {digest} is {actual} bytes, the manifest says {expected}"),
-                    ),
-                    PutManifestError::ChildUnknown(d) => RegistryError::new(
-                        ErrorCode::ManifestBlobUnknown,
-                        format!("manifest {d} is not in repository {repo2}; push it first"),
-                    ),
-                    PutManifestError::ChildMismatch { digest, why } => RegistryError::new(
-                        ErrorCode::ManifestInvalid,
-                        format!("manifest {digest}: {why}"),
-                    ),
-                    PutManifestError::Db(e) => RegistryError::from(e),
-                })
-        })
-        .await?;
+        let new = storage::NewManifest {
+            repo: repo.as_str().to_string(),
+            digest: digest.clone(),
+            media_type: media_type.clone(),
+            body: body.to_vec(),
+            subject: subject.clone(),
+            artifact_type,
+            annotations,
+            blobs,
+            children,
+            tags,
+            origin: origin.as_str().to_string(),
+            at: nanos(at),
+        };
+        let repo2 = repo;
+        self.inner
+            .store
+            .meta
+            .put_manifest(new)
+            .await
+            .map_err(|e| match e {
+                PutManifestError::BlobUnknown(d) => RegistryError::new(
+                    ErrorCode::ManifestBlobUnknown,
+                    format!("blob {d} is not in repository {repo2}; push it first"),
+                ),
+                PutManifestError::BlobSize {
+                    digest,
+                    expected,
+                    actual,
+                } => RegistryError::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("blob {digest} is {actual} bytes, the manifest says {expected}"),
+                ),
+                PutManifestError::ChildUnknown(d) => RegistryError::new(
+                    ErrorCode::ManifestBlobUnknown,
+                    format!("manifest {d} is not in repository {repo2}; push it first"),
+                ),
+                PutManifestError::ChildMismatch { digest, why } => RegistryError::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("manifest {digest}: {why}"),
+                ),
+                PutManifestError::Db(e) => RegistryError::from(e),
+            })?;
         self.inner.metrics.bytes_in.inc_by(body.len() as u64);
-        self.inner.cache.clear();
+        let digest_key = digest.to_string();
+        self.inner.cache.invalidate(
+            repo.as_str(),
+            event_tags
+                .iter()
+                .map(|t| t.as_str())
+                .chain([digest_key.as_str()]),
+        );
         self.emit(Event::ManifestPushed {
             repo: repo.clone(),
             digest: digest.clone(),
@@ -235,10 +182,11 @@ impl Registry {
         if let Some(m) = self.inner.cache.get(repo.as_str(), &key) {
             return Ok(Some(m));
         }
+        let seen = self.inner.cache.generation();
         let meta = &self.inner.store.meta;
         let row = match reference {
-            Reference::Tag(t) => meta.manifest_by_tag(repo.as_str(), t.as_str())?,
-            Reference::Digest(d) => meta.manifest(repo.as_str(), d)?,
+            Reference::Tag(t) => block_on(meta.manifest_by_tag(repo.as_str(), t.as_str()))?,
+            Reference::Digest(d) => block_on(meta.manifest(repo.as_str(), d))?,
         };
         let Some(row) = row else { return Ok(None) };
         let m = Arc::new(StoredManifest {
@@ -247,7 +195,7 @@ impl Registry {
             digest: row.digest,
             subject: row.subject.and_then(|s| Digest::parse(&s).ok()),
         });
-        self.inner.cache.put(repo.as_str(), &key, m.clone());
+        self.inner.cache.put(repo.as_str(), &key, m.clone(), seen);
         Ok(Some(m))
     }
 
@@ -263,7 +211,7 @@ impl Registry {
         if checked.0.elapsed() < Duration::from_secs(1) {
             return Ok(());
         }
-        let v = self.inner.store.meta.data_version()?;
+        let v = block_on(self.inner.store.meta.change_version())?;
         if v != checked.1 {
             self.inner.cache.clear();
         }
@@ -273,13 +221,13 @@ impl Registry {
 
     /// Delete a manifest (by digest) and the tags pointing at it.
     pub fn delete_manifest(&self, repo: &Name, digest: &Digest) -> Result<(), RegistryError> {
-        let tags = self
-            .inner
-            .store
-            .meta
-            .delete_manifest(repo.as_str(), digest)?
+        let tags = block_on(self.inner.store.meta.delete_manifest(repo.as_str(), digest))?
             .ok_or_else(|| RegistryError::manifest_unknown(digest))?;
-        self.inner.cache.clear();
+        let digest_key = digest.to_string();
+        self.inner.cache.invalidate(
+            repo.as_str(),
+            tags.iter().map(String::as_str).chain([digest_key.as_str()]),
+        );
         for t in tags {
             if let Ok(tag) = Tag::parse(&t) {
                 self.emit(Event::TagDeleted {
@@ -297,20 +245,25 @@ impl Registry {
 
     /// Delete a tag (the manifest stays).
     pub fn delete_tag(&self, repo: &Name, tag: &Tag) -> Result<(), RegistryError> {
-        if !self
-            .inner
-            .store
-            .meta
-            .delete_tag(repo.as_str(), tag.as_str())?
-        {
+        if !block_on(
+            self.inner
+                .store
+                .meta
+                .delete_tag(repo.as_str(), tag.as_str()),
+        )? {
             return Err(RegistryError::manifest_unknown(tag));
         }
-        self.inner.cache.clear();
+        self.inner.cache.invalidate(repo.as_str(), [tag.as_str()]);
         self.emit(Event::TagDeleted {
             repo: repo.clone(),
             tag: tag.clone(),
         });
         Ok(())
+    }
+
+    /// The manifest cache's hit and miss counts since start.
+    pub fn manifest_cache_stats(&self) -> crate::ManifestCacheStats {
+        self.inner.cache.stats()
     }
 
     /// Record a manifest pull (batched; written within a second).

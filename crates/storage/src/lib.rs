@@ -2,7 +2,12 @@
 //! driver interface that owns uploads ([`BlobDriver`], [`BlobWriter`];
 //! implemented for the filesystem, [`FsBlobs`], and for S3-compatible
 //! object stores, [`S3Blobs`]), streaming verified ingest ([`ingest`]) and
-//! the SQLite metadata store ([`Meta`]).
+//! the metadata and access-control stores behind two async traits
+//! ([`Meta`], [`AccessStore`]; typed errors, [`MetaError`]) implemented
+//! on SQLite ([`SqliteMeta`], [`SqliteAccess`]: the embedded default) and
+//! on PostgreSQL ([`PgMeta`], [`PgAccess`]), both with versioned schema
+//! migrations. [`MetadataStorage`] says which; [`Store::open`] and
+//! [`open_access`] open it.
 //!
 //! Layout of a data directory (the blob parts only with the filesystem
 //! driver; see [`S3Blobs`] for the object layout):
@@ -11,7 +16,7 @@
 //! <data>/blobs/sha256/ab/<hex>   committed blobs, immutable, named by digest
 //! <data>/tmp/<uuid>              monolithic pushes being written (removed at startup)
 //! <data>/uploads/<uuid>/         upload sessions: `data`, `state`, `repo`, `owner`
-//! <data>/meta.db                 metadata (SQLite, WAL)
+//! <data>/meta.db                 metadata (SQLite, WAL; unless PostgreSQL is configured)
 //! <data>/gc.lock                 shared by committers, exclusive for GC sweeps
 //! ```
 //!
@@ -29,7 +34,11 @@ mod blobs;
 pub mod hashstate;
 pub mod ingest;
 mod meta;
+mod pg;
 mod s3;
+mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod uploads;
 
 pub use access::AccessStore;
@@ -39,11 +48,13 @@ pub use blobs::{
 };
 pub use ingest::{IngestError, Ingested, ingest};
 pub use meta::{
-    ManifestRefs, ManifestRow, ManifestSummary, Meta, MetaError, NewManifest, PutManifestError,
-    Referrer, UnlinkBlob,
+    GcMarked, GcParams, ManifestRow, ManifestSummary, Meta, MetaError, NewManifest,
+    PutManifestError, Referrer, UnlinkBlob,
 };
-pub use rusqlite;
+pub use pg::{PgAccess, PgConfig, PgMeta};
 pub use s3::{S3Blobs, S3Config};
+pub use sqlite::access::SqliteAccess;
+pub use sqlite::meta::SqliteMeta;
 pub use uploads::UploadInfo;
 
 use std::fs::{File, OpenOptions};
@@ -109,11 +120,57 @@ pub enum BlobStorage {
     S3(S3Config),
 }
 
+/// Where registry metadata and access control live.
+#[derive(Debug, Clone, Default)]
+pub enum MetadataStorage {
+    /// `<data>/meta.db` (the default).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database, shared by every node.
+    Postgres(PgConfig),
+}
+
+impl MetadataStorage {
+    /// From a `metadata.url`: `postgres://…` (or `postgresql://…`) selects
+    /// PostgreSQL, `sqlite` or an empty string the data directory's file.
+    pub fn from_url(url: &str) -> Result<MetadataStorage, MetaError> {
+        let url = url.trim();
+        if url.is_empty() || url == "sqlite" {
+            return Ok(MetadataStorage::Sqlite);
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(MetadataStorage::Postgres(PgConfig::new(url)?));
+        }
+        Err(MetaError::Backend(
+            "metadata.url must start with postgres:// (or be empty for SQLite)".into(),
+        ))
+    }
+
+    /// Open the registry metadata store.
+    pub fn open_meta(&self, data_dir: &Path) -> Result<Arc<dyn Meta>, MetaError> {
+        Ok(match self {
+            MetadataStorage::Sqlite => Arc::new(SqliteMeta::open(&data_dir.join("meta.db"))?),
+            MetadataStorage::Postgres(cfg) => Arc::new(PgMeta::connect(cfg)?),
+        })
+    }
+}
+
+/// Open the access-control store (users, robots, tokens, bindings, audit).
+pub fn open_access(
+    data_dir: &Path,
+    metadata: &MetadataStorage,
+) -> Result<Arc<dyn AccessStore>, MetaError> {
+    Ok(match metadata {
+        MetadataStorage::Sqlite => Arc::new(SqliteAccess::open(&data_dir.join("meta.db"))?),
+        MetadataStorage::Postgres(cfg) => Arc::new(PgAccess::connect(cfg)?),
+    })
+}
+
 /// Everything in one data directory.
 pub struct Store {
     pub root: PathBuf,
     pub blobs: Arc<dyn BlobDriver>,
-    pub meta: Meta,
+    pub meta: Arc<dyn Meta>,
 }
 
 /// A held GC lock; released on drop.
@@ -127,8 +184,13 @@ impl Drop for GcLock {
 
 impl Store {
     /// Open a data directory, creating what is missing, with blobs where
-    /// `blobs` says. Does not clean anything up; see [`Store::recover`].
-    pub fn open(root: &Path, blobs: &BlobStorage) -> Result<Store, StorageError> {
+    /// `blobs` says and metadata where `metadata` says. Does not clean
+    /// anything up; see [`Store::recover`].
+    pub fn open(
+        root: &Path,
+        blobs: &BlobStorage,
+        metadata: &MetadataStorage,
+    ) -> Result<Store, StorageError> {
         let io_err = |source| StorageError::Io {
             path: root.to_path_buf(),
             source,
@@ -143,7 +205,7 @@ impl Store {
                 Arc::new(S3Blobs::new(cfg.clone())?)
             }
         };
-        let meta = Meta::open(&root.join("meta.db"))?;
+        let meta = metadata.open_meta(root)?;
         Ok(Store {
             root: root.to_path_buf(),
             blobs,
@@ -193,16 +255,34 @@ mod tests {
             io::ErrorKind::StorageFull
         )));
         assert!(!is_storage_full(&io::Error::from_raw_os_error(libc::EIO)));
-        let full = MetaError(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-            None,
+        let sqlite = |code| {
+            sqlite::err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert!(sqlite(rusqlite::ffi::SQLITE_FULL).is_storage_full());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_BUSY).is_storage_full());
+        assert!(sqlite(rusqlite::ffi::SQLITE_BUSY).is_conflict());
+        assert!(sqlite(rusqlite::ffi::SQLITE_CONSTRAINT).is_conflict());
+    }
+
+    #[test]
+    fn metadata_urls() {
+        assert!(matches!(
+            MetadataStorage::from_url("").unwrap(),
+            MetadataStorage::Sqlite
         ));
-        assert!(full.is_storage_full());
-        let busy = MetaError(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-            None,
-        ));
-        assert!(!busy.is_storage_full());
+        let MetadataStorage::Postgres(pg) =
+            MetadataStorage::from_url("postgres://drydock:s3cret@127.0.0.1:5432/reg").unwrap()
+        else {
+            panic!("not postgres");
+        };
+        assert!(!pg.describe().contains("s3cret"));
+        assert!(!format!("{pg:?}").contains("s3cret"));
+        assert!(MetadataStorage::from_url("mysql://x").is_err());
+        let bad = MetadataStorage::from_url("postgres://u:s3cret@[bad").unwrap_err();
+        assert!(!bad.to_string().contains("s3cret"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use oci::{Digest, Name};
+use storage::block_on;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
@@ -31,7 +32,7 @@ pub(super) fn tags_list(reg: &Registry, repo: &Name, req: &Request) -> Resp {
     let q = query_pairs(req);
     let (n, last) = paging(&q)?;
     let meta = &reg.inner.store.meta;
-    if !meta.repo_exists(repo.as_str())? {
+    if !block_on(meta.repo_exists(repo.as_str()))? {
         return Err(RegistryError::new(
             ErrorCode::NameUnknown,
             format!("repository {repo} is unknown"),
@@ -40,7 +41,7 @@ pub(super) fn tags_list(reg: &Registry, repo: &Name, req: &Request) -> Resp {
     let mut tags: Vec<String> = if n == Some(0) {
         Vec::new()
     } else {
-        meta.tags(repo.as_str(), last.as_deref(), n.map(|n| n + 1))?
+        block_on(meta.tags(repo.as_str(), last.as_deref(), n.map(|n| n + 1)))?
             .into_iter()
             .map(|(t, _)| t)
             .collect()
@@ -72,11 +73,12 @@ fn visible_repositories(
     let mut out = Vec::new();
     let mut cursor = last;
     loop {
-        let batch = reg
-            .inner
-            .store
-            .meta
-            .repositories(cursor.as_deref(), Some(CATALOG_BATCH))?;
+        let batch = block_on(
+            reg.inner
+                .store
+                .meta
+                .repositories(cursor.as_deref(), Some(CATALOG_BATCH)),
+        )?;
         let exhausted = batch.len() < CATALOG_BATCH;
         cursor = batch.last().cloned();
         for r in batch {
@@ -121,7 +123,7 @@ pub(super) fn catalog(reg: &Registry, req: &Request, p: &Principal) -> Resp {
 pub(super) fn referrers(reg: &Registry, repo: &Name, subject: &Digest, req: &Request) -> Resp {
     let q = query_pairs(req);
     let filter = query(&q, "artifactType").filter(|f| !f.is_empty());
-    let list = reg.inner.store.meta.referrers(repo.as_str(), subject)?;
+    let list = block_on(reg.inner.store.meta.referrers(repo.as_str(), subject))?;
     let manifests: Vec<serde_json::Value> = list
         .into_iter()
         .filter(|r| filter.is_none() || r.artifact_type.as_deref() == filter)

@@ -82,7 +82,7 @@ impl Registry {
 
 async fn readyz(State(reg): State<Registry>) -> Response {
     let mut problems = Vec::new();
-    if let Err(e) = reg.inner.store.meta.data_version() {
+    if let Err(e) = reg.inner.store.meta.change_version().await {
         problems.push(format!("metadata database: {e}"));
     }
     if let Err(e) = reg.inner.store.blobs.ready().await {
@@ -287,14 +287,12 @@ fn reference(s: &str) -> Result<Reference, RegistryError> {
     }
 }
 
+/// The query string's pairs in order (`?tag=` may repeat), through the
+/// same decoder as every other route: axum's `Query`. A string that does
+/// not decode counts as none.
 fn query_pairs(req: &Request) -> Vec<(String, String)> {
-    req.uri()
-        .query()
-        .map(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect::<Vec<_>>()
-        })
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(req.uri())
+        .map(|q| q.0)
         .unwrap_or_default()
 }
 

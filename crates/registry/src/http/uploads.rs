@@ -78,11 +78,7 @@ fn mount_source(
         // No `from` (automatic cross-mount): any repository holding the
         // blob that the identity may pull. Its token need not name it:
         // clients ask only for the repositories they know.
-        None => Ok(reg
-            .inner
-            .store
-            .meta
-            .blob_repos(d)?
+        None => Ok(storage::block_on(reg.inner.store.meta.blob_repos(d))?
             .iter()
             .any(|r| p.identity_may(r, Action::Pull))),
     }

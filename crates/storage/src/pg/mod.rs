@@ -1,0 +1,229 @@
+//! PostgreSQL backends of the metadata and access stores
+//! (`tokio-postgres` with a `deadpool-postgres` pool; queries written by
+//! hand, as for SQLite, so no database is needed at compile time).
+//!
+//! Each store runs its queries on its own small Tokio runtime (as the S3
+//! driver does), so it may be called from any runtime, from a plain
+//! thread through [`crate::block_on`], or from a current-thread test
+//! runtime that is blocked in a synchronous caller, without stalling the
+//! connection tasks. Schema migrations run at connect under a session
+//! advisory lock, so nodes starting together migrate once.
+
+pub(crate) mod access;
+pub(crate) mod meta;
+
+pub use access::PgAccess;
+pub use meta::PgMeta;
+
+use crate::MetaError;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::future::Future;
+use std::str::FromStr;
+use tokio::runtime::{Handle, Runtime};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+/// Advisory lock keys (one namespace for drydock: "dd" in the high bits).
+pub(crate) const LOCK_MIGRATE: i64 = 0x6464_0001;
+/// Held shared by manifest pushes and blob links, exclusively by GC's
+/// mark-and-sweep: the PostgreSQL form of SQLite's single write lock.
+pub(crate) const LOCK_GC: i64 = 0x6464_0002;
+
+/// Connections per store.
+const POOL_SIZE: usize = 16;
+
+/// How to reach PostgreSQL. The URL's password never appears in `Debug`,
+/// [`PgConfig::describe`] or any error.
+#[derive(Clone)]
+pub struct PgConfig {
+    config: tokio_postgres::Config,
+}
+
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl PgConfig {
+    /// Parse a `postgres://user:password@host:port/db?options` URL.
+    pub fn new(url: &str) -> Result<PgConfig, MetaError> {
+        // The parser's message may quote the URL: say only what it is.
+        let config = tokio_postgres::Config::from_str(url).map_err(|_| {
+            MetaError::Backend("metadata.url is not a valid postgres:// URL".into())
+        })?;
+        Ok(PgConfig { config })
+    }
+
+    /// `postgres://user@host:port/db`, without the password.
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        let host = c
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .unwrap_or_else(|| "localhost".into());
+        let port = c.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "postgres://{}@{host}:{port}/{}",
+            c.get_user().unwrap_or(""),
+            c.get_dbname().unwrap_or("")
+        )
+    }
+}
+
+/// Map a PostgreSQL error onto the store's error kinds. Only the
+/// server's message and code are kept: its DETAIL may quote row values.
+pub(crate) fn err(e: tokio_postgres::Error) -> MetaError {
+    if let Some(db) = e.as_db_error() {
+        let msg = format!("{} ({})", db.message(), db.code().code());
+        let code = db.code();
+        return if *code == SqlState::DISK_FULL
+            || *code == SqlState::INSUFFICIENT_RESOURCES
+            || *code == SqlState::PROGRAM_LIMIT_EXCEEDED
+        {
+            MetaError::StorageFull(msg)
+        } else if *code == SqlState::UNIQUE_VIOLATION
+            || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+            || *code == SqlState::LOCK_NOT_AVAILABLE
+        {
+            MetaError::Conflict(msg)
+        } else if code.code().starts_with("08")
+            || code.code().starts_with("57")
+            || *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            MetaError::Unavailable(msg)
+        } else {
+            MetaError::Backend(msg)
+        };
+    }
+    if e.is_closed() {
+        return MetaError::Unavailable(e.to_string());
+    }
+    MetaError::Backend(e.to_string())
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> MetaError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => match err(e) {
+            MetaError::Backend(m) => MetaError::Unavailable(m),
+            other => other,
+        },
+        e => MetaError::Unavailable(e.to_string()),
+    }
+}
+
+fn migrations() -> Vec<refinery::Migration> {
+    [
+        (
+            "V1__registry",
+            include_str!("../../migrations/postgres/V1__registry.sql"),
+        ),
+        (
+            "V2__access",
+            include_str!("../../migrations/postgres/V2__access.sql"),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, sql)| refinery::Migration::unapplied(name, sql).expect("migration names"))
+    .collect()
+}
+
+/// A pool on a runtime of its own.
+pub(crate) struct Pg {
+    pool: Pool,
+    describe: String,
+    rt: Option<Runtime>,
+    handle: Handle,
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        self.pool.close();
+        // Dropping a runtime inside another one panics; this does not wait.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Pg {
+    /// Connect, check the server answers, and migrate the schema.
+    pub(crate) fn connect(cfg: &PgConfig) -> Result<Pg, MetaError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("drydock-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| MetaError::Backend(format!("starting the PostgreSQL runtime: {e}")))?;
+        let mgr = Manager::from_config(
+            cfg.config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(|e| MetaError::Backend(format!("PostgreSQL pool: {e}")))?;
+        let pg = Pg {
+            pool,
+            describe: cfg.describe(),
+            handle: rt.handle().clone(),
+            rt: Some(rt),
+        };
+        let describe = pg.describe.clone();
+        crate::block_on(pg.run(move |pool| async move {
+            let mut obj = pool.get().await.map_err(pool_err)?;
+            let client: &mut tokio_postgres::Client = &mut obj;
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&LOCK_MIGRATE])
+                .await
+                .map_err(err)?;
+            let migrated = refinery::Runner::new(&migrations())
+                .set_grouped(true)
+                .set_migration_table_name(crate::sqlite::HISTORY_TABLE)
+                .run_async(client)
+                .await;
+            let unlocked = client
+                .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_MIGRATE])
+                .await;
+            migrated.map_err(|e| MetaError::Backend(format!("migrating {describe}: {e}")))?;
+            unlocked.map_err(err)?;
+            Ok(())
+        }))?;
+        Ok(pg)
+    }
+
+    /// Run `f` with the pool on the store's runtime.
+    pub(crate) async fn run<T, F, Fut>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Pool) -> Fut,
+        Fut: Future<Output = Result<T, MetaError>> + Send + 'static,
+    {
+        let h = self.handle.spawn(f(self.pool.clone()));
+        match h.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(MetaError::Unavailable(format!("store shutting down: {e}"))),
+        }
+    }
+}
+
+/// A column of the right type, or a typed error (not a panic).
+pub(crate) fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
+    r: &'a tokio_postgres::Row,
+    i: usize,
+) -> Result<T, MetaError> {
+    r.try_get(i).map_err(err)
+}
