@@ -225,28 +225,37 @@ fn see(digest: &Digest) -> String {
 impl registry::PullGate for VerdictGate {
     fn check(&self, repo: &Name, digest: &Digest, _media_type: &str) -> Option<PullRefusal> {
         let rule = self.rule_for(repo.as_str())?;
-        let why = match self.verdict(digest) {
+        let (reason, why) = match self.verdict(digest) {
             GateVerdict::NotAnImage | GateVerdict::Healthy => return None,
             GateVerdict::Unhealthy { violations } if rule.unhealthy => {
                 let s = if violations == 1 { "" } else { "s" };
-                format!("is unhealthy ({violations} violation{s})")
+                (
+                    "unhealthy",
+                    format!("is unhealthy ({violations} violation{s})"),
+                )
             }
-            GateVerdict::Incomplete if rule.incomplete => {
-                "is incomplete (parts of it could not be read)".to_string()
-            }
-            GateVerdict::WaitingForDatabase if rule.not_assessed => {
+            GateVerdict::Incomplete if rule.incomplete => (
+                "incomplete",
+                "is incomplete (parts of it could not be read)".to_string(),
+            ),
+            GateVerdict::WaitingForDatabase if rule.not_assessed => (
+                "waiting_for_database",
                 "is not assessed yet (waiting for a vulnerability database: none was installed \
                  when it was read; it is matched as soon as one is)"
-                    .to_string()
-            }
+                    .to_string(),
+            ),
             GateVerdict::NotAssessed { status } if rule.not_assessed => match status.as_deref() {
-                Some(status::FAILED) => "is not assessed (its assessment failed)".to_string(),
-                Some(s) => format!("is not assessed yet ({s})"),
-                None => "is not assessed yet".to_string(),
+                Some(status::FAILED) => (
+                    "failed",
+                    "is not assessed (its assessment failed)".to_string(),
+                ),
+                Some(s) => ("not_assessed", format!("is not assessed yet ({s})")),
+                None => ("not_assessed", "is not assessed yet".to_string()),
             },
             _ => return None,
         };
         Some(PullRefusal {
+            reason: reason.to_string(),
             message: format!(
                 "pull refused by the pull gate for {}: image {digest} {why}; {}",
                 rule.repository,

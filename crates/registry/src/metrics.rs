@@ -17,6 +17,10 @@ pub struct Metrics {
     pub storage_free_bytes: IntGauge,
     pub storage_total_bytes: IntGauge,
     pub pulls_recorded: IntCounter,
+    /// What became of uploads a [`crate::BlobObserver`] was asked about.
+    pub streamed_uploads: IntCounterVec,
+    /// Manifest reads the pull gate refused, by the rule's reason.
+    pub pull_gate_refusals: IntCounterVec,
 }
 
 impl Metrics {
@@ -74,6 +78,26 @@ impl Metrics {
             "Manifest pulls recorded in the pull record",
         )
         .expect("metric");
+        let streamed_uploads = IntCounterVec::new(
+            Opts::new(
+                "drydock_upload_streams_total",
+                "Uploads shown to the blob observer (the assessor's catalog-on-upload) as they \
+                 streamed in, by outcome: committed (watched whole, then verified), declined \
+                 (not watched), fell_behind (the observer could not keep pace with the client \
+                 and reads the rest after the commit), abandoned (mismatch, cancel or failed \
+                 chunk)",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
+        let pull_gate_refusals = IntCounterVec::new(
+            Opts::new(
+                "drydock_pull_gate_refusals_total",
+                "Manifest reads refused by the pull gate, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -85,6 +109,8 @@ impl Metrics {
             Box::new(storage_free_bytes.clone()),
             Box::new(storage_total_bytes.clone()),
             Box::new(pulls_recorded.clone()),
+            Box::new(streamed_uploads.clone()),
+            Box::new(pull_gate_refusals.clone()),
         ] {
             registry.register(c).expect("register metric");
         }
@@ -100,6 +126,8 @@ impl Metrics {
             storage_free_bytes,
             storage_total_bytes,
             pulls_recorded,
+            streamed_uploads,
+            pull_gate_refusals,
         }
     }
 

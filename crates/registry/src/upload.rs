@@ -12,9 +12,9 @@
 //! names the session through a [`SessionKey`] carrying the caller, and a
 //! session of another identity is unknown (404), as if it did not exist.
 
-use crate::{ErrorCode, Registry, RegistryError, SessionState};
+use crate::{ErrorCode, Registry, RegistryError, SessionState, UploadWatch};
 use bytes::Bytes;
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use oci::{Digest, Name};
 use std::sync::Arc;
 use storage::{BlobWriter, UploadInfo};
@@ -50,7 +50,118 @@ where
     Box::pin(body.map_err(|e| e.to_string()))
 }
 
+/// An upload's [`UploadWatch`] while a request feeds it. Counts what
+/// became of it in `drydock_upload_streams_total`; dropping it with the
+/// watch still inside means the bytes it saw do not count (abandoned).
+pub(crate) struct WatchSlot {
+    watch: Option<Box<dyn UploadWatch>>,
+    /// Still taking bytes (it has not said `false`).
+    feeding: bool,
+    outcomes: prometheus::IntCounterVec,
+}
+
+/// A session's watch between its requests: the offset it has seen up to
+/// and whether it still takes bytes.
+pub(crate) struct Parked {
+    seen: u64,
+    feeding: bool,
+    watch: Box<dyn UploadWatch>,
+}
+
+impl WatchSlot {
+    pub(crate) fn new(reg: &Registry, watch: Option<Box<dyn UploadWatch>>) -> WatchSlot {
+        WatchSlot {
+            watch,
+            feeding: true,
+            outcomes: reg.inner.metrics.streamed_uploads.clone(),
+        }
+    }
+
+    fn count(&self, outcome: &str) {
+        self.outcomes.with_label_values(&[outcome]).inc();
+    }
+
+    fn feed(&mut self, bytes: &Bytes) {
+        if !self.feeding {
+            return;
+        }
+        if let Some(w) = &mut self.watch
+            && !w.chunk(bytes)
+        {
+            // The watcher fell behind: the upload goes on at full speed and
+            // the watcher reads the rest after the commit.
+            self.feeding = false;
+            self.count("fell_behind");
+        }
+    }
+
+    /// The blob verified as `digest`: tell the watch.
+    pub(crate) fn committed(mut self, digest: &Digest, size: u64) {
+        if let Some(w) = self.watch.take() {
+            w.committed(digest, size);
+            if self.feeding {
+                self.count("committed");
+            }
+        }
+    }
+
+    /// Keep the watch for the session's next request, which starts at `offset`.
+    fn park(mut self, offset: u64) -> Option<Parked> {
+        let feeding = self.feeding;
+        self.watch.take().map(|watch| Parked {
+            seen: offset,
+            feeding,
+            watch,
+        })
+    }
+
+    /// `body`, with each chunk shown to the watch on its way to the driver.
+    pub(crate) fn watched<'a, S, E>(
+        &'a mut self,
+        body: S,
+    ) -> impl Stream<Item = Result<Bytes, E>> + Send + Unpin + 'a
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'a,
+    {
+        body.inspect(move |r| {
+            if let Ok(b) = r {
+                self.feed(b);
+            }
+        })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        if self.watch.is_some() {
+            self.count("abandoned");
+        }
+    }
+}
+
 impl Registry {
+    /// The watch for a session's next chunk at `offset`: the one parked
+    /// by its previous request if that saw every byte so far (or takes no
+    /// more bytes anyway), a new one at offset 0, else none (the session
+    /// is not watched).
+    fn session_watch(&self, state: &mut SessionState, repo: &Name, offset: u64) -> WatchSlot {
+        match state.watch.take() {
+            Some(p) if p.seen == offset || !p.feeding => {
+                let mut slot = WatchSlot::new(self, Some(p.watch));
+                slot.feeding = p.feeding;
+                slot
+            }
+            Some(p) => {
+                // Bytes were written elsewhere (another process): what it
+                // saw is not the blob.
+                drop(WatchSlot::new(self, Some(p.watch)));
+                WatchSlot::new(self, None)
+            }
+            None if offset == 0 => WatchSlot::new(self, self.watch_upload(repo)),
+            None => WatchSlot::new(self, None),
+        }
+    }
+
     /// Start an upload session owned by `owner`.
     pub(crate) async fn start_upload(
         &self,
@@ -130,12 +241,15 @@ impl Registry {
     {
         let info = self.upload_info(key).await?;
         let state = self.session(&info.id);
-        let _state = state.lock().await;
+        let mut state = state.lock().await;
         // Re-read under the lock: another request may have moved it on.
         let info = self.upload_info(key).await?;
         let mut w = self.resume(&info.id).await?;
-        self.append(&mut *w, range, content_length, body).await?;
+        let mut slot = self.session_watch(&mut state, key.repo, w.offset());
+        self.append(&mut *w, range, content_length, slot.watched(body))
+            .await?;
         w.save().await?;
+        state.watch = slot.park(w.offset());
         Ok(w.offset())
     }
 
@@ -200,11 +314,13 @@ impl Registry {
     {
         let info = self.upload_info(key).await?;
         let state_arc = self.session(&info.id);
-        let state = state_arc.lock().await;
+        let mut state = state_arc.lock().await;
         let info = self.upload_info(key).await?;
         let mut w = self.resume(&info.id).await?;
-        self.append(&mut *w, range, content_length, body).await?;
-        let len = self.commit_and_link(w, key.repo, digest).await?;
+        let mut slot = self.session_watch(&mut state, key.repo, w.offset());
+        self.append(&mut *w, range, content_length, slot.watched(body))
+            .await?;
+        let len = self.commit_and_link(w, key.repo, digest, slot).await?;
         self.inner.metrics.uploads_in_progress.dec();
         drop(state);
         self.forget_session(&info.id);

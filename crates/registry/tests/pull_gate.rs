@@ -38,6 +38,7 @@ impl PullGate for FakeGate {
             return None;
         }
         Some(PullRefusal {
+            reason: "unhealthy".into(),
             message: format!(
                 "pull refused by the pull gate for team-a/*: image {digest} is unhealthy"
             ),
@@ -329,4 +330,49 @@ async fn admins_and_listed_identities_bypass_the_gate() {
             assert_eq!(r.status(), want, "{m} as {user}");
         }
     }
+}
+
+/// Refusals are counted by the rule's reason in `/metrics`; pulls served,
+/// and refusals an exempt caller bypasses, are not.
+#[tokio::test]
+async fn refusals_are_counted_by_reason_in_metrics() {
+    let f = fixture().await;
+    let refusals = || async {
+        let text = f
+            .req(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("drydock_pull_gate_refusals_total{reason=\"unhealthy\"} "))
+            .map(|v| v.parse::<u64>().unwrap())
+            .unwrap_or(0)
+    };
+    assert_eq!(refusals().await, 0);
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let r = f
+            .req(method, "/v2/team-a/app/manifests/bad")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    // Served, and bypassed by an administrator: not refusals.
+    let r = f
+        .req(reqwest::Method::GET, "/v2/team-a/app/manifests/good")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = f
+        .req(reqwest::Method::GET, "/v2/team-a/app/manifests/bad")
+        .basic_auth("ada", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(refusals().await, 2);
 }

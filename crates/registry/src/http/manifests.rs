@@ -78,6 +78,11 @@ fn gate(reg: &Registry, repo: &Name, m: &StoredManifest, req: &Request) -> Optio
     {
         return None;
     }
+    reg.inner
+        .metrics
+        .pull_gate_refusals
+        .with_label_values(&[refusal.reason.as_str()])
+        .inc();
     Some(RegistryError::new(ErrorCode::Denied, refusal.message))
 }
 
