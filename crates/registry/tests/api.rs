@@ -458,9 +458,10 @@ async fn in_process_api_and_gc() {
         .await
         .unwrap();
     // Within the grace period nothing goes.
-    let rep = registry::gc_with(
+    let rep = registry::gc_stores(
         s.dir.path(),
         &s.blobs,
+        &s.metadata,
         GcOptions {
             dry_run: false,
             grace: Duration::from_secs(3600),
@@ -470,9 +471,10 @@ async fn in_process_api_and_gc() {
     .unwrap();
     assert_eq!(rep.blobs_removed, 0);
     assert_eq!(rep.manifests_removed, 0);
-    let rep = registry::gc_with(
+    let rep = registry::gc_stores(
         s.dir.path(),
         &s.blobs,
+        &s.metadata,
         GcOptions {
             dry_run: true,
             grace: Duration::ZERO,
@@ -495,9 +497,10 @@ async fn in_process_api_and_gc() {
         )
         .await
         .unwrap();
-    let rep = registry::gc_with(
+    let rep = registry::gc_stores(
         s.dir.path(),
         &s.blobs,
+        &s.metadata,
         GcOptions {
             dry_run: false,
             grace: Duration::ZERO,

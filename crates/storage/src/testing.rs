@@ -107,10 +107,15 @@ impl PgCluster {
         } else {
             None
         };
-        let dir = tempfile::Builder::new()
-            .prefix("drydock-pg-")
-            .tempdir()
-            .expect("temporary directory");
+        // As root, under /tmp: the postgres user must be able to reach it
+        // (a TMPDIR under /root would not be).
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("drydock-pg-");
+        let dir = match &user {
+            Some(_) => builder.tempdir_in("/tmp"),
+            None => builder.tempdir(),
+        }
+        .expect("temporary directory");
         if let Some(u) = &user {
             let (uid, gid) = user_ids(u).expect("postgres user");
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");

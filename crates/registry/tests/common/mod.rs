@@ -3,7 +3,7 @@
 pub mod s3;
 
 use oci::Digest;
-use registry::{BlobStorage, Options, Registry};
+use registry::{BlobStorage, MetadataStorage, Options, Registry};
 use reqwest::{Client, Response, StatusCode};
 use std::net::SocketAddr;
 
@@ -13,8 +13,10 @@ pub struct Server {
     pub registry: Registry,
     pub dir: tempfile::TempDir,
     pub client: Client,
-    /// Where the server's blobs are (for `registry::gc_with`).
+    /// Where the server's blobs are (for `registry::gc_stores`).
     pub blobs: BlobStorage,
+    /// Where the server's metadata is (for `registry::gc_stores`).
+    pub metadata: MetadataStorage,
 }
 
 pub async fn start() -> Server {
@@ -25,8 +27,15 @@ pub async fn start() -> Server {
 pub async fn start_in(dir: tempfile::TempDir) -> Server {
     let mut opts = Options::new(dir.path());
     opts.blobs = test_blobs();
+    opts.metadata = test_metadata();
     let blobs = opts.blobs.clone();
+    let metadata = opts.metadata.clone();
     let registry = Registry::open(opts).unwrap();
+    // On PostgreSQL nothing of the metadata is in the data directory.
+    assert_eq!(
+        dir.path().join("meta.db").exists(),
+        matches!(metadata, MetadataStorage::Sqlite)
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = registry.router();
@@ -40,6 +49,7 @@ pub async fn start_in(dir: tempfile::TempDir) -> Server {
         dir,
         client: Client::builder().no_proxy().build().unwrap(),
         blobs,
+        metadata,
     }
 }
 
@@ -51,6 +61,21 @@ pub fn test_blobs() -> BlobStorage {
         Ok("s3") => BlobStorage::S3(s3::config(s3::shared_endpoint())),
         Ok("fs") | Ok("") | Err(_) => BlobStorage::Filesystem,
         Ok(other) => panic!("DRYDOCK_TEST_BLOBS={other}: expected fs or s3"),
+    }
+}
+
+/// Where the tests keep metadata: the data directory's SQLite file, or
+/// with `DRYDOCK_TEST_METADATA=postgres` a fresh database in a PostgreSQL
+/// cluster started for this process (`storage::testing`; outside CI a
+/// missing PostgreSQL is named and the run falls back to SQLite).
+pub fn test_metadata() -> MetadataStorage {
+    match std::env::var("DRYDOCK_TEST_METADATA").as_deref() {
+        Ok("postgres") => match storage::testing::shared_cluster() {
+            Some(cluster) => MetadataStorage::from_url(&cluster.fresh_database()).unwrap(),
+            None => MetadataStorage::Sqlite,
+        },
+        Ok("sqlite") | Ok("") | Err(_) => MetadataStorage::Sqlite,
+        Ok(other) => panic!("DRYDOCK_TEST_METADATA={other}: expected sqlite or postgres"),
     }
 }
 
