@@ -276,24 +276,90 @@ struct VulnAgg {
     data_source: String,
     references: Vec<String>,
     affected: Vec<Affected>,
+    /// The distinct images of `affected`, ascending: lists count these
+    /// (a million affected rows at 10,000 images; sets built from them on
+    /// every request cost a second).
+    images: Vec<usize>,
+    /// Per package: its images, and those of its rows with a fix
+    /// (ascending, distinct).
+    packages: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+impl VulnAgg {
+    /// Fill `images` and `packages` from `affected`.
+    fn index(&mut self) {
+        let mut per: BTreeMap<&str, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
+        for a in &self.affected {
+            let e = per.entry(a.package.as_str()).or_default();
+            e.0.push(a.image);
+            if a.fixed.is_some() {
+                e.1.push(a.image);
+            }
+        }
+        let distinct = |mut v: Vec<usize>| {
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        self.packages = per
+            .into_iter()
+            .map(|(p, (imgs, fixed))| (p.to_string(), distinct(imgs), distinct(fixed)))
+            .collect();
+        let mut all: Vec<usize> = self.affected.iter().map(|a| a.image).collect();
+        all.sort_unstable();
+        all.dedup();
+        self.images = all;
+    }
 }
 
 /// One consistent view of every image and vulnerability.
 pub struct Snapshot {
     images: Vec<ImageEntry>,
-    vulns: Vec<VulnAgg>,
+    vulns: Arc<Vec<VulnAgg>>,
     /// repository → (tag, digest)
     tags: BTreeMap<String, Vec<(String, String)>>,
     by_digest: HashMap<String, usize>,
     activity: Vec<DayCount>,
 }
 
-type CacheKey = (u64, Option<String>, i64);
-type Cached = (CacheKey, std::time::Instant, Arc<Snapshot>);
+/// The store's part of a snapshot: every image judged (results read,
+/// exemptions and VEX applied), without the registry's tags. Judging
+/// reads every result, seconds at 10,000 images, so it is redone only
+/// when the store or the database changed or an exemption expired; the
+/// tags (a cheap read) are laid over it every two seconds.
+struct Judged {
+    /// Tags empty, `untagged` true, `repos` the row's repository, sizes
+    /// `None`.
+    images: Vec<ImageEntry>,
+    vulns: Arc<Vec<VulnAgg>>,
+    activity: Vec<DayCount>,
+    /// Counted findings of every platform image (`None`: no verdict).
+    totals: Arc<HashMap<String, Option<usize>>>,
+    /// The first exemption expiry after judging: verdicts change then.
+    valid_until: Option<time::OffsetDateTime>,
+}
 
-fn cache() -> &'static Mutex<HashMap<PathBuf, Cached>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Cached>>> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
+/// Store generation, database version, day (activity and trend are per day).
+type JudgedKey = (u64, Option<String>, i64);
+
+#[derive(Default)]
+struct Cached {
+    judged: Option<(JudgedKey, Arc<Judged>)>,
+    snapshot: Option<(std::time::Instant, Arc<Judged>, Arc<Snapshot>)>,
+}
+
+/// Per data directory: the cache, behind a lock that also makes one
+/// request build while the others wait for its result (ten requests
+/// arriving during a rebuild must not start ten rebuilds).
+fn cache(dir: &std::path::Path) -> Arc<Mutex<Cached>> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<Cached>>>>> = OnceLock::new();
+    CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(dir.to_path_buf())
+        .or_default()
+        .clone()
 }
 
 fn t(ms: i64) -> String {
@@ -345,36 +411,70 @@ fn worse(a: &ImageEntry) -> (bool, usize, usize, usize, usize, usize) {
 }
 
 impl Service {
-    /// The current snapshot, rebuilt when the store, the database or the
-    /// minute changed (or after two seconds: tags live in the registry).
+    /// The current snapshot: images judged again when the store or the
+    /// database changed, the day turned or an exemption expired; tags read
+    /// again after two seconds (they live in the registry, which has no
+    /// change counter here).
     pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
-        let key: CacheKey = (
-            self.store().generation(),
-            self.database().map(|d| d.version()),
-            self.clock().now().unix_timestamp() / 60,
-        );
-        let dir = self.options().data_dir.clone();
-        if let Some((k, at, s)) = cache().lock().unwrap().get(&dir)
-            && *k == key
+        let cell = cache(&self.options().data_dir);
+        let mut cached = cell.lock().unwrap_or_else(|p| p.into_inner());
+        let (key, judged) = self.judged(&mut cached)?;
+        if let Some((at, j, s)) = &cached.snapshot
+            && Arc::ptr_eq(j, &judged)
             && at.elapsed() < std::time::Duration::from_secs(2)
         {
             return Ok(s.clone());
         }
-        let snap = Arc::new(self.build_snapshot()?);
-        cache()
-            .lock()
-            .unwrap()
-            .insert(dir, (key, std::time::Instant::now(), snap.clone()));
+        let snap = Arc::new(self.with_tags(&judged));
+        let fresh = cached.snapshot.is_none();
+        cached.snapshot = Some((std::time::Instant::now(), judged.clone(), snap.clone()));
+        if fresh && self.record_trend(&snap) {
+            // The trend is ours: its write must not send the next request
+            // through a whole judging again. Anything else written since
+            // moves the generation further, and that is judged.
+            let (g, db, d) = key;
+            if self.store().generation() == g + 1 {
+                cached.judged = Some(((g + 1, db, d), judged));
+            }
+        }
         Ok(snap)
     }
 
-    fn build_snapshot(&self) -> Result<Snapshot> {
-        let rows = self.store().all_images()?;
-        let ours = self.store().attached_sboms()?;
-        let exemptions = self.store().exemptions()?;
+    /// Every image judged, again only when the store or the database
+    /// changed, the day turned or an exemption expired. Reads no manifest
+    /// (sizes are the snapshot's), so it may be asked from async code.
+    fn judged(&self, cached: &mut Cached) -> Result<(JudgedKey, Arc<Judged>)> {
         let now = self.clock().now();
-        let db_version = self.database().map(|d| d.version());
+        let key: JudgedKey = (
+            self.store().generation(),
+            self.database().map(|d| d.version()),
+            now.unix_timestamp().div_euclid(86_400),
+        );
+        if let Some((k, j)) = &cached.judged
+            && *k == key
+            && j.valid_until.is_none_or(|u| now < u)
+        {
+            return Ok((key, j.clone()));
+        }
+        let j = Arc::new(self.judge()?);
+        cached.judged = Some((key.clone(), j.clone()));
+        cached.snapshot = None;
+        Ok((key, j))
+    }
 
+    /// Counted findings of every platform image (alone or in an index)
+    /// the assessor judged; `None` for those without a verdict. From the
+    /// same judging as the dashboard's lists, so an image page asking for
+    /// thousands of images' counts does not judge each again.
+    pub fn findings_totals(&self) -> Result<Arc<HashMap<String, Option<usize>>>> {
+        let cell = cache(&self.options().data_dir);
+        let mut cached = cell.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(self.judged(&mut cached)?.1.totals.clone())
+    }
+
+    /// The registry's tags (and the images' sizes) laid over the judged
+    /// images.
+    fn with_tags(&self, judged: &Judged) -> Snapshot {
         // Tags straight from the registry: digest → ["repo:tag"].
         let mut tags: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
         let mut tagged: HashMap<String, Vec<String>> = HashMap::new();
@@ -391,6 +491,52 @@ impl Service {
             }
             tags.insert(repo, out);
         }
+        let mut images = judged.images.clone();
+        for e in &mut images {
+            for p in &mut e.platforms {
+                p.size = cached_size(self, &e.repository, &p.digest);
+            }
+            e.size = e
+                .platforms
+                .iter()
+                .filter_map(|p| p.size)
+                .reduce(|a, b| a + b);
+            let tag_names = tagged.remove(&e.digest).unwrap_or_default();
+            e.repos.extend(
+                tag_names
+                    .iter()
+                    .filter_map(|t| t.rsplit_once(':').map(|(r, _)| r.to_string())),
+            );
+            e.repos.sort();
+            e.repos.dedup();
+            e.untagged = tag_names.is_empty();
+            e.tags = tag_names;
+        }
+        let by_digest = images
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.digest.clone(), i))
+            .collect();
+        Snapshot {
+            images,
+            vulns: judged.vulns.clone(),
+            tags,
+            by_digest,
+            activity: judged.activity.clone(),
+        }
+    }
+
+    fn judge(&self) -> Result<Judged> {
+        let rows = self.store().all_images()?;
+        let ours = self.store().attached_sboms()?;
+        let exemptions = self.store().exemptions()?;
+        let now = self.clock().now();
+        let db_version = self.database().map(|d| d.version());
+        let valid_until = exemptions
+            .iter()
+            .filter_map(|e| e.expires_at)
+            .filter(|&e| e > now)
+            .min();
 
         let mut children: HashMap<String, Vec<&ImageRow>> = HashMap::new();
         for r in &rows {
@@ -430,7 +576,6 @@ impl Service {
             let mut assessed: Option<i64> = None;
             let mut used_db: Option<String> = None;
             let mut waiting = false;
-            let mut size: Option<u64> = None;
             let mut any_running = false;
             for p in &platform_rows {
                 let res = self.store().result(&p.digest)?;
@@ -471,6 +616,8 @@ impl Service {
                                 data_source: f.data_source.to_string(),
                                 references: f.references.to_vec(),
                                 affected: Vec::new(),
+                                images: Vec::new(),
+                                packages: Vec::new(),
                             });
                             if f.severity > v.severity {
                                 v.severity = f.severity;
@@ -500,10 +647,6 @@ impl Service {
                     }
                     assessed = Some(assessed.map_or(res.assessed_at, |a| a.max(res.assessed_at)));
                 }
-                let p_size = cached_size(self, &row.repo, &p.digest);
-                if let Some(s) = p_size {
-                    *size.get_or_insert(0) += s;
-                }
                 let matched = res.as_ref().map(|r| r.db_version.is_some());
                 platforms.push(PlatformEntry {
                     digest: p.digest.clone(),
@@ -511,7 +654,7 @@ impl Service {
                     state: state_of(p, p_health.as_ref(), matched).into(),
                     error: p.error.clone(),
                     summary: p_summary,
-                    size: p_size,
+                    size: None,
                 });
             }
             // An index's verdict: every platform judged, rolled up; one
@@ -557,41 +700,28 @@ impl Service {
                 ),
                 _ => health.as_ref().map(|h| h.reason.clone()).unwrap_or_default(),
             };
-            let tag_names = tagged.get(&row.digest).cloned().unwrap_or_default();
-            let mut repos: Vec<String> = tag_names
-                .iter()
-                .filter_map(|t| t.rsplit_once(':').map(|(r, _)| r.to_string()))
-                .collect();
-            repos.push(row.repo.clone());
-            repos.sort();
-            repos.dedup();
             images.push(ImageEntry {
                 digest: row.digest.clone(),
                 repository: row.repo.clone(),
                 kind: row.kind.clone(),
-                untagged: tag_names.is_empty(),
-                tags: tag_names,
+                untagged: true,
+                tags: Vec::new(),
                 platforms,
                 state: st.into(),
                 reason,
                 error,
                 summary: if health.is_some() { summary } else { None },
-                size,
+                size: None,
                 pushed_at: row.last_pushed_at.map(t),
                 pulled_at: row.last_pulled_at.map(t),
                 assessed_at: assessed.map(t),
                 stale: used_db.is_some() && db_version.is_some() && used_db != db_version,
                 db_version: used_db,
                 reassessing: health.is_some() && any_running,
-                repos,
+                repos: vec![row.repo.clone()],
                 pushed_ms: row.last_pushed_at.unwrap_or(row.queued_at),
             });
         }
-        let by_digest = images
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.digest.clone(), i))
-            .collect();
         let today = now.unix_timestamp() * 1000;
         let activity = (0..14)
             .rev()
@@ -603,20 +733,32 @@ impl Service {
                 }
             })
             .collect();
-        let snap = Snapshot {
+        let totals = images
+            .iter()
+            .flat_map(|e| &e.platforms)
+            .map(|p| (p.digest.clone(), p.summary.as_ref().map(|s| s.total)))
+            .collect();
+        Ok(Judged {
+            totals: Arc::new(totals),
             images,
-            vulns: vulns.into_values().collect(),
-            tags,
-            by_digest,
+            vulns: Arc::new(
+                vulns
+                    .into_values()
+                    .map(|mut v| {
+                        v.index();
+                        v
+                    })
+                    .collect(),
+            ),
             activity,
-        };
-        self.record_trend(&snap);
-        Ok(snap)
+            valid_until,
+        })
     }
 
     /// Keep one trend point a day in the store (only when it changed, so
-    /// the write does not invalidate the snapshot in a loop).
-    fn record_trend(&self, snap: &Snapshot) {
+    /// the write does not invalidate the snapshot in a loop). Says whether
+    /// it wrote.
+    fn record_trend(&self, snap: &Snapshot) -> bool {
         let all = |_: &str| true;
         let o = snap.counts(&all);
         let point = TrendPoint {
@@ -632,7 +774,7 @@ impl Service {
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default();
         if trend.last() == Some(&point) {
-            return;
+            return false;
         }
         if trend.last().is_some_and(|p| p.day == point.day) {
             trend.pop();
@@ -640,8 +782,9 @@ impl Service {
         trend.push(point);
         let keep = trend.len().saturating_sub(90);
         trend.drain(..keep);
-        if let Ok(s) = serde_json::to_string(&trend) {
-            let _ = self.store().set_meta("dashboard.trend", &s);
+        match serde_json::to_string(&trend) {
+            Ok(s) => self.store().set_meta("dashboard.trend", &s).is_ok(),
+            Err(_) => false,
         }
     }
 
@@ -801,18 +944,21 @@ impl Snapshot {
     }
 
     fn vuln_entry(&self, v: &VulnAgg, shown: &[bool]) -> VulnEntry {
-        let mut imgs = BTreeSet::new();
-        let mut untagged = BTreeSet::new();
-        let mut packages = BTreeSet::new();
-        let mut fx = false;
-        for a in v.affected.iter().filter(|a| shown[a.image]) {
-            if self.images[a.image].untagged {
-                untagged.insert(a.image);
+        let (mut images, mut untagged) = (0, 0);
+        for &i in v.images.iter().filter(|&&i| shown[i]) {
+            if self.images[i].untagged {
+                untagged += 1;
             } else {
-                imgs.insert(a.image);
+                images += 1;
             }
-            packages.insert(a.package.as_str());
-            fx |= a.fixed.is_some();
+        }
+        let mut fx = false;
+        let mut packages = Vec::new();
+        for (p, imgs, fixed) in &v.packages {
+            if imgs.iter().any(|&i| shown[i]) {
+                packages.push(p.clone());
+                fx = fx || fixed.iter().any(|&i| shown[i]);
+            }
         }
         VulnEntry {
             id: v.id.clone(),
@@ -820,9 +966,9 @@ impl Snapshot {
             severity: v.severity.as_str().into(),
             summary: v.summary.clone(),
             fixable: fx,
-            images: imgs.len(),
-            untagged: untagged.len(),
-            packages: packages.into_iter().map(String::from).collect(),
+            images,
+            untagged,
+            packages,
         }
     }
 
@@ -874,17 +1020,30 @@ impl Snapshot {
                         .unwrap_or_else(|| e.repository.clone()),
                 ),
             };
-            let mut e = e.clone();
-            e.tags
-                .retain(|t| t.rsplit_once(':').is_some_and(|(r, _)| visible(r)));
-            if !visible(&e.repository)
-                && let Some(r) = e.repos.iter().find(|r| visible(r))
-            {
-                e.repository = r.clone();
-            }
-            items.push((key, e.digest.clone(), e));
+            items.push((key, e.digest.clone(), i));
         }
-        paginate(items, q.descending, cursor, limit)
+        // Only the page's entries are copied (8,000 clones per request
+        // otherwise).
+        let page = paginate(items, q.descending, cursor, limit)?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|i| {
+                    let mut e = self.images[i].clone();
+                    e.tags
+                        .retain(|t| t.rsplit_once(':').is_some_and(|(r, _)| visible(r)));
+                    if !visible(&e.repository)
+                        && let Some(r) = e.repos.iter().find(|r| visible(r))
+                    {
+                        e.repository = r.clone();
+                    }
+                    e
+                })
+                .collect(),
+            total: page.total,
+            next: page.next,
+        })
     }
 
     /// Repositories whose name contains `q`, by name.
@@ -1001,7 +1160,7 @@ impl Snapshot {
                 .map(|s| s.trim().to_lowercase())
                 .unwrap_or_default();
         let mut items = Vec::new();
-        for v in &self.vulns {
+        for v in self.vulns.iter() {
             if q.min_severity.is_some_and(|m| v.severity < m)
                 || (!q.severities.is_empty() && !q.severities.contains(&v.severity))
             {
