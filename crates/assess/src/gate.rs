@@ -10,7 +10,7 @@
 //! pulled afterwards, once each. Entries are also recomputed after
 //! [`MAX_AGE`], so an exemption that expires (time, not a write) is noticed.
 
-use crate::policy::{glob_match, health_status};
+use crate::policy::health_status;
 use crate::service::Service;
 use crate::store::status;
 use oci::{Digest, Name};
@@ -32,7 +32,8 @@ const MAX_ENTRIES: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PullGateRule {
-    /// Repository glob (`*` matches any run of characters, `/` included).
+    /// Repository pattern ([`oci::RepoPattern`]: `*` within one path
+    /// segment, `**` across several).
     pub repository: String,
     /// Refuse images whose verdict is `unhealthy` (default true).
     #[serde(default = "yes")]
@@ -73,6 +74,7 @@ impl PullGateRule {
         if self.repository.is_empty() {
             return Err("pull_gate: repository must not be empty".into());
         }
+        oci::RepoPattern::new(&self.repository).map_err(|e| format!("pull_gate: {e}"))?;
         for b in &self.bypass {
             let name = b
                 .strip_prefix("user:")
@@ -120,24 +122,30 @@ struct Entry {
 pub struct VerdictGate {
     service: Service,
     rules: Vec<PullGateRule>,
+    /// `rules[i].repository`, compiled once.
+    patterns: Vec<oci::RepoPattern>,
     cache: RwLock<HashMap<Digest, Entry>>,
 }
 
 impl VerdictGate {
     /// A gate over `service`'s verdicts; rules are validated.
     pub fn new(service: Service, rules: Vec<PullGateRule>) -> Result<VerdictGate, String> {
+        let mut patterns = Vec::with_capacity(rules.len());
         for r in &rules {
             r.validate()?;
+            patterns.push(oci::RepoPattern::new(&r.repository).map_err(|e| e.to_string())?);
         }
         Ok(VerdictGate {
             service,
             rules,
+            patterns,
             cache: RwLock::new(HashMap::new()),
         })
     }
 
     fn rule_for(&self, repo: &str) -> Option<&PullGateRule> {
-        self.rules.iter().find(|r| glob_match(&r.repository, repo))
+        let i = self.patterns.iter().position(|p| p.is_match(repo))?;
+        self.rules.get(i)
     }
 
     /// The verdict of `digest`, from the cache when nothing changed.

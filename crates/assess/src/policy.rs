@@ -3,40 +3,11 @@
 //! callers pass `now`.
 
 use crate::vuln::{Finding, FindingStatus, Severity};
+use oci::{NameGlob, RepoPattern};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
-
-/// Glob match for repository patterns: `*` matches any run of characters
-/// (including `/`), `?` exactly one; everything else literally.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            while pi < p.len() && p[pi] == '*' {
-                pi += 1;
-            }
-            star = Some((pi, ti));
-        } else if let Some((sp, st)) = star {
-            pi = sp;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
 
 /// When is an image unhealthy? A finding *violates* the rule when it is not
 /// informational, not exempt, at or above `threshold`, and (if
@@ -44,8 +15,10 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// unhealthy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PolicyRule {
-    /// Repository glob this rule applies to (`*` for all).
-    pub repository: String,
+    /// Repository pattern this rule applies to (`**` for all; `*` stays
+    /// within one path segment, as in access bindings).
+    #[schema(value_type = String, example = "team-a/**")]
+    pub repository: RepoPattern,
     #[schema(value_type = String, example = "high")]
     pub threshold: Severity,
     /// Count only findings with a fix available (default true).
@@ -69,7 +42,7 @@ impl Default for Policy {
         Policy {
             rules: Vec::new(),
             default: PolicyRule {
-                repository: "*".into(),
+                repository: RepoPattern::new("**").expect("a valid pattern"),
                 threshold: Severity::High,
                 fixable_only: true,
             },
@@ -81,7 +54,7 @@ impl Policy {
     pub fn rule_for(&self, repo: &str) -> &PolicyRule {
         self.rules
             .iter()
-            .find(|r| glob_match(&r.repository, repo))
+            .find(|r| r.repository.is_match(repo))
             .unwrap_or(&self.default)
     }
 }
@@ -95,10 +68,10 @@ pub struct Exemption {
     /// Vulnerability id or alias (`CVE-2023-1234`, `GHSA-…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vulnerability: Option<String>,
-    /// Package name as the finding reports it.
+    /// Package name as the finding reports it, or a [`NameGlob`] over it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
-    /// Repository glob; absent means every repository.
+    /// Repository pattern ([`RepoPattern`]); absent means every repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
     /// Exempts findings at or below this severity.
@@ -120,24 +93,69 @@ impl Exemption {
         self.expires_at.is_none_or(|e| e > now)
     }
 
+    /// Check the patterns compile (before the exemption is stored).
+    pub fn validate(&self) -> Result<(), oci::PatternError> {
+        if let Some(r) = &self.repository {
+            RepoPattern::new(r)?;
+        }
+        if let Some(p) = &self.package {
+            NameGlob::new(p)?;
+        }
+        Ok(())
+    }
+
+    /// The exemption with its patterns compiled, to match many findings.
+    pub fn compile(&self) -> CompiledExemption<'_> {
+        CompiledExemption {
+            repository: self.repository.as_deref().map(RepoPattern::new),
+            package: self.package.as_deref().map(NameGlob::new),
+            e: self,
+        }
+    }
+
+    /// Whether the exemption covers finding `f` of an image in `repo`
+    /// (compiles the patterns: for many findings, use [`Exemption::compile`]).
     pub fn matches(&self, repo: &str, f: &Finding) -> bool {
-        if let Some(r) = &self.repository
-            && !glob_match(r, repo)
-        {
+        self.compile().matches(repo, f)
+    }
+}
+
+/// An [`Exemption`] with its patterns compiled. A pattern that does not
+/// compile (stored before patterns were checked) matches nothing: an
+/// exemption narrows health, so failing to apply it is the safe side.
+pub struct CompiledExemption<'a> {
+    pub e: &'a Exemption,
+    repository: Option<Result<RepoPattern, oci::PatternError>>,
+    package: Option<Result<NameGlob, oci::PatternError>>,
+}
+
+impl CompiledExemption<'_> {
+    /// Whether the exemption applies to images in `repo` at all.
+    pub fn covers_repository(&self, repo: &str) -> bool {
+        match &self.repository {
+            None => true,
+            Some(Ok(p)) => p.is_match(repo),
+            Some(Err(_)) => false,
+        }
+    }
+
+    pub fn matches(&self, repo: &str, f: &Finding) -> bool {
+        if !self.covers_repository(repo) {
             return false;
         }
-        if let Some(v) = &self.vulnerability
+        let e = self.e;
+        if let Some(v) = &e.vulnerability
             && !(f.id.eq_ignore_ascii_case(v)
                 || f.aliases.iter().any(|a| a.eq_ignore_ascii_case(v)))
         {
             return false;
         }
         if let Some(p) = &self.package
-            && !glob_match(p, &f.package)
+            && !p.as_ref().is_ok_and(|p| p.is_match(&f.package))
         {
             return false;
         }
-        if let Some(s) = self.severity
+        if let Some(s) = e.severity
             && f.severity > s
         {
             return false;
@@ -347,9 +365,11 @@ pub fn evaluate_with_vex<'a>(
     incomplete: &[String],
     now: OffsetDateTime,
 ) -> Evaluation<'a> {
-    let active: Vec<&Exemption> = exemptions
+    let active: Vec<CompiledExemption<'_>> = exemptions
         .iter()
-        .filter(|e| e.is_active(now) && e.repository.as_deref().is_none_or(|r| glob_match(r, repo)))
+        .filter(|e| e.is_active(now))
+        .map(Exemption::compile)
+        .filter(|c| c.covers_repository(repo))
         .collect();
     let mut summary = Summary::default();
     let mut judged = Vec::with_capacity(findings.len());
@@ -358,8 +378,8 @@ pub fn evaluate_with_vex<'a>(
         let cleared = vex.as_ref().is_some_and(|v| v.status.clears());
         let exempted_by = active
             .iter()
-            .find(|e| e.matches(repo, f))
-            .map(|e| e.id.clone());
+            .find(|c| c.matches(repo, f))
+            .map(|c| c.e.id.clone());
         let violates = !cleared
             && exempted_by.is_none()
             && f.informational.is_none()

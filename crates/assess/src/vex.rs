@@ -16,7 +16,6 @@
 //! `under_investigation` leave it counted. When several statements speak
 //! of one finding, the latest (by timestamp) wins.
 
-use crate::policy::glob_match;
 use crate::vuln::Finding;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -76,6 +75,20 @@ pub struct Statement {
     pub impact_statement: Option<String>,
     /// RFC 3339; the document's when the statement has none.
     pub timestamp: String,
+    #[serde(skip)]
+    patterns: ProductPatterns,
+}
+
+/// `products` as repository patterns, compiled on first use (`None` for
+/// one that is not a pattern). A cache, not part of the value: equality
+/// ignores it.
+#[derive(Debug, Clone, Default)]
+struct ProductPatterns(std::sync::OnceLock<Vec<Option<oci::RepoPattern>>>);
+
+impl PartialEq for ProductPatterns {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// A validated document.
@@ -326,6 +339,7 @@ fn openvex_statement(s: &Value, path: &str, doc_time: &str) -> Result<Statement,
         justification,
         impact_statement,
         timestamp,
+        patterns: ProductPatterns::default(),
     })
 }
 
@@ -476,6 +490,7 @@ fn parse_cyclonedx(v: &Value) -> Result<Document, Invalid> {
             justification,
             impact_statement: detail,
             timestamp: timestamp.clone(),
+            patterns: ProductPatterns::default(),
         });
     }
     if statements.is_empty() {
@@ -573,7 +588,7 @@ pub fn purl_matches(statement: &str, installed: &str) -> bool {
 
 /// Whether `product` names the image (by digest, OCI purl or repository).
 /// A package purl is not an image: see [`Statement::applies`].
-fn names_image(product: &str, s: &Subject<'_>) -> bool {
+fn names_image(product: &str, pattern: Option<&oci::RepoPattern>, s: &Subject<'_>) -> bool {
     let is_ours = |d: &str| d == s.digest || s.parent == Some(d);
     if product.starts_with("sha256:") || product.starts_with("sha512:") {
         return is_ours(product);
@@ -600,10 +615,24 @@ fn names_image(product: &str, s: &Subject<'_>) -> bool {
             None => r == oci_name || r.ends_with(&format!("/{oci_name}")),
         });
     }
-    s.repos.iter().any(|r| glob_match(product, r))
+    pattern.is_some_and(|p| s.repos.iter().any(|r| p.is_match(r)))
 }
 
 impl Statement {
+    /// Each product with its repository pattern.
+    fn images(&self) -> impl Iterator<Item = (&str, Option<&oci::RepoPattern>)> {
+        let pats = self.patterns.0.get_or_init(|| {
+            self.products
+                .iter()
+                .map(|p| oci::RepoPattern::new(p).ok())
+                .collect()
+        });
+        self.products
+            .iter()
+            .map(String::as_str)
+            .zip(pats.iter().map(Option::as_ref))
+    }
+
     fn names_vulnerability(&self, f: &Finding) -> bool {
         self.vulnerabilities.iter().any(|v| {
             f.id.eq_ignore_ascii_case(v)
@@ -617,7 +646,7 @@ impl Statement {
         if !self.names_vulnerability(f) {
             return false;
         }
-        let image = self.products.iter().any(|p| names_image(p, s));
+        let image = self.images().any(|(p, pat)| names_image(p, pat, s));
         if image {
             return self.subcomponents.is_empty()
                 || self.subcomponents.iter().any(|c| purl_matches(c, &f.purl));
@@ -630,9 +659,9 @@ impl Statement {
 
     /// Whether the statement could name this image at all (for re-judging).
     pub fn may_name(&self, s: &Subject<'_>) -> bool {
-        self.products
-            .iter()
-            .any(|p| names_image(p, s) || (p.starts_with("pkg:") && !p.starts_with("pkg:oci/")))
+        self.images().any(|(p, pat)| {
+            names_image(p, pat, s) || (p.starts_with("pkg:") && !p.starts_with("pkg:oci/"))
+        })
     }
 }
 

@@ -982,3 +982,4 @@ impl Service {
         Ok(e)
     }
 }
+        e.validate().map_err(|e| e.to_string())?;

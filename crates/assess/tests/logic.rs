@@ -2,7 +2,7 @@
 //! notifications) and the queue's persistence rules.
 
 use assess::notify::{self, IMAGE_NEW_FINDINGS, IMAGE_UNHEALTHY};
-use assess::policy::{Exemption, Policy, PolicyRule, diff_keys, evaluate, finding_key, glob_match};
+use assess::policy::{Exemption, Policy, PolicyRule, diff_keys, evaluate, finding_key};
 use assess::remediation::{compare_versions, upgrade_plan};
 use assess::store::Store;
 use assess::{Finding, FindingStatus, Severity};
@@ -53,14 +53,45 @@ fn exemption(now: OffsetDateTime) -> Exemption {
     }
 }
 
+/// Repository patterns mean what they mean in access bindings (docs/auth.md):
+/// `*` within one segment, `**` across; package globs cross `/`.
 #[test]
-fn globs() {
-    assert!(glob_match("*", "a/b"));
-    assert!(glob_match("team/*", "team/app"));
-    assert!(!glob_match("team/*", "other/app"));
-    assert!(glob_match("a?c", "abc"));
-    assert!(glob_match("*-prod", "api-prod"));
-    assert!(!glob_match("*-prod", "api-dev"));
+fn patterns_mean_what_bindings_mean() {
+    let rule = |p: &str| PolicyRule {
+        repository: p.parse().unwrap(),
+        threshold: Severity::Critical,
+        fixable_only: false,
+    };
+    let policy = Policy {
+        rules: vec![rule("team/*"), rule("deep/**"), rule("*-prod")],
+        ..Policy::default()
+    };
+    let which = |repo: &str| policy.rule_for(repo).repository.as_str().to_string();
+    assert_eq!(which("team/app"), "team/*");
+    assert_eq!(which("team/x/app"), "**", "`*` stays within one segment");
+    assert_eq!(which("deep/x/app"), "deep/**");
+    assert_eq!(which("api-prod"), "*-prod");
+    assert_eq!(which("x/api-prod"), "**");
+    // The default rule covers every repository.
+    assert!(Policy::default().default.repository.is_match("a/b/c"));
+    assert!(
+        serde_json::from_str::<PolicyRule>(r#"{"repository": "team-[a", "threshold": "high"}"#)
+            .is_err()
+    );
+
+    let now = OffsetDateTime::now_utc();
+    let f = finding("CVE-1", "golang.org/x/net", Severity::High, None);
+    let mut e = exemption(now);
+    e.package = Some("golang.org/x/*".into());
+    e.repository = Some("team/*".into());
+    assert!(e.matches("team/app", &f));
+    assert!(!e.matches("team/x/app", &f));
+    e.repository = Some("team/**".into());
+    assert!(e.matches("team/x/app", &f));
+    // A pattern that does not compile exempts nothing.
+    e.repository = Some("team-[a".into());
+    assert!(!e.matches("team-[a", &f));
+    assert!(e.validate().is_err());
 }
 
 #[test]
@@ -86,7 +117,7 @@ fn default_policy_needs_a_fixable_high_or_critical() {
     // Per-repository thresholds: the first matching rule wins.
     let policy = Policy {
         rules: vec![PolicyRule {
-            repository: "lab/*".into(),
+            repository: "lab/*".parse().unwrap(),
             threshold: Severity::Critical,
             fixable_only: true,
         }],

@@ -330,7 +330,7 @@ async fn sbom_is_attached_once_per_catalog_version() {
 async fn sbom_rules_turn_it_off_per_repository() {
     let s = setup(|o| {
         o.sbom.rules = vec![assess::SbomRule {
-            repository: "quiet/*".into(),
+            repository: "quiet/*".parse().unwrap(),
             enabled: false,
         }]
     })

@@ -1,7 +1,7 @@
 //! Who may do what on which repository: actions, subjects, bindings and
 //! the compiled policy that answers "may X do A on R?".
 
-use globset::{Glob, GlobBuilder, GlobMatcher};
+use oci::RepoPattern;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -142,17 +142,9 @@ impl Binding {
     }
 }
 
-/// Compile a repository pattern.
-pub fn compile(pattern: &str) -> Result<GlobMatcher, PolicyError> {
-    if pattern.is_empty() {
-        return Err(PolicyError("empty repository pattern".into()));
-    }
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()
-        .map(|g: Glob| g.compile_matcher())
-        .map_err(|e| PolicyError(format!("repository pattern {pattern:?}: {e}")))
+/// Compile a repository pattern (the one syntax of [`RepoPattern`]).
+pub fn compile(pattern: &str) -> Result<RepoPattern, PolicyError> {
+    RepoPattern::new(pattern).map_err(|e| PolicyError(format!("repository {e}")))
 }
 
 /// The caller's identity as the policy sees it.
@@ -195,7 +187,7 @@ impl Identity {
 
 struct Compiled {
     binding: Binding,
-    matcher: GlobMatcher,
+    matcher: RepoPattern,
 }
 
 /// Bindings compiled for matching. Immutable; rebuilt when bindings change.
@@ -275,7 +267,7 @@ impl Policy {
 /// Whether every name `inner` matches is matched by `outer`, decided
 /// conservatively: equal patterns, a literal name `outer` matches, or
 /// `outer` = `P/**` with `inner` starting with `P/`.
-fn pattern_covers(outer: &str, outer_m: &GlobMatcher, inner: &str) -> bool {
+fn pattern_covers(outer: &str, outer_m: &RepoPattern, inner: &str) -> bool {
     if outer == inner || outer == "**" {
         return true;
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 const CONFIG: &str = r#"
 [[assess.policy]]
-repository = "*"
+repository = "**"
 threshold = "low"
 fixable_only = false
 

@@ -17,6 +17,7 @@ mod index;
 mod manifest;
 mod media;
 mod name;
+mod pattern;
 mod platform;
 
 pub use digest::{Algorithm, Digest, DigestError, Digester};
@@ -27,6 +28,7 @@ pub use index::{
 pub use manifest::{Descriptor, ImageIndex, ImageManifest, Manifest, ManifestError, Platform};
 pub use media::*;
 pub use name::{ImageRef, Name, NameError, Reference, Tag};
+pub use pattern::{NameGlob, PatternError, RepoPattern};
 pub use platform::{PlatformError, PlatformFilter, PlatformSpec};
 
 use std::io::Read;

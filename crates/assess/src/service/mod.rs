@@ -329,6 +329,9 @@ impl Service {
             for (digest, media_type) in self.inner.source.manifests(&repo)? {
                 if !known.contains(digest.to_string().as_str()) {
                     self.inner.store.enqueue(
+        if let Some(r) = &repository {
+            oci::RepoPattern::new(r)?;
+        }
                         repo.as_str(),
                         &digest.to_string(),
                         &media_type,

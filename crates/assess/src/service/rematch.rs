@@ -86,15 +86,15 @@ impl Service {
         if expired.is_empty() || self.inner.store.webhooks()?.is_empty() {
             return Ok(());
         }
+        let expired: Vec<_> = expired
+            .iter()
+            .map(crate::policy::Exemption::compile)
+            .collect();
         for row in self.inner.store.all_images()? {
             if row.status != crate::store::status::DONE || row.kind != "image" {
                 continue;
             }
-            let covered = expired.iter().any(|e| {
-                e.repository
-                    .as_deref()
-                    .is_none_or(|r| crate::policy::glob_match(r, &row.repo))
-            });
+            let covered = expired.iter().any(|e| e.covers_repository(&row.repo));
             if !covered {
                 continue;
             }

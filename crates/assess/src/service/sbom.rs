@@ -10,7 +10,6 @@
 
 use super::Service;
 use crate::clock::{rfc3339, to_ms};
-use crate::policy::glob_match;
 use crate::ports::Artifact;
 use crate::store::SbomRow;
 use anyhow::Result;
@@ -48,11 +47,11 @@ impl Default for SbomOptions {
     }
 }
 
-/// Attach SBOMs (or not) to the images of repositories matching a glob.
+/// Attach SBOMs (or not) to the images of repositories matching a pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SbomRule {
-    pub repository: String,
+    pub repository: oci::RepoPattern,
     pub enabled: bool,
 }
 
@@ -64,7 +63,7 @@ impl SbomOptions {
     pub fn applies(&self, repo: &str) -> bool {
         self.rules
             .iter()
-            .find(|r| glob_match(&r.repository, repo))
+            .find(|r| r.repository.is_match(repo))
             .map_or(self.enabled, |r| r.enabled)
     }
 }

@@ -1024,6 +1024,11 @@ pub async fn create_webhook(
     if let Err(refused) = state.assess.check_webhook_url(&url) {
         return Err(ApiError::bad_request(refused));
     }
+    if let Some(r) = &n.repository
+        && let Err(e) = oci::RepoPattern::new(r)
+    {
+        return Err(ApiError::bad_request(e.to_string()));
+    }
     if n.secret.len() < 16 {
         return Err(ApiError::bad_request(
             "secret must be at least 16 characters",
