@@ -1,7 +1,7 @@
 //! Notifications: the pure decision of what to send, the HMAC-SHA256
 //! signature, and the delivery loop with retries and backoff.
 
-use crate::policy::{Evaluation, finding_key};
+use crate::policy::{Evaluation, finding_key, glob_match};
 use crate::store::Webhook;
 use crate::vuln::{Finding, Severity};
 use hmac::{Hmac, Mac};
@@ -19,6 +19,9 @@ pub const DELIVERY_HEADER: &str = "X-Drydock-Delivery";
 pub const IMAGE_UNHEALTHY: &str = "image.unhealthy";
 pub const IMAGE_NEW_FINDINGS: &str = "image.new_findings";
 pub const ASSESSMENT_FAILED: &str = "assessment.failed";
+/// A delivery asked for by hand (`POST /api/v1/webhooks/{id}/test`):
+/// no image changed.
+pub const WEBHOOK_TEST: &str = "webhook.test";
 
 /// What to tell about an assessed image, if anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,14 +62,9 @@ pub fn decide(eval: &Evaluation<'_>, already: &HashSet<String>) -> Option<Decisi
     })
 }
 
-/// Whether a webhook wants events about `repo`. Webhooks are read from
-/// the store for each notification, so the pattern is compiled here; one
-/// that does not compile (stored before patterns were checked) matches
-/// nothing, so no repository is told of outside its owner's scope.
+/// Whether a webhook wants events about `repo`.
 pub fn webhook_applies(w: &Webhook, repo: &str) -> bool {
-    w.repository
-        .as_deref()
-        .is_none_or(|p| oci::RepoPattern::new(p).is_ok_and(|p| p.is_match(repo)))
+    w.repository.as_deref().is_none_or(|p| glob_match(p, repo))
 }
 
 /// The findings a webhook is told about: those at or above its own minimum.
