@@ -759,8 +759,16 @@ impl Service {
             None if row.layers.len() > 1 => row.layers[..1].to_vec(),
             None => Vec::new(),
         };
+        // Counts from the browse read model, judged once for all images: at
+        // 10,000 images sharing a base, judging each candidate here took
+        // seconds per image page.
+        let totals = self.findings_totals()?;
         let counted = |i: &ImageRow| -> Result<usize> {
-            Ok(self.verdict(i)?.map(|(_, s)| s.total).unwrap_or(usize::MAX))
+            Ok(match totals.get(&i.digest) {
+                Some(total) => *total,
+                None => self.verdict(i)?.map(|(_, s)| s.total),
+            }
+            .unwrap_or(usize::MAX))
         };
         let to_candidate = |i: &ImageRow| -> Result<Candidate> {
             Ok(Candidate {
@@ -776,13 +784,23 @@ impl Service {
         };
         let mut alternatives = Vec::new();
         if !base_layers.is_empty() {
+            // Only the one with the fewest findings (then the first
+            // repository) can be advised (remediation::better_alternative),
+            // so only it is looked up in the registry for its tags.
+            let mut best: Option<(usize, &ImageRow)> = None;
             for i in &all {
                 let shares = i.layers.starts_with(&base_layers);
                 let newer_base =
                     base.is_some_and(|b| b.repo == i.repo && i.layers.len() == b.layers.len());
                 if (shares || newer_base) && base.is_none_or(|b| b.digest != i.digest) {
-                    alternatives.push(to_candidate(i)?);
+                    let n = counted(i)?;
+                    if best.is_none_or(|(m, b)| (n, &i.repo) < (m, &b.repo)) {
+                        best = Some((n, i));
+                    }
                 }
+            }
+            if let Some((_, i)) = best {
+                alternatives.push(to_candidate(i)?);
             }
         }
         Ok((base_layers, base_image, alternatives))
