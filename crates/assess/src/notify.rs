@@ -1,7 +1,7 @@
 //! Notifications: the pure decision of what to send, the HMAC-SHA256
 //! signature, and the delivery loop with retries and backoff.
 
-use crate::policy::{Evaluation, finding_key, glob_match};
+use crate::policy::{Evaluation, finding_key};
 use crate::store::Webhook;
 use crate::vuln::{Finding, Severity};
 use hmac::{Hmac, Mac};
@@ -62,9 +62,14 @@ pub fn decide(eval: &Evaluation<'_>, already: &HashSet<String>) -> Option<Decisi
     })
 }
 
-/// Whether a webhook wants events about `repo`.
+/// Whether a webhook wants events about `repo`. Webhooks are read from
+/// the store for each notification, so the pattern is compiled here; one
+/// that does not compile (stored before patterns were checked) matches
+/// nothing, so no repository is told of outside its owner's scope.
 pub fn webhook_applies(w: &Webhook, repo: &str) -> bool {
-    w.repository.as_deref().is_none_or(|p| glob_match(p, repo))
+    w.repository
+        .as_deref()
+        .is_none_or(|p| oci::RepoPattern::new(p).is_ok_and(|p| p.is_match(repo)))
 }
 
 /// The findings a webhook is told about: those at or above its own minimum.

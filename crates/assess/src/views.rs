@@ -995,6 +995,7 @@ impl Service {
             created_at: now,
             expires_at,
         };
+        e.validate().map_err(|e| e.to_string())?;
         self.store().add_exemption(&e).map_err(|e| e.to_string())?;
         let _ = to_ms(now);
         Ok(e)
