@@ -2,7 +2,10 @@
 // vulnerability database until one is imported (and its findings appear
 // without a reload), findings filters keep focus, an exemption made in the
 // page changes the image's health, a webhook's delivery shows in its log,
-// the overview links to a vulnerability page, and every page passes axe,
+// the overview links to a vulnerability page, a webhook's test delivery
+// arrives signed and is logged, the image page shows its layers (commands
+// and packages), offers both SBOM downloads, says which findings VEX takes
+// out and that patching is not configured, and every page passes axe,
 // fits a 390 px phone without sideways scrolling and is saved as a
 // screenshot (target/ui-screenshots/).
 //
@@ -14,6 +17,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
@@ -141,14 +145,15 @@ test("a webhook made in the page shows its delivery in the log", { skip: !ready 
   const receiver = createServer((req, res) => {
     let body = "";
     req.on("data", c => { body += c; });
-    req.on("end", () => { got.push({ event: req.headers["x-drydock-event"], body }); res.end("ok"); });
+    req.on("end", () => { got.push({ event: req.headers["x-drydock-event"], signature: req.headers["x-drydock-signature"], body }); res.end("ok"); });
   });
   await new Promise(r => receiver.listen(0, "127.0.0.1", r));
   t.after(() => receiver.close());
   const { page, errors } = await signedIn(t);
   await go(page, "#/webhooks");
   await page.getByLabel("URL").fill(`http://127.0.0.1:${receiver.address().port}/hook`);
-  await page.getByLabel("Secret (16 characters or more)").fill("a-webhook-secret-of-some-length");
+  const secret = "a-webhook-secret-of-some-length";
+  await page.getByLabel("Secret (16 characters or more)").fill(secret);
   await page.getByRole("button", { name: "Add webhook" }).click();
   await page.getByRole("heading", { name: "Delivery log" }).waitFor();
   // An unhealthy image assessed again is told about (nothing was told
@@ -164,6 +169,26 @@ test("a webhook made in the page shows its delivery in the log", { skip: !ready 
   // The log shows it without a reload (live refresh).
   await page.locator("#view table").filter({ has: page.locator("caption", { hasText: "Deliveries" }) })
     .getByRole("cell", { name: "delivered" }).first().waitFor({ timeout: 30_000 });
+  // "Send test": a signed test event through the same delivery path,
+  // listed in the log with its state. First let live refreshes that find
+  // nothing changed go by: they once bound the buttons again, and one
+  // click then sent two.
+  let reads = 0;
+  page.on("request", r => { if (new URL(r.url()).pathname === "/api/v1/webhooks") reads++; });
+  await page.evaluate(() => document.activeElement && document.activeElement.blur());
+  await eventually(() => reads >= 2, "two live refreshes of the webhooks page", 15_000);
+  const before = got.length;
+  await page.getByRole("button", { name: "Send test" }).first().click();
+  await eventually(() => got.slice(before).some(g => g.event === "webhook.test"), "the test delivery at the receiver", 30_000);
+  await new Promise(r => setTimeout(r, 2000));
+  assert.equal(got.slice(before).filter(g => g.event === "webhook.test").length, 1, "one click, one test delivery");
+  const test = got.slice(before).find(g => g.event === "webhook.test");
+  assert.equal(test.signature, `sha256=${createHmac("sha256", secret).update(test.body).digest("hex")}`, "signed with the webhook's secret");
+  const payload = JSON.parse(test.body);
+  assert.equal(payload.test, true);
+  assert.equal(payload.event, "webhook.test");
+  const deliveries = page.locator("#view table").filter({ has: page.locator("caption", { hasText: "Deliveries" }) });
+  await deliveries.locator("tbody tr").filter({ hasText: "webhook.test" }).filter({ hasText: "delivered" }).first().waitFor({ timeout: 30_000 });
   await shot(page, "webhooks");
   assert.deepEqual(errors, []);
 });
@@ -235,6 +260,124 @@ test("the overview links to a vulnerability page", { skip: !ready && "no registr
   assert.deepEqual(errors, []);
 });
 
+/** The platform image of the Python test image (two layers), or of IMAGE_REPO. */
+async function layeredImage(page) {
+  const py = await api(page, "/api/v1/browse/images?repository=team-a%2Fpy");
+  const entry = py.items[0] || await imageIn(page, IMAGE_REPO);
+  return entry.platforms[0].digest;
+}
+
+test("the image page shows its layers, the command and the packages of each", { skip: !ready && "no registry set up" }, async t => {
+  const { page, errors } = await signedIn(t);
+  const digest = await layeredImage(page);
+  const layers = await api(page, `/api/v1/images/${encodeURIComponent(digest)}/layers`);
+  assert.ok(layers.total >= 1);
+  await go(page, `#/image/${encodeURIComponent(digest)}`);
+  const table = page.locator("#view table").filter({ has: page.locator("caption", { hasText: /^Layers$/ }) });
+  await table.waitFor();
+  const rows = table.locator("tbody tr");
+  assert.equal(await rows.count(), layers.total);
+  // The first layer is the debootstrap root file system, with its Debian
+  // packages; in the Python image the second is the pip install (the
+  // "umoci config" step between them made no layer).
+  assert.match(await rows.nth(0).innerText(), /debootstrap/);
+  assert.doesNotMatch(await table.innerText(), /umoci config/);
+  const summary = rows.nth(0).locator("summary");
+  assert.match(await summary.innerText(), /^\d+ packages?$/);
+  assert.ok(Number((await summary.innerText()).split(" ")[0]) > 10, "the base layer adds the Debian packages");
+  await summary.click();
+  const first = layers.layers[0].packages[0];
+  await rows.nth(0).getByText(first.name, { exact: false }).first().waitFor();
+  if (layers.total > 1) {
+    assert.match(await rows.nth(1).innerText(), /pip install/);
+    assert.ok(layers.layers[1].packages.every(p => p.ecosystem === "pypi"), "the pip layer adds Python packages");
+  }
+  await assertAccessible(page, "the layers section");
+  await shot(page, "image-layers");
+  assert.deepEqual(errors, []);
+});
+
+test("the image page offers its SBOM as CycloneDX and SPDX downloads", { skip: !ready && "no registry set up" }, async t => {
+  const { page, errors } = await signedIn(t);
+  const digest = await layeredImage(page);
+  const enc = encodeURIComponent(digest);
+  const inventory = await api(page, `/api/v1/images/${enc}/packages?limit=1`);
+  await go(page, `#/image/${enc}`);
+  const cdx = page.getByRole("link", { name: "CycloneDX 1.6" });
+  const spdx = page.getByRole("link", { name: "SPDX 2.3" });
+  await cdx.waitFor();
+  // A real download through the link (the session cookie goes along).
+  const [download] = await Promise.all([page.waitForEvent("download"), cdx.click()]);
+  assert.match(download.suggestedFilename(), /\.cdx\.json$/);
+  const bom = JSON.parse(await new Promise((resolve, reject) => {
+    download.createReadStream().then(stream => {
+      let text = "";
+      stream.on("data", c => { text += c; });
+      stream.on("end", () => resolve(text));
+      stream.on("error", reject);
+    }, reject);
+  }));
+  assert.equal(bom.bomFormat, "CycloneDX");
+  assert.equal(bom.specVersion, "1.6");
+  assert.equal(bom.components.filter(c => c.type === "library").length, inventory.total);
+  const doc = await pageFetch(page, await spdx.getAttribute("href"));
+  assert.equal(doc.status, 200);
+  assert.equal(doc.body.spdxVersion, "SPDX-2.3");
+  assert.equal(doc.body.packages.filter(p => p.SPDXID.startsWith("SPDXRef-Package-")).length, inventory.total);
+  assert.deepEqual(errors, []);
+});
+
+test("a finding VEX takes out says so, with the author, justification and document", { skip: !ready && "no registry set up" }, async t => {
+  const { page, errors } = await signedIn(t);
+  const digest = await layeredImage(page);
+  const enc = encodeURIComponent(digest);
+  const found = (await api(page, `/api/v1/images/${enc}/findings?limit=1000&exempt=false`)).findings;
+  const target = found.find(f => !f.not_affected_per_vex);
+  assert.ok(target, "a finding to speak of");
+  const token = await csrfToken(page);
+  const docId = `https://vex.example/drydock-ui-test/${Date.now()}`;
+  const r = await pageFetch(page, "/api/v1/vex", {
+    method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": token },
+    body: JSON.stringify({
+      "@context": "https://openvex.dev/ns/v0.2.0", "@id": docId, author: "Platform Security",
+      timestamp: "2026-01-10T10:00:00Z", version: 1,
+      statements: [{ vulnerability: { name: target.id }, products: [{ "@id": digest }], status: "not_affected", justification: "vulnerable_code_not_in_execute_path" }],
+    }),
+  });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  await go(page, `#/image/${enc}?q=${encodeURIComponent(target.id)}`);
+  const row = page.locator("#view table tbody tr:not(.detail)").filter({ hasText: target.id }).first();
+  const pill = row.locator(".pill.vex");
+  await pill.waitFor();
+  assert.match(await pill.innerText(), /not affected per VEX/);
+  assert.match(await pill.innerText(), /Platform Security/);
+  const title = await pill.getAttribute("title");
+  assert.match(title, /vulnerable code is not in the execute path/);
+  assert.ok(title.includes(docId), title);
+  assert.equal(await row.locator(".pill.bad").count(), 0, "it no longer violates the policy");
+  await row.locator("button[data-detail]").click();
+  const detail = page.locator("#view tr.detail:not([hidden])").first();
+  await detail.getByText("Not affected per VEX").waitFor();
+  assert.match(await detail.innerText(), /Platform Security/);
+  assert.ok((await detail.innerText()).includes(docId));
+  await assertAccessible(page, "a finding cleared by VEX");
+  await shot(page, "image-vex");
+  assert.deepEqual(errors, []);
+});
+
+test("the image page says patching is not configured instead of offering it", { skip: !ready && "no registry set up" }, async t => {
+  const { page, errors } = await signedIn(t);
+  const entry = await imageIn(page, IMAGE_REPO);
+  const info = await api(page, `/api/v1/patches?repository=${encodeURIComponent(IMAGE_REPO)}`);
+  assert.equal(info.configured, false);
+  assert.equal(info.may_patch, true, "the admin may patch");
+  await go(page, `#/image/${encodeURIComponent(entry.digest)}`);
+  await page.getByRole("heading", { name: "Patch" }).waitFor();
+  assert.match(await page.locator("#patch-off").innerText(), /not configured/);
+  assert.equal(await page.getByRole("button", { name: "Patch" }).count(), 0);
+  assert.deepEqual(errors, []);
+});
+
 test("every page: a title, no serious axe violation, no sideways scroll at 390 px, a screenshot", { skip: !ready && "no registry set up" }, async t => {
   const { page, errors } = await signedIn(t);
   const img = await imageIn(page, IMAGE_REPO);
@@ -246,6 +389,7 @@ test("every page: a title, no serious axe violation, no sideways scroll at 390 p
     ["images", "#/images", /Images/],
     ["untagged", "#/images?untagged=true", /Images/],
     ["image", `#/image/${encodeURIComponent(img.digest)}`, /Image/],
+    ["image-layered", `#/image/${encodeURIComponent(await layeredImage(page))}`, /Image/],
     ["vulnerabilities", "#/vulnerabilities?severity=high%2B", /Vulnerabilities/],
     ["vulnerability", `#/vulnerability/${encodeURIComponent(vulns.items[0].id)}`, new RegExp(vulns.items[0].id)],
     ["queue", "#/queue", /Scan queue/],

@@ -98,9 +98,20 @@ function form(id, fields, submit) {
     <button type="submit">${submit}</button><p class="error" role="alert"></p></form>`;
 }
 
+// A live refresh that finds nothing changed leaves the page as drawn, yet
+// the page function runs on and binds its handlers again: bound twice, a
+// button would act twice (two webhooks, two deliveries). Each element is
+// bound once; a redraw makes new elements, which are bound afresh.
+function firstBind(el) {
+  if (!el || el.dataset.bound) return false;
+  el.dataset.bound = "1";
+  return true;
+}
+
 // Run `action` on submit; show its error under the form, or re-render.
 function onSubmit(id, action, after) {
   const f = document.getElementById(id);
+  if (!firstBind(f)) return;
   f.addEventListener("submit", async ev => {
     ev.preventDefault();
     const values = Object.fromEntries(new FormData(f));
@@ -116,6 +127,7 @@ function onSubmit(id, action, after) {
 // Buttons carrying data-act run `actions[act](data-arg)`, then re-render.
 function onActions(actions) {
   for (const b of view().querySelectorAll("button[data-act]")) {
+    if (!firstBind(b)) continue;
     b.addEventListener("click", async () => {
       if (b.dataset.confirm && !confirm(b.dataset.confirm)) return;
       try {
@@ -409,7 +421,10 @@ async function route(live) {
   } catch (e) {
     if (e instanceof Stale || (e.status === 401 && !anonymous)) return;
     if (live) return; // a failed refresh leaves the page as it was
-    view().innerHTML = `<section><p class="error" role="alert">${esc(e.message)}</p></section>`;
+    // An expired (or foreign) list cursor: offer the list's first page.
+    const restart = e.status === 400 && params.cursor
+      ? `<p><a href="#${esc(path)}?${esc(new URLSearchParams(Object.entries(params).filter(([k]) => k !== "cursor")))}">Start again from the first page</a></p>` : "";
+    view().innerHTML = `<section><p class="error" role="alert">${esc(e.message)}</p>${restart}</section>`;
   } finally {
     if (!live) main().removeAttribute("aria-busy");
   }

@@ -185,6 +185,7 @@ function bindFilters(route, params) {
     location.hash = `#${route}${qs(next)}`;
   };
   for (const el of view().querySelectorAll("[data-filter]")) {
+    if (!firstBind(el)) continue;
     const name = el.dataset.filter;
     if (el.type === "search") {
       let timer;
@@ -351,16 +352,52 @@ function exemptPill(f, exemptions) {
   return ` <span class="pill exempt" title="${esc(title)}">exempt · ${esc(e.author)}${e.expires_at ? ` until ${esc(e.expires_at.slice(0, 10))}` : ""}</span>`;
 }
 
+// A VEX statement's justification as people say it.
+const VEX_JUSTIFICATIONS = {
+  component_not_present: "the component is not present",
+  vulnerable_code_not_present: "the vulnerable code is not present",
+  vulnerable_code_not_in_execute_path: "the vulnerable code is not in the execute path",
+  vulnerable_code_cannot_be_controlled_by_adversary: "the vulnerable code cannot be controlled by an adversary",
+  inline_mitigations_already_exist: "inline mitigations already exist",
+};
+const VEX_STATUS = { not_affected: "not affected", affected: "affected", fixed: "fixed", under_investigation: "under investigation" };
+
+function vexWhy(v) {
+  const j = v.justification ? (VEX_JUSTIFICATIONS[v.justification] || v.justification) : "";
+  return [j, v.impact_statement].filter(Boolean).join("; ");
+}
+
+// A finding a VEX statement takes out of the verdict: who said so, why,
+// in which document.
+function vexPill(f) {
+  const v = f.not_affected_per_vex;
+  if (!v) return "";
+  const title = `Not affected per VEX document ${v.document} by ${v.author}${vexWhy(v) ? `: ${vexWhy(v)}` : ""} (${v.timestamp})`;
+  return ` <span class="pill vex" title="${esc(title)}">not affected per VEX · ${esc(v.author)}</span>`;
+}
+
+function vexDetail(f) {
+  const v = f.not_affected_per_vex || f.vex;
+  if (!v) return "";
+  const cleared = Boolean(f.not_affected_per_vex);
+  return `<dl class="facts vex-note"><dt>VEX</dt><dd>${cleared ? "<b>Not affected per VEX</b> — this finding does not count toward health" : `${esc(VEX_STATUS[v.status] || v.status)} per VEX (still counted)`}</dd>
+    <dt>Author</dt><dd>${esc(v.author)}</dd>
+    ${v.justification ? `<dt>Justification</dt><dd>${esc(VEX_JUSTIFICATIONS[v.justification] || v.justification)} <span class="muted">(${esc(v.justification)})</span></dd>` : ""}
+    ${v.impact_statement ? `<dt>Impact</dt><dd>${esc(v.impact_statement)}</dd>` : ""}
+    <dt>Document</dt><dd class="mono">${esc(v.document)}</dd><dt>Stated</dt><dd>${when(v.timestamp)}</dd></dl>`;
+}
+
 function findingRow(f, exemptions, i) {
   return `<tr><td><button type="button" class="link" data-detail="${i}" aria-expanded="false" aria-controls="detail-${i}">${esc(f.id)}</button><br><span class="muted">${(f.aliases || []).map(esc).join(", ")}</span></td>
     <td>${sev(f.severity)}${f.cvss && f.cvss.score != null ? `<br><span class="muted">CVSS ${esc(f.cvss.score)}</span>` : ""}</td>
     <td>${esc(f.package)} <span class="muted">${esc(f.ecosystem)}</span></td><td>${esc(f.installed_version)}</td>
     <td>${f.fixed_version ? esc(f.fixed_version) : `<span class="muted">${f.status === "wont_fix" ? "won't fix" : "no fix yet"}</span>`}</td>
-    <td>${esc(HUMAN_STATUS[f.status] || f.status)}${f.exempt ? exemptPill(f, exemptions) : ""}${f.violates_policy ? ` <span class="pill bad">violates policy</span>` : ""}</td>
+    <td>${esc(HUMAN_STATUS[f.status] || f.status)}${f.exempt ? exemptPill(f, exemptions) : ""}${vexPill(f)}${f.violates_policy ? ` <span class="pill bad">violates policy</span>` : ""}</td>
     <td>${f.exempt ? "" : `<button type="button" data-exempt="${i}">Exempt…</button>`}</td></tr>
     <tr id="detail-${i}" class="detail" hidden><td colspan="7">
       <p>${esc(f.summary) || `<span class="muted">No description.</span>`}</p>
       ${f.cvss ? `<p>CVSS ${esc(f.cvss.version)} <code>${esc(f.cvss.vector)}</code> score ${esc(f.cvss.score)} (from ${esc(f.cvss.source)})</p>` : ""}
+      ${vexDetail(f)}
       <p class="muted">Data source ${esc(f.data_source)}; severity from ${esc(f.severity_source)}${f.status_note ? `; ${esc(f.status_note)}` : ""}. <a href="#/vulnerability/${encodeURIComponent(f.id)}">Every image it affects</a></p>
       ${(f.references || []).length ? `<ul class="refs">${f.references.map(r => `<li>${extLink(r)}</li>`).join("")}</ul>` : ""}
     </td></tr>`;
@@ -383,6 +420,28 @@ async function image(digest, params) {
       findingsError = e.message;
     }
   }
+  // Layers and patching are read beside the image; either failing leaves
+  // the rest of the page standing.
+  let layers = null;
+  let layersError = "";
+  if (img.kind === "image") {
+    try {
+      layers = await get(`/images/${enc}/layers${qs({ limit: 100 })}`);
+    } catch (e) {
+      if (e instanceof Stale || e.status === 401) throw e;
+      layersError = e.message;
+    }
+  }
+  const target = patchTarget(img);
+  let patching = null;
+  if (target) {
+    try {
+      patching = await get(`/patches${qs({ repository: target.repository })}`);
+    } catch (e) {
+      if (e instanceof Stale || e.status === 401) throw e;
+      patching = { unavailable: e.status === 404 ? "" : e.message };
+    }
+  }
   const title = (img.tags || [])[0] || short(img.digest);
   setTitle(`${title} · Image`);
   const rem = img.remediation;
@@ -399,6 +458,8 @@ async function image(digest, params) {
       ${(img.incomplete_reasons || []).length ? `<ul>${img.incomplete_reasons.map(r => `<li>${esc(r)}</li>`).join("")}</ul>` : ""}
       <p class="muted">${esc(img.kind)} ${esc(img.platform || "")} · ${(img.tags || []).map(esc).join(", ") || "untagged"} · assessed ${when(img.assessed_at) || "never"} · database ${esc(img.db_version || "none")}</p>
       <p>${counts(img.summary)} ${img.summary ? `<span class="muted">· ${img.summary.fixable} fixable · ${img.summary.exempt} exempt</span>` : ""}</p>
+      ${img.kind === "image" && img.assessed_at ? `<p>Download the SBOM: <a href="${API}/images/${enc}/sbom?format=cyclonedx" download>CycloneDX 1.6</a> · <a href="${API}/images/${enc}/sbom?format=spdx" download>SPDX 2.3</a></p>` : ""}
+      ${img.kind === "index" ? `<p class="muted">Each platform has its own layers and SBOM, on its page.</p>` : ""}
       <p><button type="button" id="rescan">Rescan</button> <span id="rescan-msg" role="status"></span></p>
     </section>
     ${img.children && img.children.length ? `<section aria-labelledby="plat-h"><h2 id="plat-h">Platforms</h2>${table("Platforms", ["Image", "Platform", "State", "Findings"],
@@ -408,6 +469,7 @@ async function image(digest, params) {
       ${rem.better_alternative ? `<div class="advice">A better starting point in this registry: ${esc(rem.better_alternative.repository)} ${imageLink(rem.better_alternative.digest)} with ${rem.better_alternative.findings} findings.</div>` : ""}
       ${upgradePlan(rem.upgrade_plan, sourceOf([...(img.findings || []), ...(findings ? findings.findings : [])]))}
       <p class="muted">${rem.findings_cleared} findings cleared by the plan; ${rem.findings_without_fix} have no fix yet.</p></section>` : ""}
+    ${target ? patchSection(target, patching) : ""}
     ${diffSection(img.diffs, findings ? findings.findings : img.findings)}
     ${findingsError ? `<section aria-labelledby="find-h"><h2 id="find-h">Vulnerabilities</h2><p class="warn">The findings could not be read: ${esc(findingsError)}</p></section>` : ""}
     ${findings ? `<section aria-labelledby="find-h"><h2 id="find-h">Vulnerabilities</h2>
@@ -421,9 +483,12 @@ async function image(digest, params) {
       ${table("Findings", ["Vulnerability", "Severity", "Package", "Installed", "Fixed in", "Status", ""], findings.findings.map((f, i) => findingRow(f, findings.exemptions, i)), "No findings match.")}
       ${findings.next_cursor ? `<p><a href="#/image/${enc}${qs({ ...params, cursor: findings.next_cursor })}">Next page</a></p>` : ""}
       ${exemptDialog()}
-    </section>` : ""}`);
+    </section>` : ""}
+    ${img.kind === "image" ? layersSection(layers, layersError) : ""}`);
   bindFilters(`/image/${enc}`, params);
-  document.getElementById("rescan").addEventListener("click", async () => {
+  if (target) bindPatch(img.digest, target);
+  const rescan = document.getElementById("rescan");
+  if (firstBind(rescan)) rescan.addEventListener("click", async () => {
     const msg = document.getElementById("rescan-msg");
     try {
       await post(`/images/${enc}/rescan`);
@@ -434,6 +499,7 @@ async function image(digest, params) {
   });
   if (!findings) return;
   for (const b of view().querySelectorAll("button[data-detail]")) {
+    if (!firstBind(b)) continue;
     b.addEventListener("click", () => {
       const row = document.getElementById(`detail-${b.dataset.detail}`);
       row.hidden = !row.hidden;
@@ -441,7 +507,140 @@ async function image(digest, params) {
     });
   }
   for (const b of view().querySelectorAll("button[data-exempt]")) {
+    if (!firstBind(b)) continue;
     b.addEventListener("click", () => openExempt(findings.findings[Number(b.dataset.exempt)], (img.repositories || [])[0], b));
+  }
+}
+
+// ---- layers ----
+
+// Docker's legacy history prefixes say nothing to a reader:
+// "/bin/sh -c #(nop)  CMD …" is CMD …, "/bin/sh -c apt-get …" is RUN apt-get ….
+function buildStep(cmd) {
+  if (!cmd) return "";
+  return cmd.replace(/^\/bin\/sh -c #\(nop\)\s+/, "").replace(/^\/bin\/sh -c /, "RUN ");
+}
+
+function layersSection(page, error) {
+  if (error) return `<section aria-labelledby="layers-h"><h2 id="layers-h">Layers</h2><p class="warn">The layers could not be read: ${esc(error)}</p></section>`;
+  if (!page) return "";
+  const pkgs = l => {
+    if (l.packages_total == null) return `<span class="muted">not cataloged yet</span>`;
+    if (!l.packages_total) return `<span class="muted">none</span>`;
+    const more = l.packages_total - l.packages.length;
+    return `<details><summary>${l.packages_total} package${l.packages_total === 1 ? "" : "s"}</summary><ul class="pkgs">${l.packages.map(p =>
+      `<li>${esc(p.name)} ${esc(p.version)} <span class="muted">${esc(p.ecosystem)}</span></li>`).join("")}${more > 0 ? `<li class="muted">and ${more} more</li>` : ""}</ul></details>`;
+  };
+  const step = l => {
+    const c = buildStep(l.created_by);
+    if (!c) return `<span class="muted">unknown</span>`;
+    return c.length > 160 ? `<details><summary><code class="wrap">${esc(c.slice(0, 120))}…</code></summary><code class="wrap">${esc(c)}</code></details>` : `<code class="wrap">${esc(c)}</code>`;
+  };
+  return `<section aria-labelledby="layers-h"><h2 id="layers-h">Layers</h2>
+    <p class="muted">${page.total} layer${page.total === 1 ? "" : "s"}, bottom first: the command that created each (from the image's build history) and the packages it adds.</p>
+    ${(page.notes || []).map(n => `<p class="muted">${esc(n)}</p>`).join("")}
+    ${table("Layers", ["#", "Created by", "Size", "Packages added"], page.layers.map(l =>
+      `<tr><td>${l.index + 1}</td><td class="cmd">${step(l)}<br><span class="mono muted">${short(l.digest)}</span></td><td>${bytes(l.size)}</td><td>${pkgs(l)}</td></tr>`), "No layers.")}
+    ${page.next_cursor ? `<p class="muted">The first ${page.layers.length} layers are shown.</p>` : ""}</section>`;
+}
+
+// ---- patching (Debian images, through /api/v1/patches) ----
+
+// The repository and tag a patch starts from: the first tag of the image
+// (of its index, for a platform image).
+function patchTarget(img) {
+  const t = (img.tags || [])[0];
+  if (!t) return null;
+  const i = t.lastIndexOf(":");
+  return { repository: t.slice(0, i), tag: t.slice(i + 1) };
+}
+
+// The jobs started from this page, by image digest: a live redraw of the
+// page draws them again instead of losing them.
+const patchJobs = {};
+
+function patchSection(target, info) {
+  let body;
+  if (!info || info.unavailable !== undefined) {
+    body = `<p class="muted">Patching is not available on this server${info && info.unavailable ? `: ${esc(info.unavailable)}` : "."}</p>`;
+  } else if (!info.configured) {
+    body = `<p class="muted" id="patch-off">Patching is not configured: no Debian archive${info.keyring ? "" : " and keyring"} in <code>[patch.debian]</code>, so this image cannot be patched here (see docs/patch.md).</p>`;
+  } else if (!info.may_patch) {
+    body = `<p class="muted">Patching ${esc(target.repository)} needs push on it.</p>`;
+  } else {
+    body = `<p>Upgrade the packages with fixable findings in one new layer, pushed beside <b>${esc(target.repository)}:${esc(target.tag)}</b> (archives: ${info.suites.map(esc).join(", ")}).</p>
+      <p><button type="button" id="patch-plan">Show the patch plan</button> <button type="button" id="patch-run">Patch</button></p>
+      <div id="patch-box" aria-live="polite"></div>`;
+  }
+  return `<section aria-labelledby="patch-h"><h2 id="patch-h">Patch</h2>${body}</section>`;
+}
+
+function drawPatch(digest) {
+  const box = document.getElementById("patch-box");
+  const j = patchJobs[digest];
+  if (!box || !j) return;
+  if (j.error) {
+    box.innerHTML = `<p class="error" role="alert">${esc(j.error)}</p>`;
+    return;
+  }
+  const job = j.job;
+  const what = job.dry_run ? "plan" : "patch";
+  if (job.state === "running") {
+    box.innerHTML = `<p role="status" class="patch-state">The ${what} of ${esc(job.repository)}:${esc(job.tag)} is running…</p>`;
+    return;
+  }
+  if (job.state === "failed") {
+    box.innerHTML = `<p class="error patch-state" role="alert">The ${what} failed: ${esc(job.error || "unknown error")}</p>`;
+    return;
+  }
+  const r = job.result || { platforms: [] };
+  const plans = r.platforms.map(p => `<h3>${esc(p.platform || "image")} <span class="muted mono">${short(p.digest)}</span></h3>
+    ${table(`Upgrades for ${p.platform || "the image"}`, ["Package", "From", "To", "Clears", "Why"], p.plan.upgrades.map(u =>
+      `<tr><td>${esc(u.package)}</td><td>${esc(u.from || "(new)")}</td><td><b>${esc(u.to)}</b></td><td>${u.clears.length}</td><td>${esc(u.reason)}</td></tr>`), "No upgrade to make.")}
+    ${p.plan.refusals.length ? `<ul class="changes">${p.plan.refusals.map(x => `<li><b>${esc(x.package)}</b> ${esc(x.installed)} not upgraded: ${esc(x.reason)}</li>`).join("")}</ul>` : ""}`).join("");
+  const done = job.dry_run
+    ? `<p class="patch-state">Plan made (nothing was pushed).</p>`
+    : r.patched_tag
+      ? `<p class="patch-state">Patched: pushed as <b>${esc(r.repository)}:${esc(r.patched_tag)}</b> ${r.patched_digest ? imageLink(r.patched_digest) : ""}</p>`
+      : `<p class="patch-state">Nothing was pushed${r.note ? `: ${esc(r.note)}` : "."}</p>`;
+  box.innerHTML = done + plans;
+}
+
+async function followPatch(digest, id) {
+  for (;;) {
+    let job;
+    try {
+      job = await get(`/patches/${encodeURIComponent(id)}`);
+    } catch (e) {
+      if (e instanceof Stale) return; // the user moved on
+      patchJobs[digest] = { id, error: e.message };
+      drawPatch(digest);
+      return;
+    }
+    patchJobs[digest] = { id, job };
+    drawPatch(digest);
+    if (job.state !== "running") return;
+    await new Promise(r => setTimeout(r, 1000));
+  }
+}
+
+function bindPatch(digest, target) {
+  drawPatch(digest);
+  for (const [id, dryRun] of [["patch-plan", true], ["patch-run", false]]) {
+    const b = document.getElementById(id);
+    if (!firstBind(b)) continue;
+    b.addEventListener("click", async () => {
+      if (!dryRun && !confirm(`Patch ${target.repository}:${target.tag}? A new image is pushed beside it; the original stays as it is.`)) return;
+      try {
+        const job = await post("/patches", { repository: target.repository, tag: target.tag, dry_run: dryRun });
+        patchJobs[digest] = { id: job.id, job };
+        drawPatch(digest);
+        followPatch(digest, job.id);
+      } catch (e) {
+        patchJobs[digest] = { error: e.message };
+        drawPatch(digest);
+      }
+    });
   }
 }
 
@@ -554,7 +753,9 @@ async function webhooks(params) {
     ${table("Webhooks", ["URL", "Repositories", "Minimum severity", "Created", ""], all.map(w =>
       `<tr><td class="wrap">${esc(w.url)}</td><td>${esc(w.repository || "all")}</td><td>${esc(w.min_severity || "any")}</td><td>${when(w.created_at)}</td>
         <td><a href="#/webhooks?show=${encodeURIComponent(w.id)}" ${w.id === shown ? `aria-current="true"` : ""}>Delivery log</a>
-        <button type="button" data-act="remove" data-arg="${esc(w.id)}" data-confirm="Delete this webhook?">Delete</button></td></tr>`), "No webhooks.")}</section>
+        <button type="button" data-act="test" data-arg="${esc(w.id)}">Send test</button>
+        <button type="button" data-act="remove" data-arg="${esc(w.id)}" data-confirm="Delete this webhook?">Delete</button></td></tr>`), "No webhooks.")}
+</section>
     ${shown ? `<section aria-labelledby="dl-h"><h2 id="dl-h">Delivery log</h2>
       ${table("Deliveries", ["Event", "Image", "Repository", "State", "Attempts", "Last status", "Error", "Created", "Delivered"], deliveries.map(d =>
         `<tr><td>${esc(d.event)}</td><td>${d.digest ? imageLink(d.digest) : ""}</td><td>${esc(d.repository || "")}</td><td>${esc(d.state)}</td><td>${d.attempts}</td>
@@ -570,7 +771,16 @@ async function webhooks(params) {
     location.hash = `#/webhooks?show=${encodeURIComponent(created.id)}`;
     await route();
   });
-  onActions({ remove: id => del(`/webhooks/${encodeURIComponent(id)}`) });
+  onActions({
+    remove: id => del(`/webhooks/${encodeURIComponent(id)}`),
+    // A signed test event through the normal delivery path; the log
+    // shows it (and its retries) as for any other event.
+    test: async id => {
+      await post(`/webhooks/${encodeURIComponent(id)}/test`);
+      if (params.show !== id) location.hash = `#/webhooks?show=${encodeURIComponent(id)}`;
+      announce("A test delivery was queued; it shows in the delivery log.");
+    },
+  });
 }
 
 // ---- usage ----

@@ -36,6 +36,9 @@ pub struct State {
     /// Access control; `None` when it is off (every caller unrestricted,
     /// the user, robot, binding, token and audit endpoints answer 404).
     pub access: Option<auth::AccessControl>,
+    /// Days after its build at which the vulnerability database is called
+    /// stale on the overview and in the settings.
+    pub stale_days: i64,
 }
 
 impl State {
@@ -45,7 +48,18 @@ impl State {
             assess,
             docs: std::sync::Arc::new(api::ApiDoc::openapi()),
             access: None,
+            stale_days: api::DEFAULT_STALE_DAYS,
         }
+    }
+
+    /// Call the vulnerability database stale `days` days after its build
+    /// (the configuration's `vulndb.stale_days`); zero or less keeps the
+    /// default.
+    pub fn with_stale_days(mut self, days: i64) -> State {
+        if days > 0 {
+            self.stale_days = days;
+        }
+        self
     }
 
     /// Turn access control on: the management endpoints of users, robots,

@@ -30,15 +30,48 @@ use utoipa::ToSchema;
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Days after its build at which the database is called stale, unless
-/// `DRYDOCK_DB_STALE_DAYS` says otherwise.
+/// the configuration says otherwise ([`State::with_stale_days`]: the
+/// binary's `vulndb.stale_days`, or `DRYDOCK_DB_STALE_DAYS`).
 pub const DEFAULT_STALE_DAYS: i64 = 7;
 
-fn stale_days() -> i64 {
-    std::env::var("DRYDOCK_DB_STALE_DAYS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|d: &i64| *d > 0)
-        .unwrap_or(DEFAULT_STALE_DAYS)
+/// How long a list cursor stays valid. Lists are read from snapshots that
+/// change under it; a cursor kept longer than this would page through
+/// data the client never saw the start of, so it is refused (400) and the
+/// client starts again.
+pub const CURSOR_TTL_SECONDS: i64 = 3600;
+
+/// The cursor the client gets: the list's own cursor with the minute it
+/// was issued (by the assessor's clock), so its age can be checked. Whole
+/// minutes, so a page polled for live updates keeps its `ETag` (and is not
+/// drawn again) for a minute at a time.
+fn stamp_cursor(svc: &Service, inner: &str) -> String {
+    format!("{:x}.{inner}", svc.clock().now().unix_timestamp() / 60)
+}
+
+/// The list's own cursor inside a cursor from [`stamp_cursor`], refused
+/// when it is malformed or older than [`CURSOR_TTL_SECONDS`].
+fn open_cursor(svc: &Service, cursor: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(c) = cursor else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_request("cursor is not one this server gave");
+    let (issued, inner) = c.split_once('.').ok_or_else(bad)?;
+    let issued = i64::from_str_radix(issued, 16).map_err(|_| bad())?;
+    let age = svc.clock().now().unix_timestamp() - issued.saturating_mul(60);
+    if age > CURSOR_TTL_SECONDS {
+        return Err(ApiError::bad_request(format!(
+            "cursor expired: it is {} minutes old and cursors last {} minutes; start again from the first page",
+            age / 60,
+            CURSOR_TTL_SECONDS / 60
+        )));
+    }
+    Ok(Some(inner.to_string()))
+}
+
+/// A page with its `next` cursor stamped.
+fn stamped<T>(svc: &Service, mut page: assess::browse::Page<T>) -> assess::browse::Page<T> {
+    page.next = page.next.map(|n| stamp_cursor(svc, &n));
+    page
 }
 
 /// JSON with a strong `ETag` of its bytes; `If-None-Match` → 304.
@@ -145,7 +178,7 @@ pub struct OverviewView {
     pub database: DbCard,
 }
 
-fn db_card(svc: &Service) -> DbCard {
+fn db_card(svc: &Service, stale_after_days: i64) -> DbCard {
     let db = svc.database();
     let status = db.as_ref().map(|d| d.status());
     let built_at = status
@@ -157,7 +190,6 @@ fn db_card(svc: &Service) -> DbCard {
             time::OffsetDateTime::parse(b, &time::format_description::well_known::Rfc3339).ok()?;
         Some((svc.clock().now() - t).whole_days())
     });
-    let stale_after_days = stale_days();
     DbCard {
         available: db.is_some(),
         version: db.as_ref().map(|d| d.version()),
@@ -181,6 +213,7 @@ pub async fn overview(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     query(raw, &[])?;
+    let stale_after_days = state.stale_days;
     blocking(&state, move |svc| {
         let scope = Scope::new(&caller.principal);
         let overview = svc
@@ -190,7 +223,7 @@ pub async fn overview(
             &headers,
             &OverviewView {
                 overview,
-                database: db_card(svc),
+                database: db_card(svc, stale_after_days),
             },
         ))
     })
@@ -260,9 +293,14 @@ pub async fn images(
         let scope = Scope::new(&caller.principal);
         let snap = svc.snapshot().map_err(ApiError::internal)?;
         let page = snap
-            .images(&iq, &|r| scope.repo(r), cursor.as_deref(), limit)
+            .images(
+                &iq,
+                &|r| scope.repo(r),
+                open_cursor(svc, cursor.as_deref())?.as_deref(),
+                limit,
+            )
             .map_err(bad)?;
-        Ok(tagged_json(&headers, &page))
+        Ok(tagged_json(&headers, &stamped(svc, page)))
     })
     .await
 }
@@ -286,11 +324,11 @@ pub async fn repositories(
             .repositories(
                 q.get("q").map(String::as_str),
                 &|r| scope.repo(r),
-                cursor.as_deref(),
+                open_cursor(svc, cursor.as_deref())?.as_deref(),
                 limit,
             )
             .map_err(bad)?;
-        Ok(tagged_json(&headers, &page))
+        Ok(tagged_json(&headers, &stamped(svc, page)))
     })
     .await
 }
@@ -325,11 +363,11 @@ pub async fn tags(
                 &repo,
                 q.get("q").map(String::as_str),
                 sort == "pushed",
-                cursor.as_deref(),
+                open_cursor(svc, cursor.as_deref())?.as_deref(),
                 limit,
             )
             .map_err(bad)?;
-        Ok(tagged_json(&headers, &page))
+        Ok(tagged_json(&headers, &stamped(svc, page)))
     })
     .await
 }
@@ -391,9 +429,14 @@ pub async fn vulnerabilities(
         let scope = Scope::new(&caller.principal);
         let snap = svc.snapshot().map_err(ApiError::internal)?;
         let page = snap
-            .vulnerabilities(&vq, &|r| scope.repo(r), cursor.as_deref(), limit)
+            .vulnerabilities(
+                &vq,
+                &|r| scope.repo(r),
+                open_cursor(svc, cursor.as_deref())?.as_deref(),
+                limit,
+            )
             .map_err(bad)?;
-        Ok(tagged_json(&headers, &page))
+        Ok(tagged_json(&headers, &stamped(svc, page)))
     })
     .await
 }
@@ -532,6 +575,7 @@ fn redact_url(url: &str) -> String {
 pub async fn settings(AxState(state): AxState<State>, caller: Caller) -> ApiResult<Response> {
     caller.require_admin()?;
     let access_control = state.access.is_some();
+    let stale_after_days = state.stale_days;
     blocking(&state, move |svc| {
         let o = svc.options();
         let s = Settings {
@@ -555,7 +599,7 @@ pub async fn settings(AxState(state): AxState<State>, caller: Caller) -> ApiResu
                 })
                 .collect(),
             catalog_on_upload: o.catalog_on_upload,
-            database_stale_after_days: stale_days(),
+            database_stale_after_days: stale_after_days,
             access_control,
         };
         Ok(axum::Json(s).into_response())

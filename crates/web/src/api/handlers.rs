@@ -532,6 +532,137 @@ pub async fn image_packages(
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/images/{digest}/layers",
+    params(("digest" = String, Path, description = "Manifest digest of a platform image"),
+           ("limit" = Option<usize>, Query, description = "Layers per page, 1 to 1000 (default 100)"),
+           ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the previous page")),
+    responses((status = 200, description = "Each layer's size, the command that made it (the config history, `empty_layer` steps skipped) and the packages it adds (from the stored inventory; at most 200 listed per layer)", body = assess::views::LayersPage),
+        (status = 400, body = super::ErrorBody),
+        (status = 401, description = "Anonymous, and the image is not public", body = super::ErrorBody),
+        (status = 404, description = "Unknown, or in no repository the caller may pull", body = super::ErrorBody)))]
+pub async fn image_layers(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    Path(digest): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<assess::views::LayersPage>> {
+    let digest = parse_digest(&digest)?;
+    let q = query(raw, &["limit", "cursor"])?;
+    let limit = page_limit(&q)?;
+    blocking(&state, move |svc| {
+        visible_image(svc, &caller, &digest)?;
+        svc.image_layers(&digest, limit, q.get("cursor").map(String::as_str))
+            .map_err(page_error)?
+            .map(Json)
+            .ok_or_else(|| caller.hidden(format!("image {digest} is not known to the assessor")))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/images/{digest}/sbom",
+    params(("digest" = String, Path, description = "Manifest digest of a platform image"),
+           ("format" = Option<String>, Query, description = "cyclonedx (CycloneDX 1.6 JSON, the default) or spdx (SPDX 2.3 JSON)")),
+    responses((status = 200, description = "The SBOM of the image's stored inventory, as an attachment", content_type = "application/json"),
+        (status = 400, description = "Unknown format, or an index (ask for one of its platform images)", body = super::ErrorBody),
+        (status = 401, description = "Anonymous, and the image is not public", body = super::ErrorBody),
+        (status = 403, description = "The caller has rights on the image's repositories, but not pull", body = super::ErrorBody),
+        (status = 404, description = "Unknown, not cataloged yet, or in no repository the caller may see", body = super::ErrorBody)))]
+pub async fn image_sbom(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    Path(digest): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<axum::response::Response> {
+    let digest = parse_digest(&digest)?;
+    let q = query(raw, &["format"])?;
+    let format = match q.get("format").map(String::as_str) {
+        None | Some("cyclonedx") => "cyclonedx",
+        Some("spdx") => "spdx",
+        Some(f) => {
+            return Err(ApiError::bad_request(format!(
+                "format must be cyclonedx or spdx, not {f:?}"
+            )));
+        }
+    };
+    blocking(&state, move |svc| {
+        let unknown = || caller.hidden(format!("image {digest} is not known to the assessor"));
+        let scope = Scope::new(&caller.principal);
+        let Some(row) = svc.store().image(&digest)? else {
+            return Err(unknown());
+        };
+        let repos = Scope::repos_of(svc, &digest)?;
+        if !scope.all() && !repos.iter().any(|r| scope.repo(r)) {
+            // Someone who may push or delete there knows the image
+            // exists: tell them what is missing. Anyone else learns
+            // nothing.
+            let knows = repos.iter().any(|r| {
+                [Action::Push, Action::Delete]
+                    .into_iter()
+                    .any(|a| caller.principal.may(r, a))
+            });
+            return Err(if knows {
+                caller.forbidden(format!(
+                    "downloading the SBOM of {digest} needs pull on one of its repositories"
+                ))
+            } else {
+                unknown()
+            });
+        }
+        if row.kind == "index" {
+            return Err(ApiError::bad_request(format!(
+                "{digest} is an index: download the SBOM of one of its platform images"
+            )));
+        }
+        let Some((_, inventory)) = svc.store().inventory(&digest)? else {
+            return Err(ApiError::not_found(format!(
+                "image {digest} is not cataloged yet"
+            )));
+        };
+        let repo = repos
+            .iter()
+            .find(|r| scope.repo(r))
+            .cloned()
+            .unwrap_or(row.repo);
+        let mut meta = report::SbomMeta::new(format!("{repo}@{digest}"));
+        meta.digest = Some(digest.clone());
+        let body = if format == "spdx" {
+            serde_json::to_vec_pretty(&report::spdx::document(&inventory, &meta))
+        } else {
+            serde_json::to_vec_pretty(&report::cyclonedx::bom(&inventory, &[], &meta))
+        }
+        .map_err(ApiError::internal)?;
+        let (content_type, ext) = if format == "spdx" {
+            ("application/spdx+json", "spdx.json")
+        } else {
+            ("application/vnd.cyclonedx+json", "cdx.json")
+        };
+        // A file name of plain characters: the repository's slashes and
+        // the digest's colon become dashes.
+        let file: String = format!("{repo}-{}.{ext}", digest.replace(':', "-"))
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        Ok((
+            [
+                (axum::http::header::CONTENT_TYPE, content_type.to_string()),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{file}\""),
+                ),
+            ],
+            body,
+        )
+            .into_response())
+    })
+    .await
+}
+
 /// An image's view and the exemptions its findings name.
 #[derive(Serialize, ToSchema)]
 pub struct ImageDetail {
@@ -1078,6 +1209,40 @@ pub async fn delete_webhook(
         } else {
             Err(caller.hidden(format!("no webhook {id:?}")))
         }
+    })
+    .await
+}
+
+/// Send a test delivery to a webhook now, through the normal delivery
+/// path: signed like every delivery, retried on failure, and listed in the
+/// webhook's delivery log (event `webhook.test`, `"test": true` in the
+/// body). Needs admin on the webhook's repositories.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/test", params(("id" = String, Path)),
+    responses((status = 202, description = "Queued; the delivery loop sends it within a second", body = assess::store::Delivery),
+        (status = 401, body = super::ErrorBody),
+        (status = 403, description = "No admin on the webhook's repositories", body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)))]
+pub async fn test_webhook(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<assess::store::Delivery>)> {
+    let st = state.clone();
+    blocking(&state, move |svc| {
+        let found = svc.store().webhooks()?.into_iter().find(|w| w.id == id);
+        let Some(w) = found else {
+            return Err(caller.hidden(format!("no webhook {id:?}")));
+        };
+        if !caller.may_admin_glob(w.repository.as_deref()) {
+            // Webhooks of repositories the caller does not administer are
+            // not listed to them either.
+            return Err(caller.hidden(format!("no webhook {id:?}")));
+        }
+        let d = svc
+            .test_webhook(&id, &caller.principal.name())?
+            .ok_or_else(|| caller.hidden(format!("no webhook {id:?}")))?;
+        audit_change(&st, &caller, "webhook.test", w.repository.as_deref(), &id);
+        Ok((StatusCode::ACCEPTED, Json(d)))
     })
     .await
 }

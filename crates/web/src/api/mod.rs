@@ -8,6 +8,7 @@ mod handlers;
 pub mod patches;
 mod scope;
 
+pub use browse::{CURSOR_TTL_SECONDS, DEFAULT_STALE_DAYS};
 pub use error::{ApiError, ErrorBody};
 pub use scope::{BODY_LIMIT, Caller, covering_pattern};
 
@@ -37,6 +38,8 @@ use utoipa::OpenApi;
         handlers::get_image,
         handlers::image_findings,
         handlers::image_packages,
+        handlers::image_layers,
+        handlers::image_sbom,
         handlers::rescan_image,
         handlers::recommendations,
         handlers::list_exemptions,
@@ -49,6 +52,7 @@ use utoipa::OpenApi;
         handlers::create_webhook,
         handlers::delete_webhook,
         handlers::webhook_deliveries,
+        handlers::test_webhook,
         handlers::usage,
         handlers::vulndb_status,
         handlers::queue,
@@ -60,6 +64,9 @@ use utoipa::OpenApi;
         browse::vulnerability,
         browse::queue,
         browse::settings,
+        patches::info,
+        patches::create,
+        patches::status,
         access::session,
         access::login,
         access::logout,
@@ -95,6 +102,7 @@ use utoipa::OpenApi;
         browse::QueueBoard,
         browse::QueueItem,
         browse::Settings,
+        patches::PatchInfo,
         assess::browse::ImageEntry,
         assess::browse::PlatformEntry,
         assess::browse::VulnEntry,
@@ -128,6 +136,9 @@ use utoipa::OpenApi;
         assess::views::Recommendations,
         assess::views::UsageReport,
         assess::views::QueueView,
+        assess::views::LayersPage,
+        assess::views::LayerView,
+        assess::views::LayerPackage,
         assess::Exemption,
         assess::store::Webhook,
         assess::store::Delivery,
@@ -153,6 +164,11 @@ pub fn router(state: State) -> Router {
             "/api/v1/images/{digest}/packages",
             get(handlers::image_packages),
         )
+        .route(
+            "/api/v1/images/{digest}/layers",
+            get(handlers::image_layers),
+        )
+        .route("/api/v1/images/{digest}/sbom", get(handlers::image_sbom))
         .route(
             "/api/v1/images/{digest}/rescan",
             post(handlers::rescan_image),
@@ -180,6 +196,7 @@ pub fn router(state: State) -> Router {
             "/api/v1/webhooks/{id}/deliveries",
             get(handlers::webhook_deliveries),
         )
+        .route("/api/v1/webhooks/{id}/test", post(handlers::test_webhook))
         .route("/api/v1/usage", get(handlers::usage))
         .route("/api/v1/vulndb", get(handlers::vulndb_status))
         .route("/api/v1/queue", get(handlers::queue))
