@@ -62,7 +62,9 @@ pub fn app(
         config.import.mirrors.clone(),
         Duration::from_secs(config.import.mirror_timeout_secs),
     );
-    let mut api = web::State::new(assess.clone()).with_docs(import::openapi());
+    let mut api = web::State::new(assess.clone())
+        .with_docs(import::openapi())
+        .with_stale_days(config.vulndb.stale_days.into());
     if let Some(ac) = &edge.access {
         api = api.with_access(ac.clone());
     }
