@@ -155,9 +155,14 @@ impl AuthSection {
     }
 }
 
-/// Open the access-control state of `data`.
-pub fn open(data: &Path, section: &AuthSection) -> Result<AccessControl> {
-    AccessControl::open(data, section.settings()?)
+/// Open the access-control state of `data` (its tables where `metadata`
+/// says).
+pub fn open(
+    data: &Path,
+    section: &AuthSection,
+    metadata: &crate::config::MetadataSection,
+) -> Result<AccessControl> {
+    AccessControl::open_on(data, section.settings()?, &metadata.storage())
         .with_context(|| format!("cannot open the access-control state in {}", data.display()))
 }
 

@@ -134,7 +134,7 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 }
 
 pub async fn run_user(args: UserArgs, config: Config) -> Result<ExitCode> {
-    let ac = access::open(&config.data, &config.auth)?;
+    let ac = access::open(&config.data, &config.auth, &config.metadata)?;
     let by = operator();
     match args.command {
         UserCommand::Add {
@@ -210,7 +210,7 @@ pub async fn run_user(args: UserArgs, config: Config) -> Result<ExitCode> {
 }
 
 pub async fn run_robot(args: RobotArgs, config: Config) -> Result<ExitCode> {
-    let ac = access::open(&config.data, &config.auth)?;
+    let ac = access::open(&config.data, &config.auth, &config.metadata)?;
     let by = operator();
     match args.command {
         RobotCommand::Add {

@@ -20,9 +20,10 @@ pub struct GcArgs {
 pub async fn run(args: GcArgs, config: Config) -> anyhow::Result<ExitCode> {
     // Collecting garbage in a directory that is not there would create it.
     crate::config::require_data_dir(&config)?;
-    let report = registry::gc_with(
+    let report = registry::gc_stores(
         &config.data,
         &config.storage.blobs(),
+        &config.metadata.storage(),
         GcOptions {
             dry_run: args.dry_run,
             grace: Duration::from_secs(args.grace),

@@ -41,6 +41,7 @@ pub fn registry_options(config: &Config) -> Options {
     opts.upload_expiry = Duration::from_secs(config.upload_expiry_secs);
     opts.min_free_bytes = config.min_free_bytes;
     opts.blobs = config.storage.blobs();
+    opts.metadata = config.metadata.storage();
     opts
 }
 
@@ -93,7 +94,7 @@ fn access_control(
         }
         return Ok(None);
     }
-    let ac = crate::access::open(&config.data, &config.auth)?;
+    let ac = crate::access::open(&config.data, &config.auth, &config.metadata)?;
     if let Some(password) =
         ac.ensure_admin(config.auth.admin_password.as_ref().map(|s| s.0.as_str()))?
     {

@@ -45,6 +45,9 @@ pub struct Config {
     /// Where blobs live (`[storage]` table): the data directory, or
     /// `[storage.s3]`.
     pub storage: StorageSection,
+    /// Where registry metadata and access control live (`[metadata]`
+    /// table): the data directory's `meta.db`, or PostgreSQL.
+    pub metadata: MetadataSection,
     /// Continuous patching of Debian images (`[patch]` table).
     pub patch: patch::PatchConfig,
 }
@@ -104,6 +107,40 @@ impl StorageSection {
             Some(s3) => registry::BlobStorage::S3(s3.blob_config()),
             None => registry::BlobStorage::Filesystem,
         }
+    }
+}
+
+/// `[metadata]`: registry metadata (repositories, manifests, tags, blob
+/// links, pulls) and access control (users, robots, tokens, bindings,
+/// audit log) in `<data>/meta.db` unless `url` names a PostgreSQL
+/// database, which several nodes then share.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetadataSection {
+    /// `postgres://user:password@host:port/database`. Env:
+    /// `DRYDOCK_METADATA_URL`.
+    pub url: Option<String>,
+}
+
+impl std::fmt::Debug for MetadataSection {
+    // Configs are printed in diagnostics; the URL's password never is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.storage(), f)
+    }
+}
+
+impl MetadataSection {
+    /// Where the metadata lives. A malformed URL is refused when the
+    /// configuration loads (see `Config::apply_env`), so this falls back
+    /// to SQLite only for a configuration that never was validated.
+    pub fn storage(&self) -> registry::MetadataStorage {
+        self.parse().unwrap_or_default()
+    }
+
+    fn parse(&self) -> Result<registry::MetadataStorage> {
+        // The error names the key, never the URL (it holds a password).
+        registry::MetadataStorage::from_url(self.url.as_deref().unwrap_or(""))
+            .map_err(|e| anyhow::anyhow!("metadata.url (DRYDOCK_METADATA_URL): {e}"))
     }
 }
 
@@ -480,6 +517,7 @@ impl Default for Config {
             auth: crate::access::AuthSection::default(),
             outbound: egress::OutboundConfig::default(),
             storage: StorageSection::default(),
+            metadata: MetadataSection::default(),
             patch: patch::PatchConfig::default(),
         }
     }
@@ -575,6 +613,10 @@ impl Config {
                 .collect();
         }
         self.outbound.policy()?;
+        if let Some(v) = get("DRYDOCK_METADATA_URL") {
+            self.metadata.url = Some(v);
+        }
+        self.metadata.parse()?;
         if let Some(v) = get("DRYDOCK_TLS_CERT") {
             self.server.tls_cert = Some(PathBuf::from(v));
         }
@@ -970,5 +1012,41 @@ max_packages = 1
             Config::default().storage.blobs(),
             registry::BlobStorage::Filesystem
         ));
+    }
+
+    #[test]
+    fn metadata_url_selects_postgres_and_hides_the_password() {
+        assert!(matches!(
+            Config::default().metadata.storage(),
+            registry::MetadataStorage::Sqlite
+        ));
+        let mut c: Config =
+            toml::from_str("[metadata]\nurl = \"postgres://reg:hunter2@127.0.0.1:5432/reg\"\n")
+                .unwrap();
+        c.apply_env(|_| None).unwrap();
+        let registry::MetadataStorage::Postgres(pg) = c.metadata.storage() else {
+            panic!("not PostgreSQL")
+        };
+        assert_eq!(pg.describe(), "postgres://reg@127.0.0.1:5432/reg");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        // The variable beats the file; a malformed one is refused without
+        // echoing it.
+        let env = |v: &'static str| move |k: &str| (k == "DRYDOCK_METADATA_URL").then(|| v.into());
+        let mut c = Config::default();
+        c.apply_env(env("postgresql://u@db.internal/meta")).unwrap();
+        assert!(matches!(
+            c.metadata.storage(),
+            registry::MetadataStorage::Postgres(_)
+        ));
+        let err = Config::default()
+            .apply_env(env("mysql://u:hunter2@h/db"))
+            .unwrap_err();
+        assert!(err.to_string().contains("DRYDOCK_METADATA_URL"), "{err}");
+        assert!(!format!("{err:#}").contains("hunter2"), "{err:#}");
+        let err = Config::default()
+            .apply_env(env("postgres://u:hunter2@[::1"))
+            .unwrap_err();
+        assert!(!format!("{err:#}").contains("hunter2"), "{err:#}");
     }
 }
