@@ -150,15 +150,20 @@ impl Cataloger for CatalogCataloger {
         })
     }
 
-    fn prefetch_layer(&self, source: &dyn BlobSource, layer: &Digest, cache: &dyn RawLayerCache) {
+    fn prefetch_layer(
+        &self,
+        source: &dyn BlobSource,
+        layer: &Digest,
+        cache: &dyn RawLayerCache,
+    ) -> bool {
         use catalog::LayerCache;
         use std::io::Read;
         let cache = CacheAdapter(cache);
         if catalog::cached_layer(&cache, layer, &self.limits).is_some() {
-            return;
+            return false;
         }
         let Ok(mut reader) = source.open_blob(layer) else {
-            return;
+            return false;
         };
         let mut head = Vec::with_capacity(catalog::SNIFF_LEN);
         if (&mut reader)
@@ -166,15 +171,48 @@ impl Cataloger for CatalogCataloger {
             .read_to_end(&mut head)
             .is_err()
         {
-            return;
+            return false;
         }
         let Some(compression) = catalog::sniff_layer(&head) else {
-            return; // a config, or some other non-layer blob
+            return false; // a config, or some other non-layer blob
         };
         let stream = std::io::Cursor::new(head).chain(reader);
         match catalog::catalog_layer(stream, compression, layer, &self.limits) {
-            Ok(inv) => cache.put(layer, catalog::CATALOG_VERSION, &inv),
-            Err(e) => tracing::debug!(%layer, error = %e, "blob not cataloged on upload"),
+            Ok(inv) => {
+                cache.put(layer, catalog::CATALOG_VERSION, &inv);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(%layer, error = %e, "blob not cataloged on upload");
+                false
+            }
+        }
+    }
+
+    fn catalog_upload(
+        &self,
+        reader: &mut dyn std::io::Read,
+        placeholder: &Digest,
+    ) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let mut head = Vec::with_capacity(catalog::SNIFF_LEN);
+        (&mut *reader)
+            .take(catalog::SNIFF_LEN as u64)
+            .read_to_end(&mut head)
+            .ok()?;
+        let compression = catalog::sniff_layer(&head)?;
+        let stream = std::io::Cursor::new(head).chain(reader);
+        // The registry verifies the digest; the placeholder would not match.
+        let limits = catalog::Limits {
+            verify_digest: false,
+            ..self.limits.clone()
+        };
+        match catalog::catalog_layer(stream, compression, placeholder, &limits) {
+            Ok(inv) => serde_json::to_vec(&inv).ok(),
+            Err(e) => {
+                tracing::debug!(error = %e, "upload not cataloged from its stream");
+                None
+            }
         }
     }
 }
@@ -253,6 +291,7 @@ pub async fn start_with_registry(
     )?;
     // Register the sink before the startup scan so no push falls between.
     registry.add_sink(Arc::new(service.clone()));
+    registry.set_blob_observer(service.blob_observer());
     service.start().await?;
     Ok(service)
 }

@@ -129,8 +129,30 @@ pub trait Cataloger: Send + Sync + 'static {
     /// its layer result into `cache` if it turns out to be a layer, so the
     /// image's assessment finds it done. Best effort: anything that goes
     /// wrong is left for [`Cataloger::catalog`] to meet and report. The
-    /// default does nothing.
-    fn prefetch_layer(&self, source: &dyn BlobSource, layer: &Digest, cache: &dyn RawLayerCache) {
+    /// default does nothing. Returns whether a layer was read and its
+    /// result stored.
+    fn prefetch_layer(
+        &self,
+        source: &dyn BlobSource,
+        layer: &Digest,
+        cache: &dyn RawLayerCache,
+    ) -> bool {
         let _ = (source, layer, cache);
+        false
+    }
+    /// Catalog a blob from its upload stream, before its digest is known
+    /// or verified. `placeholder` stands for the digest wherever the result
+    /// names the layer: the caller replaces it with the real digest once
+    /// the upload verifies, and discards the result otherwise. Returns the
+    /// layer result as a [`RawLayerCache`] stores it, or `None` if the blob
+    /// is not a layer or could not be read (it is then read after its
+    /// commit, which reports what went wrong). The default reads nothing.
+    fn catalog_upload(
+        &self,
+        reader: &mut dyn std::io::Read,
+        placeholder: &Digest,
+    ) -> Option<Vec<u8>> {
+        let _ = (reader, placeholder);
+        None
     }
 }

@@ -332,12 +332,189 @@ async fn sbom_rules_turn_it_off_per_repository() {
         o.sbom.rules = vec![assess::SbomRule {
             repository: "quiet/*".parse().unwrap(),
             enabled: false,
+            spdx: None,
         }]
     })
     .await;
     let (digest, _) = s.push_image("quiet/app", "v1").await;
     s.settled(&digest.to_string()).await;
     assert!(s.referrers("quiet/app", &digest, CDX).await.is_empty());
+}
+
+const SPDX: &str = "application/spdx+json";
+
+/// Where a rule asks for it, an SPDX 2.3 document is attached beside the
+/// CycloneDX one, and replaced with it when the catalog version changes.
+#[tokio::test]
+async fn spdx_is_attached_beside_cyclonedx_where_configured() {
+    let s = setup(|o| {
+        o.sbom.rules = vec![assess::SbomRule {
+            repository: "spdx/*".parse().unwrap(),
+            enabled: true,
+            spdx: Some(true),
+        }]
+    })
+    .await;
+    let (digest, _) = s.push_image("spdx/app", "v1").await;
+    s.settled(&digest.to_string()).await;
+    let refs = s.referrers("spdx/app", &digest, SPDX).await;
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    assert_eq!(refs[0]["artifactType"], SPDX);
+    assert_eq!(
+        refs[0]["annotations"][assess::CATALOG_VERSION_ANNOTATION],
+        "1"
+    );
+    let spdx = refs[0]["digest"].as_str().unwrap().to_string();
+    let m: serde_json::Value = s
+        .get(format!("{}/v2/spdx/app/manifests/{spdx}", s.base))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["subject"]["digest"], digest.to_string());
+    assert_eq!(m["layers"][0]["mediaType"], SPDX);
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    let doc: serde_json::Value = s
+        .get(format!("{}/v2/spdx/app/blobs/{layer}", s.base))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    assert!(doc.to_string().contains(PURL), "{doc}");
+    assert_eq!(s.referrers("spdx/app", &digest, CDX).await.len(), 1);
+    // The SPDX artifact is an artifact too, hidden from listings.
+    assert_eq!(s.settled(&spdx).await.status, "unsupported");
+    assert_eq!(s.service.list_images(Some("spdx/app")).unwrap().len(), 1);
+
+    // Other repositories get CycloneDX only (SPDX is off by default). A
+    // different image: the same digest is assessed once, in its first
+    // repository.
+    let config = r#"{"architecture":"arm64","os":"linux"}"#;
+    let dc = s.push_blob("team/app", config.as_bytes()).await;
+    let dl = s.push_blob("team/app", b"layer").await;
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{dc}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{dl}","size":5}}]}}"#,
+        config.len()
+    );
+    let other = s.push_manifest("team/app", "v1", &body).await;
+    s.settled(&other.to_string()).await;
+    assert!(s.referrers("team/app", &other, SPDX).await.is_empty());
+    assert_eq!(s.referrers("team/app", &other, CDX).await.len(), 1);
+
+    // A rescan that changes nothing keeps it; a new catalog version
+    // replaces it and deletes the old one.
+    assert!(s.service.requeue(&digest.to_string()).unwrap());
+    s.settled(&digest.to_string()).await;
+    assert_eq!(
+        s.referrers("spdx/app", &digest, SPDX).await[0]["digest"],
+        spdx.as_str()
+    );
+    s.catalog.0.store(2, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(s.service.requeue(&digest.to_string()).unwrap());
+    s.settled(&digest.to_string()).await;
+    let refs = s.referrers("spdx/app", &digest, SPDX).await;
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    assert_ne!(refs[0]["digest"], spdx.as_str());
+    let r = s
+        .client
+        .get(format!("{}/v2/spdx/app/manifests/{spdx}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+/// An index gets an SBOM of its own: a CycloneDX document listing its
+/// platform images by digest and platform; each image keeps its own.
+#[tokio::test]
+async fn an_index_sbom_names_its_platform_images() {
+    let s = setup(|_| {}).await;
+    let layer = s.push_blob("multi/app", b"layer").await;
+    let mut images = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let config = format!(r#"{{"architecture":"{arch}","os":"linux"}}"#);
+        let dc = s.push_blob("multi/app", config.as_bytes()).await;
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{dc}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer}","size":5}}]}}"#,
+            config.len()
+        );
+        let d = Digest::sha256_of(body.as_bytes());
+        s.push_manifest("multi/app", &d.to_string(), &body).await;
+        images.push((d, body.len(), arch));
+    }
+    let entries: Vec<String> = images
+        .iter()
+        .map(|(d, size, arch)| {
+            format!(
+                r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":{size},"platform":{{"architecture":"{arch}","os":"linux"}}}}"#
+            )
+        })
+        .collect();
+    const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    let index_body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+        entries.join(",")
+    );
+    let r = s
+        .client
+        .put(format!("{}/v2/multi/app/manifests/v1", s.base))
+        .header("content-type", OCI_INDEX)
+        .body(index_body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let index = Digest::sha256_of(index_body.as_bytes());
+    for (d, _, _) in &images {
+        s.settled(&d.to_string()).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refs = loop {
+        let refs = s.referrers("multi/app", &index, CDX).await;
+        if !refs.is_empty() || Instant::now() > deadline {
+            break refs;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    let m: serde_json::Value = s
+        .get(format!(
+            "{}/v2/multi/app/manifests/{}",
+            s.base,
+            refs[0]["digest"].as_str().unwrap()
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["subject"]["digest"], index.to_string());
+    assert_eq!(m["subject"]["mediaType"], OCI_INDEX);
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    let doc: serde_json::Value = s
+        .get(format!("{}/v2/multi/app/blobs/{layer}", s.base))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["specVersion"], "1.6");
+    assert_eq!(doc["metadata"]["component"]["version"], index.to_string());
+    let components = doc["components"].as_array().unwrap();
+    assert_eq!(components.len(), 2, "{doc}");
+    for (c, (d, _, arch)) in components.iter().zip(&images) {
+        assert_eq!(c["type"], "container");
+        assert_eq!(c["bom-ref"], d.to_string());
+        let platform = c["properties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "drydock:platform")
+            .unwrap();
+        assert_eq!(platform["value"], format!("linux/{arch}"));
+        // Each platform image has its own SBOM with its packages.
+        assert_eq!(s.referrers("multi/app", d, CDX).await.len(), 1);
+    }
 }
 
 fn openvex(id: &str, product: &str, status: &str, extra: &str) -> String {

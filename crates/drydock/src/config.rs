@@ -370,6 +370,10 @@ pub struct AssessConfig {
     /// Catalog each new layer as soon as its upload completes, before the
     /// manifest arrives. Env: `DRYDOCK_ASSESS_CATALOG_ON_UPLOAD`.
     pub catalog_on_upload: bool,
+    /// With `catalog_on_upload`: catalog each layer from its upload stream
+    /// while it arrives (default true) rather than reading it back after
+    /// its commit. Env: `DRYDOCK_ASSESS_CATALOG_WHILE_UPLOADING`.
+    pub catalog_while_uploading: bool,
     /// Default health rule: unhealthy at or above this severity…
     pub threshold: assess::Severity,
     /// …counting only findings that have a fix.
@@ -390,8 +394,11 @@ pub struct AssessConfig {
     /// (default true).
     pub sbom: bool,
     /// Per-repository SBOM rules (`[[assess.sbom_rules]]`, first match
-    /// wins): `repository` glob, `enabled`.
+    /// wins): `repository` glob, `enabled`, optional `spdx`.
     pub sbom_rules: Vec<assess::SbomRule>,
+    /// Attach an SPDX 2.3 SBOM too, beside the CycloneDX one (default
+    /// false; `spdx` in a rule decides for its repositories).
+    pub sbom_spdx: bool,
     /// Keep an SBOM replaced by a newer catalog version's (default false:
     /// it is deleted).
     pub sbom_keep_replaced: bool,
@@ -455,6 +462,7 @@ impl Default for AssessConfig {
             rescan_window_days: 30,
             rescan_interval_hours: 24,
             catalog_on_upload: true,
+            catalog_while_uploading: true,
             threshold: assess::Severity::High,
             fixable_only: true,
             policy: Vec::new(),
@@ -462,6 +470,7 @@ impl Default for AssessConfig {
             pull_gate: Vec::new(),
             sbom: true,
             sbom_rules: Vec::new(),
+            sbom_spdx: false,
             sbom_keep_replaced: false,
             max_attempts: 3,
             retention: RetentionSection::default(),
@@ -476,6 +485,7 @@ impl AssessConfig {
         opts.workers = self.workers;
         opts.rescan_window_days = self.rescan_window_days;
         opts.catalog_on_upload = self.catalog_on_upload;
+        opts.catalog_while_uploading = self.catalog_while_uploading;
         opts.rescan_interval = time::Duration::hours(i64::from(self.rescan_interval_hours));
         opts.policy.rules = self.policy.clone();
         opts.policy.default.threshold = self.threshold;
@@ -487,6 +497,7 @@ impl AssessConfig {
             enabled: self.sbom,
             rules: self.sbom_rules.clone(),
             keep_replaced: self.sbom_keep_replaced,
+            spdx: self.sbom_spdx,
         };
         opts
     }
@@ -585,6 +596,10 @@ impl Config {
         }
         if let Some(v) = get("DRYDOCK_ASSESS_CATALOG_ON_UPLOAD") {
             self.assess.catalog_on_upload = parse_bool("DRYDOCK_ASSESS_CATALOG_ON_UPLOAD", &v)?;
+        }
+        if let Some(v) = get("DRYDOCK_ASSESS_CATALOG_WHILE_UPLOADING") {
+            self.assess.catalog_while_uploading =
+                parse_bool("DRYDOCK_ASSESS_CATALOG_WHILE_UPLOADING", &v)?;
         }
         if let Some(v) = get("DRYDOCK_IMPORT_ALLOW_LOCAL") {
             self.import.allow_local = Some(parse_bool("DRYDOCK_IMPORT_ALLOW_LOCAL", &v)?);
@@ -986,6 +1001,23 @@ max_packages = 1
         assert!(!o.sbom.applies("dev/app"));
         assert!(o.sbom.applies("prod/app"));
         assert!(o.sbom.keep_replaced);
+        assert!(!d.sbom.spdx_applies("prod/app") && !o.sbom.spdx_applies("prod/app"));
+        let c: Config = toml::from_str(
+            r#"
+            [assess]
+            sbom_spdx = true
+            catalog_while_uploading = false
+            [[assess.sbom_rules]]
+            repository = "quiet/*"
+            enabled = true
+            spdx = false
+            "#,
+        )
+        .unwrap();
+        let o = c.assess.options(Path::new("d"));
+        assert!(o.sbom.spdx_applies("prod/app"));
+        assert!(!o.sbom.spdx_applies("quiet/app") && o.sbom.applies("quiet/app"));
+        assert!(!o.catalog_while_uploading && d.catalog_while_uploading);
         assert!(
             toml::from_str::<Config>("[[assess.sbom_rules]]\nrepository = \"x\"\nenable = true")
                 .is_err()

@@ -5,10 +5,14 @@ mod notifications;
 mod prefetch;
 mod rematch;
 mod sbom;
+mod stream;
 mod vex;
 mod worker;
 
-pub use sbom::{CATALOG_VERSION_ANNOTATION, SBOM_ARTIFACT_TYPE, SbomOptions, SbomRule};
+pub use prefetch::UploadCatalogCounts;
+pub use sbom::{
+    CATALOG_VERSION_ANNOTATION, SBOM_ARTIFACT_TYPE, SPDX_ARTIFACT_TYPE, SbomOptions, SbomRule,
+};
 pub use vex::VexAdded;
 
 pub use worker::not_an_image;
@@ -65,6 +69,14 @@ pub struct Options {
     /// Catalog each new layer as soon as its upload is committed, before
     /// the manifest arrives (see `service/prefetch.rs`).
     pub catalog_on_upload: bool,
+    /// With `catalog_on_upload`: catalog each layer from its upload stream
+    /// while its bytes arrive, instead of reading it back after its commit
+    /// (see `service/stream.rs`). Off, layers are read after their commit.
+    pub catalog_while_uploading: bool,
+    /// Most bytes of one upload held for its stream reader; a reader that
+    /// falls further behind its client gives up (the layer is then read
+    /// after its commit).
+    pub stream_buffer_bytes: usize,
     /// Addresses webhook deliveries may reach. The default refuses
     /// internal addresses.
     pub outbound: egress::EgressPolicy,
@@ -120,6 +132,8 @@ impl Options {
             webhook_timeout: StdDuration::from_secs(10),
             webhooks: Vec::new(),
             catalog_on_upload: true,
+            catalog_while_uploading: true,
+            stream_buffer_bytes: 16 << 20,
             outbound: egress::EgressPolicy::default(),
             sbom: SbomOptions::default(),
             retention: Retention::default(),
@@ -193,6 +207,12 @@ impl Service {
                 prefetch_rx: std::sync::Mutex::new(Some(prefetch_rx)),
             }),
         })
+    }
+
+    /// The registry's [`registry::BlobObserver`]: catalogs layers from
+    /// their upload streams (`service/stream.rs`).
+    pub fn blob_observer(&self) -> Arc<dyn registry::BlobObserver> {
+        Arc::new(stream::Streams::new(Arc::downgrade(&self.inner)))
     }
 
     pub fn store(&self) -> &Store {
@@ -309,6 +329,9 @@ impl Service {
         repository: Option<String>,
         min_severity: Option<String>,
     ) -> Result<crate::store::Webhook> {
+        if let Some(r) = &repository {
+            oci::RepoPattern::new(r)?;
+        }
         let w = crate::store::Webhook {
             id: uuid::Uuid::new_v4().to_string(),
             url: url.to_string(),
@@ -329,9 +352,6 @@ impl Service {
             for (digest, media_type) in self.inner.source.manifests(&repo)? {
                 if !known.contains(digest.to_string().as_str()) {
                     self.inner.store.enqueue(
-        if let Some(r) = &repository {
-            oci::RepoPattern::new(r)?;
-        }
                         repo.as_str(),
                         &digest.to_string(),
                         &media_type,

@@ -19,6 +19,7 @@ use crate::ports::RawLayerCache;
 use crate::store::Store;
 use oci::Digest;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -34,6 +35,13 @@ pub(crate) struct Prefetch {
     in_flight: Mutex<HashSet<String>>,
     done: Condvar,
     tx: SyncSender<Digest>,
+    /// Layers cataloged from their upload stream (`stream.rs`).
+    pub(crate) streamed: AtomicU64,
+    /// Layers cataloged from their upload stream until it fell behind,
+    /// then from the store.
+    pub(crate) spilled: AtomicU64,
+    /// Layers read back from the store after their commit (here).
+    pub(crate) read_after_commit: AtomicU64,
 }
 
 impl Prefetch {
@@ -44,6 +52,9 @@ impl Prefetch {
             in_flight: Mutex::new(HashSet::new()),
             done: Condvar::new(),
             tx,
+            streamed: AtomicU64::new(0),
+            spilled: AtomicU64::new(0),
+            read_after_commit: AtomicU64::new(0),
         };
         (p, rx)
     }
@@ -55,6 +66,16 @@ impl Prefetch {
     fn finish(&self, layer: &str) {
         self.lock().remove(layer);
         self.done.notify_all();
+    }
+
+    /// Mark `layer` in flight; false if it already was.
+    pub(crate) fn mark(&self, layer: &Digest) -> bool {
+        self.lock().insert(layer.to_string())
+    }
+
+    /// Undo [`Prefetch::mark`].
+    pub(crate) fn unmark(&self, layer: &Digest) {
+        self.finish(&layer.to_string());
     }
 
     /// Block until `layer` is not being read here (or [`WAIT`] passed).
@@ -100,9 +121,15 @@ pub(crate) fn spawn_readers(inner: Weak<Inner>, rx: Receiver<Digest>, threads: u
                     }
                     let _unmark = Unmark(&inner.prefetch, &key);
                     let source = inner.source.blob_source();
-                    inner
+                    if inner
                         .cataloger
-                        .prefetch_layer(source.as_ref(), &layer, &inner.store);
+                        .prefetch_layer(source.as_ref(), &layer, &inner.store)
+                    {
+                        inner
+                            .prefetch
+                            .read_after_commit
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             });
         if let Err(e) = spawned {
@@ -111,7 +138,30 @@ pub(crate) fn spawn_readers(inner: Weak<Inner>, rx: Receiver<Digest>, threads: u
     }
 }
 
+/// How layers new to the registry were cataloged (see
+/// [`Service::upload_catalog_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadCatalogCounts {
+    /// Wholly from their upload streams, while the bytes arrived.
+    pub streamed: u64,
+    /// From their upload streams until the reader fell behind the client,
+    /// the rest read back from the store after the commit.
+    pub spilled: u64,
+    /// Read back from the store after their commit.
+    pub read_back: u64,
+}
+
 impl Service {
+    /// How the layers new to the registry were cataloged since start.
+    pub fn upload_catalog_counts(&self) -> UploadCatalogCounts {
+        let p = &self.inner.prefetch;
+        UploadCatalogCounts {
+            streamed: p.streamed.load(Ordering::Relaxed),
+            spilled: p.spilled.load(Ordering::Relaxed),
+            read_back: p.read_after_commit.load(Ordering::Relaxed),
+        }
+    }
+
     /// A blob new to the registry was committed: read it now if it is a
     /// layer (see the module docs). Returns at once.
     pub fn blob_pushed(&self, layer: &Digest) {

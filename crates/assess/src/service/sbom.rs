@@ -1,12 +1,13 @@
 //! SBOMs attached to images: after an image is assessed, its inventory as
-//! CycloneDX 1.6 JSON is pushed into the image's repository as an OCI
-//! artifact whose `subject` is the image, so referrers-aware clients
-//! (oras, crane, regctl) discover and pull it. One per image and catalog
-//! version: an unchanged re-assessment attaches nothing; a new catalog
-//! version replaces the SBOM (the old artifact is deleted unless
-//! `keep_replaced`). The artifact is itself an `unsupported` artifact to
-//! the assessor (its artifact type is not an image's), so attaching never
-//! triggers another attach, and it is never metered.
+//! CycloneDX 1.6 JSON (and, where configured, as SPDX 2.3 JSON) is pushed
+//! into the image's repository as an OCI artifact whose `subject` is the
+//! image, so referrers-aware clients (oras, crane, regctl) discover and
+//! pull it. One per image, format and catalog version: an unchanged
+//! re-assessment attaches nothing; a new catalog version replaces the SBOM
+//! (the old artifact is deleted unless `keep_replaced`). The artifact is
+//! itself an `unsupported` artifact to the assessor (its artifact type is
+//! not an image's), so attaching never triggers another attach, and it is
+//! never metered.
 
 use super::Service;
 use crate::clock::{rfc3339, to_ms};
@@ -19,6 +20,8 @@ use serde::Deserialize;
 
 /// The artifact type of the SBOMs drydock attaches.
 pub const SBOM_ARTIFACT_TYPE: &str = "application/vnd.cyclonedx+json";
+/// The artifact type of the SPDX SBOMs drydock attaches where configured.
+pub const SPDX_ARTIFACT_TYPE: &str = "application/spdx+json";
 /// Annotation naming the catalog version that produced the SBOM.
 pub const CATALOG_VERSION_ANNOTATION: &str = "dev.drydock.catalog.version";
 
@@ -35,6 +38,10 @@ pub struct SbomOptions {
     /// Keep an SBOM replaced by a newer catalog version's (default: delete it).
     #[serde(default)]
     pub keep_replaced: bool,
+    /// Attach an SPDX 2.3 document too, beside the CycloneDX one, to images
+    /// of repositories no rule names (default false).
+    #[serde(default)]
+    pub spdx: bool,
 }
 
 impl Default for SbomOptions {
@@ -43,6 +50,7 @@ impl Default for SbomOptions {
             enabled: true,
             rules: Vec::new(),
             keep_replaced: false,
+            spdx: false,
         }
     }
 }
@@ -53,6 +61,9 @@ impl Default for SbomOptions {
 pub struct SbomRule {
     pub repository: oci::RepoPattern,
     pub enabled: bool,
+    /// Attach SPDX 2.3 as well (when `enabled`); absent: [`SbomOptions::spdx`].
+    #[serde(default)]
+    pub spdx: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -61,10 +72,51 @@ fn yes() -> bool {
 
 impl SbomOptions {
     pub fn applies(&self, repo: &str) -> bool {
-        self.rules
-            .iter()
-            .find(|r| r.repository.is_match(repo))
-            .map_or(self.enabled, |r| r.enabled)
+        self.rule(repo).map_or(self.enabled, |r| r.enabled)
+    }
+
+    /// Whether images of `repo` get an SPDX document too.
+    pub fn spdx_applies(&self, repo: &str) -> bool {
+        match self.rule(repo) {
+            Some(r) => r.enabled && r.spdx.unwrap_or(self.spdx),
+            None => self.enabled && self.spdx,
+        }
+    }
+
+    fn rule(&self, repo: &str) -> Option<&SbomRule> {
+        self.rules.iter().find(|r| r.repository.is_match(repo))
+    }
+}
+
+/// The document formats attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    CycloneDx,
+    Spdx,
+}
+
+impl Format {
+    fn artifact_type(self) -> &'static str {
+        match self {
+            Format::CycloneDx => SBOM_ARTIFACT_TYPE,
+            Format::Spdx => SPDX_ARTIFACT_TYPE,
+        }
+    }
+
+    /// The key of the image's row in the `sboms` table: the image digest
+    /// for CycloneDX (as before SPDX existed), `DIGEST#spdx` for SPDX.
+    fn key(self, digest: &str) -> String {
+        match self {
+            Format::CycloneDx => digest.to_string(),
+            Format::Spdx => format!("{digest}#spdx"),
+        }
+    }
+
+    fn document(self, inventory: &Inventory, meta: &report::SbomMeta) -> Result<Vec<u8>> {
+        Ok(match self {
+            Format::CycloneDx => serde_json::to_vec(&report::cyclonedx::bom(inventory, &[], meta))?,
+            Format::Spdx => serde_json::to_vec(&report::spdx::document(inventory, meta))?,
+        })
     }
 }
 
@@ -80,11 +132,76 @@ impl Service {
         size: u64,
         inventory: &Inventory,
     ) {
+        let opts = &self.inner.opts.sbom;
+        let mut formats = Vec::new();
+        if opts.applies(repo.as_str()) {
+            formats.push(Format::CycloneDx);
+        }
+        if opts.spdx_applies(repo.as_str()) {
+            formats.push(Format::Spdx);
+        }
+        for format in formats {
+            let document = |meta: &report::SbomMeta| format.document(inventory, meta);
+            if let Err(e) = self.try_attach_sbom(repo, digest, media_type, size, format, document) {
+                tracing::warn!(
+                    digest,
+                    repo = %repo,
+                    format = format.artifact_type(),
+                    error = %format!("{e:#}"),
+                    "cannot attach the SBOM"
+                );
+            }
+        }
+    }
+
+    /// Attach the SBOM of index `digest`: a CycloneDX document whose
+    /// components are its platform images (`(digest, media type,
+    /// platform)`), each a `container` component whose `bom-ref` and
+    /// `version` are the image's digest. Each image's packages are in that
+    /// image's own SBOM, a referrer of the image's digest; the index's SBOM
+    /// tells a client of the referrers API which images to ask about.
+    /// Written when the index is rolled out, so it does not wait for its
+    /// images' assessments. Best effort, like [`Service::attach_sbom`].
+    pub(super) fn attach_index_sbom(
+        &self,
+        repo: &Name,
+        digest: &str,
+        media_type: &str,
+        size: u64,
+        images: &[(String, String, Option<String>)],
+    ) {
         if !self.inner.opts.sbom.applies(repo.as_str()) {
             return;
         }
-        if let Err(e) = self.try_attach_sbom(repo, digest, media_type, size, inventory) {
-            tracing::warn!(digest, repo = %repo, error = %format!("{e:#}"), "cannot attach the SBOM");
+        let document = |meta: &report::SbomMeta| -> Result<Vec<u8>> {
+            let mut bom = report::cyclonedx::bom(&Inventory::default(), &[], meta);
+            for (image, image_type, platform) in images {
+                let mut properties = vec![report::cyclonedx::Property {
+                    name: "drydock:mediaType".into(),
+                    value: image_type.clone(),
+                }];
+                if let Some(p) = platform {
+                    properties.push(report::cyclonedx::Property {
+                        name: "drydock:platform".into(),
+                        value: p.clone(),
+                    });
+                }
+                bom.components.push(report::cyclonedx::Component {
+                    kind: report::cyclonedx::ComponentType::Container,
+                    bom_ref: Some(image.clone()),
+                    name: repo.to_string(),
+                    version: Some(image.clone()),
+                    description: platform.clone(),
+                    purl: None,
+                    properties,
+                });
+            }
+            Ok(serde_json::to_vec(&bom)?)
+        };
+        if let Err(e) =
+            self.try_attach_sbom(repo, digest, media_type, size, Format::CycloneDx, document)
+        {
+            tracing::warn!(digest, repo = %repo, error = %format!("{e:#}"), "cannot attach the index SBOM");
         }
     }
 
@@ -94,10 +211,12 @@ impl Service {
         digest: &str,
         media_type: &str,
         size: u64,
-        inventory: &Inventory,
+        format: Format,
+        document: impl FnOnce(&report::SbomMeta) -> Result<Vec<u8>>,
     ) -> Result<()> {
         let version = self.inner.cataloger.version();
-        let old = self.inner.store.sbom(digest)?;
+        let key = format.key(digest);
+        let old = self.inner.store.sbom(&key)?;
         if old.as_ref().is_some_and(|o| o.catalog_version == version) {
             return Ok(());
         }
@@ -105,7 +224,7 @@ impl Service {
         let mut meta = report::SbomMeta::new(format!("{repo}@{digest}"));
         meta.digest = Some(digest.to_string());
         meta.timestamp = Some(now.clone());
-        let doc = report::cyclonedx::bom(inventory, &[], &meta);
+        let bytes = document(&meta)?;
         let mut annotations = std::collections::BTreeMap::new();
         annotations.insert("org.opencontainers.image.created".into(), now);
         annotations.insert(CATALOG_VERSION_ANNOTATION.into(), version.to_string());
@@ -120,15 +239,15 @@ impl Service {
                 artifact_type: None,
                 data: None,
             },
-            artifact_type: SBOM_ARTIFACT_TYPE.into(),
-            media_type: SBOM_ARTIFACT_TYPE.into(),
-            bytes: serde_json::to_vec(&doc)?,
+            artifact_type: format.artifact_type().into(),
+            media_type: format.artifact_type().into(),
+            bytes,
             annotations,
         };
         let attached = self.inner.source.attach(repo, &artifact)?;
         self.inner.store.put_sbom(
             &SbomRow {
-                subject: digest.to_string(),
+                subject: key,
                 repo: repo.to_string(),
                 digest: attached.to_string(),
                 catalog_version: version,

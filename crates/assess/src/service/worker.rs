@@ -80,6 +80,7 @@ impl Service {
         match manifest {
             Manifest::Index { index, .. } => {
                 let mut children = Vec::new();
+                let mut images = Vec::new();
                 let now = to_ms(self.now());
                 // Images (not attestations or other artifacts), one level:
                 // a nested index is queued as a job of its own and rolled
@@ -102,6 +103,7 @@ impl Service {
                         job.last_pushed_at.is_some(),
                     )?;
                     children.push(d.digest.to_string());
+                    images.push((d.digest.to_string(), d.media_type.clone(), platform));
                 }
                 self.inner
                     .store
@@ -110,6 +112,11 @@ impl Service {
                     .store
                     .set_status(&job.digest, status::DONE, None, now)?;
                 self.inner.wake.notify_waiters();
+                let (this, d, size) = (self.clone(), job.digest.clone(), bytes.len() as u64);
+                tokio::task::spawn_blocking(move || {
+                    this.attach_index_sbom(&repo, &d, &media_type, size, &images)
+                })
+                .await?;
                 Ok(())
             }
             Manifest::Image { manifest, .. } => {
