@@ -126,7 +126,9 @@ test("findings filter by severity and text, keeping focus", { skip: !ready && "n
   await page.waitForFunction(p => decodeURIComponent(location.hash).includes(`q=${p}`), pkg);
   await page.waitForFunction(() => document.getElementById("main").getAttribute("aria-busy") !== "true");
   assert.equal(await page.evaluate(() => document.activeElement.id), "find-q", "focus stays in the search field");
-  const pkgs = await page.locator("#view table tbody tr:not(.detail) td:nth-child(3)").allInnerTexts();
+  // The findings table's package column (the layers table has rows too).
+  const findingsTable = page.locator("#view table").filter({ has: page.locator("caption", { hasText: /^Findings$/ }) });
+  const pkgs = await findingsTable.locator("tbody tr:not(.detail) td:nth-child(3)").allInnerTexts();
   assert.ok(pkgs.length > 0 && pkgs.every(p => p.toLowerCase().includes(pkg.toLowerCase())), `search ${pkg}: ${pkgs}`);
   // The detail view: description, links.
   await page.locator("#view button[data-detail]").first().click();
