@@ -539,7 +539,8 @@ async fn a_test_delivery_is_signed_retried_and_logged() {
 async fn list_cursors_expire_after_an_hour() {
     let env = Env::start().await;
     let (base, app) = two_layers();
-    env.push("team/a", std::slice::from_ref(&base), json!([])).await;
+    env.push("team/a", std::slice::from_ref(&base), json!([]))
+        .await;
     env.push("team/b", &[base, app], json!([])).await;
     let (st, first) = env.json("/api/v1/browse/repositories?limit=1").await;
     assert_eq!(st, 200, "{first}");
