@@ -1,0 +1,218 @@
+//! The dashboard's read model judges every image once and keeps that
+//! judging until something it depends on changes: the store, the
+//! database, or the clock passing an exemption's expiry. At 10,000 images
+//! a judging takes seconds, so it must not be redone on a timer
+//! (bench/dashboard measures the pages).
+
+use assess::{
+    Cataloger, Finding, FindingStatus, ManualClock, Options, Service, Severity, VulnDatabase,
+    VulnSource,
+};
+use inventory::{Ecosystem, Inventory, Package};
+use oci::{BlobSource, Digest, ImageManifest};
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+use time::Duration as Span;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Each layer's text is one Debian package's name.
+struct TextCatalog;
+
+impl Cataloger for TextCatalog {
+    fn version(&self) -> u32 {
+        1
+    }
+    fn catalog(
+        &self,
+        source: &dyn BlobSource,
+        manifest: &ImageManifest,
+        _: &dyn assess::RawLayerCache,
+    ) -> Result<Inventory, String> {
+        let mut inv = Inventory::default();
+        for l in &manifest.layers {
+            let mut name = String::new();
+            source
+                .open_blob(&l.digest)
+                .and_then(|mut r| r.read_to_string(&mut name))
+                .map_err(|e| e.to_string())?;
+            inv.packages.push(Package {
+                ecosystem: Ecosystem::Deb,
+                purl: format!("pkg:deb/debian/{name}@1.0-1"),
+                name,
+                version: "1.0-1".into(),
+                source_name: None,
+                source_version: None,
+                location: "var/lib/dpkg/status".into(),
+                layer: l.digest.to_string(),
+            });
+        }
+        Ok(inv)
+    }
+}
+
+/// Every package has one critical advisory with a fix.
+struct OneCritical;
+
+impl VulnDatabase for OneCritical {
+    fn version(&self) -> String {
+        "test-1".into()
+    }
+    fn match_inventory(&self, inventory: &Inventory) -> Vec<Finding> {
+        inventory
+            .packages
+            .iter()
+            .map(|p| Finding {
+                id: "CVE-2099-0100".into(),
+                aliases: Vec::new().into(),
+                related: Vec::new().into(),
+                ecosystem: Ecosystem::Deb,
+                distro: Some("debian:12".into()),
+                package: p.name.as_str().into(),
+                source_package: None,
+                purl: p.purl.as_str().into(),
+                installed_version: p.version.as_str().into(),
+                fixed_version: Some("1.0-2".into()),
+                status: FindingStatus::Fixed,
+                status_note: None,
+                severity: Severity::Critical,
+                severity_source: "test".into(),
+                cvss: None,
+                summary: "".into(),
+                references: Vec::new().into(),
+                informational: None,
+                data_source: "test".into(),
+            })
+            .collect()
+    }
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+}
+
+struct Db;
+impl VulnSource for Db {
+    fn current(&self) -> Option<Arc<dyn VulnDatabase>> {
+        Some(Arc::new(OneCritical))
+    }
+}
+
+async fn push(client: &reqwest::Client, base: &str, repo: &str, tag: &str, pkg: &str) -> Digest {
+    let mut put_blob = async |data: &[u8]| {
+        let d = Digest::sha256_of(data);
+        let r = client
+            .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        d
+    };
+    let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"p\":\"{pkg}\"}}");
+    let dc = put_blob(config.as_bytes()).await;
+    let dl = put_blob(pkg.as_bytes()).await;
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{dc}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{dl}","size":{}}}]}}"#,
+        config.len(),
+        pkg.len()
+    );
+    let r = client
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", OCI_MANIFEST)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    Digest::sha256_of(body.as_bytes())
+}
+
+/// The overview's count of tagged images in `state`, read off the async
+/// runtime (the read model reads manifests through the registry).
+async fn count(svc: &Service, state: &str) -> usize {
+    let svc = svc.clone();
+    let state = state.to_string();
+    tokio::task::spawn_blocking(move || {
+        let o = svc.overview(&|_| true).unwrap();
+        o.images.get(&state).copied().unwrap_or(0)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn images_are_judged_again_only_when_something_they_depend_on_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
+    let clock = ManualClock::new();
+    let service = Service::open(
+        Options::new(dir.path()),
+        Arc::new(assess::live::RegistrySource(registry.clone())),
+        Arc::new(TextCatalog),
+        Arc::new(Db),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    registry.add_sink(Arc::new(service.clone()));
+    service.start().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = registry.router();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    let d = push(&client, &base, "team/app", "v1", "openssl").await;
+    service.wait_idle(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(count(&service, "unhealthy").await, 1);
+    let before = service.findings_totals().unwrap();
+    assert_eq!(before.get(&d.to_string()), Some(&Some(1)));
+
+    // Nothing changed, minutes later: the same judging is served (it was
+    // redone every minute and every two seconds).
+    let day = |c: &ManualClock| assess::Clock::now(c).unix_timestamp().div_euclid(86_400);
+    let d0 = day(&clock);
+    clock.advance(Span::minutes(5));
+    let again = service.findings_totals().unwrap();
+    if day(&clock) == d0 {
+        assert!(
+            Arc::ptr_eq(&before, &again),
+            "judged again with nothing changed"
+        );
+    }
+
+    // A push changes the store: judged again, the new image is there.
+    let d2 = push(&client, &base, "team/app", "v2", "zlib").await;
+    service.wait_idle(Duration::from_secs(20)).await.unwrap();
+    let after = service.findings_totals().unwrap();
+    assert_eq!(after.get(&d2.to_string()), Some(&Some(1)));
+    assert_eq!(count(&service, "unhealthy").await, 2);
+
+    // An exemption that expires in ten minutes: both images healthy now.
+    let until = assess::Clock::now(&clock) + Span::minutes(10);
+    service
+        .add_exemption(
+            Some("CVE-2099-0100".into()),
+            None,
+            None,
+            None,
+            "accepted until the rebuild".into(),
+            "test".into(),
+            Some(until),
+        )
+        .unwrap();
+    assert_eq!(count(&service, "healthy").await, 2);
+    assert_eq!(
+        service.findings_totals().unwrap().get(&d.to_string()),
+        Some(&Some(0))
+    );
+
+    // Its expiry, with no write to the store in between: unhealthy again.
+    clock.advance(Span::minutes(11));
+    assert_eq!(count(&service, "unhealthy").await, 2);
+    assert_eq!(
+        service.findings_totals().unwrap().get(&d.to_string()),
+        Some(&Some(1))
+    );
+}
