@@ -7,12 +7,13 @@
 //! to sign in to.
 
 use super::ApiError;
-use super::handlers::{parse_time, query};
+use super::handlers::parse_time;
+use super::params::{AuditParams, OwnerQuery, Params};
 use super::scope::{Body, Caller};
 use crate::State;
 use auth::{AccessControl, Action, AuditQuery, AuthError, Binding, Identity, Method, Subject};
 use axum::Json;
-use axum::extract::{Path, RawQuery, State as AxState};
+use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -760,30 +761,18 @@ impl From<auth::AuditEntry> for AuditRecord {
 pub async fn audit(
     AxState(state): AxState<State>,
     caller: Caller,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<AuditParams>,
 ) -> ApiResult<Json<Vec<AuditRecord>>> {
     let ac = admin(&state, &caller, "audit.read", "")?;
-    let q = query(
-        raw,
-        &[
-            "identity",
-            "action",
-            "repository",
-            "outcome",
-            "since",
-            "until",
-            "before",
-            "limit",
-        ],
-    )?;
-    let text = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
-    let at = |k: &str| -> ApiResult<Option<i64>> {
-        Ok(text(k)
+    // An empty value is no filter.
+    let text = |v: &Option<String>| v.as_ref().filter(|v| !v.is_empty()).cloned();
+    let at = |k: &str, v: &Option<String>| -> ApiResult<Option<i64>> {
+        Ok(text(v)
             .map(|v| parse_time(k, &v))
             .transpose()?
             .map(|t| t.unix_timestamp()))
     };
-    let limit = match text("limit") {
+    let limit = match text(&q.limit) {
         Some(v) => v
             .parse::<usize>()
             .ok()
@@ -791,7 +780,7 @@ pub async fn audit(
             .ok_or_else(|| ApiError::bad_request(format!("limit must be 1 to 1000, not {v:?}")))?,
         None => 100,
     };
-    let before_id = text("before")
+    let before_id = text(&q.before)
         .map(|v| {
             v.parse::<i64>().map_err(|_| {
                 ApiError::bad_request(format!("before must be a record id, not {v:?}"))
@@ -799,12 +788,12 @@ pub async fn audit(
         })
         .transpose()?;
     let query = AuditQuery {
-        identity: text("identity"),
-        action: text("action"),
-        target_prefix: text("repository"),
-        outcome: text("outcome"),
-        since: at("since")?,
-        until: at("until")?,
+        identity: text(&q.identity),
+        action: text(&q.action),
+        target_prefix: text(&q.repository),
+        outcome: text(&q.outcome),
+        since: at("since", &q.since)?,
+        until: at("until", &q.until)?,
         before_id,
         limit,
     };
@@ -902,11 +891,10 @@ fn token_owner(caller: &Caller, owner: Option<String>) -> ApiResult<String> {
 pub async fn list_tokens(
     AxState(state): AxState<State>,
     caller: Caller,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<OwnerQuery>,
 ) -> ApiResult<Json<Vec<ApiToken>>> {
     let ac = access(&state)?;
-    let q = query(raw, &["owner"])?;
-    let owner = token_owner(&caller, q.get("owner").cloned())?;
+    let owner = token_owner(&caller, q.owner)?;
     run(move || {
         Ok(Json(
             ac.api_tokens(Some(&owner))?

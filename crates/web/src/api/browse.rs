@@ -11,7 +11,10 @@
 //!   secrets redacted).
 
 use super::ApiError;
-use super::handlers::{blocking, limit_param, query};
+use super::handlers::{blocking, limit_param};
+use super::params::{
+    BrowseImagesQuery, NoParams, Params, RepositoriesQuery, TagsQuery, VulnerabilitiesQuery,
+};
 use super::scope::{Caller, Scope};
 use crate::State;
 use assess::browse::{
@@ -19,12 +22,11 @@ use assess::browse::{
     VulnQuery,
 };
 use assess::{Service, Severity};
-use axum::extract::{Path, RawQuery, State as AxState};
+use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
 use utoipa::ToSchema;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -101,12 +103,12 @@ fn tagged_json<T: Serialize>(headers: &HeaderMap, value: &T) -> Response {
     (h, body).into_response()
 }
 
-fn limit(q: &HashMap<String, String>) -> ApiResult<usize> {
-    limit_param(q, 50, 500)
+fn limit(v: Option<&str>) -> ApiResult<usize> {
+    limit_param(v, 50, 500)
 }
 
-fn order(q: &HashMap<String, String>, default_desc: bool) -> ApiResult<bool> {
-    match q.get("order").map(String::as_str) {
+fn order(v: Option<&str>, default_desc: bool) -> ApiResult<bool> {
+    match v {
         None => Ok(default_desc),
         Some("asc") => Ok(false),
         Some("desc") => Ok(true),
@@ -116,10 +118,10 @@ fn order(q: &HashMap<String, String>, default_desc: bool) -> ApiResult<bool> {
     }
 }
 
-fn one_of(q: &HashMap<String, String>, key: &str, allowed: &[&str]) -> ApiResult<String> {
-    match q.get(key) {
+fn one_of(v: Option<&str>, key: &str, allowed: &[&str]) -> ApiResult<String> {
+    match v {
         None => Ok(allowed[0].to_string()),
-        Some(v) if allowed.contains(&v.as_str()) => Ok(v.clone()),
+        Some(v) if allowed.contains(&v) => Ok(v.to_string()),
         Some(v) => Err(ApiError::bad_request(format!(
             "{key} must be one of {}, not {v:?}",
             allowed.join(", ")
@@ -127,8 +129,8 @@ fn one_of(q: &HashMap<String, String>, key: &str, allowed: &[&str]) -> ApiResult
     }
 }
 
-fn boolean(q: &HashMap<String, String>, key: &str) -> ApiResult<Option<bool>> {
-    match q.get(key).map(String::as_str) {
+fn boolean(v: Option<&str>, key: &str) -> ApiResult<Option<bool>> {
+    match v {
         None | Some("") => Ok(None),
         Some("true") => Ok(Some(true)),
         Some("false") => Ok(Some(false)),
@@ -210,9 +212,8 @@ pub async fn overview(
     AxState(state): AxState<State>,
     caller: Caller,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    _: Params<NoParams>,
 ) -> ApiResult<Response> {
-    query(raw, &[])?;
     let stale_after_days = state.stale_days;
     blocking(&state, move |svc| {
         let scope = Scope::new(&caller.principal);
@@ -244,28 +245,16 @@ pub async fn images(
     AxState(state): AxState<State>,
     caller: Caller,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<BrowseImagesQuery>,
 ) -> ApiResult<Response> {
-    let q = query(
-        raw,
-        &[
-            "q",
-            "repository",
-            "state",
-            "untagged",
-            "sort",
-            "order",
-            "cursor",
-            "limit",
-        ],
-    )?;
     let sort = one_of(
-        &q,
+        q.sort.as_deref(),
         "sort",
         &["name", "pushed", "findings", "severity", "size"],
     )?;
     let states: Vec<String> = q
-        .get("state")
+        .state
+        .as_deref()
         .map(|s| {
             s.split(',')
                 .map(str::trim)
@@ -281,14 +270,14 @@ pub async fn images(
         )));
     }
     let iq = ImageQuery {
-        q: q.get("q").cloned(),
-        repository: q.get("repository").cloned(),
+        q: q.q,
+        repository: q.repository,
         states,
-        untagged: boolean(&q, "untagged")?,
-        descending: order(&q, sort != "name")?,
+        untagged: boolean(q.untagged.as_deref(), "untagged")?,
+        descending: order(q.order.as_deref(), sort != "name")?,
         sort,
     };
-    let (cursor, limit) = (q.get("cursor").cloned(), limit(&q)?);
+    let (cursor, limit) = (q.cursor, limit(q.limit.as_deref())?);
     blocking(&state, move |svc| {
         let scope = Scope::new(&caller.principal);
         let snap = svc.snapshot().map_err(ApiError::internal)?;
@@ -313,16 +302,15 @@ pub async fn repositories(
     AxState(state): AxState<State>,
     caller: Caller,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<RepositoriesQuery>,
 ) -> ApiResult<Response> {
-    let q = query(raw, &["q", "cursor", "limit"])?;
-    let (cursor, limit) = (q.get("cursor").cloned(), limit(&q)?);
+    let (cursor, limit) = (q.cursor.clone(), limit(q.limit.as_deref())?);
     blocking(&state, move |svc| {
         let scope = Scope::new(&caller.principal);
         let snap = svc.snapshot().map_err(ApiError::internal)?;
         let page = snap
             .repositories(
-                q.get("q").map(String::as_str),
+                q.q.as_deref(),
                 &|r| scope.repo(r),
                 open_cursor(svc, cursor.as_deref())?.as_deref(),
                 limit,
@@ -343,15 +331,14 @@ pub async fn tags(
     AxState(state): AxState<State>,
     caller: Caller,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<TagsQuery>,
 ) -> ApiResult<Response> {
-    let q = query(raw, &["repository", "q", "sort", "cursor", "limit"])?;
-    let Some(repo) = q.get("repository").cloned() else {
+    let Some(repo) = q.repository.clone() else {
         return Err(ApiError::bad_request("repository is required"));
     };
     oci::Name::parse(&repo).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let sort = one_of(&q, "sort", &["name", "pushed"])?;
-    let (cursor, limit) = (q.get("cursor").cloned(), limit(&q)?);
+    let sort = one_of(q.sort.as_deref(), "sort", &["name", "pushed"])?;
+    let (cursor, limit) = (q.cursor.clone(), limit(q.limit.as_deref())?);
     blocking(&state, move |svc| {
         let scope = Scope::new(&caller.principal);
         if !scope.repo(&repo) {
@@ -361,7 +348,7 @@ pub async fn tags(
         let page = snap
             .tags(
                 &repo,
-                q.get("q").map(String::as_str),
+                q.q.as_deref(),
                 sort == "pushed",
                 open_cursor(svc, cursor.as_deref())?.as_deref(),
                 limit,
@@ -384,25 +371,19 @@ pub async fn vulnerabilities(
     AxState(state): AxState<State>,
     caller: Caller,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<VulnerabilitiesQuery>,
 ) -> ApiResult<Response> {
-    let q = query(
-        raw,
-        &[
-            "q", "severity", "fixable", "sort", "order", "cursor", "limit",
-        ],
-    )?;
-    let sort = one_of(&q, "sort", &["severity", "images", "id"])?;
+    let sort = one_of(q.sort.as_deref(), "sort", &["severity", "images", "id"])?;
     let mut vq = VulnQuery {
-        q: q.get("q").cloned(),
-        fixable: boolean(&q, "fixable")?,
-        descending: order(&q, sort != "id")?,
+        q: q.q.clone(),
+        fixable: boolean(q.fixable.as_deref(), "fixable")?,
+        descending: order(q.order.as_deref(), sort != "id")?,
         sort,
         ..VulnQuery::default()
     };
     for s in q
-        .get("severity")
-        .map(String::as_str)
+        .severity
+        .as_deref()
         .unwrap_or("")
         .split(',')
         .map(str::trim)
@@ -424,7 +405,7 @@ pub async fn vulnerabilities(
             vq.severities.push(sev);
         }
     }
-    let (cursor, limit) = (q.get("cursor").cloned(), limit(&q)?);
+    let (cursor, limit) = (q.cursor.clone(), limit(q.limit.as_deref())?);
     blocking(&state, move |svc| {
         let scope = Scope::new(&caller.principal);
         let snap = svc.snapshot().map_err(ApiError::internal)?;
@@ -492,9 +473,8 @@ pub async fn queue(
     AxState(state): AxState<State>,
     caller: Caller,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    _: Params<NoParams>,
 ) -> ApiResult<Response> {
-    query(raw, &[])?;
     blocking(&state, move |svc| {
         use assess::store::status;
         let scope = Scope::new(&caller.principal);

@@ -1,6 +1,10 @@
 //! Request handlers.
 
 use super::ApiError;
+use super::params::{
+    FilterParams, FindingsQuery, ImageQuery, ImagesQuery, LimitQuery, PackagesQuery, PageQuery,
+    Params, SbomQuery, UsageQuery,
+};
 use super::scope::{Body, Caller, Scope};
 use crate::State;
 use assess::views::{
@@ -9,7 +13,7 @@ use assess::views::{
 use assess::{Exemption, Service, Severity};
 use auth::Action;
 use axum::Json;
-use axum::extract::{Path, RawQuery, State as AxState};
+use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -28,48 +32,6 @@ pub(super) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&svc))
         .await
         .map_err(ApiError::internal)?
-}
-
-/// Parse a query string into key → value, rejecting unknown keys.
-pub(super) fn query(raw: Option<String>, allowed: &[&str]) -> ApiResult<HashMap<String, String>> {
-    let mut out = HashMap::new();
-    let raw = raw.unwrap_or_default();
-    for pair in raw.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = decode(k)?;
-        let v = decode(v)?;
-        if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "unknown query parameter {k:?}; allowed: {}",
-                allowed.join(", ")
-            )));
-        }
-        out.insert(k, v);
-    }
-    Ok(out)
-}
-
-fn decode(s: &str) -> ApiResult<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let h = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| ApiError::bad_request("bad percent-encoding in query"))?;
-                out.push(h);
-                i += 2;
-            }
-            b'%' => return Err(ApiError::bad_request("bad percent-encoding in query")),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| ApiError::bad_request("query is not UTF-8"))
 }
 
 fn parse_bool(name: &str, v: &str) -> ApiResult<bool> {
@@ -262,10 +224,9 @@ pub async fn get_repository(
 pub async fn list_images(
     AxState(state): AxState<State>,
     caller: Caller,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<ImagesQuery>,
 ) -> ApiResult<Json<Vec<ImageBrief>>> {
-    let q = query(raw, &["repository", "health"])?;
-    let health = match q.get("health").map(String::as_str) {
+    let health = match q.health.as_deref() {
         None => None,
         Some("healthy") => Some(true),
         Some("unhealthy") => Some(false),
@@ -275,7 +236,7 @@ pub async fn list_images(
             )));
         }
     };
-    let repo = q.get("repository").cloned();
+    let repo = q.repository;
     if let Some(r) = &repo {
         oci::Name::parse(r).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
@@ -318,15 +279,11 @@ pub async fn get_image(
     AxState(state): AxState<State>,
     caller: Caller,
     Path(digest): Path<String>,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<ImageQuery>,
 ) -> ApiResult<Json<ImageDetail>> {
     let digest = parse_digest(&digest)?;
-    let q = query(
-        raw,
-        &["severity", "status", "fixable", "exempt", "inventory"],
-    )?;
-    let filter = finding_filter(&q)?;
-    let with_inventory = match q.get("inventory") {
+    let filter = finding_filter(&q.filter())?;
+    let with_inventory = match &q.inventory {
         Some(v) => parse_bool("inventory", v)?,
         None => false,
     };
@@ -375,9 +332,9 @@ pub async fn get_image(
 
 /// The findings filters `GET /api/v1/images/{digest}` and its findings
 /// pages share.
-fn finding_filter(q: &HashMap<String, String>) -> ApiResult<FindingFilter> {
+fn finding_filter(q: &FilterParams<'_>) -> ApiResult<FindingFilter> {
     let mut filter = FindingFilter::default();
-    if let Some(s) = q.get("severity") {
+    if let Some(s) = q.severity {
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             if let Some(min) = part.strip_suffix('+') {
                 let min = Severity::parse(min).ok_or_else(|| bad_severity(part))?;
@@ -399,34 +356,30 @@ fn finding_filter(q: &HashMap<String, String>) -> ApiResult<FindingFilter> {
             }
         }
     }
-    if let Some(s) = q.get("status") {
+    if let Some(s) = q.status {
         filter.status = Some(assess::vuln::parse_fix_status(s).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "status must be fixed, unfixed or wont_fix, not {s:?}"
             ))
         })?);
     }
-    if let Some(v) = q.get("fixable") {
+    if let Some(v) = q.fixable {
         filter.fixable = Some(parse_bool("fixable", v)?);
     }
-    if let Some(v) = q.get("exempt") {
+    if let Some(v) = q.exempt {
         filter.exempt = Some(parse_bool("exempt", v)?);
     }
     Ok(filter)
 }
 
 /// `limit` of a page: 1 to 1000, 100 when absent.
-fn page_limit(q: &HashMap<String, String>) -> ApiResult<usize> {
-    limit_param(q, assess::views::DEFAULT_PAGE, assess::views::MAX_PAGE)
+fn page_limit(limit: Option<&str>) -> ApiResult<usize> {
+    limit_param(limit, assess::views::DEFAULT_PAGE, assess::views::MAX_PAGE)
 }
 
 /// The `limit` parameter of a paged list: 1 to `max`, `default` when absent.
-pub(super) fn limit_param(
-    q: &HashMap<String, String>,
-    default: usize,
-    max: usize,
-) -> ApiResult<usize> {
-    match q.get("limit") {
+pub(super) fn limit_param(limit: Option<&str>, default: usize, max: usize) -> ApiResult<usize> {
+    match limit {
         None => Ok(default),
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
@@ -471,27 +424,15 @@ pub async fn image_findings(
     AxState(state): AxState<State>,
     caller: Caller,
     Path(digest): Path<String>,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<FindingsQuery>,
 ) -> ApiResult<Json<assess::views::FindingsPage>> {
     let digest = parse_digest(&digest)?;
-    let q = query(
-        raw,
-        &[
-            "limit", "cursor", "severity", "status", "fixable", "exempt", "q",
-        ],
-    )?;
-    let filter = finding_filter(&q)?;
-    let limit = page_limit(&q)?;
+    let filter = finding_filter(&q.filter())?;
+    let limit = page_limit(q.limit.as_deref())?;
     blocking(&state, move |svc| {
         visible_image(svc, &caller, &digest)?;
         let page = svc
-            .image_findings(
-                &digest,
-                &filter,
-                q.get("q").map(String::as_str),
-                limit,
-                q.get("cursor").map(String::as_str),
-            )
+            .image_findings(&digest, &filter, q.q.as_deref(), limit, q.cursor.as_deref())
             .map_err(page_error)?;
         page.map(Json)
             .ok_or_else(|| ApiError::not_found(format!("image {digest} has no assessment yet")))
@@ -511,20 +452,14 @@ pub async fn image_packages(
     AxState(state): AxState<State>,
     caller: Caller,
     Path(digest): Path<String>,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<PackagesQuery>,
 ) -> ApiResult<Json<assess::views::PackagesPage>> {
     let digest = parse_digest(&digest)?;
-    let q = query(raw, &["limit", "cursor", "q"])?;
-    let limit = page_limit(&q)?;
+    let limit = page_limit(q.limit.as_deref())?;
     blocking(&state, move |svc| {
         visible_image(svc, &caller, &digest)?;
         let page = svc
-            .image_packages(
-                &digest,
-                q.get("q").map(String::as_str),
-                limit,
-                q.get("cursor").map(String::as_str),
-            )
+            .image_packages(&digest, q.q.as_deref(), limit, q.cursor.as_deref())
             .map_err(page_error)?;
         page.map(Json)
             .ok_or_else(|| ApiError::not_found(format!("image {digest} has no inventory yet")))
@@ -544,14 +479,13 @@ pub async fn image_layers(
     AxState(state): AxState<State>,
     caller: Caller,
     Path(digest): Path<String>,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<PageQuery>,
 ) -> ApiResult<Json<assess::views::LayersPage>> {
     let digest = parse_digest(&digest)?;
-    let q = query(raw, &["limit", "cursor"])?;
-    let limit = page_limit(&q)?;
+    let limit = page_limit(q.limit.as_deref())?;
     blocking(&state, move |svc| {
         visible_image(svc, &caller, &digest)?;
-        svc.image_layers(&digest, limit, q.get("cursor").map(String::as_str))
+        svc.image_layers(&digest, limit, q.cursor.as_deref())
             .map_err(page_error)?
             .map(Json)
             .ok_or_else(|| caller.hidden(format!("image {digest} is not known to the assessor")))
@@ -571,11 +505,10 @@ pub async fn image_sbom(
     AxState(state): AxState<State>,
     caller: Caller,
     Path(digest): Path<String>,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<SbomQuery>,
 ) -> ApiResult<axum::response::Response> {
     let digest = parse_digest(&digest)?;
-    let q = query(raw, &["format"])?;
-    let format = match q.get("format").map(String::as_str) {
+    let format = match q.format.as_deref() {
         None | Some("cyclonedx") => "cyclonedx",
         Some("spdx") => "spdx",
         Some(f) => {
@@ -734,10 +667,9 @@ pub async fn rescan_image(
 pub async fn recommendations(
     AxState(state): AxState<State>,
     caller: Caller,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<LimitQuery>,
 ) -> ApiResult<Json<Recommendations>> {
-    let q = query(raw, &["limit"])?;
-    let limit = match q.get("limit") {
+    let limit = match q.limit {
         Some(v) => v
             .parse::<usize>()
             .ok()
@@ -1277,14 +1209,13 @@ pub async fn webhook_deliveries(
 pub async fn usage(
     AxState(state): AxState<State>,
     caller: Caller,
-    RawQuery(raw): RawQuery,
+    Params(q): Params<UsageQuery>,
 ) -> ApiResult<Json<UsageReport>> {
-    let q = query(raw, &["from", "to"])?;
-    let from = match q.get("from") {
+    let from = match &q.from {
         Some(v) => month_of("from", v)?,
         None => "0000-01".into(),
     };
-    let to = match q.get("to") {
+    let to = match &q.to {
         Some(v) => month_of("to", v)?,
         None => "9999-12".into(),
     };

@@ -1,10 +1,12 @@
-//! Handlers of `/api/v1`. Query strings and bodies are parsed here by hand
-//! so every mistake gets a precise message.
+//! Handlers of `/api/v1`. Query strings are decoded by axum's `Query` into
+//! a struct per endpoint (`params.rs`) and bodies by serde; values are
+//! checked here so every mistake gets a precise message.
 
 mod access;
 mod browse;
 mod error;
 mod handlers;
+mod params;
 pub mod patches;
 mod scope;
 
