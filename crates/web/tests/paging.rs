@@ -1,0 +1,316 @@
+//! The paged image endpoints over real HTTP on 127.0.0.1:
+//! `GET /api/v1/images/{digest}/findings` and `/packages`. Walking the
+//! `next_cursor`s visits every item once, in the order of one unpaged
+//! read; `limit` is bounded; a cursor that is not one the server gave, or
+//! one of the other list, is a 400.
+//!
+//! The image is one gzip layer with Python packages that the fixture
+//! vulnerability data (tests/fixtures/vulndata) has advisories for, pushed
+//! through the registry's in-process API and assessed by the real worker.
+
+use assess::Options;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn sha256(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/vulndata")
+        .join(rel)
+}
+
+/// A gzip tar layer of `files`.
+fn layer(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut h, path, &data[..]).unwrap();
+    }
+    let raw = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    gz.finish().unwrap()
+}
+
+/// Old versions of packages the fixture has many advisories for, and
+/// some without any.
+fn python_layer() -> Vec<u8> {
+    let mut files = Vec::new();
+    let mut add = |name: &str, version: &str| {
+        files.push((
+            format!("usr/lib/python3/dist-packages/{name}-{version}.dist-info/METADATA"),
+            format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n").into_bytes(),
+        ));
+    };
+    for (n, v) in [
+        ("django", "1.2"),
+        ("pillow", "2.0.0"),
+        ("jinja2", "2.0"),
+        ("requests", "2.0.0"),
+        ("urllib3", "1.20"),
+        ("pyyaml", "3.10"),
+        ("werkzeug", "0.10"),
+    ] {
+        add(n, v);
+    }
+    for i in 0..30 {
+        add(&format!("quiet-package-{i:02}"), "1.0");
+    }
+    layer(&files)
+}
+
+struct Env {
+    base: String,
+    http: reqwest::Client,
+    service: assess::Service,
+    registry: registry::Registry,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        vulndb::import(data, &[fixture("osv/PyPI/all.zip")], &mut |_| {}).unwrap();
+        let registry = registry::Registry::open(registry::Options::new(data)).unwrap();
+        let handle = vulndb::Handle::open_with_interval(data, Duration::from_millis(100));
+        let mut opts = Options::new(data);
+        opts.workers = 1;
+        opts.tick = Duration::from_millis(200);
+        let service = assess::start_with_registry(
+            opts,
+            registry.clone(),
+            handle,
+            catalog::Limits::default(),
+            Arc::new(assess::ManualClock::new()),
+        )
+        .await
+        .unwrap();
+        let app = web::router(web::State::new(service.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Env {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            service,
+            registry,
+            _dir: dir,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let st = r.status().as_u16();
+        (st, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn push(&self, repo: &str, layer: &[u8]) -> String {
+        let name = oci::Name::parse(repo).unwrap();
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(layer), &mut raw).unwrap();
+        let config = serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [sha256(&raw)]},
+        }))
+        .unwrap();
+        for blob in [layer, &config[..]] {
+            self.registry
+                .put_blob(&name, &oci::Digest::parse(&sha256(blob)).unwrap(), blob)
+                .await
+                .unwrap();
+        }
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": oci::OCI_MANIFEST,
+            "config": {"mediaType": oci::OCI_CONFIG, "digest": sha256(&config), "size": config.len()},
+            "layers": [{"mediaType": oci::OCI_LAYER_GZIP, "digest": sha256(layer), "size": layer.len()}],
+        }))
+        .unwrap();
+        self.registry
+            .put_manifest(
+                &name,
+                &oci::Reference::Tag(oci::Tag::parse("1").unwrap()),
+                manifest.clone().into(),
+                Some(oci::OCI_MANIFEST),
+                registry::Origin::Push,
+            )
+            .await
+            .unwrap();
+        sha256(&manifest)
+    }
+
+    /// Wait until the image has findings to page through.
+    async fn assessed(&self, digest: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (st, v) = self.get(&format!("/api/v1/images/{digest}/findings")).await;
+            if st == 200 && v["total"].as_u64().unwrap_or(0) > 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{digest} never assessed: {st} {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every page of `path` (which has a query string) at `limit`; the
+    /// items under `key` in order, and the pages' totals.
+    async fn walk(&self, path: &str, key: &str, limit: usize) -> (Vec<Value>, HashSet<u64>) {
+        let mut items = Vec::new();
+        let mut totals = HashSet::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..1000 {
+            let mut url = format!("{path}&limit={limit}");
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={}", urlencode(c)));
+            }
+            let (st, page) = self.get(&url).await;
+            assert_eq!(st, 200, "{url}: {page}");
+            let got = page[key].as_array().unwrap();
+            assert!(got.len() <= limit, "{url}: {} items", got.len());
+            items.extend(got.iter().cloned());
+            totals.insert(page["total"].as_u64().unwrap());
+            match page["next_cursor"].as_str() {
+                Some(c) => {
+                    assert!(!got.is_empty(), "a page with a next cursor is not empty");
+                    cursor = Some(c.to_string());
+                }
+                None => return (items, totals),
+            }
+        }
+        panic!("{path}: the cursors never ended");
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn finding_key(f: &Value) -> String {
+    format!("{}|{}|{}", f["id"], f["package"], f["installed_version"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_and_packages_page_through_cursors() {
+    let env = Env::start().await;
+    let digest = env.push("team/py", &python_layer()).await;
+    env.assessed(&digest).await;
+
+    // Findings: one unpaged read (the largest page) is the reference.
+    let base = format!("/api/v1/images/{digest}/findings");
+    let (st, all) = env.get(&format!("{base}?limit=1000")).await;
+    assert_eq!(st, 200, "{all}");
+    let all: Vec<String> = all["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(finding_key)
+        .collect();
+    assert!(all.len() > 7, "enough findings to page: {}", all.len());
+    for limit in [1, 3, 7] {
+        let (items, totals) = env.walk(&format!("{base}?q="), "findings", limit).await;
+        let keys: Vec<String> = items.iter().map(finding_key).collect();
+        assert_eq!(keys, all, "limit {limit}: every finding once, in order");
+        assert_eq!(totals, HashSet::from([all.len() as u64]));
+    }
+    // A filter pages within itself. (A cursor is only promised to work
+    // with the filters it was made with: it is not checked against them.)
+    let (high, totals) = env
+        .walk(&format!("{base}?severity=high%2B"), "findings", 2)
+        .await;
+    assert_eq!(totals, HashSet::from([high.len() as u64]));
+    assert!(high.len() < all.len(), "the filter drops some findings");
+
+    // Packages.
+    let pbase = format!("/api/v1/images/{digest}/packages");
+    let (st, allp) = env.get(&format!("{pbase}?limit=1000")).await;
+    assert_eq!(st, 200, "{allp}");
+    let allp: Vec<Value> = allp["packages"].as_array().unwrap().clone();
+    assert_eq!(
+        allp.len(),
+        37,
+        "seven with advisories and thirty quiet ones"
+    );
+    let (items, totals) = env.walk(&format!("{pbase}?q="), "packages", 5).await;
+    assert_eq!(items, allp, "every package once, in order");
+    assert_eq!(totals, HashSet::from([37]));
+    let (quiet, totals) = env.walk(&format!("{pbase}?q=QUIET"), "packages", 4).await;
+    assert_eq!(quiet.len(), 30, "q ignores case");
+    assert_eq!(totals, HashSet::from([30]));
+    let _ = &env.service;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_bounded_and_bad_cursors_refused() {
+    let env = Env::start().await;
+    let digest = env.push("team/py", &python_layer()).await;
+    env.assessed(&digest).await;
+    for what in ["findings", "packages"] {
+        let base = format!("/api/v1/images/{digest}/{what}");
+        // Default page size, and the bounds.
+        let (st, page) = env.get(&base).await;
+        assert_eq!(st, 200, "{page}");
+        assert!(page[what].as_array().unwrap().len() <= 100);
+        let (st, page) = env.get(&format!("{base}?limit=1000")).await;
+        assert_eq!(st, 200, "{page}");
+        for bad in ["0", "1001", "-1", "ten", ""] {
+            let (st, err) = env.get(&format!("{base}?limit={bad}")).await;
+            assert_eq!(st, 400, "{what} limit={bad:?}: {err}");
+            assert!(
+                err.to_string().contains("limit"),
+                "{what} limit={bad:?}: the error names the parameter: {err}"
+            );
+        }
+        // Cursors the server never gave.
+        for bad in ["garbage", "AAAA", "0", "%FF%FE"] {
+            let (st, err) = env.get(&format!("{base}?cursor={bad}")).await;
+            assert_eq!(st, 400, "{what} cursor={bad:?}: {err}");
+        }
+        // A cursor of the other list is not this list's.
+        let other = if what == "findings" {
+            "packages"
+        } else {
+            "findings"
+        };
+        let (_, page) = env
+            .get(&format!("/api/v1/images/{digest}/{other}?limit=1"))
+            .await;
+        let c = page["next_cursor"].as_str().unwrap();
+        let (st, err) = env
+            .get(&format!("{base}?limit=1&cursor={}", urlencode(c)))
+            .await;
+        assert_eq!(st, 400, "{what} with a {other} cursor: {err}");
+        // An unknown parameter is refused, not ignored.
+        let (st, err) = env.get(&format!("{base}?limt=5")).await;
+        assert_eq!(st, 400, "{what} ?limt: {err}");
+    }
+    // An unknown image is 404, not an empty page.
+    let unknown = sha256(b"nothing");
+    let (st, _) = env.get(&format!("/api/v1/images/{unknown}/findings")).await;
+    assert_eq!(st, 404);
+}
