@@ -228,7 +228,9 @@ impl patch::FindingsSource for AssessFindings {
         let Some(view) = self.0.image_view(digest, &filter, false)? else {
             return Ok(None);
         };
-        if view.assessed_at.is_none() {
+        // Not matched against any database yet (an image cataloged
+        // while none was there): no findings to plan from, not "none".
+        if view.assessed_at.is_none() || view.db_version.is_none() {
             return Ok(None);
         }
         Ok(Some(
@@ -267,6 +269,115 @@ impl patch::FindingsSource for AssessFindings {
     }
 }
 
+/// Patch jobs kept in the assessor's database (`patch_jobs`).
+pub struct AssessJobs(pub assess::Service);
+
+impl patch::JobStore for AssessJobs {
+    fn save(&self, job: &patch::JobView) -> Result<()> {
+        self.0.store().save_patch_job(
+            &job.id,
+            &job.repository,
+            &job.state,
+            &serde_json::to_string(job)?,
+        )
+    }
+
+    fn load(&self, id: &str) -> Result<Option<patch::JobView>> {
+        match self.0.store().patch_job(id)? {
+            Some(s) => Ok(Some(serde_json::from_str(&s)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn fail_running(&self, error: &str, at: &str) -> Result<usize> {
+        let running = self.0.store().patch_jobs_in_state("running")?;
+        for s in &running {
+            let mut job: patch::JobView = serde_json::from_str(s)?;
+            job.state = "failed".into();
+            job.error = Some(error.to_string());
+            job.finished_at = Some(at.to_string());
+            self.save(&job)?;
+        }
+        Ok(running.len())
+    }
+}
+
+/// Webhook event announcing a patched image.
+pub const IMAGE_PATCHED: &str = "image.patched";
+
+/// Patched images announced through the assessor's webhook deliveries
+/// (signed, retried and logged like its own events).
+pub struct PatchWebhooks(pub assess::Service);
+
+impl PatchWebhooks {
+    fn queue(&self, o: &patch::Outcome) -> Result<()> {
+        let store = self.0.store();
+        let webhooks = store.webhooks()?;
+        let now = self.0.clock().now();
+        let upgrades: Vec<serde_json::Value> = o
+            .platforms
+            .iter()
+            .flat_map(|p| {
+                p.plan.upgrades.iter().map(move |u| {
+                    serde_json::json!({
+                        "platform": p.platform,
+                        "package": u.package,
+                        "from": u.from,
+                        "to": u.to,
+                        "clears": u.clears,
+                    })
+                })
+            })
+            .collect();
+        let cleared: std::collections::BTreeSet<String> =
+            o.platforms.iter().flat_map(|p| p.plan.cleared()).collect();
+        for w in webhooks
+            .iter()
+            .filter(|w| assess::notify::webhook_applies(w, &o.repository))
+        {
+            let id = uuid::Uuid::new_v4().to_string();
+            let body = serde_json::json!({
+                "id": id,
+                "event": IMAGE_PATCHED,
+                "at": assess::clock::rfc3339(now),
+                "repository": o.repository,
+                "digest": o.patched_digest,
+                "tag": o.patched_tag,
+                "source_tag": o.tag,
+                "original_digest": o.original_digest,
+                "patched_digest": o.patched_digest,
+                "upgrades": upgrades,
+                "cleared": cleared,
+            });
+            let at = assess::clock::to_ms(now);
+            store.add_delivery(&assess::store::Delivery {
+                id,
+                webhook_id: w.id.clone(),
+                event: IMAGE_PATCHED.into(),
+                digest: o.patched_digest.clone(),
+                repository: Some(o.repository.clone()),
+                state: "pending".into(),
+                attempts: 0,
+                last_status: None,
+                last_error: None,
+                created_at: at,
+                next_attempt_at: at,
+                delivered_at: None,
+                payload: serde_json::to_string(&body)?,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl patch::PatchEvents for PatchWebhooks {
+    fn patched(&self, outcome: &patch::Outcome) {
+        if let Err(e) = self.queue(outcome) {
+            tracing::warn!(repository = outcome.repository, error = %format!("{e:#}"), "cannot queue the image.patched webhooks");
+        }
+    }
+}
+
 /// The patch service of `drydock serve`, and continuous mode when enabled.
 pub fn start(
     config: &Config,
@@ -280,7 +391,9 @@ pub fn start(
         Arc::new(AssessFindings(assess.clone())),
         outbound,
         config.patch.clone(),
-    )?;
+    )?
+    .with_job_store(Arc::new(AssessJobs(assess.clone())))?
+    .with_events(Arc::new(PatchWebhooks(assess.clone())))?;
     if config.patch.enabled {
         tokio::spawn(patcher.clone().watch());
     }

@@ -522,3 +522,745 @@ archives = [{{ url = "{}", suite = "bookworm" }}]
     assert_eq!(manifest_digest(server.port, "team/app", "v1-3"), None);
     drop(rt);
 }
+
+// ---- the service around the patch: API access, jobs across a restart,
+// an index patched per platform, continuous mode and its webhooks ----
+
+/// One request to the server's API, with HTTP Basic credentials if given.
+fn api(method: &str, url: &str, creds: Option<(&str, &str)>, body: Option<Value>) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let mut r = c.request(method.parse().unwrap(), url);
+        if let Some((u, p)) = creds {
+            r = r.basic_auth(u, Some(p));
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let code = resp.status().as_u16();
+        (code, resp.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// A patch job's view once it is no longer running.
+fn finished(url: &str, id: &str, creds: Option<(&str, &str)>) -> Value {
+    let start = Instant::now();
+    loop {
+        let (code, j) = api("GET", &format!("{url}/api/v1/patches/{id}"), creds, None);
+        assert_eq!(code, 200, "{j}");
+        if j["state"] != "running" {
+            return j;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "still running: {j}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The server configuration of these tests: the loopback archive, and
+/// whatever `extra` TOML adds.
+fn patch_config(dir: &Path, archive_root: &Path, archive_url: &str, extra: &str) -> String {
+    let config = dir.join("drydock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[outbound]
+allow = ["127.0.0.0/8"]
+{extra}
+[patch.debian]
+keyring = "{}"
+archives = [{{ url = "{archive_url}", suite = "bookworm" }}]
+"#,
+            archive_root.join("keyring.gpg").display(),
+        ),
+    )
+    .unwrap();
+    config.to_string_lossy().to_string()
+}
+
+fn add_user(data: &Path, name: &str, password: &str, permission: &str) {
+    let args = [
+        "user",
+        "add",
+        name,
+        "--password-stdin",
+        "--permission",
+        permission,
+    ];
+    let mut child = drydock(data, &args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn patch_api_needs_push_to_start_and_pull_to_read_and_jobs_survive_a_restart() {
+    transport::require_test_images!();
+    if !present_or_skip(tool_present("skopeo"), "skopeo", "CI") {
+        return;
+    }
+    let Some(arch_dir) = archive_support::archive() else {
+        return;
+    };
+    let archive_root = arch_dir.path().join("archive");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let srv = rt.block_on(archive_support::serve(archive_root.clone()));
+
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let layout = work.path().join("layout");
+    old_image(&layout);
+    import(&data, &[vulndata("")]);
+    let cfg = patch_config(work.path(), &archive_root, &srv.url, "");
+    let admin_pw = "patch-admin-password";
+    let env = [("DRYDOCK_ADMIN_PASSWORD", admin_pw)];
+    let log = work.path().join("server.log");
+    let server = Server::start_logged(&data, &["--config", &cfg, "--auth"], &env, &log);
+    let url = format!("http://{}", server.addr());
+    add_user(&data, "pusher", "pusher-password", "team/*:pull,push");
+    add_user(&data, "reader", "reader-password", "team/*:pull");
+    add_user(
+        &data,
+        "stranger",
+        "stranger-password",
+        "elsewhere/*:pull,push",
+    );
+    let admin = Some(("admin", admin_pw));
+    let pusher = Some(("pusher", "pusher-password"));
+    let reader = Some(("reader", "reader-password"));
+    let stranger = Some(("stranger", "stranger-password"));
+    // The server reads users again within a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    skopeo(&[
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        &format!("--dest-creds=admin:{admin_pw}"),
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/team/app:v1", server.addr()),
+    ]);
+    let original = {
+        let start = Instant::now();
+        loop {
+            let (_, tags) = api(
+                "GET",
+                &format!("{url}/api/v1/repositories/team/app/tags"),
+                admin,
+                None,
+            );
+            let d = tags
+                .as_array()
+                .and_then(|a| a.iter().find(|t| t["tag"] == "v1"))
+                .and_then(|t| t["digest"].as_str())
+                .map(str::to_string);
+            if let Some(d) = d {
+                let (code, v) = api("GET", &format!("{url}/api/v1/images/{d}"), admin, None);
+                if code == 200 && v["status"] == "done" {
+                    break d;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(180),
+                "not assessed: {tags}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+
+    let req = json!({"repository": "team/app", "tag": "v1", "dry_run": true});
+    let post = |creds| {
+        api(
+            "POST",
+            &format!("{url}/api/v1/patches"),
+            creds,
+            Some(req.clone()),
+        )
+    };
+    assert_eq!(post(None).0, 401, "anonymous");
+    let (code, body) = post(reader);
+    assert_eq!(code, 403, "pull without push: {body}");
+    assert!(body.to_string().contains("needs push"), "{body}");
+    assert_eq!(
+        post(stranger).0,
+        404,
+        "no access: the repository stays hidden"
+    );
+    let (code, started) = post(pusher);
+    assert_eq!(code, 202, "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    let done = finished(&url, &id, pusher);
+    assert_eq!(done["state"], "done", "{done:#}");
+    assert_eq!(done["result"]["original_digest"], original.as_str());
+    assert!(
+        done["created_at"].is_string() && done["finished_at"].is_string(),
+        "{done}"
+    );
+    // Reading a job needs pull on its repository.
+    let job_url = format!("{url}/api/v1/patches/{id}");
+    assert_eq!(api("GET", &job_url, reader, None).0, 200);
+    assert_eq!(api("GET", &job_url, None, None).0, 401);
+    assert_eq!(api("GET", &job_url, stranger, None).0, 404);
+    assert_eq!(
+        api(
+            "GET",
+            &format!("{url}/api/v1/patches/no-such-job"),
+            admin,
+            None
+        )
+        .0,
+        404
+    );
+
+    // The API document describes the endpoints.
+    let (code, doc) = api("GET", &format!("{url}/api/v1/openapi.json"), admin, None);
+    assert_eq!(code, 200);
+    assert!(
+        doc["paths"]["/api/v1/patches"]["post"].is_object(),
+        "{:#}",
+        doc["paths"]
+    );
+    assert!(doc["paths"]["/api/v1/patches/{id}"]["get"].is_object());
+    assert!(doc["components"]["schemas"]["JobView"].is_object());
+
+    // A job caught mid-way (the archive stalls) when the server dies is
+    // failed on restart; the finished one is still there.
+    srv.stalled
+        .lock()
+        .unwrap()
+        .insert("dists/bookworm/InRelease".into());
+    let real = json!({"repository": "team/app", "tag": "v1"});
+    let (code, started) = api("POST", &format!("{url}/api/v1/patches"), pusher, Some(real));
+    assert_eq!(code, 202, "{started}");
+    let stuck = started["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1000));
+    let (_, j) = api(
+        "GET",
+        &format!("{url}/api/v1/patches/{stuck}"),
+        pusher,
+        None,
+    );
+    assert_eq!(j["state"], "running", "{j}");
+    drop(server); // SIGKILL
+    let server = Server::start_logged(&data, &["--config", &cfg, "--auth"], &env, &log);
+    let url = format!("http://{}", server.addr());
+    let (code, j) = api(
+        "GET",
+        &format!("{url}/api/v1/patches/{stuck}"),
+        pusher,
+        None,
+    );
+    assert_eq!(code, 200, "{j}");
+    assert_eq!(j["state"], "failed", "{j}");
+    assert_eq!(j["error"], "interrupted by restart");
+    assert!(j["finished_at"].is_string());
+    let (code, j) = api("GET", &format!("{url}/api/v1/patches/{id}"), reader, None);
+    assert_eq!(code, 200, "{j}");
+    assert_eq!(j["state"], "done");
+    assert_eq!(j["result"], done["result"]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(admin_pw) && !text.contains("pusher-password"));
+    drop(rt);
+}
+
+/// `old_image`'s image twice in one index, as `linux/amd64` and
+/// `linux/amd64/v3` (a second config naming the variant, so a second
+/// manifest): the test archive holds amd64 packages only, so both
+/// platforms are amd64 ones.
+fn old_index(out: &Path) {
+    old_image(out);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    let m1_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m1 = std::fs::read(blob(out, &m1_digest)).unwrap();
+    let mut m2: Value = serde_json::from_slice(&m1).unwrap();
+    let mut c2: Value = serde_json::from_slice(
+        &std::fs::read(blob(out, m2["config"]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    c2["variant"] = json!("v3");
+    let put = |b: &[u8]| {
+        let d = sha(b);
+        std::fs::write(blob(out, &d), b).unwrap();
+        d
+    };
+    let c2 = serde_json::to_vec(&c2).unwrap();
+    m2["config"]["digest"] = json!(put(&c2));
+    m2["config"]["size"] = json!(c2.len());
+    let m2 = serde_json::to_vec(&m2).unwrap();
+    let m2_digest = put(&m2);
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    let idx = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+    "manifests": [
+        {"mediaType": mt, "digest": m1_digest, "size": m1.len(),
+         "platform": {"os": "linux", "architecture": "amd64"}},
+        {"mediaType": mt, "digest": m2_digest, "size": m2.len(),
+         "platform": {"os": "linux", "architecture": "amd64", "variant": "v3"}},
+    ]});
+    let idx = serde_json::to_vec(&idx).unwrap();
+    let idx_digest = put(&idx);
+    let top = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": idx_digest, "size": idx.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
+    std::fs::write(out.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+}
+
+/// A manifest or index as stored, and its digest (`Accept` names every
+/// type, so an index is answered as itself).
+fn manifest_with_digest(port: u16, repo: &str, reference: &str) -> Option<(String, Value)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /v2/{repo}/manifests/{reference} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+         application/vnd.docker.distribution.manifest.list.v2+json, \
+         application/vnd.docker.distribution.manifest.v2+json\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let digest = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("docker-content-digest")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap();
+    assert_eq!(digest, sha(body.as_bytes()));
+    Some((digest, serde_json::from_str(body).unwrap()))
+}
+
+fn manifest_json(port: u16, repo: &str, reference: &str) -> Value {
+    manifest_with_digest(port, repo, reference)
+        .unwrap_or_else(|| panic!("{repo}@{reference} missing"))
+        .1
+}
+
+#[test]
+fn an_index_is_patched_per_platform_under_one_new_index() {
+    transport::require_test_images!();
+    if !present_or_skip(tool_present("skopeo"), "skopeo", "CI") {
+        return;
+    }
+    let Some(arch_dir) = archive_support::archive() else {
+        return;
+    };
+    let archive_root = arch_dir.path().join("archive");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let srv = rt.block_on(archive_support::serve(archive_root.clone()));
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let layout = work.path().join("layout");
+    old_index(&layout);
+    import(&data, &[vulndata("")]);
+    let cfg = patch_config(work.path(), &archive_root, &srv.url, "");
+    let log = work.path().join("server.log");
+    let server = Server::start_logged(&data, &["--config", &cfg], &[], &log);
+    let url = format!("http://{}", server.addr());
+    skopeo(&[
+        "copy",
+        "-q",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/team/multi:v1", server.addr()),
+    ]);
+    let (original, index) = manifest_with_digest(server.port, "team/multi", "v1").unwrap();
+    let children: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(children.len(), 2, "{index}");
+    assert_ne!(children[0], children[1]);
+    let before: Vec<Value> = children.iter().map(|d| assessed(server.port, d)).collect();
+
+    let (ok, out) = patch_cli(&data, &url, &["team/multi:v1", "--json"]);
+    assert!(ok, "{out}");
+    let job: Value = serde_json::from_str(&out).unwrap();
+    let r = &job["result"];
+    assert_eq!(r["patched_tag"], "v1-1", "{job:#}");
+    let platforms = r["platforms"].as_array().unwrap();
+    assert_eq!(
+        platforms
+            .iter()
+            .map(|p| p["platform"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["linux/amd64", "linux/amd64/v3"]
+    );
+    let new_index = manifest_json(server.port, "team/multi", "v1-1");
+    assert_eq!(
+        new_index["annotations"]["org.drydock.patch.original"],
+        original.as_str()
+    );
+    let new_children = new_index["manifests"].as_array().unwrap();
+    assert_eq!(new_children.len(), 2);
+    for (i, p) in platforms.iter().enumerate() {
+        let pd = p["patched_digest"].as_str().expect("each platform patched");
+        assert_eq!(p["digest"], children[i].as_str());
+        assert_eq!(new_children[i]["digest"], pd);
+        assert_ne!(pd, children[i]);
+        assert_eq!(
+            new_children[i]["platform"],
+            index["manifests"][i]["platform"]
+        );
+        let upgraded: BTreeSet<&str> = p["plan"]["upgrades"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["package"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            upgraded,
+            BTreeSet::from([
+                "libgnutls30",
+                "libp11-kit0",
+                "libsystemd0",
+                "libtasn1-6",
+                "libudev1"
+            ])
+        );
+        let m = manifest_json(server.port, "team/multi", pd);
+        assert_eq!(m["layers"].as_array().unwrap().len(), 3, "{m}");
+        // Each patched platform image is assessed on its own: what its
+        // plan cleared is gone there.
+        let after = assessed(server.port, pd);
+        let cleared: BTreeSet<String> = p["plan"]["upgrades"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|u| u["clears"].as_array().unwrap().iter())
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        assert!(!cleared.is_empty());
+        for (pkg, id) in finding_ids(&after) {
+            assert!(
+                !(upgraded.contains(pkg.as_str()) && cleared.contains(&id)),
+                "{pkg} {id} still found"
+            );
+        }
+        assert!(finding_ids(&after).len() < finding_ids(&before[i]).len());
+    }
+    assert_eq!(
+        manifest_with_digest(server.port, "team/multi", "v1")
+            .unwrap()
+            .0,
+        original,
+        "original untouched"
+    );
+    drop(rt);
+}
+
+/// What a loopback webhook receiver got: (event header, JSON body).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+
+fn webhook_receiver() -> (String, Received) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got: Received = Default::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let (head, body) = loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..p]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = buf[p + 4..].to_vec();
+                    while body.len() < len {
+                        let n = s.read(&mut chunk).unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        body.extend_from_slice(&chunk[..n]);
+                    }
+                    break (head, body);
+                }
+            };
+            let event = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("x-drydock-event")
+                        .then(|| v.trim().to_string())
+                })
+                .unwrap_or_default();
+            if let Ok(v) = serde_json::from_slice(&body) {
+                g.lock().unwrap().push((event, v));
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+/// A copy of the fixture's Debian OSV records in `dir/osv/Debian/all.zip`,
+/// without those on `drop_package` when given.
+fn debian_records(dir: &Path, drop_package: Option<&str>) -> std::path::PathBuf {
+    let src = vulndata("osv/Debian/all.zip");
+    let out = dir.join("osv/Debian");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut w = zip::ZipWriter::new(std::fs::File::create(out.join("all.zip")).unwrap());
+    let mut kept = 0;
+    for r in osv_records(&src) {
+        let on_dropped = drop_package.is_some_and(|p| {
+            r["affected"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["package"]["name"] == p)
+        });
+        if on_dropped {
+            continue;
+        }
+        w.start_file(
+            format!("{}.json", r["id"].as_str().unwrap()),
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+        w.write_all(r.to_string().as_bytes()).unwrap();
+        kept += 1;
+    }
+    w.finish().unwrap();
+    assert!(kept > 100);
+    dir.to_path_buf()
+}
+
+/// How many continuous evaluations the server logged.
+fn evaluations(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("continuous patching evaluated")
+        .count()
+}
+
+/// Wait until `f` holds; on a timeout, fail showing the server's `log`.
+fn wait_for(what: &str, timeout: Duration, log: &Path, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out waiting for {what}; server log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn continuous_mode_patches_once_per_newly_fixable_finding_and_announces_it() {
+    transport::require_test_images!();
+    if !present_or_skip(tool_present("skopeo"), "skopeo", "CI") {
+        return;
+    }
+    let Some(arch_dir) = archive_support::archive() else {
+        return;
+    };
+    let archive_root = arch_dir.path().join("archive");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let srv = rt.block_on(archive_support::serve(archive_root.clone()));
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let layout = work.path().join("layout");
+    old_image(&layout);
+    // Database A knows nothing of libtasn1-6; B (the whole slice) adds
+    // its fixable CVE-2024-12133 / DSA-5863-1.
+    let db_a = debian_records(&work.path().join("db-a"), Some("libtasn1-6"));
+    let db_b = debian_records(&work.path().join("db-b"), None);
+    let (hook, got) = webhook_receiver();
+    let cfg = patch_config(
+        work.path(),
+        &archive_root,
+        &srv.url,
+        &format!(
+            r#"
+[[assess.webhooks]]
+url = "{hook}"
+secret = "a-webhook-secret-of-length"
+
+[patch]
+enabled = true
+repositories = [{{ name = "team/*", tags = ["v*"] }}]
+interval_seconds = 1
+"#
+        ),
+    );
+    let log = work.path().join("server.log");
+    let env = [("RUST_LOG", "warn,patch=info")];
+    let server = Server::start_logged(&data, &["--config", &cfg], &env, &log);
+    skopeo(&[
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/team/app:v1", server.addr()),
+    ]);
+    // Not watched: another tag pattern.
+    skopeo(&[
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/team/app:latest", server.addr()),
+    ]);
+    let original = manifest_digest(server.port, "team/app", "v1").unwrap();
+    let patched = |port: u16, t: &str| manifest_digest(port, "team/app", t);
+
+    // Database A: a patch clearing gnutls/systemd findings, not libtasn1-6's.
+    import(&data, std::slice::from_ref(&db_a));
+    wait_for("v1-1", Duration::from_secs(240), &log, || {
+        patched(server.port, "v1-1").is_some()
+    });
+    let m1 = manifest_json(server.port, "team/app", "v1-1");
+    let cleared1 = m1["annotations"]["org.drydock.patch.cleared"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!cleared1.is_empty());
+    assert!(!cleared1.contains("CVE-2024-12133"), "{cleared1}");
+    assert!(
+        !m1["annotations"]["org.drydock.patch.upgrades"]
+            .as_str()
+            .unwrap()
+            .contains("libtasn1-6"),
+        "{m1}"
+    );
+    assert!(
+        patched(server.port, "latest-1").is_none(),
+        "latest is not watched"
+    );
+
+    // Database B adds a fixable finding: one more patch, clearing it.
+    import(&data, std::slice::from_ref(&db_b));
+    wait_for("v1-2", Duration::from_secs(240), &log, || {
+        patched(server.port, "v1-2").is_some()
+    });
+    let m2 = manifest_json(server.port, "team/app", "v1-2");
+    let cleared2 = m2["annotations"]["org.drydock.patch.cleared"]
+        .as_str()
+        .unwrap();
+    assert!(cleared2.contains("CVE-2024-12133"), "{cleared2}");
+    assert_eq!(
+        m2["annotations"]["org.drydock.patch.original"],
+        original.as_str()
+    );
+
+    // The same data again, and a restart (which evaluates once): nothing new.
+    let n = evaluations(&log);
+    import(&data, &[db_b]);
+    wait_for("an evaluation", Duration::from_secs(120), &log, || {
+        evaluations(&log) > n
+    });
+    drop(server);
+    let n = evaluations(&log);
+    let server = Server::start_logged(&data, &["--config", &cfg], &env, &log);
+    wait_for(
+        "an evaluation after restart",
+        Duration::from_secs(120),
+        &log,
+        || evaluations(&log) > n,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let tags = get_json(server.port, "/v2/team/app/tags/list").1;
+    let mut tags: Vec<&str> = tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["latest", "v1", "v1-1", "v1-2"]);
+
+    // Webhooks announced each patched image, once.
+    wait_for(
+        "two image.patched deliveries",
+        Duration::from_secs(30),
+        &log,
+        || {
+            got.lock()
+                .unwrap()
+                .iter()
+                .filter(|(e, _)| e == "image.patched")
+                .count()
+                >= 2
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let events: Vec<Value> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(e, _)| e == "image.patched")
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    for (e, (tag, digest)) in events.iter().zip([
+        ("v1-1", patched(server.port, "v1-1").unwrap()),
+        ("v1-2", patched(server.port, "v1-2").unwrap()),
+    ]) {
+        assert_eq!(e["event"], "image.patched");
+        assert_eq!(e["repository"], "team/app");
+        assert_eq!(e["tag"], tag);
+        assert_eq!(e["source_tag"], "v1");
+        assert_eq!(e["original_digest"], original.as_str());
+        assert_eq!(e["patched_digest"], digest.as_str());
+        let ups = e["upgrades"].as_array().unwrap();
+        assert!(!ups.is_empty());
+        assert!(
+            ups.iter()
+                .all(|u| u["from"].is_string() || u["from"].is_null())
+        );
+        assert!(ups.iter().any(|u| u["package"] == "libgnutls30"));
+    }
+    assert!(
+        events[1]["upgrades"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["package"] == "libtasn1-6")
+    );
+    drop(rt);
+}

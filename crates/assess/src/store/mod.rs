@@ -4,6 +4,7 @@
 //! their delivery log, notification dedup and usage. Times are stored as
 //! milliseconds since the Unix epoch in the assessor's clock.
 
+mod patches;
 mod queue;
 mod results;
 mod retention;
@@ -214,6 +215,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         results::migrate(&conn)?;
         retention::migrate(&conn)?;
+        patches::migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
             generation: AtomicU64::new(0),
