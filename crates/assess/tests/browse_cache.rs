@@ -99,7 +99,7 @@ impl VulnSource for Db {
 }
 
 async fn push(client: &reqwest::Client, base: &str, repo: &str, tag: &str, pkg: &str) -> Digest {
-    let mut put_blob = async |data: &[u8]| {
+    let put_blob = async |data: &[u8]| {
         let d = Digest::sha256_of(data);
         let r = client
             .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
