@@ -178,3 +178,46 @@ async fn altered_index_or_package_is_refused() {
             .exists()
     );
 }
+
+/// Continuous mode's view of an archive: the signed `Packages` hashes,
+/// the same on every read of an unchanged archive, and nothing at all
+/// (an error) from an altered `InRelease`.
+#[tokio::test]
+async fn archive_fingerprint_is_the_signed_packages_hashes() {
+    let Some(dir) = archive() else { return };
+    let root = dir.path().join("archive");
+    let srv = serve(root.clone()).await;
+    let keyring = Keyring::load(&root.join("keyring.gpg")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fetcher = Fetcher::new(data.path(), loopback()).unwrap();
+    let a = fetcher
+        .fingerprint(&source(&srv.url), &keyring)
+        .await
+        .unwrap();
+    let b = fetcher
+        .fingerprint(&source(&srv.url), &keyring)
+        .await
+        .unwrap();
+    assert_eq!(a, b);
+    let packages = std::fs::read(root.join("dists/bookworm/main/binary-amd64/Packages")).unwrap();
+    use sha2::Digest as _;
+    let sha = hex::encode(sha2::Sha256::digest(&packages));
+    assert!(
+        a.contains(&format!(
+            "{sha} {} main/binary-amd64/Packages\n",
+            packages.len()
+        )),
+        "{a}"
+    );
+    assert_eq!(a.matches("main/binary-amd64/Packages").count(), 3, "{a}");
+    let inrelease = std::fs::read_to_string(root.join("dists/bookworm/InRelease")).unwrap();
+    srv.overrides.lock().unwrap().insert(
+        "dists/bookworm/InRelease".into(),
+        inrelease.replacen(&sha, &"0".repeat(64), 1).into_bytes(),
+    );
+    let err = fetcher
+        .fingerprint(&source(&srv.url), &keyring)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("does not verify"), "{err:#}");
+}
