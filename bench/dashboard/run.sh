@@ -135,7 +135,7 @@ for p in m["pages"]:
     ok = "yes" if p95 < 500 and b <= 1_000_000 else "no"
     name = p["page"] + (f", {p['note']}" if p.get("note") else "")
     print(f"| {name} | {med:.0f} | {p95} | {b:,} | {p['runs'][0]['requests']} | < 500 ms, ≤ 1 MB | {ok} |")
-print(f"\nThe warm-up load of the overview, the first request after the server started, took {m['pages'][0]['warmup']} ms: it judges every image (results read, exemptions and VEX applied), which happens again only after a write to the assessor's store, a new database, an exemption's expiry or a new day; tags are read again every two seconds.")
+print(f"\nThe first read after the server started (`/api/v1/vulnerabilities`, before the pages) took {m['first_read_ms']} ms: it judges every image (results read, exemptions and VEX applied), which happens again only after a write to the assessor's store, a new database, an exemption's expiry or a new day; tags are read again every two seconds.")
 EOF
 cat "$work/table.md"
 if [ -n "$out" ]; then
