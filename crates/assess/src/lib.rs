@@ -9,9 +9,12 @@
 //!   start, jobs interrupted by a crash are queued again and every manifest
 //!   the registry holds that the assessor never saw is queued (covering a
 //!   crash between the registry's commit and the enqueue).
-//! - **Upload-time reads.** [`Service::blob_pushed`] hands each blob new to
-//!   the registry to a small pool of readers that catalog it if it is a
-//!   layer, before the manifest naming it arrives (`service/prefetch.rs`).
+//! - **Upload-time reads.** [`Service::blob_observer`] catalogs each layer
+//!   from its upload stream while the bytes arrive, keeping the result only
+//!   once the registry reports the digest verified (`service/stream.rs`);
+//!   [`Service::blob_pushed`] hands each blob new to the registry that was
+//!   not streamed whole to a small pool of readers that catalog it if it is
+//!   a layer, before the manifest naming it arrives (`service/prefetch.rs`).
 //! - **Queue.** Persistent, deduplicated by digest, with per-digest status:
 //!   `queued`, `cataloging`, `matching`, `done`, `failed` (with the error),
 //!   `unsupported` (artifacts that are not images: signatures, SBOMs…,
@@ -78,12 +81,13 @@ pub mod vuln;
 pub use clock::{Clock, ManualClock, SystemClock};
 /// The type of [`Options::outbound`].
 pub use egress::EgressPolicy;
-pub use gate::{PullGateRule, VerdictGate};
+pub use gate::{PullGateError, PullGateRule, VerdictGate};
 pub use policy::{Exemption, Health, Policy, PolicyRule, Summary, health_status};
 pub use ports::{Artifact, Cataloged, Cataloger, ImageSource, RawLayerCache};
 pub use service::{
     CATALOG_VERSION_ANNOTATION, Options, Retention, SBOM_ARTIFACT_TYPE, SPDX_ARTIFACT_TYPE,
-    SbomOptions, SbomRule, Service, UploadCatalogCounts, VexAdded, WebhookConfig, not_an_image,
+    SbomOptions, SbomRule, Service, UploadCatalogCounts, VexAdded, WebhookConfig,
+    WebhookUrlRefused, not_an_image,
 };
 pub use vuln::{Finding, FindingStatus, Severity, VulnDatabase, VulnSource};
 
