@@ -127,7 +127,7 @@ pub enum MetadataStorage {
     #[default]
     Sqlite,
     /// A PostgreSQL database, shared by every node.
-    Postgres(PgConfig),
+    Postgres(Box<PgConfig>),
 }
 
 impl MetadataStorage {
@@ -139,7 +139,7 @@ impl MetadataStorage {
             return Ok(MetadataStorage::Sqlite);
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(MetadataStorage::Postgres(PgConfig::new(url)?));
+            return Ok(MetadataStorage::Postgres(Box::new(PgConfig::new(url)?)));
         }
         Err(MetaError::Backend(
             "metadata.url must start with postgres:// (or be empty for SQLite)".into(),
