@@ -69,26 +69,37 @@ impl PullGateRule {
         }
     }
 
-    /// Refuse a bypass entry that could never name anyone.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Refuse a bad pattern, or a bypass entry that could never name anyone.
+    pub fn validate(&self) -> Result<(), PullGateError> {
         if self.repository.is_empty() {
-            return Err("pull_gate: repository must not be empty".into());
+            return Err(PullGateError::EmptyRepository);
         }
-        oci::RepoPattern::new(&self.repository).map_err(|e| format!("pull_gate: {e}"))?;
+        oci::RepoPattern::new(&self.repository)?;
         for b in &self.bypass {
             let name = b
                 .strip_prefix("user:")
                 .or_else(|| b.strip_prefix("robot:"))
                 .or_else(|| b.strip_prefix("robot$"));
             if name.is_none_or(str::is_empty) {
-                return Err(format!(
-                    "pull_gate for {}: bypass entry {b:?} must be user:NAME or robot:NAME",
-                    self.repository
-                ));
+                return Err(PullGateError::Bypass {
+                    repository: self.repository.clone(),
+                    entry: b.clone(),
+                });
             }
         }
         Ok(())
     }
+}
+
+/// Why a `[[assess.pull_gate]]` rule is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PullGateError {
+    #[error("pull_gate: repository must not be empty")]
+    EmptyRepository,
+    #[error("pull_gate: repository {0}")]
+    Pattern(#[from] oci::PatternError),
+    #[error("pull_gate for {repository}: bypass entry {entry:?} must be user:NAME or robot:NAME")]
+    Bypass { repository: String, entry: String },
 }
 
 /// What the gate knows of a digest.
@@ -129,11 +140,11 @@ pub struct VerdictGate {
 
 impl VerdictGate {
     /// A gate over `service`'s verdicts; rules are validated.
-    pub fn new(service: Service, rules: Vec<PullGateRule>) -> Result<VerdictGate, String> {
+    pub fn new(service: Service, rules: Vec<PullGateRule>) -> Result<VerdictGate, PullGateError> {
         let mut patterns = Vec::with_capacity(rules.len());
         for r in &rules {
             r.validate()?;
-            patterns.push(oci::RepoPattern::new(&r.repository).map_err(|e| e.to_string())?);
+            patterns.push(oci::RepoPattern::new(&r.repository)?);
         }
         Ok(VerdictGate {
             service,
@@ -295,10 +306,26 @@ mod tests {
         assert!(!b.unhealthy && !b.incomplete && b.not_assessed);
         let mut bad = PullGateRule::new("x");
         bad.bypass = vec!["alice".into()];
-        assert!(bad.validate().unwrap_err().contains("user:NAME"));
+        assert!(matches!(
+            bad.validate(),
+            Err(PullGateError::Bypass { ref entry, .. }) if entry.as_str() == "alice"
+        ));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("user:NAME")
+        );
         bad.bypass = vec!["user:".into()];
         assert!(bad.validate().is_err());
-        assert!(PullGateRule::new("").validate().is_err());
+        assert_eq!(
+            PullGateRule::new("").validate(),
+            Err(PullGateError::EmptyRepository)
+        );
+        assert!(matches!(
+            PullGateRule::new("team-[a").validate(),
+            Err(PullGateError::Pattern(_))
+        ));
     }
 
     fn toml_like<T: for<'de> Deserialize<'de>>(json: &str) -> T {

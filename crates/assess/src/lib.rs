@@ -81,12 +81,13 @@ pub mod vuln;
 pub use clock::{Clock, ManualClock, SystemClock};
 /// The type of [`Options::outbound`].
 pub use egress::EgressPolicy;
-pub use gate::{PullGateRule, VerdictGate};
+pub use gate::{PullGateError, PullGateRule, VerdictGate};
 pub use policy::{Exemption, Health, Policy, PolicyRule, Summary, health_status};
 pub use ports::{Artifact, Cataloged, Cataloger, ImageSource, RawLayerCache};
 pub use service::{
     CATALOG_VERSION_ANNOTATION, Options, Retention, SBOM_ARTIFACT_TYPE, SPDX_ARTIFACT_TYPE,
-    SbomOptions, SbomRule, Service, UploadCatalogCounts, VexAdded, WebhookConfig, not_an_image,
+    SbomOptions, SbomRule, Service, UploadCatalogCounts, VexAdded, WebhookConfig,
+    WebhookUrlRefused, not_an_image,
 };
 pub use vuln::{Finding, FindingStatus, Severity, VulnDatabase, VulnSource};
 

@@ -955,7 +955,8 @@ impl Service {
         })
     }
 
-    /// Create an exemption (validated).
+    /// Create an exemption (validated: every error but `Store` is the
+    /// caller's).
     #[allow(clippy::too_many_arguments)]
     pub fn add_exemption(
         &self,
@@ -966,23 +967,21 @@ impl Service {
         reason: String,
         author: String,
         expires_at: Option<time::OffsetDateTime>,
-    ) -> Result<crate::policy::Exemption, String> {
+    ) -> Result<crate::policy::Exemption, ExemptionError> {
         if vulnerability.is_none() && package.is_none() && severity.is_none() {
-            return Err(
-                "an exemption needs at least one of vulnerability, package or severity".into(),
-            );
+            return Err(ExemptionError::NoCriterion);
         }
         if reason.trim().is_empty() {
-            return Err("reason must not be empty".into());
+            return Err(ExemptionError::Empty("reason"));
         }
         if author.trim().is_empty() {
-            return Err("author must not be empty".into());
+            return Err(ExemptionError::Empty("author"));
         }
         let now = self.clock().now();
         if let Some(e) = expires_at
             && e <= now
         {
-            return Err("expires_at must be in the future".into());
+            return Err(ExemptionError::Expired);
         }
         let e = crate::policy::Exemption {
             id: uuid::Uuid::new_v4().to_string(),
@@ -995,11 +994,29 @@ impl Service {
             created_at: now,
             expires_at,
         };
-        e.validate().map_err(|e| e.to_string())?;
-        self.store().add_exemption(&e).map_err(|e| e.to_string())?;
+        e.validate()?;
+        self.store()
+            .add_exemption(&e)
+            .map_err(ExemptionError::Store)?;
         let _ = to_ms(now);
         Ok(e)
     }
+}
+
+/// Why an exemption was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum ExemptionError {
+    #[error("an exemption needs at least one of vulnerability, package or severity")]
+    NoCriterion,
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    #[error("expires_at must be in the future")]
+    Expired,
+    #[error(transparent)]
+    Pattern(#[from] oci::PatternError),
+    /// Not the caller's fault.
+    #[error("cannot store the exemption: {0:#}")]
+    Store(anyhow::Error),
 }
 
 /// Packages listed per layer in [`LayersPage`]; the rest are counted.

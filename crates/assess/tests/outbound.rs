@@ -191,7 +191,12 @@ async fn internal_addresses_are_refused_by_default() {
         let d = outcome(&ds, url);
         assert_eq!(d.state, "failed", "{url}");
         assert_eq!(d.last_error.as_deref(), Some(msg), "{url}");
-        assert!(svc.check_webhook_url(url).unwrap_err().contains(msg));
+        assert!(
+            svc.check_webhook_url(url)
+                .unwrap_err()
+                .to_string()
+                .contains(msg)
+        );
     }
     // A name is judged on the addresses it resolves to.
     let d = outcome(&ds, &named);

@@ -314,12 +314,15 @@ impl Service {
     /// May webhooks be delivered to `url`? A literal internal address is
     /// refused here (unless the outbound policy allows it); a name is
     /// judged at each delivery, on the addresses it resolves to.
-    pub fn check_webhook_url(&self, url: &str) -> Result<(), String> {
+    pub fn check_webhook_url(&self, url: &str) -> Result<(), WebhookUrlRefused> {
         self.inner
             .opts
             .outbound
             .check_url_str(url)
-            .map_err(|r| format!("url {url:?}: {r}"))
+            .map_err(|refused| WebhookUrlRefused {
+                url: url.to_string(),
+                refused,
+            })
     }
 
     pub fn add_webhook(
@@ -467,4 +470,12 @@ impl Service {
     pub fn assessed_at(&self, ms: i64) -> OffsetDateTime {
         from_ms(ms)
     }
+}
+
+/// A webhook URL the outbound policy refuses.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("url {url:?}: {refused}")]
+pub struct WebhookUrlRefused {
+    pub url: String,
+    pub refused: egress::Refused,
 }

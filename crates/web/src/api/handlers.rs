@@ -848,7 +848,10 @@ pub async fn create_exemption(
             expires_at,
         )
         .map(|e| (StatusCode::CREATED, Json(e)))
-        .map_err(ApiError::bad_request)
+        .map_err(|e| match e {
+            assess::views::ExemptionError::Store(e) => ApiError::internal(format!("{e:#}")),
+            e => ApiError::bad_request(e.to_string()),
+        })
     })
     .await?;
     audit_change(
@@ -1085,7 +1088,7 @@ pub async fn create_webhook(
         )));
     }
     if let Err(refused) = state.assess.check_webhook_url(&url) {
-        return Err(ApiError::bad_request(refused));
+        return Err(ApiError::bad_request(refused.to_string()));
     }
     if let Some(r) = &n.repository
         && let Err(e) = oci::RepoPattern::new(r)
