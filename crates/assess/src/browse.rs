@@ -19,7 +19,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use utoipa::ToSchema;
 
 /// What the dashboard says about an image, one word each. Only `healthy`
@@ -152,8 +152,15 @@ pub struct VulnDetail {
     pub references: Vec<String>,
     /// Fixed versions per package.
     pub fix: BTreeMap<String, Vec<String>>,
-    /// Each affected repository once, with its tags.
+    /// One page of the affected repositories (by name), each once over
+    /// all pages, with its tags.
     pub affected: Vec<AffectedTag>,
+    /// Affected repositories over all pages.
+    pub affected_total: usize,
+    /// The cursor of the next page of `affected`.
+    pub affected_next: Option<String>,
+    /// When the verdicts shown were judged (RFC 3339).
+    pub as_of: String,
 }
 
 /// A repository and what it holds.
@@ -190,6 +197,9 @@ pub struct Page<T> {
     /// Entries matching the filters, over all pages.
     pub total: usize,
     pub next: Option<String>,
+    /// When the verdicts shown were judged (RFC 3339): a change is judged
+    /// again in the background while the previous judging is served.
+    pub as_of: String,
 }
 
 /// Counts and charts of the overview page.
@@ -213,6 +223,8 @@ pub struct Overview {
     /// Assessments finished per day, the last 14 days.
     pub scan_activity: Vec<DayCount>,
     pub queue: BTreeMap<String, i64>,
+    /// When the verdicts counted were judged (RFC 3339).
+    pub as_of: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -320,6 +332,7 @@ pub struct Snapshot {
     tags: BTreeMap<String, Vec<(String, String)>>,
     by_digest: HashMap<String, usize>,
     activity: Vec<DayCount>,
+    as_of: String,
 }
 
 /// The store's part of a snapshot: every image judged (results read,
@@ -337,22 +350,56 @@ struct Judged {
     totals: Arc<HashMap<String, Option<usize>>>,
     /// The first exemption expiry after judging: verdicts change then.
     valid_until: Option<time::OffsetDateTime>,
+    /// When judging started (the assessor's clock).
+    as_of: time::OffsetDateTime,
 }
 
-/// Store generation, database version, day (activity and trend are per day).
+/// The store's verdict generation (pulls and other writes no verdict
+/// reads do not move it), database version, day (activity and trend are
+/// per day).
 type JudgedKey = (u64, Option<String>, i64);
+
+/// How long a request waits for a judging under way before it is served
+/// the previous one (with its `as_of`): at 10,000 images a judging takes
+/// seconds, and readers must not wait for it after every push.
+const WAIT_FOR_JUDGING: std::time::Duration = std::time::Duration::from_millis(300);
 
 #[derive(Default)]
 struct Cached {
     judged: Option<(JudgedKey, Arc<Judged>)>,
     snapshot: Option<(std::time::Instant, Arc<Judged>, Arc<Snapshot>)>,
+    /// One judging at a time: ten requests arriving while the verdicts
+    /// changed must not start ten.
+    judging: bool,
 }
 
-/// Per data directory: the cache, behind a lock that also makes one
-/// request build while the others wait for its result (ten requests
-/// arriving during a rebuild must not start ten rebuilds).
-fn cache(dir: &std::path::Path) -> Arc<Mutex<Cached>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<Cached>>>>> = OnceLock::new();
+#[derive(Default)]
+struct Cell {
+    cached: Mutex<Cached>,
+    /// Signalled when a judging ends (stored or failed).
+    judged: Condvar,
+}
+
+impl Cell {
+    fn lock(&self) -> MutexGuard<'_, Cached> {
+        self.cached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Ends a judging however it ends (a failure or a panic too), so that
+/// `judging` cannot stay set and leave every reader on an old view.
+struct Judging<'a>(&'a Cell);
+
+impl Drop for Judging<'_> {
+    fn drop(&mut self) {
+        self.0.lock().judging = false;
+        self.0.judged.notify_all();
+    }
+}
+
+/// Per data directory: the cache and its judging.
+fn cache(dir: &std::path::Path) -> Arc<Cell> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Cell>>>> = OnceLock::new();
     CACHE
         .get_or_init(Default::default)
         .lock()
@@ -411,14 +458,13 @@ fn worse(a: &ImageEntry) -> (bool, usize, usize, usize, usize, usize) {
 }
 
 impl Service {
-    /// The current snapshot: images judged again when the store or the
-    /// database changed, the day turned or an exemption expired; tags read
-    /// again after two seconds (they live in the registry, which has no
-    /// change counter here).
+    /// The current snapshot: images judged again when a verdict may have
+    /// changed (see [`Service::judged`]); tags and pull times read again
+    /// after two seconds (tags live in the registry, which has no change
+    /// counter here; pulls are too frequent to judge again for).
     pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
         let cell = cache(&self.options().data_dir);
-        let mut cached = cell.lock().unwrap_or_else(|p| p.into_inner());
-        let (key, judged) = self.judged(&mut cached)?;
+        let (mut cached, judged) = self.judged(&cell)?;
         if let Some((at, j, s)) = &cached.snapshot
             && Arc::ptr_eq(j, &judged)
             && at.elapsed() < std::time::Duration::from_secs(2)
@@ -426,40 +472,94 @@ impl Service {
             return Ok(s.clone());
         }
         let snap = Arc::new(self.with_tags(&judged));
-        let fresh = cached.snapshot.is_none();
-        cached.snapshot = Some((std::time::Instant::now(), judged.clone(), snap.clone()));
-        if fresh && self.record_trend(&snap) {
-            // The trend is ours: its write must not send the next request
-            // through a whole judging again. Anything else written since
-            // moves the generation further, and that is judged.
-            let (g, db, d) = key;
-            if self.store().generation() == g + 1 {
-                cached.judged = Some(((g + 1, db, d), judged));
-            }
+        let fresh = cached
+            .snapshot
+            .as_ref()
+            .is_none_or(|(_, j, _)| !Arc::ptr_eq(j, &judged));
+        cached.snapshot = Some((std::time::Instant::now(), judged, snap.clone()));
+        if fresh {
+            // A quiet write (`meta`): it does not send the next request
+            // through a judging again.
+            self.record_trend(&snap);
         }
         Ok(snap)
     }
 
-    /// Every image judged, again only when the store or the database
-    /// changed, the day turned or an exemption expired. Reads no manifest
-    /// (sizes are the snapshot's), so it may be asked from async code.
-    fn judged(&self, cached: &mut Cached) -> Result<(JudgedKey, Arc<Judged>)> {
-        let now = self.clock().now();
-        let key: JudgedKey = (
-            self.store().generation(),
-            self.database().map(|d| d.version()),
-            now.unix_timestamp().div_euclid(86_400),
-        );
-        if let Some((k, j)) = &cached.judged
-            && *k == key
-            && j.valid_until.is_none_or(|u| now < u)
-        {
-            return Ok((key, j.clone()));
+    /// Every image judged, again only when the store's verdict generation
+    /// or the database changed, the day turned or an exemption expired.
+    /// The first judging is waited for; later ones run on a thread of
+    /// their own, and a request waits at most [`WAIT_FOR_JUDGING`] for one
+    /// before it is served the previous judging (its `as_of` says when).
+    /// Reads no manifest (sizes are the snapshot's), so it may be asked
+    /// from async code.
+    fn judged<'a>(&self, cell: &'a Arc<Cell>) -> Result<(MutexGuard<'a, Cached>, Arc<Judged>)> {
+        let deadline = std::time::Instant::now() + WAIT_FOR_JUDGING;
+        let mut cached = cell.lock();
+        loop {
+            let now = self.clock().now();
+            // Read before judging starts: a write during it moves the key
+            // again, and that is judged next.
+            let key: JudgedKey = (
+                self.store().verdict_generation(),
+                self.database().map(|d| d.version()),
+                now.unix_timestamp().div_euclid(86_400),
+            );
+            if let Some((k, j)) = &cached.judged
+                && *k == key
+                && j.valid_until.is_none_or(|u| now < u)
+            {
+                let j = j.clone();
+                return Ok((cached, j));
+            }
+            if !cached.judging {
+                cached.judging = true;
+                if cached.judged.is_none() {
+                    // Nothing to serve meanwhile: judge here, the others
+                    // wait for it.
+                    drop(cached);
+                    let r = self.judge_into(cell, key);
+                    cached = cell.lock();
+                    r?;
+                    continue;
+                }
+                let (svc, cell) = (self.clone(), cell.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("dashboard-judge".into())
+                    .spawn(move || {
+                        if let Err(e) = svc.judge_into(&cell, key) {
+                            tracing::warn!(error = %e, "cannot judge the dashboard's images");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    cached.judging = false;
+                    tracing::warn!(error = %e, "cannot start judging the dashboard's images");
+                }
+            }
+            match &cached.judged {
+                None => cached = cell.judged.wait(cached).unwrap_or_else(|p| p.into_inner()),
+                Some((_, j)) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        let j = j.clone();
+                        return Ok((cached, j));
+                    }
+                    cached = cell
+                        .judged
+                        .wait_timeout(cached, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
         }
+    }
+
+    /// One judging, stored under `key` (the caller set `judging`).
+    fn judge_into(&self, cell: &Cell, key: JudgedKey) -> Result<()> {
+        let _end = Judging(cell);
         let j = Arc::new(self.judge()?);
-        cached.judged = Some((key.clone(), j.clone()));
-        cached.snapshot = None;
-        Ok((key, j))
+        let mut cached = cell.lock();
+        cached.judged = Some((key, j));
+        Ok(())
     }
 
     /// Counted findings of every platform image (alone or in an index)
@@ -468,8 +568,7 @@ impl Service {
     /// thousands of images' counts does not judge each again.
     pub fn findings_totals(&self) -> Result<Arc<HashMap<String, Option<usize>>>> {
         let cell = cache(&self.options().data_dir);
-        let mut cached = cell.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(self.judged(&mut cached)?.1.totals.clone())
+        Ok(self.judged(&cell)?.1.totals.clone())
     }
 
     /// The registry's tags (and the images' sizes) laid over the judged
@@ -491,8 +590,10 @@ impl Service {
             }
             tags.insert(repo, out);
         }
+        let pulled = self.store().pulled_times().unwrap_or_default();
         let mut images = judged.images.clone();
         for e in &mut images {
+            e.pulled_at = pulled.get(&e.digest).copied().map(t);
             for p in &mut e.platforms {
                 p.size = cached_size(self, &e.repository, &p.digest);
             }
@@ -523,6 +624,7 @@ impl Service {
             tags,
             by_digest,
             activity: judged.activity.clone(),
+            as_of: rfc3339(judged.as_of),
         }
     }
 
@@ -531,6 +633,7 @@ impl Service {
         let ours = self.store().attached_sboms()?;
         let exemptions = self.store().exemptions()?;
         let now = self.clock().now();
+        let as_of = now;
         let db_version = self.database().map(|d| d.version());
         let valid_until = exemptions
             .iter()
@@ -752,13 +855,13 @@ impl Service {
             ),
             activity,
             valid_until,
+            as_of,
         })
     }
 
     /// Keep one trend point a day in the store (only when it changed, so
-    /// the write does not invalidate the snapshot in a loop). Says whether
-    /// it wrote.
-    fn record_trend(&self, snap: &Snapshot) -> bool {
+    /// the write is not repeated on every judging).
+    fn record_trend(&self, snap: &Snapshot) {
         let all = |_: &str| true;
         let o = snap.counts(&all);
         let point = TrendPoint {
@@ -774,7 +877,7 @@ impl Service {
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default();
         if trend.last() == Some(&point) {
-            return false;
+            return;
         }
         if trend.last().is_some_and(|p| p.day == point.day) {
             trend.pop();
@@ -782,9 +885,10 @@ impl Service {
         trend.push(point);
         let keep = trend.len().saturating_sub(90);
         trend.drain(..keep);
-        match serde_json::to_string(&trend) {
-            Ok(s) => self.store().set_meta("dashboard.trend", &s).is_ok(),
-            Err(_) => false,
+        if let Ok(s) = serde_json::to_string(&trend)
+            && let Err(e) = self.store().set_meta("dashboard.trend", &s)
+        {
+            tracing::warn!(error = %e, "cannot store the dashboard's trend");
         }
     }
 
@@ -868,6 +972,7 @@ fn paginate<T>(
         items: items.drain(start..end).map(|x| x.2).collect(),
         total,
         next,
+        as_of: String::new(),
     })
 }
 
@@ -880,8 +985,24 @@ impl Snapshot {
         self.images[i].repos.iter().any(|r| visible(r))
     }
 
+    /// `page` with this snapshot's `as_of`.
+    fn dated<T>(&self, page: Result<Page<T>, String>) -> Result<Page<T>, String> {
+        page.map(|p| Page {
+            as_of: self.as_of.clone(),
+            ..p
+        })
+    }
+
+    /// When its verdicts were judged (RFC 3339).
+    pub fn as_of(&self) -> &str {
+        &self.as_of
+    }
+
     fn counts(&self, visible: &dyn Fn(&str) -> bool) -> Overview {
-        let mut o = Overview::default();
+        let mut o = Overview {
+            as_of: self.as_of.clone(),
+            ..Overview::default()
+        };
         let shown: Vec<bool> = (0..self.images.len())
             .map(|i| self.visible(i, visible))
             .collect();
@@ -1043,6 +1164,7 @@ impl Snapshot {
                 .collect(),
             total: page.total,
             next: page.next,
+            as_of: self.as_of.clone(),
         })
     }
 
@@ -1096,7 +1218,7 @@ impl Snapshot {
                 (K::S(r.name.clone()), r.name.clone(), r)
             })
             .collect();
-        paginate(items, false, cursor, limit)
+        self.dated(paginate(items, false, cursor, limit))
     }
 
     /// The tags of one repository, by tag name or push time.
@@ -1141,7 +1263,7 @@ impl Snapshot {
             };
             items.push((key, tag.clone(), entry));
         }
-        paginate(items, sort_pushed, cursor, limit)
+        self.dated(paginate(items, sort_pushed, cursor, limit))
     }
 
     /// Vulnerabilities, each once, with the images they affect.
@@ -1185,23 +1307,33 @@ impl Snapshot {
             };
             items.push((key, e.id.clone(), e));
         }
-        paginate(items, q.descending, cursor, limit)
+        self.dated(paginate(items, q.descending, cursor, limit))
     }
 
     /// One vulnerability (by id or alias), or `None` when no visible
-    /// image has it.
-    pub fn vulnerability(&self, id: &str, visible: &dyn Fn(&str) -> bool) -> Option<VulnDetail> {
-        let v = self.vulns.iter().find(|v| v.id == id).or_else(|| {
+    /// image has it; `affected` is one page of repositories by name,
+    /// after `cursor` (the `affected_next` of the page before).
+    pub fn vulnerability(
+        &self,
+        id: &str,
+        visible: &dyn Fn(&str) -> bool,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<VulnDetail>, String> {
+        let found = self.vulns.iter().find(|v| v.id == id).or_else(|| {
             self.vulns
                 .iter()
                 .find(|v| v.aliases.iter().any(|a| a.eq_ignore_ascii_case(id)))
-        })?;
+        });
+        let Some(v) = found else {
+            return Ok(None);
+        };
         let shown: Vec<bool> = (0..self.images.len())
             .map(|i| self.visible(i, visible))
             .collect();
         let entry = self.vuln_entry(v, &shown);
         if entry.images + entry.untagged == 0 {
-            return None;
+            return Ok(None);
         }
         let mut fix: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         // repository → (tags, digests, "package version")
@@ -1230,7 +1362,29 @@ impl Snapshot {
                 x[2].insert(format!("{} {}", a.package, a.installed));
             }
         }
-        Some(VulnDetail {
+        // Sorted by name already; the key is the same for all, so the
+        // cursor is the repository's name.
+        let affected = paginate(
+            per_repo
+                .into_iter()
+                .map(|(repository, [tags, digests, packages])| {
+                    (
+                        K::N(0),
+                        repository.clone(),
+                        AffectedTag {
+                            repository,
+                            tags: tags.into_iter().collect(),
+                            digests: digests.into_iter().collect(),
+                            packages: packages.into_iter().collect(),
+                        },
+                    )
+                })
+                .collect(),
+            false,
+            cursor,
+            limit,
+        )?;
+        Ok(Some(VulnDetail {
             entry,
             related: v.related.clone(),
             cvss_vector: v.cvss.as_ref().map(|c| c.vector.clone()),
@@ -1243,15 +1397,10 @@ impl Snapshot {
                 .into_iter()
                 .map(|(k, v)| (k, v.into_iter().collect()))
                 .collect(),
-            affected: per_repo
-                .into_iter()
-                .map(|(repository, [tags, digests, packages])| AffectedTag {
-                    repository,
-                    tags: tags.into_iter().collect(),
-                    digests: digests.into_iter().collect(),
-                    packages: packages.into_iter().collect(),
-                })
-                .collect(),
-        })
+            affected: affected.items,
+            affected_total: affected.total,
+            affected_next: affected.next,
+            as_of: self.as_of.clone(),
+        }))
     }
 }

@@ -216,3 +216,99 @@ async fn images_are_judged_again_only_when_something_they_depend_on_changes() {
         Some(&Some(1))
     );
 }
+
+/// The assessor's service on a registry served on loopback.
+async fn serve(dir: &std::path::Path, clock: &ManualClock) -> (Service, String, reqwest::Client) {
+    let registry = registry::Registry::open(registry::Options::new(dir)).unwrap();
+    let service = Service::open(
+        Options::new(dir),
+        Arc::new(assess::live::RegistrySource(registry.clone())),
+        Arc::new(TextCatalog),
+        Arc::new(Db),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    registry.add_sink(Arc::new(service.clone()));
+    service.start().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = registry.router();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    (service, base, client)
+}
+
+/// The images list entry of `digest`, read off the async runtime.
+async fn entry(svc: &Service, digest: &Digest) -> assess::browse::ImageEntry {
+    let (svc, digest) = (svc.clone(), digest.to_string());
+    tokio::task::spawn_blocking(move || {
+        let snap = svc.snapshot().unwrap();
+        let q = assess::browse::ImageQuery::default();
+        let page = snap.images(&q, &|_| true, None, 500).unwrap();
+        page.items
+            .into_iter()
+            .find(|e| e.digest == digest)
+            .expect("image listed")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn recorded_pulls_are_not_judged_again_but_a_push_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let (service, base, client) = serve(dir.path(), &clock).await;
+
+    let d = push(&client, &base, "team/app", "v1", "openssl").await;
+    service.wait_idle(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(count(&service, "unhealthy").await, 1);
+    let before = service.findings_totals().unwrap();
+    assert_eq!(entry(&service, &d).await.pulled_at, None);
+
+    // Pulls, recorded in the store (they were a write like any other, and
+    // each one sent the next dashboard request through a whole judging).
+    let verdicts = service.store().verdict_generation();
+    let written = service.store().generation();
+    for _ in 0..3 {
+        let r = client
+            .get(format!("{base}/v2/team/app/manifests/v1"))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while service.store().generation() == written {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pulls were never recorded"
+        );
+        service.poll_pulls().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(service.store().verdict_generation(), verdicts);
+    let again = service.findings_totals().unwrap();
+    assert!(
+        Arc::ptr_eq(&before, &again),
+        "judged again after recording pulls"
+    );
+    // The pull time is laid over the same judging once the tags are read
+    // again (every two seconds).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(entry(&service, &d).await.pulled_at.is_some());
+    assert!(Arc::ptr_eq(&before, &service.findings_totals().unwrap()));
+
+    // A push still is judged, and appears.
+    let d2 = push(&client, &base, "team/app", "v2", "zlib").await;
+    service.wait_idle(Duration::from_secs(20)).await.unwrap();
+    assert!(service.store().verdict_generation() > verdicts);
+    let after = service.findings_totals().unwrap();
+    assert!(!Arc::ptr_eq(&before, &after));
+    assert_eq!(after.get(&d2.to_string()), Some(&Some(1)));
+    assert_eq!(count(&service, "unhealthy").await, 2);
+    let e2 = entry(&service, &d2).await;
+    assert_eq!(e2.tags, vec!["team/app:v2".to_string()]);
+    assert!(!e2.untagged);
+}

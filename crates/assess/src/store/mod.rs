@@ -165,6 +165,11 @@ pub struct Store {
     /// caches of what the store says (the pull gate's verdicts) know when
     /// to look again without asking the database.
     generation: AtomicU64,
+    /// Bumped after writes that may change a verdict (every write not
+    /// made through [`Store::c_quiet`]): the dashboard's judging of every
+    /// image, seconds at 10,000 images, is redone only when this moves,
+    /// not on each recorded pull.
+    verdicts: AtomicU64,
     /// The assessor's clock, for the times of rows written through the
     /// cataloger's cache port (which passes none); the system's until set.
     clock: std::sync::OnceLock<std::sync::Arc<dyn crate::clock::Clock>>,
@@ -178,6 +183,8 @@ pub(crate) struct Conn<'a> {
     guard: MutexGuard<'a, Connection>,
     changes: u64,
     generation: &'a AtomicU64,
+    /// `None`: the write cannot change a verdict.
+    verdicts: Option<&'a AtomicU64>,
 }
 
 impl Deref for Conn<'_> {
@@ -196,6 +203,9 @@ impl DerefMut for Conn<'_> {
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
         if self.guard.total_changes() != self.changes {
+            if let Some(v) = self.verdicts {
+                v.fetch_add(1, Ordering::Release);
+            }
             self.generation.fetch_add(1, Ordering::Release);
         }
     }
@@ -219,16 +229,28 @@ impl Store {
         Ok(Store {
             conn: Mutex::new(conn),
             generation: AtomicU64::new(0),
+            verdicts: AtomicU64::new(0),
             clock: std::sync::OnceLock::new(),
         })
     }
 
     fn c(&self) -> Conn<'_> {
+        let mut c = self.c_quiet();
+        c.verdicts = Some(&self.verdicts);
+        c
+    }
+
+    /// The connection for writes that no verdict reads (pull times, tag
+    /// history, usage, deliveries, caches): they move the generation but
+    /// not [`Store::verdict_generation`]. Opt-in, so a new write path
+    /// counts as verdict-relevant unless it says otherwise.
+    fn c_quiet(&self) -> Conn<'_> {
         let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         Conn {
             changes: guard.total_changes(),
             guard,
             generation: &self.generation,
+            verdicts: None,
         }
     }
 
@@ -251,6 +273,14 @@ impl Store {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Moves on after every write that may change what an image is judged
+    /// to be (results, statuses, images added or forgotten, exemptions,
+    /// VEX, SBOMs); not after pulls, tag history, usage, deliveries, patch
+    /// jobs, the layer cache or `meta`.
+    pub fn verdict_generation(&self) -> u64 {
+        self.verdicts.load(Ordering::Acquire)
+    }
+
     // ---- meta ----
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -261,7 +291,8 @@ impl Store {
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.c().execute(
+        // Only the dashboard's trend lives here; no verdict reads it.
+        self.c_quiet().execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
             params![key, value],
         )?;
@@ -309,7 +340,8 @@ impl RawLayerCache for Store {
             }
         };
         let at = self.now_ms();
-        let r = self.c().execute(
+        // Verdicts come from stored results, not from this cache.
+        let r = self.c_quiet().execute(
             "INSERT OR REPLACE INTO layer_cache(layer, version, data, at) VALUES (?1, ?2, ?3, ?4)",
             params![layer, version, data, at],
         );

@@ -24,7 +24,7 @@ impl Store {
     /// Insert or replace a job's JSON.
     pub fn save_patch_job(&self, id: &str, repo: &str, state: &str, data: &str) -> Result<()> {
         let at = self.now_ms();
-        let c = self.c();
+        let c = self.c_quiet();
         c.execute(
             "INSERT OR REPLACE INTO patch_jobs(id, repo, state, data, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id, repo, state, data, at],

@@ -53,7 +53,8 @@ impl Store {
     }
 
     pub fn record_tag(&self, repo: &str, tag: &str, digest: &str, at: i64) -> Result<()> {
-        let c = self.c();
+        // History for diffs; the dashboard reads tags from the registry.
+        let c = self.c_quiet();
         let last: Option<String> = c
             .query_row(
                 "SELECT digest FROM tag_history WHERE repo = ?1 AND tag = ?2 ORDER BY id DESC LIMIT 1",
@@ -269,7 +270,9 @@ impl Store {
 
     /// Record pulls (assessor time). Pulling an index counts for its children.
     pub fn record_pulls(&self, pulls: &[(String, i64)]) -> Result<()> {
-        let mut c = self.c();
+        // Quiet: a busy registry records pulls all the time, and the
+        // dashboard lays pull times over its judging (`pulled_times`).
+        let mut c = self.c_quiet();
         let tx = c.transaction()?;
         for (digest, at) in pulls {
             tx.execute(
@@ -279,6 +282,17 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Every image's last pull time (assessor time), for the dashboard
+    /// to lay over a judging that pulls do not redo.
+    pub fn pulled_times(&self) -> Result<std::collections::HashMap<String, i64>> {
+        let c = self.c();
+        let mut st = c.prepare(
+            "SELECT digest, last_pulled_at FROM images WHERE last_pulled_at IS NOT NULL",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Drop every cached layer inventory (benchmarks measure cold catalogs).

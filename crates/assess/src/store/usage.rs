@@ -21,7 +21,7 @@ impl Store {
     /// Count `digest` in the month of `at` unless it was counted before.
     pub fn count_usage(&self, digest: &str, repo: &str, at: time::OffsetDateTime) -> Result<bool> {
         let month = format!("{:04}-{:02}", at.year(), u8::from(at.month()));
-        Ok(self.c().execute(
+        Ok(self.c_quiet().execute(
             "INSERT OR IGNORE INTO usage(digest, repo, month, first_assessed_at) VALUES (?1, ?2, ?3, ?4)",
             params![digest, repo, month, crate::clock::to_ms(at)],
         )? > 0)

@@ -135,7 +135,7 @@ impl Store {
     }
 
     pub fn add_delivery(&self, d: &Delivery) -> Result<()> {
-        self.c().execute(
+        self.c_quiet().execute(
             "INSERT INTO deliveries(id, webhook_id, event, digest, repo, payload, state, attempts, created_at, next_attempt_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?8)",
             params![d.id, d.webhook_id, d.event, d.digest, d.repository, d.payload, d.created_at, d.next_attempt_at],
@@ -180,7 +180,7 @@ impl Store {
         } else {
             "failed"
         };
-        self.c().execute(
+        self.c_quiet().execute(
             "UPDATE deliveries SET state = ?2, attempts = attempts + 1, last_status = ?3, last_error = ?4,
                next_attempt_at = COALESCE(?5, next_attempt_at), delivered_at = CASE WHEN ?6 THEN ?7 ELSE delivered_at END
              WHERE id = ?1",
@@ -212,7 +212,7 @@ impl Store {
     }
 
     pub fn mark_notified(&self, digest: &str, keys: &[String], at: i64) -> Result<()> {
-        let mut c = self.c();
+        let mut c = self.c_quiet();
         let tx = c.transaction()?;
         for k in keys {
             tx.execute(
