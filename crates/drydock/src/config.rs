@@ -285,6 +285,9 @@ pub struct VulndbConfig {
     /// hours old (and at start when there is none); 0 turns it off. Env:
     /// `DRYDOCK_VULNDB_UPDATE_HOURS`.
     pub update_hours: u64,
+    /// Days after its build at which the dashboard calls the database
+    /// stale (overview warning, settings). Env: `DRYDOCK_DB_STALE_DAYS`.
+    pub stale_days: u32,
 }
 
 impl VulndbConfig {
@@ -308,6 +311,7 @@ impl Default for VulndbConfig {
             sources: Vec::new(),
             poll_secs: 2,
             update_hours: 24,
+            stale_days: 7,
         }
     }
 }
@@ -322,9 +326,6 @@ pub struct CatalogSection {
     /// Most packages one layer may declare.
     pub max_packages_per_layer: usize,
     /// Most packages in one image's inventory.
-    /// Days after its build at which the dashboard calls the database
-    /// stale (overview warning, settings). Env: `DRYDOCK_DB_STALE_DAYS`.
-    pub stale_days: u32,
     pub max_packages_per_image: usize,
     /// Most package files, executables and archives read in one layer.
     pub max_files_per_layer: u64,
@@ -348,7 +349,6 @@ impl CatalogSection {
         catalog::Limits {
             max_file_bytes: self.max_file_bytes,
             max_packages_per_layer: self.max_packages_per_layer,
-            stale_days: 7,
             max_packages_per_image: self.max_packages_per_image,
             max_files_per_layer: self.max_files_per_layer,
             ..catalog::Limits::default()
@@ -594,6 +594,11 @@ impl Config {
                 .parse()
                 .with_context(|| format!("DRYDOCK_VULNDB_UPDATE_HOURS: not a number: {v:?}"))?;
         }
+        if let Some(v) = get("DRYDOCK_DB_STALE_DAYS") {
+            self.vulndb.stale_days = v
+                .parse()
+                .with_context(|| format!("DRYDOCK_DB_STALE_DAYS: not a number: {v:?}"))?;
+        }
         if let Some(v) = get("DRYDOCK_ASSESS_CATALOG_ON_UPLOAD") {
             self.assess.catalog_on_upload = parse_bool("DRYDOCK_ASSESS_CATALOG_ON_UPLOAD", &v)?;
         }
@@ -641,6 +646,9 @@ impl Config {
         if self.assess.workers == 0 {
             bail!("assess.workers must be at least 1");
         }
+        if self.vulndb.stale_days == 0 {
+            bail!("vulndb.stale_days must be at least 1");
+        }
         for rule in &self.assess.pull_gate {
             rule.validate().map_err(|e| anyhow::anyhow!("assess.{e}"))?;
         }
@@ -651,11 +659,6 @@ impl Config {
             || c.max_files_per_layer == 0
         {
             bail!("the [catalog] limits must be at least 1");
-        if let Some(v) = get("DRYDOCK_DB_STALE_DAYS") {
-            self.vulndb.stale_days = v
-                .parse()
-                .with_context(|| format!("DRYDOCK_DB_STALE_DAYS: not a number: {v:?}"))?;
-        }
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!(
@@ -703,9 +706,6 @@ pub fn init_tracing(config: &Config, default_level: &str) {
 mod tests {
     use super::*;
     use std::collections::HashMap;
-        if self.vulndb.stale_days == 0 {
-            bail!("vulndb.stale_days must be at least 1");
-        }
 
     #[test]
     fn env_overrides_file_values() {
@@ -724,6 +724,30 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("DRYDOCK_LISTEN"));
         assert!(toml::from_str::<Config>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn database_stale_days_from_the_file_and_the_environment() {
+        assert_eq!(Config::default().vulndb.stale_days, 7);
+        let mut c: Config = toml::from_str("[vulndb]\nstale_days = 30\n").unwrap();
+        c.apply_env(|_| None).unwrap();
+        assert_eq!(c.vulndb.stale_days, 30);
+        // The variable overrides the file.
+        c.apply_env(|k| (k == "DRYDOCK_DB_STALE_DAYS").then(|| "3".into()))
+            .unwrap();
+        assert_eq!(c.vulndb.stale_days, 3);
+        for bad in ["0", "soon"] {
+            let mut c = Config::default();
+            let err = c
+                .apply_env(|k| (k == "DRYDOCK_DB_STALE_DAYS").then(|| bad.into()))
+                .unwrap_err();
+            assert!(
+                format!("{err:#}").contains("stale_days")
+                    || format!("{err:#}").contains("STALE_DAYS"),
+                "{err:#}"
+            );
+        }
+        assert!(toml::from_str::<Config>("[vulndb]\nstale_days = -1\n").is_err());
     }
 
     #[test]
@@ -783,30 +807,6 @@ max_packages = 1
     }
 
     #[test]
-    #[test]
-    fn database_stale_days_from_the_file_and_the_environment() {
-        assert_eq!(Config::default().vulndb.stale_days, 7);
-        let mut c: Config = toml::from_str("[vulndb]\nstale_days = 30\n").unwrap();
-        c.apply_env(|_| None).unwrap();
-        assert_eq!(c.vulndb.stale_days, 30);
-        // The variable overrides the file.
-        c.apply_env(|k| (k == "DRYDOCK_DB_STALE_DAYS").then(|| "3".into()))
-            .unwrap();
-        assert_eq!(c.vulndb.stale_days, 3);
-        for bad in ["0", "soon"] {
-            let mut c = Config::default();
-            let err = c
-                .apply_env(|k| (k == "DRYDOCK_DB_STALE_DAYS").then(|| bad.into()))
-                .unwrap_err();
-            assert!(
-                format!("{err:#}").contains("stale_days")
-                    || format!("{err:#}").contains("STALE_DAYS"),
-                "{err:#}"
-            );
-        }
-        assert!(toml::from_str::<Config>("[vulndb]\nstale_days = -1\n").is_err());
-    }
-
     fn assess_section_maps_to_options() {
         let c: Config = toml::from_str(
             r#"
