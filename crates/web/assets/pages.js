@@ -288,8 +288,16 @@ async function vulnerabilities(params) {
   bindFilters("/vulnerabilities", params);
 }
 
+// One row of a vulnerability's affected repositories.
+function affectedRow(a) {
+  return `<tr><td>${repoLink(a.repository)}</td><td>${tagPills(a.tags)}</td><td>${a.digests.map(imageLink).join(" ")}</td><td>${a.packages.map(esc).join("<br>")}</td></tr>`;
+}
+
+const AFFECTED_PAGE = 25;
+
 async function vulnerability(id) {
-  const v = await get(`/vulnerabilities/${encodeURIComponent(id)}`);
+  const path = `/vulnerabilities/${encodeURIComponent(id)}`;
+  const v = await get(`${path}${qs({ limit: AFFECTED_PAGE })}`);
   setTitle(`${v.id} · Vulnerabilities`);
   paint(`<p><a href="#/vulnerabilities">Vulnerabilities</a> › ${esc(v.id)}</p>
     <section aria-labelledby="vuln-h"><h2 id="vuln-h">${esc(v.id)} ${sev(v.severity)}</h2>
@@ -305,9 +313,34 @@ async function vulnerability(id) {
       ${v.references.length ? `<h3>References</h3><ul class="refs">${v.references.map(r => `<li>${extLink(r)}</li>`).join("")}</ul>` : ""}
     </section>
     <section aria-labelledby="aff-h"><h2 id="aff-h">Affected repositories and tags</h2>
-      ${table("Affected repositories and tags", ["Repository", "Tags", "Images", "Packages"], v.affected.map(a =>
-        `<tr><td>${repoLink(a.repository)}</td><td>${tagPills(a.tags)}</td><td>${a.digests.map(imageLink).join(" ")}</td><td>${a.packages.map(esc).join("<br>")}</td></tr>`))}
+      ${table("Affected repositories and tags", ["Repository", "Tags", "Images", "Packages"], v.affected.map(affectedRow))}
+      <p class="pager"><span id="aff-count" role="status"></span> <button type="button" id="aff-more" hidden>More repositories</button></p>
     </section>`);
+  // The server pages `affected` (thousands of images in hundreds of
+  // repositories); further pages are added below the first on request.
+  let next = v.affected_next, shown = v.affected.length;
+  const more = document.getElementById("aff-more"), count = document.getElementById("aff-count");
+  const show = () => {
+    count.textContent = next ? `${shown} of ${v.affected_total} repositories` : "";
+    more.hidden = !next;
+  };
+  show();
+  if (firstBind(more)) more.addEventListener("click", async () => {
+    more.disabled = true;
+    try {
+      // Not through `get`: a live refresh compares only the first page.
+      const p = await request("GET", `${path}${qs({ limit: AFFECTED_PAGE, cursor: next })}`);
+      document.querySelector("#aff-h ~ .scroll tbody").insertAdjacentHTML("beforeend", p.affected.map(affectedRow).join(""));
+      next = p.affected_next;
+      shown += p.affected.length;
+    } catch (e) {
+      count.textContent = `Cannot load more: ${e.message}`;
+      return;
+    } finally {
+      more.disabled = false;
+    }
+    show();
+  });
 }
 
 // ---- one image ----
