@@ -479,8 +479,32 @@ impl Default for AssessConfig {
 }
 
 impl AssessConfig {
+    /// Repository patterns of the policy, pull-gate and SBOM rules whose
+    /// `*` would have crossed `/` before `*` came to mean one path segment
+    /// everywhere (as in access bindings). A gate rule `*` no longer gates
+    /// `team/app`: say so at start rather than let it narrow silently.
+    pub fn narrowed_patterns(&self) -> Vec<String> {
+        let patterns = self
+            .policy
+            .iter()
+            .map(|r| r.repository.as_str())
+            .chain(self.pull_gate.iter().map(|r| r.repository.as_str()))
+            .chain(self.sbom_rules.iter().map(|r| r.repository.as_str()));
+        patterns
+            .filter(|p| p.replace("**", "").contains('*'))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The assessment service's options for data directory `data`.
     pub fn options(&self, data: &Path) -> assess::Options {
+        for p in self.narrowed_patterns() {
+            tracing::warn!(
+                pattern = %p,
+                "in repository patterns `*` stays within one path segment; \
+                 write `**` where nested repositories are meant (e.g. `team/**`)"
+            );
+        }
         let mut opts = assess::Options::new(data);
         opts.workers = self.workers;
         opts.rescan_window_days = self.rescan_window_days;
@@ -773,6 +797,23 @@ max_packages = 1
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn single_star_patterns_are_named_at_start() {
+        let c: Config = toml::from_str(
+            r#"
+            [[assess.pull_gate]]
+            repository = "*"
+            [[assess.pull_gate]]
+            repository = "prod/**"
+            [[assess.sbom_rules]]
+            repository = "team/*"
+            enabled = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.assess.narrowed_patterns(), vec!["*", "team/*"]);
     }
 
     #[test]
