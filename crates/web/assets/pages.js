@@ -296,8 +296,7 @@ function affectedRow(a) {
 const AFFECTED_PAGE = 25;
 
 async function vulnerability(id) {
-  const path = `/vulnerabilities/${encodeURIComponent(id)}`;
-  const v = await get(`${path}${qs({ limit: AFFECTED_PAGE })}`);
+  const v = await get(`/vulnerabilities/${encodeURIComponent(id)}${qs({ limit: AFFECTED_PAGE })}`);
   setTitle(`${v.id} · Vulnerabilities`);
   paint(`<p><a href="#/vulnerabilities">Vulnerabilities</a> › ${esc(v.id)}</p>
     <section aria-labelledby="vuln-h"><h2 id="vuln-h">${esc(v.id)} ${sev(v.severity)}</h2>
@@ -329,7 +328,7 @@ async function vulnerability(id) {
     more.disabled = true;
     try {
       // Not through `get`: a live refresh compares only the first page.
-      const p = await request("GET", `${path}${qs({ limit: AFFECTED_PAGE, cursor: next })}`);
+      const p = await request("GET", `/vulnerabilities/${encodeURIComponent(id)}${qs({ limit: AFFECTED_PAGE, cursor: next })}`);
       document.querySelector("#aff-h ~ .scroll tbody").insertAdjacentHTML("beforeend", p.affected.map(affectedRow).join(""));
       next = p.affected_next;
       shown += p.affected.length;
