@@ -161,7 +161,7 @@ impl VerdictGate {
 
     /// The verdict of `digest`, from the cache when nothing changed.
     pub fn verdict(&self, digest: &Digest) -> GateVerdict {
-        let generation = self.service.store().generation();
+        let generation = self.service.store().verdict_generation();
         if let Some(e) = self
             .cache
             .read()
