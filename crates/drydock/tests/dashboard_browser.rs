@@ -45,13 +45,12 @@ fn chromium() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
 }
 
-/// The test images' OCI layout when it already holds `tag` (this test
-/// does not build them: the image only adds a row to the reader's list).
+/// The test images' OCI layout when it holds `tag`: built on demand by
+/// transport's one helper, which says `skipped: …` naming the missing tool
+/// (a failure under CI). Without them the scenarios that need an image
+/// are skipped by the browser tests and said so here.
 fn built_test_image(tag: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("DRYDOCK_TEST_IMAGES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(ROOT).join("target/test-images"))
-        .join("oci");
+    let dir = transport::testing::test_images()?;
     let index: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).ok()?).ok()?;
     index["manifests"]
@@ -213,13 +212,27 @@ fn dashboard_access_control_in_a_browser() {
     assert!(status.success(), "node --test ui-tests/ failed: {status}");
     // Every scenario ran: none was skipped or left out.
     assert!(report.contains("\n# fail 0"), "a browser test failed");
-    assert!(report.contains("\n# skipped 0"), "a browser test skipped");
+    // Every scenario ran, except (outside CI, where the helper above fails
+    // instead) those that need the test images when they cannot be built.
+    let images = built_test_image("bookworm-base").is_some();
+    if images {
+        assert!(report.contains("\n# skipped 0"), "a browser test skipped");
+    } else {
+        let skipped = report
+            .lines()
+            .find_map(|l| l.strip_prefix("# skipped "))
+            .unwrap_or("?");
+        eprintln!("skipped: {skipped} browser tests need the test images (see above)");
+    }
     let ran: usize = report
         .lines()
         .find_map(|l| l.strip_prefix("# pass "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
-    assert!(ran >= 10, "only {ran} browser tests passed");
+    assert!(
+        ran >= if images { 20 } else { 12 },
+        "only {ran} browser tests passed"
+    );
 
     // Passwords typed into the page never reach the server's log, nor
     // the tests' own output.
