@@ -40,6 +40,11 @@ impl PgMeta {
 
 const BUMP: &str = "UPDATE meta_version SET value = value + 1 WHERE id = 0";
 
+/// A `(repo, digest, time)` row, as the recent pulls and pushes read it.
+fn repo_digest_at(r: &tokio_postgres::Row) -> Result<(String, Digest, i64), MetaError> {
+    Ok((col(r, 0)?, parse_digest(&col::<String>(r, 1)?)?, col(r, 2)?))
+}
+
 #[async_trait::async_trait]
 impl Meta for PgMeta {
     fn describe(&self) -> String {
@@ -616,13 +621,7 @@ impl Meta for PgMeta {
                 .await
                 .map_err(err)?
                 .iter()
-                .map(|r| {
-                    Ok((
-                        col(r, 0)?,
-                        parse_digest(&col::<String>(r, 1)?)?,
-                        col(r, 2)?,
-                    ))
-                })
+                .map(repo_digest_at)
                 .collect()
             })
             .await
@@ -639,13 +638,7 @@ impl Meta for PgMeta {
                 .await
                 .map_err(err)?
                 .iter()
-                .map(|r| {
-                    Ok((
-                        col(r, 0)?,
-                        parse_digest(&col::<String>(r, 1)?)?,
-                        col(r, 2)?,
-                    ))
-                })
+                .map(repo_digest_at)
                 .collect()
             })
             .await
