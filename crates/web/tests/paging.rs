@@ -8,39 +8,11 @@
 //! vulnerability data (tests/fixtures/vulndata) has advisories for, pushed
 //! through the registry's in-process API and assessed by the real worker.
 
-use assess::Options;
-use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
+mod common;
+use common::*;
+use serde_json::Value;
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
-
-fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/vulndata")
-        .join(rel)
-}
-
-/// A gzip tar layer of `files`.
-fn layer(files: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut h, path, &data[..]).unwrap();
-    }
-    let raw = tar.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &raw).unwrap();
-    gz.finish().unwrap()
-}
 
 /// Old versions of packages the fixture has many advisories for, and
 /// some without any.
@@ -66,95 +38,10 @@ fn python_layer() -> Vec<u8> {
     for i in 0..30 {
         add(&format!("quiet-package-{i:02}"), "1.0");
     }
-    layer(&files)
-}
-
-struct Env {
-    base: String,
-    http: reqwest::Client,
-    service: assess::Service,
-    registry: registry::Registry,
-    _dir: tempfile::TempDir,
+    gzip_layer(&files)
 }
 
 impl Env {
-    async fn start() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path();
-        vulndb::import(data, &[fixture("osv/PyPI/all.zip")], &mut |_| {}).unwrap();
-        let registry = registry::Registry::open(registry::Options::new(data)).unwrap();
-        let handle = vulndb::Handle::open_with_interval(data, Duration::from_millis(100));
-        let mut opts = Options::new(data);
-        opts.workers = 1;
-        opts.tick = Duration::from_millis(200);
-        let service = assess::start_with_registry(
-            opts,
-            registry.clone(),
-            handle,
-            catalog::Limits::default(),
-            Arc::new(assess::ManualClock::new()),
-        )
-        .await
-        .unwrap();
-        let app = web::router(web::State::new(service.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Env {
-            base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
-            service,
-            registry,
-            _dir: dir,
-        }
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let st = r.status().as_u16();
-        (st, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn push(&self, repo: &str, layer: &[u8]) -> String {
-        let name = oci::Name::parse(repo).unwrap();
-        let mut raw = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(layer), &mut raw).unwrap();
-        let config = serde_json::to_vec(&json!({
-            "architecture": "amd64", "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [sha256(&raw)]},
-        }))
-        .unwrap();
-        for blob in [layer, &config[..]] {
-            self.registry
-                .put_blob(&name, &oci::Digest::parse(&sha256(blob)).unwrap(), blob)
-                .await
-                .unwrap();
-        }
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": oci::OCI_MANIFEST,
-            "config": {"mediaType": oci::OCI_CONFIG, "digest": sha256(&config), "size": config.len()},
-            "layers": [{"mediaType": oci::OCI_LAYER_GZIP, "digest": sha256(layer), "size": layer.len()}],
-        }))
-        .unwrap();
-        self.registry
-            .put_manifest(
-                &name,
-                &oci::Reference::Tag(oci::Tag::parse("1").unwrap()),
-                manifest.clone().into(),
-                Some(oci::OCI_MANIFEST),
-                registry::Origin::Push,
-            )
-            .await
-            .unwrap();
-        sha256(&manifest)
-    }
-
     /// Wait until the image has findings to page through.
     async fn assessed(&self, digest: &str) {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -218,7 +105,7 @@ fn finding_key(f: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn findings_and_packages_page_through_cursors() {
     let env = Env::start().await;
-    let digest = env.push("team/py", &python_layer()).await;
+    let digest = env.push("team/py", &python_layer(), &["1"]).await;
     env.assessed(&digest).await;
 
     // Findings: one unpaged read (the largest page) is the reference.
@@ -262,13 +149,12 @@ async fn findings_and_packages_page_through_cursors() {
     let (quiet, totals) = env.walk(&format!("{pbase}?q=QUIET"), "packages", 4).await;
     assert_eq!(quiet.len(), 30, "q ignores case");
     assert_eq!(totals, HashSet::from([30]));
-    let _ = &env.service;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_bounded_and_bad_cursors_refused() {
     let env = Env::start().await;
-    let digest = env.push("team/py", &python_layer()).await;
+    let digest = env.push("team/py", &python_layer(), &["1"]).await;
     env.assessed(&digest).await;
     for what in ["findings", "packages"] {
         let base = format!("/api/v1/images/{digest}/{what}");

@@ -9,44 +9,20 @@
 //! vulnerability data (tests/fixtures/vulndata) has advisories for, each
 //! image its own digest (a config of its own), tagged once or twice.
 
-use assess::Options;
-use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
+mod common;
+use common::*;
+use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const REPOS: usize = 7;
 
-fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
-
-fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/vulndata")
-        .join(rel)
-}
-
 /// A gzip tar layer with an old Django's metadata.
 fn python_layer() -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    let data = b"Metadata-Version: 2.1\nName: django\nVersion: 1.2\n\n";
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(
-        &mut h,
-        "usr/lib/python3/dist-packages/django-1.2.dist-info/METADATA",
-        &data[..],
-    )
-    .unwrap();
-    let raw = tar.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &raw).unwrap();
-    gz.finish().unwrap()
+    gzip_layer(&[(
+        "usr/lib/python3/dist-packages/django-1.2.dist-info/METADATA".to_string(),
+        b"Metadata-Version: 2.1\nName: django\nVersion: 1.2\n\n".to_vec(),
+    )])
 }
 
 fn urlencode(s: &str) -> String {
@@ -58,96 +34,6 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-struct Env {
-    base: String,
-    http: reqwest::Client,
-    registry: registry::Registry,
-    _service: assess::Service,
-    _dir: tempfile::TempDir,
-}
-
-impl Env {
-    async fn start() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path();
-        vulndb::import(data, &[fixture("osv/PyPI/all.zip")], &mut |_| {}).unwrap();
-        let registry = registry::Registry::open(registry::Options::new(data)).unwrap();
-        let handle = vulndb::Handle::open_with_interval(data, Duration::from_millis(100));
-        let mut opts = Options::new(data);
-        opts.workers = 1;
-        opts.tick = Duration::from_millis(200);
-        let service = assess::start_with_registry(
-            opts,
-            registry.clone(),
-            handle,
-            catalog::Limits::default(),
-            Arc::new(assess::ManualClock::new()),
-        )
-        .await
-        .unwrap();
-        let app = web::router(web::State::new(service.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Env {
-            base: format!("http://{addr}"),
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-            registry,
-            _service: service,
-            _dir: dir,
-        }
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let st = r.status().as_u16();
-        (st, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// The layer under a config naming `repo`, tagged `tags` there.
-    async fn push(&self, repo: &str, layer: &[u8], tags: &[&str]) {
-        let name = oci::Name::parse(repo).unwrap();
-        let mut raw = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(layer), &mut raw).unwrap();
-        let config = serde_json::to_vec(&json!({
-            "architecture": "amd64", "os": "linux",
-            "config": {"Labels": {"repo": repo}},
-            "rootfs": {"type": "layers", "diff_ids": [sha256(&raw)]},
-        }))
-        .unwrap();
-        for blob in [layer, &config[..]] {
-            self.registry
-                .put_blob(&name, &oci::Digest::parse(&sha256(blob)).unwrap(), blob)
-                .await
-                .unwrap();
-        }
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": oci::OCI_MANIFEST,
-            "config": {"mediaType": oci::OCI_CONFIG, "digest": sha256(&config), "size": config.len()},
-            "layers": [{"mediaType": oci::OCI_LAYER_GZIP, "digest": sha256(layer), "size": layer.len()}],
-        }))
-        .unwrap();
-        for tag in tags {
-            self.registry
-                .put_manifest(
-                    &name,
-                    &oci::Reference::Tag(oci::Tag::parse(tag).unwrap()),
-                    manifest.clone().into(),
-                    Some(oci::OCI_MANIFEST),
-                    registry::Origin::Push,
-                )
-                .await
-                .unwrap();
-        }
-    }
 }
 
 #[tokio::test]
