@@ -103,10 +103,11 @@ impl Caller {
     }
 }
 
-/// The access-policy pattern that matches every repository an assessor
-/// glob matches. The assessor's `*` spans `/` and the policy's does not,
-/// so a glob is widened to `PREFIX/**` at the last `/` before its first
-/// wildcard (`team-a/app-*` → `team-a/**`), or to `**` when the wildcard
+/// An access-policy pattern that matches every repository an assessor
+/// glob matches. Both now share `oci::RepoPattern`'s meaning, so the glob
+/// itself would do; the widening is kept (a superset, so stricter for the
+/// caller): a glob becomes `PREFIX/**` at the last `/` before its first
+/// wildcard (`team-a/app-*` → `team-a/**`), or `**` when the wildcard
 /// comes before any `/`. A glob without wildcards is a repository name.
 pub fn covering_pattern(glob: &str) -> String {
     let Some(first) = glob.find(['*', '?']) else {
