@@ -83,7 +83,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use egress::EgressPolicy;
 pub use gate::{PullGateError, PullGateRule, VerdictGate};
 pub use policy::{Exemption, Health, Policy, PolicyRule, Summary, health_status};
-pub use ports::{Artifact, Cataloged, Cataloger, ImageSource, RawLayerCache};
+pub use ports::{Artifact, Cataloged, Cataloger, RawLayerCache, RegistryContent};
 pub use service::{
     CATALOG_VERSION_ANNOTATION, Options, Retention, SBOM_ARTIFACT_TYPE, SPDX_ARTIFACT_TYPE,
     SbomOptions, SbomRule, Service, UploadCatalogCounts, VexAdded, WebhookConfig,
@@ -99,7 +99,7 @@ use std::sync::Arc;
 /// `drydock serve` needs (besides registering it as the registry's event sink).
 pub async fn start(
     opts: Options,
-    source: Arc<dyn ImageSource>,
+    source: Arc<dyn RegistryContent>,
     cataloger: Arc<dyn Cataloger>,
     vulns: Arc<dyn VulnSource>,
     clock: Arc<dyn Clock>,

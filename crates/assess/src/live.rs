@@ -1,9 +1,9 @@
-//! The real neighbours: [`ImageSource`] for `registry::Registry`,
+//! The real neighbours: [`RegistryContent`] for `registry::Registry`,
 //! [`Cataloger`] over `catalog::catalog_image` with the store as the
 //! registry-wide layer cache, [`VulnSource`] for `vulndb::Handle`, and the
 //! registry's `EventSink` for [`Service`].
 
-use crate::ports::{Cataloged, Cataloger, ImageSource, RawLayerCache};
+use crate::ports::{Cataloged, Cataloger, RawLayerCache, RegistryContent};
 use crate::service::Service;
 use crate::vuln::{Finding, VulnDatabase, VulnSource};
 use inventory::Inventory;
@@ -11,11 +11,11 @@ use oci::{BlobSource, Digest, ImageManifest, Name, Reference, Tag};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-/// The registry as an [`ImageSource`].
+/// The registry as the assessor's [`RegistryContent`].
 #[derive(Clone)]
 pub struct RegistrySource(pub registry::Registry);
 
-impl ImageSource for RegistrySource {
+impl RegistryContent for RegistrySource {
     fn manifest(&self, repo: &Name, digest: &Digest) -> anyhow::Result<Option<(Vec<u8>, String)>> {
         let reference = Reference::Digest(digest.clone());
         let fut = self.0.get_manifest(repo, &reference);

@@ -8,8 +8,11 @@ use oci::{BlobSource, Digest, ImageManifest, Name, Tag};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-/// Read access to the registry's content.
-pub trait ImageSource: Send + Sync + 'static {
+/// The registry the assessor watches: its repositories, tags, manifests,
+/// blobs and pulls, and the writes the assessor makes (SBOM referrers).
+/// Not `transport::ImageSource`, which reads one image from elsewhere to
+/// copy or scan it.
+pub trait RegistryContent: Send + Sync + 'static {
     /// The manifest bytes and media type of `digest` in `repo`.
     fn manifest(&self, repo: &Name, digest: &Digest) -> anyhow::Result<Option<(Vec<u8>, String)>>;
     /// Where layer blobs are read from.
@@ -23,15 +26,15 @@ pub trait ImageSource: Send + Sync + 'static {
     fn recent_pulls(&self, since: OffsetDateTime) -> Vec<(Name, Digest, OffsetDateTime)>;
     /// Push `artifact` into `repo` as a referrer of its subject; returns
     /// the artifact manifest's digest. Called from a blocking thread.
-    /// Sources that cannot write (test fakes) refuse.
+    /// Implementations that cannot write (test fakes) refuse.
     fn attach(&self, repo: &Name, artifact: &Artifact) -> anyhow::Result<Digest> {
         let _ = (repo, artifact);
-        anyhow::bail!("this image source cannot attach artifacts")
+        anyhow::bail!("this registry content cannot attach artifacts")
     }
     /// Delete a manifest drydock attached (a replaced SBOM).
     fn delete_manifest(&self, repo: &Name, digest: &Digest) -> anyhow::Result<()> {
         let _ = (repo, digest);
-        anyhow::bail!("this image source cannot delete manifests")
+        anyhow::bail!("this registry content cannot delete manifests")
     }
 }
 

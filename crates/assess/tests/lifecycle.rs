@@ -149,7 +149,7 @@ async fn every_tag_of_a_push_reaches_the_assessor() {
 /// and the API would show as no images).
 #[tokio::test]
 async fn listings_report_database_errors() {
-    use assess::ImageSource;
+    use assess::RegistryContent;
     let s = setup().await;
     s.push_image("team/app", "one", "v1", &[]).await;
     let source = RegistrySource(s.registry.clone());

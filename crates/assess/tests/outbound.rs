@@ -3,7 +3,9 @@
 //! is ever contacted: every other address is refused before a connection.
 
 use assess::store::Delivery;
-use assess::{Cataloger, ImageSource, Options, Service, VulnDatabase, VulnSource, WebhookConfig};
+use assess::{
+    Cataloger, Options, RegistryContent, Service, VulnDatabase, VulnSource, WebhookConfig,
+};
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
@@ -19,7 +21,7 @@ use time::OffsetDateTime;
 /// A registry with no manifests: every assessment fails, which notifies
 /// every webhook (`assessment.failed`).
 struct Empty;
-impl ImageSource for Empty {
+impl RegistryContent for Empty {
     fn manifest(&self, _: &Name, _: &Digest) -> anyhow::Result<Option<(Vec<u8>, String)>> {
         Ok(None)
     }

@@ -2,7 +2,7 @@
 //! notification are pruned by age, and what is still needed stays.
 
 use assess::clock::to_ms;
-use assess::ports::{Cataloger, ImageSource, RawLayerCache};
+use assess::ports::{Cataloger, RawLayerCache, RegistryContent};
 use assess::store::{Delivery, PruneBefore, Store};
 use assess::{Clock, ManualClock, Options, Service, VulnDatabase, VulnSource};
 use inventory::Inventory;
@@ -182,7 +182,7 @@ fn rows_older_than_the_settings_go_and_newer_ones_stay() {
 
 struct Nothing;
 
-impl ImageSource for Nothing {
+impl RegistryContent for Nothing {
     fn manifest(&self, _: &Name, _: &Digest) -> anyhow::Result<Option<(Vec<u8>, String)>> {
         Ok(None)
     }

@@ -8,7 +8,7 @@
 
 use assess::live::{CatalogCataloger, HandleSource, RegistrySource};
 use assess::views::FindingFilter;
-use assess::{ImageSource, Options, RawLayerCache, Service};
+use assess::{Options, RawLayerCache, RegistryContent, Service};
 use oci::{BlobSource, Digest, Name, Tag};
 use std::io::Read;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ impl BlobSource for CountingBlobs {
     }
 }
 
-impl ImageSource for CountingSource {
+impl RegistryContent for CountingSource {
     fn manifest(&self, repo: &Name, digest: &Digest) -> anyhow::Result<Option<(Vec<u8>, String)>> {
         self.inner.manifest(repo, digest)
     }

@@ -4,7 +4,7 @@
 //! vulnerability database that can be swapped for a new version, and a
 //! manual clock. No registry, no catalog, no network.
 
-use assess::ports::{Cataloged, Cataloger, ImageSource, RawLayerCache};
+use assess::ports::{Cataloged, Cataloger, RawLayerCache, RegistryContent};
 use assess::{
     Finding, FindingStatus, ManualClock, Options, Service, Severity, VulnDatabase, VulnSource,
 };
@@ -97,7 +97,7 @@ impl FakeRegistry {
 
 struct Source(Arc<FakeRegistry>);
 
-impl ImageSource for Source {
+impl RegistryContent for Source {
     fn manifest(&self, _: &Name, digest: &Digest) -> anyhow::Result<Option<(Vec<u8>, String)>> {
         Ok(self
             .0

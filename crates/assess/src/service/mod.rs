@@ -19,7 +19,7 @@ pub use worker::not_an_image;
 
 use crate::clock::{Clock, from_ms, to_ms};
 use crate::policy::Policy;
-use crate::ports::{Cataloger, ImageSource};
+use crate::ports::{Cataloger, RegistryContent};
 use crate::store::{Store, status};
 use crate::vuln::{VulnDatabase, VulnSource};
 use anyhow::{Context, Result, anyhow};
@@ -143,7 +143,7 @@ impl Options {
 
 pub(crate) struct Inner {
     pub(crate) store: Store,
-    pub(crate) source: Arc<dyn ImageSource>,
+    pub(crate) source: Arc<dyn RegistryContent>,
     pub(crate) cataloger: Arc<dyn Cataloger>,
     pub(crate) vulns: Arc<dyn VulnSource>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -170,7 +170,7 @@ impl Service {
     /// Open the store; no task runs until [`Service::start`].
     pub fn open(
         opts: Options,
-        source: Arc<dyn ImageSource>,
+        source: Arc<dyn RegistryContent>,
         cataloger: Arc<dyn Cataloger>,
         vulns: Arc<dyn VulnSource>,
         clock: Arc<dyn Clock>,
@@ -218,7 +218,7 @@ impl Service {
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
-    pub fn source(&self) -> &Arc<dyn ImageSource> {
+    pub fn source(&self) -> &Arc<dyn RegistryContent> {
         &self.inner.source
     }
     pub fn clock(&self) -> &Arc<dyn Clock> {
