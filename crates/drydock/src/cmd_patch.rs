@@ -112,7 +112,9 @@ fn print_job(job: &serde_json::Value) -> Result<()> {
                 .unwrap_or(plan["architecture"].as_str().unwrap_or(""))
         )?;
         let ups = plan["upgrades"].as_array().cloned().unwrap_or_default();
-        if ups.is_empty() {
+        if let Some(why) = plan["skipped"].as_str() {
+            outln!("  skipped: {why}")?;
+        } else if ups.is_empty() {
             outln!("  no upgrades")?;
         }
         for u in ups {
@@ -255,10 +257,6 @@ impl patch::FindingsSource for AssessFindings {
         ))
     }
 
-    fn db_version(&self) -> Option<String> {
-        self.0.database().map(|d| d.version())
-    }
-
     fn assessed_with(&self, digest: &str) -> Option<String> {
         let filter = assess::views::FindingFilter::default();
         self.0
@@ -378,11 +376,14 @@ impl patch::PatchEvents for PatchWebhooks {
     }
 }
 
-/// The patch service of `drydock serve`, and continuous mode when enabled.
+/// The patch service of `drydock serve`, and continuous mode when enabled,
+/// woken by each new build of the database the assessor serves (`vulndb`,
+/// the handle the assessor was started with).
 pub fn start(
     config: &Config,
     registry: &registry::Registry,
     assess: &assess::Service,
+    vulndb: &vulndb::Handle,
     outbound: egress::EgressPolicy,
 ) -> Result<patch::Patcher> {
     let patcher = patch::Patcher::new(
@@ -395,7 +396,7 @@ pub fn start(
     .with_job_store(Arc::new(AssessJobs(assess.clone())))?
     .with_events(Arc::new(PatchWebhooks(assess.clone())))?;
     if config.patch.enabled {
-        tokio::spawn(patcher.clone().watch());
+        tokio::spawn(patcher.clone().watch(vulndb.subscribe()));
     }
     Ok(patcher)
 }

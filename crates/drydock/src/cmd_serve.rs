@@ -230,7 +230,7 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let assess = assess::start_with_registry(
         assess_options,
         registry.clone(),
-        vulndb,
+        vulndb.clone(),
         config.catalog.limits(),
         Arc::new(assess::SystemClock),
     )
@@ -242,7 +242,7 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
         registry.set_pull_gate(Arc::new(gate));
     }
     let mut importer_config = config.import.importer_config();
-    let patcher = crate::cmd_patch::start(&config, &registry, &assess, outbound.clone())?;
+    let patcher = crate::cmd_patch::start(&config, &registry, &assess, &vulndb, outbound.clone())?;
     importer_config.outbound = outbound;
     let importer = import::Importer::new(registry.clone(), importer_config);
     let mut edge = edge::Edge::new(access.clone());

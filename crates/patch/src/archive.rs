@@ -134,6 +134,42 @@ pub fn parse_release(text: &str) -> HashMap<String, Listed> {
     out
 }
 
+/// A configured archive holds no packages for an architecture (an index
+/// platform the mirror does not carry): the patch skips that platform,
+/// naming this, instead of failing as for a broken archive.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the archive {archive} (suite {suite}) has no packages for architecture {arch}: \
+     its signed Release lists no {stem}"
+)]
+pub struct NoArchitecture {
+    pub arch: String,
+    pub archive: String,
+    pub suite: String,
+    pub stem: String,
+}
+
+/// Whether a signed Release says it does not carry `arch` for `component`:
+/// its `Architectures:` field leaves `arch` out, or (without that field)
+/// it lists `Packages` of other architectures only.
+fn lacks_architecture(
+    release: &str,
+    listed: &HashMap<String, Listed>,
+    component: &str,
+    arch: &str,
+) -> bool {
+    let field = release
+        .lines()
+        .find_map(|l| l.strip_prefix("Architectures:"));
+    match field {
+        Some(archs) => !archs.split_whitespace().any(|a| a == arch),
+        None => listed.keys().any(|p| {
+            p.strip_prefix(&format!("{component}/binary-"))
+                .is_some_and(|rest| rest.contains("/Packages"))
+        }),
+    }
+}
+
 /// A binary package the archive offers.
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -343,6 +379,15 @@ impl Fetcher {
                     break;
                 }
                 if !found {
+                    if lacks_architecture(&release, &listed, comp, arch) {
+                        return Err(NoArchitecture {
+                            arch: arch.to_string(),
+                            archive: base.to_string(),
+                            suite: src.suite.clone(),
+                            stem,
+                        }
+                        .into());
+                    }
                     bail!("{dists}: the signed Release lists no {stem}[.xz|.gz]");
                 }
             }

@@ -34,7 +34,7 @@ pub mod plan;
 pub mod rootfs;
 mod service;
 
-pub use archive::{ArchiveSource, Fetcher, Index, Keyring};
+pub use archive::{ArchiveSource, Fetcher, Index, Keyring, NoArchitecture};
 pub use plan::{Fixable, Plan, PlanOptions, Refusal, Target, Upgrade};
 pub use service::{
     DebianConfig, FindingsSource, INTERRUPTED, ImageStore, JobStore, JobView, Outcome, PatchConfig,

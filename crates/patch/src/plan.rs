@@ -73,6 +73,10 @@ pub struct Plan {
     pub architecture: String,
     pub upgrades: Vec<Upgrade>,
     pub refusals: Vec<Refusal>,
+    /// Why this image (platform) was not planned at all, when it was not:
+    /// the configured archives carry no packages for its architecture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 impl Plan {

@@ -1,7 +1,7 @@
 //! The patch job: read the image, plan, fetch, build, push; jobs for the
 //! API and the continuous watcher.
 
-use crate::archive::{ArchiveSource, Fetcher, Index, Keyring};
+use crate::archive::{ArchiveSource, Fetcher, Index, Keyring, NoArchitecture};
 use crate::control::Stanza;
 use crate::layer::{self, Prepared};
 use crate::plan::{self, Blocked, Fixable, Installed, Plan, PlanOptions, Target};
@@ -90,8 +90,6 @@ pub struct DebianConfig {
 pub trait FindingsSource: Send + Sync {
     /// `None` while the image has no assessment yet.
     fn fixable(&self, digest: &str) -> Result<Option<Vec<Fixable>>>;
-    /// The vulnerability database version now in use.
-    fn db_version(&self) -> Option<String>;
     /// The database version the image's findings were made with.
     fn assessed_with(&self, digest: &str) -> Option<String>;
 }
@@ -479,8 +477,16 @@ impl Patcher {
             outcome.platforms.push(p.0);
         }
         if outcome.patched_digest.is_none() && outcome.note.is_none() {
+            let skipped: Vec<String> = outcome
+                .platforms
+                .iter()
+                .filter_map(|p| p.plan.skipped.as_deref())
+                .map(str::to_string)
+                .collect();
             outcome.note = Some(if dry_run {
                 "dry run: nothing pushed".into()
+            } else if !skipped.is_empty() {
+                format!("nothing pushed; skipped: {}", skipped.join("; "))
             } else {
                 "no upgrade to make".into()
             });
@@ -585,6 +591,20 @@ impl Patcher {
         if fixable.is_empty() {
             return Ok(ImageResult(empty, None, None));
         }
+        // Before the layers are read: a platform the archives do not carry
+        // is skipped with the reason, and the index's other platforms are
+        // still patched.
+        let index = match self.index(&arch).await {
+            Ok(i) => i,
+            Err(e) => match e.downcast_ref::<NoArchitecture>() {
+                Some(why) => {
+                    let mut out = empty;
+                    out.plan.skipped = Some(why.to_string());
+                    return Ok(ImageResult(out, None, None));
+                }
+                None => return Err(e),
+            },
+        };
         let s = source.clone();
         let root = tokio::task::spawn_blocking(move || -> Result<RootFs> {
             let mut root = RootFs::default();
@@ -604,7 +624,6 @@ impl Patcher {
         .await??;
         let stanzas = root.installed()?;
         let installed = installed_map(&stanzas, &arch);
-        let index = self.index(&arch).await?;
         let opts = self.options();
         let mut blocked = Blocked::new();
         let (plan, prepared) = loop {
@@ -892,22 +911,25 @@ impl Patcher {
         out
     }
 
-    /// Run continuous mode until the process ends. Every second it looks
-    /// at the vulnerability database version the assessor serves (an
-    /// in-memory read); on a new one it waits until the watched images
-    /// were re-matched with it, then [`Patcher::evaluate`]s. Every
+    /// Run continuous mode until the process ends. `database` carries the
+    /// version of the vulnerability database the assessor serves (the
+    /// binary hands in its database handle's subscription): each new
+    /// version wakes the watcher at once; it waits until the watched
+    /// images were re-matched with it, then [`Patcher::evaluate`]s. Every
     /// `interval_seconds` it fetches the archives' signed `InRelease`; a
     /// change in the `Packages` hashes they list re-evaluates as well. The
-    /// first pass (the database present at start) evaluates once.
-    pub async fn watch(self) {
+    /// first pass (the database present at start) evaluates once. When the
+    /// sender is gone, only the archive poll remains.
+    pub async fn watch(self, mut database: tokio::sync::watch::Receiver<Option<String>>) {
         let every = Duration::from_secs(self.inner.cfg.interval_seconds.max(1));
         let mut seen_db: Option<String> = None;
         let mut seen_archive: Option<String> = None;
         let mut archive_checked: Option<std::time::Instant> = None;
         let mut retry: Option<(std::time::Instant, u32)> = None;
+        let mut subscribed = true;
         loop {
             let mut due = false;
-            let now = self.inner.findings.db_version();
+            let now = database.borrow_and_update().clone();
             if now.is_some() && now != seen_db {
                 // Give the assessor time to re-match the watched images.
                 for _ in 0..240 {
@@ -954,7 +976,21 @@ impl Patcher {
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Sleep until the next archive poll or retry, unless a new
+            // database comes first.
+            let mut wake = archive_checked.map_or(std::time::Instant::now(), |t| t + every);
+            if let Some((at, _)) = retry {
+                wake = wake.min(at);
+            }
+            let sleep = tokio::time::sleep_until(wake.into());
+            if subscribed {
+                tokio::select! {
+                    r = database.changed() => subscribed = r.is_ok(),
+                    _ = sleep => {}
+                }
+            } else {
+                sleep.await;
+            }
         }
     }
 

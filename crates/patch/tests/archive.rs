@@ -221,3 +221,41 @@ async fn archive_fingerprint_is_the_signed_packages_hashes() {
         .unwrap_err();
     assert!(format!("{err:#}").contains("does not verify"), "{err:#}");
 }
+
+#[tokio::test]
+async fn an_architecture_the_archive_lacks_is_named_as_such() {
+    let Some(dir) = archive() else { return };
+    let root = dir.path().join("archive");
+    let srv = serve(root.clone()).await;
+    let keyring = Keyring::load(&root.join("keyring.gpg")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fetcher = Fetcher::new(data.path(), loopback()).unwrap();
+    let err = fetcher
+        .index(&source(&srv.url), &keyring, "arm64")
+        .await
+        .unwrap_err();
+    let missing = err
+        .downcast_ref::<patch::NoArchitecture>()
+        .unwrap_or_else(|| panic!("not a missing architecture: {err:#}"));
+    assert_eq!(missing.arch, "arm64");
+    assert_eq!(missing.suite, "bookworm");
+    assert_eq!(missing.stem, "main/binary-arm64/Packages");
+    assert!(
+        err.to_string()
+            .contains("has no packages for architecture arm64"),
+        "{err}"
+    );
+    // A component the archive does not have is a configuration error,
+    // not a platform to skip.
+    let mut other = source(&srv.url);
+    other[0].components = vec!["contrib".into()];
+    let err = fetcher.index(&other, &keyring, "amd64").await.unwrap_err();
+    assert!(
+        err.downcast_ref::<patch::NoArchitecture>().is_none(),
+        "{err:#}"
+    );
+    assert!(
+        format!("{err:#}").contains("lists no contrib/binary-amd64/Packages"),
+        "{err:#}"
+    );
+}

@@ -60,6 +60,23 @@ pub fn archive() -> Option<tempfile::TempDir> {
     Some(dir)
 }
 
+/// Index `root/pool/main` of an archive [`archive`] built again and sign a
+/// new `InRelease` with the same throwaway key (the archive gained or lost
+/// packages, as a mirror does).
+pub fn resign(root: &Path) {
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../patch/tests/make-archive.sh"))
+        .arg("--resign")
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make-archive.sh --resign: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A static file server over `root`, on 127.0.0.1.
 pub struct FileServer {
     pub url: String,
