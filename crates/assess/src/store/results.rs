@@ -246,6 +246,9 @@ impl Store {
     }
 }
 
+/// A result's database version, time and findings hash.
+pub type ResultStamp = (Option<String>, i64, String);
+
 /// Findings serialized for storage, with their hash and sorted keys;
 /// computed outside the store's lock (in parallel when re-matching).
 pub struct EncodedFindings {
@@ -436,6 +439,19 @@ impl Store {
             &mut serde_json::Deserializer::from_slice(&json),
         )?;
         Ok(Some((window, tag)))
+    }
+
+    /// Per digest: the database version, time and findings hash of its
+    /// result, without reading the findings (the dashboard judges again
+    /// only the images whose stamps moved).
+    pub fn result_stamps(&self) -> Result<std::collections::HashMap<String, ResultStamp>> {
+        let c = self.c();
+        let mut st =
+            c.prepare("SELECT digest, db_version, assessed_at, findings_hash FROM results")?;
+        let v = st
+            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
     }
 
     /// The hash of the stored findings of `digest` (what a findings cursor
