@@ -11,16 +11,20 @@
 //! when the list grows between requests.
 
 use crate::clock::{from_ms, rfc3339};
-use crate::policy::{Health, Summary, evaluate_with_vex, fixable};
+use crate::policy::{Health, Summary};
 use crate::service::Service;
 use crate::store::{ImageRow, status};
 use crate::vuln::Severity;
 use anyhow::Result;
+use judge::Judged;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use utoipa::ToSchema;
+
+mod judge;
 
 /// What the dashboard says about an image, one word each. Only `healthy`
 /// is good news, and it needs a match against a real database.
@@ -67,7 +71,7 @@ pub fn state_of(row: &ImageRow, health: Option<&Health>, matched: Option<bool>) 
 }
 
 /// One platform image inside an index.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PlatformEntry {
     pub digest: String,
     pub platform: Option<String>,
@@ -79,7 +83,7 @@ pub struct PlatformEntry {
 
 /// An image as a user sees it: a platform image on its own, or an index
 /// with its platforms inside (counted once, its findings once per platform).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ImageEntry {
     pub digest: String,
     pub repository: String,
@@ -272,9 +276,9 @@ pub struct VulnQuery {
 
 struct Affected {
     image: usize,
-    package: String,
-    installed: String,
-    fixed: Option<String>,
+    package: Arc<str>,
+    installed: Arc<str>,
+    fixed: Option<Arc<str>>,
 }
 
 struct VulnAgg {
@@ -302,7 +306,7 @@ impl VulnAgg {
     fn index(&mut self) {
         let mut per: BTreeMap<&str, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
         for a in &self.affected {
-            let e = per.entry(a.package.as_str()).or_default();
+            let e = per.entry(&*a.package).or_default();
             e.0.push(a.image);
             if a.fixed.is_some() {
                 e.1.push(a.image);
@@ -335,25 +339,6 @@ pub struct Snapshot {
     as_of: String,
 }
 
-/// The store's part of a snapshot: every image judged (results read,
-/// exemptions and VEX applied), without the registry's tags. Judging
-/// reads every result, seconds at 10,000 images, so it is redone only
-/// when the store or the database changed or an exemption expired; the
-/// tags (a cheap read) are laid over it every two seconds.
-struct Judged {
-    /// Tags empty, `untagged` true, `repos` the row's repository, sizes
-    /// `None`.
-    images: Vec<ImageEntry>,
-    vulns: Arc<Vec<VulnAgg>>,
-    activity: Vec<DayCount>,
-    /// Counted findings of every platform image (`None`: no verdict).
-    totals: Arc<HashMap<String, Option<usize>>>,
-    /// The first exemption expiry after judging: verdicts change then.
-    valid_until: Option<time::OffsetDateTime>,
-    /// When judging started (the assessor's clock).
-    as_of: time::OffsetDateTime,
-}
-
 /// The store's verdict generation (pulls and other writes no verdict
 /// reads do not move it), database version, day (activity and trend are
 /// per day).
@@ -378,6 +363,9 @@ struct Cell {
     cached: Mutex<Cached>,
     /// Signalled when a judging ends (stored or failed).
     judged: Condvar,
+    /// Images judged since the service started (each judging judges only
+    /// those whose inputs moved).
+    images_judged: AtomicU64,
 }
 
 impl Cell {
@@ -397,16 +385,24 @@ impl Drop for Judging<'_> {
     }
 }
 
-/// Per data directory: the cache and its judging.
-fn cache(dir: &std::path::Path) -> Arc<Cell> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Cell>>>> = OnceLock::new();
-    CACHE
+/// Per data directory: the cache and its judging, of the service that
+/// opened it last (a service opened again on the directory starts as
+/// after a restart: from the judging kept on disk).
+fn cache(svc: &Service) -> Arc<Cell> {
+    type Cells = HashMap<PathBuf, (Weak<crate::service::Inner>, Arc<Cell>)>;
+    static CACHE: OnceLock<Mutex<Cells>> = OnceLock::new();
+    let mut cells = CACHE
         .get_or_init(Default::default)
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(dir.to_path_buf())
-        .or_default()
-        .clone()
+        .unwrap_or_else(|p| p.into_inner());
+    cells.retain(|_, (w, _)| w.strong_count() > 0);
+    let e = cells
+        .entry(svc.options().data_dir.clone())
+        .or_insert_with(|| (Arc::downgrade(&svc.inner), Arc::default()));
+    if !Weak::ptr_eq(&e.0, &Arc::downgrade(&svc.inner)) {
+        *e = (Arc::downgrade(&svc.inner), Arc::default());
+    }
+    e.1.clone()
 }
 
 fn t(ms: i64) -> String {
@@ -463,7 +459,7 @@ impl Service {
     /// after two seconds (tags live in the registry, which has no change
     /// counter here; pulls are too frequent to judge again for).
     pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
-        let cell = cache(&self.options().data_dir);
+        let cell = cache(self);
         let (mut cached, judged) = self.judged(&cell)?;
         if let Some((at, j, s)) = &cached.snapshot
             && Arc::ptr_eq(j, &judged)
@@ -486,15 +482,33 @@ impl Service {
     }
 
     /// Every image judged, again only when the store's verdict generation
-    /// or the database changed, the day turned or an exemption expired.
-    /// The first judging is waited for; later ones run on a thread of
-    /// their own, and a request waits at most [`WAIT_FOR_JUDGING`] for one
-    /// before it is served the previous judging (its `as_of` says when).
-    /// Reads no manifest (sizes are the snapshot's), so it may be asked
-    /// from async code.
+    /// or the database changed, the day turned or an exemption expired,
+    /// and then only the images whose inputs moved (see [`judge`]). The
+    /// first judging after a start is the one kept on disk, judged again
+    /// in the background; without one it is waited for. Later ones run on
+    /// a thread of their own, and a request waits at most
+    /// [`WAIT_FOR_JUDGING`] for one before it is served the previous
+    /// judging (its `as_of` says when). Reads no manifest (sizes are the
+    /// snapshot's), so it may be asked from async code.
     fn judged<'a>(&self, cell: &'a Arc<Cell>) -> Result<(MutexGuard<'a, Cached>, Arc<Judged>)> {
         let deadline = std::time::Instant::now() + WAIT_FOR_JUDGING;
         let mut cached = cell.lock();
+        if cached.judged.is_none() && !cached.judging {
+            // After a start: the kept judging, under a key no store has,
+            // so the images changed meanwhile are judged again below.
+            cached.judging = true;
+            drop(cached);
+            let loaded = {
+                let _end = Judging(cell);
+                self.load_judged()
+            };
+            cached = cell.lock();
+            if cached.judged.is_none()
+                && let Some(j) = loaded
+            {
+                cached.judged = Some(((u64::MAX, None, i64::MIN), Arc::new(j)));
+            }
+        }
         loop {
             let now = self.clock().now();
             // Read before judging starts: a write during it moves the key
@@ -553,13 +567,30 @@ impl Service {
         }
     }
 
-    /// One judging, stored under `key` (the caller set `judging`).
+    /// One judging (of the images whose inputs moved since the last),
+    /// stored under `key` (the caller set `judging`), then kept on disk.
     fn judge_into(&self, cell: &Cell, key: JudgedKey) -> Result<()> {
+        // Ends the judging after the write below: the next one starts from
+        // what was kept.
         let _end = Judging(cell);
-        let j = Arc::new(self.judge()?);
-        let mut cached = cell.lock();
-        cached.judged = Some((key, j));
+        let prev = cell.lock().judged.as_ref().map(|(_, j)| j.pieces.clone());
+        let j = Arc::new(self.judge_changed(prev.as_deref(), &cell.images_judged)?);
+        cell.lock().judged = Some((key, j.clone()));
+        // Readers are served already; the write is not in their way.
+        cell.judged.notify_all();
+        if j.pieces.changed
+            && let Err(e) = judge::save(&self.options().data_dir, &j)
+        {
+            tracing::warn!(error = %e, "cannot keep the dashboard's judging");
+        }
         Ok(())
+    }
+
+    /// Images judged for the dashboard since this service opened: a
+    /// judging judges only those whose inputs moved, and the first after a
+    /// start only those that changed since the judging kept on disk.
+    pub fn dashboard_images_judged(&self) -> u64 {
+        cache(self).images_judged.load(Ordering::Relaxed)
     }
 
     /// Counted findings of every platform image (alone or in an index)
@@ -567,7 +598,7 @@ impl Service {
     /// same judging as the dashboard's lists, so an image page asking for
     /// thousands of images' counts does not judge each again.
     pub fn findings_totals(&self) -> Result<Arc<HashMap<String, Option<usize>>>> {
-        let cell = cache(&self.options().data_dir);
+        let cell = cache(self);
         Ok(self.judged(&cell)?.1.totals.clone())
     }
 
@@ -626,237 +657,6 @@ impl Service {
             activity: judged.activity.clone(),
             as_of: rfc3339(judged.as_of),
         }
-    }
-
-    fn judge(&self) -> Result<Judged> {
-        let rows = self.store().all_images()?;
-        let ours = self.store().attached_sboms()?;
-        let exemptions = self.store().exemptions()?;
-        let now = self.clock().now();
-        let as_of = now;
-        let db_version = self.database().map(|d| d.version());
-        let valid_until = exemptions
-            .iter()
-            .filter_map(|e| e.expires_at)
-            .filter(|&e| e > now)
-            .min();
-
-        let mut children: HashMap<String, Vec<&ImageRow>> = HashMap::new();
-        for r in &rows {
-            if let Some(p) = &r.parent {
-                children.entry(p.clone()).or_default().push(r);
-            }
-        }
-
-        let mut images = Vec::new();
-        let mut vulns: HashMap<String, VulnAgg> = HashMap::new();
-        let mut activity: BTreeMap<String, usize> = BTreeMap::new();
-        for r in &rows {
-            if let Some(f) = r.finished_at
-                && r.status == status::DONE
-            {
-                *activity.entry(day(f)).or_default() += 1;
-            }
-        }
-
-        for row in rows
-            .iter()
-            .filter(|r| r.parent.is_none() && !ours.contains(&r.digest))
-        {
-            if row.status == status::UNSUPPORTED || row.kind == "artifact" {
-                continue; // artifacts are found through their subjects
-            }
-            let idx = images.len();
-            let platform_rows: Vec<&ImageRow> = if row.kind == "index" {
-                children.get(&row.digest).cloned().unwrap_or_default()
-            } else {
-                vec![row]
-            };
-            let rule = self.options().policy.rule_for(&row.repo).clone();
-            let mut platforms = Vec::new();
-            let mut healths = Vec::new();
-            let mut summary: Option<Summary> = None;
-            let mut assessed: Option<i64> = None;
-            let mut used_db: Option<String> = None;
-            let mut waiting = false;
-            let mut any_running = false;
-            for p in &platform_rows {
-                let res = self.store().result(&p.digest)?;
-                let mut p_health = None;
-                let mut p_summary = None;
-                if p.status != status::DONE {
-                    any_running = true;
-                }
-                if let Some(res) = res.as_ref() {
-                    if res.db_version.is_none() {
-                        waiting = true;
-                    } else {
-                        let incomplete = self.store().incomplete(&p.digest)?;
-                        let vex = self.vex_notes(&p.digest, &res.findings)?;
-                        let eval = evaluate_with_vex(
-                            &res.findings,
-                            &row.repo,
-                            &rule,
-                            &exemptions,
-                            &vex,
-                            &incomplete,
-                            now,
-                        );
-                        for j in eval.judged.iter().filter(|j| {
-                            j.exempted_by.is_none()
-                                && !j.cleared_by_vex()
-                                && j.finding.informational.is_none()
-                        }) {
-                            let f = j.finding;
-                            let v = vulns.entry(f.id.to_string()).or_insert_with(|| VulnAgg {
-                                id: f.id.to_string(),
-                                aliases: f.aliases.to_vec(),
-                                related: f.related.to_vec(),
-                                severity: f.severity,
-                                summary: f.summary.to_string(),
-                                cvss: f.cvss.as_deref().cloned(),
-                                severity_source: f.severity_source.to_string(),
-                                data_source: f.data_source.to_string(),
-                                references: f.references.to_vec(),
-                                affected: Vec::new(),
-                                images: Vec::new(),
-                                packages: Vec::new(),
-                            });
-                            if f.severity > v.severity {
-                                v.severity = f.severity;
-                            }
-                            if v.cvss.is_none() {
-                                v.cvss = f.cvss.as_deref().cloned();
-                            }
-                            for r in f.references.iter() {
-                                if !v.references.contains(r) {
-                                    v.references.push(r.clone());
-                                }
-                            }
-                            v.affected.push(Affected {
-                                image: idx,
-                                package: f.package.to_string(),
-                                installed: f.installed_version.to_string(),
-                                fixed: fixable(f)
-                                    .then(|| f.fixed_version.as_deref().map(String::from))
-                                    .flatten(),
-                            });
-                        }
-                        summary.get_or_insert_default().add(&eval.summary);
-                        p_summary = Some(eval.summary);
-                        healths.push(eval.health.clone());
-                        p_health = Some(eval.health);
-                        used_db = res.db_version.clone();
-                    }
-                    assessed = Some(assessed.map_or(res.assessed_at, |a| a.max(res.assessed_at)));
-                }
-                let matched = res.as_ref().map(|r| r.db_version.is_some());
-                platforms.push(PlatformEntry {
-                    digest: p.digest.clone(),
-                    platform: p.platform.clone(),
-                    state: state_of(p, p_health.as_ref(), matched).into(),
-                    error: p.error.clone(),
-                    summary: p_summary,
-                    size: None,
-                });
-            }
-            // An index's verdict: every platform judged, rolled up; one
-            // platform waiting for the database makes the whole wait.
-            let health = if waiting || healths.is_empty() || healths.len() < platform_rows.len() {
-                None
-            } else if row.kind == "index" {
-                let refs: Vec<&Health> = healths.iter().collect();
-                Some(Health::roll_up(&rule, &refs))
-            } else {
-                healths.pop()
-            };
-            let failed = platforms.iter().find(|p| p.state == state::FAILED);
-            let mut st = if let Some(h) = &health {
-                state_of(row, Some(h), Some(true))
-            } else if row.kind == "index" && failed.is_some() {
-                state::FAILED
-            } else if waiting {
-                state::WAITING_FOR_DATABASE
-            } else if row.kind == "index" && any_running {
-                if platforms.iter().any(|p| p.state == state::ASSESSING) {
-                    state::ASSESSING
-                } else {
-                    state::NOT_ASSESSED
-                }
-            } else {
-                state_of(row, None, None)
-            };
-            if row.status == status::FAILED {
-                st = state::FAILED;
-            }
-            let error = row
-                .error
-                .clone()
-                .or_else(|| failed.and_then(|p| p.error.clone()));
-            let reason = match st {
-                state::WAITING_FOR_DATABASE => "assessed before any vulnerability database was installed: nothing was matched yet; it will be as soon as one is".to_string(),
-                state::NOT_ASSESSED => "queued for assessment".to_string(),
-                state::ASSESSING => "being assessed".to_string(),
-                state::FAILED => format!(
-                    "the assessment failed: {}",
-                    error.as_deref().unwrap_or("unknown error")
-                ),
-                _ => health.as_ref().map(|h| h.reason.clone()).unwrap_or_default(),
-            };
-            images.push(ImageEntry {
-                digest: row.digest.clone(),
-                repository: row.repo.clone(),
-                kind: row.kind.clone(),
-                untagged: true,
-                tags: Vec::new(),
-                platforms,
-                state: st.into(),
-                reason,
-                error,
-                summary: if health.is_some() { summary } else { None },
-                size: None,
-                pushed_at: row.last_pushed_at.map(t),
-                pulled_at: row.last_pulled_at.map(t),
-                assessed_at: assessed.map(t),
-                stale: used_db.is_some() && db_version.is_some() && used_db != db_version,
-                db_version: used_db,
-                reassessing: health.is_some() && any_running,
-                repos: vec![row.repo.clone()],
-                pushed_ms: row.last_pushed_at.unwrap_or(row.queued_at),
-            });
-        }
-        let today = now.unix_timestamp() * 1000;
-        let activity = (0..14)
-            .rev()
-            .map(|d| {
-                let k = day(today - d * 86_400_000);
-                DayCount {
-                    count: activity.get(&k).copied().unwrap_or(0),
-                    day: k,
-                }
-            })
-            .collect();
-        let totals = images
-            .iter()
-            .flat_map(|e| &e.platforms)
-            .map(|p| (p.digest.clone(), p.summary.as_ref().map(|s| s.total)))
-            .collect();
-        Ok(Judged {
-            totals: Arc::new(totals),
-            images,
-            vulns: Arc::new(
-                vulns
-                    .into_values()
-                    .map(|mut v| {
-                        v.index();
-                        v
-                    })
-                    .collect(),
-            ),
-            activity,
-            valid_until,
-            as_of,
-        })
     }
 
     /// Keep one trend point a day in the store (only when it changed, so
@@ -1339,9 +1139,9 @@ impl Snapshot {
         // repository → (tags, digests, "package version")
         let mut per_repo: BTreeMap<String, [BTreeSet<String>; 3]> = BTreeMap::new();
         for a in v.affected.iter().filter(|a| shown[a.image]) {
-            let set = fix.entry(a.package.clone()).or_default();
+            let set = fix.entry(a.package.to_string()).or_default();
             if let Some(f) = &a.fixed {
-                set.insert(f.clone());
+                set.insert(f.to_string());
             }
             let img = &self.images[a.image];
             let mut placed = false;

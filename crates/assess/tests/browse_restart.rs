@@ -1,0 +1,283 @@
+//! A restart does not send the dashboard through a judging of every image:
+//! the judging is kept on disk, the first view after a start is served
+//! from it, and only the images whose inputs changed meanwhile are judged
+//! again (bench/dashboard: 7.7 s at 10,000 images before).
+
+use assess::{
+    Cataloger, Finding, FindingStatus, ManualClock, Options, Service, Severity, VulnDatabase,
+    VulnSource,
+};
+use inventory::{Ecosystem, Inventory, Package};
+use oci::{BlobSource, Digest, ImageManifest};
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Each layer's text is one Debian package's name.
+struct TextCatalog;
+
+impl Cataloger for TextCatalog {
+    fn version(&self) -> u32 {
+        1
+    }
+    fn catalog(
+        &self,
+        source: &dyn BlobSource,
+        manifest: &ImageManifest,
+        _: &dyn assess::RawLayerCache,
+    ) -> Result<Inventory, String> {
+        let mut inv = Inventory::default();
+        for l in &manifest.layers {
+            let mut name = String::new();
+            source
+                .open_blob(&l.digest)
+                .and_then(|mut r| r.read_to_string(&mut name))
+                .map_err(|e| e.to_string())?;
+            inv.packages.push(Package {
+                ecosystem: Ecosystem::Deb,
+                purl: format!("pkg:deb/debian/{name}@1.0-1"),
+                name,
+                version: "1.0-1".into(),
+                source_name: None,
+                source_version: None,
+                location: "var/lib/dpkg/status".into(),
+                layer: l.digest.to_string(),
+            });
+        }
+        Ok(inv)
+    }
+}
+
+/// Every package has one critical advisory (its own id) with a fix.
+struct OneCritical;
+
+fn critical(package: &str) -> Finding {
+    Finding {
+        id: format!("CVE-2099-{package}").into(),
+        aliases: Vec::new().into(),
+        related: Vec::new().into(),
+        ecosystem: Ecosystem::Deb,
+        distro: Some("debian:12".into()),
+        package: package.into(),
+        source_package: None,
+        purl: format!("pkg:deb/debian/{package}@1.0-1").into(),
+        installed_version: "1.0-1".into(),
+        fixed_version: Some("1.0-2".into()),
+        status: FindingStatus::Fixed,
+        status_note: None,
+        severity: Severity::Critical,
+        severity_source: "test".into(),
+        cvss: None,
+        summary: "".into(),
+        references: Vec::new().into(),
+        informational: None,
+        data_source: "test".into(),
+    }
+}
+
+impl VulnDatabase for OneCritical {
+    fn version(&self) -> String {
+        "test-1".into()
+    }
+    fn match_inventory(&self, inventory: &Inventory) -> Vec<Finding> {
+        inventory
+            .packages
+            .iter()
+            .map(|p| critical(&p.name))
+            .collect()
+    }
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+}
+
+struct Db;
+impl VulnSource for Db {
+    fn current(&self) -> Option<Arc<dyn VulnDatabase>> {
+        Some(Arc::new(OneCritical))
+    }
+}
+
+async fn push(client: &reqwest::Client, base: &str, repo: &str, tag: &str, pkg: &str) -> Digest {
+    let put_blob = async |data: &[u8]| {
+        let d = Digest::sha256_of(data);
+        let r = client
+            .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        d
+    };
+    let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"p\":\"{pkg}\"}}");
+    let dc = put_blob(config.as_bytes()).await;
+    let dl = put_blob(pkg.as_bytes()).await;
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{dc}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{dl}","size":{}}}]}}"#,
+        config.len(),
+        pkg.len()
+    );
+    let r = client
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", OCI_MANIFEST)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    Digest::sha256_of(body.as_bytes())
+}
+
+/// Each listed image's state, read off the async runtime (the read model
+/// reads manifests through the registry).
+async fn states(svc: &Service) -> std::collections::HashMap<String, String> {
+    let svc = svc.clone();
+    tokio::task::spawn_blocking(move || {
+        let snap = svc.snapshot().unwrap();
+        let q = assess::browse::ImageQuery::default();
+        snap.images(&q, &|_| true, None, 500)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| (e.digest, e.state))
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// `states` once `done` holds of them (a judging runs in the background
+/// while the previous one is served), or a failure after ten seconds.
+async fn states_once(
+    svc: &Service,
+    done: impl Fn(&std::collections::HashMap<String, String>) -> bool,
+) -> std::collections::HashMap<String, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = states(svc).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "never judged: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Wait until the kept judging stopped changing (it is written after the
+/// judging is served, on the judging's thread).
+async fn kept_settles(path: &std::path::Path) {
+    let stamp = || {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut last = stamp();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = stamp();
+        if now == last && now.is_some() {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// Another service on the same directory and registry, as after a restart
+/// (its dashboard starts with nothing in memory). Not started: only read.
+fn reopen(dir: &std::path::Path, registry: &registry::Registry, clock: &ManualClock) -> Service {
+    Service::open(
+        Options::new(dir),
+        Arc::new(assess::live::RegistrySource(registry.clone())),
+        Arc::new(TextCatalog),
+        Arc::new(Db),
+        Arc::new(clock.clone()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_restart_serves_the_kept_judging_and_judges_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
+    let clock = ManualClock::new();
+    let first = reopen(dir.path(), &registry, &clock);
+    registry.add_sink(Arc::new(first.clone()));
+    first.start().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = registry.router();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    let mut digests = Vec::new();
+    for (tag, pkg) in [("v1", "openssl"), ("v2", "zlib"), ("v3", "curl")] {
+        digests.push(push(&client, &base, "team/app", tag, pkg).await.to_string());
+    }
+    first.wait_idle(Duration::from_secs(20)).await.unwrap();
+    states_once(&first, |s| {
+        s.len() == 3 && s.values().all(|v| v == "unhealthy")
+    })
+    .await;
+    assert!(first.dashboard_images_judged() >= 3);
+    let kept = dir.path().join("dashboard-judged.json.zst");
+    kept_settles(&kept).await;
+    first.shutdown();
+
+    // A start with nothing changed: the view is served, no image judged.
+    let second = reopen(dir.path(), &registry, &clock);
+    assert_eq!(second.dashboard_images_judged(), 0);
+    let s = states(&second).await;
+    assert_eq!(s.len(), 3);
+    assert!(s.values().all(|v| v == "unhealthy"), "{s:?}");
+    // The background check after the load finds nothing to judge.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    states(&second).await;
+    assert_eq!(second.dashboard_images_judged(), 0);
+
+    // While "down", one image is matched again and now has no finding:
+    // the next start judges that one again, and only it.
+    second
+        .store()
+        .save_result(&digests[0], Some("test-1"), 1, &[])
+        .unwrap();
+    kept_settles(&kept).await;
+    let third = reopen(dir.path(), &registry, &clock);
+    let s = states_once(&third, |s| {
+        s.get(&digests[0]).map(String::as_str) == Some("healthy")
+    })
+    .await;
+    assert_eq!(s[&digests[1]], "unhealthy");
+    assert_eq!(s[&digests[2]], "unhealthy");
+    assert_eq!(third.dashboard_images_judged(), 1);
+
+    // An exemption is read by every image's verdict: all judged again.
+    third
+        .add_exemption(
+            Some("CVE-2099-zlib".into()),
+            None,
+            None,
+            None,
+            "accepted until the rebuild".into(),
+            "test".into(),
+            None,
+        )
+        .unwrap();
+    let s = states_once(&third, |s| {
+        s.get(&digests[1]).map(String::as_str) == Some("healthy")
+    })
+    .await;
+    assert_eq!(s[&digests[2]], "unhealthy");
+    assert_eq!(third.dashboard_images_judged(), 1 + 3);
+
+    // A kept file that cannot be read is no verdict: everything is judged.
+    kept_settles(&kept).await;
+    std::fs::write(&kept, b"not a judging").unwrap();
+    let fourth = reopen(dir.path(), &registry, &clock);
+    let s = states(&fourth).await;
+    assert_eq!(s[&digests[0]], "healthy");
+    assert_eq!(s[&digests[2]], "unhealthy");
+    assert_eq!(fourth.dashboard_images_judged(), 3);
+}
