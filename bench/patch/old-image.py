@@ -4,21 +4,26 @@ plus one layer whose dpkg status records older versions of the packages
 the loopback archive holds (as if the image was built before their
 security updates), written as an OCI layout tagged `v1`.
 
-    old-image.py TEST_IMAGES_OCI_LAYOUT OUT_LAYOUT PACKAGES_FILE
+    old-image.py TEST_IMAGES_OCI_LAYOUT OUT_LAYOUT PACKAGES_FILE VULNDATA
 
 PACKAGES_FILE is the archive's `Packages` index: every package it holds
-that the image has installed at that same version or older is made to
-look older (its version with a `~bench` suffix cut below it).
+that the image has installed is made to look older. VULNDATA is the
+directory `drydock db import` reads (its `osv/Debian/all.zip`): a package
+is recorded just below the highest bookworm fix those records give for
+its source package, so that it has fixable findings the archive's
+version clears (a package without findings would not be upgraded).
 """
 import gzip
 import hashlib
 import io
 import json
 import os
+import subprocess
 import sys
 import tarfile
+import zipfile
 
-src, out, packages_file = sys.argv[1:4]
+src, out, packages_file, vulndata = sys.argv[1:5]
 
 
 def blob(layout, digest):
@@ -51,10 +56,37 @@ for stanza in open(packages_file).read().split("\n\n"):
     if "Package" in fields:
         held.setdefault(fields["Package"], fields["Version"])
 
+
+def older_than(a, b):
+    return subprocess.run(["dpkg", "--compare-versions", a, "lt", b]).returncode == 0
+
+
+def highest(versions):
+    top = None
+    for v in versions:
+        if top is None or older_than(top, v):
+            top = v
+    return top
+
+
+# Every fixed version per source package among the Debian 12 records.
+fixes = {}
+with zipfile.ZipFile(os.path.join(vulndata, "osv", "Debian", "all.zip")) as z:
+    for n in z.namelist():
+        for a in json.loads(z.read(n)).get("affected", []):
+            if a["package"].get("ecosystem") != "Debian:12":
+                continue
+            for r in a.get("ranges", []):
+                for e in r.get("events", []):
+                    if e.get("fixed"):
+                        fixes.setdefault(a["package"]["name"], set()).add(e["fixed"])
+
 # The versions the end-to-end test (crates/drydock/tests/patch.rs) gives
-# the packages `.ci/run` downloads: old enough for the fixture data's
-# findings. Any other package the archive holds gets its archive version
-# with `~bench` appended (dpkg sorts `~` before anything, so it is older).
+# the first packages `.ci/run` downloads. Any other package the archive
+# holds is recorded at the highest fix of its source with `~bench`
+# appended (dpkg sorts `~` before anything, so just below that fix), its
+# `Source:` version too (the assessor matches source packages); one
+# without a fix the archive's version clears is left as it is.
 KNOWN = {
     "libtasn1-6": "4.19.0-2",
     "libgnutls30": "3.7.9-2",
@@ -70,9 +102,20 @@ for s in status.split("\n\n"):
         continue
     lines = s.splitlines()
     pkg = lines[0].removeprefix("Package: ")
-    if pkg in held:
-        v = KNOWN.get(pkg, f"{held[pkg]}~bench")
+    source_line = next((l for l in lines if l.startswith("Source: ")), None)
+    source = source_line.split(" ")[1] if source_line else pkg
+    v = KNOWN.get(pkg)
+    source_v = None
+    if v is None and pkg in held and source in fixes:
+        fix = highest(fixes[source])
+        if not older_than(held[pkg], fix):
+            source_v = f"{fix}~bench"
+            epoch = held[pkg].split(":", 1)[0] + ":" if ":" in held[pkg] and ":" not in fix else ""
+            v = epoch + source_v
+    if v is not None:
         lines = [f"Version: {v}" if l.startswith("Version: ") else l for l in lines]
+        if source_v and source_line and "(" in source_line:
+            lines = [f"Source: {source} ({source_v})" if l == source_line else l for l in lines]
         older.append(pkg)
     stanzas.append("\n".join(lines))
 new_status = ("\n\n".join(stanzas) + "\n").encode()

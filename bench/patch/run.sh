@@ -32,7 +32,7 @@ aport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 python3 -m http.server "$aport" --bind 127.0.0.1 --directory "$work/archive" >/dev/null 2>&1 &
 pids+=($!)
 older=$(python3 bench/patch/old-image.py "$layout_src" "$work/layout" \
-  "$work/archive/dists/bookworm/main/binary-amd64/Packages")
+  "$work/archive/dists/bookworm/main/binary-amd64/Packages" tests/fixtures/vulndata)
 
 data="$work/data"
 export DRYDOCK_VULNDB_UPDATE_HOURS=0 RUST_LOG=warn
@@ -58,7 +58,8 @@ for _ in $(seq 600); do
   sleep 0.2
 done
 
-# One patch through the API; prints "wall_ms server_ms upgrades refusals".
+# One patch through the API; prints "wall_ms server_ms upgrades refusals
+# upgraded_packages refused_packages".
 patch() {
   local dry="$1" t0 t1 out
   t0=$(date +%s%N)
@@ -77,23 +78,26 @@ server = "-"
 if job.get("created_at") and job.get("finished_at"):
     server = round((t(job["finished_at"]) - t(job["created_at"])).total_seconds() * 1000)
 p = job["result"]["platforms"][0]["plan"]
-print(wall, server, len(p["upgrades"]), len(p["refusals"]))
+names = lambda xs: ",".join(sorted(x["package"] for x in xs)) or "-"
+print(wall, server, len(p["upgrades"]), len(p["refusals"]), names(p["upgrades"]), names(p["refusals"]))
 PY
 }
 
 # Cold: the verified downloads go (the cache directory itself stays; the
 # server writes its temporary files there).
 rm -f "$data"/patch-cache/sha256/*
-read -r cold_wall cold_srv ups refs < <(patch "")
+read -r cold_wall cold_srv ups refs upgraded refused < <(patch "")
 warm=()
 for _ in $(seq "$rounds"); do warm+=("$(patch "")"); done
 dry=()
 for _ in $(seq "$rounds"); do dry+=("$(patch --dry-run)"); done
 best() { printf '%s\n' "$@" | sort -n -k1 | head -1; }
-read -r warm_wall warm_srv _ _ <<<"$(best "${warm[@]}")"
-read -r dry_wall dry_srv _ _ <<<"$(best "${dry[@]}")"
+read -r warm_wall warm_srv _ <<<"$(best "${warm[@]}")"
+read -r dry_wall dry_srv _ <<<"$(best "${dry[@]}")"
 
 echo "\`bash bench/patch/run.sh $rounds\`, $(date -u +%F), $(nproc) cores, loopback archive of $ndebs real packages (\`target/patch-debs\`), image \`bookworm-base\` recording older versions of: $older."
+echo
+echo "Upgraded: ${upgraded//,/, }. Refused: ${refused//,/, }."
 echo
 echo "| run | upgrades | refused | wall, CLI (ms) | server, job start to end (ms) |"
 echo "| --- | ---: | ---: | ---: | ---: |"

@@ -52,7 +52,12 @@ debs="$1"
 out="$2"
 rm -rf "$out" "$out.gnupg"
 mkdir -p "$out/pool/main" "$out/dists/$suite/main/binary-amd64"
-cp "$debs"/*.deb "$out/pool/main/"
+# Named as in a Debian pool: `apt-get download` writes an epoch into the
+# file name as `1%3a`, which a pool never has (and a URL would decode).
+for f in "$debs"/*.deb; do
+  b="$(basename "$f")"
+  cp "$f" "$out/pool/main/$(printf '%s' "$b" | sed -E 's/_[0-9]+%3[aA]/_/')"
+done
 GNUPGHOME="$out.gnupg"
 mkdir -m 700 "$GNUPGHOME"
 gpg --batch -q --passphrase '' --quick-gen-key 'drydock test archive <archive@test.invalid>' ed25519 sign never
