@@ -30,6 +30,16 @@ impl From<BlobError> for RegistryError {
     }
 }
 
+impl From<storage::StorageError> for RegistryError {
+    fn from(e: storage::StorageError) -> Self {
+        match e {
+            storage::StorageError::Io { source, .. } => RegistryError::from(source),
+            storage::StorageError::Meta(e) => RegistryError::from(e),
+            storage::StorageError::Blobs(e) => RegistryError::from(e),
+        }
+    }
+}
+
 impl Registry {
     /// Stream a blob in, verify it against `expected`, commit it and link
     /// it to `repo`. Returns its size.
@@ -75,7 +85,8 @@ impl Registry {
     }
 
     /// Verify and commit a writer's blob and link it to `repo`, under the
-    /// shared GC lock, and tell the upload's watch (if any) before the
+    /// shared GC lock (the cluster's on PostgreSQL: a GC on any node waits
+    /// for the commit, or the commit for the GC), and tell the upload's watch (if any) before the
     /// `BlobPushed` event. Returns its size.
     pub(crate) async fn commit_and_link(
         &self,

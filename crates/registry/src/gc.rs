@@ -2,9 +2,11 @@
 //!
 //! Protocol (safe while the server keeps accepting pushes, in the same
 //! process or another):
-//! 1. Take the data directory's GC lock exclusively. Committers (a blob
-//!    rename plus its repository link) hold it shared, so no commit
-//!    interleaves with the sweep.
+//! 1. Take the GC lock exclusively: on PostgreSQL a session advisory lock
+//!    that every node honours, on SQLite the data directory's `gc.lock`.
+//!    Committers (a blob made visible plus its repository link, a
+//!    manifest stored) hold it shared, so no commit on any node
+//!    interleaves with any step below, blob deletion included.
 //! 2. In one metadata transaction ([`storage::Meta::gc_mark_and_sweep`],
 //!    which serialises with manifest pushes and blob links: SQLite's write
 //!    lock, or on PostgreSQL an advisory lock pushes hold shared):
@@ -85,6 +87,11 @@ pub async fn gc_stores(
     opts: GcOptions,
 ) -> Result<GcReport, RegistryError> {
     let store = Arc::new(Store::open(data_dir, blobs, metadata).map_err(RegistryError::internal)?);
+    gc_store(store, opts).await
+}
+
+/// Run a GC over an opened store.
+pub async fn gc_store(store: Arc<Store>, opts: GcOptions) -> Result<GcReport, RegistryError> {
     // Blocking all through: the file lock and the driver's listing need no
     // runtime of the caller's (see `storage::block_on`).
     tokio::task::spawn_blocking(move || gc_blocking(&store, &opts))

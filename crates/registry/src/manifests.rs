@@ -1,7 +1,7 @@
 //! In-process manifest API (validated push, cached reads, deletes, pull
 //! records). The cache itself is in `manifest_cache.rs`.
 
-use crate::{ErrorCode, Event, Origin, Registry, RegistryError, StoredManifest, nanos};
+use crate::{ErrorCode, Event, Origin, Registry, RegistryError, StoredManifest, blocking, nanos};
 use bytes::Bytes;
 use oci::{Algorithm, Digest, Digester, Manifest, ManifestError, Name, Reference, Tag};
 use std::sync::Arc;
@@ -113,34 +113,35 @@ impl Registry {
             at: nanos(at),
         };
         let repo2 = repo;
-        self.inner
-            .store
-            .meta
-            .put_manifest(new)
-            .await
-            .map_err(|e| match e {
-                PutManifestError::BlobUnknown(d) => RegistryError::new(
-                    ErrorCode::ManifestBlobUnknown,
-                    format!("blob {d} is not in repository {repo2}; push it first"),
-                ),
-                PutManifestError::BlobSize {
-                    digest,
-                    expected,
-                    actual,
-                } => RegistryError::new(
-                    ErrorCode::ManifestInvalid,
-                    format!("blob {digest} is {actual} bytes, the manifest says {expected}"),
-                ),
-                PutManifestError::ChildUnknown(d) => RegistryError::new(
-                    ErrorCode::ManifestBlobUnknown,
-                    format!("manifest {d} is not in repository {repo2}; push it first"),
-                ),
-                PutManifestError::ChildMismatch { digest, why } => RegistryError::new(
-                    ErrorCode::ManifestInvalid,
-                    format!("manifest {digest}: {why}"),
-                ),
-                PutManifestError::Db(e) => RegistryError::from(e),
-            })?;
+        // Under the shared GC lock, as blob commits: no GC on any node
+        // runs between the reference check and the commit.
+        let this = self.clone();
+        let gc_lock = blocking(move || Ok(this.inner.store.gc_lock_shared()?)).await?;
+        let stored = self.inner.store.meta.put_manifest(new).await;
+        drop(gc_lock);
+        stored.map_err(|e| match e {
+            PutManifestError::BlobUnknown(d) => RegistryError::new(
+                ErrorCode::ManifestBlobUnknown,
+                format!("blob {d} is not in repository {repo2}; push it first"),
+            ),
+            PutManifestError::BlobSize {
+                digest,
+                expected,
+                actual,
+            } => RegistryError::new(
+                ErrorCode::ManifestInvalid,
+                format!("blob {digest} is {actual} bytes, the manifest says {expected}"),
+            ),
+            PutManifestError::ChildUnknown(d) => RegistryError::new(
+                ErrorCode::ManifestBlobUnknown,
+                format!("manifest {d} is not in repository {repo2}; push it first"),
+            ),
+            PutManifestError::ChildMismatch { digest, why } => RegistryError::new(
+                ErrorCode::ManifestInvalid,
+                format!("manifest {digest}: {why}"),
+            ),
+            PutManifestError::Db(e) => RegistryError::from(e),
+        })?;
         self.inner.metrics.bytes_in.inc_by(body.len() as u64);
         let digest_key = digest.to_string();
         self.inner.cache.invalidate(

@@ -8,6 +8,13 @@
 //! where it was: a bad request changes nothing. Any process that shares the
 //! driver's storage can serve the next request of a session.
 //!
+//! A session's requests run one at a time: a lock per session in the
+//! process, and across nodes the metadata store's lock for the session
+//! ([`storage::ClusterLock::Upload`], PostgreSQL). Without it two
+//! requests of one session on two nodes (a client's retry through a
+//! balancer) would both resume the same saved state, and the later save
+//! would describe bytes the earlier one had overwritten.
+//!
 //! A session belongs to the identity that started it: every later request
 //! names the session through a [`SessionKey`] carrying the caller, and a
 //! session of another identity is unknown (404), as if it did not exist.
@@ -217,6 +224,17 @@ impl Registry {
         }
     }
 
+    /// The cluster-wide lock of a session (none on SQLite: one host, and
+    /// the process's own lock serves).
+    async fn lock_session(&self, id: &Uuid) -> Result<Option<storage::MetaLock>, RegistryError> {
+        Ok(self
+            .inner
+            .store
+            .meta
+            .cluster_lock(storage::ClusterLock::Upload(*id))
+            .await?)
+    }
+
     /// Resume a session checked by [`Registry::upload_info`].
     async fn resume(&self, id: &Uuid) -> Result<Box<dyn BlobWriter>, RegistryError> {
         match self.inner.store.blobs.resume_upload(id).await {
@@ -242,6 +260,7 @@ impl Registry {
         let info = self.upload_info(key).await?;
         let state = self.session(&info.id);
         let mut state = state.lock().await;
+        let _cluster = self.lock_session(&info.id).await?;
         // Re-read under the lock: another request may have moved it on.
         let info = self.upload_info(key).await?;
         let mut w = self.resume(&info.id).await?;
@@ -315,6 +334,7 @@ impl Registry {
         let info = self.upload_info(key).await?;
         let state_arc = self.session(&info.id);
         let mut state = state_arc.lock().await;
+        let cluster = self.lock_session(&info.id).await?;
         let info = self.upload_info(key).await?;
         let mut w = self.resume(&info.id).await?;
         let mut slot = self.session_watch(&mut state, key.repo, w.offset());
@@ -322,6 +342,7 @@ impl Registry {
             .await?;
         let len = self.commit_and_link(w, key.repo, digest, slot).await?;
         self.inner.metrics.uploads_in_progress.dec();
+        drop(cluster);
         drop(state);
         self.forget_session(&info.id);
         Ok(len)
@@ -332,6 +353,7 @@ impl Registry {
         let info = self.upload_info(key).await?;
         let state_arc = self.session(&info.id);
         let _state = state_arc.lock().await;
+        let _cluster = self.lock_session(&info.id).await?;
         if self.inner.store.blobs.cancel_upload(&info.id).await? {
             self.inner.metrics.uploads_in_progress.dec();
         }

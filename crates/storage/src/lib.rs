@@ -48,8 +48,8 @@ pub use blobs::{
 };
 pub use ingest::{IngestError, Ingested, ingest};
 pub use meta::{
-    GcMarked, GcParams, ManifestRow, ManifestSummary, Meta, MetaError, NewManifest,
-    PutManifestError, Referrer, UnlinkBlob,
+    ClusterLock, GcMarked, GcParams, ManifestRow, ManifestSummary, Meta, MetaError, MetaLock,
+    NewManifest, PutManifestError, Referrer, UnlinkBlob,
 };
 pub use pg::{PgAccess, PgConfig, PgMeta};
 pub use s3::{S3Blobs, S3Config};
@@ -173,12 +173,18 @@ pub struct Store {
     pub meta: Arc<dyn Meta>,
 }
 
-/// A held GC lock; released on drop.
-pub struct GcLock(File);
+/// A held GC lock (the cluster's, or the data directory's
+/// `gc.lock`); released on drop.
+pub struct GcLock {
+    file: Option<File>,
+    _cluster: Option<MetaLock>,
+}
 
 impl Drop for GcLock {
     fn drop(&mut self) {
-        let _ = self.0.unlock();
+        if let Some(f) = &self.file {
+            let _ = f.unlock();
+        }
     }
 }
 
@@ -228,18 +234,43 @@ impl Store {
             .open(self.root.join("gc.lock"))
     }
 
-    /// Take the GC lock shared (committers). Blocks while a sweep runs.
-    pub fn gc_lock_shared(&self) -> io::Result<GcLock> {
-        let f = self.lock_file()?;
-        f.lock_shared()?;
-        Ok(GcLock(f))
+    /// Take the GC lock shared (committers of blobs and manifests).
+    /// Blocks while a sweep runs, on any node sharing the metadata store.
+    /// Blocking: call it from a blocking thread.
+    pub fn gc_lock_shared(&self) -> Result<GcLock, StorageError> {
+        self.gc_lock(false)
     }
 
-    /// Take the GC lock exclusively (a sweep). Blocks while commits run.
-    pub fn gc_lock_exclusive(&self) -> io::Result<GcLock> {
-        let f = self.lock_file()?;
-        f.lock()?;
-        Ok(GcLock(f))
+    /// Take the GC lock exclusively (a whole GC: mark, sweep and blob
+    /// deletion). Blocks while commits run, on any node. Blocking.
+    pub fn gc_lock_exclusive(&self) -> Result<GcLock, StorageError> {
+        self.gc_lock(true)
+    }
+
+    /// The metadata store's cluster lock when it has one (PostgreSQL: the
+    /// nodes share no directory), else the data directory's file.
+    fn gc_lock(&self, exclusive: bool) -> Result<GcLock, StorageError> {
+        let which = if exclusive {
+            ClusterLock::GcExclusive
+        } else {
+            ClusterLock::GcShared
+        };
+        if let Some(l) = block_on(self.meta.cluster_lock(which))? {
+            return Ok(GcLock {
+                file: None,
+                _cluster: Some(l),
+            });
+        }
+        let io_err = |source| StorageError::Io {
+            path: self.root.join("gc.lock"),
+            source,
+        };
+        let f = self.lock_file().map_err(io_err)?;
+        if exclusive { f.lock() } else { f.lock_shared() }.map_err(io_err)?;
+        Ok(GcLock {
+            file: Some(f),
+            _cluster: None,
+        })
     }
 }
 

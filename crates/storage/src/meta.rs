@@ -157,6 +157,48 @@ pub struct GcMarked {
     pub linked: HashSet<String>,
 }
 
+/// A lock shared by every node on one metadata store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterLock {
+    /// GC's lock, shared side: held while a blob commits and is linked,
+    /// or a manifest is stored, so no sweep runs across it.
+    GcShared,
+    /// GC's lock, exclusive side: held for a whole GC, from the mark to
+    /// the last blob deleted.
+    GcExclusive,
+    /// One upload session: its requests run one at a time, on any node,
+    /// so two of them never resume the same saved state.
+    Upload(uuid::Uuid),
+}
+
+/// A held [`ClusterLock`]; released when dropped (and by the database
+/// when the holder's connection dies with its node).
+pub struct MetaLock {
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl MetaLock {
+    pub(crate) fn new(release: impl FnOnce() + Send + 'static) -> MetaLock {
+        MetaLock {
+            release: Some(Box::new(release)),
+        }
+    }
+}
+
+impl Drop for MetaLock {
+    fn drop(&mut self) {
+        if let Some(r) = self.release.take() {
+            r();
+        }
+    }
+}
+
+impl std::fmt::Debug for MetaLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetaLock")
+    }
+}
+
 /// The registry metadata store. Implementations never block the async
 /// runtime (SQLite work runs on blocking threads; PostgreSQL on the
 /// store's own runtime), so every method may be awaited from any runtime
@@ -170,6 +212,13 @@ pub trait Meta: Send + Sync + 'static {
     /// process (another process, or another node, committed). Used to
     /// drop caches.
     async fn change_version(&self) -> Result<i64, MetaError>;
+
+    /// Take a lock that every node sharing this store honours, waiting
+    /// for it. `None`: the backend serves one host (SQLite), where the
+    /// data directory's `gc.lock` and each process's own locks serve.
+    async fn cluster_lock(&self, _lock: ClusterLock) -> Result<Option<MetaLock>, MetaError> {
+        Ok(None)
+    }
 
     /// Link a committed blob to a repository (creating the repository).
     async fn link_blob(

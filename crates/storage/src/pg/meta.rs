@@ -51,6 +51,13 @@ impl Meta for PgMeta {
         self.pg.describe.clone()
     }
 
+    async fn cluster_lock(
+        &self,
+        lock: crate::ClusterLock,
+    ) -> Result<Option<crate::MetaLock>, MetaError> {
+        self.pg.cluster_lock(lock).await.map(Some)
+    }
+
     async fn change_version(&self) -> Result<i64, MetaError> {
         self.pg
             .run(|pool| async move {

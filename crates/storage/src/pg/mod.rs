@@ -16,6 +16,7 @@ pub use access::PgAccess;
 pub use meta::PgMeta;
 
 use crate::MetaError;
+use crate::meta::{ClusterLock, MetaLock};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
 use std::str::FromStr;
@@ -29,8 +30,22 @@ pub(crate) const LOCK_MIGRATE: i64 = 0x6464_0001;
 /// mark-and-sweep: the PostgreSQL form of SQLite's single write lock.
 pub(crate) const LOCK_GC: i64 = 0x6464_0002;
 
+/// [`ClusterLock::GcShared`] / [`ClusterLock::GcExclusive`]: session
+/// locks held across a blob commit (shared) or a whole GC (exclusive),
+/// blob writes and deletions included. A key of its own: a GC holding it
+/// takes [`LOCK_GC`] in its mark-and-sweep transaction on another
+/// connection.
+pub(crate) const LOCK_SWEEP: i64 = 0x6464_0003;
+/// [`ClusterLock::Upload`]: the first of two `int4` keys (the second is
+/// folded from the session id). Two-key locks never conflict with
+/// one-key ones; two sessions that fold alike merely take turns.
+const LOCK_UPLOAD: i32 = 0x6464_0004;
+
 /// Connections per store.
 const POOL_SIZE: usize = 16;
+/// Connections holding cluster locks, per store: a pool of their own, so
+/// commits waiting for a lock never starve the queries they go on to make.
+const LOCK_POOL_SIZE: usize = 16;
 
 /// How to reach PostgreSQL. The URL's password never appears in `Debug`,
 /// [`PgConfig::describe`] or any error.
@@ -137,6 +152,8 @@ fn migrations() -> Vec<refinery::Migration> {
 /// A pool on a runtime of its own.
 pub(crate) struct Pg {
     pool: Pool,
+    /// Dedicated connections for session-level advisory locks.
+    locks: Pool,
     describe: String,
     rt: Option<Runtime>,
     handle: Handle,
@@ -145,6 +162,7 @@ pub(crate) struct Pg {
 impl Drop for Pg {
     fn drop(&mut self) {
         self.pool.close();
+        self.locks.close();
         // Dropping a runtime inside another one panics; this does not wait.
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
@@ -161,22 +179,31 @@ impl Pg {
             .enable_all()
             .build()
             .map_err(|e| MetaError::Backend(format!("starting the PostgreSQL runtime: {e}")))?;
-        let mgr = Manager::from_config(
-            cfg.config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
+        let pool = |size, wait| {
+            let mgr = Manager::from_config(
+                cfg.config.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(mgr)
+                .max_size(size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(wait)
+                .create_timeout(Some(std::time::Duration::from_secs(10)))
+                .build()
+                .map_err(|e| MetaError::Backend(format!("PostgreSQL pool: {e}")))
+        };
+        // A lock may rightly be waited for as long as a GC runs, so the
+        // lock pool's queue has no time limit (as `gc.lock` had none).
+        let (locks, pool) = (
+            pool(LOCK_POOL_SIZE, None)?,
+            pool(POOL_SIZE, Some(std::time::Duration::from_secs(30)))?,
         );
-        let pool = Pool::builder(mgr)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(std::time::Duration::from_secs(30)))
-            .create_timeout(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .map_err(|e| MetaError::Backend(format!("PostgreSQL pool: {e}")))?;
         let pg = Pg {
             pool,
+            locks,
             describe: cfg.describe(),
             handle: rt.handle().clone(),
             rt: Some(rt),
@@ -218,6 +245,62 @@ impl Pg {
             Err(e) => Err(MetaError::Unavailable(format!("store shutting down: {e}"))),
         }
     }
+}
+
+impl Pg {
+    /// Take a session-level advisory lock on a connection of the lock
+    /// pool and keep that connection until the lock is dropped. Made and
+    /// released on the store's runtime: if the caller goes away while it
+    /// waits, the lock, once granted, is released at once.
+    pub(crate) async fn cluster_lock(&self, lock: ClusterLock) -> Result<MetaLock, MetaError> {
+        let (locks, handle) = (self.locks.clone(), self.handle.clone());
+        let h = self.handle.spawn(async move {
+            let obj = locks.get().await.map_err(pool_err)?;
+            match lock {
+                ClusterLock::GcShared => {
+                    obj.execute("SELECT pg_advisory_lock_shared($1)", &[&LOCK_SWEEP])
+                        .await
+                }
+                ClusterLock::GcExclusive => {
+                    obj.execute("SELECT pg_advisory_lock($1)", &[&LOCK_SWEEP])
+                        .await
+                }
+                ClusterLock::Upload(id) => {
+                    let key = upload_key(&id);
+                    obj.execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_UPLOAD, &key])
+                        .await
+                }
+            }
+            .map_err(err)?;
+            Ok(MetaLock::new(move || {
+                handle.spawn(async move {
+                    // The connection goes back to the pool only once it
+                    // holds nothing; one that cannot say so is closed,
+                    // which releases its locks too.
+                    if obj
+                        .batch_execute("SELECT pg_advisory_unlock_all()")
+                        .await
+                        .is_err()
+                    {
+                        drop(deadpool_postgres::Object::take(obj));
+                    }
+                });
+            }))
+        });
+        match h.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(MetaError::Unavailable(format!("store shutting down: {e}"))),
+        }
+    }
+}
+
+/// An upload session's lock key: its id folded to 32 bits.
+fn upload_key(id: &uuid::Uuid) -> i32 {
+    id.as_bytes()
+        .chunks(4)
+        .map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .fold(0, |a, b| a ^ b)
 }
 
 /// A column of the right type, or a typed error (not a panic).
