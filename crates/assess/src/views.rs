@@ -304,6 +304,53 @@ fn select_findings<'j, 'a>(
     out
 }
 
+/// A short tag of a findings filter and text search, put in the findings
+/// cursor: a cursor is a position in one filtered list, and the same
+/// offset in another list would skip or repeat findings silently.
+fn filter_tag(filter: &FindingFilter, q: Option<&str>) -> String {
+    use sha2::Digest as _;
+    let mut severities: Vec<&str> = filter.severities.iter().map(|s| s.as_str()).collect();
+    severities.sort_unstable();
+    severities.dedup();
+    let q = q.map(|q| q.to_lowercase()).unwrap_or_default();
+    let canonical = serde_json::json!([
+        severities,
+        filter.status.map(|s| s.as_str()),
+        filter.fixable,
+        filter.exempt,
+        q
+    ]);
+    hex::encode(&sha2::Sha256::digest(canonical.to_string().as_bytes())[..6])
+}
+
+/// A findings cursor: [`cursor_for`] with the filter's tag after the data's.
+fn findings_cursor(offset: usize, hash: &str, filter: &str) -> String {
+    hex::encode(format!("{offset}:{}/{filter}", &hash[..hash.len().min(16)]))
+}
+
+/// The position a findings cursor names, checked against the stored
+/// findings' `hash` and the request's `filter` tag.
+fn parse_findings_cursor(cursor: &str, hash: &str, filter: &str) -> Result<usize, PageError> {
+    let bad = || PageError::BadCursor("cursor is not one this server made".into());
+    let text = String::from_utf8(hex::decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (offset, made_from) = text.split_once(':').ok_or_else(bad)?;
+    let (data, made_with) = made_from.split_once('/').ok_or_else(bad)?;
+    let offset: usize = offset.parse().map_err(|_| bad())?;
+    if data != &hash[..hash.len().min(16)] {
+        return Err(PageError::BadCursor(
+            "cursor is stale: the image was assessed again since; start again without a cursor"
+                .into(),
+        ));
+    }
+    if made_with != filter {
+        return Err(PageError::BadCursor(
+            "cursor was made with other filters (severity, status, fixable, exempt or q): send the filters of the page it came from, or start again without a cursor"
+                .into(),
+        ));
+    }
+    Ok(offset)
+}
+
 /// Whether two recorded platforms (`os/arch[/variant]`) name the same
 /// OS, architecture and variant once normalized (`linux/arm64` is
 /// `linux/arm64/v8`, as runtimes match them).
@@ -590,7 +637,11 @@ impl Service {
         if shown.len() > DEFAULT_PAGE
             && let Some(hash) = self.store().findings_hash(digest)?
         {
-            view.findings_next_cursor = Some(cursor_for(DEFAULT_PAGE, &hash));
+            view.findings_next_cursor = Some(findings_cursor(
+                DEFAULT_PAGE,
+                &hash,
+                &filter_tag(filter, None),
+            ));
         }
         if with_inventory {
             view.inventory = self.store().inventory(digest)?.map(|(_, i)| i);
@@ -616,8 +667,9 @@ impl Service {
             return Ok(None);
         };
         let hash = self.store().findings_hash(digest)?.unwrap_or_default();
+        let made_with = filter_tag(filter, q);
         let start = match cursor {
-            Some(c) => parse_cursor(c, &hash)?,
+            Some(c) => parse_findings_cursor(c, &hash, &made_with)?,
             None => 0,
         };
         let rule = self.options().policy.rule_for(&row.repo).clone();
@@ -654,7 +706,7 @@ impl Service {
         Ok(Some(FindingsPage {
             digest: digest.to_string(),
             total: shown.len(),
-            next_cursor: (end < shown.len()).then(|| cursor_for(end, &hash)),
+            next_cursor: (end < shown.len()).then(|| findings_cursor(end, &hash, &made_with)),
             findings,
             exemptions,
         }))

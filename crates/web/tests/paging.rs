@@ -125,8 +125,7 @@ async fn findings_and_packages_page_through_cursors() {
         assert_eq!(keys, all, "limit {limit}: every finding once, in order");
         assert_eq!(totals, HashSet::from([all.len() as u64]));
     }
-    // A filter pages within itself. (A cursor is only promised to work
-    // with the filters it was made with: it is not checked against them.)
+    // A filter pages within itself.
     let (high, totals) = env
         .walk(&format!("{base}?severity=high%2B"), "findings", 2)
         .await;
@@ -199,4 +198,52 @@ async fn limits_are_bounded_and_bad_cursors_refused() {
     let unknown = sha256(b"nothing");
     let (st, _) = env.get(&format!("/api/v1/images/{unknown}/findings")).await;
     assert_eq!(st, 404);
+}
+
+/// A findings cursor is a position in one filtered list: the same offset
+/// in another (other filters, another search) would skip or repeat
+/// findings without a word, so it is refused there with the API's error
+/// body, and accepted with the filters it was made with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_findings_cursor_is_refused_with_other_filters() {
+    let env = Env::start().await;
+    let digest = env.push("team/py", &python_layer(), &["1"]).await;
+    env.assessed(&digest).await;
+    let base = format!("/api/v1/images/{digest}/findings");
+    let made_with = "severity=unknown&fixable=true&q=django";
+    let (st, first) = env.get(&format!("{base}?{made_with}&limit=1")).await;
+    assert_eq!(st, 200, "{first}");
+    let c = urlencode(
+        first["next_cursor"]
+            .as_str()
+            .unwrap_or_else(|| panic!("more than one page: {first}")),
+    );
+    let (st, second) = env
+        .get(&format!("{base}?{made_with}&limit=1&cursor={c}"))
+        .await;
+    assert_eq!(st, 200, "the filters it was made with: {second}");
+    assert_ne!(second["findings"][0], first["findings"][0]);
+    // The same filters in another order and spelling are the same list.
+    let (st, again) = env
+        .get(&format!(
+            "{base}?q=DJANGO&fixable=true&severity=unknown&limit=1&cursor={c}"
+        ))
+        .await;
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["findings"], second["findings"]);
+    for other in [
+        "",
+        "severity=unknown&fixable=true",
+        "severity=high%2B&fixable=true&q=django",
+        "severity=unknown&fixable=false&q=django",
+        "severity=unknown&fixable=true&q=django&exempt=false",
+        "severity=unknown&fixable=true&q=django&status=fixed",
+        "severity=unknown&fixable=true&q=jinja2",
+    ] {
+        let (st, err) = env.get(&format!("{base}?{other}&limit=1&cursor={c}")).await;
+        assert_eq!(st, 400, "?{other}: {err}");
+        assert_eq!(err["error"]["code"], "BAD_REQUEST", "?{other}: {err}");
+        let msg = err["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("other filters"), "?{other}: {msg}");
+    }
 }
