@@ -41,7 +41,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn digest_of(layout: &Path, tag: &str) -> String {
-    let layout = catalog::layout::OciLayout::open(layout).unwrap();
+    let layout = oci::layout::OciLayout::open(layout).unwrap();
     layout.resolve(Some(tag)).unwrap().digest.to_string()
 }
 

@@ -45,7 +45,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 /// The manifest digest of `tag` and the bytes of every blob it names.
 fn image_of(layout: &Path, tag: &str) -> (String, u64) {
-    let l = catalog::layout::OciLayout::open(layout).unwrap();
+    let l = oci::layout::OciLayout::open(layout).unwrap();
     let desc = l.resolve(Some(tag)).unwrap();
     let hex = desc.digest.to_string();
     let path = layout.join("blobs/sha256").join(&hex["sha256:".len()..]);

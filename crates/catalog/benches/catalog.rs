@@ -5,9 +5,9 @@
 //! The real-image benches need the test images (`scripts/test-images.sh`,
 //! or `DRYDOCK_TEST_IMAGES`); they are skipped when absent.
 
-use catalog::layout::OciLayout;
 use catalog::{DirCache, LayerCache, Limits, MemoryCache, catalog_layer};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use oci::layout::OciLayout;
 use oci::{Digest, LayerCompression};
 use std::io::Write;
 use std::path::PathBuf;

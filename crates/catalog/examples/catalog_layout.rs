@@ -1,8 +1,8 @@
 //! Catalog one tag of an OCI layout and print a summary with timings:
 //! `cargo run -p catalog --release --example catalog_layout -- DIR TAG [--json]`
 //! (run it under `/usr/bin/time -v` for peak memory).
-use catalog::layout::OciLayout;
 use catalog::{Limits, MemoryCache};
+use oci::layout::OciLayout;
 use std::time::Instant;
 
 fn main() {

@@ -28,8 +28,8 @@
 //!   (uncached layers up to [`Limits::parallel_layers`] at a time), then
 //!   [`merge`]. [`catalog_index`] does it for every platform of an
 //!   index. SBOMs of an inventory are the `report` crate's.
-//! - [`layout::OciLayout`] is a minimal OCI image-layout reader (used by the
-//!   tests, benches, and by `drydock scan oci:DIR` before `transport` lands).
+//! - Layouts on disk are read with [`oci::layout::OciLayout`] (tests, benches,
+//!   the example); `drydock scan` reads through `transport`.
 //!
 //! # Invariants
 //! - Layer contents are never written to disk, except the files a
@@ -72,7 +72,6 @@ mod cache;
 mod catalogers;
 mod error;
 mod layer;
-pub mod layout;
 mod limits;
 mod merge;
 mod model;

@@ -244,7 +244,10 @@ fn multiarch_index_catalogs_each_platform_and_reads_shared_layers_once() {
         panic!("multiarch is not an index")
     };
     let cache = MemoryCache::new();
-    let fetch = |d: &oci::Descriptor| l.read_blob(&d.digest);
+    let fetch = |d: &oci::Descriptor| {
+        l.read_blob(&d.digest, oci::layout::MAX_MANIFEST_BYTES)
+            .map_err(std::io::Error::other)
+    };
     let per = catalog::catalog_index(&l, &index, &fetch, &cache, &Limits::default()).unwrap();
     assert_eq!(per.len(), 2);
     let platforms: Vec<String> = per
@@ -320,7 +323,7 @@ fn a_failing_layer_read_in_parallel_is_the_error_reported() {
     let (_, m) = image_manifest(&l, "python-app");
     let bad = m.layers.last().unwrap().digest.clone();
     // Every layer but the top one is readable.
-    struct AllBut<'a>(&'a catalog::layout::OciLayout, oci::Digest);
+    struct AllBut<'a>(&'a oci::layout::OciLayout, oci::Digest);
     impl oci::BlobSource for AllBut<'_> {
         fn open_blob(&self, d: &oci::Digest) -> std::io::Result<Box<dyn std::io::Read + Send>> {
             if d == &self.1 {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// The digest the layout's index gives a tag.
 fn layout_digest(tag: &str) -> String {
-    let layout = catalog::layout::OciLayout::open(oci_dir()).unwrap();
+    let layout = oci::layout::OciLayout::open(oci_dir()).unwrap();
     layout.resolve(Some(tag)).unwrap().digest.to_string()
 }
 

@@ -4,7 +4,9 @@
 //!
 //! Everything here is pure: no I/O except through the [`BlobSource`] trait,
 //! which lets the cataloger read layers from wherever they live (the
-//! registry's store, an OCI layout, a docker archive, a remote registry).
+//! registry's store, an OCI layout, a docker archive, a remote registry),
+//! and [`layout`], the one reader of an OCI image layout directory (plain
+//! file reads, no runtime).
 //!
 //! Invariants:
 //! - A [`Digest`] is always well formed (known algorithm, hex of the right
@@ -14,6 +16,7 @@
 
 mod digest;
 mod index;
+pub mod layout;
 mod manifest;
 mod media;
 mod name;

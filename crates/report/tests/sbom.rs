@@ -4,10 +4,10 @@
 
 mod common;
 
-use catalog::layout::OciLayout;
 use catalog::{Limits, MemoryCache};
 use common::*;
 use inventory::{Ecosystem, Inventory};
+use oci::layout::OciLayout;
 use report::SbomMeta;
 use std::path::Path;
 use std::process::Command;

@@ -9,11 +9,11 @@
 //! layers as their diffs), else by hashing the range. Every blob read is
 //! verified, so a wrong guess fails loudly instead of importing bad bytes.
 
-use crate::layout::json_problem;
 use crate::verify::{BlobStream, file_stream};
 use crate::{Error, FetchedManifest, ImageSource, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use async_trait::async_trait;
 use oci as media;
+use oci::layout::json_problem;
 use oci::{Descriptor, Digest, Digester, ImageManifest};
 use serde::Deserialize;
 use std::collections::HashMap;

@@ -120,7 +120,7 @@ fn layout_tags(oci: &Path) -> Vec<String> {
     index
         .manifests
         .into_iter()
-        .filter_map(|d| d.annotations?.remove(crate::layout::REF_NAME))
+        .filter_map(|d| d.annotations?.remove(oci::layout::REF_NAME))
         .collect()
 }
 
@@ -640,7 +640,7 @@ async fn v2(
     let ref_name = |d: &oci::Descriptor| {
         d.annotations
             .as_ref()
-            .and_then(|a| a.get(crate::layout::REF_NAME).cloned())
+            .and_then(|a| a.get(oci::layout::REF_NAME).cloned())
     };
     let not_found = |code: &str| {
         (

@@ -254,7 +254,7 @@ async fn wait_deliveries(s: &Server, webhook: &str) -> Vec<Value> {
 }
 
 fn manifest_digest(layout: &Path, tag: &str) -> String {
-    let layout = catalog::layout::OciLayout::open(layout).unwrap();
+    let layout = oci::layout::OciLayout::open(layout).unwrap();
     layout.resolve(Some(tag)).unwrap().digest.to_string()
 }
 

@@ -1,9 +1,9 @@
 //! Shared test helpers: locating the real test images, building layers.
 #![allow(dead_code)]
 
-use catalog::layout::OciLayout;
 use catalog::{LayerCache, Limits};
 use inventory::{Ecosystem, Inventory};
+use oci::layout::OciLayout;
 use oci::{Digest, ImageManifest, Manifest};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
