@@ -458,7 +458,9 @@ async function image(digest, params) {
   let layersError = "";
   if (img.kind === "image") {
     try {
-      layers = await get(`/images/${enc}/layers${qs({ limit: 100 })}`);
+      // The layers page has its own cursor (`lcursor`), so paging the
+      // layers keeps the findings' filters and page, and the other way round.
+      layers = await get(`/images/${enc}/layers${qs({ limit: LAYERS_PAGE, cursor: params.lcursor })}`);
     } catch (e) {
       if (e instanceof Stale || e.status === 401) throw e;
       layersError = e.message;
@@ -516,7 +518,7 @@ async function image(digest, params) {
       ${findings.next_cursor ? `<p><a href="#/image/${enc}${qs({ ...params, cursor: findings.next_cursor })}">Next page</a></p>` : ""}
       ${exemptDialog()}
     </section>` : ""}
-    ${img.kind === "image" ? layersSection(layers, layersError) : ""}`);
+    ${img.kind === "image" ? layersSection(layers, layersError, `/image/${enc}`, params) : ""}`);
   bindFilters(`/image/${enc}`, params);
   if (target) bindPatch(img.digest, target);
   const rescan = document.getElementById("rescan");
@@ -553,7 +555,9 @@ function buildStep(cmd) {
   return cmd.replace(/^\/bin\/sh -c #\(nop\)\s+/, "").replace(/^\/bin\/sh -c /, "RUN ");
 }
 
-function layersSection(page, error) {
+const LAYERS_PAGE = 100;
+
+function layersSection(page, error, route, params) {
   if (error) return `<section aria-labelledby="layers-h"><h2 id="layers-h">Layers</h2><p class="warn">The layers could not be read: ${esc(error)}</p></section>`;
   if (!page) return "";
   const pkgs = l => {
@@ -573,7 +577,17 @@ function layersSection(page, error) {
     ${(page.notes || []).map(n => `<p class="muted">${esc(n)}</p>`).join("")}
     ${table("Layers", ["#", "Created by", "Size", "Packages added"], page.layers.map(l =>
       `<tr><td>${l.index + 1}</td><td class="cmd">${step(l)}<br><span class="mono muted">${short(l.digest)}</span></td><td>${bytes(l.size)}</td><td>${pkgs(l)}</td></tr>`), "No layers.")}
-    ${page.next_cursor ? `<p class="muted">The first ${page.layers.length} layers are shown.</p>` : ""}</section>`;
+    ${layersPager(page, route, params)}</section>`;
+}
+
+// Layers from and to (1-based) and links to the first and next pages.
+function layersPager(page, route, params) {
+  if (!page.layers.length || (!params.lcursor && !page.next_cursor)) return "";
+  const from = page.layers[0].index + 1;
+  const to = page.layers[page.layers.length - 1].index + 1;
+  const first = params.lcursor ? `<a href="#${route}${qs({ ...params, lcursor: "" })}">First layers</a>` : "";
+  const next = page.next_cursor ? `<a href="#${route}${qs({ ...params, lcursor: page.next_cursor })}" id="layers-next">Next ${Math.min(LAYERS_PAGE, page.total - to)} layers</a>` : "";
+  return `<nav class="pager" aria-label="Layer pages"><span class="muted">Layers ${from}–${to} of ${page.total}.</span> ${first} ${next}</nav>`;
 }
 
 // ---- patching (Debian images, through /api/v1/patches) ----

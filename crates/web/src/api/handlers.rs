@@ -411,7 +411,7 @@ fn visible_image(svc: &Service, caller: &Caller, digest: &str) -> ApiResult<()> 
 #[utoipa::path(get, path = "/api/v1/images/{digest}/findings",
     params(("digest" = String, Path, description = "Manifest digest of a platform image"),
            ("limit" = Option<usize>, Query, description = "Findings per page, 1 to 1000 (default 100)"),
-           ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the previous page, with the same filters. Refused (400) once the image was assessed again"),
+           ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the previous page, with the same filters and `q` (in any order). Refused (400) with other filters, and once the image was assessed again"),
            ("severity" = Option<String>, Query, description = "Comma-separated severities, or `high+` for at or above"),
            ("status" = Option<String>, Query, description = "fixed, unfixed or wont_fix"),
            ("fixable" = Option<bool>, Query, description = "Only findings with (true) or without (false) a fix"),
