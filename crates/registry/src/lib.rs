@@ -151,6 +151,11 @@ pub enum Event {
         /// by digest alone.
         tags: Vec<Tag>,
         origin: Origin,
+        /// Who pushed it over the Distribution API (`Unrestricted` with
+        /// access control off); `None` for drydock's own writes (imports,
+        /// attached SBOMs). The assessor records it as the author of a
+        /// VEX referrer and judges it against `assess.vex.trusted`.
+        pusher: Option<auth::Identity>,
         at: OffsetDateTime,
     },
     ManifestDeleted {
@@ -389,6 +394,19 @@ impl Registry {
     /// first observer set is used: returns false if one was set already.
     pub fn set_blob_observer(&self, observer: Arc<dyn BlobObserver>) -> bool {
         self.inner.blob_observer.set(observer).is_ok()
+    }
+
+    /// Serve `metrics` (another component's, such as the assessor's) in
+    /// this registry's `/metrics` beside its own, so a scrape sees one
+    /// registry. Fails on a name already registered.
+    pub fn register_metrics(
+        &self,
+        metrics: Vec<Box<dyn prometheus::core::Collector>>,
+    ) -> Result<(), prometheus::Error> {
+        for m in metrics {
+            self.inner.metrics.registry.register(m)?;
+        }
+        Ok(())
     }
 
     /// A watch for an upload starting now, if an observer wants it.

@@ -20,13 +20,14 @@ impl Registry {
         content_type: Option<&str>,
         origin: Origin,
     ) -> Result<Digest, RegistryError> {
-        self.put_manifest_tags(repo, reference, &[], body, content_type, origin)
+        self.put_manifest_tags(repo, reference, &[], body, content_type, origin, None)
             .await
             .map(|(d, _)| d)
     }
 
     /// [`Registry::put_manifest`] with extra tags (`?tag=` on a push by
     /// digest). Returns the digest and the subject, if any.
+    #[allow(clippy::too_many_arguments)] // one internal caller besides put_manifest
     pub(crate) async fn put_manifest_tags(
         &self,
         repo: &Name,
@@ -35,6 +36,7 @@ impl Registry {
         body: Bytes,
         content_type: Option<&str>,
         origin: Origin,
+        pusher: Option<auth::Identity>,
     ) -> Result<(Digest, Option<Digest>), RegistryError> {
         if body.len() > self.inner.opts.max_manifest_size {
             return Err(RegistryError::new(
@@ -157,6 +159,7 @@ impl Registry {
             media_type,
             tags: event_tags,
             origin,
+            pusher,
             at,
         });
         Ok((digest, subject))

@@ -144,6 +144,12 @@ pub(super) async fn put_manifest(reg: &Registry, repo: &Name, r: &Reference, req
         }
     }
     let content_type = header_str(req.headers(), "content-type").map(str::to_string);
+    // No principal: served without the edge, as everywhere else unrestricted.
+    let pusher = Some(
+        req.extensions()
+            .get::<Principal>()
+            .map_or(Identity::Unrestricted, |p| p.identity().clone()),
+    );
     let body = http_body_util::Limited::new(req.into_body(), max)
         .collect()
         .await
@@ -158,7 +164,15 @@ pub(super) async fn put_manifest(reg: &Registry, repo: &Name, r: &Reference, req
         })?
         .to_bytes();
     let (d, subject) = reg
-        .put_manifest_tags(repo, r, &extra, body, content_type.as_deref(), Origin::Push)
+        .put_manifest_tags(
+            repo,
+            r,
+            &extra,
+            body,
+            content_type.as_deref(),
+            Origin::Push,
+            pusher,
+        )
         .await?;
     let mut h = HeaderMap::new();
     h.insert(header::LOCATION, hv(format!("/v2/{repo}/manifests/{d}")));
