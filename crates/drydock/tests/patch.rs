@@ -785,6 +785,12 @@ fn patch_api_needs_push_to_start_and_pull_to_read_and_jobs_survive_a_restart() {
 /// manifest): the test archive holds amd64 packages only, so both
 /// platforms are amd64 ones.
 fn old_index(out: &Path) {
+    old_index_as(out, "amd64", Some("v3"));
+}
+
+/// `old_image`'s image twice in one index: as `linux/amd64`, and as the
+/// platform `arch`/`variant` (its config saying so; the files stay amd64's).
+fn old_index_as(out: &Path, arch: &str, variant: Option<&str>) {
     old_image(out);
     let index: Value =
         serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
@@ -798,7 +804,10 @@ fn old_index(out: &Path) {
         &std::fs::read(blob(out, m2["config"]["digest"].as_str().unwrap())).unwrap(),
     )
     .unwrap();
-    c2["variant"] = json!("v3");
+    c2["architecture"] = json!(arch);
+    if let Some(v) = variant {
+        c2["variant"] = json!(v);
+    }
     let put = |b: &[u8]| {
         let d = sha(b);
         std::fs::write(blob(out, &d), b).unwrap();
@@ -810,12 +819,15 @@ fn old_index(out: &Path) {
     let m2 = serde_json::to_vec(&m2).unwrap();
     let m2_digest = put(&m2);
     let mt = "application/vnd.oci.image.manifest.v1+json";
+    let mut second = json!({"os": "linux", "architecture": arch});
+    if let Some(v) = variant {
+        second["variant"] = json!(v);
+    }
     let idx = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
     "manifests": [
         {"mediaType": mt, "digest": m1_digest, "size": m1.len(),
          "platform": {"os": "linux", "architecture": "amd64"}},
-        {"mediaType": mt, "digest": m2_digest, "size": m2.len(),
-         "platform": {"os": "linux", "architecture": "amd64", "variant": "v3"}},
+        {"mediaType": mt, "digest": m2_digest, "size": m2.len(), "platform": second},
     ]});
     let idx = serde_json::to_vec(&idx).unwrap();
     let idx_digest = put(&idx);
@@ -1261,6 +1273,353 @@ interval_seconds = 1
             .unwrap()
             .iter()
             .any(|u| u["package"] == "libtasn1-6")
+    );
+    drop(rt);
+}
+
+/// How often the server's log has `needle`.
+fn logged(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+fn sorted_tags(port: u16, repo: &str) -> Vec<String> {
+    let (_, v) = get_json(port, &format!("/v2/{repo}/tags/list"));
+    let mut tags: Vec<String> = v["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    tags.sort();
+    tags
+}
+
+#[test]
+fn continuous_mode_patches_once_when_the_archive_gains_a_fix() {
+    transport::require_test_images!();
+    if !present_or_skip(tool_present("skopeo"), "skopeo", "CI") {
+        return;
+    }
+    let Some(arch_dir) = archive_support::archive() else {
+        return;
+    };
+    let archive_root = arch_dir.path().join("archive");
+    // The archive as it was before libtasn1-6's security update: the
+    // package out of the pool, the index signed again without it.
+    let tasn = std::fs::read_dir(archive_root.join("pool/main"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("libtasn1-6_")
+        })
+        .expect("libtasn1-6 in the archive");
+    let aside = arch_dir.path().join(tasn.file_name().unwrap());
+    std::fs::rename(&tasn, &aside).unwrap();
+    archive_support::resign(&archive_root);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let srv = rt.block_on(archive_support::serve(archive_root.clone()));
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let layout = work.path().join("layout");
+    old_image(&layout);
+    let cfg = patch_config(
+        work.path(),
+        &archive_root,
+        &srv.url,
+        r#"
+[patch]
+enabled = true
+repositories = [{ name = "team/*", tags = ["v1"] }]
+interval_seconds = 1
+"#,
+    );
+    let log = work.path().join("server.log");
+    let env = [("RUST_LOG", "warn,patch=info")];
+    let server = Server::start_logged(&data, &["--config", &cfg], &env, &log);
+    skopeo(&[
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/team/app:v1", server.addr()),
+    ]);
+    let original = manifest_digest(server.port, "team/app", "v1").unwrap();
+    // The database comes after the push, so that the first evaluation
+    // sees the image (an image pushed later waits for the next trigger).
+    import(&data, &[vulndata("")]);
+
+    // Without the fix in the archive: a patch of the rest.
+    wait_for("v1-1", Duration::from_secs(240), &log, || {
+        manifest_digest(server.port, "team/app", "v1-1").is_some()
+    });
+    let m1 = manifest_json(server.port, "team/app", "v1-1");
+    let ann = |m: &Value, k: &str| m["annotations"][k].as_str().unwrap().to_string();
+    assert!(
+        !ann(&m1, "org.drydock.patch.upgrades").contains("libtasn1-6"),
+        "{m1}"
+    );
+    assert!(
+        ann(&m1, "org.drydock.patch.upgrades").contains("libgnutls30"),
+        "{m1}"
+    );
+    assert!(!ann(&m1, "org.drydock.patch.cleared").contains("CVE-2024-12133"));
+    assert_eq!(logged(&log, "the archive changed"), 0);
+
+    // The archive gains the fix (a new signed index): one more patch.
+    std::fs::rename(&aside, &tasn).unwrap();
+    archive_support::resign(&archive_root);
+    wait_for("v1-2", Duration::from_secs(120), &log, || {
+        manifest_digest(server.port, "team/app", "v1-2").is_some()
+    });
+    let m2 = manifest_json(server.port, "team/app", "v1-2");
+    assert!(
+        ann(&m2, "org.drydock.patch.upgrades").contains("libtasn1-6 4.19.0-2 -> "),
+        "{m2}"
+    );
+    assert!(
+        ann(&m2, "org.drydock.patch.cleared").contains("CVE-2024-12133"),
+        "{m2}"
+    );
+    assert_eq!(ann(&m2, "org.drydock.patch.original"), original);
+    assert_eq!(logged(&log, "the archive changed"), 1);
+
+    // Polls that find the archive unchanged make nothing.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(logged(&log, "the archive changed"), 1);
+    assert_eq!(logged(&log, "patched image pushed"), 2);
+    assert_eq!(sorted_tags(server.port, "team/app"), ["v1", "v1-1", "v1-2"]);
+    assert_eq!(
+        manifest_digest(server.port, "team/app", "v1").unwrap(),
+        original
+    );
+    drop(rt);
+}
+
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// The image config a manifest names, from the registry.
+fn config_of(url: &str, repo: &str, manifest: &Value) -> Value {
+    let d = manifest["config"]["digest"].as_str().unwrap();
+    let (code, v) = api("GET", &format!("{url}/v2/{repo}/blobs/{d}"), None, None);
+    assert_eq!(code, 200, "{d}");
+    v
+}
+
+#[test]
+fn floating_tag_moves_to_the_newest_patch_of_a_docker_schema_2_image() {
+    transport::require_test_images!();
+    if !present_or_skip(tool_present("skopeo"), "skopeo", "CI") {
+        return;
+    }
+    let Some(arch_dir) = archive_support::archive() else {
+        return;
+    };
+    let archive_root = arch_dir.path().join("archive");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let srv = rt.block_on(archive_support::serve(archive_root.clone()));
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let layout = work.path().join("layout");
+    old_image(&layout);
+    // Database A knows nothing of libtasn1-6; B adds its fixable finding.
+    let db_a = debian_records(&work.path().join("db-a"), Some("libtasn1-6"));
+    let db_b = debian_records(&work.path().join("db-b"), None);
+    let cfg = patch_config(
+        work.path(),
+        &archive_root,
+        &srv.url,
+        r#"
+[patch]
+enabled = true
+tag_style = "floating"
+repositories = [{ name = "team/*", tags = ["v1"] }]
+interval_seconds = 3600
+"#,
+    );
+    let log = work.path().join("server.log");
+    let env = [("RUST_LOG", "warn,patch=info")];
+    let server = Server::start_logged(&data, &["--config", &cfg], &env, &log);
+    let url = format!("http://{}", server.addr());
+    // Docker schema 2: no annotations, so the patch's record is the
+    // config history, which is also what continuous mode reads back.
+    skopeo(&[
+        "copy",
+        "-q",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/team/app:v1", server.addr()),
+    ]);
+    let (original, m0) = manifest_with_digest(server.port, "team/app", "v1").unwrap();
+    assert_eq!(m0["mediaType"], DOCKER_MANIFEST);
+
+    import(&data, std::slice::from_ref(&db_a));
+    wait_for("v1-patched", Duration::from_secs(240), &log, || {
+        manifest_digest(server.port, "team/app", "v1-patched").is_some()
+    });
+    let (p1, m1) = manifest_with_digest(server.port, "team/app", "v1-patched").unwrap();
+    assert_eq!(m1["mediaType"], DOCKER_MANIFEST);
+    assert!(m1["annotations"].is_null(), "{m1}");
+    let layers = m1["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3);
+    assert_eq!(
+        layers[2]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    let c1 = config_of(&url, "team/app", &m1);
+    assert_eq!(c1["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+    let last = c1["history"].as_array().unwrap().last().unwrap().clone();
+    let created_by = last["created_by"].as_str().unwrap();
+    assert!(created_by.starts_with("drydock patch: "), "{last}");
+    assert!(created_by.contains("libgnutls30 3.7.9-2 -> "), "{last}");
+    assert!(!created_by.contains("libtasn1-6"), "{last}");
+    let comment = last["comment"].as_str().unwrap();
+    assert!(comment.starts_with("clears "), "{last}");
+    assert!(!comment.contains("CVE-2024-12133"), "{last}");
+
+    // A new fixable finding: the floating tag moves to a new patch.
+    import(&data, std::slice::from_ref(&db_b));
+    wait_for("v1-patched to move", Duration::from_secs(240), &log, || {
+        manifest_digest(server.port, "team/app", "v1-patched").is_some_and(|d| d != p1)
+    });
+    let (p2, m2) = manifest_with_digest(server.port, "team/app", "v1-patched").unwrap();
+    assert_eq!(m2["mediaType"], DOCKER_MANIFEST);
+    let c2 = config_of(&url, "team/app", &m2);
+    let last = c2["history"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["created_by"]
+            .as_str()
+            .unwrap()
+            .contains("libtasn1-6 4.19.0-2 -> "),
+        "{last}"
+    );
+    assert!(
+        last["comment"].as_str().unwrap().contains("CVE-2024-12133"),
+        "{last}"
+    );
+    // The original stays, tagged as it was; the first patch is still
+    // there by digest; no other tag appeared.
+    assert_eq!(
+        manifest_digest(server.port, "team/app", "v1").unwrap(),
+        original
+    );
+    assert!(manifest_with_digest(server.port, "team/app", &p1).is_some());
+    assert_eq!(sorted_tags(server.port, "team/app"), ["v1", "v1-patched"]);
+
+    // The same data again: the history of the newest patch says all is
+    // cleared, so the tag stays where it is.
+    let n = evaluations(&log);
+    import(&data, &[db_b]);
+    wait_for("an evaluation", Duration::from_secs(120), &log, || {
+        evaluations(&log) > n
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        manifest_digest(server.port, "team/app", "v1-patched").unwrap(),
+        p2
+    );
+    assert_eq!(logged(&log, "patched image pushed"), 2);
+    drop(rt);
+}
+
+#[test]
+fn an_index_platform_the_archive_lacks_is_skipped_and_the_others_patched() {
+    transport::require_test_images!();
+    if !present_or_skip(tool_present("skopeo"), "skopeo", "CI") {
+        return;
+    }
+    let Some(arch_dir) = archive_support::archive() else {
+        return;
+    };
+    let archive_root = arch_dir.path().join("archive");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let srv = rt.block_on(archive_support::serve(archive_root.clone()));
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let layout = work.path().join("layout");
+    // The test archive holds amd64 packages only.
+    old_index_as(&layout, "arm64", None);
+    import(&data, &[vulndata("")]);
+    let cfg = patch_config(work.path(), &archive_root, &srv.url, "");
+    let log = work.path().join("server.log");
+    let server = Server::start_logged(&data, &["--config", &cfg], &[], &log);
+    let url = format!("http://{}", server.addr());
+    skopeo(&[
+        "copy",
+        "-q",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/team/multi:v1", server.addr()),
+    ]);
+    let (original, index) = manifest_with_digest(server.port, "team/multi", "v1").unwrap();
+    let children: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(children.len(), 2, "{index}");
+    for d in &children {
+        assessed(server.port, d);
+    }
+    let why = "has no packages for architecture arm64: its signed Release lists no \
+               main/binary-arm64/Packages";
+
+    // The plan names the skipped platform and why.
+    let (ok, text) = patch_cli(&data, &url, &["team/multi:v1", "--dry-run"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("skipped: the archive {}", srv.url)),
+        "{text}"
+    );
+    assert!(text.contains(why), "{text}");
+    assert!(text.contains("upgrade libtasn1-6 4.19.0-2 -> "), "{text}");
+
+    // The patch: amd64 patched, arm64 left as it is, one new index.
+    let (ok, out) = patch_cli(&data, &url, &["team/multi:v1", "--json"]);
+    assert!(ok, "{out}");
+    let job: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["state"], "done", "{job:#}");
+    let r = &job["result"];
+    assert_eq!(r["patched_tag"], "v1-1", "{job:#}");
+    let platforms = r["platforms"].as_array().unwrap();
+    assert_eq!(platforms.len(), 2, "{job:#}");
+    let (amd, arm) = (&platforms[0], &platforms[1]);
+    assert_eq!(amd["platform"], "linux/amd64");
+    assert!(amd["plan"]["skipped"].is_null(), "{amd:#}");
+    assert_eq!(
+        amd["plan"]["upgrades"].as_array().unwrap().len(),
+        5,
+        "{amd:#}"
+    );
+    let amd_patched = amd["patched_digest"].as_str().unwrap();
+    assert_eq!(arm["platform"], "linux/arm64");
+    assert_eq!(arm["digest"], children[1].as_str());
+    assert!(
+        arm["plan"]["skipped"].as_str().unwrap().contains(why),
+        "{arm:#}"
+    );
+    assert!(arm["plan"]["upgrades"].as_array().unwrap().is_empty());
+    assert!(arm["patched_digest"].is_null(), "{arm:#}");
+    let new_index = manifest_json(server.port, "team/multi", "v1-1");
+    let new_children = new_index["manifests"].as_array().unwrap();
+    assert_eq!(new_children[0]["digest"], amd_patched);
+    assert_ne!(amd_patched, children[0]);
+    assert_eq!(new_children[1]["digest"], children[1].as_str());
+    assert_eq!(new_children[1]["platform"]["architecture"], "arm64");
+    assert_eq!(
+        manifest_with_digest(server.port, "team/multi", "v1")
+            .unwrap()
+            .0,
+        original
     );
     drop(rt);
 }
