@@ -83,7 +83,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use egress::EgressPolicy;
 pub use gate::{PullGateError, PullGateRule, VerdictGate};
 pub use policy::{Exemption, Health, Policy, PolicyRule, Summary, health_status};
-pub use ports::{Artifact, Cataloged, Cataloger, RawLayerCache, RegistryContent};
+pub use ports::{Artifact, CatalogFailure, Cataloged, Cataloger, RegistryContent};
 pub use service::{
     CATALOG_VERSION_ANNOTATION, Options, Retention, SBOM_ARTIFACT_TYPE, SPDX_ARTIFACT_TYPE,
     SbomOptions, SbomRule, Service, UploadCatalogCounts, VexAdded, WebhookConfig,

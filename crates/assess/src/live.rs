@@ -3,9 +3,10 @@
 //! registry-wide layer cache, [`VulnSource`] for `vulndb::Handle`, and the
 //! registry's `EventSink` for [`Service`].
 
-use crate::ports::{Cataloged, Cataloger, RawLayerCache, RegistryContent};
+use crate::ports::{CatalogFailure, Cataloged, Cataloger, RegistryContent};
 use crate::service::Service;
 use crate::vuln::{Finding, VulnDatabase, VulnSource};
+use catalog::{LayerCache, LayerInventory};
 use inventory::Inventory;
 use oci::{BlobSource, Digest, ImageManifest, Name, Reference, Tag};
 use std::sync::Arc;
@@ -105,22 +106,6 @@ pub struct CatalogCataloger {
     pub limits: catalog::Limits,
 }
 
-struct CacheAdapter<'a>(&'a dyn RawLayerCache);
-
-impl catalog::LayerCache for CacheAdapter<'_> {
-    fn get(&self, layer: &Digest, version: u32) -> Option<catalog::LayerInventory> {
-        self.0
-            .get(&layer.to_string(), version)
-            .and_then(|b| serde_json::from_slice(&b).ok())
-    }
-
-    fn put(&self, layer: &Digest, version: u32, inv: &catalog::LayerInventory) {
-        if let Ok(b) = serde_json::to_vec(inv) {
-            self.0.put(&layer.to_string(), version, &b);
-        }
-    }
-}
-
 impl Cataloger for CatalogCataloger {
     fn version(&self) -> u32 {
         catalog::CATALOG_VERSION
@@ -130,8 +115,8 @@ impl Cataloger for CatalogCataloger {
         &self,
         source: &dyn BlobSource,
         manifest: &ImageManifest,
-        cache: &dyn RawLayerCache,
-    ) -> Result<Inventory, String> {
+        cache: &dyn LayerCache,
+    ) -> Result<Inventory, CatalogFailure> {
         self.catalog_image(source, manifest, cache)
             .map(|c| c.inventory)
     }
@@ -140,10 +125,9 @@ impl Cataloger for CatalogCataloger {
         &self,
         source: &dyn BlobSource,
         manifest: &ImageManifest,
-        cache: &dyn RawLayerCache,
-    ) -> Result<Cataloged, String> {
-        let image = catalog::catalog_image(source, manifest, &CacheAdapter(cache), &self.limits)
-            .map_err(|e| e.to_string())?;
+        cache: &dyn LayerCache,
+    ) -> Result<Cataloged, CatalogFailure> {
+        let image = catalog::catalog_image(source, manifest, cache, &self.limits)?;
         Ok(Cataloged {
             incomplete: image.reasons(),
             inventory: image.inventory,
@@ -154,12 +138,10 @@ impl Cataloger for CatalogCataloger {
         &self,
         source: &dyn BlobSource,
         layer: &Digest,
-        cache: &dyn RawLayerCache,
+        cache: &dyn LayerCache,
     ) -> bool {
-        use catalog::LayerCache;
         use std::io::Read;
-        let cache = CacheAdapter(cache);
-        if catalog::cached_layer(&cache, layer, &self.limits).is_some() {
+        if catalog::cached_layer(cache, layer, &self.limits).is_some() {
             return false;
         }
         let Ok(mut reader) = source.open_blob(layer) else {
@@ -193,7 +175,7 @@ impl Cataloger for CatalogCataloger {
         &self,
         reader: &mut dyn std::io::Read,
         placeholder: &Digest,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<LayerInventory> {
         use std::io::Read;
         let mut head = Vec::with_capacity(catalog::SNIFF_LEN);
         (&mut *reader)
@@ -208,7 +190,7 @@ impl Cataloger for CatalogCataloger {
             ..self.limits.clone()
         };
         match catalog::catalog_layer(stream, compression, placeholder, &limits) {
-            Ok(inv) => serde_json::to_vec(&inv).ok(),
+            Ok(inv) => Some(inv),
             Err(e) => {
                 tracing::debug!(error = %e, "upload not cataloged from its stream");
                 None
@@ -247,12 +229,24 @@ impl registry::EventSink for Service {
                 digest,
                 media_type,
                 tags,
+                pusher,
                 ..
-            } => self.manifest_pushed(
+            } => self.manifest_pushed_by(
                 repo.as_str(),
                 &digest.to_string(),
                 media_type,
                 &tags.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                pusher.as_ref().map(|i| match i {
+                    auth::Identity::Unrestricted => crate::vex::Pusher::Unrestricted,
+                    auth::Identity::Anonymous => crate::vex::Pusher::Anonymous,
+                    auth::Identity::User { name, groups } => crate::vex::Pusher::User {
+                        name: name.clone(),
+                        groups: groups.clone(),
+                    },
+                    auth::Identity::Robot { name } => {
+                        crate::vex::Pusher::Robot { name: name.clone() }
+                    }
+                }),
             ),
             registry::Event::ManifestDeleted { repo, digest } => {
                 self.manifest_deleted(repo.as_str(), &digest.to_string())
@@ -292,6 +286,7 @@ pub async fn start_with_registry(
     // Register the sink before the startup scan so no push falls between.
     registry.add_sink(Arc::new(service.clone()));
     registry.set_blob_observer(service.blob_observer());
+    registry.register_metrics(service.metrics())?;
     service.start().await?;
     Ok(service)
 }

@@ -1,8 +1,10 @@
 //! The assessor's view of its neighbours: the registry (manifests, blobs,
-//! repositories, pulls) and the cataloger. The service is written against
-//! these traits; `live.rs` implements them for the real crates, and unit
-//! tests implement them with fakes.
+//! repositories, pulls) and the cataloger, which keeps per-layer results
+//! in a [`catalog::LayerCache`] (the store, registry-wide). The service is
+//! written against these traits; `live.rs` implements them for the real
+//! crates, and unit tests implement them with fakes.
 
+use catalog::{LayerCache, LayerInventory};
 use inventory::Inventory;
 use oci::{BlobSource, Digest, ImageManifest, Name, Tag};
 use std::sync::Arc;
@@ -84,11 +86,63 @@ impl Artifact {
 /// The OCI empty descriptor's content, the config of an artifact.
 pub const EMPTY_CONFIG: &[u8] = b"{}";
 
-/// A layer cache keyed by layer digest and cataloger version, holding the
-/// cataloger's serialized per-layer inventory.
-pub trait RawLayerCache: Send + Sync {
-    fn get(&self, layer: &str, version: u32) -> Option<Vec<u8>>;
-    fn put(&self, layer: &str, version: u32, data: &[u8]);
+/// Why an image could not be cataloged at all, by what failed, so the
+/// worker can tell a fault of where blobs are kept (worth another try)
+/// from an image that will fail the same way every time. The message is
+/// the cataloger's own, unchanged, and names the layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogFailure {
+    /// A blob could not be opened or read (the store, a lost connection):
+    /// the image's content is not at fault.
+    #[error("{0}")]
+    BlobUnreadable(String),
+    /// A layer's content is wrong beyond skipping a part of it (it does not
+    /// match its digest, the manifest is unusable).
+    #[error("{0}")]
+    LayerMalformed(String),
+    /// A limit on what one layer or image may contribute stopped the read.
+    #[error("{0}")]
+    Cap(String),
+    /// Anything else (scratch space, a cataloger that does not say).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CatalogFailure {
+    /// Whether the same read may succeed later without the image changing.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CatalogFailure::BlobUnreadable(_))
+    }
+}
+
+impl From<catalog::CatalogError> for CatalogFailure {
+    fn from(e: catalog::CatalogError) -> CatalogFailure {
+        use catalog::CatalogError as E;
+        let message = e.to_string();
+        match e {
+            E::Open { .. } | E::Read { .. } => CatalogFailure::BlobUnreadable(message),
+            E::Corrupt { .. }
+            | E::Unsafe { .. }
+            | E::Bomb { .. }
+            | E::DigestMismatch { .. }
+            | E::Manifest { .. } => CatalogFailure::LayerMalformed(message),
+            E::Limit { .. } => CatalogFailure::Cap(message),
+            E::Scratch { .. } => CatalogFailure::Other(message),
+        }
+    }
+}
+
+/// A failure a cataloger (a test fake) gives only as text.
+impl From<String> for CatalogFailure {
+    fn from(message: String) -> CatalogFailure {
+        CatalogFailure::Other(message)
+    }
+}
+
+impl From<&str> for CatalogFailure {
+    fn from(message: &str) -> CatalogFailure {
+        CatalogFailure::Other(message.to_string())
+    }
 }
 
 /// An image's inventory and the parts of the image that could not be read.
@@ -110,8 +164,8 @@ pub trait Cataloger: Send + Sync + 'static {
         &self,
         source: &dyn BlobSource,
         manifest: &ImageManifest,
-        cache: &dyn RawLayerCache,
-    ) -> Result<Inventory, String>;
+        cache: &dyn LayerCache,
+    ) -> Result<Inventory, CatalogFailure>;
     /// [`Cataloger::catalog`] with the parts of the image that could not
     /// be read, which the worker stores and the verdict uses. A cataloger
     /// that can skip anything must implement it (the real one does); the
@@ -120,8 +174,8 @@ pub trait Cataloger: Send + Sync + 'static {
         &self,
         source: &dyn BlobSource,
         manifest: &ImageManifest,
-        cache: &dyn RawLayerCache,
-    ) -> Result<Cataloged, String> {
+        cache: &dyn LayerCache,
+    ) -> Result<Cataloged, CatalogFailure> {
         self.catalog(source, manifest, cache)
             .map(|inventory| Cataloged {
                 inventory,
@@ -138,7 +192,7 @@ pub trait Cataloger: Send + Sync + 'static {
         &self,
         source: &dyn BlobSource,
         layer: &Digest,
-        cache: &dyn RawLayerCache,
+        cache: &dyn LayerCache,
     ) -> bool {
         let _ = (source, layer, cache);
         false
@@ -146,15 +200,15 @@ pub trait Cataloger: Send + Sync + 'static {
     /// Catalog a blob from its upload stream, before its digest is known
     /// or verified. `placeholder` stands for the digest wherever the result
     /// names the layer: the caller replaces it with the real digest once
-    /// the upload verifies, and discards the result otherwise. Returns the
-    /// layer result as a [`RawLayerCache`] stores it, or `None` if the blob
-    /// is not a layer or could not be read (it is then read after its
-    /// commit, which reports what went wrong). The default reads nothing.
+    /// the upload verifies ([`catalog::relabel_layer`]), and discards the
+    /// result otherwise. Returns `None` if the blob is not a layer or could
+    /// not be read (it is then read after its commit, which reports what
+    /// went wrong). The default reads nothing.
     fn catalog_upload(
         &self,
         reader: &mut dyn std::io::Read,
         placeholder: &Digest,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<LayerInventory> {
         let _ = (reader, placeholder);
         None
     }

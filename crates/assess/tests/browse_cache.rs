@@ -28,8 +28,8 @@ impl Cataloger for TextCatalog {
         &self,
         source: &dyn BlobSource,
         manifest: &ImageManifest,
-        _: &dyn assess::RawLayerCache,
-    ) -> Result<Inventory, String> {
+        _: &dyn catalog::LayerCache,
+    ) -> Result<Inventory, assess::CatalogFailure> {
         let mut inv = Inventory::default();
         for l in &manifest.layers {
             let mut name = String::new();

@@ -315,16 +315,16 @@ impl assess::Cataloger for Counting {
         &self,
         _: &dyn oci::BlobSource,
         _: &oci::ImageManifest,
-        _: &dyn assess::RawLayerCache,
-    ) -> Result<inventory::Inventory, String> {
+        _: &dyn catalog::LayerCache,
+    ) -> Result<inventory::Inventory, assess::CatalogFailure> {
         Err("the worker asks for catalog_image".into())
     }
     fn catalog_image(
         &self,
         _: &dyn oci::BlobSource,
         _: &oci::ImageManifest,
-        _: &dyn assess::RawLayerCache,
-    ) -> Result<assess::Cataloged, String> {
+        _: &dyn catalog::LayerCache,
+    ) -> Result<assess::Cataloged, assess::CatalogFailure> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(assess::Cataloged {
             inventory: inventory::Inventory::default(),

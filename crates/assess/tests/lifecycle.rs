@@ -20,8 +20,8 @@ impl Cataloger for EmptyCatalog {
         &self,
         _: &dyn BlobSource,
         _: &ImageManifest,
-        _: &dyn assess::RawLayerCache,
-    ) -> Result<Inventory, String> {
+        _: &dyn catalog::LayerCache,
+    ) -> Result<Inventory, assess::CatalogFailure> {
         Ok(Inventory::default())
     }
 }

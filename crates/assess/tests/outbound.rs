@@ -51,8 +51,8 @@ impl Cataloger for NoCatalog {
         &self,
         _: &dyn BlobSource,
         _: &ImageManifest,
-        _: &dyn assess::RawLayerCache,
-    ) -> Result<Inventory, String> {
+        _: &dyn catalog::LayerCache,
+    ) -> Result<Inventory, assess::CatalogFailure> {
         Err("not reached".into())
     }
 }

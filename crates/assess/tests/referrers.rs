@@ -23,8 +23,8 @@ impl Cataloger for OneCatalog {
         &self,
         _: &dyn BlobSource,
         _: &ImageManifest,
-        _: &dyn assess::RawLayerCache,
-    ) -> Result<Inventory, String> {
+        _: &dyn catalog::LayerCache,
+    ) -> Result<Inventory, assess::CatalogFailure> {
         let p = Package {
             ecosystem: Ecosystem::Deb,
             name: "openssl".into(),

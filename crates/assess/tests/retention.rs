@@ -2,9 +2,10 @@
 //! notification are pruned by age, and what is still needed stays.
 
 use assess::clock::to_ms;
-use assess::ports::{Cataloger, RawLayerCache, RegistryContent};
+use assess::ports::{Cataloger, RegistryContent};
 use assess::store::{Delivery, PruneBefore, Store};
 use assess::{Clock, ManualClock, Options, Service, VulnDatabase, VulnSource};
+use catalog::{LayerCache, LayerInventory};
 use inventory::Inventory;
 use oci::{BlobSource, Digest, ImageManifest, Name, Tag};
 use std::sync::Arc;
@@ -31,6 +32,11 @@ fn delivery(id: &str, created_at: i64) -> Delivery {
     }
 }
 
+/// A layer digest for the layer cache's rows.
+fn layer(name: &str) -> Digest {
+    Digest::sha256_of(name.as_bytes())
+}
+
 fn tags(store: &Store, digest: &str) -> Vec<(String, String, String)> {
     let mut v = store.previous_tag_digests(digest).unwrap();
     v.sort();
@@ -52,7 +58,7 @@ fn rows_older_than_the_settings_go_and_newer_ones_stay() {
         .enqueue("team/app", live, OCI_MANIFEST, None, None, ago(1), true)
         .unwrap();
     store
-        .set_shape(live, "image", &["sha256:l1".to_string()], &[])
+        .set_shape(live, "image", &[layer("l1").to_string()], &[])
         .unwrap();
 
     // Deliveries: finished and old, pending and old, finished and recent.
@@ -101,15 +107,12 @@ fn rows_older_than_the_settings_go_and_newer_ones_stay() {
     // days old; L3 (named by nothing) just stored; L1 of an older catalog
     // version.
     clock.advance(-Span::days(2));
-    store.put("sha256:l1", 2, b"{\"l\":1}");
-    store.put("sha256:l2", 2, b"{\"l\":2}");
-    store.put("sha256:l1", 1, b"{\"l\":1}");
+    store.put(&layer("l1"), 2, &LayerInventory::new());
+    store.put(&layer("l2"), 2, &LayerInventory::new());
+    store.put(&layer("l1"), 1, &LayerInventory::new());
     clock.advance(Span::days(2));
-    store.put("sha256:l3", 2, b"{\"l\":3}");
-    assert_eq!(
-        store.get("sha256:l2", 2).as_deref(),
-        Some(&b"{\"l\":2}"[..])
-    );
+    store.put(&layer("l3"), 2, &LayerInventory::new());
+    assert_eq!(store.get(&layer("l2"), 2), Some(LayerInventory::new()));
 
     let pruned = store
         .prune(&PruneBefore {
@@ -151,17 +154,17 @@ fn rows_older_than_the_settings_go_and_newer_ones_stay() {
     assert_eq!(tags(&store, "sha256:edge2").len(), 1, "recent moves stay");
     assert_eq!(tags(&store, "sha256:edge1").len(), 1, "recent moves stay");
 
-    assert!(store.get("sha256:l1", 2).is_some(), "a layer in use stays");
+    assert!(store.get(&layer("l1"), 2).is_some(), "a layer in use stays");
     assert!(
-        store.get("sha256:l2", 2).is_none(),
+        store.get(&layer("l2"), 2).is_none(),
         "an unused old layer goes"
     );
     assert!(
-        store.get("sha256:l3", 2).is_some(),
+        store.get(&layer("l3"), 2).is_some(),
         "a new upload has its grace"
     );
     assert!(
-        store.get("sha256:l1", 1).is_none(),
+        store.get(&layer("l1"), 1).is_none(),
         "old catalog versions go"
     );
 
@@ -218,8 +221,8 @@ impl Cataloger for Nothing {
         &self,
         _: &dyn BlobSource,
         _: &ImageManifest,
-        _: &dyn RawLayerCache,
-    ) -> Result<Inventory, String> {
+        _: &dyn LayerCache,
+    ) -> Result<Inventory, assess::CatalogFailure> {
         Ok(Inventory::default())
     }
 }

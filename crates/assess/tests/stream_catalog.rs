@@ -8,7 +8,8 @@
 
 use assess::live::{CatalogCataloger, HandleSource, RegistrySource};
 use assess::views::FindingFilter;
-use assess::{Options, RawLayerCache, RegistryContent, Service};
+use assess::{Options, RegistryContent, Service};
+use catalog::LayerCache;
 use oci::{BlobSource, Digest, Name, Tag};
 use std::io::Read;
 use std::sync::Arc;
@@ -201,12 +202,8 @@ impl Setup {
     async fn cached(&self, layer: &Digest) -> Option<Vec<u8>> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(b) = self
-                .service
-                .store()
-                .get(&layer.to_string(), catalog::CATALOG_VERSION)
-            {
-                return Some(b);
+            if let Some(inv) = self.service.store().get(layer, catalog::CATALOG_VERSION) {
+                return Some(serde_json::to_vec(&inv).unwrap());
             }
             if Instant::now() > deadline {
                 return None;
@@ -366,10 +363,7 @@ async fn a_digest_mismatch_or_a_cancel_leaves_no_result() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     for d in [&real, &wrong] {
         assert!(
-            s.service
-                .store()
-                .get(&d.to_string(), catalog::CATALOG_VERSION)
-                .is_none(),
+            s.service.store().get(d, catalog::CATALOG_VERSION).is_none(),
             "a result was kept for {d}"
         );
     }

@@ -4,10 +4,11 @@
 //! vulnerability database that can be swapped for a new version, and a
 //! manual clock. No registry, no catalog, no network.
 
-use assess::ports::{Cataloged, Cataloger, RawLayerCache, RegistryContent};
+use assess::ports::{CatalogFailure, Cataloged, Cataloger, RegistryContent};
 use assess::{
     Finding, FindingStatus, ManualClock, Options, Service, Severity, VulnDatabase, VulnSource,
 };
+use catalog::LayerCache;
 use inventory::{Ecosystem, Inventory, Package};
 use oci::{BlobSource, Digest, ImageManifest, Name, Tag};
 use std::collections::{BTreeMap, HashMap};
@@ -137,8 +138,8 @@ impl Cataloger for LineCataloger {
         &self,
         source: &dyn BlobSource,
         manifest: &ImageManifest,
-        cache: &dyn RawLayerCache,
-    ) -> Result<Inventory, String> {
+        cache: &dyn LayerCache,
+    ) -> Result<Inventory, CatalogFailure> {
         self.catalog_image(source, manifest, cache)
             .map(|c| c.inventory)
     }
@@ -146,8 +147,8 @@ impl Cataloger for LineCataloger {
         &self,
         source: &dyn BlobSource,
         manifest: &ImageManifest,
-        _: &dyn RawLayerCache,
-    ) -> Result<Cataloged, String> {
+        _: &dyn LayerCache,
+    ) -> Result<Cataloged, CatalogFailure> {
         let mut out = Cataloged::default();
         for l in &manifest.layers {
             let mut text = String::new();

@@ -88,3 +88,99 @@ impl LayerCache for DirCache {
         }
     }
 }
+
+/// A layer result read before its digest was known (from an upload stream,
+/// under `placeholder`), named by its real `digest` instead, so it can be
+/// cached under that digest once the upload verified. Every place the
+/// result names its layer (packages, notes) is rewritten: through the
+/// serialized form, so fields added later are covered too. `None` only if
+/// the result does not survive the round trip (not expected).
+pub fn relabel_layer(
+    inv: &LayerInventory,
+    placeholder: &Digest,
+    digest: &Digest,
+) -> Option<LayerInventory> {
+    let text = serde_json::to_string(inv).ok()?;
+    let text = text.replace(&placeholder.to_string(), &digest.to_string());
+    serde_json::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Limits, catalog_layer};
+
+    /// A plain tar layer with a dpkg database of one package and one
+    /// hostile entry (skipped and named with the layer).
+    fn layer() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let status = b"Package: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.13\nArchitecture: amd64\n\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(status.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "var/lib/dpkg/status", &status[..])
+            .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        // `append_data` refuses `..`, so the name is written raw.
+        h.as_old_mut().name[..12].copy_from_slice(b"../escape.py");
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_result_read_under_a_placeholder_is_relabelled_everywhere() {
+        let bytes = layer();
+        let placeholder = Digest::sha256_of(b"placeholder");
+        let real = Digest::sha256_of(&bytes);
+        let limits = Limits {
+            verify_digest: false,
+            ..Limits::default()
+        };
+        let inv = catalog_layer(
+            &bytes[..],
+            oci::LayerCompression::None,
+            &placeholder,
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(inv.packages().count(), 1);
+        assert!(!inv.skipped.is_empty(), "the hostile entry is named");
+        let text = serde_json::to_string(&inv).unwrap();
+        assert!(text.contains(&placeholder.to_string()), "{text}");
+
+        let moved = relabel_layer(&inv, &placeholder, &real).unwrap();
+        let text = serde_json::to_string(&moved).unwrap();
+        assert!(!text.contains(&placeholder.to_string()), "{text}");
+        assert!(moved.packages().all(|p| p.layer == real.to_string()));
+        assert!(
+            moved
+                .skipped
+                .iter()
+                .all(|s| s.layer.as_deref() == Some(real.to_string().as_str()))
+        );
+        // Only the digest changed.
+        assert_eq!(relabel_layer(&moved, &real, &placeholder).unwrap(), inv);
+    }
+
+    #[test]
+    fn caches_keep_results_per_digest_and_version() {
+        let d = Digest::sha256_of(b"a layer");
+        let inv = LayerInventory::new();
+        let dir = tempfile::tempdir().unwrap();
+        let memory = MemoryCache::new();
+        for cache in [&memory as &dyn LayerCache, &DirCache::new(dir.path())] {
+            assert!(cache.get(&d, 1).is_none());
+            let mut v1 = inv.clone();
+            v1.catalog_version = 1;
+            cache.put(&d, 1, &v1);
+            assert_eq!(cache.get(&d, 1), Some(v1));
+            assert!(cache.get(&d, 2).is_none());
+            assert!(cache.get(&Digest::sha256_of(b"other"), 1).is_none());
+        }
+        assert!(NoCache.get(&d, 1).is_none());
+    }
+}

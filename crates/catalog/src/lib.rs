@@ -78,7 +78,7 @@ mod model;
 pub mod purl;
 mod targuard;
 
-pub use cache::{DirCache, LayerCache, MemoryCache, NoCache};
+pub use cache::{DirCache, LayerCache, MemoryCache, NoCache, relabel_layer};
 pub use error::CatalogError;
 pub use layer::catalog_layer;
 pub use limits::Limits;

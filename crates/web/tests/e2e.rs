@@ -615,7 +615,7 @@ async fn restart_mid_queue_loses_no_job() {
 /// names them; the manifest's assessment then only merges and matches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layers_are_cataloged_as_they_are_uploaded() {
-    use assess::RawLayerCache;
+    use catalog::LayerCache;
     let Some(layout) = prerequisites() else {
         return;
     };
@@ -654,7 +654,10 @@ async fn layers_are_cataloged_as_they_are_uploaded() {
         while s
             .service
             .store()
-            .get(layer, catalog::CATALOG_VERSION)
+            .get(
+                &oci::Digest::parse(layer).unwrap(),
+                catalog::CATALOG_VERSION,
+            )
             .is_none()
         {
             assert!(Instant::now() < deadline, "{layer} not cataloged on upload");
@@ -666,7 +669,10 @@ async fn layers_are_cataloged_as_they_are_uploaded() {
     assert!(
         s.service
             .store()
-            .get(&config, catalog::CATALOG_VERSION)
+            .get(
+                &oci::Digest::parse(&config).unwrap(),
+                catalog::CATALOG_VERSION
+            )
             .is_none()
     );
     // Now the manifest: its assessment uses those results.

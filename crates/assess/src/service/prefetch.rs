@@ -15,8 +15,8 @@
 //! about to land.
 
 use super::{Inner, Service};
-use crate::ports::RawLayerCache;
 use crate::store::Store;
+use catalog::LayerCache;
 use oci::Digest;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -187,13 +187,13 @@ pub(crate) struct AfterPrefetch<'a> {
     pub(crate) prefetch: &'a Prefetch,
 }
 
-impl RawLayerCache for AfterPrefetch<'_> {
-    fn get(&self, layer: &str, version: u32) -> Option<Vec<u8>> {
-        self.prefetch.wait_for(layer);
+impl LayerCache for AfterPrefetch<'_> {
+    fn get(&self, layer: &Digest, version: u32) -> Option<catalog::LayerInventory> {
+        self.prefetch.wait_for(&layer.to_string());
         self.store.get(layer, version)
     }
 
-    fn put(&self, layer: &str, version: u32, data: &[u8]) {
-        self.store.put(layer, version, data)
+    fn put(&self, layer: &Digest, version: u32, inv: &catalog::LayerInventory) {
+        self.store.put(layer, version, inv)
     }
 }

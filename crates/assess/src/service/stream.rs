@@ -26,8 +26,8 @@
 //!   skips it, and a worker needing the layer waits for this result).
 
 use super::Inner;
-use crate::ports::RawLayerCache;
 use bytes::Bytes;
+use catalog::LayerCache;
 use oci::{BlobSource, Digest};
 use std::collections::VecDeque;
 use std::io::Read;
@@ -329,15 +329,14 @@ fn read_upload(inner: Weak<Inner>, mut reader: PipeReader) {
         }
     }
     let _unmark = Unmark(&svc.prefetch, &digest);
-    let Some(data) = result else {
+    let Some(inv) = result else {
         // Not a layer, or not readable: the image's assessment reads it
         // again and reports what went wrong.
         return;
     };
-    let Ok(text) = String::from_utf8(data) else {
+    let Some(inv) = catalog::relabel_layer(&inv, &placeholder, &digest) else {
         return;
     };
-    let text = text.replace(&placeholder.to_string(), &digest.to_string());
     // Counted first: whoever sees the result also sees the count.
     let counter = if reader.spilled {
         &svc.prefetch.spilled
@@ -345,9 +344,5 @@ fn read_upload(inner: Weak<Inner>, mut reader: PipeReader) {
         &svc.prefetch.streamed
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    svc.store.put(
-        &digest.to_string(),
-        svc.cataloger.version(),
-        text.as_bytes(),
-    );
+    svc.store.put(&digest, svc.cataloger.version(), &inv);
 }

@@ -225,7 +225,7 @@ impl Service {
                                 prefetch: &this.inner.prefetch,
                             },
                         )
-                        .map_err(|e| anyhow!("cataloging failed: {e}"))
+                        .map_err(|e| anyhow::Error::new(e).context("cataloging failed"))
                 })
                 .await??;
                 if !cataloged.incomplete.is_empty() {

@@ -18,7 +18,6 @@ pub use usage::UsageRow;
 pub use vex::{SbomRow, VexRow};
 pub use webhooks::{Delivery, Webhook};
 
-use crate::ports::RawLayerCache;
 use crate::vuln::Severity;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -304,38 +303,46 @@ impl Store {
 /// from those stored before compression by them.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-impl RawLayerCache for Store {
-    fn get(&self, layer: &str, version: u32) -> Option<Vec<u8>> {
+/// The registry-wide layer cache: the cataloger's per-layer results, as
+/// zstd-compressed JSON.
+impl catalog::LayerCache for Store {
+    fn get(&self, layer: &oci::Digest, version: u32) -> Option<catalog::LayerInventory> {
+        let key = layer.to_string();
         let data: Vec<u8> = self
             .c()
             .query_row(
                 "SELECT data FROM layer_cache WHERE layer = ?1 AND version = ?2",
-                params![layer, version],
+                params![key, version],
                 |r| r.get(0),
             )
             .optional()
             .ok()
             .flatten()?;
-        if !data.starts_with(&ZSTD_MAGIC) {
-            return Some(data);
-        }
-        match zstd::stream::decode_all(&data[..]) {
-            Ok(raw) => Some(raw),
-            Err(e) => {
-                // Unreadable: read the layer again rather than fail.
-                tracing::warn!(layer, error = %e, "cannot decompress a cached layer inventory");
-                None
+        let raw = if data.starts_with(&ZSTD_MAGIC) {
+            match zstd::stream::decode_all(&data[..]) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    // Unreadable: read the layer again rather than fail.
+                    tracing::warn!(%layer, error = %e, "cannot decompress a cached layer inventory");
+                    return None;
+                }
             }
-        }
+        } else {
+            data
+        };
+        // A result that no longer parses is read again, like a missing one.
+        serde_json::from_slice(&raw).ok()
     }
 
-    fn put(&self, layer: &str, version: u32, data: &[u8]) {
-        // Compressed outside the lock; the cataloger's bytes are opaque
-        // here, and never start with the zstd magic (it writes JSON).
-        let data = match zstd::bulk::compress(data, 3) {
+    fn put(&self, layer: &oci::Digest, version: u32, inv: &catalog::LayerInventory) {
+        let Ok(json) = serde_json::to_vec(inv) else {
+            return;
+        };
+        // Compressed outside the lock; JSON never starts with the zstd magic.
+        let data = match zstd::bulk::compress(&json, 3) {
             Ok(z) => z,
             Err(e) => {
-                tracing::warn!(layer, error = %e, "cannot compress a layer inventory");
+                tracing::warn!(%layer, error = %e, "cannot compress a layer inventory");
                 return;
             }
         };
@@ -343,10 +350,10 @@ impl RawLayerCache for Store {
         // Verdicts come from stored results, not from this cache.
         let r = self.c_quiet().execute(
             "INSERT OR REPLACE INTO layer_cache(layer, version, data, at) VALUES (?1, ?2, ?3, ?4)",
-            params![layer, version, data, at],
+            params![layer.to_string(), version, data, at],
         );
         if let Err(e) = r {
-            tracing::warn!(layer, error = %e, "cannot store layer inventory");
+            tracing::warn!(%layer, error = %e, "cannot store layer inventory");
         }
     }
 }
