@@ -229,12 +229,24 @@ impl registry::EventSink for Service {
                 digest,
                 media_type,
                 tags,
+                pusher,
                 ..
-            } => self.manifest_pushed(
+            } => self.manifest_pushed_by(
                 repo.as_str(),
                 &digest.to_string(),
                 media_type,
                 &tags.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                pusher.as_ref().map(|i| match i {
+                    auth::Identity::Unrestricted => crate::vex::Pusher::Unrestricted,
+                    auth::Identity::Anonymous => crate::vex::Pusher::Anonymous,
+                    auth::Identity::User { name, groups } => crate::vex::Pusher::User {
+                        name: name.clone(),
+                        groups: groups.clone(),
+                    },
+                    auth::Identity::Robot { name } => {
+                        crate::vex::Pusher::Robot { name: name.clone() }
+                    }
+                }),
             ),
             registry::Event::ManifestDeleted { repo, digest } => {
                 self.manifest_deleted(repo.as_str(), &digest.to_string())
@@ -274,6 +286,7 @@ pub async fn start_with_registry(
     // Register the sink before the startup scan so no push falls between.
     registry.add_sink(Arc::new(service.clone()));
     registry.set_blob_observer(service.blob_observer());
+    registry.register_metrics(service.metrics())?;
     service.start().await?;
     Ok(service)
 }

@@ -86,15 +86,145 @@ impl VulnSource for Db {
     }
 }
 
+/// The registry as the assessor sees it, with a latch on attaching: while
+/// held, `attach` waits, as a slow referrer push would.
+struct Latched {
+    inner: assess::live::RegistrySource,
+    latch: Arc<Latch>,
+}
+
+#[derive(Default)]
+struct Latch {
+    held: std::sync::Mutex<bool>,
+    released: std::sync::Condvar,
+    /// `attach` calls begun.
+    entered: AtomicU32,
+}
+
+impl Latch {
+    fn hold(&self, held: bool) {
+        *self.held.lock().unwrap() = held;
+        self.released.notify_all();
+    }
+}
+
+impl assess::RegistryContent for Latched {
+    fn manifest(
+        &self,
+        repo: &oci::Name,
+        digest: &Digest,
+    ) -> anyhow::Result<Option<(Vec<u8>, String)>> {
+        self.inner.manifest(repo, digest)
+    }
+    fn blob_source(&self) -> Arc<dyn BlobSource> {
+        self.inner.blob_source()
+    }
+    fn repositories(&self) -> anyhow::Result<Vec<oci::Name>> {
+        self.inner.repositories()
+    }
+    fn tags(&self, repo: &oci::Name) -> anyhow::Result<Vec<(oci::Tag, Digest)>> {
+        self.inner.tags(repo)
+    }
+    fn manifests(&self, repo: &oci::Name) -> anyhow::Result<Vec<(Digest, String)>> {
+        self.inner.manifests(repo)
+    }
+    fn recent_pulls(
+        &self,
+        since: time::OffsetDateTime,
+    ) -> Vec<(oci::Name, Digest, time::OffsetDateTime)> {
+        self.inner.recent_pulls(since)
+    }
+    fn attach(&self, repo: &oci::Name, artifact: &assess::Artifact) -> anyhow::Result<Digest> {
+        self.latch.entered.fetch_add(1, Ordering::SeqCst);
+        let mut held = self.latch.held.lock().unwrap();
+        while *held {
+            held = self.latch.released.wait(held).unwrap();
+        }
+        drop(held);
+        self.inner.attach(repo, artifact)
+    }
+    fn delete_manifest(&self, repo: &oci::Name, digest: &Digest) -> anyhow::Result<()> {
+        self.inner.delete_manifest(repo, digest)
+    }
+}
+
 struct Setup {
     _dir: tempfile::TempDir,
     catalog: Arc<OneCatalog>,
+    latch: Arc<Latch>,
     service: Service,
     base: String,
     client: reqwest::Client,
 }
 
 async fn setup(opts: impl FnOnce(&mut Options)) -> Setup {
+    setup_with(opts, None).await
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Access control for the registry's routes: users `sec` (group
+/// `security`) and `dev` (group `dev`), both with push on `team/*`.
+fn access(dir: &std::path::Path) -> auth::AccessControl {
+    let push = |subject| auth::Binding {
+        id: String::new(),
+        subject,
+        pattern: "team/*".into(),
+        actions: vec![auth::Action::Pull, auth::Action::Push],
+    };
+    let ac = auth::AccessControl::open(
+        dir,
+        auth::Settings {
+            bindings: vec![
+                push(auth::Subject::Group("security".into())),
+                push(auth::Subject::Group("dev".into())),
+            ],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let op = auth::Principal::unrestricted();
+    ac.add_user(&op, "sec", PASSWORD, &["security".into()])
+        .unwrap();
+    ac.add_user(&op, "dev", PASSWORD, &["dev".into()]).unwrap();
+    ac
+}
+
+/// A stand-in for the edge: `x-test-login: USER` signs the request in
+/// as USER; without it the request is unrestricted (as with access
+/// control off).
+async fn test_edge(
+    axum::extract::State(ac): axum::extract::State<auth::AccessControl>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let user = req
+        .headers()
+        .get("x-test-login")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(user) = user {
+        // The slow check once, then the cached one.
+        let p = ac
+            .login_known(&user, PASSWORD, None)
+            .or_else(|| ac.login(&user, PASSWORD, None).ok())
+            .expect("a known user");
+        req.extensions_mut().insert(p);
+    }
+    next.run(req).await
+}
+
+fn client_as(user: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("x-test-login", user.parse().unwrap());
+    reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(h)
+        .build()
+        .unwrap()
+}
+
+async fn setup_with(opts: impl FnOnce(&mut Options), with_access: Option<()>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let registry = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
     let mut o = Options::new(dir.path());
@@ -109,9 +239,13 @@ async fn setup(opts: impl FnOnce(&mut Options)) -> Setup {
     }];
     opts(&mut o);
     let catalog = Arc::new(OneCatalog(AtomicU32::new(1)));
+    let latch = Arc::new(Latch::default());
     let service = Service::open(
         o,
-        Arc::new(assess::live::RegistrySource(registry.clone())),
+        Arc::new(Latched {
+            inner: assess::live::RegistrySource(registry.clone()),
+            latch: latch.clone(),
+        }),
         catalog.clone(),
         Arc::new(Db),
         Arc::new(assess::SystemClock),
@@ -121,11 +255,20 @@ async fn setup(opts: impl FnOnce(&mut Options)) -> Setup {
     service.start().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = registry.router();
+    let app = match with_access {
+        Some(()) => registry
+            .router()
+            .layer(axum::middleware::from_fn_with_state(
+                access(&dir.path().join("access")),
+                test_edge,
+            )),
+        None => registry.router(),
+    };
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     Setup {
         _dir: dir,
         catalog,
+        latch,
         service,
         base: format!("http://{addr}"),
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
@@ -193,8 +336,14 @@ impl Setup {
         self.push_manifest(repo, &d.to_string(), &body).await
     }
 
+    /// The view of `digest` once assessed and its SBOM (attached after
+    /// its findings are stored) is in place.
     async fn settled(&self, digest: &str) -> assess::views::ImageView {
         let deadline = Instant::now() + Duration::from_secs(30);
+        self.service
+            .wait_idle(Duration::from_secs(30))
+            .await
+            .unwrap();
         loop {
             let v = self
                 .service
@@ -374,14 +523,16 @@ async fn spdx_is_attached_beside_cyclonedx_where_configured() {
     assert_eq!(m["subject"]["digest"], digest.to_string());
     assert_eq!(m["layers"][0]["mediaType"], SPDX);
     let layer = m["layers"][0]["digest"].as_str().unwrap();
-    let doc: serde_json::Value = s
+    let bytes = s
         .get(format!("{}/v2/spdx/app/blobs/{layer}", s.base))
         .await
-        .json()
+        .bytes()
         .await
         .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(doc["spdxVersion"], "SPDX-2.3");
     assert!(doc.to_string().contains(PURL), "{doc}");
+    validate_spdx(&bytes);
     assert_eq!(s.referrers("spdx/app", &digest, CDX).await.len(), 1);
     // The SPDX artifact is an artifact too, hidden from listings.
     assert_eq!(s.settled(&spdx).await.status, "unsupported");
@@ -426,11 +577,13 @@ async fn spdx_is_attached_beside_cyclonedx_where_configured() {
     assert_eq!(r.status(), 404);
 }
 
-/// An index gets an SBOM of its own: a CycloneDX document listing its
-/// platform images by digest and platform; each image keeps its own.
+/// An index gets SBOMs of its own: a CycloneDX document listing its
+/// platform images by digest and platform and, with SPDX on, an SPDX one
+/// whose index package contains a package per platform image (valid to
+/// the reference SPDX tools); each image keeps its own.
 #[tokio::test]
 async fn an_index_sbom_names_its_platform_images() {
-    let s = setup(|_| {}).await;
+    let s = setup(|o| o.sbom.spdx = true).await;
     let layer = s.push_blob("multi/app", b"layer").await;
     let mut images = Vec::new();
     for arch in ["amd64", "arm64"] {
@@ -514,7 +667,128 @@ async fn an_index_sbom_names_its_platform_images() {
         assert_eq!(platform["value"], format!("linux/{arch}"));
         // Each platform image has its own SBOM with its packages.
         assert_eq!(s.referrers("multi/app", d, CDX).await.len(), 1);
+        assert_eq!(s.referrers("multi/app", d, SPDX).await.len(), 1);
     }
+
+    // The index's SPDX document.
+    s.service.wait_idle(Duration::from_secs(30)).await.unwrap();
+    let refs = s.referrers("multi/app", &index, SPDX).await;
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    let m: serde_json::Value = s
+        .get(format!(
+            "{}/v2/multi/app/manifests/{}",
+            s.base,
+            refs[0]["digest"].as_str().unwrap()
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["subject"]["digest"], index.to_string());
+    assert_eq!(m["subject"]["mediaType"], OCI_INDEX);
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    let bytes = s
+        .get(format!("{}/v2/multi/app/blobs/{layer}", s.base))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    let packages = doc["packages"].as_array().unwrap();
+    assert_eq!(packages[0]["SPDXID"], "SPDXRef-Image");
+    assert_eq!(packages[0]["versionInfo"], index.to_string());
+    let platform_images: Vec<&serde_json::Value> = packages
+        .iter()
+        .filter(|p| p["SPDXID"] != "SPDXRef-Image")
+        .collect();
+    assert_eq!(platform_images.len(), 2, "{doc}");
+    for (p, (d, _, arch)) in platform_images.iter().zip(&images) {
+        assert_eq!(p["primaryPackagePurpose"], "CONTAINER");
+        assert_eq!(p["versionInfo"], d.to_string());
+        assert!(
+            p["comment"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("linux/{arch}")),
+            "{p}"
+        );
+        let id = p["SPDXID"].as_str().unwrap();
+        assert!(
+            doc["relationships"].as_array().unwrap().iter().any(|r| {
+                r["spdxElementId"] == "SPDXRef-Image"
+                    && r["relationshipType"] == "CONTAINS"
+                    && r["relatedSpdxElement"] == id
+            }),
+            "{doc}"
+        );
+    }
+    validate_spdx(&bytes);
+}
+
+/// Validate an SPDX document with the reference SPDX tools (.ci/venv).
+fn validate_spdx(bytes: &[u8]) {
+    let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/venv/bin");
+    if tools.join("pyspdxtools").exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.spdx.json");
+        std::fs::write(&path, bytes).unwrap();
+        let out = std::process::Command::new(tools.join("pyspdxtools"))
+            .arg("-i")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.trim().is_empty(),
+            "SPDX validation: {text}"
+        );
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pyspdxtools (.ci/venv) is needed in CI"
+        );
+        eprintln!("skipped: SPDX validation (no .ci/venv/bin/pyspdxtools)");
+    }
+}
+
+/// An image's findings are stored, and told, before its SBOM is attached:
+/// with the referrer push held back, the image is done and its findings
+/// and webhook delivery are there; released, the SBOM follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_are_stored_before_the_sbom_is_attached() {
+    let s = setup(|_| {}).await;
+    s.latch.hold(true);
+    let (digest, _) = s.push_image("team/app", "v1").await;
+    let d = digest.to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.latch.entered.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the SBOM was never attached");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The attachment is blocked now.
+    let v = s
+        .service
+        .image_view(&d, &Default::default(), false)
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.status, "done", "findings wait for the SBOM: {v:?}");
+    assert_eq!(v.findings.len(), 1);
+    assert_eq!(&*v.findings[0].finding.id, CVE);
+    assert_eq!(health(&v), "unhealthy");
+    assert_eq!(s.service.store().deliveries(None, 100).unwrap().len(), 1);
+    assert!(s.referrers("team/app", &digest, CDX).await.is_empty());
+    // Idle means the SBOM is attached too.
+    assert!(
+        s.service
+            .wait_idle(Duration::from_millis(200))
+            .await
+            .is_err()
+    );
+    s.latch.hold(false);
+    s.service.wait_idle(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(s.referrers("team/app", &digest, CDX).await.len(), 1);
 }
 
 fn openvex(id: &str, product: &str, status: &str, extra: &str) -> String {
@@ -707,4 +981,113 @@ async fn vex_pushed_as_a_referrer_is_applied() {
     let note = v.findings[0].not_affected_per_vex.as_ref().unwrap();
     assert_eq!(note.author, "App Team");
     assert_eq!(note.justification.as_deref(), Some("code_not_reachable"));
+}
+
+/// With `assess.vex.trusted` set, a VEX referrer pushed by an identity it
+/// does not name is stored (listed with who pushed it and why) but not
+/// applied; one pushed by a trusted identity is applied, and the finding
+/// shows the authenticated pusher beside the document's own author.
+#[tokio::test]
+async fn vex_referrers_from_untrusted_pushers_are_stored_not_applied() {
+    let mut s = setup_with(
+        |o| o.vex.trusted = Some(vec!["group:security".into()]),
+        Some(()),
+    )
+    .await;
+    let (digest, size) = s.push_image("team/app", "v1").await;
+    let d = digest.to_string();
+    assert_eq!(health(&s.settled(&d).await), "unhealthy");
+    let doc = |id: &str| {
+        openvex(
+            id,
+            &d,
+            "not_affected",
+            r#", "justification": "vulnerable_code_not_present""#,
+        )
+    };
+
+    // dev may push to team/app, but is not trusted for VEX.
+    s.client = client_as("dev");
+    let untrusted = s
+        .push_referrer(
+            "team/app",
+            &digest,
+            size,
+            "application/vnd.openvex+json",
+            &doc("https://example.com/vex/by-dev"),
+        )
+        .await;
+    let av = s.settled(&untrusted.to_string()).await;
+    assert_eq!(av.status, "unsupported");
+    let note = av.error.as_deref().unwrap_or("");
+    assert!(
+        note.contains("VEX document https://example.com/vex/by-dev stored, not applied")
+            && note.contains("pushed by dev, who is not trusted for VEX (assess.vex.trusted)"),
+        "{note}"
+    );
+    let v = s.settled(&d).await;
+    assert_eq!(health(&v), "unhealthy");
+    assert!(v.findings[0].not_affected_per_vex.is_none());
+    let listed = s.service.vex_documents().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, format!("referrer:{untrusted}"));
+    assert_eq!(listed[0].recorded_by.as_deref(), Some("dev"));
+    assert!(
+        listed[0]
+            .not_applied
+            .as_deref()
+            .is_some_and(|w| w.contains("pushed by dev")),
+        "{listed:?}"
+    );
+
+    // sec is in the security group: applied, and recorded as its pusher.
+    s.client = client_as("sec");
+    let trusted = s
+        .push_referrer(
+            "team/app",
+            &digest,
+            size,
+            "application/vnd.openvex+json",
+            &doc("https://example.com/vex/by-sec"),
+        )
+        .await;
+    let av = s.settled(&trusted.to_string()).await;
+    assert!(
+        av.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("VEX document https://example.com/vex/by-sec applied"),
+        "{:?}",
+        av.error
+    );
+    let v = s.settled(&d).await;
+    assert_eq!(health(&v), "healthy", "{:?}", v.findings);
+    let note = v.findings[0].not_affected_per_vex.as_ref().unwrap();
+    assert_eq!(note.document, "https://example.com/vex/by-sec");
+    assert_eq!(note.author, "Platform Security <security@example.com>");
+    assert_eq!(note.recorded_by.as_deref(), Some("sec"));
+    let listed = s.service.vex_documents().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .any(|r| r.recorded_by.as_deref() == Some("sec") && r.not_applied.is_none())
+    );
+
+    // Deleting the untrusted one's referrer (as an operator) removes its
+    // row too.
+    s.client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = s
+        .client
+        .delete(format!("{}/v2/team/app/manifests/{untrusted}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.service.vex_documents().unwrap().len() != 1 {
+        assert!(Instant::now() < deadline, "the untrusted document stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(health(&s.settled(&d).await), "healthy");
 }

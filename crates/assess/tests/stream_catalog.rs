@@ -104,6 +104,7 @@ async fn setup(while_uploading: bool) -> Setup {
     .unwrap();
     registry.add_sink(Arc::new(service.clone()));
     registry.set_blob_observer(service.blob_observer());
+    registry.register_metrics(service.metrics()).unwrap();
     service.start().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -306,6 +307,8 @@ async fn monolithic_and_chunked_uploads_are_cataloged_from_the_stream() {
         (counts.streamed, counts.spilled, counts.read_back),
         (2, 0, 0)
     );
+    // The same counts in the registry's /metrics.
+    assert_eq!(s.layers_counted("stream").await, Some(2));
 
     // The image's assessment finds both layers done: nothing is read.
     let image = s
@@ -409,6 +412,26 @@ async fn with_the_switch_off_layers_are_read_after_their_commit() {
     assert!(s.reads_of(&d) >= 1, "read back from the store");
     let counts = s.service.upload_catalog_counts();
     assert_eq!((counts.streamed, counts.read_back), (0, 1));
+    assert_eq!(s.layers_counted("readback").await, Some(1));
+    assert_eq!(s.layers_counted("stream").await, Some(0));
+}
+
+impl Setup {
+    /// `drydock_catalog_layers_total{source="…"}` as the registry's
+    /// `/metrics` serves it (`None`: no such series yet).
+    async fn layers_counted(&self, source: &str) -> Option<u64> {
+        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("# TYPE drydock_catalog_layers_total counter"),
+            "{text}"
+        );
+        let series = format!("drydock_catalog_layers_total{{source=\"{source}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map(|v| v.trim().parse().unwrap())
+    }
 }
 
 async fn assessed(service: &Service, digest: &Digest) -> assess::views::ImageView {

@@ -82,6 +82,8 @@ pub struct Options {
     pub outbound: egress::EgressPolicy,
     /// SBOMs attached to assessed images as referrers.
     pub sbom: SbomOptions,
+    /// Whose VEX referrers are applied.
+    pub vex: crate::vex::VexOptions,
     /// How long rows of the ever-growing tables are kept.
     pub retention: Retention,
 }
@@ -136,6 +138,7 @@ impl Options {
             stream_buffer_bytes: 16 << 20,
             outbound: egress::EgressPolicy::default(),
             sbom: SbomOptions::default(),
+            vex: crate::vex::VexOptions::default(),
             retention: Retention::default(),
         }
     }
@@ -156,6 +159,13 @@ pub(crate) struct Inner {
     pub(crate) prefetch: prefetch::Prefetch,
     /// Every stored VEX document, parsed; replaced whole on a change.
     pub(crate) vex: std::sync::RwLock<Arc<Vec<crate::vex::Stored>>>,
+    /// Who pushed each manifest not yet assessed, from the registry's
+    /// event (a VEX referrer is judged by it). In memory: a job that
+    /// outlives a restart has an unknown pusher.
+    pushers: std::sync::Mutex<std::collections::HashMap<String, crate::vex::Pusher>>,
+    /// SBOMs being attached after their image's findings were stored
+    /// (see [`Service::attaching_sbom`]); [`Service::wait_idle`] waits for them.
+    sbom_pending: std::sync::atomic::AtomicUsize,
     /// Taken by [`Service::start`] for the prefetch readers.
     prefetch_rx: std::sync::Mutex<Option<std::sync::mpsc::Receiver<oci::Digest>>>,
 }
@@ -204,6 +214,8 @@ impl Service {
                 http,
                 prefetch,
                 vex,
+                sbom_pending: std::sync::atomic::AtomicUsize::new(0),
+                pushers: Default::default(),
                 prefetch_rx: std::sync::Mutex::new(Some(prefetch_rx)),
             }),
         })
@@ -379,6 +391,26 @@ impl Service {
     /// several with `?tag=`): record each tag, persist the job, wake a
     /// worker.
     pub fn manifest_pushed(&self, repo: &str, digest: &str, media_type: &str, tags: &[&str]) {
+        self.manifest_pushed_by(repo, digest, media_type, tags, None)
+    }
+
+    /// [`Service::manifest_pushed`] by `pusher`, as the registry's access
+    /// control knew them (`None` for drydock's own writes).
+    pub fn manifest_pushed_by(
+        &self,
+        repo: &str,
+        digest: &str,
+        media_type: &str,
+        tags: &[&str],
+        pusher: Option<crate::vex::Pusher>,
+    ) {
+        if let Some(p) = pusher {
+            self.inner
+                .pushers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(digest.to_string(), p);
+        }
         let now = to_ms(self.now());
         for &tag in tags {
             if let Err(e) = self.inner.store.record_tag(repo, tag, digest, now) {
@@ -427,19 +459,47 @@ impl Service {
         Ok(true)
     }
 
-    /// Wait until no job is queued or in progress (for tests and tools).
+    /// Wait until no job is queued or in progress and no SBOM is still
+    /// being attached (for tests and tools).
     pub async fn wait_idle(&self, timeout: StdDuration) -> Result<()> {
+        use std::sync::atomic::Ordering;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            // The count first: an attachment queues its artifact's job
+            // before it stops counting, so a zero here and an empty queue
+            // read after it mean nothing is left.
+            let attaching = self.inner.sbom_pending.load(Ordering::SeqCst);
             let (pending, _) = self.inner.store.queue()?;
-            if pending.is_empty() {
+            if attaching == 0 && pending.is_empty() {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(anyhow!("{} assessment jobs still pending", pending.len()));
+                return Err(anyhow!(
+                    "{} assessment jobs still pending, {attaching} SBOMs being attached",
+                    pending.len()
+                ));
             }
             tokio::time::sleep(StdDuration::from_millis(10)).await;
         }
+    }
+
+    /// Who pushed `digest` (taken: asked once, when its job runs).
+    pub(super) fn take_pusher(&self, digest: &str) -> Option<crate::vex::Pusher> {
+        self.inner
+            .pushers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(digest)
+    }
+
+    /// Count an SBOM attachment from now until the guard is dropped. Taken
+    /// before the image's job is marked done, so that [`Service::wait_idle`]
+    /// never sees a done job whose SBOM is not yet attached as idle.
+    pub(super) fn attaching_sbom(&self) -> SbomPending {
+        self.inner
+            .sbom_pending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        SbomPending(self.inner.clone())
     }
 
     /// Delete rows older than [`Options::retention`] allows (the scheduler
@@ -469,6 +529,17 @@ impl Service {
     /// When the result of `digest` was made, as a date.
     pub fn assessed_at(&self, ms: i64) -> OffsetDateTime {
         from_ms(ms)
+    }
+}
+
+/// An SBOM attachment in progress (see [`Service::attaching_sbom`]).
+pub(super) struct SbomPending(Arc<Inner>);
+
+impl Drop for SbomPending {
+    fn drop(&mut self) {
+        self.0
+            .sbom_pending
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -18,8 +18,8 @@ use super::{Inner, Service};
 use crate::store::Store;
 use catalog::LayerCache;
 use oci::Digest;
+use prometheus::{IntCounterVec, Opts};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -35,13 +35,32 @@ pub(crate) struct Prefetch {
     in_flight: Mutex<HashSet<String>>,
     done: Condvar,
     tx: SyncSender<Digest>,
-    /// Layers cataloged from their upload stream (`stream.rs`).
-    pub(crate) streamed: AtomicU64,
-    /// Layers cataloged from their upload stream until it fell behind,
-    /// then from the store.
-    pub(crate) spilled: AtomicU64,
-    /// Layers read back from the store after their commit (here).
-    pub(crate) read_after_commit: AtomicU64,
+    /// Layers new to the registry by how they were cataloged:
+    /// `drydock_catalog_layers_total{source}` (see [`Source`]), registered
+    /// in the registry's metrics by [`Service::metrics`].
+    pub(crate) layers: IntCounterVec,
+}
+
+/// How a layer new to the registry was cataloged: the `source` label.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source {
+    /// Wholly from its upload stream, while the bytes arrived (`stream.rs`).
+    Stream,
+    /// From its upload stream until the reader fell behind the client,
+    /// the rest read back from the store after the commit.
+    StreamThenReadback,
+    /// Read back from the store after its commit (here).
+    Readback,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Source::Stream => "stream",
+            Source::StreamThenReadback => "stream_then_readback",
+            Source::Readback => "readback",
+        }
+    }
 }
 
 impl Prefetch {
@@ -52,11 +71,29 @@ impl Prefetch {
             in_flight: Mutex::new(HashSet::new()),
             done: Condvar::new(),
             tx,
-            streamed: AtomicU64::new(0),
-            spilled: AtomicU64::new(0),
-            read_after_commit: AtomicU64::new(0),
+            layers: IntCounterVec::new(
+                Opts::new(
+                    "drydock_catalog_layers_total",
+                    "Layers new to the registry cataloged by the assessor, by source: stream \
+                     (wholly from the upload stream while the bytes arrived), \
+                     stream_then_readback (from the stream until the reader fell behind the \
+                     client, the rest read back after the commit), readback (read back from \
+                     the store after the commit)",
+                ),
+                &["source"],
+            )
+            .expect("metric"),
         };
         (p, rx)
+    }
+
+    /// Count one layer cataloged from `source`.
+    pub(crate) fn count(&self, source: Source) {
+        self.layers.with_label_values(&[source.label()]).inc();
+    }
+
+    fn counted(&self, source: Source) -> u64 {
+        self.layers.with_label_values(&[source.label()]).get()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -125,10 +162,7 @@ pub(crate) fn spawn_readers(inner: Weak<Inner>, rx: Receiver<Digest>, threads: u
                         .cataloger
                         .prefetch_layer(source.as_ref(), &layer, &inner.store)
                     {
-                        inner
-                            .prefetch
-                            .read_after_commit
-                            .fetch_add(1, Ordering::Relaxed);
+                        inner.prefetch.count(Source::Readback);
                     }
                 }
             });
@@ -156,10 +190,17 @@ impl Service {
     pub fn upload_catalog_counts(&self) -> UploadCatalogCounts {
         let p = &self.inner.prefetch;
         UploadCatalogCounts {
-            streamed: p.streamed.load(Ordering::Relaxed),
-            spilled: p.spilled.load(Ordering::Relaxed),
-            read_back: p.read_after_commit.load(Ordering::Relaxed),
+            streamed: p.counted(Source::Stream),
+            spilled: p.counted(Source::StreamThenReadback),
+            read_back: p.counted(Source::Readback),
         }
+    }
+
+    /// The assessor's metrics, for the registry's one metrics registry
+    /// (`registry::Registry::register_metrics`):
+    /// `drydock_catalog_layers_total{source}`.
+    pub fn metrics(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![Box::new(self.inner.prefetch.layers.clone())]
     }
 
     /// A blob new to the registry was committed: read it now if it is a

@@ -154,14 +154,17 @@ impl Service {
         }
     }
 
-    /// Attach the SBOM of index `digest`: a CycloneDX document whose
+    /// Attach the SBOMs of index `digest`: a CycloneDX document whose
     /// components are its platform images (`(digest, media type,
     /// platform)`), each a `container` component whose `bom-ref` and
-    /// `version` are the image's digest. Each image's packages are in that
-    /// image's own SBOM, a referrer of the image's digest; the index's SBOM
-    /// tells a client of the referrers API which images to ask about.
-    /// Written when the index is rolled out, so it does not wait for its
-    /// images' assessments. Best effort, like [`Service::attach_sbom`].
+    /// `version` are the image's digest, and, where SPDX is on for the
+    /// repository, an SPDX document whose index package `CONTAINS` one
+    /// container package per platform image (its digest as
+    /// `versionInfo`). Each image's packages are in that image's own SBOMs,
+    /// referrers of the image's digest; the index's SBOMs tell a client of
+    /// the referrers API which images to ask about. Written when the index
+    /// is rolled out, so they do not wait for its images' assessments.
+    /// Best effort, like [`Service::attach_sbom`].
     pub(super) fn attach_index_sbom(
         &self,
         repo: &Name,
@@ -170,38 +173,22 @@ impl Service {
         size: u64,
         images: &[(String, String, Option<String>)],
     ) {
-        if !self.inner.opts.sbom.applies(repo.as_str()) {
-            return;
-        }
-        let document = |meta: &report::SbomMeta| -> Result<Vec<u8>> {
-            let mut bom = report::cyclonedx::bom(&Inventory::default(), &[], meta);
-            for (image, image_type, platform) in images {
-                let mut properties = vec![report::cyclonedx::Property {
-                    name: "drydock:mediaType".into(),
-                    value: image_type.clone(),
-                }];
-                if let Some(p) = platform {
-                    properties.push(report::cyclonedx::Property {
-                        name: "drydock:platform".into(),
-                        value: p.clone(),
-                    });
-                }
-                bom.components.push(report::cyclonedx::Component {
-                    kind: report::cyclonedx::ComponentType::Container,
-                    bom_ref: Some(image.clone()),
-                    name: repo.to_string(),
-                    version: Some(image.clone()),
-                    description: platform.clone(),
-                    purl: None,
-                    properties,
-                });
+        let opts = &self.inner.opts.sbom;
+        if opts.applies(repo.as_str()) {
+            let document = |meta: &report::SbomMeta| index_cyclonedx(repo, images, meta);
+            if let Err(e) =
+                self.try_attach_sbom(repo, digest, media_type, size, Format::CycloneDx, document)
+            {
+                tracing::warn!(digest, repo = %repo, error = %format!("{e:#}"), "cannot attach the index SBOM");
             }
-            Ok(serde_json::to_vec(&bom)?)
-        };
-        if let Err(e) =
-            self.try_attach_sbom(repo, digest, media_type, size, Format::CycloneDx, document)
-        {
-            tracing::warn!(digest, repo = %repo, error = %format!("{e:#}"), "cannot attach the index SBOM");
+        }
+        if opts.spdx_applies(repo.as_str()) {
+            let document = |meta: &report::SbomMeta| index_spdx(repo, images, meta);
+            if let Err(e) =
+                self.try_attach_sbom(repo, digest, media_type, size, Format::Spdx, document)
+            {
+                tracing::warn!(digest, repo = %repo, error = %format!("{e:#}"), "cannot attach the index SPDX SBOM");
+            }
         }
     }
 
@@ -220,7 +207,9 @@ impl Service {
         if old.as_ref().is_some_and(|o| o.catalog_version == version) {
             return Ok(());
         }
-        let now = rfc3339(self.now());
+        // Whole seconds: SPDX 2.3's `created` allows no fraction.
+        let now = self.now();
+        let now = rfc3339(now.replace_nanosecond(0).unwrap_or(now));
         let mut meta = report::SbomMeta::new(format!("{repo}@{digest}"));
         meta.digest = Some(digest.to_string());
         meta.timestamp = Some(now.clone());
@@ -266,4 +255,72 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// The CycloneDX SBOM of an index: one `container` component per platform image.
+fn index_cyclonedx(
+    repo: &Name,
+    images: &[(String, String, Option<String>)],
+    meta: &report::SbomMeta,
+) -> Result<Vec<u8>> {
+    let mut bom = report::cyclonedx::bom(&Inventory::default(), &[], meta);
+    for (image, image_type, platform) in images {
+        let mut properties = vec![report::cyclonedx::Property {
+            name: "drydock:mediaType".into(),
+            value: image_type.clone(),
+        }];
+        if let Some(p) = platform {
+            properties.push(report::cyclonedx::Property {
+                name: "drydock:platform".into(),
+                value: p.clone(),
+            });
+        }
+        bom.components.push(report::cyclonedx::Component {
+            kind: report::cyclonedx::ComponentType::Container,
+            bom_ref: Some(image.clone()),
+            name: repo.to_string(),
+            version: Some(image.clone()),
+            description: platform.clone(),
+            purl: None,
+            properties,
+        });
+    }
+    Ok(serde_json::to_vec(&bom)?)
+}
+
+/// The SPDX SBOM of an index: the index's package (`SPDXRef-Image`)
+/// `CONTAINS` one `CONTAINER` package per platform image, named after the
+/// repository, its digest as `versionInfo`, its platform and media type in
+/// the comment.
+fn index_spdx(
+    repo: &Name,
+    images: &[(String, String, Option<String>)],
+    meta: &report::SbomMeta,
+) -> Result<Vec<u8>> {
+    use report::spdx::{Package, Purpose, Relationship, RelationshipType};
+    let mut doc = report::spdx::document(&Inventory::default(), meta);
+    for (i, (image, image_type, platform)) in images.iter().enumerate() {
+        let id = format!("SPDXRef-PlatformImage-{i}");
+        let comment = match platform {
+            Some(p) => format!("platform {p}, media type {image_type}"),
+            None => format!("media type {image_type}"),
+        };
+        doc.packages.push(Package {
+            spdx_id: id.clone(),
+            name: repo.to_string(),
+            version_info: image.clone(),
+            download_location: "NOASSERTION",
+            files_analyzed: false,
+            source_info: None,
+            external_refs: Vec::new(),
+            primary_package_purpose: Purpose::Container,
+            comment: Some(comment),
+        });
+        doc.relationships.push(Relationship {
+            spdx_element_id: "SPDXRef-Image".into(),
+            relationship_type: RelationshipType::Contains,
+            related_spdx_element: id,
+        });
+    }
+    Ok(serde_json::to_vec(&doc)?)
 }

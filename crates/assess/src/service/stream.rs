@@ -338,11 +338,10 @@ fn read_upload(inner: Weak<Inner>, mut reader: PipeReader) {
         return;
     };
     // Counted first: whoever sees the result also sees the count.
-    let counter = if reader.spilled {
-        &svc.prefetch.spilled
+    svc.prefetch.count(if reader.spilled {
+        super::prefetch::Source::StreamThenReadback
     } else {
-        &svc.prefetch.streamed
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
+        super::prefetch::Source::Stream
+    });
     svc.store.put(&digest, svc.cataloger.version(), &inv);
 }

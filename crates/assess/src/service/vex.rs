@@ -6,7 +6,7 @@
 use super::Service;
 use crate::clock::to_ms;
 use crate::store::{Store, VexRow};
-use crate::vex::{self, Document, Invalid, Stored, Subject, VexNote};
+use crate::vex::{self, Document, Invalid, Pusher, Stored, Subject, VexNote};
 use crate::vuln::Finding;
 use anyhow::Result;
 use oci::{Digest, ImageManifest};
@@ -18,11 +18,16 @@ const MAX_VEX_BYTES: u64 = 4 << 20;
 pub(super) fn load(store: &Store) -> Result<Vec<Stored>> {
     let mut out = Vec::new();
     for row in store.vex_documents()? {
+        // Stored to be listed, with the reason; never applied.
+        if row.not_applied.is_some() {
+            continue;
+        }
         let bytes = serde_json::to_vec(&row.data)?;
         match vex::parse(&bytes) {
             Ok(doc) => out.push(Stored {
                 doc,
                 subject: row.subject,
+                recorded_by: row.recorded_by,
             }),
             Err(e) => {
                 tracing::warn!(key = row.key, error = %e, "stored VEX document no longer valid")
@@ -32,6 +37,13 @@ pub(super) fn load(store: &Store) -> Result<Vec<Stored>> {
     Ok(out)
 }
 
+/// Where a document came from.
+struct VexFrom<'a> {
+    source: &'a str,
+    recorded_by: Option<String>,
+    not_applied: Option<String>,
+}
+
 /// What storing a document did.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct VexAdded {
@@ -39,9 +51,13 @@ pub struct VexAdded {
     /// The document's id.
     pub id: String,
     pub author: String,
+    /// Who gave it to drydock (see [`VexNote::recorded_by`]).
+    pub recorded_by: Option<String>,
     pub statements: usize,
     /// Whether it replaced a document with the same key.
     pub replaced: bool,
+    /// Why it is stored but not applied; absent when applied.
+    pub not_applied: Option<String>,
     /// Images re-judged from their stored inventory.
     pub rejudged: usize,
 }
@@ -99,7 +115,12 @@ impl Service {
             Err(e) => return Ok(Err(e)),
         };
         let key = format!("api:{}", doc.id);
-        self.store_vex(key, doc, bytes, None, source).map(Ok)
+        let from = VexFrom {
+            source,
+            recorded_by: Some(source.to_string()),
+            not_applied: None,
+        };
+        self.store_vex(key, doc, bytes, None, from).map(Ok)
     }
 
     fn store_vex(
@@ -108,39 +129,57 @@ impl Service {
         doc: Document,
         bytes: &[u8],
         subject: Option<String>,
-        source: &str,
+        from: VexFrom<'_>,
     ) -> Result<VexAdded> {
         let row = VexRow {
             key: key.clone(),
             doc_id: doc.id.clone(),
             subject: subject.clone(),
-            source: source.to_string(),
+            source: from.source.to_string(),
             data: serde_json::from_slice(bytes)?,
             created_at: to_ms(self.now()),
+            recorded_by: from.recorded_by.clone(),
+            not_applied: from.not_applied.clone(),
         };
         let old = self.inner.store.put_vex(&row)?;
         self.reload_vex()?;
-        let mut touched = vec![Stored {
-            doc: doc.clone(),
-            subject,
-        }];
+        // What was applied before and what is applied now: both may
+        // change verdicts.
+        let mut touched = Vec::new();
+        if from.not_applied.is_none() {
+            touched.push(Stored {
+                doc: doc.clone(),
+                subject,
+                recorded_by: from.recorded_by.clone(),
+            });
+        }
         if let Some(old) = &old
+            && old.not_applied.is_none()
             && let Ok(d) = vex::parse(&serde_json::to_vec(&old.data)?)
         {
             touched.push(Stored {
                 doc: d,
                 subject: old.subject.clone(),
+                recorded_by: old.recorded_by.clone(),
             });
         }
         let rejudged = self.rejudge(&touched)?;
-        tracing::info!(key, id = doc.id, rejudged, "VEX document stored");
+        tracing::info!(
+            key,
+            id = doc.id,
+            rejudged,
+            not_applied = from.not_applied.as_deref(),
+            "VEX document stored"
+        );
         Ok(VexAdded {
             key,
             id: doc.id.clone(),
             author: doc.author.clone(),
+            recorded_by: from.recorded_by,
             statements: doc.statements.len(),
             replaced: old.is_some(),
             rejudged,
+            not_applied: from.not_applied,
         })
     }
 
@@ -150,10 +189,13 @@ impl Service {
             return Ok(None);
         };
         self.reload_vex()?;
-        if let Ok(d) = vex::parse(&serde_json::to_vec(&old.data)?) {
+        if old.not_applied.is_none()
+            && let Ok(d) = vex::parse(&serde_json::to_vec(&old.data)?)
+        {
             self.rejudge(&[Stored {
                 doc: d,
                 subject: old.subject.clone(),
+                recorded_by: old.recorded_by.clone(),
             }])?;
         }
         Ok(Some(old))
@@ -187,14 +229,17 @@ impl Service {
     }
 
     /// A VEX document pushed as a referrer (OpenVEX, or CycloneDX with
-    /// `analysis`): read it (one small blob), store it scoped to its
-    /// subject and re-judge. Returns why it was not applied, if it was not.
-    /// Blocking.
+    /// `analysis`) by `pusher` (`None`: unknown, pushed before a restart):
+    /// read it (one small blob), store it scoped to its subject with who
+    /// pushed it, and re-judge, unless `assess.vex.trusted` does not name
+    /// the pusher (then it is stored, not applied). Returns what became of
+    /// it, for the artifact's status. Blocking.
     pub(super) fn referrer_vex(
         &self,
         repo: &str,
         digest: &str,
         m: &ImageManifest,
+        pusher: Option<&Pusher>,
     ) -> Option<String> {
         let at = m.artifact_type.as_deref().unwrap_or(&m.config.media_type);
         let openvex = at == vex::OPENVEX_ARTIFACT_TYPE;
@@ -226,17 +271,37 @@ impl Service {
                 return Some(format!("VEX document not applied: {e}"));
             }
         };
+        let not_applied = self.inner.opts.vex.refuses(pusher);
+        let from = VexFrom {
+            source: &format!("referrer in {repo}"),
+            recorded_by: pusher.map(Pusher::display),
+            not_applied,
+        };
         let r = self.store_vex(
             format!("referrer:{digest}"),
             doc,
             &bytes,
             Some(subject.digest.to_string()),
-            &format!("referrer in {repo}"),
+            from,
         );
         match r {
+            Ok(VexAdded {
+                id,
+                not_applied: Some(why),
+                ..
+            }) => {
+                tracing::warn!(repo, digest, document = id, why, "VEX referrer not applied");
+                Some(format!(
+                    "VEX document {id} stored, not applied to {}: {why}",
+                    subject.digest
+                ))
+            }
             Ok(added) => Some(format!(
-                "VEX document {} applied to {} ({} statements)",
-                added.id, subject.digest, added.statements
+                "VEX document {} applied to {} ({} statements, pushed by {})",
+                added.id,
+                subject.digest,
+                added.statements,
+                added.recorded_by.as_deref().unwrap_or("an unknown pusher")
             )),
             Err(e) => Some(format!("VEX document not applied: {e:#}")),
         }
@@ -260,9 +325,6 @@ impl Service {
 
     /// A deleted manifest that was a VEX referrer takes its statements along.
     pub(super) fn referrer_deleted(&self, digest: &str) {
-        if self.vex_docs().is_empty() {
-            return;
-        }
         let key = format!("referrer:{digest}");
         let this = self.clone();
         // Called from the registry's delete path: re-judging runs apart.

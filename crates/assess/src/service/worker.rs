@@ -68,6 +68,8 @@ impl Service {
     }
 
     async fn process(&self, job: crate::store::ImageRow) -> Result<()> {
+        // Taken whatever the manifest is, so the map keeps no one for long.
+        let pusher = self.take_pusher(&job.digest);
         let repo = Name::parse(&job.repo).map_err(|e| anyhow!("bad repository name: {e}"))?;
         let digest = Digest::parse(&job.digest).map_err(|e| anyhow!("bad digest: {e}"))?;
         let source = self.inner.source.clone();
@@ -108,20 +110,26 @@ impl Service {
                 self.inner
                     .store
                     .set_shape(&job.digest, "index", &[], &children)?;
+                let attaching = self.attaching_sbom();
                 self.inner
                     .store
                     .set_status(&job.digest, status::DONE, None, now)?;
                 self.inner.wake.notify_waiters();
                 let (this, d, size) = (self.clone(), job.digest.clone(), bytes.len() as u64);
-                tokio::task::spawn_blocking(move || {
-                    this.attach_index_sbom(&repo, &d, &media_type, size, &images)
+                let attached = tokio::task::spawn_blocking(move || {
+                    this.attach_index_sbom(&repo, &d, &media_type, size, &images);
+                    drop(attaching);
                 })
-                .await?;
+                .await;
+                if let Err(e) = attached {
+                    tracing::warn!(digest = job.digest, error = %e, "cannot attach the index SBOM");
+                }
                 Ok(())
             }
             Manifest::Image { manifest, .. } => {
                 let subject = (media_type, bytes.len() as u64);
-                self.process_image(&job, &repo, manifest, subject).await
+                self.process_image(&job, &repo, manifest, subject, pusher)
+                    .await
             }
         }
     }
@@ -160,6 +168,7 @@ impl Service {
         repo: &Name,
         manifest: ImageManifest,
         (media_type, size): (String, u64),
+        pusher: Option<crate::vex::Pusher>,
     ) -> Result<()> {
         let layers: Vec<String> = manifest
             .layers
@@ -176,7 +185,8 @@ impl Service {
                 manifest.clone(),
             );
             if let Some(note) =
-                tokio::task::spawn_blocking(move || this.referrer_vex(&r, &d, &m)).await?
+                tokio::task::spawn_blocking(move || this.referrer_vex(&r, &d, &m, pusher.as_ref()))
+                    .await?
             {
                 why = format!("{why}; {note}");
             }
@@ -225,7 +235,7 @@ impl Service {
                                 prefetch: &this.inner.prefetch,
                             },
                         )
-                        .map_err(|e| anyhow::Error::new(e).context("cataloging failed"))
+                        .map_err(|e| anyhow!("cataloging failed: {e}"))
                 })
                 .await??;
                 if !cataloged.incomplete.is_empty() {
@@ -259,13 +269,6 @@ impl Service {
             }
             None => (None, Vec::new()),
         };
-        {
-            let (this, r, d) = (self.clone(), repo.clone(), job.digest.clone());
-            tokio::task::spawn_blocking(move || {
-                this.attach_sbom(&r, &d, &media_type, size, &sbom_inventory)
-            })
-            .await?;
-        }
         let now = self.now();
         self.inner
             .store
@@ -273,6 +276,11 @@ impl Service {
         self.inner
             .store
             .count_usage(&job.digest, repo.as_str(), now)?;
+        // Findings are stored and told before the SBOM is attached: an
+        // attachment is a manifest push of its own (documents, blobs,
+        // commit), which would otherwise sit between the push and its
+        // findings.
+        let attaching = self.attaching_sbom();
         self.inner
             .store
             .set_status(&job.digest, status::DONE, None, to_ms(now))?;
@@ -283,6 +291,16 @@ impl Service {
             db_version.as_deref(),
             &findings,
         );
+        let (this, r, d) = (self.clone(), repo.clone(), job.digest.clone());
+        let attached = tokio::task::spawn_blocking(move || {
+            this.attach_sbom(&r, &d, &media_type, size, &sbom_inventory);
+            drop(attaching);
+        })
+        .await;
+        // The image is assessed whatever became of its SBOM.
+        if let Err(e) = attached {
+            tracing::warn!(digest = job.digest, error = %e, "cannot attach the SBOM");
+        }
         Ok(())
     }
 }

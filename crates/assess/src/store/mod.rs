@@ -225,6 +225,7 @@ impl Store {
         results::migrate(&conn)?;
         retention::migrate(&conn)?;
         patches::migrate(&conn)?;
+        vex::migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
             generation: AtomicU64::new(0),

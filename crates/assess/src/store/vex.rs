@@ -18,6 +18,12 @@ pub struct VexRow {
     pub subject: Option<String>,
     /// Who sent it: the API caller, or `referrer in <repository>`.
     pub source: String,
+    /// The identity that pushed the referrer or called the API, as access
+    /// control knew it (see [`crate::vex::VexNote::recorded_by`]).
+    pub recorded_by: Option<String>,
+    /// Why the document is stored but not applied (its pusher is not in
+    /// `assess.vex.trusted`); absent when it is applied.
+    pub not_applied: Option<String>,
     /// The document as received (JSON).
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
@@ -40,14 +46,14 @@ impl Store {
         let tx = c.transaction()?;
         let old = tx
             .query_row(
-                "SELECT key, doc_id, subject, source, data, created_at FROM vex WHERE key = ?1",
+                "SELECT key, doc_id, subject, source, data, created_at, recorded_by, not_applied FROM vex WHERE key = ?1",
                 [&row.key],
                 vex_row,
             )
             .optional()?;
         tx.execute(
-            "INSERT OR REPLACE INTO vex(key, doc_id, subject, source, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![row.key, row.doc_id, row.subject, row.source, row.data.to_string(), row.created_at],
+            "INSERT OR REPLACE INTO vex(key, doc_id, subject, source, data, created_at, recorded_by, not_applied) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![row.key, row.doc_id, row.subject, row.source, row.data.to_string(), row.created_at, row.recorded_by, row.not_applied],
         )?;
         tx.commit()?;
         Ok(old)
@@ -56,7 +62,7 @@ impl Store {
     pub fn vex_documents(&self) -> Result<Vec<VexRow>> {
         let c = self.c();
         let mut st = c.prepare(
-            "SELECT key, doc_id, subject, source, data, created_at FROM vex ORDER BY created_at, key",
+            "SELECT key, doc_id, subject, source, data, created_at, recorded_by, not_applied FROM vex ORDER BY created_at, key",
         )?;
         let rows = st
             .query_map([], vex_row)?
@@ -69,7 +75,7 @@ impl Store {
         let tx = c.transaction()?;
         let old = tx
             .query_row(
-                "SELECT key, doc_id, subject, source, data, created_at FROM vex WHERE key = ?1",
+                "SELECT key, doc_id, subject, source, data, created_at, recorded_by, not_applied FROM vex WHERE key = ?1",
                 [key],
                 vex_row,
             )
@@ -125,5 +131,20 @@ fn vex_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VexRow> {
         source: r.get(3)?,
         data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
         created_at: r.get(5)?,
+        recorded_by: r.get(6)?,
+        not_applied: r.get(7)?,
     })
+}
+
+/// Databases from before drydock recorded who gave it a document.
+pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<()> {
+    let has = conn
+        .prepare("SELECT 1 FROM pragma_table_info('vex') WHERE name = 'recorded_by'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch(
+            "ALTER TABLE vex ADD COLUMN recorded_by TEXT; ALTER TABLE vex ADD COLUMN not_applied TEXT;",
+        )?;
+    }
+    Ok(())
 }
