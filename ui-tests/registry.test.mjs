@@ -5,9 +5,12 @@
 // the overview links to a vulnerability page, a webhook's test delivery
 // arrives signed and is logged, the image page shows its layers (commands
 // and packages), offers both SBOM downloads, says which findings VEX takes
-// out and that patching is not configured, and every page passes axe,
+// out, and that patching is not configured or (with a loopback archive)
+// makes a plan from its button, and every page passes axe,
 // fits a 390 px phone without sideways scrolling and is saved as a
-// screenshot (target/ui-screenshots/).
+// screenshot (target/ui-screenshots/). Last, with more than a page of
+// each: an image of 120 layers links to its next layers, and a
+// vulnerability in 31 repositories adds them with "More repositories".
 //
 // Needs (from crates/drydock/tests/dashboard_browser.rs): DRYDOCK_UI_BIN,
 // DRYDOCK_UI_DATA, DRYDOCK_UI_VULNDATA (comma-separated zips),
@@ -17,18 +20,20 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { createHmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
 import { test } from "node:test";
-import { ADMIN, IMAGE_REPO, assertAccessible, csrfToken, eventually, openBrowser, pageFetch, signIn, visit } from "./lib.mjs";
+import { ADMIN, BASE, IMAGE_REPO, assertAccessible, csrfToken, eventually, openBrowser, pageFetch, signIn, visit } from "./lib.mjs";
 
 const BIN = process.env.DRYDOCK_UI_BIN || "";
 const DATA = process.env.DRYDOCK_UI_DATA || "";
 const VULNDATA = (process.env.DRYDOCK_UI_VULNDATA || "").split(",").filter(Boolean);
 const LAYOUT = process.env.DRYDOCK_UI_LAYOUT || "";
 const SHOTS = process.env.DRYDOCK_UI_SCREENSHOTS || "";
+// "archive": patching is configured with a loopback Debian archive.
+const PATCH = process.env.DRYDOCK_UI_PATCH || "";
 const ready = Boolean(BIN && DATA && VULNDATA.length && LAYOUT && IMAGE_REPO);
 
 async function shot(page, name) {
@@ -367,16 +372,42 @@ test("a finding VEX takes out says so, with the author, justification and docume
   assert.deepEqual(errors, []);
 });
 
-test("the image page says patching is not configured instead of offering it", { skip: !ready && "no registry set up" }, async t => {
+test("the image page's patch section: not configured it says so, configured its plan button asks the archive", { skip: !ready && "no registry set up" }, async t => {
   const { page, errors } = await signedIn(t);
   const entry = await imageIn(page, IMAGE_REPO);
   const info = await api(page, `/api/v1/patches?repository=${encodeURIComponent(IMAGE_REPO)}`);
-  assert.equal(info.configured, false);
+  assert.equal(info.configured, Boolean(PATCH));
   assert.equal(info.may_patch, true, "the admin may patch");
   await go(page, `#/image/${encodeURIComponent(entry.digest)}`);
   await page.getByRole("heading", { name: "Patch" }).waitFor();
-  assert.match(await page.locator("#patch-off").innerText(), /not configured/);
-  assert.equal(await page.getByRole("button", { name: "Patch" }).count(), 0);
+  if (!PATCH) {
+    assert.match(await page.locator("#patch-off").innerText(), /not configured/);
+    assert.equal(await page.getByRole("button", { name: "Patch" }).count(), 0);
+    assert.deepEqual(errors, []);
+    return;
+  }
+  assert.equal(await page.locator("#patch-off").count(), 0);
+  assert.match(await page.locator("#view").innerText(), /archives: bookworm/);
+  const tag = entry.tags.find(x => x.startsWith(`${IMAGE_REPO}:`)).slice(IMAGE_REPO.length + 1);
+  // The request the button sends: a dry run of this tag.
+  const sent = page.waitForRequest(r => r.method() === "POST" && new URL(r.url()).pathname === "/api/v1/patches");
+  await page.getByRole("button", { name: "Show the patch plan" }).click();
+  const body = JSON.parse((await sent).postData());
+  assert.deepEqual(body, { repository: IMAGE_REPO, tag, dry_run: true });
+  // The job is followed until it ends: a plan, nothing pushed.
+  const state = page.locator("#patch-box .patch-state");
+  await eventually(async () => {
+    const text = (await state.count()) ? await state.first().innerText() : "";
+    return !/running/.test(text) && text !== "";
+  }, "the plan to end", 120_000);
+  assert.equal((await state.first().innerText()).trim(), "Plan made (nothing was pushed).");
+  const box = await page.locator("#patch-box").innerText();
+  assert.match(box, /Upgrade|No upgrade to make/, box);
+  assert.equal(await page.locator("#patch-box .error").count(), 0);
+  // Nothing was pushed: still the one tagged image in the repository.
+  assert.equal((await api(page, `/api/v1/browse/tags?repository=${encodeURIComponent(IMAGE_REPO)}`)).items.length, 1);
+  await assertAccessible(page, "the patch plan");
+  await shot(page, "image-patch-plan");
   assert.deepEqual(errors, []);
 });
 
@@ -422,5 +453,151 @@ test("every page: a title, no serious axe violation, no sideways scroll at 390 p
   // Compressed answers, and no page reads more than 1 MB.
   const sizes = await page.evaluate(() => performance.getEntriesByType("resource").map(e => [e.name, e.transferSize, e.decodedBodySize]));
   for (const [name, , decoded] of sizes) assert.ok(decoded < 1_000_000, `${name}: ${decoded} bytes`);
+  assert.deepEqual(errors, []);
+});
+
+// ---- more than one page: pushed over /v2/ as the administrator ----
+
+const MANIFEST_TYPES = [
+  "application/vnd.oci.image.index.v1+json",
+  "application/vnd.oci.image.manifest.v1+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+  "application/vnd.docker.distribution.manifest.v2+json",
+].join(", ");
+
+function v2(method, path, { body, type, accept } = {}) {
+  const headers = { Authorization: "Basic " + Buffer.from(`${ADMIN.name}:${ADMIN.password}`).toString("base64") };
+  if (type) headers["Content-Type"] = type;
+  if (accept) headers.Accept = accept;
+  return fetch(`${BASE}/v2/${path}`, { method, headers, body, redirect: "manual" });
+}
+
+const sha256 = b => "sha256:" + createHash("sha256").update(b).digest("hex");
+
+/** A tar of one file (ustar header, data, end-of-archive blocks). */
+function tarOf(name, data) {
+  const h = Buffer.alloc(512);
+  h.write(name, 0);
+  h.write("0000644\0", 100);
+  h.write("0000000\0", 108);
+  h.write("0000000\0", 116);
+  h.write(data.length.toString(8).padStart(11, "0") + "\0", 124);
+  h.write("00000000000\0", 136);
+  h.write("        ", 148);
+  h.write("0", 156);
+  h.write("ustar\0", 257);
+  h.write("00", 263);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(sum.toString(8).padStart(6, "0") + "\0 ", 148);
+  return Buffer.concat([h, data, Buffer.alloc((512 - (data.length % 512)) % 512), Buffer.alloc(1024)]);
+}
+
+async function putBlob(repo, bytes) {
+  const d = sha256(bytes);
+  const r = await v2("POST", `${repo}/blobs/uploads/?digest=${d}`, { body: bytes, type: "application/octet-stream" });
+  assert.equal(r.status, 201, `upload into ${repo}: ${r.status} ${await r.text()}`);
+  return d;
+}
+
+/** An image of `n` one-file layers, each made by `RUN step <i>`; its digest. */
+async function pushTall(repo, tag, n) {
+  const layers = [];
+  for (let i = 0; i < n; i++) {
+    const tar = tarOf(`step/${i}`, Buffer.from(`layer ${i}\n`));
+    layers.push({ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: await putBlob(repo, tar), size: tar.length });
+  }
+  const config = Buffer.from(JSON.stringify({
+    architecture: "amd64", os: "linux",
+    rootfs: { type: "layers", diff_ids: layers.map(l => l.digest) },
+    history: layers.map((_, i) => ({ created_by: `/bin/sh -c echo step ${i}` })),
+  }));
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: await putBlob(repo, config), size: config.length },
+    layers,
+  }));
+  const r = await v2("PUT", `${repo}/manifests/${tag}`, { body: manifest, type: "application/vnd.oci.image.manifest.v1+json" });
+  assert.equal(r.status, 201, `PUT ${repo}:${tag}: ${await r.text()}`);
+  return sha256(manifest);
+}
+
+/** `from`'s manifest `ref` (an index with its platforms) into `to`, blobs mounted. */
+async function copyManifest(from, to, ref) {
+  const r = await v2("GET", `${from}/manifests/${ref}`, { accept: MANIFEST_TYPES });
+  assert.equal(r.status, 200, `GET ${from}:${ref}`);
+  const type = r.headers.get("content-type");
+  const bytes = Buffer.from(await r.arrayBuffer());
+  const m = JSON.parse(bytes);
+  for (const child of m.manifests || []) await copyManifest(from, to, child.digest);
+  for (const blob of [m.config, ...(m.layers || [])].filter(Boolean)) {
+    const mount = await v2("POST", `${to}/blobs/uploads/?mount=${blob.digest}&from=${from}`);
+    assert.equal(mount.status, 201, `mount ${blob.digest} into ${to}: ${mount.status}`);
+  }
+  const put = await v2("PUT", `${to}/manifests/${ref}`, { body: bytes, type });
+  assert.equal(put.status, 201, `PUT ${to}:${ref}: ${await put.text()}`);
+}
+
+test("an image with more layers than a page links to its next layers", { skip: !ready && "no registry set up" }, async t => {
+  const { page, errors } = await signedIn(t);
+  const digest = await pushTall("team-b/tall", "1", 120);
+  await go(page, `#/image/${encodeURIComponent(digest)}`);
+  const table = page.locator("#view table").filter({ has: page.locator("caption", { hasText: /^Layers$/ }) });
+  await table.waitFor();
+  assert.equal(await table.locator("tbody tr").count(), 100, "the first page is 100 layers");
+  assert.match(await page.getByRole("navigation", { name: "Layer pages" }).innerText(), /Layers 1–100 of 120/);
+  const next = page.locator("#layers-next");
+  assert.equal((await next.innerText()).trim(), "Next 20 layers");
+  await next.click();
+  await page.getByText("Layers 101–120 of 120").waitFor();
+  await page.waitForFunction(() => document.getElementById("main").getAttribute("aria-busy") !== "true");
+  const rows = table.locator("tbody tr");
+  assert.equal(await rows.count(), 20);
+  assert.match(await rows.nth(0).innerText(), /^101\b[\s\S]*RUN echo step 100/);
+  assert.match(await rows.nth(19).innerText(), /^120\b[\s\S]*RUN echo step 119/);
+  assert.equal(await page.locator("#layers-next").count(), 0, "no next page after the last");
+  // A deep link to the second page survives a reload.
+  assert.match(page.url(), /lcursor=/);
+  await page.reload();
+  await page.getByText("Layers 101–120 of 120").waitFor();
+  await assertAccessible(page, "the second page of layers");
+  await shot(page, "image-layers-page-2");
+  await page.getByRole("link", { name: "First layers" }).click();
+  await page.getByText("Layers 1–100 of 120").waitFor();
+  assert.deepEqual(errors, []);
+});
+
+test("a vulnerability in more repositories than a page adds them with More repositories", { skip: !ready && "no registry set up" }, async t => {
+  const { page, errors } = await signedIn(t);
+  const copies = Array.from({ length: 30 }, (_, i) => `spread/r${String(i).padStart(2, "0")}`);
+  for (const to of copies) await copyManifest(IMAGE_REPO, to, "v1");
+  // The copies' verdicts are the original's (same digest), their tags are
+  // read again within seconds.
+  let id, v;
+  await eventually(async () => {
+    id = (await api(page, "/api/v1/vulnerabilities?sort=images&limit=1")).items[0].id;
+    v = await api(page, `/api/v1/vulnerabilities/${encodeURIComponent(id)}?limit=25`);
+    return v.affected_total > 30;
+  }, "the copies to count as affected repositories", 60_000);
+  await go(page, `#/vulnerability/${encodeURIComponent(id)}`);
+  const affected = page.locator("#view table").filter({ has: page.locator("caption", { hasText: "Affected repositories and tags" }) });
+  const rows = affected.locator("tbody tr");
+  assert.equal(await rows.count(), 25);
+  const count = page.locator("#aff-count");
+  assert.equal(await count.innerText(), `25 of ${v.affected_total} repositories`);
+  const more = page.getByRole("button", { name: "More repositories" });
+  while (await more.isVisible()) {
+    const before = await rows.count();
+    await more.click();
+    await eventually(async () => (await rows.count()) > before, "the next repositories to be added", 10_000);
+  }
+  assert.equal(await rows.count(), v.affected_total, "every repository once shown");
+  const names = await affected.locator("tbody tr td:first-child").allInnerTexts();
+  assert.equal(new Set(names).size, names.length, "each repository once");
+  for (const to of copies) assert.ok(names.includes(to), `${to} listed`);
+  assert.equal(await count.innerText(), "");
+  await assertAccessible(page, "the vulnerability page with every repository");
+  await shot(page, "vulnerability-more-repositories");
   assert.deepEqual(errors, []);
 });

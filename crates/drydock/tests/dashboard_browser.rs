@@ -7,12 +7,17 @@
 //!
 //! The registry's pages are tried too (ui-tests/registry.test.mjs): an
 //! image waiting for a vulnerability database until one is imported,
-//! filters, an exemption, a webhook's delivery, every page at 390 px and
-//! under axe, with a screenshot of each in target/ui-screenshots/.
+//! filters, an exemption, a webhook's delivery, the patch section's plan
+//! button against a loopback Debian archive (the patch tests' signed one;
+//! without its packages, that patching is not configured), the layers'
+//! and a vulnerability's affected repositories' next pages, every page at
+//! 390 px and under axe, with a screenshot of each in target/ui-screenshots/.
 //!
 //! Without node, Chromium or `ui-tests/node_modules` (`npm ci --prefix
 //! ui-tests`) the test says why and skips; with `CI` set it fails instead.
 
+#[path = "../../patch/tests/support/mod.rs"]
+mod archive_support;
 mod cli_support;
 
 use cli_support::*;
@@ -85,9 +90,32 @@ fn dashboard_access_control_in_a_browser() {
     let log = dir.path().join("server.log");
     let admin_password = random("adminpw");
     let reader_password = random("readerpw");
+    // Patching configured with the patch tests' loopback archive (signed
+    // with a throwaway key) when its packages are there; else the page
+    // says patching is not configured, and that is tried instead.
+    // The archive's file server runs on `rt` until the test ends.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let archive = archive_support::archive();
+    let mut args = vec!["--auth".to_string()];
+    if let Some(archive) = &archive {
+        let root = archive.path().join("archive");
+        let srv = rt.block_on(archive_support::serve(root.clone()));
+        let config = dir.path().join("drydock.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[outbound]\nallow = [\"127.0.0.0/8\"]\n\n[patch.debian]\nkeyring = \"{}\"\narchives = [{{ url = \"{}\", suite = \"bookworm\" }}]\n",
+                root.join("keyring.gpg").display(),
+                srv.url
+            ),
+        )
+        .unwrap();
+        args.extend(["--config".to_string(), config.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start_logged(
         &data,
-        &["--auth"],
+        &args,
         &[
             ("DRYDOCK_ADMIN_PASSWORD", &admin_password),
             ("RUST_LOG", "info"),
@@ -167,6 +195,10 @@ fn dashboard_access_control_in_a_browser() {
         .env("DRYDOCK_UI_READER_USER", "reader")
         .env("DRYDOCK_UI_READER_PASSWORD", &reader_password)
         .env("DRYDOCK_UI_IMAGE", image)
+        .env(
+            "DRYDOCK_UI_PATCH",
+            if archive.is_some() { "archive" } else { "" },
+        )
         // The registry tests load a vulnerability database while the page
         // is open (`drydock db import`), push with skopeo, and save
         // screenshots of every page.
