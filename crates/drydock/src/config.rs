@@ -402,6 +402,10 @@ pub struct AssessConfig {
     /// Keep an SBOM replaced by a newer catalog version's (default false:
     /// it is deleted).
     pub sbom_keep_replaced: bool,
+    /// Whose VEX referrers are applied (`[assess.vex]`, `trusted =
+    /// ["group:security", "robot:release-*"]`; absent: anyone with push on
+    /// the repository).
+    pub vex: assess::vex::VexOptions,
     /// A job started this many times without finishing (the process
     /// stopped while assessing) is marked failed.
     pub max_attempts: u32,
@@ -472,6 +476,7 @@ impl Default for AssessConfig {
             sbom_rules: Vec::new(),
             sbom_spdx: false,
             sbom_keep_replaced: false,
+            vex: Default::default(),
             max_attempts: 3,
             retention: RetentionSection::default(),
         }
@@ -523,6 +528,7 @@ impl AssessConfig {
             keep_replaced: self.sbom_keep_replaced,
             spdx: self.sbom_spdx,
         };
+        opts.vex = self.vex.clone();
         opts
     }
 }
@@ -670,6 +676,7 @@ impl Config {
         if self.assess.workers == 0 {
             bail!("assess.workers must be at least 1");
         }
+        self.assess.vex.validate().map_err(anyhow::Error::msg)?;
         if self.vulndb.stale_days == 0 {
             bail!("vulndb.stale_days must be at least 1");
         }
@@ -1021,6 +1028,25 @@ max_packages = 1
         let c = Config::default();
         assert_eq!(c.listen.to_string(), "127.0.0.1:5000");
         assert_eq!(c.data, PathBuf::from("drydock-data"));
+    }
+
+    #[test]
+    fn vex_trust_reaches_the_assessor() {
+        let d = Config::default().assess.options(Path::new("d"));
+        assert_eq!(d.vex.trusted, None);
+        let mut c: Config =
+            toml::from_str("[assess.vex]\ntrusted = [\"group:security\", \"robot:release-*\"]\n")
+                .unwrap();
+        c.apply_env(|_| None).unwrap();
+        let o = c.assess.options(Path::new("d"));
+        assert_eq!(
+            o.vex.trusted.as_deref(),
+            Some(&["group:security".to_string(), "robot:release-*".to_string()][..])
+        );
+        let mut c: Config = toml::from_str("[assess.vex]\ntrusted = [\"security\"]\n").unwrap();
+        let e = c.apply_env(|_| None).unwrap_err().to_string();
+        assert!(e.starts_with("assess.vex.trusted: \"security\""), "{e}");
+        assert!(toml::from_str::<Config>("[assess.vex]\ntrust = []\n").is_err());
     }
 
     #[test]

@@ -123,6 +123,23 @@ fn sbom_referrer_and_vex_with_real_clients() {
     let total = v["summary"]["total"].as_u64().unwrap();
     assert!(total > 0, "the test image has findings: {v}");
 
+    // The SBOM is attached just after the findings are stored.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, refs) = get_json(
+            server.port,
+            &format!(
+                "/v2/library/debian/referrers/{digest}?artifactType=application/vnd.cyclonedx%2Bjson"
+            ),
+        );
+        assert_eq!(code, 200, "{refs}");
+        if refs["manifests"].as_array().is_some_and(|m| !m.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no SBOM attached: {refs}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // ORAS discovers the SBOM through the referrers API and pulls it.
     let out = Command::new("python3")
         .args(["-c", ORAS, &addr, "library/debian", &digest])
