@@ -235,26 +235,53 @@ impl patch::FindingsSource for AssessFindings {
         if view.assessed_at.is_none() || view.db_version.is_none() {
             return Ok(None);
         }
-        Ok(Some(
-            view.findings
-                .iter()
-                .filter(|f| {
-                    f.fixable
-                        && !f.exempt
-                        && f.not_affected_per_vex.is_none()
-                        && f.finding.ecosystem == inventory::Ecosystem::Deb
-                })
-                .filter_map(|f| {
-                    Some(patch::Fixable {
-                        id: f.finding.id.to_string(),
-                        package: f.finding.package.to_string(),
-                        installed_version: f.finding.installed_version.to_string(),
-                        fixed_version: f.finding.fixed_version.as_deref()?.to_string(),
-                        severity: f.finding.severity.as_str().to_string(),
+        // Every fixable finding, page by page: the view holds only the
+        // first page (the worst 100), and a plan made from it left the
+        // rest of an image's fixable findings unpatched.
+        let filter = assess::views::FindingFilter {
+            fixable: Some(true),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .0
+                .image_findings(
+                    digest,
+                    &filter,
+                    None,
+                    assess::views::MAX_PAGE,
+                    cursor.as_deref(),
+                )
+                .map_err(|e| anyhow!("the findings of {digest}: {e}"))?;
+            let Some(page) = page else {
+                return Ok(None);
+            };
+            out.extend(
+                page.findings
+                    .iter()
+                    .filter(|f| {
+                        f.fixable
+                            && !f.exempt
+                            && f.not_affected_per_vex.is_none()
+                            && f.finding.ecosystem == inventory::Ecosystem::Deb
                     })
-                })
-                .collect(),
-        ))
+                    .filter_map(|f| {
+                        Some(patch::Fixable {
+                            id: f.finding.id.to_string(),
+                            package: f.finding.package.to_string(),
+                            installed_version: f.finding.installed_version.to_string(),
+                            fixed_version: f.finding.fixed_version.as_deref()?.to_string(),
+                            severity: f.finding.severity.as_str().to_string(),
+                        })
+                    }),
+            );
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(Some(out)),
+            }
+        }
     }
 
     fn assessed_with(&self, digest: &str) -> Option<String> {

@@ -45,6 +45,17 @@ fn blob(layout: &Path, digest: &str) -> std::path::PathBuf {
 /// An OCI layout with `bookworm-base` plus one layer whose dpkg status
 /// records the OLDER versions (as if built before their security updates).
 fn old_image(out: &Path) {
+    let older: Vec<(String, String)> = OLDER
+        .iter()
+        .map(|(p, v)| (p.to_string(), v.to_string()))
+        .collect();
+    old_image_with(out, &older);
+}
+
+/// [`old_image`] with the dpkg database recording `older` (package,
+/// version); a package's `Source:` version, where it has one, goes (the
+/// assessor would match that instead).
+fn old_image_with(out: &Path, older: &[(String, String)]) {
     let src = oci_dir();
     let index: Value =
         serde_json::from_slice(&std::fs::read(src.join("index.json")).unwrap()).unwrap();
@@ -89,12 +100,14 @@ fn old_image(out: &Path) {
         .filter(|s| !s.trim().is_empty())
         .map(|s| {
             let pkg = s.lines().next().unwrap().trim_start_matches("Package: ");
-            match OLDER.iter().find(|(p, _)| *p == pkg) {
+            match older.iter().find(|(p, _)| p == pkg) {
                 Some((_, v)) => s
                     .lines()
                     .map(|l| {
                         if l.starts_with("Version: ") {
                             format!("Version: {v}")
+                        } else if let Some(src) = l.strip_prefix("Source: ") {
+                            format!("Source: {}", src.split(' ').next().unwrap())
                         } else {
                             l.to_string()
                         }
@@ -106,7 +119,7 @@ fn old_image(out: &Path) {
         })
         .collect();
     let status = stanzas.join("\n\n") + "\n";
-    for (p, v) in OLDER {
+    for (p, v) in older {
         assert!(status.contains(&format!("Package: {p}\n")), "{p} installed");
         assert!(status.contains(&format!("Version: {v}\n")));
     }
@@ -1601,6 +1614,54 @@ fn an_index_platform_the_archive_lacks_is_skipped_and_the_others_patched() {
         "{amd:#}"
     );
     let amd_patched = amd["patched_digest"].as_str().unwrap();
+    // The plan saw every fixable finding, not only the first page of the
+    // image's view: each package with one is upgraded (clearing each it
+    // can) or refused.
+    let (code, page) = api(
+        "GET",
+        &format!(
+            "{url}/api/v1/images/{}/findings?fixable=true&limit=1000",
+            children[0]
+        ),
+        None,
+        None,
+    );
+    assert_eq!(code, 200, "{page}");
+    let fixable: Vec<&Value> = page["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["ecosystem"] == "deb" && f["exempt"] == false)
+        .collect();
+    assert!(page["next_cursor"].is_null());
+    assert!(
+        page["total"].as_u64().unwrap() > 0 && !fixable.is_empty(),
+        "{page}"
+    );
+    let plan = &amd["plan"];
+    for f in &fixable {
+        let (pkg, id) = (f["package"].as_str().unwrap(), f["id"].as_str().unwrap());
+        let up = plan["upgrades"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["package"] == pkg);
+        let refused = plan["refusals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["package"] == pkg);
+        match up {
+            Some(u) => assert!(
+                u["clears"].as_array().unwrap().iter().any(|c| c == id),
+                "{pkg} {id} not in {u}"
+            ),
+            None => assert!(
+                refused,
+                "{pkg} {id}: neither upgraded nor refused: {plan:#}"
+            ),
+        }
+    }
     assert_eq!(arm["platform"], "linux/arm64");
     assert_eq!(arm["digest"], children[1].as_str());
     assert!(
@@ -1620,6 +1681,132 @@ fn an_index_platform_the_archive_lacks_is_skipped_and_the_others_patched() {
             .unwrap()
             .0,
         original
+    );
+    drop(rt);
+}
+
+/// Whether dpkg orders version `a` before `b`.
+fn dpkg_older(a: &str, b: &str) -> bool {
+    std::process::Command::new("dpkg")
+        .args(["--compare-versions", a, "lt", b])
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn the_plan_covers_every_fixable_finding_not_only_the_first_page() {
+    transport::require_test_images!();
+    if !present_or_skip(tool_present("skopeo"), "skopeo", "CI") {
+        return;
+    }
+    let Some(arch_dir) = archive_support::archive() else {
+        return;
+    };
+    let archive_root = arch_dir.path().join("archive");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let srv = rt.block_on(archive_support::serve(archive_root.clone()));
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let layout = work.path().join("layout");
+    // Every package the archive holds recorded as very old: far more
+    // findings than one page of the image's view (100), worst first, so
+    // fixable ones of lower severity come after it.
+    let packages =
+        std::fs::read_to_string(archive_root.join("dists/bookworm/main/binary-amd64/Packages"))
+            .unwrap();
+    let older: Vec<(String, String)> = packages
+        .split("\n\n")
+        .filter_map(|st| st.lines().find_map(|l| l.strip_prefix("Package: ")))
+        .map(|p| (p.to_string(), "0.1-1".to_string()))
+        .collect();
+    assert!(older.len() >= 20, "{older:?}");
+    old_image_with(&layout, &older);
+    import(&data, &[vulndata("")]);
+    let cfg = patch_config(work.path(), &archive_root, &srv.url, "");
+    let log = work.path().join("server.log");
+    let server = Server::start_logged(&data, &["--config", &cfg], &[], &log);
+    let url = format!("http://{}", server.addr());
+    skopeo(&[
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/team/app:v1", server.addr()),
+    ]);
+    let digest = manifest_digest(server.port, "team/app", "v1").unwrap();
+    let view = assessed(server.port, &digest);
+    let (code, page) = api(
+        "GET",
+        &format!("{url}/api/v1/images/{digest}/findings?fixable=true&limit=1000"),
+        None,
+        None,
+    );
+    assert_eq!(code, 200, "{page}");
+    assert!(page["next_cursor"].is_null());
+    let fixable: Vec<&Value> = page["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["ecosystem"] == "deb" && f["exempt"] == false)
+        .collect();
+    let first_page: BTreeSet<(String, String)> = finding_ids(&view);
+    let beyond = fixable
+        .iter()
+        .filter(|f| {
+            !first_page.contains(&(
+                f["package"].as_str().unwrap().to_string(),
+                f["id"].as_str().unwrap().to_string(),
+            ))
+        })
+        .count();
+    assert!(
+        beyond > 0,
+        "every fixable finding is on the first page: the test shows nothing"
+    );
+
+    let (ok, out) = patch_cli(&data, &url, &["team/app:v1", "--dry-run", "--json"]);
+    assert!(ok, "{out}");
+    let job: Value = serde_json::from_str(&out).unwrap();
+    let plan = &job["result"]["platforms"][0]["plan"];
+    let mut missed = Vec::new();
+    for f in &fixable {
+        let (pkg, id) = (f["package"].as_str().unwrap(), f["id"].as_str().unwrap());
+        let fixed = f["fixed_version"].as_str().unwrap();
+        let up = plan["upgrades"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["package"] == pkg);
+        let refused = plan["refusals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["package"] == pkg);
+        let covered = match up {
+            Some(u) => {
+                u["clears"].as_array().unwrap().iter().any(|c| c == id)
+                    || dpkg_older(u["to"].as_str().unwrap(), fixed)
+            }
+            None => refused,
+        };
+        if !covered {
+            missed.push(format!("{pkg} {id} (fixed in {fixed})"));
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "{} of {} fixable findings left out of the plan: {missed:?}",
+        missed.len(),
+        fixable.len()
+    );
+    assert!(
+        plan["upgrades"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["package"] == "mount"),
+        "{plan:#}"
     );
     drop(rt);
 }
