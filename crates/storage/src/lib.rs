@@ -17,7 +17,9 @@
 //! <data>/tmp/<uuid>              monolithic pushes being written (removed at startup)
 //! <data>/uploads/<uuid>/         upload sessions: `data`, `state`, `repo`, `owner`
 //! <data>/meta.db                 metadata (SQLite, WAL; unless PostgreSQL is configured)
-//! <data>/gc.lock                 shared by committers, exclusive for GC sweeps
+//! <data>/gc.lock                 shared by committers, exclusive for GC (SQLite; on
+//!                                PostgreSQL a session advisory lock instead, see
+//!                                [`Meta::cluster_lock`])
 //! ```
 //!
 //! Invariants:
