@@ -1,11 +1,13 @@
 //! Reading images from elsewhere: the sources `drydock import` and
 //! `drydock scan` read from.
 //!
-//! One abstraction, [`ImageSource`], with three implementations chosen by a
-//! [`SourceSpec`]:
+//! One abstraction, [`ImageSource`] (one image to copy or scan; the
+//! assessor's view of drydock's own registry is `assess::RegistryContent`,
+//! another thing), with three implementations chosen by a [`SourceSpec`]:
 //!
 //! - `oci:DIR[:TAG]` — an OCI image layout (`oci-layout`, `index.json`,
-//!   `blobs/<alg>/<hex>`). The tag is matched against the
+//!   `blobs/<alg>/<hex>`), read through [`oci::layout`], the one layout
+//!   reader. The tag is matched against the
 //!   `org.opencontainers.image.ref.name` annotation of `index.json`'s entries;
 //!   without a tag the layout must hold exactly one entry.
 //! - `docker-archive:FILE[:NAME:TAG|:@N]` — the output of `docker save`. The
