@@ -488,8 +488,9 @@ impl Service {
     /// in the background; without one it is waited for. Later ones run on
     /// a thread of their own, and a request waits at most
     /// [`WAIT_FOR_JUDGING`] for one before it is served the previous
-    /// judging (its `as_of` says when). Reads no manifest (sizes are the
-    /// snapshot's), so it may be asked from async code.
+    /// judging (its `as_of` says when). Keeping a judging reads the
+    /// manifests whose sizes are not known yet, so call it where blocking
+    /// is allowed (as the snapshot, which reads them anyway).
     fn judged<'a>(&self, cell: &'a Arc<Cell>) -> Result<(MutexGuard<'a, Cached>, Arc<Judged>)> {
         let deadline = std::time::Instant::now() + WAIT_FOR_JUDGING;
         let mut cached = cell.lock();
@@ -579,7 +580,7 @@ impl Service {
         // Readers are served already; the write is not in their way.
         cell.judged.notify_all();
         if j.pieces.changed
-            && let Err(e) = judge::save(&self.options().data_dir, &j)
+            && let Err(e) = judge::save(self, &j)
         {
             tracing::warn!(error = %e, "cannot keep the dashboard's judging");
         }
