@@ -43,9 +43,14 @@ const LOCK_UPLOAD: i32 = 0x6464_0004;
 
 /// Connections per store.
 const POOL_SIZE: usize = 16;
-/// Connections holding cluster locks, per store: a pool of their own, so
+/// Connections holding GC locks, per store: a pool of their own, so
 /// commits waiting for a lock never starve the queries they go on to make.
-const LOCK_POOL_SIZE: usize = 16;
+const GC_LOCK_POOL_SIZE: usize = 8;
+/// Connections holding upload session locks, per store: one per upload
+/// request in flight (it holds the lock while its body streams), so this
+/// many chunks stream at once on a node and more wait their turn. Apart
+/// from the GC locks', so a blob commit never waits behind a stream.
+const UPLOAD_LOCK_POOL_SIZE: usize = 24;
 
 /// How to reach PostgreSQL. The URL's password never appears in `Debug`,
 /// [`PgConfig::describe`] or any error.
@@ -152,8 +157,10 @@ fn migrations() -> Vec<refinery::Migration> {
 /// A pool on a runtime of its own.
 pub(crate) struct Pg {
     pool: Pool,
-    /// Dedicated connections for session-level advisory locks.
-    locks: Pool,
+    /// Dedicated connections for GC's session-level advisory locks.
+    gc_locks: Pool,
+    /// Dedicated connections for upload sessions' advisory locks.
+    upload_locks: Pool,
     describe: String,
     rt: Option<Runtime>,
     handle: Handle,
@@ -162,7 +169,8 @@ pub(crate) struct Pg {
 impl Drop for Pg {
     fn drop(&mut self) {
         self.pool.close();
-        self.locks.close();
+        self.gc_locks.close();
+        self.upload_locks.close();
         // Dropping a runtime inside another one panics; this does not wait.
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
@@ -197,13 +205,15 @@ impl Pg {
         };
         // A lock may rightly be waited for as long as a GC runs, so the
         // lock pool's queue has no time limit (as `gc.lock` had none).
-        let (locks, pool) = (
-            pool(LOCK_POOL_SIZE, None)?,
+        let (gc_locks, upload_locks, pool) = (
+            pool(GC_LOCK_POOL_SIZE, None)?,
+            pool(UPLOAD_LOCK_POOL_SIZE, None)?,
             pool(POOL_SIZE, Some(std::time::Duration::from_secs(30)))?,
         );
         let pg = Pg {
             pool,
-            locks,
+            gc_locks,
+            upload_locks,
             describe: cfg.describe(),
             handle: rt.handle().clone(),
             rt: Some(rt),
@@ -253,7 +263,11 @@ impl Pg {
     /// released on the store's runtime: if the caller goes away while it
     /// waits, the lock, once granted, is released at once.
     pub(crate) async fn cluster_lock(&self, lock: ClusterLock) -> Result<MetaLock, MetaError> {
-        let (locks, handle) = (self.locks.clone(), self.handle.clone());
+        let locks = match lock {
+            ClusterLock::Upload(_) => self.upload_locks.clone(),
+            _ => self.gc_locks.clone(),
+        };
+        let handle = self.handle.clone();
         let h = self.handle.spawn(async move {
             let obj = locks.get().await.map_err(pool_err)?;
             match lock {
