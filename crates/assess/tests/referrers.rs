@@ -760,6 +760,15 @@ fn validate_spdx(bytes: &[u8]) {
 async fn findings_are_stored_before_the_sbom_is_attached() {
     let s = setup(|_| {}).await;
     s.latch.hold(true);
+    // Released however the test ends: a failed assertion must not leave
+    // the attaching thread blocked (the runtime waits for it).
+    struct Release(Arc<Latch>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.hold(false);
+        }
+    }
+    let _release = Release(s.latch.clone());
     let (digest, _) = s.push_image("team/app", "v1").await;
     let d = digest.to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
