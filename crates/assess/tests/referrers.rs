@@ -345,10 +345,7 @@ impl Setup {
             .await
             .unwrap();
         loop {
-            let v = self
-                .service
-                .image_view(digest, &Default::default(), false)
-                .unwrap();
+            let v = self.view(digest).await;
             if let Some(v) = v
                 && (v.status == "done" || v.status == "unsupported" || v.status == "failed")
             {
@@ -357,6 +354,19 @@ impl Setup {
             assert!(Instant::now() < deadline, "{digest} not assessed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The image view, read as the API reads it: off the async threads
+    /// (it may block on the registry).
+    async fn view(&self, digest: &str) -> Option<assess::views::ImageView> {
+        let (service, digest) = (self.service.clone(), digest.to_string());
+        tokio::task::spawn_blocking(move || {
+            service
+                .image_view(&digest, &Default::default(), false)
+                .unwrap()
+        })
+        .await
+        .unwrap()
     }
 
     async fn referrers(
@@ -777,11 +787,7 @@ async fn findings_are_stored_before_the_sbom_is_attached() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The attachment is blocked now.
-    let v = s
-        .service
-        .image_view(&d, &Default::default(), false)
-        .unwrap()
-        .unwrap();
+    let v = s.view(&d).await.unwrap();
     assert_eq!(v.status, "done", "findings wait for the SBOM: {v:?}");
     assert_eq!(v.findings.len(), 1);
     assert_eq!(&*v.findings[0].finding.id, CVE);

@@ -437,9 +437,15 @@ impl Setup {
 async fn assessed(service: &Service, digest: &Digest) -> assess::views::ImageView {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(v) = service
-            .image_view(&digest.to_string(), &FindingFilter::default(), false)
-            .unwrap()
+        // Off the async threads, as the API reads it (it may block).
+        let (svc, d) = (service.clone(), digest.to_string());
+        let v = tokio::task::spawn_blocking(move || {
+            svc.image_view(&d, &FindingFilter::default(), false)
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        if let Some(v) = v
             && v.status == "done"
         {
             return v;
