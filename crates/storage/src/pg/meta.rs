@@ -12,7 +12,7 @@
 //! - GC's mark-and-sweep takes [`LOCK_GC`] exclusively, so it runs
 //!   between pushes and blob links, never across one, on any node.
 
-use super::{LOCK_GC, Pg, PgConfig, col, err, pool_err};
+use super::{LOCK_GC, Pg, PgConfig, col, params};
 use crate::meta::{
     GcMarked, GcParams, KIND_BLOB, KIND_MANIFEST, ManifestRefs, ManifestRow, ManifestSummary, Meta,
     MetaError, NewManifest, PutManifestError, Referrer, UnlinkBlob, attach_refs, parse_digest,
@@ -59,16 +59,11 @@ impl Meta for PgMeta {
     }
 
     async fn change_version(&self) -> Result<i64, MetaError> {
-        self.pg
-            .run(|pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                let st = c
-                    .prepare_cached("SELECT value FROM meta_version WHERE id = 0")
-                    .await
-                    .map_err(err)?;
-                col(&c.query_one(&st, &[]).await.map_err(err)?, 0)
-            })
-            .await
+        let r = self
+            .pg
+            .query_one("SELECT value FROM meta_version WHERE id = 0", params![])
+            .await?;
+        col(&r, 0)
     }
 
     async fn link_blob(
@@ -80,96 +75,70 @@ impl Meta for PgMeta {
     ) -> Result<(), MetaError> {
         let (repo, d) = (repo.to_string(), digest.to_string());
         self.pg
-            .run(|pool| async move {
-                let mut c = pool.get().await.map_err(pool_err)?;
-                let tx = c.transaction().await.map_err(err)?;
-                tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&LOCK_GC])
-                    .await
-                    .map_err(err)?;
-                tx.execute(
-                    "INSERT INTO repos(name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    &[&repo, &at],
-                )
-                .await
-                .map_err(err)?;
-                tx.execute(
-                    "INSERT INTO blob_links(repo, digest, size, linked_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT(repo, digest) DO UPDATE SET linked_at = excluded.linked_at, size = excluded.size",
-                    &[&repo, &d, &(size as i64), &at],
-                )
-                .await
-                .map_err(err)?;
-                tx.commit().await.map_err(err)
+            .tx(move |t| {
+                Box::pin(async move {
+                    t.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&LOCK_GC])
+                        .await?;
+                    t.execute(
+                        "INSERT INTO repos(name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        &[&repo, &at],
+                    )
+                    .await?;
+                    t.execute(
+                        "INSERT INTO blob_links(repo, digest, size, linked_at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT(repo, digest) DO UPDATE SET linked_at = excluded.linked_at, size = excluded.size",
+                        &[&repo, &d, &(size as i64), &at],
+                    )
+                    .await?;
+                    Ok(())
+                })
             })
             .await
     }
 
     async fn blob_link(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, MetaError> {
-        let (repo, d) = (repo.to_string(), digest.to_string());
         self.pg
-            .run(|pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                let st = c
-                    .prepare_cached("SELECT size FROM blob_links WHERE repo = $1 AND digest = $2")
-                    .await
-                    .map_err(err)?;
-                match c.query_opt(&st, &[&repo, &d]).await.map_err(err)? {
-                    Some(r) => Ok(Some(col::<i64>(&r, 0)? as u64)),
-                    None => Ok(None),
-                }
-            })
-            .await
+            .query_opt(
+                "SELECT size FROM blob_links WHERE repo = $1 AND digest = $2",
+                params![repo.to_string(), digest.to_string()],
+            )
+            .await?
+            .map(|r| Ok(col::<i64>(&r, 0)? as u64))
+            .transpose()
     }
 
     async fn blob_linked_anywhere(&self, digest: &Digest) -> Result<Option<u64>, MetaError> {
-        let d = digest.to_string();
         self.pg
-            .run(|pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                let st = c
-                    .prepare_cached("SELECT size FROM blob_links WHERE digest = $1 LIMIT 1")
-                    .await
-                    .map_err(err)?;
-                match c.query_opt(&st, &[&d]).await.map_err(err)? {
-                    Some(r) => Ok(Some(col::<i64>(&r, 0)? as u64)),
-                    None => Ok(None),
-                }
-            })
-            .await
+            .query_opt(
+                "SELECT size FROM blob_links WHERE digest = $1 LIMIT 1",
+                params![digest.to_string()],
+            )
+            .await?
+            .map(|r| Ok(col::<i64>(&r, 0)? as u64))
+            .transpose()
     }
 
     async fn blob_repos(&self, digest: &Digest) -> Result<Vec<String>, MetaError> {
-        let d = digest.to_string();
         self.pg
-            .run(|pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                let rows = c
-                    .query(
-                        "SELECT repo FROM blob_links WHERE digest = $1 ORDER BY repo",
-                        &[&d],
-                    )
-                    .await
-                    .map_err(err)?;
-                rows.iter().map(|r| col(r, 0)).collect()
-            })
-            .await
+            .query(
+                "SELECT repo FROM blob_links WHERE digest = $1 ORDER BY repo",
+                params![digest.to_string()],
+            )
+            .await?
+            .iter()
+            .map(|r| col(r, 0))
+            .collect()
     }
 
     async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool, MetaError> {
-        let (repo, d) = (repo.to_string(), digest.to_string());
-        self.pg
-            .run(|pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                let n = c
-                    .execute(
-                        "DELETE FROM blob_links WHERE repo = $1 AND digest = $2",
-                        &[&repo, &d],
-                    )
-                    .await
-                    .map_err(err)?;
-                Ok(n > 0)
-            })
-            .await
+        let n = self
+            .pg
+            .execute(
+                "DELETE FROM blob_links WHERE repo = $1 AND digest = $2",
+                params![repo.to_string(), digest.to_string()],
+            )
+            .await?;
+        Ok(n > 0)
     }
 
     async fn unlink_unreferenced_blob(
@@ -179,168 +148,143 @@ impl Meta for PgMeta {
     ) -> Result<UnlinkBlob, MetaError> {
         let (repo, d) = (repo.to_string(), digest.to_string());
         self.pg
-            .run(|pool| async move {
-                let mut c = pool.get().await.map_err(pool_err)?;
-                let tx = c.transaction().await.map_err(err)?;
-                tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&LOCK_GC])
-                    .await
-                    .map_err(err)?;
-                // Lock the link first: a push reading it FOR SHARE now waits,
-                // and one that committed before is visible to the next query.
-                let linked = tx
-                    .query_opt(
-                        "SELECT 1 FROM blob_links WHERE repo = $1 AND digest = $2 FOR UPDATE",
+            .tx(move |t| {
+                Box::pin(async move {
+                    t.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&LOCK_GC])
+                        .await?;
+                    // Lock the link first: a push reading it FOR SHARE now waits,
+                    // and one that committed before is visible to the next query.
+                    let linked = t
+                        .query_opt(
+                            "SELECT 1 FROM blob_links WHERE repo = $1 AND digest = $2 FOR UPDATE",
+                            &[&repo, &d],
+                        )
+                        .await?;
+                    if linked.is_none() {
+                        return Ok(UnlinkBlob::NotLinked);
+                    }
+                    let holder = t
+                        .query_opt(
+                            "SELECT manifest, tag FROM (
+                                 SELECT r.manifest,
+                                        (SELECT t.tag FROM tags t WHERE t.repo = r.repo AND t.digest = r.manifest
+                                         ORDER BY t.tag LIMIT 1) AS tag
+                                 FROM manifest_refs r
+                                 WHERE r.repo = $1 AND r.target = $2 AND r.kind = $3
+                             ) h ORDER BY tag IS NULL, manifest LIMIT 1",
+                            &[&repo, &d, &KIND_BLOB],
+                        )
+                        .await?;
+                    if let Some(h) = holder {
+                        return Ok(UnlinkBlob::Referenced {
+                            manifest: parse_digest(&col::<String>(&h, 0)?)?,
+                            tag: col(&h, 1)?,
+                        });
+                    }
+                    t.execute(
+                        "DELETE FROM blob_links WHERE repo = $1 AND digest = $2",
                         &[&repo, &d],
                     )
-                    .await
-                    .map_err(err)?;
-                if linked.is_none() {
-                    return Ok(UnlinkBlob::NotLinked);
-                }
-                let holder = tx
-                    .query_opt(
-                        "SELECT manifest, tag FROM (
-                             SELECT r.manifest,
-                                    (SELECT t.tag FROM tags t WHERE t.repo = r.repo AND t.digest = r.manifest
-                                     ORDER BY t.tag LIMIT 1) AS tag
-                             FROM manifest_refs r
-                             WHERE r.repo = $1 AND r.target = $2 AND r.kind = $3
-                         ) h ORDER BY tag IS NULL, manifest LIMIT 1",
-                        &[&repo, &d, &KIND_BLOB],
-                    )
-                    .await
-                    .map_err(err)?;
-                if let Some(h) = holder {
-                    return Ok(UnlinkBlob::Referenced {
-                        manifest: parse_digest(&col::<String>(&h, 0)?)?,
-                        tag: col(&h, 1)?,
-                    });
-                }
-                tx.execute(
-                    "DELETE FROM blob_links WHERE repo = $1 AND digest = $2",
-                    &[&repo, &d],
-                )
-                .await
-                .map_err(err)?;
-                tx.commit().await.map_err(err)?;
-                Ok(UnlinkBlob::Unlinked)
+                    .await?;
+                    Ok(UnlinkBlob::Unlinked)
+                })
             })
             .await
     }
 
     async fn put_manifest(&self, m: NewManifest) -> Result<bool, PutManifestError> {
+        // A refusal is an `Err`, so the transaction (locks and reads
+        // only, by then) is rolled back.
         self.pg
-            .run(|pool| async move {
-                let mut c = pool.get().await.map_err(pool_err)?;
-                let tx = c.transaction().await.map_err(err)?;
-                tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&LOCK_GC])
-                    .await
-                    .map_err(err)?;
-                let link = tx
-                    .prepare_cached(
-                        "SELECT size FROM blob_links WHERE repo = $1 AND digest = $2 FOR SHARE",
-                    )
-                    .await
-                    .map_err(err)?;
-                for (d, size) in &m.blobs {
-                    let actual = tx
-                        .query_opt(&link, &[&m.repo, &d.to_string()])
-                        .await
-                        .map_err(err)?;
-                    match actual {
-                        None => return Ok(Err(PutManifestError::BlobUnknown(d.clone()))),
-                        Some(r) => {
-                            let a = col::<i64>(&r, 0)? as u64;
-                            if a != *size {
-                                return Ok(Err(PutManifestError::BlobSize {
-                                    digest: d.clone(),
-                                    expected: *size,
-                                    actual: a,
-                                }));
+            .tx(move |t| {
+                Box::pin(async move {
+                    t.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&LOCK_GC])
+                        .await?;
+                    for (d, size) in &m.blobs {
+                        let actual = t
+                            .query_opt(
+                                "SELECT size FROM blob_links WHERE repo = $1 AND digest = $2 FOR SHARE",
+                                &[&m.repo, &d.to_string()],
+                            )
+                            .await?;
+                        match actual {
+                            None => return Err(PutManifestError::BlobUnknown(d.clone())),
+                            Some(r) => {
+                                let a = col::<i64>(&r, 0)? as u64;
+                                if a != *size {
+                                    return Err(PutManifestError::BlobSize {
+                                        digest: d.clone(),
+                                        expected: *size,
+                                        actual: a,
+                                    });
+                                }
                             }
                         }
                     }
-                }
-                let child = tx
-                    .prepare_cached(
-                        "SELECT size, media_type FROM manifests WHERE repo = $1 AND digest = $2 FOR SHARE",
-                    )
-                    .await
-                    .map_err(err)?;
-                for (d, size, media_type) in &m.children {
-                    let row = match tx
-                        .query_opt(&child, &[&m.repo, &d.to_string()])
-                        .await
-                        .map_err(err)?
-                    {
-                        Some(r) => Some((col::<i64>(&r, 0)?, col::<String>(&r, 1)?)),
-                        None => None,
-                    };
-                    if let Err(e) = check_child(d, *size, media_type, row) {
-                        return Ok(Err(e));
+                    for (d, size, media_type) in &m.children {
+                        let row = match t
+                            .query_opt(
+                                "SELECT size, media_type FROM manifests WHERE repo = $1 AND digest = $2 FOR SHARE",
+                                &[&m.repo, &d.to_string()],
+                            )
+                            .await?
+                        {
+                            Some(r) => Some((col::<i64>(&r, 0)?, col::<String>(&r, 1)?)),
+                            None => None,
+                        };
+                        check_child(d, *size, media_type, row)?;
                     }
-                }
-                tx.execute(
-                    "INSERT INTO repos(name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    &[&m.repo, &m.at],
-                )
-                .await
-                .map_err(err)?;
-                let digest = m.digest.to_string();
-                let subject = m.subject.as_ref().map(|s| s.to_string());
-                let new = tx
-                    .execute(
-                        "INSERT INTO manifests(repo, digest, media_type, size, body, subject, artifact_type, annotations, origin, pushed_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-                        &[
-                            &m.repo,
-                            &digest,
-                            &m.media_type,
-                            &(m.body.len() as i64),
-                            &m.body,
-                            &subject,
-                            &m.artifact_type,
-                            &m.annotations,
-                            &m.origin,
-                            &m.at,
-                        ],
+                    t.execute(
+                        "INSERT INTO repos(name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        &[&m.repo, &m.at],
                     )
-                    .await
-                    .map_err(err)?
-                    > 0;
-                if new {
-                    let ins = tx
-                        .prepare_cached(
-                            "INSERT INTO manifest_refs(repo, manifest, target, kind) VALUES ($1, $2, $3, $4)
-                             ON CONFLICT DO NOTHING",
+                    .await?;
+                    let digest = m.digest.to_string();
+                    let subject = m.subject.as_ref().map(|s| s.to_string());
+                    let new = t
+                        .execute(
+                            "INSERT INTO manifests(repo, digest, media_type, size, body, subject, artifact_type, annotations, origin, pushed_at)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                            &[
+                                &m.repo,
+                                &digest,
+                                &m.media_type,
+                                &(m.body.len() as i64),
+                                &m.body,
+                                &subject,
+                                &m.artifact_type,
+                                &m.annotations,
+                                &m.origin,
+                                &m.at,
+                            ],
                         )
-                        .await
-                        .map_err(err)?;
-                    for (d, _) in &m.blobs {
-                        tx.execute(&ins, &[&m.repo, &digest, &d.to_string(), &KIND_BLOB])
-                            .await
-                            .map_err(err)?;
+                        .await?
+                        > 0;
+                    if new {
+                        const REF: &str = "INSERT INTO manifest_refs(repo, manifest, target, kind) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT DO NOTHING";
+                        for (d, _) in &m.blobs {
+                            t.execute(REF, &[&m.repo, &digest, &d.to_string(), &KIND_BLOB])
+                                .await?;
+                        }
+                        for (d, _, _) in &m.children {
+                            t.execute(REF, &[&m.repo, &digest, &d.to_string(), &KIND_MANIFEST])
+                                .await?;
+                        }
                     }
-                    for (d, _, _) in &m.children {
-                        tx.execute(&ins, &[&m.repo, &digest, &d.to_string(), &KIND_MANIFEST])
-                            .await
-                            .map_err(err)?;
+                    for tag in &m.tags {
+                        t.execute(
+                            "INSERT INTO tags(repo, tag, digest, updated_at) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                            &[&m.repo, tag, &digest, &m.at],
+                        )
+                        .await?;
                     }
-                }
-                for tag in &m.tags {
-                    tx.execute(
-                        "INSERT INTO tags(repo, tag, digest, updated_at) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-                        &[&m.repo, tag, &digest, &m.at],
-                    )
-                    .await
-                    .map_err(err)?;
-                }
-                tx.execute(BUMP, &[]).await.map_err(err)?;
-                tx.commit().await.map_err(err)?;
-                Ok(Ok(new))
+                    t.execute(BUMP, &[]).await?;
+                    Ok(new)
+                })
             })
-            .await?
+            .await
     }
 
     async fn manifest(
@@ -348,31 +292,21 @@ impl Meta for PgMeta {
         repo: &str,
         digest: &Digest,
     ) -> Result<Option<ManifestRow>, MetaError> {
-        let (repo, digest) = (repo.to_string(), digest.clone());
         self.pg
-            .run(|pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                let st = c
-                    .prepare_cached(
-                        "SELECT media_type, body, subject FROM manifests WHERE repo = $1 AND digest = $2",
-                    )
-                    .await
-                    .map_err(err)?;
-                match c
-                    .query_opt(&st, &[&repo, &digest.to_string()])
-                    .await
-                    .map_err(err)?
-                {
-                    Some(r) => Ok(Some(ManifestRow {
-                        digest,
-                        media_type: col(&r, 0)?,
-                        body: col(&r, 1)?,
-                        subject: col(&r, 2)?,
-                    })),
-                    None => Ok(None),
-                }
+            .query_opt(
+                "SELECT media_type, body, subject FROM manifests WHERE repo = $1 AND digest = $2",
+                params![repo.to_string(), digest.to_string()],
+            )
+            .await?
+            .map(|r| {
+                Ok(ManifestRow {
+                    digest: digest.clone(),
+                    media_type: col(&r, 0)?,
+                    body: col(&r, 1)?,
+                    subject: col(&r, 2)?,
+                })
             })
-            .await
+            .transpose()
     }
 
     async fn manifest_by_tag(
@@ -380,29 +314,23 @@ impl Meta for PgMeta {
         repo: &str,
         tag: &str,
     ) -> Result<Option<ManifestRow>, MetaError> {
-        let (repo, tag) = (repo.to_string(), tag.to_string());
         self.pg
-            .run(|pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                let st = c
-                    .prepare_cached(
-                        "SELECT m.digest, m.media_type, m.body, m.subject FROM tags t
-                         JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
-                         WHERE t.repo = $1 AND t.tag = $2",
-                    )
-                    .await
-                    .map_err(err)?;
-                match c.query_opt(&st, &[&repo, &tag]).await.map_err(err)? {
-                    Some(r) => Ok(Some(ManifestRow {
-                        digest: parse_digest(&col::<String>(&r, 0)?)?,
-                        media_type: col(&r, 1)?,
-                        body: col(&r, 2)?,
-                        subject: col(&r, 3)?,
-                    })),
-                    None => Ok(None),
-                }
+            .query_opt(
+                "SELECT m.digest, m.media_type, m.body, m.subject FROM tags t
+                 JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
+                 WHERE t.repo = $1 AND t.tag = $2",
+                params![repo.to_string(), tag.to_string()],
+            )
+            .await?
+            .map(|r| {
+                Ok(ManifestRow {
+                    digest: parse_digest(&col::<String>(&r, 0)?)?,
+                    media_type: col(&r, 1)?,
+                    body: col(&r, 2)?,
+                    subject: col(&r, 3)?,
+                })
             })
-            .await
+            .transpose()
     }
 
     async fn delete_manifest(
@@ -412,40 +340,35 @@ impl Meta for PgMeta {
     ) -> Result<Option<Vec<String>>, MetaError> {
         let (repo, d) = (repo.to_string(), digest.to_string());
         self.pg
-            .run(|pool| async move {
-                let mut c = pool.get().await.map_err(pool_err)?;
-                let tx = c.transaction().await.map_err(err)?;
-                let n = tx
-                    .execute(
-                        "DELETE FROM manifests WHERE repo = $1 AND digest = $2",
+            .tx(move |t| {
+                Box::pin(async move {
+                    let n = t
+                        .execute(
+                            "DELETE FROM manifests WHERE repo = $1 AND digest = $2",
+                            &[&repo, &d],
+                        )
+                        .await?;
+                    if n == 0 {
+                        return Ok(None);
+                    }
+                    let mut tags = t
+                        .query(
+                            "DELETE FROM tags WHERE repo = $1 AND digest = $2 RETURNING tag",
+                            &[&repo, &d],
+                        )
+                        .await?
+                        .iter()
+                        .map(|r| col::<String>(r, 0))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    tags.sort();
+                    t.execute(
+                        "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
                         &[&repo, &d],
                     )
-                    .await
-                    .map_err(err)?;
-                if n == 0 {
-                    return Ok(None);
-                }
-                let tags = tx
-                    .query(
-                        "DELETE FROM tags WHERE repo = $1 AND digest = $2 RETURNING tag",
-                        &[&repo, &d],
-                    )
-                    .await
-                    .map_err(err)?;
-                let mut tags = tags
-                    .iter()
-                    .map(|r| col::<String>(r, 0))
-                    .collect::<Result<Vec<_>, _>>()?;
-                tags.sort();
-                tx.execute(
-                    "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
-                    &[&repo, &d],
-                )
-                .await
-                .map_err(err)?;
-                tx.execute(BUMP, &[]).await.map_err(err)?;
-                tx.commit().await.map_err(err)?;
-                Ok(Some(tags))
+                    .await?;
+                    t.execute(BUMP, &[]).await?;
+                    Ok(Some(tags))
+                })
             })
             .await
     }
@@ -453,36 +376,32 @@ impl Meta for PgMeta {
     async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool, MetaError> {
         let (repo, tag) = (repo.to_string(), tag.to_string());
         self.pg
-            .run(|pool| async move {
-                let mut c = pool.get().await.map_err(pool_err)?;
-                let tx = c.transaction().await.map_err(err)?;
-                let n = tx
-                    .execute(
-                        "DELETE FROM tags WHERE repo = $1 AND tag = $2",
-                        &[&repo, &tag],
-                    )
-                    .await
-                    .map_err(err)?;
-                if n > 0 {
-                    tx.execute(BUMP, &[]).await.map_err(err)?;
-                }
-                tx.commit().await.map_err(err)?;
-                Ok(n > 0)
+            .tx(move |t| {
+                Box::pin(async move {
+                    let n = t
+                        .execute(
+                            "DELETE FROM tags WHERE repo = $1 AND tag = $2",
+                            &[&repo, &tag],
+                        )
+                        .await?;
+                    if n > 0 {
+                        t.execute(BUMP, &[]).await?;
+                    }
+                    Ok(n > 0)
+                })
             })
             .await
     }
 
     async fn repo_exists(&self, repo: &str) -> Result<bool, MetaError> {
-        let repo = repo.to_string();
-        self.pg
-            .run(|pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                Ok(c.query_opt("SELECT 1 FROM repos WHERE name = $1", &[&repo])
-                    .await
-                    .map_err(err)?
-                    .is_some())
-            })
-            .await
+        Ok(self
+            .pg
+            .query_opt(
+                "SELECT 1 FROM repos WHERE name = $1",
+                params![repo.to_string()],
+            )
+            .await?
+            .is_some())
     }
 
     async fn tags(
@@ -491,25 +410,19 @@ impl Meta for PgMeta {
         last: Option<&str>,
         n: Option<usize>,
     ) -> Result<Vec<(String, Digest)>, MetaError> {
-        let (repo, last) = (repo.to_string(), last.unwrap_or("").to_string());
-        let limit = n.map(|n| n as i64);
         self.pg
-            .run(|pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                let st = c
-                    .prepare_cached(
-                        "SELECT tag, digest FROM tags WHERE repo = $1 AND tag > $2 ORDER BY tag LIMIT $3",
-                    )
-                    .await
-                    .map_err(err)?;
-                c.query(&st, &[&repo, &last, &limit])
-                    .await
-                    .map_err(err)?
-                    .iter()
-                    .map(|r| Ok((col(r, 0)?, parse_digest(&col::<String>(r, 1)?)?)))
-                    .collect()
-            })
-            .await
+            .query(
+                "SELECT tag, digest FROM tags WHERE repo = $1 AND tag > $2 ORDER BY tag LIMIT $3",
+                params![
+                    repo.to_string(),
+                    last.unwrap_or("").to_string(),
+                    n.map(|n| n as i64)
+                ],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((col(r, 0)?, parse_digest(&col::<String>(r, 1)?)?)))
+            .collect()
     }
 
     async fn repositories(
@@ -517,77 +430,58 @@ impl Meta for PgMeta {
         last: Option<&str>,
         n: Option<usize>,
     ) -> Result<Vec<String>, MetaError> {
-        let last = last.unwrap_or("").to_string();
-        let limit = n.map(|n| n as i64);
         self.pg
-            .run(|pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                c.query(
-                    "SELECT name FROM repos WHERE name > $1 ORDER BY name LIMIT $2",
-                    &[&last, &limit],
-                )
-                .await
-                .map_err(err)?
-                .iter()
-                .map(|r| col(r, 0))
-                .collect()
-            })
-            .await
+            .query(
+                "SELECT name FROM repos WHERE name > $1 ORDER BY name LIMIT $2",
+                params![last.unwrap_or("").to_string(), n.map(|n| n as i64)],
+            )
+            .await?
+            .iter()
+            .map(|r| col(r, 0))
+            .collect()
     }
 
     async fn manifests(&self, repo: &str) -> Result<Vec<ManifestSummary>, MetaError> {
-        let repo = repo.to_string();
         self.pg
-            .run(|pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                c.query(
-                    "SELECT m.digest, m.media_type, m.size, m.pushed_at,
-                            ARRAY(SELECT t.tag FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest ORDER BY t.tag)
-                     FROM manifests m WHERE m.repo = $1 ORDER BY m.pushed_at DESC, m.digest",
-                    &[&repo],
-                )
-                .await
-                .map_err(err)?
-                .iter()
-                .map(|r| {
-                    Ok(ManifestSummary {
-                        digest: parse_digest(&col::<String>(r, 0)?)?,
-                        media_type: col(r, 1)?,
-                        size: col::<i64>(r, 2)? as u64,
-                        pushed_at: col(r, 3)?,
-                        tags: col(r, 4)?,
-                    })
+            .query(
+                "SELECT m.digest, m.media_type, m.size, m.pushed_at,
+                        ARRAY(SELECT t.tag FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest ORDER BY t.tag)
+                 FROM manifests m WHERE m.repo = $1 ORDER BY m.pushed_at DESC, m.digest",
+                params![repo.to_string()],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(ManifestSummary {
+                    digest: parse_digest(&col::<String>(r, 0)?)?,
+                    media_type: col(r, 1)?,
+                    size: col::<i64>(r, 2)? as u64,
+                    pushed_at: col(r, 3)?,
+                    tags: col(r, 4)?,
                 })
-                .collect()
             })
-            .await
+            .collect()
     }
 
     async fn referrers(&self, repo: &str, subject: &Digest) -> Result<Vec<Referrer>, MetaError> {
-        let (repo, subject) = (repo.to_string(), subject.to_string());
         self.pg
-            .run(|pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                c.query(
-                    "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
-                     WHERE repo = $1 AND subject = $2 ORDER BY pushed_at, digest",
-                    &[&repo, &subject],
-                )
-                .await
-                .map_err(err)?
-                .iter()
-                .map(|r| {
-                    Ok(Referrer {
-                        digest: parse_digest(&col::<String>(r, 0)?)?,
-                        media_type: col(r, 1)?,
-                        size: col::<i64>(r, 2)? as u64,
-                        artifact_type: col(r, 3)?,
-                        annotations: col(r, 4)?,
-                    })
+            .query(
+                "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
+                 WHERE repo = $1 AND subject = $2 ORDER BY pushed_at, digest",
+                params![repo.to_string(), subject.to_string()],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Referrer {
+                    digest: parse_digest(&col::<String>(r, 0)?)?,
+                    media_type: col(r, 1)?,
+                    size: col::<i64>(r, 2)? as u64,
+                    artifact_type: col(r, 3)?,
+                    annotations: col(r, 4)?,
                 })
-                .collect()
             })
-            .await
+            .collect()
     }
 
     async fn record_pulls(&self, pulls: Vec<(String, Digest, i64, u64)>) -> Result<(), MetaError> {
@@ -595,206 +489,176 @@ impl Meta for PgMeta {
             return Ok(());
         }
         self.pg
-            .run(|pool| async move {
-                let mut c = pool.get().await.map_err(pool_err)?;
-                let tx = c.transaction().await.map_err(err)?;
-                let st = tx
-                    .prepare_cached(
-                        "INSERT INTO pulls(repo, digest, last_pulled_at, count) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT(repo, digest) DO UPDATE SET
-                            last_pulled_at = GREATEST(pulls.last_pulled_at, excluded.last_pulled_at),
-                            count = pulls.count + excluded.count",
-                    )
-                    .await
-                    .map_err(err)?;
-                for (repo, d, at, n) in &pulls {
-                    tx.execute(&st, &[repo, &d.to_string(), at, &(*n as i64)])
-                        .await
-                        .map_err(err)?;
-                }
-                tx.commit().await.map_err(err)
+            .tx(move |t| {
+                Box::pin(async move {
+                    for (repo, d, at, n) in &pulls {
+                        t.execute(
+                            "INSERT INTO pulls(repo, digest, last_pulled_at, count) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT(repo, digest) DO UPDATE SET
+                                last_pulled_at = GREATEST(pulls.last_pulled_at, excluded.last_pulled_at),
+                                count = pulls.count + excluded.count",
+                            &[repo, &d.to_string(), at, &(*n as i64)],
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
             })
             .await
     }
 
     async fn recent_pulls(&self, since: i64) -> Result<Vec<(String, Digest, i64)>, MetaError> {
         self.pg
-            .run(move |pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                c.query(
-                    "SELECT repo, digest, last_pulled_at FROM pulls WHERE last_pulled_at >= $1 ORDER BY last_pulled_at",
-                    &[&since],
-                )
-                .await
-                .map_err(err)?
-                .iter()
-                .map(repo_digest_at)
-                .collect()
-            })
-            .await
+            .query(
+                "SELECT repo, digest, last_pulled_at FROM pulls WHERE last_pulled_at >= $1 ORDER BY last_pulled_at",
+                params![since],
+            )
+            .await?
+            .iter()
+            .map(repo_digest_at)
+            .collect()
     }
 
     async fn recent_pushes(&self, since: i64) -> Result<Vec<(String, Digest, i64)>, MetaError> {
         self.pg
-            .run(move |pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                c.query(
-                    "SELECT repo, digest, pushed_at FROM manifests WHERE pushed_at >= $1 ORDER BY pushed_at",
-                    &[&since],
-                )
-                .await
-                .map_err(err)?
-                .iter()
-                .map(repo_digest_at)
-                .collect()
-            })
-            .await
+            .query(
+                "SELECT repo, digest, pushed_at FROM manifests WHERE pushed_at >= $1 ORDER BY pushed_at",
+                params![since],
+            )
+            .await?
+            .iter()
+            .map(repo_digest_at)
+            .collect()
     }
 
     async fn removed_since(&self, seq: i64) -> Result<(Vec<(String, Digest)>, i64), MetaError> {
-        self.pg
-            .run(move |pool| async move {
-                let c = pool.get().await.map_err(pool_err)?;
-                let last: i64 = col(
-                    &c.query_one(
-                        "SELECT COALESCE(MAX(seq), $1) FROM manifests_removed",
-                        &[&seq],
-                    )
-                    .await
-                    .map_err(err)?,
-                    0,
-                )?;
-                let rows = c
-                    .query(
-                        "SELECT g.repo, g.digest FROM manifests_removed g
-                         WHERE g.seq > $1 AND g.seq <= $2
-                           AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = g.repo AND m.digest = g.digest)
-                         ORDER BY g.seq",
-                        &[&seq, &last],
-                    )
-                    .await
-                    .map_err(err)?
-                    .iter()
-                    .map(|r| Ok((col(r, 0)?, parse_digest(&col::<String>(r, 1)?)?)))
-                    .collect::<Result<Vec<_>, MetaError>>()?;
-                Ok((rows, last))
-            })
-            .await
+        let last: i64 = col(
+            &self
+                .pg
+                .query_one(
+                    "SELECT COALESCE(MAX(seq), $1) FROM manifests_removed",
+                    params![seq],
+                )
+                .await?,
+            0,
+        )?;
+        let rows = self
+            .pg
+            .query(
+                "SELECT g.repo, g.digest FROM manifests_removed g
+                 WHERE g.seq > $1 AND g.seq <= $2
+                   AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = g.repo AND m.digest = g.digest)
+                 ORDER BY g.seq",
+                params![seq, last],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((col(r, 0)?, parse_digest(&col::<String>(r, 1)?)?)))
+            .collect::<Result<Vec<_>, MetaError>>()?;
+        Ok((rows, last))
     }
 
     async fn gc_mark_and_sweep(&self, p: GcParams) -> Result<GcMarked, MetaError> {
         self.pg
-            .run(move |pool| async move {
-                let mut c = pool.get().await.map_err(pool_err)?;
-                let tx = c.transaction().await.map_err(err)?;
-                // Exclusive against pushes and links on every node; every
-                // statement after it sees all that committed before.
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_GC])
-                    .await
-                    .map_err(err)?;
-                let manifests = tx
-                    .query(
-                        "SELECT repo, digest, pushed_at, subject FROM manifests",
-                        &[],
-                    )
-                    .await
-                    .map_err(err)?
-                    .iter()
-                    .map(|r| {
-                        Ok(ManifestRefs {
-                            repo: col(r, 0)?,
-                            digest: col(r, 1)?,
-                            pushed_at: col(r, 2)?,
-                            subject: col(r, 3)?,
-                            blobs: vec![],
-                            children: vec![],
+            .tx(move |t| {
+                Box::pin(async move {
+                    // Exclusive against pushes and links on every node; every
+                    // statement after it sees all that committed before.
+                    t.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_GC])
+                        .await?;
+                    let manifests = t
+                        .query(
+                            "SELECT repo, digest, pushed_at, subject FROM manifests",
+                            &[],
+                        )
+                        .await?
+                        .iter()
+                        .map(|r| {
+                            Ok(ManifestRefs {
+                                repo: col(r, 0)?,
+                                digest: col(r, 1)?,
+                                pushed_at: col(r, 2)?,
+                                subject: col(r, 3)?,
+                                blobs: vec![],
+                                children: vec![],
+                            })
                         })
-                    })
-                    .collect::<Result<Vec<_>, MetaError>>()?;
-                let refs = tx
-                    .query(
-                        "SELECT repo, manifest, target, kind FROM manifest_refs",
-                        &[],
+                        .collect::<Result<Vec<_>, MetaError>>()?;
+                    let refs = t
+                        .query(
+                            "SELECT repo, manifest, target, kind FROM manifest_refs",
+                            &[],
+                        )
+                        .await?
+                        .iter()
+                        .map(|r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?, col(r, 3)?)))
+                        .collect::<Result<Vec<_>, MetaError>>()?;
+                    let all = attach_refs(manifests, refs);
+                    let tagged: HashSet<(String, String)> = t
+                        .query("SELECT repo, digest FROM tags", &[])
+                        .await?
+                        .iter()
+                        .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
+                        .collect::<Result<_, MetaError>>()?;
+                    let links: Vec<(String, String, i64)> = t
+                        .query("SELECT repo, digest, linked_at FROM blob_links", &[])
+                        .await?
+                        .iter()
+                        .map(|r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?)))
+                        .collect::<Result<_, MetaError>>()?;
+                    let sweep = plan_sweep(&all, &tagged, links, p.cutoff);
+                    let marked = GcMarked {
+                        manifests_removed: sweep.dead_manifests.len() as u64,
+                        links_removed: sweep.dead_links.len() as u64,
+                        live_blobs: sweep.live_blobs,
+                        linked: sweep.linked,
+                    };
+                    if p.dry_run {
+                        return Ok(marked);
+                    }
+                    for (repo, digest) in &sweep.dead_manifests {
+                        t.execute(
+                            "DELETE FROM manifests WHERE repo = $1 AND digest = $2",
+                            &[repo, digest],
+                        )
+                        .await?;
+                        t.execute(
+                            "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
+                            &[repo, digest],
+                        )
+                        .await?;
+                    }
+                    t.execute(
+                        "DELETE FROM manifests_removed WHERE at < $1",
+                        &[&p.prune_journal_before],
                     )
-                    .await
-                    .map_err(err)?
-                    .iter()
-                    .map(|r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?, col(r, 3)?)))
-                    .collect::<Result<Vec<_>, MetaError>>()?;
-                let all = attach_refs(manifests, refs);
-                let tagged: HashSet<(String, String)> = tx
-                    .query("SELECT repo, digest FROM tags", &[])
-                    .await
-                    .map_err(err)?
-                    .iter()
-                    .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
-                    .collect::<Result<_, MetaError>>()?;
-                let links: Vec<(String, String, i64)> = tx
-                    .query("SELECT repo, digest, linked_at FROM blob_links", &[])
-                    .await
-                    .map_err(err)?
-                    .iter()
-                    .map(|r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?)))
-                    .collect::<Result<_, MetaError>>()?;
-                let sweep = plan_sweep(&all, &tagged, links, p.cutoff);
-                let marked = GcMarked {
-                    manifests_removed: sweep.dead_manifests.len() as u64,
-                    links_removed: sweep.dead_links.len() as u64,
-                    live_blobs: sweep.live_blobs,
-                    linked: sweep.linked,
-                };
-                if p.dry_run {
-                    return Ok(marked);
-                }
-                for (repo, digest) in &sweep.dead_manifests {
-                    tx.execute(
-                        "DELETE FROM manifests WHERE repo = $1 AND digest = $2",
-                        &[repo, digest],
+                    .await?;
+                    for (repo, digest) in &sweep.dead_manifests {
+                        t.execute(
+                            "INSERT INTO manifests_removed(repo, digest, at) VALUES ($1, $2, $3)",
+                            &[repo, digest, &p.now],
+                        )
+                        .await?;
+                    }
+                    for (repo, digest) in &sweep.dead_links {
+                        t.execute(
+                            "DELETE FROM blob_links WHERE repo = $1 AND digest = $2",
+                            &[repo, digest],
+                        )
+                        .await?;
+                    }
+                    t.execute(
+                        "DELETE FROM repos WHERE created_at < $1
+                           AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = repos.name)
+                           AND NOT EXISTS (SELECT 1 FROM blob_links b WHERE b.repo = repos.name)",
+                        &[&p.cutoff],
                     )
-                    .await
-                    .map_err(err)?;
-                    tx.execute(
-                        "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
-                        &[repo, digest],
-                    )
-                    .await
-                    .map_err(err)?;
-                }
-                tx.execute(
-                    "DELETE FROM manifests_removed WHERE at < $1",
-                    &[&p.prune_journal_before],
-                )
-                .await
-                .map_err(err)?;
-                for (repo, digest) in &sweep.dead_manifests {
-                    tx.execute(
-                        "INSERT INTO manifests_removed(repo, digest, at) VALUES ($1, $2, $3)",
-                        &[repo, digest, &p.now],
-                    )
-                    .await
-                    .map_err(err)?;
-                }
-                for (repo, digest) in &sweep.dead_links {
-                    tx.execute(
-                        "DELETE FROM blob_links WHERE repo = $1 AND digest = $2",
-                        &[repo, digest],
-                    )
-                    .await
-                    .map_err(err)?;
-                }
-                tx.execute(
-                    "DELETE FROM repos WHERE created_at < $1
-                       AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = repos.name)
-                       AND NOT EXISTS (SELECT 1 FROM blob_links b WHERE b.repo = repos.name)",
-                    &[&p.cutoff],
-                )
-                .await
-                .map_err(err)?;
-                if !sweep.dead_manifests.is_empty() {
-                    tx.execute(BUMP, &[]).await.map_err(err)?;
-                }
-                tx.commit().await.map_err(err)?;
-                Ok(marked)
+                    .await?;
+                    if !sweep.dead_manifests.is_empty() {
+                        t.execute(BUMP, &[]).await?;
+                    }
+                    Ok(marked)
+                })
             })
             .await
     }

@@ -18,11 +18,14 @@ pub use meta::PgMeta;
 use crate::MetaError;
 use crate::meta::{ClusterLock, MetaLock};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::future::BoxFuture;
+use std::borrow::Cow;
 use std::future::Future;
 use std::str::FromStr;
 use tokio::runtime::{Handle, Runtime};
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 
 /// Advisory lock keys (one namespace for drydock: "dd" in the high bits).
 pub(crate) const LOCK_MIGRATE: i64 = 0x6464_0001;
@@ -254,6 +257,144 @@ impl Pg {
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(MetaError::Unavailable(format!("store shutting down: {e}"))),
         }
+    }
+}
+
+/// A statement's parameters, owned: they travel to the store's runtime
+/// with it (see [`params!`]).
+pub(crate) type Params = Vec<Box<dyn ToSql + Send + Sync>>;
+
+/// [`Params`] from values: `params![repo, digest.to_string(), at]`.
+macro_rules! params {
+    ($($p:expr),* $(,)?) => {
+        vec![$(Box::new($p) as Box<dyn tokio_postgres::types::ToSql + Send + Sync>),*]
+    };
+}
+pub(crate) use params;
+
+/// The borrowed form `tokio-postgres` takes.
+pub(crate) fn borrowed(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
+}
+
+// One statement on a pooled connection, outside any transaction, or a
+// transaction. Statements are prepared once per connection
+// (`prepare_cached`), so a repeated one costs a single round trip.
+impl Pg {
+    /// The rows `sql` returns.
+    pub(crate) async fn query(
+        &self,
+        sql: impl Into<Cow<'static, str>>,
+        params: Params,
+    ) -> Result<Vec<Row>, MetaError> {
+        let sql = sql.into();
+        self.run(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let st = c.prepare_cached(&sql).await.map_err(err)?;
+            c.query(&st, &borrowed(&params)).await.map_err(err)
+        })
+        .await
+    }
+
+    /// The one row `sql` returns, if any (more than one is an error).
+    pub(crate) async fn query_opt(
+        &self,
+        sql: impl Into<Cow<'static, str>>,
+        params: Params,
+    ) -> Result<Option<Row>, MetaError> {
+        let sql = sql.into();
+        self.run(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let st = c.prepare_cached(&sql).await.map_err(err)?;
+            c.query_opt(&st, &borrowed(&params)).await.map_err(err)
+        })
+        .await
+    }
+
+    /// The one row `sql` returns (none, or more than one, is an error).
+    pub(crate) async fn query_one(
+        &self,
+        sql: &'static str,
+        params: Params,
+    ) -> Result<Row, MetaError> {
+        self.run(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let st = c.prepare_cached(sql).await.map_err(err)?;
+            c.query_one(&st, &borrowed(&params)).await.map_err(err)
+        })
+        .await
+    }
+
+    /// Run `sql`; the number of rows it changed.
+    pub(crate) async fn execute(
+        &self,
+        sql: &'static str,
+        params: Params,
+    ) -> Result<u64, MetaError> {
+        self.run(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let st = c.prepare_cached(sql).await.map_err(err)?;
+            c.execute(&st, &borrowed(&params)).await.map_err(err)
+        })
+        .await
+    }
+
+    /// Run `f` in one transaction, committed when it returns `Ok` and
+    /// rolled back otherwise. Written `pg.tx(move |t| Box::pin(async move
+    /// { .. }))`: the boxed future may borrow the transaction.
+    pub(crate) async fn tx<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<MetaError> + Send + 'static,
+        F: for<'t> FnOnce(&'t Tx<'t>) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
+    {
+        self.run(move |pool| async move {
+            let mut c = pool.get().await.map_err(pool_err)?;
+            let t = Tx(c.transaction().await.map_err(err)?);
+            let out = f(&t).await;
+            if out.is_ok() {
+                t.0.commit().await.map_err(err)?;
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.into()))
+    }
+}
+
+/// An open transaction of [`Pg::tx`]: the same statements, their errors
+/// already the store's. Statements are prepared once per connection.
+pub(crate) struct Tx<'a>(deadpool_postgres::Transaction<'a>);
+
+impl Tx<'_> {
+    /// The rows `sql` returns.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, MetaError> {
+        let st = self.0.prepare_cached(sql).await.map_err(err)?;
+        self.0.query(&st, params).await.map_err(err)
+    }
+
+    /// The one row `sql` returns, if any.
+    pub(crate) async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, MetaError> {
+        let st = self.0.prepare_cached(sql).await.map_err(err)?;
+        self.0.query_opt(&st, params).await.map_err(err)
+    }
+
+    /// Run `sql`; the number of rows it changed.
+    pub(crate) async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, MetaError> {
+        let st = self.0.prepare_cached(sql).await.map_err(err)?;
+        self.0.execute(&st, params).await.map_err(err)
     }
 }
 
