@@ -4,7 +4,7 @@
 //! (an audit write never sits on a request's path). Pulls are aggregated
 //! per identity, repository and hour into one record with a count.
 
-use crate::Identity;
+use crate::{AccessControl, AuthError, Identity, Principal};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -263,5 +263,46 @@ fn flush_loop(weak: Weak<Recorder>) {
             rec.prune();
         }
         ticks += 1;
+    }
+}
+
+impl AccessControl {
+    /// Record an audit event (buffered; written within a second).
+    pub fn audit(&self, e: AuditEvent) {
+        self.inner.audit.record(e);
+    }
+
+    /// Record that `who` pulled from `repo` (aggregated per hour).
+    pub fn audit_pull(&self, who: &Principal, repo: &str) {
+        self.inner.audit.pull(who.identity(), who.address(), repo);
+    }
+
+    /// Record what `who` did.
+    pub fn audit_by(
+        &self,
+        who: &Principal,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        detail: &str,
+    ) {
+        self.audit(AuditEvent {
+            identity: who.name(),
+            address: who.address().map(|a| a.to_string()).unwrap_or_default(),
+            action: action.into(),
+            target: target.into(),
+            outcome: outcome.into(),
+            detail: detail.into(),
+        });
+    }
+
+    /// Query the audit log, newest first.
+    pub fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, AuthError> {
+        Ok(self.inner.audit.query(q)?)
+    }
+
+    /// Write buffered audit records now.
+    pub fn flush(&self) {
+        self.inner.audit.flush();
     }
 }
