@@ -149,6 +149,10 @@ async fn states(svc: &Service) -> std::collections::HashMap<String, String> {
     .unwrap()
 }
 
+async fn states_of(svc: Service) -> std::collections::HashMap<String, String> {
+    states(&svc).await
+}
+
 /// `states` once `done` holds of them (a judging runs in the background
 /// while the previous one is served), or a failure after ten seconds.
 async fn states_once(
@@ -226,8 +230,17 @@ async fn a_restart_serves_the_kept_judging_and_judges_only_what_changed() {
     kept_settles(&kept).await;
     first.shutdown();
 
-    // A start with nothing changed: the view is served, no image judged.
+    // A start with nothing changed: the view is served, no image judged,
+    // even to several first requests at once (those arriving while the
+    // kept judging loads wait for it, not judge every image themselves).
     let second = reopen(dir.path(), &registry, &clock);
+    assert_eq!(second.dashboard_images_judged(), 0);
+    let first_readers: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(states_of(second.clone())))
+        .collect();
+    for r in first_readers {
+        assert_eq!(r.await.unwrap().len(), 3);
+    }
     assert_eq!(second.dashboard_images_judged(), 0);
     let s = states(&second).await;
     assert_eq!(s.len(), 3);
