@@ -19,7 +19,8 @@
 //!
 //! Env: `DRYDOCK_TEST_IMAGES` (OCI layout parent), `DRYDOCK_VULNDATA`,
 //! `BENCH_PUSHES` (pushes per image and switch, default 10), `BENCH_TAGS`
-//! (comma-separated test image tags).
+//! (comma-separated test image tags), `BENCH_STREAM_BUFFER_MB` (the
+//! assessors' `stream_buffer_bytes` in MiB; default the server's).
 
 use assess::{Options, Service, SystemClock};
 use std::path::{Path, PathBuf};
@@ -75,6 +76,12 @@ async fn server(name: &'static str, while_uploading: bool, vulndata: &Path) -> S
     let mut opts = Options::new(&data);
     opts.tick = Duration::from_secs(3600);
     opts.catalog_while_uploading = while_uploading;
+    if let Some(mb) = std::env::var("BENCH_STREAM_BUFFER_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        opts.stream_buffer_bytes = mb << 20;
+    }
     let svc = assess::start_with_registry(
         opts,
         registry.clone(),
