@@ -39,13 +39,17 @@
 //!   unhealthy, incomplete or (if configured) not yet assessed.
 //! - **SBOM referrers.** After an image is assessed its CycloneDX SBOM is
 //!   attached as an OCI artifact whose subject is the image, once per
-//!   catalog version (`service/sbom.rs`); it is an artifact to the
-//!   assessor, so attaching never triggers another attach.
+//!   catalog version (`service/sbom.rs`), just after its findings are
+//!   stored (never before: an attachment is a manifest push of its own);
+//!   it is an artifact to the assessor, so attaching never triggers
+//!   another attach.
 //! - **VEX** ([`vex`], pure parsing and matching): OpenVEX and CycloneDX
 //!   VEX documents from the API or pushed as referrers; `not_affected` and
 //!   `fixed` take findings out of the verdict wherever findings are judged;
 //!   a changed document re-matches the images it names from their stored
-//!   inventories (`service/vex.rs`).
+//!   inventories (`service/vex.rs`). A referrer is recorded with its
+//!   pusher (the registry's event); with `Options::vex` `trusted` set, one
+//!   pushed by anyone else is stored and listed, not applied.
 //! - **Verdicts** ([`policy`], pure): health by a per-repository policy,
 //!   exemptions with expiry (applied at read time, so expiry needs no job),
 //!   summaries, diffs; [`remediation`] (pure): upgrade plan and base-image
