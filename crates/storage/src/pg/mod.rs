@@ -17,7 +17,7 @@ pub use meta::PgMeta;
 
 use crate::MetaError;
 use crate::meta::{ClusterLock, MetaLock};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::future::BoxFuture;
 use std::borrow::Cow;
 use std::future::Future;
@@ -278,8 +278,7 @@ pub(crate) fn borrowed(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 // One statement on a pooled connection, outside any transaction, or a
-// transaction. Statements are prepared once per connection
-// (`prepare_cached`), so a repeated one costs a single round trip.
+// transaction.
 impl Pg {
     /// The rows `sql` returns.
     pub(crate) async fn query(
@@ -290,8 +289,7 @@ impl Pg {
         let sql = sql.into();
         self.run(move |pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
-            let st = c.prepare_cached(&sql).await.map_err(err)?;
-            c.query(&st, &borrowed(&params)).await.map_err(err)
+            Db(&c).query(&sql, &borrowed(&params)).await
         })
         .await
     }
@@ -305,8 +303,7 @@ impl Pg {
         let sql = sql.into();
         self.run(move |pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
-            let st = c.prepare_cached(&sql).await.map_err(err)?;
-            c.query_opt(&st, &borrowed(&params)).await.map_err(err)
+            Db(&c).query_opt(&sql, &borrowed(&params)).await
         })
         .await
     }
@@ -319,8 +316,7 @@ impl Pg {
     ) -> Result<Row, MetaError> {
         self.run(move |pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
-            let st = c.prepare_cached(sql).await.map_err(err)?;
-            c.query_one(&st, &borrowed(&params)).await.map_err(err)
+            Db(&c).query_one(sql, &borrowed(&params)).await
         })
         .await
     }
@@ -333,8 +329,7 @@ impl Pg {
     ) -> Result<u64, MetaError> {
         self.run(move |pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
-            let st = c.prepare_cached(sql).await.map_err(err)?;
-            c.execute(&st, &borrowed(&params)).await.map_err(err)
+            Db(&c).execute(sql, &borrowed(&params)).await
         })
         .await
     }
@@ -350,10 +345,10 @@ impl Pg {
     {
         self.run(move |pool| async move {
             let mut c = pool.get().await.map_err(pool_err)?;
-            let t = Tx(c.transaction().await.map_err(err)?);
-            let out = f(&t).await;
+            let t = c.transaction().await.map_err(err)?;
+            let out = f(&Db(&t)).await;
             if out.is_ok() {
-                t.0.commit().await.map_err(err)?;
+                t.commit().await.map_err(err)?;
             }
             Ok(out)
         })
@@ -362,11 +357,15 @@ impl Pg {
     }
 }
 
-/// An open transaction of [`Pg::tx`]: the same statements, their errors
-/// already the store's. Statements are prepared once per connection.
-pub(crate) struct Tx<'a>(deadpool_postgres::Transaction<'a>);
+/// Statements on a pooled connection or in a transaction ([`Tx`]), their
+/// errors already the store's. Each is prepared once per connection
+/// (`prepare_cached`), so a repeated one costs a single round trip.
+pub(crate) struct Db<'a, C>(&'a C);
 
-impl Tx<'_> {
+/// An open transaction of [`Pg::tx`].
+pub(crate) type Tx<'a> = Db<'a, deadpool_postgres::Transaction<'a>>;
+
+impl<C: GenericClient> Db<'_, C> {
     /// The rows `sql` returns.
     pub(crate) async fn query(
         &self,
@@ -377,7 +376,7 @@ impl Tx<'_> {
         self.0.query(&st, params).await.map_err(err)
     }
 
-    /// The one row `sql` returns, if any.
+    /// The one row `sql` returns, if any (more than one is an error).
     pub(crate) async fn query_opt(
         &self,
         sql: &str,
@@ -385,6 +384,16 @@ impl Tx<'_> {
     ) -> Result<Option<Row>, MetaError> {
         let st = self.0.prepare_cached(sql).await.map_err(err)?;
         self.0.query_opt(&st, params).await.map_err(err)
+    }
+
+    /// The one row `sql` returns (none, or more than one, is an error).
+    pub(crate) async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, MetaError> {
+        let st = self.0.prepare_cached(sql).await.map_err(err)?;
+        self.0.query_one(&st, params).await.map_err(err)
     }
 
     /// Run `sql`; the number of rows it changed.
