@@ -483,13 +483,24 @@ impl Service {
         }
     }
 
-    /// Who pushed `digest` (taken: asked once, when its job runs).
-    pub(super) fn take_pusher(&self, digest: &str) -> Option<crate::vex::Pusher> {
+    /// Who pushed `digest`, kept until its job succeeds (a retried job
+    /// still knows its pusher).
+    pub(super) fn pusher(&self, digest: &str) -> Option<crate::vex::Pusher> {
         self.inner
             .pushers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(digest)
+            .get(digest)
+            .cloned()
+    }
+
+    /// Forget who pushed `digest` (its job is done).
+    pub(super) fn forget_pusher(&self, digest: &str) {
+        self.inner
+            .pushers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(digest);
     }
 
     /// Count an SBOM attachment from now until the guard is dropped. Taken

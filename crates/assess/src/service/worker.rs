@@ -33,6 +33,8 @@ impl Service {
                         );
                         self.notify_failed(&digest, &msg);
                     } else {
+                        // Whatever the manifest was: the map keeps no one for long.
+                        self.forget_pusher(&digest);
                         tracing::debug!(
                             digest,
                             ms = started.elapsed().as_millis() as u64,
@@ -68,8 +70,7 @@ impl Service {
     }
 
     async fn process(&self, job: crate::store::ImageRow) -> Result<()> {
-        // Taken whatever the manifest is, so the map keeps no one for long.
-        let pusher = self.take_pusher(&job.digest);
+        let pusher = self.pusher(&job.digest);
         let repo = Name::parse(&job.repo).map_err(|e| anyhow!("bad repository name: {e}"))?;
         let digest = Digest::parse(&job.digest).map_err(|e| anyhow!("bad digest: {e}"))?;
         let source = self.inner.source.clone();
