@@ -398,13 +398,20 @@ impl Registry {
 
     /// Serve `metrics` (another component's, such as the assessor's) in
     /// this registry's `/metrics` beside its own, so a scrape sees one
-    /// registry. Fails on a name already registered.
+    /// registry. A collector with the same metric names as an earlier one
+    /// replaces it: an assessor restarted on a running registry brings
+    /// new counters, and the old ones must not be served (nor refuse it).
     pub fn register_metrics(
         &self,
         metrics: Vec<Box<dyn prometheus::core::Collector>>,
     ) -> Result<(), prometheus::Error> {
+        let registry = &self.inner.metrics.registry;
         for m in metrics {
-            self.inner.metrics.registry.register(m)?;
+            let m = metrics::SharedCollector::new(m);
+            // Unregistering goes by the metrics' descriptions, so the new
+            // collector names the old one; none registered is not an error.
+            let _ = registry.unregister(Box::new(m.clone()));
+            registry.register(Box::new(m))?;
         }
         Ok(())
     }

@@ -138,3 +138,24 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+/// One collector under two boxes, so [`crate::Registry::register_metrics`]
+/// can name it to `unregister` and still `register` it.
+#[derive(Clone)]
+pub(crate) struct SharedCollector(std::sync::Arc<dyn prometheus::core::Collector>);
+
+impl SharedCollector {
+    pub(crate) fn new(c: Box<dyn prometheus::core::Collector>) -> SharedCollector {
+        SharedCollector(std::sync::Arc::from(c))
+    }
+}
+
+impl prometheus::core::Collector for SharedCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
+}

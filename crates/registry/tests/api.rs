@@ -518,3 +518,25 @@ async fn in_process_api_and_gc() {
     let r = s.get("/v2/inproc/manifests/keep").await;
     assert_eq!(r.status(), 200);
 }
+
+/// A component restarted on a running registry (the assessor after a
+/// shutdown) registers its metrics again: the new collector replaces the
+/// old one in `/metrics` (it was refused as a duplicate, and the restarted
+/// assessor failed to start).
+#[tokio::test]
+async fn registering_metrics_again_replaces_the_earlier_collector() {
+    let s = start().await;
+    let counter = |value: u64| {
+        let c = prometheus::IntCounter::new("drydock_test_restarts_total", "restarts").unwrap();
+        c.inc_by(value);
+        vec![Box::new(c) as Box<dyn prometheus::core::Collector>]
+    };
+    s.registry.register_metrics(counter(1)).unwrap();
+    s.registry.register_metrics(counter(7)).unwrap();
+    let m = s.get("/metrics").await.text().await.unwrap();
+    let lines: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("drydock_test_restarts_total"))
+        .collect();
+    assert_eq!(lines, ["drydock_test_restarts_total 7"], "{m}");
+}
