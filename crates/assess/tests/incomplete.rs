@@ -149,10 +149,16 @@ impl Setup {
     async fn assessed(&self, digest: &Digest) -> assess::views::ImageView {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let view = self
-                .service
-                .image_view(&digest.to_string(), &FindingFilter::default(), true)
-                .unwrap();
+            // Read as the API reads it: off the async threads (the view
+            // may block on the registry).
+            let (service, d) = (self.service.clone(), digest.to_string());
+            let view = tokio::task::spawn_blocking(move || {
+                service
+                    .image_view(&d, &FindingFilter::default(), true)
+                    .unwrap()
+            })
+            .await
+            .unwrap();
             if let Some(v) = view {
                 assert_ne!(v.status, "failed", "{:?}", v.error);
                 // An image's "done" is final; an index's verdict waits for

@@ -217,11 +217,18 @@ impl Setup {
             .unwrap();
     }
 
-    fn view(&self, d: &Digest) -> assess::views::ImageView {
-        self.service
-            .image_view(&d.to_string(), &FindingFilter::default(), false)
-            .unwrap()
-            .unwrap()
+    /// The image view, read as the API reads it: off the async threads
+    /// (it may block on the registry).
+    async fn view(&self, d: &Digest) -> assess::views::ImageView {
+        let (service, d) = (self.service.clone(), d.to_string());
+        tokio::task::spawn_blocking(move || {
+            service
+                .image_view(&d, &FindingFilter::default(), false)
+                .unwrap()
+                .unwrap()
+        })
+        .await
+        .unwrap()
     }
 }
 
@@ -235,7 +242,7 @@ async fn single_platform_tag_diff_comes_from_the_tag_history() {
     s.idle().await;
     let new = s.push_image("team/app", "v1", "amd64", &["nofix"]).await;
     s.idle().await;
-    let v = s.view(&new);
+    let v = s.view(&new).await;
     assert_eq!(v.platform.as_deref(), Some("linux/amd64"));
     assert_eq!(v.diffs.previous_tag_digest.len(), 1, "{:?}", v.diffs);
     let d = &v.diffs.previous_tag_digest[0];
@@ -258,7 +265,7 @@ async fn single_platform_tag_diff_comes_from_the_tag_history() {
         .push_image("team/app", "v1", "arm64", &["openssl-arm"])
         .await;
     s.idle().await;
-    assert!(s.view(&arm).diffs.previous_tag_digest.is_empty());
+    assert!(s.view(&arm).await.diffs.previous_tag_digest.is_empty());
 }
 
 /// The better starting point and the base image are of the image's own
@@ -275,14 +282,14 @@ async fn better_starting_point_is_of_the_same_platform() {
     s.push_image("base", "new-arm", "arm64", &["zlib-arm"])
         .await;
     s.idle().await;
-    let rem = s.view(&app).remediation.unwrap();
+    let rem = s.view(&app).await.remediation.unwrap();
     assert_eq!(rem.better_alternative, None, "{rem:?}");
     let base = rem.base_image.expect("base advice");
     assert_eq!(base.base_image.unwrap().repository, "base");
 
     let new_amd = s.push_image("base", "new", "amd64", &["zlib"]).await;
     s.idle().await;
-    let rem = s.view(&app).remediation.unwrap();
+    let rem = s.view(&app).await.remediation.unwrap();
     let alt = rem.better_alternative.expect("an amd64 alternative");
     assert_eq!(alt.digest, new_amd.to_string());
     assert_eq!(alt.findings, 0);
@@ -299,10 +306,10 @@ async fn base_advice_needs_a_fix_in_the_base() {
         .push_image("team/b", "v1", "amd64", &["openssl-b", "app-b"])
         .await;
     s.idle().await;
-    let rem = s.view(&unfixed).remediation.unwrap();
+    let rem = s.view(&unfixed).await.remediation.unwrap();
     assert_eq!(rem.findings_without_fix, 1);
     assert!(rem.base_image.is_none(), "{rem:?}");
-    let rem = s.view(&fixed).remediation.unwrap();
+    let rem = s.view(&fixed).await.remediation.unwrap();
     let advice = rem.base_image.expect("advice when the base has a fix");
     assert_eq!(advice.os_findings_in_base_layers, 1);
     assert!(advice.advice.contains("rebuild on a newer base image"));
