@@ -1179,6 +1179,7 @@ impl Service {
         if row.kind != "image" {
             page.notes.push(match row.kind.as_str() {
                 "index" => "an index has no layers of its own: each platform image has them".into(),
+                "unknown" => "not looked at yet: the layers are listed once the assessor has read the manifest (within seconds of a push)".into(),
                 k => format!("a manifest of kind {k} has no image layers"),
             });
             return Ok(Some(page));
