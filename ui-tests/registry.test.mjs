@@ -408,6 +408,21 @@ test("the image page's patch section: not configured it says so, configured its 
   assert.equal((await api(page, `/api/v1/browse/tags?repository=${encodeURIComponent(IMAGE_REPO)}`)).items.length, 1);
   await assertAccessible(page, "the patch plan");
   await shot(page, "image-patch-plan");
+  // An index platform the archive has no packages for is skipped with the
+  // reason (patch's plan.skipped): the job as the server answers it, with
+  // such a platform added, is drawn with the reason instead of a table.
+  const why = "the configured archives carry no packages for arm64";
+  await page.route(u => /^\/api\/v1\/patches\/[^/]+$/.test(new URL(u).pathname), async route => {
+    const response = await route.fetch();
+    const job = await response.json();
+    if (job.result) job.result.platforms.push({ platform: "linux/arm64", digest: entry.digest, plan: { upgrades: [], refusals: [], skipped: why } });
+    await route.fulfill({ response, json: job });
+  });
+  await page.getByRole("button", { name: "Show the patch plan" }).click();
+  await eventually(async () => (await page.locator("#patch-box .patch-skipped").count()) > 0, "the skipped platform", 120_000);
+  assert.equal((await page.locator("#patch-box .patch-skipped").innerText()).trim(), `Skipped, left as it is: ${why}`);
+  assert.match(await page.locator("#patch-box").innerText(), /linux\/arm64/);
+  await page.unrouteAll();
   assert.deepEqual(errors, []);
 });
 

@@ -627,7 +627,7 @@ function drawPatch(digest) {
   }
   const r = job.result || { platforms: [] };
   const plans = r.platforms.map(p => `<h3>${esc(p.platform || "image")} <span class="muted mono">${short(p.digest)}</span></h3>
-    ${table(`Upgrades for ${p.platform || "the image"}`, ["Package", "From", "To", "Clears", "Why"], p.plan.upgrades.map(u =>
+    ${p.plan.skipped ? `<p class="patch-skipped">Skipped, left as it is: ${esc(p.plan.skipped)}</p>` : table(`Upgrades for ${p.platform || "the image"}`, ["Package", "From", "To", "Clears", "Why"], p.plan.upgrades.map(u =>
       `<tr><td>${esc(u.package)}</td><td>${esc(u.from || "(new)")}</td><td><b>${esc(u.to)}</b></td><td>${u.clears.length}</td><td>${esc(u.reason)}</td></tr>`), "No upgrade to make.")}
     ${p.plan.refusals.length ? `<ul class="changes">${p.plan.refusals.map(x => `<li><b>${esc(x.package)}</b> ${esc(x.installed)} not upgraded: ${esc(x.reason)}</li>`).join("")}</ul>` : ""}`).join("");
   const done = job.dry_run
