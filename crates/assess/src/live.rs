@@ -20,9 +20,17 @@ impl RegistryContent for RegistrySource {
     fn manifest(&self, repo: &Name, digest: &Digest) -> anyhow::Result<Option<(Vec<u8>, String)>> {
         let reference = Reference::Digest(digest.clone());
         let fut = self.0.get_manifest(repo, &reference);
-        // Called from a blocking thread; the registry's lookup does no real waiting.
+        // The registry's lookup does no real waiting, but the port is sync
+        // and its callers run anywhere: on a blocking thread, or (the patch
+        // watcher reading an image view, whose judging reads platform
+        // sizes) on a worker of the multi-thread runtime, where a bare
+        // `block_on` panics; `block_in_place` hands the worker's other
+        // tasks on first.
         let m = match tokio::runtime::Handle::try_current() {
-            Ok(h) => h.block_on(fut),
+            Ok(h) => match h.runtime_flavor() {
+                tokio::runtime::RuntimeFlavor::CurrentThread => h.block_on(fut),
+                _ => tokio::task::block_in_place(|| h.block_on(fut)),
+            },
             Err(_) => futures_lite_block_on(fut),
         }?;
         Ok(m.map(|m| (m.bytes.to_vec(), m.media_type)))
