@@ -1,0 +1,82 @@
+//! Fakes and helpers the browse tests share: a cataloger that reads each
+//! layer's text as one Debian package name, and a push of such an image
+//! through the registry's HTTP API.
+
+use assess::Cataloger;
+use inventory::{Ecosystem, Inventory, Package};
+use oci::{BlobSource, Digest, ImageManifest};
+use std::io::Read;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Each layer's text is one Debian package's name.
+pub struct TextCatalog;
+
+impl Cataloger for TextCatalog {
+    fn version(&self) -> u32 {
+        1
+    }
+    fn catalog(
+        &self,
+        source: &dyn BlobSource,
+        manifest: &ImageManifest,
+        _: &dyn catalog::LayerCache,
+    ) -> Result<Inventory, assess::CatalogFailure> {
+        let mut inv = Inventory::default();
+        for l in &manifest.layers {
+            let mut name = String::new();
+            source
+                .open_blob(&l.digest)
+                .and_then(|mut r| r.read_to_string(&mut name))
+                .map_err(|e| e.to_string())?;
+            inv.packages.push(Package {
+                ecosystem: Ecosystem::Deb,
+                purl: format!("pkg:deb/debian/{name}@1.0-1"),
+                name,
+                version: "1.0-1".into(),
+                source_name: None,
+                source_version: None,
+                location: "var/lib/dpkg/status".into(),
+                layer: l.digest.to_string(),
+            });
+        }
+        Ok(inv)
+    }
+}
+
+pub async fn push(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    pkg: &str,
+) -> Digest {
+    let put_blob = async |data: &[u8]| {
+        let d = Digest::sha256_of(data);
+        let r = client
+            .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        d
+    };
+    let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"p\":\"{pkg}\"}}");
+    let dc = put_blob(config.as_bytes()).await;
+    let dl = put_blob(pkg.as_bytes()).await;
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{dc}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{dl}","size":{}}}]}}"#,
+        config.len(),
+        pkg.len()
+    );
+    let r = client
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", OCI_MANIFEST)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    Digest::sha256_of(body.as_bytes())
+}
