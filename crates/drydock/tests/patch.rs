@@ -882,6 +882,27 @@ fn manifest_with_digest(port: u16, repo: &str, reference: &str) -> Option<(Strin
     Some((digest, serde_json::from_str(body).unwrap()))
 }
 
+/// Copy the index at `layout`'s `v1` in as `team/multi:v1`; its digest,
+/// body and platform images' digests.
+fn copy_index_in(server: &Server, layout: &Path) -> (String, Value, Vec<String>) {
+    skopeo(&[
+        "copy",
+        "-q",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/team/multi:v1", server.addr()),
+    ]);
+    let (original, index) = manifest_with_digest(server.port, "team/multi", "v1").unwrap();
+    let children = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .collect();
+    (original, index, children)
+}
+
 fn manifest_json(port: u16, repo: &str, reference: &str) -> Value {
     manifest_with_digest(port, repo, reference)
         .unwrap_or_else(|| panic!("{repo}@{reference} missing"))
@@ -909,21 +930,7 @@ fn an_index_is_patched_per_platform_under_one_new_index() {
     let log = work.path().join("server.log");
     let server = Server::start_logged(&data, &["--config", &cfg], &[], &log);
     let url = format!("http://{}", server.addr());
-    skopeo(&[
-        "copy",
-        "-q",
-        "--all",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:v1", layout.display()),
-        &format!("docker://{}/team/multi:v1", server.addr()),
-    ]);
-    let (original, index) = manifest_with_digest(server.port, "team/multi", "v1").unwrap();
-    let children: Vec<String> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["digest"].as_str().unwrap().to_string())
-        .collect();
+    let (original, index, children) = copy_index_in(&server, &layout);
     assert_eq!(children.len(), 2, "{index}");
     assert_ne!(children[0], children[1]);
     let before: Vec<Value> = children.iter().map(|d| assessed(server.port, d)).collect();
@@ -1564,21 +1571,7 @@ fn an_index_platform_the_archive_lacks_is_skipped_and_the_others_patched() {
     let log = work.path().join("server.log");
     let server = Server::start_logged(&data, &["--config", &cfg], &[], &log);
     let url = format!("http://{}", server.addr());
-    skopeo(&[
-        "copy",
-        "-q",
-        "--all",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:v1", layout.display()),
-        &format!("docker://{}/team/multi:v1", server.addr()),
-    ]);
-    let (original, index) = manifest_with_digest(server.port, "team/multi", "v1").unwrap();
-    let children: Vec<String> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["digest"].as_str().unwrap().to_string())
-        .collect();
+    let (original, index, children) = copy_index_in(&server, &layout);
     assert_eq!(children.len(), 2, "{index}");
     for d in &children {
         assessed(server.port, d);
