@@ -81,11 +81,7 @@ async fn node(shared: &Shared, i: usize) -> Node {
     let mut opts = Options::new(shared.dir(i));
     opts.blobs = shared.blobs.clone();
     opts.metadata = shared.metadata.clone();
-    let registry = Registry::open(opts).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = registry.router();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (addr, registry) = common::serve(opts).await;
     Node {
         base: format!("http://{addr}"),
         registry,

@@ -19,11 +19,7 @@ struct Node {
 async fn node(dir: &std::path::Path, cfg: &S3Config) -> Node {
     let mut opts = Options::new(dir);
     opts.blobs = BlobStorage::S3(cfg.clone());
-    let registry = Registry::open(opts).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = registry.router();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (addr, registry) = common::serve(opts).await;
     Node {
         base: format!("http://{addr}"),
         registry,

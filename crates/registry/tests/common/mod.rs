@@ -30,18 +30,12 @@ pub async fn start_in(dir: tempfile::TempDir) -> Server {
     opts.metadata = test_metadata();
     let blobs = opts.blobs.clone();
     let metadata = opts.metadata.clone();
-    let registry = Registry::open(opts).unwrap();
+    let (addr, registry) = serve(opts).await;
     // On PostgreSQL nothing of the metadata is in the data directory.
     assert_eq!(
         dir.path().join("meta.db").exists(),
         matches!(metadata, MetadataStorage::Sqlite)
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = registry.router();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
     Server {
         base: format!("http://{addr}"),
         addr,
@@ -51,6 +45,18 @@ pub async fn start_in(dir: tempfile::TempDir) -> Server {
         blobs,
         metadata,
     }
+}
+
+/// Open a registry with `opts` and serve its router on loopback.
+pub async fn serve(opts: Options) -> (SocketAddr, Registry) {
+    let registry = Registry::open(opts).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = registry.router();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, registry)
 }
 
 /// The blob storage the tests run on: the data directory, or with
