@@ -390,6 +390,25 @@ impl Setup {
         v["manifests"].as_array().unwrap().clone()
     }
 
+    /// A referrer pulled like any artifact: its manifest and the bytes of
+    /// its one layer (the document).
+    async fn artifact(&self, repo: &str, digest: &str) -> (serde_json::Value, bytes::Bytes) {
+        let m: serde_json::Value = self
+            .get(format!("{}/v2/{repo}/manifests/{digest}", self.base))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let layer = m["layers"][0]["digest"].as_str().unwrap();
+        let doc = self
+            .get(format!("{}/v2/{repo}/blobs/{layer}", self.base))
+            .await
+            .bytes()
+            .await
+            .unwrap();
+        (m, doc)
+    }
+
     async fn get(&self, url: String) -> reqwest::Response {
         let r = self
             .client
@@ -422,20 +441,9 @@ async fn sbom_is_attached_once_per_catalog_version() {
     assert!(ann["org.opencontainers.image.created"].is_string(), "{ann}");
     assert_eq!(ann[assess::CATALOG_VERSION_ANNOTATION], "1");
     // Pull it like any artifact.
-    let m: serde_json::Value = s
-        .get(format!("{}/v2/team/app/manifests/{sbom}", s.base))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (m, doc) = s.artifact("team/app", &sbom).await;
     assert_eq!(m["subject"]["digest"], digest.to_string());
-    let layer = m["layers"][0]["digest"].as_str().unwrap();
-    let doc: serde_json::Value = s
-        .get(format!("{}/v2/team/app/blobs/{layer}", s.base))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap();
     assert_eq!(doc["bomFormat"], "CycloneDX");
     assert_eq!(doc["specVersion"], "1.6");
     assert!(doc.to_string().contains(PURL), "{doc}");
@@ -524,21 +532,9 @@ async fn spdx_is_attached_beside_cyclonedx_where_configured() {
         "1"
     );
     let spdx = refs[0]["digest"].as_str().unwrap().to_string();
-    let m: serde_json::Value = s
-        .get(format!("{}/v2/spdx/app/manifests/{spdx}", s.base))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (m, bytes) = s.artifact("spdx/app", &spdx).await;
     assert_eq!(m["subject"]["digest"], digest.to_string());
     assert_eq!(m["layers"][0]["mediaType"], SPDX);
-    let layer = m["layers"][0]["digest"].as_str().unwrap();
-    let bytes = s
-        .get(format!("{}/v2/spdx/app/blobs/{layer}", s.base))
-        .await
-        .bytes()
-        .await
-        .unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(doc["spdxVersion"], "SPDX-2.3");
     assert!(doc.to_string().contains(PURL), "{doc}");
@@ -642,25 +638,12 @@ async fn an_index_sbom_names_its_platform_images() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(refs.len(), 1, "{refs:?}");
-    let m: serde_json::Value = s
-        .get(format!(
-            "{}/v2/multi/app/manifests/{}",
-            s.base,
-            refs[0]["digest"].as_str().unwrap()
-        ))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (m, doc) = s
+        .artifact("multi/app", refs[0]["digest"].as_str().unwrap())
+        .await;
     assert_eq!(m["subject"]["digest"], index.to_string());
     assert_eq!(m["subject"]["mediaType"], OCI_INDEX);
-    let layer = m["layers"][0]["digest"].as_str().unwrap();
-    let doc: serde_json::Value = s
-        .get(format!("{}/v2/multi/app/blobs/{layer}", s.base))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&doc).unwrap();
     assert_eq!(doc["specVersion"], "1.6");
     assert_eq!(doc["metadata"]["component"]["version"], index.to_string());
     let components = doc["components"].as_array().unwrap();
@@ -684,25 +667,11 @@ async fn an_index_sbom_names_its_platform_images() {
     s.service.wait_idle(Duration::from_secs(30)).await.unwrap();
     let refs = s.referrers("multi/app", &index, SPDX).await;
     assert_eq!(refs.len(), 1, "{refs:?}");
-    let m: serde_json::Value = s
-        .get(format!(
-            "{}/v2/multi/app/manifests/{}",
-            s.base,
-            refs[0]["digest"].as_str().unwrap()
-        ))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (m, bytes) = s
+        .artifact("multi/app", refs[0]["digest"].as_str().unwrap())
+        .await;
     assert_eq!(m["subject"]["digest"], index.to_string());
     assert_eq!(m["subject"]["mediaType"], OCI_INDEX);
-    let layer = m["layers"][0]["digest"].as_str().unwrap();
-    let bytes = s
-        .get(format!("{}/v2/multi/app/blobs/{layer}", s.base))
-        .await
-        .bytes()
-        .await
-        .unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(doc["spdxVersion"], "SPDX-2.3");
     let packages = doc["packages"].as_array().unwrap();
