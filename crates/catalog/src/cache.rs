@@ -91,18 +91,96 @@ impl LayerCache for DirCache {
 
 /// A layer result read before its digest was known (from an upload stream,
 /// under `placeholder`), named by its real `digest` instead, so it can be
-/// cached under that digest once the upload verified. Every place the
-/// result names its layer (packages, notes) is rewritten: through the
-/// serialized form, so fields added later are covered too. `None` only if
-/// the result does not survive the round trip (not expected).
+/// cached under that digest once the upload verified. Every text field
+/// that names the layer (packages, notes) is rewritten in place: a layer
+/// of 50,000 packages is not copied (a round trip through JSON held the
+/// result three times over, the heap peak of a large upload). The
+/// destructuring below names every field, so a field added later does not
+/// compile until it is considered here.
 pub fn relabel_layer(
-    inv: &LayerInventory,
+    mut inv: LayerInventory,
     placeholder: &Digest,
     digest: &Digest,
-) -> Option<LayerInventory> {
-    let text = serde_json::to_string(inv).ok()?;
-    let text = text.replace(&placeholder.to_string(), &digest.to_string());
-    serde_json::from_str(&text).ok()
+) -> LayerInventory {
+    let from = placeholder.to_string();
+    let to = digest.to_string();
+    // Notes shown as text name the layer short (see `Skipped`'s Display).
+    let short = |d: &str| d[..d.find(':').map_or(12, |i| i + 13).min(d.len())].to_string();
+    let (short_from, short_to) = (short(&from), short(&to));
+    let swap = |s: &mut String| {
+        if s.contains(&short_from) {
+            *s = s.replace(&from, &to).replace(&short_from, &short_to);
+        }
+    };
+    let swap_opt = |s: &mut Option<String>| {
+        if let Some(s) = s {
+            swap(s);
+        }
+    };
+    let LayerInventory {
+        catalog_version: _,
+        files,
+        whiteouts,
+        opaque_dirs,
+        stats: _,
+        warnings,
+        skipped,
+        limits,
+    } = &mut inv;
+    // Keys are paths from the archive: no layer names itself in them, as
+    // nobody can know the random placeholder in advance.
+    for facts in files.values_mut() {
+        let crate::FileFacts {
+            kind: _,
+            packages,
+            distro,
+        } = facts;
+        for p in packages {
+            let inventory::Package {
+                ecosystem: _,
+                name,
+                version,
+                source_name,
+                source_version,
+                purl,
+                location,
+                layer,
+            } = p;
+            for s in [name, version, purl, location, layer] {
+                swap(s);
+            }
+            swap_opt(source_name);
+            swap_opt(source_version);
+        }
+        if let Some(inventory::Distro {
+            id,
+            version_id,
+            codename,
+            pretty_name,
+        }) = distro
+        {
+            swap(id);
+            swap(version_id);
+            swap_opt(codename);
+            swap_opt(pretty_name);
+        }
+    }
+    for s in whiteouts.iter_mut().chain(opaque_dirs).chain(warnings) {
+        swap(s);
+    }
+    for note in skipped {
+        let crate::Skipped {
+            kind: _,
+            layer,
+            path,
+            detail,
+        } = note;
+        swap_opt(layer);
+        swap_opt(path);
+        swap(detail);
+    }
+    swap(limits);
+    inv
 }
 
 #[cfg(test)]
@@ -152,10 +230,26 @@ mod tests {
         let text = serde_json::to_string(&inv).unwrap();
         assert!(text.contains(&placeholder.to_string()), "{text}");
 
-        let moved = relabel_layer(&inv, &placeholder, &real).unwrap();
+        let moved = relabel_layer(inv.clone(), &placeholder, &real);
         let text = serde_json::to_string(&moved).unwrap();
         assert!(!text.contains(&placeholder.to_string()), "{text}");
         assert!(moved.packages().all(|p| p.layer == real.to_string()));
+        // The warnings name the layer short, as notes are shown.
+        let short = |d: &Digest| d.to_string()[..19].to_string();
+        assert!(
+            inv.warnings
+                .iter()
+                .any(|w| w.contains(&short(&placeholder)))
+        );
+        assert!(
+            moved
+                .warnings
+                .iter()
+                .all(|w| !w.contains(&short(&placeholder))),
+            "{:?}",
+            moved.warnings
+        );
+        assert!(moved.warnings.iter().any(|w| w.contains(&short(&real))));
         assert!(
             moved
                 .skipped
@@ -163,7 +257,7 @@ mod tests {
                 .all(|s| s.layer.as_deref() == Some(real.to_string().as_str()))
         );
         // Only the digest changed.
-        assert_eq!(relabel_layer(&moved, &real, &placeholder).unwrap(), inv);
+        assert_eq!(relabel_layer(moved, &real, &placeholder), inv);
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub fn catalog_image(
     limits: &Limits,
 ) -> Result<ImageInventory, CatalogError> {
     let layers = catalog_image_layers(source, manifest, cache, limits)?;
-    Ok(merge_image(&layers, limits))
+    Ok(merge_image(layers, limits))
 }
 
 /// Whether the catalog reads the contents of the regular file at `path`
@@ -160,14 +160,30 @@ pub fn catalog_image_layers(
         }
         slots.push((desc.digest.clone(), cached));
     }
-    let read: std::collections::HashMap<Digest, LayerInventory> =
+    let mut read: std::collections::HashMap<Digest, LayerInventory> =
         read_layers(source, &misses, cache, limits)?
             .into_iter()
             .collect();
+    // How often each layer read is still wanted: its last use moves the
+    // result, only a layer repeated in the manifest is copied.
+    let mut uses: std::collections::HashMap<Digest, usize> = std::collections::HashMap::new();
+    for (digest, inv) in &slots {
+        if inv.is_none() {
+            *uses.entry(digest.clone()).or_default() += 1;
+        }
+    }
     Ok(slots
         .into_iter()
         .map(|(digest, inv)| {
-            let inv = inv.unwrap_or_else(|| read[&digest].clone());
+            let inv = inv.unwrap_or_else(|| {
+                let left = uses.get_mut(&digest).expect("counted above");
+                *left -= 1;
+                if *left == 0 {
+                    read.remove(&digest).expect("read above")
+                } else {
+                    read[&digest].clone()
+                }
+            });
             (digest, inv)
         })
         .collect())

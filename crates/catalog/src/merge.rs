@@ -39,8 +39,11 @@ fn remove_under<V>(state: &mut BTreeMap<String, V>, dir: &str) {
 /// This is the overlay alone: it neither caps the packages nor says what
 /// was skipped. [`merge_image`] does both, and is what
 /// [`crate::catalog_image`] returns.
-pub fn merge(layers: &[(Digest, LayerInventory)]) -> Inventory {
-    overlay(layers, usize::MAX).0
+///
+/// Layers given by value are merged by moving their packages; borrowed
+/// ones (`&[…]`) are copied first.
+pub fn merge(layers: impl Into<Vec<(Digest, LayerInventory)>>) -> Inventory {
+    overlay(layers.into(), usize::MAX).0
 }
 
 /// [`merge`], with the image's notes: every layer's skipped parts, except
@@ -48,15 +51,22 @@ pub fn merge(layers: &[(Digest, LayerInventory)]) -> Inventory {
 /// the image is then the upper one), and [`Limits::max_packages_per_image`]
 /// applied. Packages from the OS package databases are taken first, so a
 /// flood of language manifests cannot push them out of the inventory.
-pub fn merge_image(layers: &[(Digest, LayerInventory)], limits: &Limits) -> ImageInventory {
-    let (inventory, incomplete) = overlay(layers, limits.max_packages_per_image);
+///
+/// Layers given by value (as [`crate::catalog_image`] does) are merged by
+/// moving their files and packages, never copying them: the result of a
+/// layer of 50,000 packages is held once, not three times.
+pub fn merge_image(
+    layers: impl Into<Vec<(Digest, LayerInventory)>>,
+    limits: &Limits,
+) -> ImageInventory {
+    let (inventory, incomplete) = overlay(layers.into(), limits.max_packages_per_image);
     ImageInventory {
         inventory,
         incomplete,
     }
 }
 
-fn overlay(layers: &[(Digest, LayerInventory)], cap: usize) -> (Inventory, Vec<Skipped>) {
+fn overlay(layers: Vec<(Digest, LayerInventory)>, cap: usize) -> (Inventory, Vec<Skipped>) {
     let mut state: BTreeMap<String, FileFacts> = BTreeMap::new();
     // Notes about files, by the path an upper layer may replace.
     let mut file_notes: BTreeMap<String, Vec<Skipped>> = BTreeMap::new();
@@ -75,16 +85,13 @@ fn overlay(layers: &[(Digest, LayerInventory)], cap: usize) -> (Inventory, Vec<S
         for path in li.files.keys() {
             file_notes.remove(path);
         }
-        for note in &li.skipped {
+        let unnamed = li.stats.skipped.saturating_sub(li.skipped.len() as u64);
+        for note in li.skipped {
             match note.file_path() {
-                Some(p) => file_notes
-                    .entry(p.to_string())
-                    .or_default()
-                    .push(note.clone()),
-                None => notes.push(note.clone()),
+                Some(p) => file_notes.entry(p.to_string()).or_default().push(note),
+                None => notes.push(note),
             }
         }
-        let unnamed = li.stats.skipped.saturating_sub(li.skipped.len() as u64);
         if unnamed > 0 {
             notes.push(Skipped {
                 kind: SkipKind::Limit,
@@ -95,9 +102,8 @@ fn overlay(layers: &[(Digest, LayerInventory)], cap: usize) -> (Inventory, Vec<S
                 ),
             });
         }
-        for (path, facts) in &li.files {
-            let mut facts = facts.clone();
-            if let Some(prev) = state.get(path) {
+        for (path, mut facts) in li.files {
+            if let Some(prev) = state.get(&path) {
                 let first: HashMap<(Ecosystem, &str, &str), &str> = prev
                     .packages
                     .iter()
@@ -115,35 +121,25 @@ fn overlay(layers: &[(Digest, LayerInventory)], cap: usize) -> (Inventory, Vec<S
                     }
                 }
             }
-            state.insert(path.clone(), facts);
+            state.insert(path, facts);
         }
     }
 
     let distro = pick_distro(&state);
-    let installed: HashSet<(Ecosystem, &str, &str)> = state
-        .values()
-        .filter(|f| !f.kind.is_lockfile())
-        .flat_map(|f| f.packages.iter())
-        .map(|p| (p.ecosystem, p.name.as_str(), p.version.as_str()))
-        .collect();
+    // OS package databases first, so a flood of language manifests cannot
+    // push them past the cap; the files are moved, not copied.
+    let (mut files, rest): (Vec<FileFacts>, Vec<FileFacts>) =
+        state.into_values().partition(|f| is_os_database(f.kind));
+    files.extend(rest);
+    drop_installed_lockfile_entries(&mut files);
     let mut packages: Vec<Package> = Vec::new();
-    let os_first = state
-        .values()
-        .filter(|f| is_os_database(f.kind))
-        .chain(state.values().filter(|f| !is_os_database(f.kind)));
     let mut capped = false;
-    'files: for facts in os_first {
-        for p in &facts.packages {
+    'files: for facts in files {
+        for mut p in facts.packages {
             if packages.len() >= cap {
                 capped = true;
                 break 'files;
             }
-            if facts.kind.is_lockfile()
-                && installed.contains(&(p.ecosystem, p.name.as_str(), p.version.as_str()))
-            {
-                continue;
-            }
-            let mut p = p.clone();
             if p.ecosystem.is_os()
                 && let Some(d) = &distro
             {
@@ -199,6 +195,44 @@ fn overlay(layers: &[(Digest, LayerInventory)], cap: usize) -> (Inventory, Vec<S
     (Inventory { distro, packages }, incomplete)
 }
 
+/// Lockfile entries for a package (ecosystem, name, version) also found
+/// installed or built into a binary are dropped. The positions are noted
+/// first and removed after, since the set of installed packages borrows
+/// the very files being trimmed.
+fn drop_installed_lockfile_entries(files: &mut [FileFacts]) {
+    let doomed: Vec<(usize, usize)> = {
+        let installed: HashSet<(Ecosystem, &str, &str)> = files
+            .iter()
+            .filter(|f| !f.kind.is_lockfile())
+            .flat_map(|f| f.packages.iter())
+            .map(|p| (p.ecosystem, p.name.as_str(), p.version.as_str()))
+            .collect();
+        files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.kind.is_lockfile())
+            .flat_map(|(i, f)| {
+                let installed = &installed;
+                f.packages.iter().enumerate().filter_map(move |(j, p)| {
+                    installed
+                        .contains(&(p.ecosystem, p.name.as_str(), p.version.as_str()))
+                        .then_some((i, j))
+                })
+            })
+            .collect()
+    };
+    // Positions come in order, file by file: one pass over each file.
+    for group in doomed.chunk_by(|a, b| a.0 == b.0) {
+        let mut marks = group.iter().map(|&(_, j)| j).peekable();
+        let mut at = 0;
+        files[group[0].0].packages.retain(|_| {
+            let drop = marks.next_if_eq(&at).is_some();
+            at += 1;
+            !drop
+        });
+    }
+}
+
 fn is_os_database(kind: FileKind) -> bool {
     matches!(
         kind,
@@ -230,4 +264,94 @@ fn pick_distro(state: &BTreeMap<String, FileFacts>) -> Option<Distro> {
         .values()
         .find(|f| f.kind == FileKind::DebianVersion)
         .and_then(|f| f.distro.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn npm(name: &str, version: &str, location: &str) -> Package {
+        Package {
+            ecosystem: Ecosystem::Npm,
+            name: name.into(),
+            version: version.into(),
+            source_name: None,
+            source_version: None,
+            purl: format!("pkg:npm/{name}@{version}"),
+            location: location.into(),
+            layer: "sha256:00".into(),
+        }
+    }
+
+    fn facts(kind: FileKind, location: &str, pkgs: &[(&str, &str)]) -> FileFacts {
+        FileFacts {
+            kind,
+            packages: pkgs.iter().map(|(n, v)| npm(n, v, location)).collect(),
+            distro: None,
+        }
+    }
+
+    #[test]
+    fn lockfile_entries_installed_elsewhere_are_dropped_from_every_lockfile() {
+        let mut files = vec![
+            facts(
+                FileKind::NpmLock,
+                "/a/package-lock.json",
+                &[("x", "1"), ("y", "1"), ("z", "1")],
+            ),
+            facts(FileKind::NpmPackage, "/n/x/package.json", &[("x", "1")]),
+            facts(FileKind::NpmPackage, "/n/z/package.json", &[("z", "1")]),
+            facts(
+                FileKind::YarnLock,
+                "/b/yarn.lock",
+                &[("z", "1"), ("z", "2"), ("x", "1")],
+            ),
+        ];
+        drop_installed_lockfile_entries(&mut files);
+        let left = |f: &FileFacts| -> Vec<String> {
+            f.packages
+                .iter()
+                .map(|p| format!("{}@{}", p.name, p.version))
+                .collect()
+        };
+        assert_eq!(left(&files[0]), ["y@1"]);
+        assert_eq!(left(&files[1]), ["x@1"], "installed packages stay");
+        assert_eq!(left(&files[2]), ["z@1"]);
+        assert_eq!(
+            left(&files[3]),
+            ["z@2"],
+            "another version is another package"
+        );
+    }
+
+    #[test]
+    fn layers_by_value_and_by_reference_merge_alike() {
+        let d = Digest::sha256_of(b"layer");
+        let mut li = LayerInventory::new();
+        li.files.insert(
+            "a/package-lock.json".into(),
+            facts(
+                FileKind::NpmLock,
+                "/a/package-lock.json",
+                &[("x", "1"), ("y", "1")],
+            ),
+        );
+        li.files.insert(
+            "n/x/package.json".into(),
+            facts(FileKind::NpmPackage, "/n/x/package.json", &[("x", "1")]),
+        );
+        let layers = vec![(d, li)];
+        let borrowed = merge(&layers[..]);
+        let moved = merge(layers);
+        assert_eq!(borrowed, moved);
+        let got: Vec<_> = moved
+            .packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.location.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("x", "/n/x/package.json"), ("y", "/a/package-lock.json")]
+        );
+    }
 }

@@ -221,7 +221,7 @@ fn rust_inventory_from_lockfile_and_auditable_binary() {
             from_bin.difference(&want).collect::<Vec<_>>()
         );
     }
-    let inv = catalog::merge(&layers);
+    let inv = catalog::merge(layers);
     let smallvec: Vec<_> = inv
         .packages
         .iter()

@@ -334,9 +334,7 @@ fn read_upload(inner: Weak<Inner>, mut reader: PipeReader) {
         // again and reports what went wrong.
         return;
     };
-    let Some(inv) = catalog::relabel_layer(&inv, &placeholder, &digest) else {
-        return;
-    };
+    let inv = catalog::relabel_layer(inv, &placeholder, &digest);
     // Counted first: whoever sees the result also sees the count.
     svc.prefetch.count(if reader.spilled {
         super::prefetch::Source::StreamThenReadback
