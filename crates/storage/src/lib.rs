@@ -50,10 +50,10 @@ pub use blobs::{
 };
 pub use ingest::{IngestError, Ingested, ingest};
 pub use meta::{
-    ClusterLock, GcMarked, GcParams, ManifestRow, ManifestSummary, Meta, MetaError, MetaLock,
-    NewManifest, PutManifestError, Referrer, UnlinkBlob,
+    ClusterLock, Duty, GcMarked, GcParams, Leadership, ManifestRow, ManifestSummary, Meta,
+    MetaError, MetaLock, NewManifest, PutManifestError, Referrer, StoredImportJob, UnlinkBlob,
 };
-pub use pg::{PgAccess, PgConfig, PgMeta};
+pub use pg::{PgAccess, PgConfig, PgMeta, PgTlsMode};
 pub use s3::{S3Blobs, S3Config};
 pub use sqlite::access::SqliteAccess;
 pub use sqlite::meta::SqliteMeta;

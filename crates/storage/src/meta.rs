@@ -199,6 +199,122 @@ impl std::fmt::Debug for MetaLock {
     }
 }
 
+/// Work that one node of a cluster does at a time. Each duty has its own
+/// leader, chosen by [`Meta::lead`]: on PostgreSQL whoever holds the
+/// duty's session advisory lock (on a connection of its own, so the lock
+/// goes with that connection or the node that holds it); on SQLite the
+/// one host is always the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Duty {
+    /// Scheduled garbage collection (`drydock serve` with a GC interval).
+    Gc,
+    /// The assessor's scheduler: daily re-assessment, retention pruning.
+    AssessScheduler,
+    /// Webhook delivery, so each event is posted once.
+    WebhookDelivery,
+    /// The vulnerability database update, built once for every node.
+    VulndbUpdate,
+}
+
+impl Duty {
+    /// The duty's name in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Duty::Gc => "gc",
+            Duty::AssessScheduler => "assess_scheduler",
+            Duty::WebhookDelivery => "webhook_delivery",
+            Duty::VulndbUpdate => "vulndb_update",
+        }
+    }
+
+    /// The second key of the duty's advisory lock. Fixed numbers: nodes
+    /// of different versions must agree on them.
+    pub(crate) fn key(self) -> i32 {
+        match self {
+            Duty::Gc => 1,
+            Duty::AssessScheduler => 2,
+            Duty::WebhookDelivery => 3,
+            Duty::VulndbUpdate => 4,
+        }
+    }
+}
+
+/// Whether this node leads a [`Duty`], kept current in the background:
+/// a follower tries for the lead every retry period; a leader checks its
+/// connection as often and steps down when it is gone. Dropping it gives
+/// the lead up.
+pub struct Leadership {
+    duty: Duty,
+    rx: tokio::sync::watch::Receiver<bool>,
+    // Keeps "always leader" alive for SQLite (no task sends).
+    _always: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Leadership {
+    /// A leader for good: one host, nobody to share the duty with.
+    pub fn always(duty: Duty) -> Leadership {
+        let (tx, rx) = tokio::sync::watch::channel(true);
+        Leadership {
+            duty,
+            rx,
+            _always: Some(tx),
+        }
+    }
+
+    /// Fed by a background task that sends the lead as it changes.
+    pub(crate) fn watching(duty: Duty, rx: tokio::sync::watch::Receiver<bool>) -> Leadership {
+        Leadership {
+            duty,
+            rx,
+            _always: None,
+        }
+    }
+
+    pub fn duty(&self) -> Duty {
+        self.duty
+    }
+
+    /// Whether this node leads now. `false` once the task that keeps it
+    /// current is gone (its store closed): a stale lead is no lead.
+    pub fn is_leader(&self) -> bool {
+        self.rx.has_changed().is_ok() && *self.rx.borrow()
+    }
+
+    /// Resolves when the lead changes (or the store closed); then ask
+    /// [`Leadership::is_leader`].
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("duty", &self.duty)
+            .field("leader", &self.is_leader())
+            .finish()
+    }
+}
+
+/// An import job as stored, so that every node can answer for it. The
+/// status is the importer's own document (JSON); the store keeps it
+/// opaque and adds what it needs to judge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredImportJob {
+    pub id: uuid::Uuid,
+    /// The importer's status document, as last written.
+    pub status: String,
+    /// Whether the job ended (succeeded, failed, cancelled).
+    pub finished: bool,
+    /// When its node last wrote it (unix nanos): a job not finished whose
+    /// heartbeat is old has lost its node.
+    pub heartbeat: i64,
+    /// Someone asked, on any node, for the job to stop.
+    pub cancel_requested: bool,
+}
+
 /// The registry metadata store. Implementations never block the async
 /// runtime (SQLite work runs on blocking threads; PostgreSQL on the
 /// store's own runtime), so every method may be awaited from any runtime
@@ -219,6 +335,44 @@ pub trait Meta: Send + Sync + 'static {
     async fn cluster_lock(&self, _lock: ClusterLock) -> Result<Option<MetaLock>, MetaError> {
         Ok(None)
     }
+
+    /// Take a lock that every node honours if it is free now: `Ok(Some)`
+    /// when granted, `Err(Conflict)` when another holder has it, and
+    /// `Ok(None)` when the backend has no cluster locks (SQLite).
+    async fn try_cluster_lock(&self, _lock: ClusterLock) -> Result<Option<MetaLock>, MetaError> {
+        Ok(None)
+    }
+
+    /// Stand for the lead of `duty`, retrying every `retry` while another
+    /// node leads. Call it inside a Tokio runtime.
+    fn lead(&self, duty: Duty, _retry: std::time::Duration) -> Leadership {
+        Leadership::always(duty)
+    }
+
+    /// Write an import job's status (insert or replace; `created_at` is
+    /// kept from the first write) with `heartbeat` (unix nanos) as its
+    /// node's last sign of life. Returns whether a stop was requested.
+    async fn save_import_job(
+        &self,
+        id: uuid::Uuid,
+        created_at: i64,
+        status: String,
+        finished: bool,
+        heartbeat: i64,
+    ) -> Result<bool, MetaError>;
+
+    /// One import job.
+    async fn import_job(&self, id: uuid::Uuid) -> Result<Option<StoredImportJob>, MetaError>;
+
+    /// The newest `n` import jobs, newest first.
+    async fn import_jobs(&self, n: usize) -> Result<Vec<StoredImportJob>, MetaError>;
+
+    /// Ask the node running a job to stop it. `false` when the job is
+    /// unknown or finished.
+    async fn request_import_cancel(&self, id: uuid::Uuid) -> Result<bool, MetaError>;
+
+    /// Forget finished import jobs beyond the newest `keep`; how many went.
+    async fn prune_import_jobs(&self, keep: usize) -> Result<u64, MetaError>;
 
     /// Link a committed blob to a repository (creating the repository).
     async fn link_blob(

@@ -83,7 +83,21 @@ impl PgCluster {
     /// Start a cluster (or use `DRYDOCK_TEST_PG_URL`); `None` after
     /// printing why when PostgreSQL is not installed (outside CI).
     pub fn start() -> Option<PgCluster> {
-        if let Ok(url) = std::env::var("DRYDOCK_TEST_PG_URL") {
+        PgCluster::start_with(None)
+    }
+
+    /// A throwaway cluster of its own (never `DRYDOCK_TEST_PG_URL`) with
+    /// `ssl = on`, serving the PEM certificate chain and key given. It
+    /// still accepts plain connections, as `pg_hba` is left as initdb
+    /// writes it.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Option<PgCluster> {
+        PgCluster::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Option<PgCluster> {
+        if let Ok(url) = std::env::var("DRYDOCK_TEST_PG_URL")
+            && tls.is_none()
+        {
             return Some(PgCluster {
                 base_url: url.trim_end_matches('/').to_string(),
                 data: None,
@@ -141,13 +155,29 @@ impl PgCluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut ssl = String::new();
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let path = data.join(name);
+                std::fs::write(&path, pem).expect("write the TLS files");
+                // The server refuses a key others may read.
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod");
+                if let Some(u) = &user {
+                    let (uid, gid) = user_ids(u).expect("postgres user");
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+                }
+            }
+            ssl = " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        }
         // Started in a loop: the free port may be taken before we bind it.
         for _ in 0..5 {
             let port = free_port();
             let opts = format!(
                 "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={} \
                  -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-                 -c max_connections=400",
+                 -c max_connections=400{ssl}",
                 dir.path().display()
             );
             let status = command(user.as_deref(), &bin.join("pg_ctl"))

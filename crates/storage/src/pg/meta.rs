@@ -15,8 +15,8 @@
 use super::{LOCK_GC, Pg, PgConfig, col, params};
 use crate::meta::{
     GcMarked, GcParams, KIND_BLOB, KIND_MANIFEST, ManifestRefs, ManifestRow, ManifestSummary, Meta,
-    MetaError, NewManifest, PutManifestError, Referrer, UnlinkBlob, attach_refs, parse_digest,
-    plan_sweep,
+    MetaError, NewManifest, PutManifestError, Referrer, StoredImportJob, UnlinkBlob, attach_refs,
+    parse_digest, plan_sweep,
 };
 use crate::sqlite::meta::check_child;
 use oci::Digest;
@@ -40,6 +40,18 @@ impl PgMeta {
 
 const BUMP: &str = "UPDATE meta_version SET value = value + 1 WHERE id = 0";
 
+fn import_job_row(r: &tokio_postgres::Row) -> Result<StoredImportJob, MetaError> {
+    let id: String = col(r, 0)?;
+    Ok(StoredImportJob {
+        id: uuid::Uuid::parse_str(&id)
+            .map_err(|e| MetaError::Backend(format!("stored import job id: {e}")))?,
+        status: col(r, 1)?,
+        finished: col(r, 2)?,
+        heartbeat: col(r, 3)?,
+        cancel_requested: col(r, 4)?,
+    })
+}
+
 /// A `(repo, digest, time)` row, as the recent pulls and pushes read it.
 fn repo_digest_at(r: &tokio_postgres::Row) -> Result<(String, Digest, i64), MetaError> {
     Ok((col(r, 0)?, parse_digest(&col::<String>(r, 1)?)?, col(r, 2)?))
@@ -56,6 +68,17 @@ impl Meta for PgMeta {
         lock: crate::ClusterLock,
     ) -> Result<Option<crate::MetaLock>, MetaError> {
         self.pg.cluster_lock(lock).await.map(Some)
+    }
+
+    async fn try_cluster_lock(
+        &self,
+        lock: crate::ClusterLock,
+    ) -> Result<Option<crate::MetaLock>, MetaError> {
+        self.pg.try_cluster_lock(lock).await.map(Some)
+    }
+
+    fn lead(&self, duty: crate::Duty, retry: std::time::Duration) -> crate::Leadership {
+        self.pg.lead(duty, retry)
     }
 
     async fn change_version(&self) -> Result<i64, MetaError> {
@@ -556,6 +579,75 @@ impl Meta for PgMeta {
             .map(|r| Ok((col(r, 0)?, parse_digest(&col::<String>(r, 1)?)?)))
             .collect::<Result<Vec<_>, MetaError>>()?;
         Ok((rows, last))
+    }
+
+    async fn save_import_job(
+        &self,
+        id: uuid::Uuid,
+        created_at: i64,
+        status: String,
+        finished: bool,
+        heartbeat: i64,
+    ) -> Result<bool, MetaError> {
+        let r = self
+            .pg
+            .query_one(
+                "INSERT INTO import_jobs(id, created_at, status, finished, heartbeat)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT(id) DO UPDATE SET status = excluded.status,
+                     finished = excluded.finished, heartbeat = excluded.heartbeat
+                 RETURNING cancel_requested",
+                params![id.to_string(), created_at, status, finished, heartbeat],
+            )
+            .await?;
+        col(&r, 0)
+    }
+
+    async fn import_job(&self, id: uuid::Uuid) -> Result<Option<StoredImportJob>, MetaError> {
+        self.pg
+            .query_opt(
+                "SELECT id, status, finished, heartbeat, cancel_requested
+                 FROM import_jobs WHERE id = $1",
+                params![id.to_string()],
+            )
+            .await?
+            .as_ref()
+            .map(import_job_row)
+            .transpose()
+    }
+
+    async fn import_jobs(&self, n: usize) -> Result<Vec<StoredImportJob>, MetaError> {
+        self.pg
+            .query(
+                "SELECT id, status, finished, heartbeat, cancel_requested
+                 FROM import_jobs ORDER BY created_at DESC, id LIMIT $1",
+                params![n as i64],
+            )
+            .await?
+            .iter()
+            .map(import_job_row)
+            .collect()
+    }
+
+    async fn request_import_cancel(&self, id: uuid::Uuid) -> Result<bool, MetaError> {
+        Ok(self
+            .pg
+            .execute(
+                "UPDATE import_jobs SET cancel_requested = TRUE WHERE id = $1 AND NOT finished",
+                params![id.to_string()],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn prune_import_jobs(&self, keep: usize) -> Result<u64, MetaError> {
+        self.pg
+            .execute(
+                "DELETE FROM import_jobs WHERE finished AND id NOT IN
+                   (SELECT id FROM import_jobs ORDER BY created_at DESC, id LIMIT $1)",
+                params![keep as i64],
+            )
+            .await
     }
 
     async fn gc_mark_and_sweep(&self, p: GcParams) -> Result<GcMarked, MetaError> {

@@ -16,16 +16,18 @@ pub use access::PgAccess;
 pub use meta::PgMeta;
 
 use crate::MetaError;
-use crate::meta::{ClusterLock, MetaLock};
+use crate::meta::{ClusterLock, Duty, Leadership, MetaLock};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::future::BoxFuture;
 use std::borrow::Cow;
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 use tokio::runtime::{Handle, Runtime};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Advisory lock keys (one namespace for drydock: "dd" in the high bits).
 pub(crate) const LOCK_MIGRATE: i64 = 0x6464_0001;
@@ -43,6 +45,9 @@ pub(crate) const LOCK_SWEEP: i64 = 0x6464_0003;
 /// folded from the session id). Two-key locks never conflict with
 /// one-key ones; two sessions that fold alike merely take turns.
 const LOCK_UPLOAD: i32 = 0x6464_0004;
+/// [`Duty`] leadership: the first of two `int4` keys, the duty's number
+/// the second.
+const LOCK_LEAD: i32 = 0x6464_0005;
 
 /// Connections per store.
 const POOL_SIZE: usize = 16;
@@ -55,11 +60,32 @@ const GC_LOCK_POOL_SIZE: usize = 8;
 /// from the GC locks', so a blob commit never waits behind a stream.
 const UPLOAD_LOCK_POOL_SIZE: usize = 24;
 
+/// How a connection to PostgreSQL is protected: the URL's `sslmode`,
+/// as libpq reads it (the default is `prefer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgTlsMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, else plain; the certificate is not
+    /// checked (as libpq does): protects against listeners, not against
+    /// an impostor.
+    Prefer,
+    /// TLS or no connection; the certificate is not checked.
+    Require,
+    /// TLS with the certificate checked against the roots
+    /// (`sslrootcert=FILE`, else the bundled public roots) and the host
+    /// name the URL gives.
+    VerifyFull,
+}
+
 /// How to reach PostgreSQL. The URL's password never appears in `Debug`,
 /// [`PgConfig::describe`] or any error.
 #[derive(Clone)]
 pub struct PgConfig {
     config: tokio_postgres::Config,
+    tls: PgTlsMode,
+    /// `sslrootcert`: PEM roots for `verify-full`.
+    root_cert: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for PgConfig {
@@ -70,12 +96,70 @@ impl std::fmt::Debug for PgConfig {
 
 impl PgConfig {
     /// Parse a `postgres://user:password@host:port/db?options` URL.
+    /// `sslmode` (`disable`, `prefer`, `require`, `verify-full`) and
+    /// `sslrootcert` are read here; the driver takes the rest.
     pub fn new(url: &str) -> Result<PgConfig, MetaError> {
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, q),
+            None => (url, ""),
+        };
+        let mut tls = PgTlsMode::Prefer;
+        let mut root_cert = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("sslmode", v)) => {
+                    tls = match v {
+                        "disable" => PgTlsMode::Disable,
+                        "prefer" | "allow" => PgTlsMode::Prefer,
+                        "require" => PgTlsMode::Require,
+                        "verify-full" => PgTlsMode::VerifyFull,
+                        // Checking the chain without the name is a
+                        // half-measure drydock does not offer.
+                        "verify-ca" => {
+                            return Err(MetaError::Backend(
+                                "metadata.url: sslmode=verify-ca is not supported; use \
+                                 verify-full (the certificate must name the host)"
+                                    .into(),
+                            ));
+                        }
+                        _ => {
+                            return Err(MetaError::Backend(
+                                "metadata.url: sslmode must be disable, prefer, require or \
+                                 verify-full"
+                                    .into(),
+                            ));
+                        }
+                    }
+                }
+                Some(("sslrootcert", v)) => root_cert = Some(std::path::PathBuf::from(v)),
+                _ => rest.push(pair),
+            }
+        }
+        let url = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
         // The parser's message may quote the URL: say only what it is.
-        let config = tokio_postgres::Config::from_str(url).map_err(|_| {
+        let mut config = tokio_postgres::Config::from_str(&url).map_err(|_| {
             MetaError::Backend("metadata.url is not a valid postgres:// URL".into())
         })?;
-        Ok(PgConfig { config })
+        config.ssl_mode(match tls {
+            PgTlsMode::Disable => tokio_postgres::config::SslMode::Disable,
+            PgTlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            PgTlsMode::Require | PgTlsMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+        });
+        Ok(PgConfig {
+            config,
+            tls,
+            root_cert,
+        })
+    }
+
+    /// The TLS mode the URL asked for.
+    pub fn tls_mode(&self) -> PgTlsMode {
+        self.tls
     }
 
     /// `postgres://user@host:port/db`, without the password.
@@ -90,11 +174,106 @@ impl PgConfig {
             })
             .unwrap_or_else(|| "localhost".into());
         let port = c.get_ports().first().copied().unwrap_or(5432);
+        let tls = match self.tls {
+            PgTlsMode::Disable => "",
+            PgTlsMode::Prefer => "",
+            PgTlsMode::Require => "?sslmode=require",
+            PgTlsMode::VerifyFull => "?sslmode=verify-full",
+        };
         format!(
-            "postgres://{}@{host}:{port}/{}",
+            "postgres://{}@{host}:{port}/{}{tls}",
             c.get_user().unwrap_or(""),
             c.get_dbname().unwrap_or("")
         )
+    }
+
+    /// The TLS connector for this mode (rustls, ring).
+    pub(crate) fn connector(&self) -> Result<MakeRustlsConnect, MetaError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| MetaError::Backend(format!("PostgreSQL TLS: {e}")))?;
+        let config = match self.tls {
+            PgTlsMode::VerifyFull => {
+                let mut roots = rustls::RootCertStore::empty();
+                match &self.root_cert {
+                    Some(path) => {
+                        let bad = |e: &dyn std::fmt::Display| {
+                            MetaError::Backend(format!(
+                                "metadata.url: sslrootcert {}: {e}",
+                                path.display()
+                            ))
+                        };
+                        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+                            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+                        }
+                        if roots.is_empty() {
+                            return Err(bad(&"no certificate in the file"));
+                        }
+                    }
+                    None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            _ => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+                .with_no_client_auth(),
+        };
+        Ok(MakeRustlsConnect::new(config))
+    }
+}
+
+/// `prefer` and `require`: encrypted, the certificate taken as offered
+/// (libpq's meaning of those modes). Signatures are still checked, so
+/// the handshake itself is sound.
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -125,10 +304,18 @@ pub(crate) fn err(e: tokio_postgres::Error) -> MetaError {
             MetaError::Backend(msg)
         };
     }
-    if e.is_closed() {
-        return MetaError::Unavailable(e.to_string());
+    // The causes say what went wrong (a refused connection, an untrusted
+    // certificate); none carries the URL or its password.
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        msg.push_str(&format!(": {c}"));
+        cause = c.source();
     }
-    MetaError::Backend(e.to_string())
+    if e.is_closed() {
+        return MetaError::Unavailable(msg);
+    }
+    MetaError::Backend(msg)
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> MetaError {
@@ -151,6 +338,10 @@ fn migrations() -> Vec<refinery::Migration> {
             "V2__access",
             include_str!("../../migrations/postgres/V2__access.sql"),
         ),
+        (
+            "V3__import_jobs",
+            include_str!("../../migrations/postgres/V3__import_jobs.sql"),
+        ),
     ]
     .into_iter()
     .map(|(name, sql)| refinery::Migration::unapplied(name, sql).expect("migration names"))
@@ -165,6 +356,9 @@ pub(crate) struct Pg {
     /// Dedicated connections for upload sessions' advisory locks.
     upload_locks: Pool,
     describe: String,
+    /// For connections of their own (leadership).
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     rt: Option<Runtime>,
     handle: Handle,
 }
@@ -190,10 +384,11 @@ impl Pg {
             .enable_all()
             .build()
             .map_err(|e| MetaError::Backend(format!("starting the PostgreSQL runtime: {e}")))?;
+        let tls = cfg.connector()?;
         let pool = |size, wait| {
             let mgr = Manager::from_config(
                 cfg.config.clone(),
-                NoTls,
+                tls.clone(),
                 ManagerConfig {
                     recycling_method: RecyclingMethod::Fast,
                 },
@@ -218,6 +413,8 @@ impl Pg {
             gc_locks,
             upload_locks,
             describe: cfg.describe(),
+            config: cfg.config.clone(),
+            tls,
             handle: rt.handle().clone(),
             rt: Some(rt),
         };
@@ -413,6 +610,15 @@ impl Pg {
     /// released on the store's runtime: if the caller goes away while it
     /// waits, the lock, once granted, is released at once.
     pub(crate) async fn cluster_lock(&self, lock: ClusterLock) -> Result<MetaLock, MetaError> {
+        self.advisory(lock, false).await
+    }
+
+    /// [`Pg::cluster_lock`] if it is free now, else `Conflict`.
+    pub(crate) async fn try_cluster_lock(&self, lock: ClusterLock) -> Result<MetaLock, MetaError> {
+        self.advisory(lock, true).await
+    }
+
+    async fn advisory(&self, lock: ClusterLock, try_only: bool) -> Result<MetaLock, MetaError> {
         let locks = match lock {
             ClusterLock::Upload(_) => self.upload_locks.clone(),
             _ => self.gc_locks.clone(),
@@ -420,22 +626,33 @@ impl Pg {
         let handle = self.handle.clone();
         let h = self.handle.spawn(async move {
             let obj = locks.get().await.map_err(pool_err)?;
-            match lock {
+            let f = if try_only {
+                "pg_try_advisory"
+            } else {
+                "pg_advisory"
+            };
+            let row = match lock {
                 ClusterLock::GcShared => {
-                    obj.execute("SELECT pg_advisory_lock_shared($1)", &[&LOCK_SWEEP])
-                        .await
+                    let sql = format!("SELECT {f}_lock_shared($1)::text");
+                    obj.query_one(&sql, &[&LOCK_SWEEP]).await
                 }
                 ClusterLock::GcExclusive => {
-                    obj.execute("SELECT pg_advisory_lock($1)", &[&LOCK_SWEEP])
-                        .await
+                    let sql = format!("SELECT {f}_lock($1)::text");
+                    obj.query_one(&sql, &[&LOCK_SWEEP]).await
                 }
                 ClusterLock::Upload(id) => {
                     let key = upload_key(&id);
-                    obj.execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_UPLOAD, &key])
-                        .await
+                    let sql = format!("SELECT {f}_lock($1, $2)::text");
+                    obj.query_one(&sql, &[&LOCK_UPLOAD, &key]).await
                 }
             }
             .map_err(err)?;
+            // `pg_advisory_lock` returns void (''), the try form a boolean.
+            if try_only && col::<String>(&row, 0)? != "true" {
+                return Err(MetaError::Conflict(
+                    "the lock is held by another request".into(),
+                ));
+            }
             Ok(MetaLock::new(move || {
                 handle.spawn(async move {
                     // The connection goes back to the pool only once it
@@ -455,6 +672,92 @@ impl Pg {
             Ok(r) => r,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(MetaError::Unavailable(format!("store shutting down: {e}"))),
+        }
+    }
+
+    /// Stand for `duty`'s lead: a task on the store's runtime tries the
+    /// duty's advisory lock on a connection of its own every `retry`;
+    /// once it holds it, it checks that connection as often and reports
+    /// the lead lost when the check fails (the server then dropped the
+    /// lock with the session). It ends, closing its connection and so
+    /// giving the lead up, when the [`Leadership`] is dropped.
+    pub(crate) fn lead(&self, duty: Duty, retry: std::time::Duration) -> Leadership {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let (config, tls, describe) =
+            (self.config.clone(), self.tls.clone(), self.describe.clone());
+        let retry = retry.max(std::time::Duration::from_millis(50));
+        self.handle.spawn(async move {
+            loop {
+                match try_lead(&config, tls.clone(), duty).await {
+                    Ok(Some((client, conn))) => {
+                        tracing::info!(duty = duty.name(), store = %describe, "this node leads");
+                        let _ = tx.send(true);
+                        let ended = tokio::select! {
+                            _ = tx.closed() => true,
+                            _ = hold(&client, retry) => false,
+                        };
+                        drop(client);
+                        conn.abort();
+                        if ended {
+                            return;
+                        }
+                        tracing::warn!(duty = duty.name(), "lost the lead (its connection failed)");
+                        let _ = tx.send(false);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(duty = duty.name(), error = %e, "cannot stand for the lead")
+                    }
+                }
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(retry) => {}
+                }
+            }
+        });
+        Leadership::watching(duty, rx)
+    }
+}
+
+/// A connection of its own holding `duty`'s lock, with its driver task;
+/// `None` when another session holds it.
+async fn try_lead(
+    config: &tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    duty: Duty,
+) -> Result<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>, MetaError> {
+    let (client, conn) = config.connect(tls).await.map_err(err)?;
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let row = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, $2)",
+            &[&LOCK_LEAD, &duty.key()],
+        )
+        .await
+        .map_err(err)?;
+    if col::<bool>(&row, 0)? {
+        Ok(Some((client, conn)))
+    } else {
+        conn.abort();
+        Ok(None)
+    }
+}
+
+/// Returns when the leader's connection no longer answers.
+async fn hold(client: &tokio_postgres::Client, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        // A check that hangs (a peer gone without a reset) counts as lost.
+        match tokio::time::timeout(
+            every.max(std::time::Duration::from_secs(1)),
+            client.simple_query("SELECT 1"),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            _ => return,
         }
     }
 }

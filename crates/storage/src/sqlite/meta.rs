@@ -3,7 +3,8 @@
 use super::Db;
 use crate::meta::{
     GcMarked, GcParams, KIND_BLOB, KIND_MANIFEST, ManifestRefs, ManifestRow, ManifestSummary, Meta,
-    MetaError, NewManifest, PutManifestError, Referrer, UnlinkBlob, attach_refs, plan_sweep,
+    MetaError, NewManifest, PutManifestError, Referrer, StoredImportJob, UnlinkBlob, attach_refs,
+    plan_sweep,
 };
 use oci::Digest;
 use rusqlite::{OptionalExtension, params};
@@ -20,6 +21,19 @@ pub struct SqliteMeta {
 fn digest_col(s: String) -> rusqlite::Result<Digest> {
     Digest::parse(&s).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn import_job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredImportJob> {
+    let id: String = r.get(0)?;
+    Ok(StoredImportJob {
+        id: uuid::Uuid::parse_str(&id).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        status: r.get(1)?,
+        finished: r.get(2)?,
+        heartbeat: r.get(3)?,
+        cancel_requested: r.get(4)?,
     })
 }
 
@@ -503,6 +517,82 @@ impl Meta for SqliteMeta {
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok((rows, last))
+            })
+            .await
+    }
+
+    async fn save_import_job(
+        &self,
+        id: uuid::Uuid,
+        created_at: i64,
+        status: String,
+        finished: bool,
+        heartbeat: i64,
+    ) -> Result<bool, MetaError> {
+        let id = id.to_string();
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO import_jobs(id, created_at, status, finished, heartbeat)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(id) DO UPDATE SET status = excluded.status,
+                         finished = excluded.finished, heartbeat = excluded.heartbeat
+                     RETURNING cancel_requested",
+                )?
+                .query_row(params![id, created_at, status, finished, heartbeat], |r| {
+                    r.get::<_, bool>(0)
+                })
+            })
+            .await
+    }
+
+    async fn import_job(&self, id: uuid::Uuid) -> Result<Option<StoredImportJob>, MetaError> {
+        let id = id.to_string();
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT id, status, finished, heartbeat, cancel_requested
+                     FROM import_jobs WHERE id = ?1",
+                )?
+                .query_row(params![id], import_job_row)
+                .optional()
+            })
+            .await
+    }
+
+    async fn import_jobs(&self, n: usize) -> Result<Vec<StoredImportJob>, MetaError> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT id, status, finished, heartbeat, cancel_requested
+                     FROM import_jobs ORDER BY created_at DESC, id LIMIT ?1",
+                )?
+                .query_map(params![n as i64], import_job_row)?
+                .collect()
+            })
+            .await
+    }
+
+    async fn request_import_cancel(&self, id: uuid::Uuid) -> Result<bool, MetaError> {
+        let id = id.to_string();
+        self.db
+            .write(move |tx| {
+                Ok(tx.execute(
+                    "UPDATE import_jobs SET cancel_requested = 1 WHERE id = ?1 AND NOT finished",
+                    params![id],
+                )? > 0)
+            })
+            .await
+    }
+
+    async fn prune_import_jobs(&self, keep: usize) -> Result<u64, MetaError> {
+        self.db
+            .write(move |tx| {
+                Ok(tx.execute(
+                    "DELETE FROM import_jobs WHERE finished AND id NOT IN
+                       (SELECT id FROM import_jobs ORDER BY created_at DESC, id LIMIT ?1)",
+                    params![keep as i64],
+                )? as u64)
             })
             .await
     }

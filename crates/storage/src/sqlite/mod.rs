@@ -34,6 +34,10 @@ fn migrations() -> Vec<refinery::Migration> {
             "V2__access",
             include_str!("../../migrations/sqlite/V2__access.sql"),
         ),
+        (
+            "V3__import_jobs",
+            include_str!("../../migrations/sqlite/V3__import_jobs.sql"),
+        ),
     ]
     .into_iter()
     .map(|(name, sql)| refinery::Migration::unapplied(name, sql).expect("migration names"))
