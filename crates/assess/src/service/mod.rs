@@ -159,10 +159,6 @@ pub(crate) struct Inner {
     pub(crate) prefetch: prefetch::Prefetch,
     /// Every stored VEX document, parsed; replaced whole on a change.
     pub(crate) vex: std::sync::RwLock<Arc<Vec<crate::vex::Stored>>>,
-    /// Who pushed each manifest not yet assessed, from the registry's
-    /// event (a VEX referrer is judged by it). In memory: a job that
-    /// outlives a restart has an unknown pusher.
-    pushers: std::sync::Mutex<std::collections::HashMap<String, crate::vex::Pusher>>,
     /// SBOMs being attached after their image's findings were stored
     /// (see [`Service::attaching_sbom`]); [`Service::wait_idle`] waits for them.
     sbom_pending: std::sync::atomic::AtomicUsize,
@@ -215,7 +211,6 @@ impl Service {
                 prefetch,
                 vex,
                 sbom_pending: std::sync::atomic::AtomicUsize::new(0),
-                pushers: Default::default(),
                 prefetch_rx: std::sync::Mutex::new(Some(prefetch_rx)),
             }),
         })
@@ -404,23 +399,18 @@ impl Service {
         tags: &[&str],
         pusher: Option<crate::vex::Pusher>,
     ) {
-        if let Some(p) = pusher {
-            self.inner
-                .pushers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(digest.to_string(), p);
-        }
         let now = to_ms(self.now());
         for &tag in tags {
             if let Err(e) = self.inner.store.record_tag(repo, tag, digest, now) {
                 tracing::error!(repo, tag, digest, error = %e, "cannot record tag");
             }
         }
+        // The pusher is stored with the job (a VEX referrer is judged by
+        // it, also after a restart).
         match self
             .inner
             .store
-            .enqueue(repo, digest, media_type, None, None, now, true)
+            .enqueue_pushed_by(repo, digest, media_type, now, pusher.as_ref())
         {
             Ok(_) => self.inner.wake.notify_one(),
             Err(e) => tracing::error!(repo, digest, error = %e, "cannot enqueue assessment"),
@@ -483,24 +473,21 @@ impl Service {
         }
     }
 
-    /// Who pushed `digest`, kept until its job succeeds (a retried job
-    /// still knows its pusher).
+    /// Who pushed `digest`, stored with its job until the job succeeds (a
+    /// retried job, or one that outlived a restart, still knows its
+    /// pusher). Unreadable: unknown, which `assess.vex.trusted` trusts not.
     pub(super) fn pusher(&self, digest: &str) -> Option<crate::vex::Pusher> {
-        self.inner
-            .pushers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(digest)
-            .cloned()
+        self.inner.store.pusher(digest).unwrap_or_else(|e| {
+            tracing::error!(digest, error = %e, "cannot read who pushed a manifest");
+            None
+        })
     }
 
     /// Forget who pushed `digest` (its job is done).
     pub(super) fn forget_pusher(&self, digest: &str) {
-        self.inner
-            .pushers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(digest);
+        if let Err(e) = self.inner.store.forget_pusher(digest) {
+            tracing::warn!(digest, error = %e, "cannot forget who pushed a manifest");
+        }
     }
 
     /// Count an SBOM attachment from now until the guard is dropped. Taken

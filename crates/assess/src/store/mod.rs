@@ -226,6 +226,7 @@ impl Store {
         retention::migrate(&conn)?;
         patches::migrate(&conn)?;
         vex::migrate(&conn)?;
+        queue::migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
             generation: AtomicU64::new(0),

@@ -2,6 +2,7 @@
 //! tag history and pull times.
 
 use super::{IMAGE_COLS, ImageRow, Store, image_row, status};
+use crate::vex::Pusher;
 use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
 use std::collections::HashSet;
@@ -24,20 +25,87 @@ impl Store {
         now: i64,
         pushed: bool,
     ) -> Result<bool> {
+        self.enqueue_row(
+            repo, digest, media_type, parent, platform, now, pushed, None,
+        )
+    }
+
+    /// [`Store::enqueue`] a pushed manifest and record who pushed it, in
+    /// the same statement: a job never exists without its pusher, so a
+    /// VEX referrer queued before a restart is judged by who pushed it.
+    /// A later push of the same digest by someone known replaces the
+    /// pusher; one by nobody known (`None`) keeps it.
+    pub fn enqueue_pushed_by(
+        &self,
+        repo: &str,
+        digest: &str,
+        media_type: &str,
+        now: i64,
+        pusher: Option<&Pusher>,
+    ) -> Result<bool> {
+        let pusher = pusher.map(encode_pusher).transpose()?;
+        self.enqueue_row(repo, digest, media_type, None, None, now, true, pusher)
+    }
+
+    /// Who pushed `digest`, as recorded by [`Store::enqueue_pushed_by`]
+    /// (`None`: nobody known, or forgotten). A stored value this build
+    /// cannot read counts as unknown: it is then trusted by no one.
+    pub fn pusher(&self, digest: &str) -> Result<Option<Pusher>> {
+        let stored: Option<String> = self
+            .c()
+            .query_row(
+                "SELECT pusher FROM images WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(stored.and_then(|s| match decode_pusher(&s) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(digest, error = %e, "unreadable stored pusher");
+                None
+            }
+        }))
+    }
+
+    /// Forget who pushed `digest` (its job succeeded).
+    pub fn forget_pusher(&self, digest: &str) -> Result<()> {
+        // No verdict reads the pusher once the job is done.
+        self.c_quiet().execute(
+            "UPDATE images SET pusher = NULL WHERE digest = ?1 AND pusher IS NOT NULL",
+            [digest],
+        )?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_row(
+        &self,
+        repo: &str,
+        digest: &str,
+        media_type: &str,
+        parent: Option<&str>,
+        platform: Option<&str>,
+        now: i64,
+        pushed: bool,
+        pusher: Option<String>,
+    ) -> Result<bool> {
         let c = self.c();
         let pushed_at = pushed.then_some(now);
         let changed = c.execute(
-            "INSERT INTO images(digest, repo, media_type, parent, platform, status, queued_at, last_pushed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)
+            "INSERT INTO images(digest, repo, media_type, parent, platform, status, queued_at, last_pushed_at, pusher)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)
              ON CONFLICT(digest) DO UPDATE SET
                last_pushed_at = COALESCE(excluded.last_pushed_at, images.last_pushed_at),
+               pusher = COALESCE(excluded.pusher, images.pusher),
                parent = COALESCE(images.parent, excluded.parent),
                platform = COALESCE(images.platform, excluded.platform),
                status = CASE WHEN images.status = 'failed' THEN 'queued' ELSE images.status END,
                attempts = CASE WHEN images.status = 'failed' THEN 0 ELSE images.attempts END,
                error = CASE WHEN images.status = 'failed' THEN NULL ELSE images.error END,
                queued_at = CASE WHEN images.status = 'failed' THEN excluded.queued_at ELSE images.queued_at END",
-            params![digest, repo, media_type, parent, platform, now, pushed_at],
+            params![digest, repo, media_type, parent, platform, now, pushed_at, pusher],
         )?;
         let _ = changed;
         c.execute(
@@ -299,5 +367,74 @@ impl Store {
     pub fn clear_layer_cache(&self) -> Result<()> {
         self.c().execute("DELETE FROM layer_cache", [])?;
         Ok(())
+    }
+}
+
+/// A pusher as stored in `images.pusher` (JSON): the kind, the name, and
+/// for a user the groups access control knew at the push, which is what
+/// `assess.vex.trusted` judged before the pusher was stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum StoredPusher {
+    Unrestricted,
+    Anonymous,
+    User { name: String, groups: Vec<String> },
+    Robot { name: String },
+}
+
+fn encode_pusher(p: &Pusher) -> Result<String> {
+    let s = match p {
+        Pusher::Unrestricted => StoredPusher::Unrestricted,
+        Pusher::Anonymous => StoredPusher::Anonymous,
+        Pusher::User { name, groups } => StoredPusher::User {
+            name: name.clone(),
+            groups: groups.clone(),
+        },
+        Pusher::Robot { name } => StoredPusher::Robot { name: name.clone() },
+    };
+    Ok(serde_json::to_string(&s)?)
+}
+
+fn decode_pusher(s: &str) -> Result<Pusher> {
+    Ok(match serde_json::from_str(s)? {
+        StoredPusher::Unrestricted => Pusher::Unrestricted,
+        StoredPusher::Anonymous => Pusher::Anonymous,
+        StoredPusher::User { name, groups } => Pusher::User { name, groups },
+        StoredPusher::Robot { name } => Pusher::Robot { name },
+    })
+}
+
+/// Databases from before the pusher was stored with its job: the column
+/// is added in place (existing rows: pusher unknown).
+pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<()> {
+    let has = conn
+        .prepare("SELECT 1 FROM pragma_table_info('images') WHERE name = 'pusher'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch("ALTER TABLE images ADD COLUMN pusher TEXT;")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod pusher_tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_pusher_reads_back_as_stored() {
+        for p in [
+            Pusher::Unrestricted,
+            Pusher::Anonymous,
+            Pusher::User {
+                name: "alice".into(),
+                groups: vec!["security".into(), "dev".into()],
+            },
+            Pusher::Robot {
+                name: "release-1".into(),
+            },
+        ] {
+            assert_eq!(decode_pusher(&encode_pusher(&p).unwrap()).unwrap(), p);
+        }
+        assert!(decode_pusher(r#"{"kind":"wizard","name":"x"}"#).is_err());
     }
 }
