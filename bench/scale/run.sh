@@ -10,7 +10,8 @@
 #   images) and a 200-layer image of 10 KiB layers (made here with
 #   scripts/oci-synth.py). Then curl pushes one 1 GiB blob monolithically
 #   (POST, then PUT ?digest= with the body: the digest known before the
-#   bytes, which skopeo's POST, PATCH, PUT never tells) and pulls it. Each round starts every registry afresh (new
+#   bytes, which skopeo's POST, PATCH, PUT never tells) and pulls it, and
+#   PUTs and GETs the same bytes straight to SeaweedFS (the store's own rate). Each round starts every registry afresh (new
 #   data directory, bucket prefix, database and port), so nothing is
 #   already stored and skopeo's blob cache knows no location to mount
 #   from; the order of the three rotates each round. Pulls go to an OCI
@@ -28,7 +29,8 @@
 # Prints markdown tables (and appends them to --out when given); each part
 # keeps under 10 minutes on the 2-core bench machine.
 # Knobs: BENCH_ROUNDS (blob rounds, 2), BENCH_NODE_ROUNDS (2),
-# BENCH_IMAGES (images per assessment batch, 300), BENCH_DURATION (wrk
+# BENCH_IMAGES (images per assessment batch, 300), BENCH_PUSH_THREADS
+# (concurrent image pushes, 16), BENCH_DURATION (wrk
 # seconds, 10), DRYDOCK_BIN (skip the build), DRYDOCK_VULNDATA.
 # Needs: skopeo, wrk, curl, python3, rustc, docker-registry, and the shared
 # tools (s3-server.sh for SeaweedFS, pg-server.sh for PostgreSQL).
@@ -51,6 +53,9 @@ wants() { [ -z "$only" ] || [ "$only" = "$1" ]; }
 rounds="${BENCH_ROUNDS:-2}"
 node_rounds="${BENCH_NODE_ROUNDS:-2}"
 nimages="${BENCH_IMAGES:-300}"
+# Pushes in flight: enough that three nodes each have several, so the
+# client's concurrency is not what bounds the three-node side.
+push_threads="${BENCH_PUSH_THREADS:-16}"
 dur="${BENCH_DURATION:-10}"
 vulndata="${DRYDOCK_VULNDATA:-$root/../shared/vulndata}"
 [ -d "$vulndata" ] || vulndata="$root/tests/fixtures/vulndata"
@@ -297,6 +302,22 @@ PY
     done
     for s in "${setups[@]}"; do stop_pid "${PID[$s]}"; done
     rm -rf "$work/fs-r$r"
+    # The store alone, for scale: the same 1 GiB as one signed PUT (no
+    # multipart, unsigned payload), then a GET, straight to SeaweedFS.
+    log "  SeaweedFS alone"
+    local sig=(--aws-sigv4 "aws:amz:us-east-1:s3" --user testkey:testsecret -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD')
+    for op in put get; do
+      w0=$(cpu_s "$s3_pid"); t0=$(now)
+      if [ "$op" = put ]; then
+        timed curl -fsS -o /dev/null "${sig[@]}" -T "$work/mono.bin" "$s3/registry/raw-r$r/blob"
+      else
+        timed curl -fsS -o /dev/null "${sig[@]}" "$s3/registry/raw-r$r/blob"
+      fi
+      t1=$(now); w1=$(cpu_s "$s3_pid")
+      T[raw,$op,$r]=$(echo "$t1 - $t0" | bc -l)
+      S3C[raw,$op,$r]=$(echo "$w1 - $w0" | bc -l)
+      CL[raw,$op,$r]=$(cat "$work/client.cpu")
+    done
   done
   med() { sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
   local -A M MC MW ML
@@ -320,6 +341,13 @@ PY
       cells+=("$rate ($(printf '%.2f' "${M[$s,$op]}") s)")
     done
     emit "| ${op_label[$op]} | ${cells[0]} | ${cells[1]} | ${cells[2]} | $(printf '%.1f×' "$(echo "${M[dist-s3,$op]} / ${M[dd-s3,$op]}" | bc -l)") |"
+  done
+  local raw
+  for op in put get; do
+    raw[0]=$(for r in $(seq 1 "$rounds"); do echo "${T[raw,$op,$r]}"; done | med)
+    raw[1]=$(for r in $(seq 1 "$rounds"); do echo "${S3C[raw,$op,$r]}"; done | med)
+    raw[2]=$(for r in $(seq 1 "$rounds"); do echo "${CL[raw,$op,$r]}"; done | med)
+    emit "| SeaweedFS alone, 1 GiB object: curl $(tr a-z A-Z <<<"$op") (SigV4, one request) | | $(printf '%.0f MB/s (%.2f s; CPU %.2f + %.2f)' "$(echo "1073741824 / ${raw[0]} / 1000000" | bc -l)" "${raw[0]}" "${raw[1]}" "${raw[2]}") | | |"
   done
   emit ""
   emit "CPU seconds per operation (medians): registry + SeaweedFS + client."
@@ -407,7 +435,7 @@ nodes() {
       read -r b0 a0 < <(sys_cpu)
       dc0=$(cpu_sum "${npid[@]}"); w0=$(cpu_s "$s3_pid"); pc0=$(cpu_sum $(pg_pids)); bc0=$(cpu_sum "${bal_pids[@]}")
       res=$(python3 "$here/assess_load.py" push "http://127.0.0.1:$port" --nodes "$nodes_csv" \
-        --count "$nimages" --seed "r$r-$side")
+        --count "$nimages" --seed "r$r-$side" --threads "$push_threads")
       read -r b1 a1 < <(sys_cpu)
       dc1=$(cpu_sum "${npid[@]}"); w1=$(cpu_s "$s3_pid"); pc1=$(cpu_sum $(pg_pids)); bc1=$(cpu_sum "${bal_pids[@]}")
       A[$side,$r]="$res"
@@ -433,7 +461,7 @@ nodes() {
     emit "| assessment, $nimages cold images pushed and done (images/s), round $r | $ips1 | $ips3 | $(printf '%.2f×' "$(echo "$ips3 / $ips1" | bc -l)") |"
   done
   emit ""
-  emit "Assessment batches (assess_load.py's JSON; machine CPU while each ran):"
+  emit "Assessment batches ($push_threads image pushes in flight; assess_load.py's JSON; machine CPU while each ran):"
   emit ""
   for r in $(seq 1 "$node_rounds"); do for side in lb1 lb3; do
     emit "- round $r, $([ "$side" = lb1 ] && echo "1 node" || echo "3 nodes"): \`${A[$side,$r]}\`; ${A[$side,$r,cpu]}"
