@@ -155,6 +155,26 @@ class Poller:
         return json.loads(body)["status"]
 
 
+def catalog_sources(nodes):
+    """`drydock_catalog_layers_total` by source, summed over the nodes: how
+    many layers were cataloged from their upload streams and how many were
+    read back from the store after their commit."""
+    total = {}
+    for n in nodes:
+        c = conn_for(n)
+        try:
+            st, _, body = request(c, "GET", "/metrics")
+        finally:
+            c.close()
+        if st != 200:
+            raise RuntimeError(f"GET /metrics from {n}: {st}")
+        for line in body.decode().splitlines():
+            if line.startswith('drydock_catalog_layers_total{source="'):
+                src = line.split('"')[1]
+                total[src] = total.get(src, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
 def cmd_push(a):
     files = read_rootfs_files(a.rootfs)
     nodes = [n for n in a.nodes.split(",") if n]
@@ -162,6 +182,7 @@ def cmd_push(a):
     imgs = [make_image(files, a.seed, i) for i in range(a.count)]
     made_s = time.monotonic() - t0
     pushed_at = {}
+    sources0 = catalog_sources(nodes)
     cpu0 = sum(os.times()[:2])
     start = time.monotonic()
 
@@ -201,6 +222,8 @@ def cmd_push(a):
             time.sleep(0.2)
     last = max(done.values()) if done else start
     per_node = {n: sum(1 for d in owner.values() if d == n) for n in nodes}
+    sources1 = catalog_sources(nodes)
+    layers = {k: v - sources0.get(k, 0) for k, v in sorted(sources1.items()) if v - sources0.get(k, 0)}
     out = {
         "images": a.count,
         "made_s": round(made_s, 2),
@@ -209,6 +232,7 @@ def cmd_push(a):
         "images_per_s": round(a.count / (last - start), 2) if last > start else None,
         "per_node": per_node,
         "failed": len(failed),
+        "layers_cataloged_from": layers,
         # This client's own CPU (image pushes and polling) on the same cores.
         "client_cpu_s": round(sum(os.times()[:2]) - cpu0, 2),
     }

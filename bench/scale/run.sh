@@ -79,6 +79,8 @@ cleanup() {
   rm -rf "$work" "$shm"
 }
 trap cleanup EXIT
+# Interrupted: leave through the EXIT trap, so every server still goes.
+trap 'exit 130' INT TERM
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
