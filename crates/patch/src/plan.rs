@@ -237,7 +237,7 @@ pub fn choose(
             }
             Err(reason) => plan
                 .refusals
-                .push(refuse(reason, Some(pick.version().to_string()))),
+                .push(refuse(reason.to_string(), Some(pick.version().to_string()))),
         }
     }
     if opts.all_or_nothing && !plan.refusals.is_empty() {
@@ -267,6 +267,58 @@ fn arch_ok(s: &Stanza, arch: &str) -> bool {
     matches!(s.get("Architecture"), Some(a) if a == arch || a == "all")
 }
 
+/// Why an upgrade's closure cannot be made. Its text is the refusal's
+/// reason, as users read it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ResolveError {
+    /// A cycle the work list never left (a guard, not seen in practice).
+    #[error("dependency resolution did not settle")]
+    Unsettled,
+    /// The upgrade a finding asked for is itself refused: the caller's
+    /// reason, as it gave it.
+    #[error("{0}")]
+    Refused(String),
+    /// An upgrade the closure needs is refused.
+    #[error("needs {package} {version}, which is refused: {why}")]
+    NeedsRefused {
+        package: String,
+        version: String,
+        why: String,
+    },
+    /// No alternative of a dependency is present or to be had.
+    #[error(
+        "{package} {version} depends on {alternatives}, which neither the image nor the configured archive satisfies"
+    )]
+    Unsatisfiable {
+        package: String,
+        version: String,
+        alternatives: String,
+    },
+    /// A dependency would have to go back a version.
+    #[error(
+        "{package} {version} depends on {dep}, which would need a downgrade of {name} {installed}"
+    )]
+    Downgrade {
+        package: String,
+        version: String,
+        dep: String,
+        name: String,
+        installed: String,
+    },
+    /// An installed package pinned to the old version has no newer one
+    /// that accepts the upgrade.
+    #[error(
+        "installed {other} {installed} requires {alternatives}, and the configured archive has no {other} that accepts {package} {version}"
+    )]
+    BreaksInstalled {
+        other: String,
+        installed: String,
+        alternatives: String,
+        package: String,
+        version: String,
+    },
+}
+
 /// The closure of one root upgrade: it and every upgrade or new package
 /// its dependencies (and the installed packages depending on what changes)
 /// need, or the reason it cannot be done.
@@ -278,7 +330,7 @@ fn resolve(
     blocked: &Blocked,
     accepted: &BTreeMap<String, Upgrade>,
     arch: &str,
-) -> Result<Vec<Upgrade>, String> {
+) -> Result<Vec<Upgrade>, ResolveError> {
     let mut chosen: BTreeMap<String, Upgrade> = BTreeMap::new();
     let mut work = vec![root.package.clone()];
     chosen.insert(root.package.clone(), root);
@@ -294,14 +346,18 @@ fn resolve(
     while let Some(name) = work.pop() {
         guard += 1;
         if guard > 10_000 {
-            return Err("dependency resolution did not settle".into());
+            return Err(ResolveError::Unsettled);
         }
         let up = chosen[&name].clone();
         if let Some(why) = blocked.get(&format!("{}={}", up.package, up.to)) {
             return Err(if up.reason.starts_with("clears") {
-                why.clone()
+                ResolveError::Refused(why.clone())
             } else {
-                format!("needs {} {}, which is refused: {why}", up.package, up.to)
+                ResolveError::NeedsRefused {
+                    package: up.package.clone(),
+                    version: up.to.clone(),
+                    why: why.clone(),
+                }
             });
         }
         let stanza = &up.candidate.as_ref().expect("chosen from the index").stanza;
@@ -322,25 +378,23 @@ fn resolve(
                 .iter()
                 .find_map(|d| pick_for(d, index, opts, arch).map(|c| (d.clone(), c.clone())))
             else {
-                return Err(format!(
-                    "{} {} depends on {}, which neither the image nor the configured archive satisfies",
-                    up.package,
-                    up.to,
-                    group
-                        .iter()
-                        .map(Dep::to_string)
-                        .collect::<Vec<_>>()
-                        .join(" | ")
-                ));
+                return Err(ResolveError::Unsatisfiable {
+                    package: up.package.clone(),
+                    version: up.to.clone(),
+                    alternatives: alternatives(&group),
+                });
             };
             let from = installed.get(&dep.name).map(|s| s.version().to_string());
             if let Some(f) = &from
                 && cmp_version(cand.version(), f) == Ordering::Less
             {
-                return Err(format!(
-                    "{} {} depends on {dep}, which would need a downgrade of {} {f}",
-                    up.package, up.to, dep.name
-                ));
+                return Err(ResolveError::Downgrade {
+                    package: up.package.clone(),
+                    version: up.to.clone(),
+                    dep: dep.to_string(),
+                    name: dep.name.clone(),
+                    installed: f.clone(),
+                });
             }
             chosen.insert(
                 dep.name.clone(),
@@ -390,17 +444,13 @@ fn resolve(
                     })
                     .cloned();
                 let Some(cand) = cand else {
-                    return Err(format!(
-                        "installed {other} {} requires {}, and the configured archive has no {other} that accepts {} {}",
-                        st.version(),
-                        group
-                            .iter()
-                            .map(Dep::to_string)
-                            .collect::<Vec<_>>()
-                            .join(" | "),
-                        up.package,
-                        up.to
-                    ));
+                    return Err(ResolveError::BreaksInstalled {
+                        other: other.clone(),
+                        installed: st.version().to_string(),
+                        alternatives: alternatives(&group),
+                        package: up.package.clone(),
+                        version: up.to.clone(),
+                    });
                 };
                 chosen.insert(
                     other.clone(),
@@ -420,6 +470,15 @@ fn resolve(
         }
     }
     Ok(chosen.into_values().collect())
+}
+
+/// A dependency's alternatives as a control file writes them.
+fn alternatives(group: &[Dep]) -> String {
+    group
+        .iter()
+        .map(Dep::to_string)
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// The version of a package once the plan so far is applied.
@@ -503,4 +562,142 @@ pub fn script_refusal(
             needs.join(", ")
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::parse_stanzas;
+
+    fn stanza(text: &str) -> Stanza {
+        parse_stanzas(text).remove(0)
+    }
+
+    fn installed(stanzas: &[&str]) -> Installed {
+        stanzas
+            .iter()
+            .map(|t| {
+                let s = stanza(t);
+                (s.package().to_string(), s)
+            })
+            .collect()
+    }
+
+    fn index(stanzas: &[&str]) -> Index {
+        let mut index = Index::default();
+        for t in stanzas {
+            let s = stanza(t);
+            index
+                .by_name
+                .entry(s.package().to_string())
+                .or_default()
+                .push(Candidate {
+                    stanza: s,
+                    url: String::new(),
+                    sha256: String::new(),
+                    size: 0,
+                    suite: "bookworm-security".into(),
+                });
+        }
+        index
+    }
+
+    fn fixable(package: &str, installed: &str, fixed: &str) -> Fixable {
+        Fixable {
+            id: format!("CVE-1-{package}"),
+            package: package.into(),
+            installed_version: installed.into(),
+            fixed_version: fixed.into(),
+            severity: "high".into(),
+        }
+    }
+
+    /// The one refusal's reason when `libfoo` 1.0 is to go to 2.0.
+    fn reason(installed_: &[&str], index_: &[&str], blocked: &[(&str, &str)]) -> String {
+        let plan = choose(
+            &installed(installed_),
+            &index(index_),
+            &[fixable("libfoo", "1.0", "2.0")],
+            &PlanOptions::default(),
+            &blocked
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            "amd64",
+        );
+        assert!(plan.upgrades.is_empty(), "{:?}", plan.upgrades);
+        assert_eq!(plan.refusals.len(), 1, "{:?}", plan.refusals);
+        plan.refusals[0].reason.clone()
+    }
+
+    const LIBFOO_1: &str = "Package: libfoo\nVersion: 1.0\nArchitecture: amd64\n";
+
+    #[test]
+    fn refusal_reasons_read_as_before_the_error_was_typed() {
+        let blocked_root = reason(
+            &[LIBFOO_1],
+            &["Package: libfoo\nVersion: 2.0\nArchitecture: amd64\n"],
+            &[("libfoo=2.0", "its postinst would have to run")],
+        );
+        assert_eq!(blocked_root, "its postinst would have to run");
+
+        let blocked_dep = reason(
+            &[LIBFOO_1],
+            &[
+                "Package: libfoo\nVersion: 2.0\nArchitecture: amd64\nDepends: libbar (>= 3)\n",
+                "Package: libbar\nVersion: 3.0\nArchitecture: amd64\n",
+            ],
+            &[("libbar=3.0", "its preinst would have to run")],
+        );
+        assert_eq!(
+            blocked_dep,
+            "needs libbar 3.0, which is refused: its preinst would have to run"
+        );
+
+        let unsatisfiable = reason(
+            &[LIBFOO_1],
+            &[
+                "Package: libfoo\nVersion: 2.0\nArchitecture: amd64\nDepends: libbar (>= 3) | libbaz\n",
+            ],
+            &[],
+        );
+        assert_eq!(
+            unsatisfiable,
+            "libfoo 2.0 depends on libbar (>= 3) | libbaz, which neither the image nor the configured archive satisfies"
+        );
+
+        let downgrade = reason(
+            &[
+                LIBFOO_1,
+                "Package: libbar\nVersion: 5.0\nArchitecture: amd64\n",
+            ],
+            &[
+                "Package: libfoo\nVersion: 2.0\nArchitecture: amd64\nDepends: libbar (<< 4)\n",
+                "Package: libbar\nVersion: 3.0\nArchitecture: amd64\n",
+            ],
+            &[],
+        );
+        assert_eq!(
+            downgrade,
+            "libfoo 2.0 depends on libbar (<< 4), which would need a downgrade of libbar 5.0"
+        );
+
+        let breaks = reason(
+            &[
+                LIBFOO_1,
+                "Package: libfoo-dev\nVersion: 1.0\nArchitecture: amd64\nDepends: libfoo (= 1.0)\n",
+            ],
+            &["Package: libfoo\nVersion: 2.0\nArchitecture: amd64\n"],
+            &[],
+        );
+        assert_eq!(
+            breaks,
+            "installed libfoo-dev 1.0 requires libfoo (= 1.0), and the configured archive has no libfoo-dev that accepts libfoo 2.0"
+        );
+
+        assert_eq!(
+            ResolveError::Unsettled.to_string(),
+            "dependency resolution did not settle"
+        );
+    }
 }
