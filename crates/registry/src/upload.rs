@@ -54,7 +54,7 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + 'a,
     E: std::fmt::Display,
 {
-    Box::pin(body.map_err(|e| e.to_string()))
+    Box::pin(body.map_err(|e| std::io::Error::other(e.to_string())))
 }
 
 /// An upload's [`UploadWatch`] while a request feeds it. Counts what

@@ -27,8 +27,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
-/// A request body handed to a writer.
-pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send + 'a>>;
+/// A request body handed to a writer. A failed read (the client went
+/// away, bad framing) is an `io::Error`, kept as the writer's
+/// [`BlobError::Body`].
+pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
 
 /// A stored blob's bytes, as they are read.
 pub type BlobStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -706,6 +708,32 @@ mod tests {
         ));
         assert_eq!(s.stat(&d).await.unwrap(), None);
         assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
+    }
+
+    /// A body whose read fails (the client went away) stops the writer
+    /// with the read's own error as `Body`, and the writer takes nothing
+    /// more.
+    #[tokio::test]
+    async fn a_body_that_fails_to_read_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsBlobs::open(dir.path()).unwrap();
+        let d = Digest::sha256_of(b"hello");
+        let mut w = s.put(&d).await.unwrap();
+        let broken: ByteStream<'static> = Box::pin(futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"hel")),
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the client went away",
+            )),
+            Ok(Bytes::from_static(b"lo")),
+        ]));
+        match w.append(broken, None).await.1 {
+            Err(BlobError::Body(m)) => assert_eq!(m, "the client went away"),
+            other => panic!("{other:?}"),
+        }
+        assert!(w.append(body(&[b"lo"]), None).await.1.is_err());
+        assert!(w.commit(&d).await.is_err());
+        assert_eq!(s.stat(&d).await.unwrap(), None);
     }
 
     #[tokio::test]

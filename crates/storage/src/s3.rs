@@ -710,7 +710,7 @@ impl S3Writer {
         taken: &mut u64,
     ) -> Result<(), BlobError> {
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(BlobError::Body)?;
+            let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
             if let Some(l) = limit
                 && *taken + chunk.len() as u64 > l
             {
