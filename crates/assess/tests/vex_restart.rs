@@ -253,6 +253,24 @@ async fn a_trusted_pushers_vex_queued_before_a_restart_is_applied_after_it() {
     assert_eq!(vex_note.recorded_by.as_deref(), Some("sec"));
     // Done: nothing is kept of who pushed it but the document's record.
     assert_eq!(svc.store().pusher(&vex.to_string()).unwrap(), None);
+
+    // A rescan of the referrer (anyone with push may ask for one) runs it
+    // without a pusher: the judgement made with sec known stands.
+    assert!(svc.requeue(&vex.to_string()).unwrap());
+    svc.wait_idle(Duration::from_secs(30)).await.unwrap();
+    let artifact = svc.store().image(&vex.to_string()).unwrap().unwrap();
+    // Re-queued as failed-then-queued: only running it makes it unsupported.
+    assert_eq!(artifact.status, "unsupported", "ran again");
+    let note = artifact.error.unwrap_or_default();
+    assert!(
+        note.contains("VEX document https://example.com/vex/by-sec applied")
+            && note.contains("pushed by sec"),
+        "{note}"
+    );
+    let docs = svc.vex_documents().unwrap();
+    assert_eq!(docs[0].recorded_by.as_deref(), Some("sec"));
+    assert_eq!(docs[0].not_applied, None, "{docs:?}");
+    assert_eq!(judged(&svc, &image).await.0, "healthy");
     svc.shutdown();
 }
 
@@ -286,6 +304,15 @@ async fn an_untrusted_pushers_vex_queued_before_a_restart_is_stored_not_applied(
     let (health, vex_note) = judged(&svc, &image).await;
     assert_eq!(health, "unhealthy");
     assert!(vex_note.is_none(), "{vex_note:?}");
+
+    // Rescanned: still refused for the reason it had, not as unknown.
+    assert!(svc.requeue(&vex.to_string()).unwrap());
+    svc.wait_idle(Duration::from_secs(30)).await.unwrap();
+    let docs = svc.vex_documents().unwrap();
+    assert_eq!(
+        docs[0].not_applied.as_deref(),
+        Some("pushed by dev, who is not trusted for VEX (assess.vex.trusted)"),
+    );
     svc.shutdown();
 }
 

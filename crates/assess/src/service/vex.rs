@@ -229,7 +229,9 @@ impl Service {
     }
 
     /// A VEX document pushed as a referrer (OpenVEX, or CycloneDX with
-    /// `analysis`) by `pusher` (`None`: unknown, pushed before a restart):
+    /// `analysis`) by `pusher` (stored with its job, so known after a
+    /// restart too; `None`: unknown, e.g. a manifest found at start that
+    /// no push event named, or queued by a version that kept no pusher):
     /// read it (one small blob), store it scoped to its subject with who
     /// pushed it, and re-judge, unless `assess.vex.trusted` does not name
     /// the pusher (then it is stored, not applied). Returns what became of
@@ -271,6 +273,25 @@ impl Service {
                 return Some(format!("VEX document not applied: {e}"));
             }
         };
+        let key = format!("referrer:{digest}");
+        // The pusher is forgotten once the job succeeds; a rescan runs the
+        // same referrer (same digest, same document) again without it. Its
+        // judgement made with the pusher known stands, instead of one as if
+        // nobody known had pushed it (which would withdraw a trusted one).
+        if pusher.is_none() {
+            match self.inner.store.vex_document(&key) {
+                Ok(Some(earlier)) if earlier.recorded_by.is_some() => {
+                    return Some(referrer_note(
+                        &doc,
+                        &subject.digest,
+                        earlier.recorded_by.as_deref(),
+                        earlier.not_applied.as_deref(),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => return Some(format!("VEX document not applied: {e:#}")),
+            }
+        }
         let not_applied = self.inner.opts.vex.refuses(pusher);
         let from = VexFrom {
             source: &format!("referrer in {repo}"),
@@ -278,31 +299,30 @@ impl Service {
             not_applied,
         };
         let r = self.store_vex(
-            format!("referrer:{digest}"),
-            doc,
+            key,
+            doc.clone(),
             &bytes,
             Some(subject.digest.to_string()),
             from,
         );
         match r {
-            Ok(VexAdded {
-                id,
-                not_applied: Some(why),
-                ..
-            }) => {
-                tracing::warn!(repo, digest, document = id, why, "VEX referrer not applied");
-                Some(format!(
-                    "VEX document {id} stored, not applied to {}: {why}",
-                    subject.digest
+            Ok(added) => {
+                if let Some(why) = &added.not_applied {
+                    tracing::warn!(
+                        repo,
+                        digest,
+                        document = added.id,
+                        why,
+                        "VEX referrer not applied"
+                    );
+                }
+                Some(referrer_note(
+                    &doc,
+                    &subject.digest,
+                    added.recorded_by.as_deref(),
+                    added.not_applied.as_deref(),
                 ))
             }
-            Ok(added) => Some(format!(
-                "VEX document {} applied to {} ({} statements, pushed by {})",
-                added.id,
-                subject.digest,
-                added.statements,
-                added.recorded_by.as_deref().unwrap_or("an unknown pusher")
-            )),
             Err(e) => Some(format!("VEX document not applied: {e:#}")),
         }
     }
@@ -339,5 +359,26 @@ impl Service {
             }
             Err(_) => run(),
         }
+    }
+}
+
+/// The referrer artifact's status message: what became of its document.
+fn referrer_note(
+    doc: &Document,
+    subject: &Digest,
+    recorded_by: Option<&str>,
+    not_applied: Option<&str>,
+) -> String {
+    match not_applied {
+        Some(why) => format!(
+            "VEX document {} stored, not applied to {subject}: {why}",
+            doc.id
+        ),
+        None => format!(
+            "VEX document {} applied to {subject} ({} statements, pushed by {})",
+            doc.id,
+            doc.statements.len(),
+            recorded_by.unwrap_or("an unknown pusher")
+        ),
     }
 }

@@ -59,6 +59,18 @@ impl Store {
         Ok(old)
     }
 
+    /// The stored document with `key`, if any.
+    pub fn vex_document(&self, key: &str) -> Result<Option<VexRow>> {
+        Ok(self
+            .c()
+            .query_row(
+                "SELECT key, doc_id, subject, source, data, created_at, recorded_by, not_applied FROM vex WHERE key = ?1",
+                [key],
+                vex_row,
+            )
+            .optional()?)
+    }
+
     pub fn vex_documents(&self) -> Result<Vec<VexRow>> {
         let c = self.c();
         let mut st = c.prepare(
