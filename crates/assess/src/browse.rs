@@ -29,6 +29,8 @@ mod cache;
 mod judge;
 mod lists;
 mod page;
+#[cfg(test)]
+mod tests;
 
 // judge.rs reads and fills the sizes the cache keeps.
 use cache::{cached_size, sizes};
@@ -50,6 +52,18 @@ pub mod state {
     pub const UNHEALTHY: &str = "unhealthy";
     /// Parts of the image could not be read.
     pub const INCOMPLETE: &str = "incomplete";
+
+    /// Every state, as the images list's filter accepts them.
+    pub const ALL: &[&str] = &[
+        NOT_ASSESSED,
+        WAITING_FOR_DATABASE,
+        ASSESSING,
+        FAILED,
+        UNSUPPORTED,
+        HEALTHY,
+        UNHEALTHY,
+        INCOMPLETE,
+    ];
 }
 
 /// The state of one image row given its verdict (if any) and whether its
@@ -201,6 +215,22 @@ pub struct TagEntry {
     pub summary: Option<Summary>,
 }
 
+/// Why a list (or its snapshot) could not be given. The first two are the
+/// caller's mistake (an API answers 400 with the message), the last the
+/// server's (500; the message is for the log).
+#[derive(Debug, thiserror::Error)]
+pub enum BrowseError {
+    /// The cursor was not made by this server, or was altered.
+    #[error("cursor is not one this server gave")]
+    BadCursor,
+    /// A sort or filter value the list does not know; the message names it.
+    #[error("{0}")]
+    BadFilter(String),
+    /// Judging the images failed: the assessor's store could not be read.
+    #[error("cannot judge the registry's images: {0:#}")]
+    Store(anyhow::Error),
+}
+
 /// A page of a list: `next` is the cursor of the following page.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Page<T> {
@@ -261,7 +291,9 @@ pub struct ImageQuery {
     /// `Some(true)`: only untagged digests; `Some(false)` (the default
     /// of the API): only tagged images.
     pub untagged: Option<bool>,
-    /// `name`, `pushed`, `findings`, `severity`, `size`.
+    /// `name` (or empty), `pushed`, `findings`, `severity`, `size`;
+    /// another is refused ([`BrowseError::BadFilter`]), as is a state not
+    /// in [`state::ALL`].
     pub sort: String,
     pub descending: bool,
 }
@@ -276,7 +308,8 @@ pub struct VulnQuery {
     /// Exactly these severities (empty: any).
     pub severities: Vec<Severity>,
     pub fixable: Option<bool>,
-    /// `severity` (then images), `images`, `id`.
+    /// `severity` (then images; or empty), `images`, `id`; another is
+    /// refused ([`BrowseError::BadFilter`]).
     pub sort: String,
     pub descending: bool,
 }

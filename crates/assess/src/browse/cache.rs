@@ -5,7 +5,7 @@
 //! judging is new.
 
 use super::judge::{self, Judged};
-use super::{Overview, Snapshot, TrendPoint, day, state, t};
+use super::{BrowseError, Overview, Snapshot, TrendPoint, day, state, t};
 use crate::clock::rfc3339;
 use crate::service::Service;
 use anyhow::Result;
@@ -113,9 +113,9 @@ impl Service {
     /// changed (see [`Service::judged`]); tags and pull times read again
     /// after two seconds (tags live in the registry, which has no change
     /// counter here; pulls are too frequent to judge again for).
-    pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>, BrowseError> {
         let cell = cache(self);
-        let (mut cached, judged) = self.judged(&cell)?;
+        let (mut cached, judged) = self.judged(&cell).map_err(BrowseError::Store)?;
         if let Some((at, j, s)) = &cached.snapshot
             && Arc::ptr_eq(j, &judged)
             && at.elapsed() < std::time::Duration::from_secs(2)

@@ -4,10 +4,27 @@
 
 use super::page::{K, contains, paginate, sev_rank};
 use super::{
-    AffectedTag, ImageEntry, ImageQuery, Overview, Page, RepositoryEntry, Snapshot, TagEntry,
-    VulnAgg, VulnDetail, VulnEntry, VulnQuery, state,
+    AffectedTag, BrowseError, ImageEntry, ImageQuery, Overview, Page, RepositoryEntry, Snapshot,
+    TagEntry, VulnAgg, VulnDetail, VulnEntry, VulnQuery, state,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The orders of the images list (empty: by name).
+const IMAGE_SORTS: &[&str] = &["name", "pushed", "findings", "severity", "size"];
+/// The orders of the vulnerabilities list (empty: by severity).
+const VULN_SORTS: &[&str] = &["severity", "images", "id"];
+
+/// Refuse an order the list does not know, rather than quietly sort by
+/// the default one: the caller asked for something else.
+fn known_sort(sort: &str, allowed: &[&str]) -> Result<(), BrowseError> {
+    if sort.is_empty() || allowed.contains(&sort) {
+        return Ok(());
+    }
+    Err(BrowseError::BadFilter(format!(
+        "sort must be one of {}, not {sort:?}",
+        allowed.join(", ")
+    )))
+}
 
 fn worse(a: &ImageEntry) -> (bool, usize, usize, usize, usize, usize) {
     let s = a.summary.clone().unwrap_or_default();
@@ -27,7 +44,7 @@ impl Snapshot {
     }
 
     /// `page` with this snapshot's `as_of`.
-    fn dated<T>(&self, page: Result<Page<T>, String>) -> Result<Page<T>, String> {
+    fn dated<T>(&self, page: Result<Page<T>, BrowseError>) -> Result<Page<T>, BrowseError> {
         page.map(|p| Page {
             as_of: self.as_of.clone(),
             ..p
@@ -141,7 +158,16 @@ impl Snapshot {
         visible: &dyn Fn(&str) -> bool,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Page<ImageEntry>, String> {
+    ) -> Result<Page<ImageEntry>, BrowseError> {
+        known_sort(&q.sort, IMAGE_SORTS)?;
+        // An unknown state would match nothing: an empty list that hides
+        // the caller's typo.
+        if let Some(s) = q.states.iter().find(|s| !state::ALL.contains(&s.as_str())) {
+            return Err(BrowseError::BadFilter(format!(
+                "state must be among {}, not {s:?}",
+                state::ALL.join(", ")
+            )));
+        }
         let needle = q.q.as_deref().map(|s| s.trim().to_lowercase());
         let untagged = q.untagged.unwrap_or(false);
         let mut items = Vec::new();
@@ -216,7 +242,7 @@ impl Snapshot {
         visible: &dyn Fn(&str) -> bool,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Page<RepositoryEntry>, String> {
+    ) -> Result<Page<RepositoryEntry>, BrowseError> {
         let needle = q.map(|s| s.trim().to_lowercase()).unwrap_or_default();
         let mut per: BTreeMap<&str, RepositoryEntry> = BTreeMap::new();
         let mut last: HashMap<&str, i64> = HashMap::new();
@@ -270,7 +296,7 @@ impl Snapshot {
         sort_pushed: bool,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Page<TagEntry>, String> {
+    ) -> Result<Page<TagEntry>, BrowseError> {
         let needle = q.map(|s| s.trim().to_lowercase()).unwrap_or_default();
         let mut items = Vec::new();
         for (tag, digest) in self.tags.get(repo).into_iter().flatten() {
@@ -314,7 +340,8 @@ impl Snapshot {
         visible: &dyn Fn(&str) -> bool,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Page<VulnEntry>, String> {
+    ) -> Result<Page<VulnEntry>, BrowseError> {
+        known_sort(&q.sort, VULN_SORTS)?;
         let shown: Vec<bool> = (0..self.images.len())
             .map(|i| self.visible(i, visible))
             .collect();
@@ -360,7 +387,7 @@ impl Snapshot {
         visible: &dyn Fn(&str) -> bool,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Option<VulnDetail>, String> {
+    ) -> Result<Option<VulnDetail>, BrowseError> {
         let found = self.vulns.iter().find(|v| v.id == id).or_else(|| {
             self.vulns
                 .iter()

@@ -2,7 +2,7 @@
 //! the last entry shown (its sort key and id), so a page never repeats or
 //! skips an entry when the list changes between requests.
 
-use super::Page;
+use super::{BrowseError, Page};
 use serde::{Deserialize, Serialize};
 
 pub(super) fn sev_rank(s: &str) -> i64 {
@@ -27,11 +27,11 @@ fn encode_cursor(k: &K, id: &str) -> String {
     hex::encode(serde_json::to_vec(&(k, id)).unwrap_or_default())
 }
 
-fn decode_cursor(c: &str) -> Result<(K, String), String> {
+fn decode_cursor(c: &str) -> Result<(K, String), BrowseError> {
     hex::decode(c)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| "cursor is not one this server gave".to_string())
+        .ok_or(BrowseError::BadCursor)
 }
 
 /// Sort by (key, id) and cut one page after `cursor`.
@@ -40,7 +40,7 @@ pub(super) fn paginate<T>(
     descending: bool,
     cursor: Option<&str>,
     limit: usize,
-) -> Result<Page<T>, String> {
+) -> Result<Page<T>, BrowseError> {
     items.sort_by(|a, b| {
         let o =
             a.0.partial_cmp(&b.0)

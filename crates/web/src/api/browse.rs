@@ -20,8 +20,8 @@ use super::params::{
 use super::scope::{Caller, Scope};
 use crate::State;
 use assess::browse::{
-    ImageEntry, ImageQuery, Overview, Page, RepositoryEntry, TagEntry, VulnDetail, VulnEntry,
-    VulnQuery,
+    BrowseError, ImageEntry, ImageQuery, Overview, Page, RepositoryEntry, TagEntry, VulnDetail,
+    VulnEntry, VulnQuery,
 };
 use assess::{Service, Severity};
 use axum::extract::{Path, State as AxState};
@@ -142,8 +142,13 @@ fn boolean(v: Option<&str>, key: &str) -> ApiResult<Option<bool>> {
     }
 }
 
-fn bad(e: String) -> ApiError {
-    ApiError::bad_request(e)
+/// A list's failure: the caller's cursor or filter is a 400 with its
+/// message, the store's failure a 500.
+fn browse_error(e: BrowseError) -> ApiError {
+    match e {
+        BrowseError::BadCursor | BrowseError::BadFilter(_) => ApiError::bad_request(e.to_string()),
+        BrowseError::Store(_) => ApiError::internal(e),
+    }
 }
 
 /// The states an image can be in, as `state=` accepts them.
@@ -282,7 +287,7 @@ pub async fn images(
     let (cursor, limit) = (q.cursor, limit(q.limit.as_deref())?);
     blocking(&state, move |svc| {
         let scope = Scope::new(&caller.principal);
-        let snap = svc.snapshot().map_err(ApiError::internal)?;
+        let snap = svc.snapshot().map_err(browse_error)?;
         let page = snap
             .images(
                 &iq,
@@ -290,7 +295,7 @@ pub async fn images(
                 open_cursor(svc, cursor.as_deref())?.as_deref(),
                 limit,
             )
-            .map_err(bad)?;
+            .map_err(browse_error)?;
         Ok(tagged_json(&headers, &stamped(svc, page)))
     })
     .await
@@ -309,7 +314,7 @@ pub async fn repositories(
     let (cursor, limit) = (q.cursor.clone(), limit(q.limit.as_deref())?);
     blocking(&state, move |svc| {
         let scope = Scope::new(&caller.principal);
-        let snap = svc.snapshot().map_err(ApiError::internal)?;
+        let snap = svc.snapshot().map_err(browse_error)?;
         let page = snap
             .repositories(
                 q.q.as_deref(),
@@ -317,7 +322,7 @@ pub async fn repositories(
                 open_cursor(svc, cursor.as_deref())?.as_deref(),
                 limit,
             )
-            .map_err(bad)?;
+            .map_err(browse_error)?;
         Ok(tagged_json(&headers, &stamped(svc, page)))
     })
     .await
@@ -346,7 +351,7 @@ pub async fn tags(
         if !scope.repo(&repo) {
             return Err(caller.hidden(format!("repository {repo:?} not found")));
         }
-        let snap = svc.snapshot().map_err(ApiError::internal)?;
+        let snap = svc.snapshot().map_err(browse_error)?;
         let page = snap
             .tags(
                 &repo,
@@ -355,7 +360,7 @@ pub async fn tags(
                 open_cursor(svc, cursor.as_deref())?.as_deref(),
                 limit,
             )
-            .map_err(bad)?;
+            .map_err(browse_error)?;
         Ok(tagged_json(&headers, &stamped(svc, page)))
     })
     .await
@@ -410,7 +415,7 @@ pub async fn vulnerabilities(
     let (cursor, limit) = (q.cursor.clone(), limit(q.limit.as_deref())?);
     blocking(&state, move |svc| {
         let scope = Scope::new(&caller.principal);
-        let snap = svc.snapshot().map_err(ApiError::internal)?;
+        let snap = svc.snapshot().map_err(browse_error)?;
         let page = snap
             .vulnerabilities(
                 &vq,
@@ -418,7 +423,7 @@ pub async fn vulnerabilities(
                 open_cursor(svc, cursor.as_deref())?.as_deref(),
                 limit,
             )
-            .map_err(bad)?;
+            .map_err(browse_error)?;
         Ok(tagged_json(&headers, &stamped(svc, page)))
     })
     .await
@@ -441,7 +446,7 @@ pub async fn vulnerability(
     let (cursor, limit) = (q.cursor, limit(q.limit.as_deref())?);
     blocking(&state, move |svc| {
         let scope = Scope::new(&caller.principal);
-        let snap = svc.snapshot().map_err(ApiError::internal)?;
+        let snap = svc.snapshot().map_err(browse_error)?;
         let found = snap
             .vulnerability(
                 &id,
@@ -449,7 +454,7 @@ pub async fn vulnerability(
                 open_cursor(svc, cursor.as_deref())?.as_deref(),
                 limit,
             )
-            .map_err(bad)?;
+            .map_err(browse_error)?;
         match found {
             Some(mut v) => {
                 v.affected_next = v.affected_next.map(|n| stamp_cursor(svc, &n));
