@@ -39,6 +39,14 @@ fn env_num(k: &str, d: usize) -> usize {
         .unwrap_or(d)
 }
 
+/// The 1, 5 and 15 minute load averages, for the record (the bench is only
+/// as quiet as the box it runs on).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -157,6 +165,8 @@ fn main() {
             server("after commit (off)", false, &vulndata).await,
             server("while uploading (on)", true, &vulndata).await,
         ];
+        println!("Load average at start: {}", load_average());
+        println!();
         println!(
             "| image | blob bytes | catalog | pushes | skopeo push p50 | push MB/s p50 | \
              commit→findings p50 | p99 | max | skopeo exit→findings p50 | p99 | \
@@ -166,6 +176,8 @@ fn main() {
         let mut all: [Vec<f64>; 2] = Default::default();
         let mut all_exit: [Vec<f64>; 2] = Default::default();
         let mut all_mb: [Vec<f64>; 2] = Default::default();
+        // Per image: on's p50 MB/s as a share of off's, and on's p99.
+        let mut verdicts: Vec<(String, f64, f64)> = Vec::new();
         for tag in &tags {
             let (digest, bytes) = image_of(&layout, tag);
             let repo = format!("bench/{tag}");
@@ -215,11 +227,18 @@ fn main() {
                     runs[k].mb_s.push(bytes as f64 / secs / 1e6);
                 }
             }
-            for (k, s) in servers.iter().enumerate() {
-                let r = &mut runs[k];
+            for r in &mut runs {
                 for v in [&mut r.push_ms, &mut r.mb_s, &mut r.commit, &mut r.exit] {
                     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
                 }
+            }
+            verdicts.push((
+                tag.clone(),
+                pct(&runs[1].mb_s, 0.5) / pct(&runs[0].mb_s, 0.5),
+                pct(&runs[1].commit, 0.99),
+            ));
+            for (k, s) in servers.iter().enumerate() {
+                let r = &runs[k];
                 all[k].extend(r.commit.iter().copied());
                 all_exit[k].extend(r.exit.iter().copied());
                 all_mb[k].extend(r.mb_s.iter().copied());
@@ -243,6 +262,14 @@ fn main() {
             }
         }
         println!();
+        for (tag, share, p99) in &verdicts {
+            println!(
+                "{tag}: push throughput while uploading {:.0}% of after commit (target ≥ 90%); \
+                 commit→findings p99 {p99:.0} ms (target < 50 ms)",
+                share * 100.0
+            );
+        }
+        println!();
         for (k, s) in servers.iter().enumerate() {
             let (c, e, m) = (&mut all[k], &mut all_exit[k], &mut all_mb[k]);
             for v in [&mut *c, &mut *e, &mut *m] {
@@ -259,6 +286,7 @@ fn main() {
                 pct(e, 0.99),
             );
         }
+        println!("Load average at end: {}", load_average());
         for s in &servers {
             s.svc.shutdown();
         }
