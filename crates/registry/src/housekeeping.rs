@@ -126,7 +126,7 @@ fn expire_uploads(inner: &Inner) {
             },
             None => None,
         };
-        if storage::block_on(inner.store.blobs.cancel_upload(&info.id)).unwrap_or(false) {
+        if expire_if_idle(&inner.store, &info.id, inner.opts.upload_expiry) {
             inner.metrics.uploads_in_progress.dec();
             tracing::info!(upload = %info.id, repo = %info.repo, "expired idle upload");
         }
@@ -136,4 +136,31 @@ fn expire_uploads(inner: &Inner) {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&info.id);
     }
+}
+
+/// Cancel an upload session that is still idle for longer than `expiry`,
+/// holding its cluster lock: a request of the session running on another
+/// node holds that lock, and the session is left to it (without the lock
+/// a PATCH streaming slowly there was expired under it). Re-read under
+/// the lock, since a request that just ended moved the session on.
+pub(crate) fn expire_if_idle(store: &storage::Store, id: &uuid::Uuid, expiry: Duration) -> bool {
+    let _cluster = match storage::block_on(
+        store
+            .meta
+            .try_cluster_lock(storage::ClusterLock::Upload(*id)),
+    ) {
+        Ok(lock) => lock,
+        Err(e) if e.is_conflict() => return false,
+        Err(e) => {
+            tracing::warn!(upload = %id, "cannot lock an idle upload to expire it: {e}");
+            return false;
+        }
+    };
+    let Ok(Some(info)) = storage::block_on(store.blobs.upload_info(id)) else {
+        return false;
+    };
+    let idle = std::time::SystemTime::now()
+        .duration_since(info.updated)
+        .unwrap_or_default();
+    idle > expiry && storage::block_on(store.blobs.cancel_upload(id)).unwrap_or(false)
 }

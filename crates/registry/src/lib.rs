@@ -56,7 +56,7 @@ mod upload;
 pub use error::{ErrorCode, RegistryError};
 pub use gc::{GcOptions, GcReport, gc, gc_store, gc_stores, gc_with};
 pub use http::{ObserveFn, ObserveLayer, observe};
-pub use storage::{BlobStorage, MetadataStorage, PgConfig, S3Config};
+pub use storage::{BlobStorage, Duty, Leadership, Meta, MetadataStorage, PgConfig, S3Config};
 
 use housekeeping::spawn_housekeeping;
 use manifest_cache::ManifestCache;
@@ -323,7 +323,9 @@ impl Registry {
         let now = std::time::SystemTime::now();
         for info in block_on(store.blobs.list_uploads())? {
             let idle = now.duration_since(info.updated).unwrap_or_default();
-            if idle > opts.upload_expiry && block_on(store.blobs.cancel_upload(&info.id))? {
+            if idle > opts.upload_expiry
+                && housekeeping::expire_if_idle(&store, &info.id, opts.upload_expiry)
+            {
                 expired += 1;
             } else {
                 open_uploads += 1;
@@ -373,6 +375,12 @@ impl Registry {
     /// The options the registry was opened with.
     pub fn options(&self) -> &Options {
         &self.inner.opts
+    }
+
+    /// The metadata store, for state kept beside the registry's that
+    /// every node must see (import jobs).
+    pub fn meta(&self) -> &Arc<dyn storage::Meta> {
+        &self.inner.store.meta
     }
 
     /// Subscribe to events.

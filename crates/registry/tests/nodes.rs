@@ -229,6 +229,68 @@ async fn two_requests_of_one_session_on_two_nodes_take_turns() {
     assert_eq!(&got[..], &winner[..]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_busy_on_one_node_is_not_expired_by_another() {
+    let Some(shared) = on_postgres() else {
+        return;
+    };
+    // Node A expires uploads idle for a second (it looks every 250 ms);
+    // node B runs a PATCH whose body stalls for longer than that.
+    let mut opts = Options::new(shared.dir(0));
+    opts.blobs = shared.blobs.clone();
+    opts.metadata = shared.metadata.clone();
+    opts.upload_expiry = Duration::from_secs(1);
+    let (addr, _a) = common::serve(opts).await;
+    let a = format!("http://{addr}");
+    let b = node(&shared, 1).await;
+    let c = client();
+    let r = c
+        .post(format!("{}/v2/team/app/blobs/uploads/", b.base))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    // Over a part on each side of the stall (on S3): an expiry would
+    // abort the multipart upload the second half goes on with.
+    let blob = data(12 << 20, 5);
+    let d = Digest::sha256_of(&blob);
+    let halves: Vec<Bytes> = blob.chunks(6 << 20).map(Bytes::copy_from_slice).collect();
+    let body = futures::stream::iter(halves.into_iter().enumerate()).then(|(i, h)| async move {
+        if i == 1 {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+        Ok::<_, std::io::Error>(h)
+    });
+    let patch = c
+        .patch(format!("{}{loc}", b.base))
+        .header("content-range", format!("0-{}", blob.len() - 1))
+        .header("content-length", blob.len().to_string())
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let patch = tokio::spawn(patch);
+    // While it runs, node A must keep the session (a store that lets a
+    // later save bring a cancelled session back would hide the loss at
+    // the end).
+    while !patch.is_finished() {
+        let r = c.get(format!("{a}{loc}")).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            204,
+            "node A expired the session under the PATCH"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = patch.await.unwrap().unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let r = c.put(format!("{a}{loc}?digest={d}")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        201,
+        "the upload was expired while its PATCH ran: {}",
+        r.text().await.unwrap()
+    );
+}
+
 /// A blob driver that, once GC has listed the store, waits for a push on
 /// another node to finish (at most `wait`) before GC goes on to delete.
 struct PauseAfterList {
