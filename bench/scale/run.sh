@@ -50,6 +50,12 @@ while [ $# -gt 0 ]; do
 done
 case "$only" in ""|blobs|nodes) ;; *) echo "--only: blobs or nodes" >&2; exit 2 ;; esac
 wants() { [ -z "$only" ] || [ "$only" = "$1" ]; }
+# The command as run, knobs included, for the report's header.
+invocation=""
+for v in BENCH_ROUNDS BENCH_NODE_ROUNDS BENCH_IMAGES BENCH_PUSH_THREADS BENCH_DURATION; do
+  [ -z "${!v:-}" ] || invocation+="$v=${!v} "
+done
+invocation+="bash bench/scale/run.sh${only:+ --only $only}"
 rounds="${BENCH_ROUNDS:-2}"
 node_rounds="${BENCH_NODE_ROUNDS:-2}"
 nimages="${BENCH_IMAGES:-300}"
@@ -473,7 +479,7 @@ nodes() {
 if wants blobs; then
   emit "#### Blob push and pull: filesystem, SeaweedFS, and distribution on the same SeaweedFS"
   emit ""
-  emit "\`bash bench/scale/run.sh --only blobs\` ($rounds rounds), $started_at; load average at start $load_at_start. skopeo copy from an OCI layout (push) and to an OCI layout in /dev/shm (pull); curl for one 1 GiB blob (POST, then PUT ?digest= with the body; GET to /dev/null). Each registry's defaults: drydock S3 parts of 8 MiB, 3 in flight; distribution chunks of 5 MiB. Medians of the rounds (with 2 rounds, their mean)."
+  emit "\`$invocation\` (blobs: $rounds rounds), $started_at; load average at start $load_at_start. skopeo copy from an OCI layout (push) and to an OCI layout in /dev/shm (pull); curl for one 1 GiB blob (POST, then PUT ?digest= with the body; GET to /dev/null). Each registry's defaults: drydock S3 parts of 8 MiB, 3 in flight; distribution chunks of 5 MiB. Medians of the rounds (with 2 rounds, their mean)."
   emit ""
   blobs
   emit ""
@@ -481,7 +487,7 @@ fi
 if wants nodes; then
   emit "#### One node and three (PostgreSQL + SeaweedFS)"
   emit ""
-  emit "\`bash bench/scale/run.sh --only nodes\` ($node_rounds rounds, wrk ${dur}s per point), $(date -u '+%Y-%m-%d %H:%M UTC'); load average $(cut -d' ' -f1-3 /proc/loadavg); vulnerability data \`$(realpath --relative-to="$root" "$vulndata")\`."
+  emit "\`$invocation\` (nodes: $node_rounds rounds, wrk ${dur}s per point), $(date -u '+%Y-%m-%d %H:%M UTC'); load average $(cut -d' ' -f1-3 /proc/loadavg); vulnerability data \`$(realpath --relative-to="$root" "$vulndata")\`."
   emit ""
   nodes
   emit ""
