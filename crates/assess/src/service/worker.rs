@@ -3,7 +3,7 @@
 
 use super::Service;
 use crate::clock::to_ms;
-use crate::ports::Cataloged;
+use crate::ports::{CatalogFailure, Cataloged};
 use crate::store::status;
 use anyhow::{Result, anyhow};
 use oci::{Digest, ImageManifest, Manifest, Name};
@@ -21,9 +21,20 @@ impl Service {
             match self.inner.store.claim(to_ms(self.now())) {
                 Ok(Some(job)) => {
                     let digest = job.digest.clone();
+                    let attempt = u32::try_from(job.attempts).unwrap_or(u32::MAX);
                     let started = std::time::Instant::now();
                     if let Err(e) = self.process(job).await {
-                        let msg = format!("{e:#}");
+                        let mut msg = format!("{e:#}");
+                        if is_transient(&e) {
+                            let max = self.inner.opts.max_attempts.max(1);
+                            if attempt < max {
+                                tracing::warn!(digest, attempt, error = %msg, "assessment will be retried");
+                                self.retry_later(&digest, attempt, &msg, &mut stop).await;
+                                continue;
+                            }
+                            // Worded as when a crash used up the attempts.
+                            msg = format!("gave up after {attempt} attempts: {msg}");
+                        }
                         tracing::warn!(digest, error = %msg, "assessment failed");
                         let _ = self.inner.store.set_status(
                             &digest,
@@ -52,6 +63,36 @@ impl Service {
                 _ = tokio::time::sleep(StdDuration::from_secs(1)) => {}
             }
         }
+    }
+
+    /// A job that failed for a reason that may pass (a blob the store
+    /// could not hand over) goes back to the queue after a wait on the
+    /// project's retry schedule. Its next claim counts as its next attempt,
+    /// so the attempt cap bounds these retries too, across restarts; the
+    /// reason stays on the row meanwhile, for the API and for
+    /// [`Service::give_up_exhausted`] should the process stop.
+    async fn retry_later(
+        &self,
+        digest: &str,
+        attempt: u32,
+        why: &str,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) {
+        let delay = catalog_retry(self.inner.opts.max_attempts).delay(attempt);
+        if !self.stopped() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        if let Err(e) =
+            self.inner
+                .store
+                .set_status(digest, status::QUEUED, Some(why), to_ms(self.now()))
+        {
+            tracing::error!(digest, error = %e, "cannot put the assessment back in the queue");
+        }
+        self.inner.wake.notify_waiters();
     }
 
     /// Jobs claimed `max_attempts` times without finishing are failed
@@ -236,7 +277,9 @@ impl Service {
                                 prefetch: &this.inner.prefetch,
                             },
                         )
-                        .map_err(|e| anyhow!("cataloging failed: {e}"))
+                        // Kept typed under the context, so the worker can
+                        // tell a transient failure.
+                        .map_err(|e| anyhow::Error::new(e).context("cataloging failed"))
                 })
                 .await??;
                 if !cataloged.incomplete.is_empty() {
@@ -303,6 +346,26 @@ impl Service {
             tracing::warn!(digest = job.digest, error = %e, "cannot attach the SBOM");
         }
         Ok(())
+    }
+}
+
+/// Whether `e` may pass without the image changing (a
+/// [`CatalogFailure`] that says so, under any context).
+fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<CatalogFailure>()
+            .is_some_and(CatalogFailure::is_transient)
+    })
+}
+
+/// The project's one retry schedule ([`egress::RetryPolicy`]), for
+/// catalog reads: waits long enough for a store or connection to come
+/// back, within the attempt cap.
+fn catalog_retry(max_attempts: u32) -> egress::RetryPolicy {
+    egress::RetryPolicy {
+        attempts: max_attempts.max(1),
+        base_delay: StdDuration::from_secs(1),
+        max_delay: StdDuration::from_secs(30),
     }
 }
 
