@@ -295,7 +295,10 @@ fn read_layer(
     {
         let decoder: Box<dyn Read + '_> = match compression {
             LayerCompression::None => Box::new(&mut hashing),
-            LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
+            // The `bufread` decoder inflates straight out of this buffer;
+            // `read`'s would copy every compressed byte once more into a
+            // 32 KiB buffer of its own.
+            LayerCompression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(
                 BufReader::with_capacity(128 << 10, &mut hashing),
             )),
             LayerCompression::Zstd => Box::new(
