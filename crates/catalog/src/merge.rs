@@ -132,7 +132,10 @@ fn overlay(layers: Vec<(Digest, LayerInventory)>, cap: usize) -> (Inventory, Vec
         state.into_values().partition(|f| is_os_database(f.kind));
     files.extend(rest);
     drop_installed_lockfile_entries(&mut files);
-    let mut packages: Vec<Package> = Vec::new();
+    // Sized once: doubling a vector of 50,000 packages held up to half as
+    // much again, and copied it on each growth.
+    let total: usize = files.iter().map(|f| f.packages.len()).sum();
+    let mut packages: Vec<Package> = Vec::with_capacity(total.min(cap));
     let mut capped = false;
     'files: for facts in files {
         for mut p in facts.packages {
