@@ -2,13 +2,18 @@
 //! drydock attached to a pushed image through the referrers API and pulls
 //! it; a VEX document posted to `/api/v1/vex` makes the image healthy (an
 //! invalid one is refused with its JSON path); an OpenVEX document pushed
-//! as a referrer with skopeo is applied.
+//! as a referrer with skopeo is applied. With access control on and
+//! `[assess.vex] trusted` set, a referrer pushed by a user who may push but
+//! is not trusted is listed as not applied, with the reason, and changes
+//! nothing; the same statements pushed by a trusted user clear the findings.
 
 mod cli_support;
 
 use cli_support::*;
 use serde_json::{Value, json};
-use std::process::Command;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ORAS: &str = r#"
@@ -61,9 +66,27 @@ fn post_json(port: u16, path: &str, body: &str) -> (u16, Value) {
 }
 
 fn assessed(port: u16, digest: &str) -> Value {
+    assessed_as(port, "", digest)
+}
+
+/// `Authorization: …` header line for `user` (HTTP Basic).
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Authorization: Basic {b64}\r\n")
+}
+
+/// `GET PATH` with header lines `auth` (empty: anonymous), body as JSON.
+fn get_as(port: u16, auth: &str, path: &str) -> (u16, Value) {
+    let (status, _, body) = http(port, "GET", path, auth, b"");
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// The image view of `digest` once its job finished, read with `auth`.
+fn assessed_as(port: u16, auth: &str, digest: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (code, v) = get_json(port, &format!("/api/v1/images/{digest}"));
+        let (code, v) = get_as(port, auth, &format!("/api/v1/images/{digest}"));
         if code == 200
             && matches!(
                 v["status"].as_str(),
@@ -209,43 +232,14 @@ fn sbom_referrer_and_vex_with_real_clients() {
 
     // …the rest as an OpenVEX referrer pushed with skopeo from an OCI layout.
     let layout = tempfile::tempdir().unwrap();
-    let l = layout.path();
     let vex = openvex("https://example.com/vex/debian-2", &digest, referrer).to_string();
-    let (subject_type, subject_len) = manifest_descriptor(server.port, "library/debian", &digest);
-    let blob = |bytes: &[u8]| -> String {
-        let d = oci::Digest::sha256_of(bytes);
-        let p = l.join("blobs/sha256").join(d.hex());
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, bytes).unwrap();
-        d.to_string()
-    };
-    let config = blob(b"{}");
-    let layer = blob(vex.as_bytes());
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": "application/vnd.openvex+json",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
-        "layers": [{"mediaType": "application/vnd.openvex+json", "digest": layer, "size": vex.len()}],
-        "subject": {"mediaType": subject_type, "digest": digest, "size": subject_len},
-    })
-    .to_string();
-    let md = blob(manifest.as_bytes());
-    std::fs::write(l.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    std::fs::write(
-        l.join("index.json"),
-        json!({"schemaVersion": 2, "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": md, "size": manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": "vex"}}]})
-        .to_string(),
-    )
-    .unwrap();
+    let subject = manifest_descriptor(server.port, "", "library/debian", &digest);
+    vex_layout(layout.path(), &vex, &digest, subject);
     skopeo(&[
         "copy",
         "-q",
         "--dest-tls-verify=false",
-        &format!("oci:{}:vex", l.display()),
+        &format!("oci:{}:vex", layout.path().display()),
         &format!("docker://{addr}/library/debian:bookworm-vex"),
     ]);
     let pushed = manifest_digest(server.port, "library/debian", "bookworm-vex").unwrap();
@@ -266,13 +260,14 @@ fn sbom_referrer_and_vex_with_real_clients() {
     assert_eq!(v["summary"]["total"], 0, "{}", v["summary"]);
 }
 
-/// The media type and byte length of a stored manifest (for a descriptor).
-fn manifest_descriptor(port: u16, repo: &str, digest: &str) -> (String, usize) {
+/// The media type and byte length of a stored manifest (for a
+/// descriptor), read with header lines `auth`.
+fn manifest_descriptor(port: u16, auth: &str, repo: &str, digest: &str) -> (String, usize) {
     let (status, head, body) = http(
         port,
         "GET",
         &format!("/v2/{repo}/manifests/{digest}"),
-        "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json\r\n",
+        &format!("{auth}Accept: {MANIFEST_TYPES}\r\n"),
         b"",
     );
     assert_eq!(status, 200);
@@ -283,4 +278,269 @@ fn manifest_descriptor(port: u16, repo: &str, digest: &str) -> (String, usize) {
         .trim()
         .to_string();
     (media_type, body.len())
+}
+
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Write an OCI layout at `l` whose one manifest, tagged `vex`, is an
+/// OpenVEX artifact (the document `vex` as its layer, the empty config)
+/// with `subject` (`(media type, size)` of manifest `digest`), as ORAS
+/// and `oras attach` lay one out.
+fn vex_layout(l: &Path, vex: &str, digest: &str, subject: (String, usize)) {
+    let blob = |bytes: &[u8]| -> String {
+        let d = oci::Digest::sha256_of(bytes);
+        let p = l.join("blobs/sha256").join(d.hex());
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+        d.to_string()
+    };
+    let config = blob(b"{}");
+    let layer = blob(vex.as_bytes());
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.openvex+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": "application/vnd.openvex+json", "digest": layer, "size": vex.len()}],
+        "subject": {"mediaType": subject.0, "digest": digest, "size": subject.1},
+    })
+    .to_string();
+    let md = blob(manifest.as_bytes());
+    std::fs::write(l.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        l.join("index.json"),
+        json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md, "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "vex"}}]})
+        .to_string(),
+    )
+    .unwrap();
+}
+
+/// `drydock user add NAME --password-stdin --group G --permission P` on
+/// the server's data directory.
+fn add_user(data: &Path, name: &str, password: &str, group: Option<&str>, permission: &str) {
+    let mut args = vec!["user", "add", name, "--password-stdin"];
+    if let Some(g) = group {
+        args.extend(["--group", g]);
+    }
+    args.extend(["--permission", permission]);
+    let mut child = drydock(data, &args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The server reads users again within a second: wait until `auth` logs in.
+fn wait_login(port: u16, auth: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_as(port, auth, "/v2/").0 != 200 {
+        assert!(Instant::now() < deadline, "cannot log in");
+        // Each refusal counts as a failed login: look seldom.
+        std::thread::sleep(Duration::from_millis(400));
+    }
+}
+
+/// Issue #14: `drydock serve` with access control on and `[assess.vex]
+/// trusted = ["group:security"]`. `dev` may push to the repository but is
+/// not trusted: the OpenVEX referrer dev pushes (skopeo, from an OCI
+/// layout) is stored and listed `not_applied` with the reason, and the
+/// image's health and findings stay as they were. `sec`, in the security
+/// group, pushes the same statements: every finding becomes not affected
+/// per VEX, recorded as stated by sec, and the image turns healthy.
+#[test]
+fn vex_referrers_apply_only_from_trusted_pushers_with_real_clients() {
+    transport::require_test_images!(dir);
+    if !present_or_skip(tool_present("skopeo"), "skopeo", "CI") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path().join("data");
+    run_ok(&d, &["db", "import", VULNDATA]);
+    let config = work.path().join("drydock.toml");
+    // Every finding at or above low counts (by default only fixable high
+    // ones do, and the test image has none), so clearing them shows.
+    std::fs::write(
+        &config,
+        "[assess.vex]\ntrusted = [\"group:security\"]\n\n\
+         [[assess.policy]]\nrepository = \"**\"\nthreshold = \"low\"\nfixable_only = false\n",
+    )
+    .unwrap();
+    let admin_pw = "vex-admin-password";
+    let server = Server::start_logged(
+        &d,
+        &["--config", config.to_str().unwrap(), "--auth"],
+        &[("DRYDOCK_ADMIN_PASSWORD", admin_pw)],
+        &work.path().join("server.log"),
+    );
+    let (port, addr) = (server.port, server.addr());
+    add_user(&d, "dev", "dev-password", None, "library/*:pull,push");
+    add_user(
+        &d,
+        "sec",
+        "sec-password",
+        Some("security"),
+        "library/*:pull,push",
+    );
+    let admin = basic("admin", admin_pw);
+    let dev = basic("dev", "dev-password");
+    wait_login(port, &dev);
+    wait_login(port, &basic("sec", "sec-password"));
+
+    skopeo(&[
+        "copy",
+        "-q",
+        "--all",
+        "--dest-tls-verify=false",
+        "--dest-creds=dev:dev-password",
+        &oci_target("bookworm-base"),
+        &format!("docker://{addr}/library/debian:bookworm"),
+    ]);
+    let (code, head, _) = http(
+        port,
+        "HEAD",
+        "/v2/library/debian/manifests/bookworm",
+        &format!("{dev}Accept: {MANIFEST_TYPES}\r\n"),
+        b"",
+    );
+    assert_eq!(code, 200, "{head}");
+    let digest = head
+        .lines()
+        .find_map(|l| l.strip_prefix("docker-content-digest: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let before = assessed_as(port, &admin, &digest);
+    assert_eq!(before["status"], "done", "{before}");
+    assert_eq!(
+        before["health"]["status"], "unhealthy",
+        "{}",
+        before["health"]
+    );
+    let mut ids: Vec<String> = before["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["informational"].is_null() && !f["exempt"].as_bool().unwrap())
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert!(!ids.is_empty(), "{before}");
+    let subject = manifest_descriptor(port, &admin, "library/debian", &digest);
+
+    // Push one OpenVEX referrer as `who`; returns its job's view.
+    let push_vex = |who: &str, password: &str, id: &str| -> Value {
+        let layout = tempfile::tempdir().unwrap();
+        let vex = openvex(id, &digest, &ids).to_string();
+        vex_layout(layout.path(), &vex, &digest, subject.clone());
+        let tag = format!("vex-{who}");
+        skopeo(&[
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            &format!("--dest-creds={who}:{password}"),
+            &format!("oci:{}:vex", layout.path().display()),
+            &format!("docker://{addr}/library/debian:{tag}"),
+        ]);
+        let (code, head, _) = http(
+            port,
+            "HEAD",
+            &format!("/v2/library/debian/manifests/{tag}"),
+            &format!("{admin}Accept: {MANIFEST_TYPES}\r\n"),
+            b"",
+        );
+        assert_eq!(code, 200, "{head}");
+        let pushed = head
+            .lines()
+            .find_map(|l| l.strip_prefix("docker-content-digest: "))
+            .unwrap()
+            .trim()
+            .to_string();
+        let a = assessed_as(port, &admin, &pushed);
+        assert_eq!(a["status"], "unsupported", "{a}");
+        a
+    };
+    let listed = |key: &str| -> Value {
+        let (code, all) = get_as(port, &admin, "/api/v1/vex");
+        assert_eq!(code, 200, "{all}");
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == key)
+            .cloned()
+            .unwrap_or_else(|| panic!("{key} not listed: {all}"))
+    };
+
+    // dev: stored, listed with the reason, not applied.
+    let a = push_vex("dev", "dev-password", "https://example.com/vex/by-dev");
+    let why = "pushed by dev, who is not trusted for VEX (assess.vex.trusted)";
+    let note = a["error"].as_str().unwrap_or("");
+    assert!(
+        note.contains("VEX document https://example.com/vex/by-dev stored, not applied")
+            && note.contains(why),
+        "{a}"
+    );
+    let row = listed(&format!("referrer:{}", a["digest"].as_str().unwrap()));
+    assert_eq!(row["recorded_by"], "dev", "{row}");
+    assert_eq!(row["not_applied"], why, "{row}");
+    assert_eq!(row["doc_id"], "https://example.com/vex/by-dev", "{row}");
+    let v = assessed_as(port, &admin, &digest);
+    assert_eq!(v["health"], before["health"], "{v}");
+    assert_eq!(v["summary"], before["summary"], "{v}");
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["not_affected_per_vex"].is_null()),
+        "{v}"
+    );
+
+    // sec: applied; every finding not affected per VEX, stated by sec.
+    let a = push_vex("sec", "sec-password", "https://example.com/vex/by-sec");
+    let note = a["error"].as_str().unwrap_or("");
+    assert!(
+        note.contains("VEX document https://example.com/vex/by-sec applied")
+            && note.contains("pushed by sec"),
+        "{a}"
+    );
+    let row = listed(&format!("referrer:{}", a["digest"].as_str().unwrap()));
+    assert_eq!(row["recorded_by"], "sec", "{row}");
+    assert!(row["not_applied"].is_null(), "{row}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let v = loop {
+        // Re-judged from the stored inventory just after the referrer's job.
+        let v = assessed_as(port, &admin, &digest);
+        if v["health"]["status"] == "healthy" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never healthy: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(v["summary"]["total"], 0, "{}", v["summary"]);
+    let cleared: Vec<&Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| ids.iter().any(|id| f["id"] == id.as_str()))
+        .collect();
+    assert!(!cleared.is_empty(), "{v}");
+    for f in cleared {
+        let n = &f["not_affected_per_vex"];
+        assert_eq!(n["document"], "https://example.com/vex/by-sec", "{f}");
+        assert_eq!(n["recorded_by"], "sec", "{f}");
+        assert_eq!(n["author"], "Platform Security", "{f}");
+    }
 }
