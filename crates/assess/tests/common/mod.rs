@@ -1,11 +1,17 @@
 //! Fakes and helpers the browse tests share: a cataloger that reads each
 //! layer's text as one Debian package name, and a push of such an image
-//! through the registry's HTTP API.
+//! through the registry's HTTP API; and in [`referrers`], the registry
+//! and assessor the referrer tests (SBOM, VEX) share.
+
+// Each test file uses a part of these helpers.
+#![allow(dead_code)]
 
 use assess::Cataloger;
 use inventory::{Ecosystem, Inventory, Package};
 use oci::{BlobSource, Digest, ImageManifest};
 use std::io::Read;
+
+pub mod referrers;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
