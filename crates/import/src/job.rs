@@ -1,4 +1,5 @@
-//! A job's progress and result, shared between the worker and `GET`.
+//! A job's progress and result, shared between the worker and `GET`, and
+//! written to the metadata store so that every node answers for it.
 
 use crate::{ImportRequest, Plan};
 use serde::{Deserialize, Serialize};
@@ -90,6 +91,9 @@ pub(crate) struct Job {
     pub bytes_done: Arc<AtomicU64>,
     state: Mutex<Mutable>,
     cancel: tokio::sync::Notify,
+    /// One write to the store at a time, each of the status as it is
+    /// when the write starts: the last write is the newest status.
+    saving: tokio::sync::Mutex<()>,
 }
 
 struct Mutable {
@@ -126,7 +130,25 @@ impl Job {
                 tagging: false,
             }),
             cancel: tokio::sync::Notify::new(),
+            saving: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Write the status as it is now to the store, with this node's
+    /// heartbeat. Returns whether a stop was asked for (on any node).
+    pub async fn save(&self, meta: &dyn storage::Meta) -> Result<bool, storage::MetaError> {
+        let _one = self.saving.lock().await;
+        let status = self.status();
+        let json = serde_json::to_string(&status)
+            .map_err(|e| storage::MetaError::Backend(format!("import job status: {e}")))?;
+        meta.save_import_job(
+            self.id,
+            nanos(self.created_at),
+            json,
+            status.state.is_finished(),
+            nanos(OffsetDateTime::now_utc()),
+        )
+        .await
     }
 
     /// Ask the job to stop. Refused (false) once it has finished or has
@@ -238,5 +260,41 @@ impl Job {
             manifests: m.manifests.clone(),
             error: m.error.clone(),
         })
+    }
+}
+
+/// Unix nanoseconds.
+pub(crate) fn nanos(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+impl JobStatus {
+    /// A stored job read back: as its node last wrote it, except that a
+    /// job not finished whose node has not written for `stale_after` is
+    /// reported failed (interrupted), not running for ever.
+    pub(crate) fn from_stored(
+        job: &storage::StoredImportJob,
+        stale_after: std::time::Duration,
+    ) -> Option<JobStatus> {
+        let mut s: JobStatus = match serde_json::from_str(&job.status) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(id = %job.id, "unreadable stored import job: {e}");
+                return None;
+            }
+        };
+        let last = OffsetDateTime::from_unix_timestamp_nanos(job.heartbeat.into()).ok()?;
+        let silent = OffsetDateTime::now_utc() - last;
+        if !s.state.is_finished() && silent > stale_after {
+            s.state = JobState::Failed;
+            s.phase = "interrupted".into();
+            s.finished_at = Some(last);
+            s.error = Some(format!(
+                "interrupted: the node running this job stopped (no word from it for {}s); \
+                 start the import again",
+                silent.whole_seconds()
+            ));
+        }
+        Some(s)
     }
 }

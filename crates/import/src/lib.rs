@@ -24,6 +24,16 @@
 //!   (state `cancelled`) unless it already started writing tags (`409`);
 //!   needs `push` on the target.
 //!
+//! Several nodes: a job runs on the node that accepted it, which writes
+//! its status to the metadata store ([`storage::Meta::save_import_job`])
+//! when it starts, every [`ImportConfig::heartbeat`] while it runs, and
+//! when it ends; so every node sharing the store answers `GET` for it
+//! (this node's own jobs from memory, fresher). A job whose node stopped
+//! writing for [`ImportConfig::stale_after`] is reported `failed`
+//! (phase `interrupted`), never `running` for ever. A `DELETE` on another
+//! node records the request in the store; the running node sees it at
+//! its next heartbeat.
+//!
 //! Server-side paths (`oci:`, `docker-archive:`) are the server's own
 //! files, so they are refused unless the caller is an administrator *and*
 //! the path, canonicalised (symlinks and `..` resolved), lies inside one of
@@ -133,6 +143,11 @@ pub struct ImportConfig {
     /// Addresses jobs and mirrors may fetch from (registries, their token
     /// servers, redirects). The default refuses internal addresses.
     pub outbound: egress::EgressPolicy,
+    /// How often a running job's status is written to the store.
+    pub heartbeat: std::time::Duration,
+    /// A job not finished whose node wrote nothing for this long is
+    /// reported interrupted (its node died).
+    pub stale_after: std::time::Duration,
 }
 
 impl Default for ImportConfig {
@@ -144,6 +159,8 @@ impl Default for ImportConfig {
             blob_concurrency: 3,
             keep_finished: 200,
             outbound: egress::EgressPolicy::default(),
+            heartbeat: std::time::Duration::from_secs(1),
+            stale_after: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -513,6 +530,32 @@ impl Importer {
         let this = self.clone();
         let handle = job.clone();
         tokio::spawn(async move {
+            let beat = tokio::spawn(heartbeat(
+                job.clone(),
+                this.meta().clone(),
+                this.inner.config.heartbeat,
+            ));
+            this.work(&plan, &job).await;
+            beat.abort();
+            if let Err(e) = job.save(&**this.meta()).await {
+                tracing::warn!(id = %job.id, "cannot store the import job's result: {e}");
+            }
+            let keep = this.inner.config.keep_finished.max(1);
+            if let Err(e) = this.meta().prune_import_jobs(keep).await {
+                tracing::warn!("cannot prune stored import jobs: {e}");
+            }
+        });
+        Ok(handle)
+    }
+
+    fn meta(&self) -> &Arc<dyn storage::Meta> {
+        self.inner.registry.meta()
+    }
+
+    /// Run a job to its end (waiting for a slot first).
+    async fn work(&self, plan: &Plan, job: &Arc<job::Job>) {
+        let this = self;
+        {
             let _slot = tokio::select! {
                 s = this.inner.slots.clone().acquire_owned() => s,
                 _ = job.cancelled() => {
@@ -525,7 +568,7 @@ impl Importer {
                 reg: &this.inner.registry,
                 repo: &plan.repo,
             };
-            let result = copy::run(&sink, this.inner.config.blob_concurrency, &plan, &job).await;
+            let result = copy::run(&sink, this.inner.config.blob_concurrency, plan, job).await;
             match result {
                 Ok(()) => job.succeed(),
                 Err(copy::Stopped::Cancelled) => {
@@ -537,11 +580,59 @@ impl Importer {
                     job.fail(e.to_string());
                 }
             }
-        });
-        Ok(handle)
+        }
     }
 
-    /// A job's current status.
+    /// Write a job's status to the store now (the API does so before it
+    /// answers, so another node knows the job at once).
+    async fn save(&self, id: uuid::Uuid) {
+        let job = {
+            let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            jobs.by_id.get(&id).cloned()
+        };
+        if let Some(job) = job
+            && let Err(e) = job.save(&**self.meta()).await
+        {
+            tracing::warn!(%id, "cannot store the import job: {e}");
+        }
+    }
+
+    /// A job's status on any node: this node's own from memory, others'
+    /// from the store (judged interrupted when their node went silent).
+    pub async fn find(&self, id: uuid::Uuid) -> Option<JobStatus> {
+        if let Some(s) = self.status(id) {
+            return Some(s);
+        }
+        match self.meta().import_job(id).await {
+            Ok(stored) => {
+                stored.and_then(|j| JobStatus::from_stored(&j, self.inner.config.stale_after))
+            }
+            Err(e) => {
+                tracing::warn!(%id, "cannot read the stored import job: {e}");
+                None
+            }
+        }
+    }
+
+    /// Recent jobs of every node, newest first (this node's from memory).
+    pub async fn recent(&self) -> Vec<JobStatus> {
+        let mut out: HashMap<uuid::Uuid, JobStatus> = HashMap::new();
+        let keep = self.inner.config.keep_finished.max(1);
+        match self.meta().import_jobs(keep).await {
+            Ok(stored) => out.extend(stored.iter().filter_map(|j| {
+                JobStatus::from_stored(j, self.inner.config.stale_after).map(|s| (s.id, s))
+            })),
+            Err(e) => tracing::warn!("cannot read the stored import jobs: {e}"),
+        }
+        out.extend(self.list().into_iter().map(|s| (s.id, s)));
+        let mut out: Vec<JobStatus> = out.into_values().collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        out.truncate(keep);
+        out
+    }
+
+    /// The status of a job this node runs (or ran); see [`Importer::find`]
+    /// for any node's.
     pub fn status(&self, id: uuid::Uuid) -> Option<JobStatus> {
         let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
         jobs.by_id.get(&id).map(|j| j.status())
@@ -557,7 +648,8 @@ impl Importer {
         Some(job.request_cancel())
     }
 
-    /// Recent jobs, newest first.
+    /// Recent jobs of this node, newest first; see [`Importer::recent`]
+    /// for every node's.
     pub fn list(&self) -> Vec<JobStatus> {
         let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
         jobs.order
@@ -579,6 +671,21 @@ impl Importer {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// Write a job's status every `every` until it finishes, and pass on a
+/// stop asked for on another node.
+async fn heartbeat(job: Arc<job::Job>, meta: Arc<dyn storage::Meta>, every: std::time::Duration) {
+    while !job.finished() {
+        match job.save(&*meta).await {
+            Ok(true) => {
+                job.request_cancel();
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(id = %job.id, "cannot store the import job's progress: {e}"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -670,6 +777,7 @@ pub async fn create_import(
     let caller = caller_of(caller);
     match imp.submit_as(&caller, req) {
         Ok(status) => {
+            imp.save(status.id).await;
             let location = format!("/api/v1/imports/{}", status.id);
             (
                 StatusCode::ACCEPTED,
@@ -695,7 +803,7 @@ pub async fn get_import(
     let Ok(id) = uuid::Uuid::parse_str(&id) else {
         return error(StatusCode::NOT_FOUND, "no such import");
     };
-    match imp.status(id) {
+    match imp.find(id).await {
         Some(s) if visible(&caller, &s) => Json(s).into_response(),
         _ => error(StatusCode::NOT_FOUND, "no such import"),
     }
@@ -715,13 +823,31 @@ pub async fn cancel_import(
     let Ok(id) = uuid::Uuid::parse_str(&id) else {
         return error(StatusCode::NOT_FOUND, "no such import");
     };
-    match imp.status(id) {
+    let status = match imp.find(id).await {
         Some(s) if visible(&caller, &s) => {
             if let Err(e) = authorize(&caller, target_repo(&s.target), false) {
                 return error(e.status(), e.to_string());
             }
+            s
         }
         _ => return error(StatusCode::NOT_FOUND, "no such import"),
+    };
+    if imp.status(id).is_none() {
+        // Another node runs it: record the request for its next
+        // heartbeat. The answer is the status as last stored.
+        return match imp.meta().request_import_cancel(id).await {
+            Ok(true) if !status.state.is_finished() && status.phase != "tagging" => {
+                (StatusCode::ACCEPTED, Json(status)).into_response()
+            }
+            Ok(_) => error(
+                StatusCode::CONFLICT,
+                "the import has finished or is writing tags; it cannot be cancelled now",
+            ),
+            Err(e) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot reach the metadata store: {e}"),
+            ),
+        };
     }
     match imp.cancel(id) {
         None => error(StatusCode::NOT_FOUND, "no such import"),
@@ -746,7 +872,8 @@ pub async fn list_imports(
 ) -> Response {
     let caller = caller_of(caller);
     let jobs: Vec<JobStatus> = imp
-        .list()
+        .recent()
+        .await
         .into_iter()
         .filter(|s| visible(&caller, s))
         .collect();
