@@ -188,6 +188,60 @@ async fn run_db_update(data: &std::path::Path, urls: &[String]) -> anyhow::Resul
     Ok(report["version"].as_str().unwrap_or("?").to_string())
 }
 
+/// How often a node that does not lead a duty tries for its lead.
+const LEAD_RETRY: Duration = Duration::from_secs(5);
+
+/// Collect garbage every `every` while this node leads [`registry::Duty::Gc`]
+/// (on SQLite the one node always does). The lead is held as long as the
+/// node's connection to PostgreSQL lives; when the leader dies another
+/// node takes it within [`LEAD_RETRY`]. GC itself runs as `drydock gc`
+/// does, on stores of its own, under the cluster's GC lock, so even two
+/// leaders for a moment (a dead one not yet noticed) cannot do harm.
+async fn scheduled_gc(config: Config, meta: Arc<dyn registry::Meta>, every: Duration) {
+    let mut lead = meta.lead(registry::Duty::Gc, LEAD_RETRY);
+    loop {
+        while !lead.is_leader() {
+            lead.changed().await;
+        }
+        tracing::info!(
+            duty = "gc",
+            every_secs = every.as_secs(),
+            "this node leads: it runs scheduled garbage collection"
+        );
+        while lead.is_leader() {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = lead.changed() => continue,
+            }
+            if !lead.is_leader() {
+                break;
+            }
+            let opts = registry::GcOptions {
+                dry_run: false,
+                grace: Duration::from_secs(config.gc_grace_secs),
+            };
+            match registry::gc_stores(
+                &config.data,
+                &config.storage.blobs(),
+                &config.metadata.storage(),
+                opts,
+            )
+            .await
+            {
+                Ok(r) => tracing::info!(
+                    duty = "gc",
+                    manifests_removed = r.manifests_removed,
+                    blobs_removed = r.blobs_removed,
+                    bytes_freed = r.bytes_freed,
+                    "scheduled garbage collection done"
+                ),
+                Err(e) => tracing::warn!(duty = "gc", "scheduled garbage collection failed: {e}"),
+            }
+        }
+        tracing::info!(duty = "gc", "this node no longer leads garbage collection");
+    }
+}
+
 pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     tune_allocator();
     // Before anything opens files: the connection cap is derived from it.
@@ -201,6 +255,13 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let registry = Registry::open(registry_options(&config))
         .with_context(|| format!("cannot open data directory {}", config.data.display()))?;
     let access = access_control(&args, &config, listen)?;
+    if config.gc_interval_secs > 0 {
+        tokio::spawn(scheduled_gc(
+            config.clone(),
+            registry.meta().clone(),
+            Duration::from_secs(config.gc_interval_secs),
+        ));
+    }
     // The assessor registers itself as the registry's event sink before it
     // looks for unassessed manifests, so no push falls in between.
     let vulndb = vulndb::Handle::open_with_interval(

@@ -34,6 +34,13 @@ pub struct Config {
     /// Seconds after which an upload with no activity is abandoned.
     /// Env: `DRYDOCK_UPLOAD_EXPIRY_SECS`.
     pub upload_expiry_secs: u64,
+    /// Collect garbage this often in `serve` (0: never; run `drydock gc`
+    /// instead). With several nodes only the GC leader does.
+    /// Env: `DRYDOCK_GC_INTERVAL_SECS`.
+    pub gc_interval_secs: u64,
+    /// Scheduled GC never removes content younger than this.
+    /// Env: `DRYDOCK_GC_GRACE_SECS`.
+    pub gc_grace_secs: u64,
     /// `/readyz` is not ready below this much free space on the data
     /// directory's filesystem; unset: 1 GiB or 1%, whichever is smaller.
     pub min_free_bytes: Option<u64>,
@@ -80,6 +87,8 @@ impl Default for Config {
             data: PathBuf::from("drydock-data"),
             log_format: "text".into(),
             upload_expiry_secs: 24 * 3600,
+            gc_interval_secs: 0,
+            gc_grace_secs: 3600,
             min_free_bytes: None,
             assess: AssessConfig::default(),
             catalog: CatalogSection::default(),
@@ -131,6 +140,16 @@ impl Config {
             self.upload_expiry_secs = v
                 .parse()
                 .with_context(|| format!("DRYDOCK_UPLOAD_EXPIRY_SECS: not a number: {v:?}"))?;
+        }
+        if let Some(v) = get("DRYDOCK_GC_INTERVAL_SECS") {
+            self.gc_interval_secs = v
+                .parse()
+                .with_context(|| format!("DRYDOCK_GC_INTERVAL_SECS: not a number: {v:?}"))?;
+        }
+        if let Some(v) = get("DRYDOCK_GC_GRACE_SECS") {
+            self.gc_grace_secs = v
+                .parse()
+                .with_context(|| format!("DRYDOCK_GC_GRACE_SECS: not a number: {v:?}"))?;
         }
         if let Some(v) = get("DRYDOCK_ASSESS_WORKERS") {
             self.assess.workers = v

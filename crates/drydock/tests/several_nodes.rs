@@ -7,6 +7,9 @@
 //! while images are pushed: the others keep serving, the clients' retries
 //! succeed, and no tag points at anything missing.
 //!
+//! Apart, three nodes with scheduled GC: only the GC leader collects, and
+//! when it is killed another node takes the lead over.
+//!
 //! Skips (naming what is missing) without PostgreSQL, the shared tools'
 //! SeaweedFS, skopeo or the test images, except under CI.
 
@@ -151,6 +154,100 @@ fn copy_args(from: String, to: String) -> Vec<String> {
     .collect()
 }
 
+/// A configuration file in `dir` putting blobs under `prefix` of the
+/// SeaweedFS bucket on `port`; its path.
+fn s3_config(dir: &std::path::Path, port: u16, prefix: &str) -> std::path::PathBuf {
+    let config = dir.join("drydock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage.s3]\nendpoint = \"http://127.0.0.1:{port}\"\nbucket = \"registry\"\n\
+             region = \"us-east-1\"\npath_style = true\naccess_key = \"testkey\"\n\
+             secret_key = \"testsecret\"\nprefix = \"{prefix}\"\npart_size_mib = 5\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Which of `nodes` have logged `line` (after the first `from[i]` bytes
+/// of their logs).
+fn logged(nodes: &[Node], from: &[usize], line: &str) -> Vec<usize> {
+    (0..nodes.len())
+        .filter(|&i| {
+            let log = std::fs::read_to_string(&nodes[i].log).unwrap_or_default();
+            log.get(from[i]..).is_some_and(|l| l.contains(line))
+        })
+        .collect()
+}
+
+/// Wait (at most `within`) until some node logged `line`; which did.
+async fn until_logged(nodes: &[Node], from: &[usize], line: &str, within: Duration) -> Vec<usize> {
+    let deadline = Instant::now() + within;
+    loop {
+        let who = logged(nodes, from, line);
+        if !who.is_empty() {
+            return who;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node logged {line:?} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const LEADS: &str = "this node leads: it runs scheduled garbage collection";
+const GC_DONE: &str = "scheduled garbage collection done";
+
+/// Three nodes with scheduled GC every second: exactly one (the leader of
+/// the GC duty) runs it. Killed with SIGKILL, its PostgreSQL session ends
+/// and with it the lead: another node takes over within the retry period
+/// (5 s) and runs GC from then on; the third still does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gc_leader_dies_and_another_node_takes_over() {
+    let Some(pg) = storage::testing::shared_cluster() else {
+        return;
+    };
+    let Some(s3) = start_s3() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = s3_config(tmp.path(), s3.port, "gc-leader/");
+    let url = pg.fresh_database();
+    let env = [
+        ("DRYDOCK_METADATA_URL", url.as_str()),
+        ("DRYDOCK_GC_INTERVAL_SECS", "1"),
+        ("RUST_LOG", "warn,drydock=info"),
+    ];
+    let mut nodes = Vec::new();
+    for n in ["n1", "n2", "n3"] {
+        nodes.push(Node::start(&tmp.path().join(n), &config, &env).await);
+    }
+    let start = [0, 0, 0];
+    let ran = until_logged(&nodes, &start, GC_DONE, Duration::from_secs(30)).await;
+    // A few more periods: still one leader, and only it collects.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let leaders = logged(&nodes, &start, LEADS);
+    assert_eq!(leaders.len(), 1, "leaders: {leaders:?}");
+    assert_eq!(logged(&nodes, &start, GC_DONE), leaders);
+    assert_eq!(ran, leaders);
+    let old = leaders[0];
+
+    let from: Vec<usize> = nodes
+        .iter()
+        .map(|n| std::fs::metadata(&n.log).map_or(0, |m| m.len() as usize))
+        .collect();
+    nodes[old].kill9();
+    let killed = Instant::now();
+    let new = until_logged(&nodes, &from, LEADS, Duration::from_secs(30)).await;
+    eprintln!("GC lead taken over in {:?}", killed.elapsed());
+    assert_eq!(new.len(), 1, "new leaders: {new:?}");
+    assert_ne!(new[0], old);
+    let ran = until_logged(&nodes, &from, GC_DONE, Duration::from_secs(30)).await;
+    assert_eq!(ran, new, "only the new leader collects");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_behind_a_round_robin_balancer() {
     let images = transport::require_test_images!();
@@ -164,17 +261,7 @@ async fn three_nodes_behind_a_round_robin_balancer() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("drydock.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage.s3]\nendpoint = \"http://127.0.0.1:{}\"\nbucket = \"registry\"\n\
-             region = \"us-east-1\"\npath_style = true\naccess_key = \"testkey\"\n\
-             secret_key = \"testsecret\"\nprefix = \"several-nodes/\"\npart_size_mib = 5\n",
-            s3.port
-        ),
-    )
-    .unwrap();
+    let config = s3_config(tmp.path(), s3.port, "several-nodes/");
     let url = pg.fresh_database();
     let env = [
         ("DRYDOCK_METADATA_URL", url.as_str()),
