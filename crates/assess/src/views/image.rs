@@ -234,10 +234,15 @@ impl Service {
         view.remediation = Some(rem);
 
         // Diffs.
-        let now_keys: Vec<String> = res.findings.iter().map(finding_key).collect();
+        // Keys only when there is something to compare with (5,000
+        // findings make 5,000 strings).
+        let keys = std::cell::OnceCell::new();
+        let now_keys = || -> &Vec<String> {
+            keys.get_or_init(|| res.findings.iter().map(finding_key).collect())
+        };
         if let Some(prev_at) = res.prev_assessed_at {
             let diff = match &res.prev_keys {
-                Some(prev) => diff_keys(prev.iter(), now_keys.iter()),
+                Some(prev) => diff_keys(prev.iter(), now_keys().iter()),
                 None => Diff::default(),
             };
             view.diffs.previous_assessment = Some(DiffView {
@@ -262,7 +267,7 @@ impl Service {
                     repository: Some(repo),
                     tag: Some(tag),
                     previous_db_version: pres.db_version,
-                    diff: diff_keys(prev_keys.iter(), now_keys.iter()),
+                    diff: diff_keys(prev_keys.iter(), now_keys().iter()),
                 });
             }
         }
