@@ -5,7 +5,7 @@
 
 mod support;
 
-use patch::archive::{ArchiveSource, Fetcher, Keyring};
+use patch::archive::{ArchiveSource, Keyring};
 use support::*;
 
 fn source(url: &str) -> Vec<ArchiveSource> {
@@ -18,14 +18,12 @@ fn source(url: &str) -> Vec<ArchiveSource> {
 
 #[tokio::test]
 async fn signed_archive_verifies_and_serves_verified_packages() {
-    let Some(dir) = archive() else { return };
-    let root = dir.path().join("archive");
-    let srv = serve(root.clone()).await;
-    let keyring = Keyring::load(&root.join("keyring.gpg")).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let fetcher = Fetcher::new(data.path(), loopback()).unwrap();
-    let index = fetcher
-        .index(&source(&srv.url), &keyring, "amd64")
+    let Some(setup) = fetch_setup().await else {
+        return;
+    };
+    let index = setup
+        .fetcher
+        .index(&source(&setup.srv.url), &setup.keyring, "amd64")
         .await
         .unwrap();
     let tasn = index.versions("libtasn1-6");
@@ -36,24 +34,26 @@ async fn signed_archive_verifies_and_serves_verified_packages() {
         index.by_name.keys().collect::<Vec<_>>()
     );
     assert_eq!(tasn[0].version(), "4.19.0-2+deb12u1");
-    let deb = fetcher
+    let deb = setup
+        .fetcher
         .verified(&tasn[0].url, &tasn[0].sha256, tasn[0].size)
         .await
         .unwrap();
-    assert!(deb.starts_with(data.path().join("patch-cache/sha256")));
+    assert!(deb.starts_with(setup.data.path().join("patch-cache/sha256")));
     let control = patch::deb::read_control(&deb).unwrap();
     assert_eq!(control.stanza.package(), "libtasn1-6");
     assert!(control.files.contains_key("md5sums"));
     // Cached by hash: served again without the server.
-    srv.overrides.lock().unwrap().insert(
+    setup.srv.overrides.lock().unwrap().insert(
         tasn[0]
             .url
-            .trim_start_matches(&format!("{}/", srv.url))
+            .trim_start_matches(&format!("{}/", setup.srv.url))
             .to_string(),
         b"gone".to_vec(),
     );
     assert_eq!(
-        fetcher
+        setup
+            .fetcher
             .verified(&tasn[0].url, &tasn[0].sha256, tasn[0].size)
             .await
             .unwrap(),
@@ -63,14 +63,13 @@ async fn signed_archive_verifies_and_serves_verified_packages() {
 
 #[tokio::test]
 async fn another_key_is_refused() {
-    let Some(dir) = archive() else { return };
-    let root = dir.path().join("archive");
-    let srv = serve(root.clone()).await;
-    let other = Keyring::load(&root.join("other-keyring.asc")).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let fetcher = Fetcher::new(data.path(), loopback()).unwrap();
-    let err = fetcher
-        .index(&source(&srv.url), &other, "amd64")
+    let Some(setup) = fetch_setup().await else {
+        return;
+    };
+    let other = Keyring::load(&setup.root.join("other-keyring.asc")).unwrap();
+    let err = setup
+        .fetcher
+        .index(&source(&setup.srv.url), &other, "amd64")
         .await
         .unwrap_err();
     let msg = format!("{err:#}");
@@ -82,17 +81,14 @@ async fn another_key_is_refused() {
 
 #[tokio::test]
 async fn altered_or_unsigned_inrelease_is_refused() {
-    let Some(dir) = archive() else { return };
-    let root = dir.path().join("archive");
-    let srv = serve(root.clone()).await;
-    let keyring = Keyring::load(&root.join("keyring.gpg")).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let fetcher = Fetcher::new(data.path(), loopback()).unwrap();
-    let signed = std::fs::read_to_string(root.join("dists/bookworm/InRelease")).unwrap();
+    let Some(setup) = fetch_setup().await else {
+        return;
+    };
+    let signed = std::fs::read_to_string(setup.root.join("dists/bookworm/InRelease")).unwrap();
     assert!(signed.contains("Origin: drydock-test"));
     let key = "dists/bookworm/InRelease".to_string();
 
-    srv.overrides.lock().unwrap().insert(
+    setup.srv.overrides.lock().unwrap().insert(
         key.clone(),
         signed
             .replace("Origin: drydock-test", "Origin: drydock-tesT")
@@ -100,19 +96,21 @@ async fn altered_or_unsigned_inrelease_is_refused() {
     );
     let msg = format!(
         "{:#}",
-        fetcher
-            .index(&source(&srv.url), &keyring, "amd64")
+        setup
+            .fetcher
+            .index(&source(&setup.srv.url), &setup.keyring, "amd64")
             .await
             .unwrap_err()
     );
     assert!(msg.contains("does not verify"), "{msg}");
 
-    let release = std::fs::read(root.join("dists/bookworm/Release")).unwrap();
-    srv.overrides.lock().unwrap().insert(key, release);
+    let release = std::fs::read(setup.root.join("dists/bookworm/Release")).unwrap();
+    setup.srv.overrides.lock().unwrap().insert(key, release);
     let msg = format!(
         "{:#}",
-        fetcher
-            .index(&source(&srv.url), &keyring, "amd64")
+        setup
+            .fetcher
+            .index(&source(&setup.srv.url), &setup.keyring, "amd64")
             .await
             .unwrap_err()
     );
@@ -121,48 +119,55 @@ async fn altered_or_unsigned_inrelease_is_refused() {
 
 #[tokio::test]
 async fn altered_index_or_package_is_refused() {
-    let Some(dir) = archive() else { return };
-    let root = dir.path().join("archive");
-    let srv = serve(root.clone()).await;
-    let keyring = Keyring::load(&root.join("keyring.gpg")).unwrap();
+    let Some(setup) = fetch_setup().await else {
+        return;
+    };
 
     // A Packages index that is not the one the signed Release lists.
-    let data = tempfile::tempdir().unwrap();
-    let fetcher = Fetcher::new(data.path(), loopback()).unwrap();
-    let mut xz = std::fs::read(root.join("dists/bookworm/main/binary-amd64/Packages.xz")).unwrap();
+    let mut xz = std::fs::read(
+        setup
+            .root
+            .join("dists/bookworm/main/binary-amd64/Packages.xz"),
+    )
+    .unwrap();
     let n = xz.len();
     xz[n / 2] ^= 0x55;
-    srv.overrides
+    setup
+        .srv
+        .overrides
         .lock()
         .unwrap()
         .insert("dists/bookworm/main/binary-amd64/Packages.xz".into(), xz);
     let msg = format!(
         "{:#}",
-        fetcher
-            .index(&source(&srv.url), &keyring, "amd64")
+        setup
+            .fetcher
+            .index(&source(&setup.srv.url), &setup.keyring, "amd64")
             .await
             .unwrap_err()
     );
     assert!(msg.contains("does not match the signed index"), "{msg}");
-    srv.overrides.lock().unwrap().clear();
+    setup.srv.overrides.lock().unwrap().clear();
 
     // A .deb whose bytes differ from the hash its stanza gives.
-    let index = fetcher
-        .index(&source(&srv.url), &keyring, "amd64")
+    let index = setup
+        .fetcher
+        .index(&source(&setup.srv.url), &setup.keyring, "amd64")
         .await
         .unwrap();
     let c = &index.versions("libudev1")[0];
     let rel = c
         .url
-        .trim_start_matches(&format!("{}/", srv.url))
+        .trim_start_matches(&format!("{}/", setup.srv.url))
         .to_string();
-    let mut deb = std::fs::read(root.join(&rel)).unwrap();
+    let mut deb = std::fs::read(setup.root.join(&rel)).unwrap();
     let n = deb.len();
     deb[n - 100] ^= 0x01;
-    srv.overrides.lock().unwrap().insert(rel, deb);
+    setup.srv.overrides.lock().unwrap().insert(rel, deb);
     let msg = format!(
         "{:#}",
-        fetcher
+        setup
+            .fetcher
             .verified(&c.url, &c.sha256, c.size)
             .await
             .unwrap_err()
@@ -171,7 +176,8 @@ async fn altered_index_or_package_is_refused() {
     assert!(msg.contains("tampered"), "{msg}");
     // Nothing unverified was kept.
     assert!(
-        !data
+        !setup
+            .data
             .path()
             .join("patch-cache/sha256")
             .join(&c.sha256)
@@ -184,22 +190,22 @@ async fn altered_index_or_package_is_refused() {
 /// (an error) from an altered `InRelease`.
 #[tokio::test]
 async fn archive_fingerprint_is_the_signed_packages_hashes() {
-    let Some(dir) = archive() else { return };
-    let root = dir.path().join("archive");
-    let srv = serve(root.clone()).await;
-    let keyring = Keyring::load(&root.join("keyring.gpg")).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let fetcher = Fetcher::new(data.path(), loopback()).unwrap();
-    let a = fetcher
-        .fingerprint(&source(&srv.url), &keyring)
+    let Some(setup) = fetch_setup().await else {
+        return;
+    };
+    let a = setup
+        .fetcher
+        .fingerprint(&source(&setup.srv.url), &setup.keyring)
         .await
         .unwrap();
-    let b = fetcher
-        .fingerprint(&source(&srv.url), &keyring)
+    let b = setup
+        .fetcher
+        .fingerprint(&source(&setup.srv.url), &setup.keyring)
         .await
         .unwrap();
     assert_eq!(a, b);
-    let packages = std::fs::read(root.join("dists/bookworm/main/binary-amd64/Packages")).unwrap();
+    let packages =
+        std::fs::read(setup.root.join("dists/bookworm/main/binary-amd64/Packages")).unwrap();
     use sha2::Digest as _;
     let sha = hex::encode(sha2::Sha256::digest(&packages));
     assert!(
@@ -210,13 +216,14 @@ async fn archive_fingerprint_is_the_signed_packages_hashes() {
         "{a}"
     );
     assert_eq!(a.matches("main/binary-amd64/Packages").count(), 3, "{a}");
-    let inrelease = std::fs::read_to_string(root.join("dists/bookworm/InRelease")).unwrap();
-    srv.overrides.lock().unwrap().insert(
+    let inrelease = std::fs::read_to_string(setup.root.join("dists/bookworm/InRelease")).unwrap();
+    setup.srv.overrides.lock().unwrap().insert(
         "dists/bookworm/InRelease".into(),
         inrelease.replacen(&sha, &"0".repeat(64), 1).into_bytes(),
     );
-    let err = fetcher
-        .fingerprint(&source(&srv.url), &keyring)
+    let err = setup
+        .fetcher
+        .fingerprint(&source(&setup.srv.url), &setup.keyring)
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("does not verify"), "{err:#}");
@@ -224,14 +231,12 @@ async fn archive_fingerprint_is_the_signed_packages_hashes() {
 
 #[tokio::test]
 async fn an_architecture_the_archive_lacks_is_named_as_such() {
-    let Some(dir) = archive() else { return };
-    let root = dir.path().join("archive");
-    let srv = serve(root.clone()).await;
-    let keyring = Keyring::load(&root.join("keyring.gpg")).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let fetcher = Fetcher::new(data.path(), loopback()).unwrap();
-    let err = fetcher
-        .index(&source(&srv.url), &keyring, "arm64")
+    let Some(setup) = fetch_setup().await else {
+        return;
+    };
+    let err = setup
+        .fetcher
+        .index(&source(&setup.srv.url), &setup.keyring, "arm64")
         .await
         .unwrap_err();
     let missing = err
@@ -247,9 +252,13 @@ async fn an_architecture_the_archive_lacks_is_named_as_such() {
     );
     // A component the archive does not have is a configuration error,
     // not a platform to skip.
-    let mut other = source(&srv.url);
+    let mut other = source(&setup.srv.url);
     other[0].components = vec!["contrib".into()];
-    let err = fetcher.index(&other, &keyring, "amd64").await.unwrap_err();
+    let err = setup
+        .fetcher
+        .index(&other, &setup.keyring, "amd64")
+        .await
+        .unwrap_err();
     assert!(
         err.downcast_ref::<patch::NoArchitecture>().is_none(),
         "{err:#}"

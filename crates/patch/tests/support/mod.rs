@@ -160,3 +160,37 @@ pub async fn serve(root: PathBuf) -> FileServer {
 pub fn loopback() -> egress::EgressPolicy {
     egress::EgressPolicy::parse_allow(&["127.0.0.0/8".to_string()]).unwrap()
 }
+
+/// The signed archive served on loopback, the key it is signed with and a
+/// fetcher with a cache of its own: where each archive test starts.
+pub struct FetchSetup {
+    /// The archive's root (`dists/`, `pool/`, the keyrings).
+    pub root: PathBuf,
+    pub srv: FileServer,
+    /// The archive's own key (`keyring.gpg`).
+    pub keyring: patch::archive::Keyring,
+    pub fetcher: patch::archive::Fetcher,
+    /// The fetcher's data directory (its `patch-cache/`).
+    pub data: tempfile::TempDir,
+    /// The archive's directory, removed when dropped.
+    _archive: tempfile::TempDir,
+}
+
+/// [`archive`] served by [`serve`], with a fetcher under [`loopback`];
+/// `None` when the archive is skipped.
+pub async fn fetch_setup() -> Option<FetchSetup> {
+    let dir = archive()?;
+    let root = dir.path().join("archive");
+    let srv = serve(root.clone()).await;
+    let keyring = patch::archive::Keyring::load(&root.join("keyring.gpg")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let fetcher = patch::archive::Fetcher::new(data.path(), loopback()).unwrap();
+    Some(FetchSetup {
+        root,
+        srv,
+        keyring,
+        fetcher,
+        data,
+        _archive: dir,
+    })
+}
