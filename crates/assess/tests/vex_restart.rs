@@ -316,6 +316,57 @@ async fn an_untrusted_pushers_vex_queued_before_a_restart_is_stored_not_applied(
     svc.shutdown();
 }
 
+/// A referrer refused as dev's, pushed again (the same manifest) by sec:
+/// its job runs again and the document is applied as sec's. dev pushing it
+/// once more then withdraws nothing.
+#[tokio::test]
+async fn a_refused_vex_pushed_again_by_a_trusted_user_is_applied() {
+    let w = world().await;
+    let dev = Pusher::User {
+        name: "dev".into(),
+        groups: vec!["developers".into()],
+    };
+    let (svc, image, vex) = w
+        .queue_then_restart(dev.clone(), "https://example.com/vex/shared")
+        .await;
+    assert!(svc.vex_documents().unwrap()[0].not_applied.is_some());
+    assert_eq!(judged(&svc, &image).await.0, "unhealthy");
+
+    let sec = Pusher::User {
+        name: "sec".into(),
+        groups: vec!["security".into()],
+    };
+    let again = |who: Pusher| {
+        svc.manifest_pushed_by("team/app", &vex.to_string(), OCI_MANIFEST, &[], Some(who))
+    };
+    again(sec);
+    svc.wait_idle(Duration::from_secs(30)).await.unwrap();
+    let docs = svc.vex_documents().unwrap();
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(docs[0].recorded_by.as_deref(), Some("sec"));
+    assert_eq!(docs[0].not_applied, None, "{docs:?}");
+    let (health, note) = judged(&svc, &image).await;
+    assert_eq!(health, "healthy");
+    assert_eq!(note.unwrap().recorded_by.as_deref(), Some("sec"));
+
+    again(dev);
+    svc.wait_idle(Duration::from_secs(30)).await.unwrap();
+    // It ran (only a job that succeeded forgets the pusher it stored).
+    assert_eq!(svc.store().pusher(&vex.to_string()).unwrap(), None);
+    let docs = svc.vex_documents().unwrap();
+    assert_eq!(docs[0].recorded_by.as_deref(), Some("sec"));
+    assert_eq!(docs[0].not_applied, None, "{docs:?}");
+    let artifact = svc.store().image(&vex.to_string()).unwrap().unwrap();
+    assert!(
+        artifact
+            .error
+            .unwrap_or_default()
+            .contains("VEX document https://example.com/vex/shared applied"),
+    );
+    assert_eq!(judged(&svc, &image).await.0, "healthy");
+    svc.shutdown();
+}
+
 /// The `images` table as drydock created it before the pusher was stored.
 const OLD_IMAGES: &str = "CREATE TABLE images(
   digest TEXT PRIMARY KEY,

@@ -274,23 +274,25 @@ impl Service {
             }
         };
         let key = format!("referrer:{digest}");
-        // The pusher is forgotten once the job succeeds; a rescan runs the
-        // same referrer (same digest, same document) again without it. Its
-        // judgement made with the pusher known stands, instead of one as if
-        // nobody known had pushed it (which would withdraw a trusted one).
-        if pusher.is_none() {
-            match self.inner.store.vex_document(&key) {
-                Ok(Some(earlier)) if earlier.recorded_by.is_some() => {
-                    return Some(referrer_note(
-                        &doc,
-                        &subject.digest,
-                        earlier.recorded_by.as_deref(),
-                        earlier.not_applied.as_deref(),
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => return Some(format!("VEX document not applied: {e:#}")),
-            }
+        // The same referrer (same digest, same document) judged before
+        // with a known pusher runs again on a rescan, without its pusher
+        // (forgotten once its job succeeded), or when pushed again, by
+        // someone else. The earlier judgement stands unless this push may
+        // turn a refused document into an applied one: neither a rescan
+        // nor an untrusted user's push withdraws a trusted one's document.
+        let earlier = match self.inner.store.vex_document(&key) {
+            Ok(e) => e.filter(|e| e.recorded_by.is_some()),
+            Err(e) => return Some(format!("VEX document not applied: {e:#}")),
+        };
+        if let Some(earlier) = earlier
+            && (pusher.is_none() || earlier.not_applied.is_none())
+        {
+            return Some(referrer_note(
+                &doc,
+                &subject.digest,
+                earlier.recorded_by.as_deref(),
+                earlier.not_applied.as_deref(),
+            ));
         }
         let not_applied = self.inner.opts.vex.refuses(pusher);
         let from = VexFrom {

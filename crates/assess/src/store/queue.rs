@@ -34,7 +34,8 @@ impl Store {
     /// the same statement: a job never exists without its pusher, so a
     /// VEX referrer queued before a restart is judged by who pushed it.
     /// A later push of the same digest by someone known replaces the
-    /// pusher; one by nobody known (`None`) keeps it.
+    /// pusher (and runs a finished artifact's job again); one by nobody
+    /// known (`None`) keeps it.
     pub fn enqueue_pushed_by(
         &self,
         repo: &str,
@@ -93,18 +94,26 @@ impl Store {
     ) -> Result<bool> {
         let c = self.c();
         let pushed_at = pushed.then_some(now);
+        // A failed job is retried. So is a finished artifact pushed again
+        // by someone known: a VEX referrer is judged by its pushers, and
+        // this one may be trusted where the first was not (a cheap job:
+        // one manifest, one small blob).
+        let again = "images.status = 'failed' OR (excluded.pusher IS NOT NULL \
+                     AND images.kind = 'artifact' AND images.status = 'unsupported')";
         let changed = c.execute(
-            "INSERT INTO images(digest, repo, media_type, parent, platform, status, queued_at, last_pushed_at, pusher)
+            &format!(
+                "INSERT INTO images(digest, repo, media_type, parent, platform, status, queued_at, last_pushed_at, pusher)
              VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)
              ON CONFLICT(digest) DO UPDATE SET
                last_pushed_at = COALESCE(excluded.last_pushed_at, images.last_pushed_at),
                pusher = COALESCE(excluded.pusher, images.pusher),
                parent = COALESCE(images.parent, excluded.parent),
                platform = COALESCE(images.platform, excluded.platform),
-               status = CASE WHEN images.status = 'failed' THEN 'queued' ELSE images.status END,
-               attempts = CASE WHEN images.status = 'failed' THEN 0 ELSE images.attempts END,
-               error = CASE WHEN images.status = 'failed' THEN NULL ELSE images.error END,
-               queued_at = CASE WHEN images.status = 'failed' THEN excluded.queued_at ELSE images.queued_at END",
+               status = CASE WHEN {again} THEN 'queued' ELSE images.status END,
+               attempts = CASE WHEN {again} THEN 0 ELSE images.attempts END,
+               error = CASE WHEN {again} THEN NULL ELSE images.error END,
+               queued_at = CASE WHEN {again} THEN excluded.queued_at ELSE images.queued_at END"
+            ),
             params![digest, repo, media_type, parent, platform, now, pushed_at, pusher],
         )?;
         let _ = changed;
