@@ -358,7 +358,8 @@ fn wait_login(port: u16, auth: &str) {
 /// layout) is stored and listed `not_applied` with the reason, and the
 /// image's health and findings stay as they were. `sec`, in the security
 /// group, pushes the same statements: every finding becomes not affected
-/// per VEX, recorded as stated by sec, and the image turns healthy.
+/// per VEX, recorded as stated by sec, and the image turns healthy. dev's
+/// referrer pushed again by sec is then applied as sec's.
 #[test]
 fn vex_referrers_apply_only_from_trusted_pushers_with_real_clients() {
     transport::require_test_images!(dir);
@@ -441,11 +442,10 @@ fn vex_referrers_apply_only_from_trusted_pushers_with_real_clients() {
     let subject = manifest_descriptor(port, &admin, "library/debian", &digest);
 
     // Push one OpenVEX referrer as `who`; returns its job's view.
-    let push_vex = |who: &str, password: &str, id: &str| -> Value {
+    let push_vex = |who: &str, password: &str, id: &str, tag: &str| -> Value {
         let layout = tempfile::tempdir().unwrap();
         let vex = openvex(id, &digest, &ids).to_string();
         vex_layout(layout.path(), &vex, &digest, subject.clone());
-        let tag = format!("vex-{who}");
         skopeo(&[
             "copy",
             "-q",
@@ -484,7 +484,12 @@ fn vex_referrers_apply_only_from_trusted_pushers_with_real_clients() {
     };
 
     // dev: stored, listed with the reason, not applied.
-    let a = push_vex("dev", "dev-password", "https://example.com/vex/by-dev");
+    let a = push_vex(
+        "dev",
+        "dev-password",
+        "https://example.com/vex/by-dev",
+        "vex-dev",
+    );
     let why = "pushed by dev, who is not trusted for VEX (assess.vex.trusted)";
     let note = a["error"].as_str().unwrap_or("");
     assert!(
@@ -492,7 +497,8 @@ fn vex_referrers_apply_only_from_trusted_pushers_with_real_clients() {
             && note.contains(why),
         "{a}"
     );
-    let row = listed(&format!("referrer:{}", a["digest"].as_str().unwrap()));
+    let by_dev = format!("referrer:{}", a["digest"].as_str().unwrap());
+    let row = listed(&by_dev);
     assert_eq!(row["recorded_by"], "dev", "{row}");
     assert_eq!(row["not_applied"], why, "{row}");
     assert_eq!(row["doc_id"], "https://example.com/vex/by-dev", "{row}");
@@ -509,7 +515,12 @@ fn vex_referrers_apply_only_from_trusted_pushers_with_real_clients() {
     );
 
     // sec: applied; every finding not affected per VEX, stated by sec.
-    let a = push_vex("sec", "sec-password", "https://example.com/vex/by-sec");
+    let a = push_vex(
+        "sec",
+        "sec-password",
+        "https://example.com/vex/by-sec",
+        "vex-sec",
+    );
     let note = a["error"].as_str().unwrap_or("");
     assert!(
         note.contains("VEX document https://example.com/vex/by-sec applied")
@@ -543,4 +554,26 @@ fn vex_referrers_apply_only_from_trusted_pushers_with_real_clients() {
         assert_eq!(n["recorded_by"], "sec", "{f}");
         assert_eq!(n["author"], "Platform Security", "{f}");
     }
+
+    // dev's very referrer (same manifest, same digest) pushed again by
+    // sec: its job runs again and the document is applied as sec's.
+    let a = push_vex(
+        "sec",
+        "sec-password",
+        "https://example.com/vex/by-dev",
+        "vex-again",
+    );
+    assert_eq!(
+        format!("referrer:{}", a["digest"].as_str().unwrap()),
+        by_dev
+    );
+    let note = a["error"].as_str().unwrap_or("");
+    assert!(
+        note.contains("VEX document https://example.com/vex/by-dev applied")
+            && note.contains("pushed by sec"),
+        "{a}"
+    );
+    let row = listed(&by_dev);
+    assert_eq!(row["recorded_by"], "sec", "{row}");
+    assert!(row["not_applied"].is_null(), "{row}");
 }
