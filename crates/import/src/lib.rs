@@ -834,12 +834,17 @@ pub async fn cancel_import(
     };
     if imp.status(id).is_none() {
         // Another node runs it: record the request for its next
-        // heartbeat. The answer is the status as last stored.
-        return match imp.meta().request_import_cancel(id).await {
-            Ok(true) if !status.state.is_finished() && status.phase != "tagging" => {
-                (StatusCode::ACCEPTED, Json(status)).into_response()
-            }
-            Ok(_) => error(
+        // heartbeat (which still refuses it once tags are being written).
+        // The answer is the status as last stored.
+        let too_late = status.state.is_finished() || status.phase == "tagging";
+        let asked = if too_late {
+            Ok(false)
+        } else {
+            imp.meta().request_import_cancel(id).await
+        };
+        return match asked {
+            Ok(true) => (StatusCode::ACCEPTED, Json(status)).into_response(),
+            Ok(false) => error(
                 StatusCode::CONFLICT,
                 "the import has finished or is writing tags; it cannot be cancelled now",
             ),
