@@ -3,12 +3,13 @@
 //! in three PATCHes is cataloged while it arrives (no blob is read back
 //! afterwards: every read goes through a counting `BlobSource`); a digest
 //! mismatch or a cancel leaves no cached result; a manifest's findings are
-//! there right after its PUT; with the switch off, layers are read back
-//! after their commit as before.
+//! there right after its PUT; a reader that fell behind the client reads
+//! the rest back once the upload commits; with the switch off, layers are
+//! read back after their commit as before.
 
 use assess::live::{CatalogCataloger, HandleSource, RegistrySource};
 use assess::views::FindingFilter;
-use assess::{Options, RegistryContent, Service};
+use assess::{Cataloger, Options, RegistryContent, Service};
 use catalog::LayerCache;
 use oci::{BlobSource, Digest, Name, Tag};
 use std::io::Read;
@@ -77,6 +78,62 @@ struct Setup {
 }
 
 async fn setup(while_uploading: bool) -> Setup {
+    let cataloger = Arc::new(CatalogCataloger {
+        limits: catalog::Limits {
+            verify_digest: false,
+            ..Default::default()
+        },
+    });
+    setup_with(while_uploading, 16 << 20, cataloger).await
+}
+
+/// The real cataloger, but each upload stream's reader starts late: the
+/// client is then always ahead of it.
+struct LateReader(CatalogCataloger);
+
+impl Cataloger for LateReader {
+    fn version(&self) -> u32 {
+        self.0.version()
+    }
+    fn catalog(
+        &self,
+        source: &dyn BlobSource,
+        manifest: &oci::ImageManifest,
+        cache: &dyn LayerCache,
+    ) -> Result<inventory::Inventory, assess::CatalogFailure> {
+        self.0.catalog(source, manifest, cache)
+    }
+    fn catalog_image(
+        &self,
+        source: &dyn BlobSource,
+        manifest: &oci::ImageManifest,
+        cache: &dyn LayerCache,
+    ) -> Result<assess::Cataloged, assess::CatalogFailure> {
+        self.0.catalog_image(source, manifest, cache)
+    }
+    fn prefetch_layer(
+        &self,
+        source: &dyn BlobSource,
+        layer: &Digest,
+        cache: &dyn LayerCache,
+    ) -> bool {
+        self.0.prefetch_layer(source, layer, cache)
+    }
+    fn catalog_upload(
+        &self,
+        reader: &mut dyn Read,
+        placeholder: &Digest,
+    ) -> Option<catalog::LayerInventory> {
+        std::thread::sleep(Duration::from_millis(500));
+        self.0.catalog_upload(reader, placeholder)
+    }
+}
+
+async fn setup_with(
+    while_uploading: bool,
+    stream_buffer_bytes: usize,
+    cataloger: Arc<dyn Cataloger>,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/vulndata/osv/Debian/all.zip");
@@ -85,6 +142,7 @@ async fn setup(while_uploading: bool) -> Setup {
     let mut opts = Options::new(dir.path());
     opts.tick = Duration::from_millis(50);
     opts.catalog_while_uploading = while_uploading;
+    opts.stream_buffer_bytes = stream_buffer_bytes;
     let reads = Arc::new(std::sync::Mutex::new(Vec::new()));
     let service = Service::open(
         opts,
@@ -92,12 +150,7 @@ async fn setup(while_uploading: bool) -> Setup {
             inner: RegistrySource(registry.clone()),
             reads: reads.clone(),
         }),
-        Arc::new(CatalogCataloger {
-            limits: catalog::Limits {
-                verify_digest: false,
-                ..Default::default()
-            },
-        }),
+        cataloger,
         Arc::new(HandleSource(vulndb::Handle::open(dir.path()))),
         Arc::new(assess::SystemClock),
     )
@@ -453,4 +506,31 @@ async fn assessed(service: &Service, digest: &Digest) -> assess::views::ImageVie
         assert!(Instant::now() < deadline, "{digest} not assessed in time");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_fell_behind_reads_the_rest_back_after_the_commit() {
+    // A 64 KiB pipe and a reader that starts half a second late: the
+    // client's 4 MiB are long past the pipe's room when it starts, so the
+    // watch stops taking bytes and the reader takes the rest of the layer
+    // from the store once the upload verified.
+    let late = Arc::new(LateReader(CatalogCataloger {
+        limits: catalog::Limits {
+            verify_digest: false,
+            ..Default::default()
+        },
+    }));
+    let s = setup_with(true, 64 << 10, late).await;
+    let data = layer(4 << 20, 5);
+    let d = s.monolithic("team/app", &data).await;
+    let cached = s.cached(&d).await.expect("layer cataloged");
+    assert_eq!(names(&cached), ["aaa", "bbb"]);
+    assert_eq!(layers_named(&cached), [d.to_string()]);
+    let counts = s.service.upload_catalog_counts();
+    assert_eq!(
+        (counts.streamed, counts.spilled, counts.read_back),
+        (0, 1, 0)
+    );
+    // Read back once (the tail), by the stream's reader: not whole again.
+    assert_eq!(s.reads_of(&d), 1);
 }
