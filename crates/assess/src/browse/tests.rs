@@ -1,6 +1,7 @@
 //! The lists' typed errors: what the web layer answers 400 for (a cursor
-//! this server did not give, an unknown sort or state) is told apart, and
-//! a cursor it did give continues where the page ended.
+//! this server did not give, an unknown sort or state) is told apart from
+//! a store that cannot be read (500), and a cursor this server gave
+//! continues where the page ended.
 
 use super::{BrowseError, ImageQuery, Snapshot, VulnQuery};
 use std::collections::{BTreeMap, HashMap};
@@ -119,5 +120,58 @@ fn an_unknown_sort_or_state_is_a_bad_filter_naming_it() {
             ..VulnQuery::default()
         };
         assert!(snap.vulnerabilities(&q, &all, None, 10).is_ok(), "{sort:?}");
+    }
+}
+
+/// Catalogs nothing: the test below never assesses an image.
+struct NoCatalog;
+
+impl crate::Cataloger for NoCatalog {
+    fn version(&self) -> u32 {
+        1
+    }
+    fn catalog(
+        &self,
+        _: &dyn oci::BlobSource,
+        _: &oci::ImageManifest,
+        _: &dyn catalog::LayerCache,
+    ) -> Result<inventory::Inventory, crate::CatalogFailure> {
+        Ok(inventory::Inventory::default())
+    }
+}
+
+struct NoDatabase;
+
+impl crate::VulnSource for NoDatabase {
+    fn current(&self) -> Option<Arc<dyn crate::VulnDatabase>> {
+        None
+    }
+}
+
+#[test]
+fn a_store_that_cannot_be_read_is_the_servers_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
+    let svc = crate::Service::open(
+        crate::service::Options::new(dir.path()),
+        Arc::new(crate::live::RegistrySource(reg)),
+        Arc::new(NoCatalog),
+        Arc::new(NoDatabase),
+        Arc::new(crate::SystemClock),
+    )
+    .unwrap();
+    // The images' table gone under the service: judging cannot read it.
+    rusqlite::Connection::open(dir.path().join("assess.db"))
+        .unwrap()
+        .execute_batch("DROP TABLE images")
+        .unwrap();
+    match svc.snapshot() {
+        Err(e @ BrowseError::Store(_)) => {
+            let m = e.to_string();
+            assert!(m.starts_with("cannot judge the registry's images: "), "{m}");
+            assert!(m.contains("images"), "{m}");
+        }
+        Err(e) => panic!("not a store error: {e:?}"),
+        Ok(_) => panic!("judged without its table"),
     }
 }
