@@ -152,16 +152,7 @@ fn browse_error(e: BrowseError) -> ApiError {
 }
 
 /// The states an image can be in, as `state=` accepts them.
-const STATES: &[&str] = &[
-    assess::browse::state::NOT_ASSESSED,
-    assess::browse::state::WAITING_FOR_DATABASE,
-    assess::browse::state::ASSESSING,
-    assess::browse::state::FAILED,
-    assess::browse::state::UNSUPPORTED,
-    assess::browse::state::HEALTHY,
-    assess::browse::state::UNHEALTHY,
-    assess::browse::state::INCOMPLETE,
-];
+const STATES: &[&str] = assess::browse::state::ALL;
 
 /// The vulnerability database card.
 #[derive(Debug, Clone, Serialize, ToSchema)]
