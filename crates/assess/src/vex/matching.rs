@@ -17,7 +17,8 @@ pub struct VexNote {
     /// Who gave drydock the document, as access control knew them: the
     /// identity that pushed the referrer, or the API caller. Absent for
     /// documents stored before drydock recorded it, and for referrers
-    /// whose pusher is unknown (pushed before a restart).
+    /// whose pusher is unknown (queued before drydock stored pushers,
+    /// found at start without a push, or written by drydock itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recorded_by: Option<String>,
     #[schema(value_type = String, example = "not_affected")]

@@ -115,7 +115,8 @@ impl VexOptions {
                 p.display()
             )),
             None => Some(
-                "its pusher is unknown (pushed before a restart); only identities in \
+                "its pusher is unknown (queued before drydock stored pushers, found at start \
+                 without a push, or written by drydock itself); only identities in \
                  assess.vex.trusted are trusted for VEX"
                     .into(),
             ),
