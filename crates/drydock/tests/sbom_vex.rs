@@ -6,6 +6,8 @@
 //! `[assess.vex] trusted` set, a referrer pushed by a user who may push but
 //! is not trusted is listed as not applied, with the reason, and changes
 //! nothing; the same statements pushed by a trusted user clear the findings.
+//! A loopback webhook receiver hears of the image while it is unhealthy and
+//! of nothing after the trusted VEX makes it healthy.
 
 mod cli_support;
 
@@ -352,6 +354,116 @@ fn wait_login(port: u16, auth: &str) {
     }
 }
 
+/// One request a loopback webhook receiver got: lower-cased head, raw body.
+struct Hook {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Hook {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+type Received = std::sync::Arc<std::sync::Mutex<Vec<Hook>>>;
+
+/// A webhook receiver on 127.0.0.1 that answers 200 to every request and
+/// keeps it: its URL, and what it got.
+fn webhook_receiver() -> (String, Received) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got: Received = Default::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let split = loop {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(p);
+                }
+            };
+            let Some(p) = split else { continue };
+            let head = String::from_utf8_lossy(&buf[..p]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            let mut body = buf[p + 4..].to_vec();
+            while body.len() < len {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body.extend_from_slice(&chunk[..n]),
+                }
+            }
+            g.lock().unwrap().push(Hook { head, body });
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+/// Hex HMAC-SHA256 of `msg` keyed with `key` (RFC 2104), computed here
+/// rather than with drydock's own signer so a wrong signature shows.
+fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    outer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The delivery log of webhook `id` once every entry in it is delivered
+/// and the receiver got as many requests as it lists (at least `min`).
+fn deliveries_settled(port: u16, auth: &str, id: &str, min: usize, got: &Received) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, log) = get_as(port, auth, &format!("/api/v1/webhooks/{id}/deliveries"));
+        assert_eq!(code, 200, "{log}");
+        let log = log.as_array().unwrap().clone();
+        if log.len() >= min
+            && log.iter().all(|d| d["state"] == "delivered")
+            && got.lock().unwrap().len() == log.len()
+        {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deliveries never settled: {log:?}, {} received",
+            got.lock().unwrap().len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Issue #14: `drydock serve` with access control on and `[assess.vex]
 /// trusted = ["group:security"]`. `dev` may push to the repository but is
 /// not trusted: the OpenVEX referrer dev pushes (skopeo, from an OCI
@@ -359,7 +471,11 @@ fn wait_login(port: u16, auth: &str) {
 /// image's health and findings stay as they were. `sec`, in the security
 /// group, pushes the same statements: every finding becomes not affected
 /// per VEX, recorded as stated by sec, and the image turns healthy. dev's
-/// referrer pushed again by sec is then applied as sec's.
+/// referrer pushed again by sec is then applied as sec's. A webhook
+/// configured in the file (to a receiver on loopback, allowed through
+/// `outbound.allow`) is told once that the image is unhealthy, with its
+/// findings and a signature made with its secret; none of the VEX pushes
+/// after that sends anything, as the delivery log and the receiver show.
 #[test]
 fn vex_referrers_apply_only_from_trusted_pushers_with_real_clients() {
     transport::require_test_images!(dir);
@@ -370,12 +486,20 @@ fn vex_referrers_apply_only_from_trusted_pushers_with_real_clients() {
     let d = work.path().join("data");
     run_ok(&d, &["db", "import", VULNDATA]);
     let config = work.path().join("drydock.toml");
+    let (hook, got) = webhook_receiver();
+    let secret = "vex-webhook-secret-0123456789";
     // Every finding at or above low counts (by default only fixable high
     // ones do, and the test image has none), so clearing them shows.
+    // (The harness allows loopback through the environment too; the
+    // file says it as an operator would.)
     std::fs::write(
         &config,
-        "[assess.vex]\ntrusted = [\"group:security\"]\n\n\
-         [[assess.policy]]\nrepository = \"**\"\nthreshold = \"low\"\nfixable_only = false\n",
+        format!(
+            "[outbound]\nallow = [\"127.0.0.0/8\"]\n\n\
+             [assess.vex]\ntrusted = [\"group:security\"]\n\n\
+             [[assess.policy]]\nrepository = \"**\"\nthreshold = \"low\"\nfixable_only = false\n\n\
+             [[assess.webhooks]]\nurl = \"{hook}\"\nsecret = \"{secret}\"\n"
+        ),
     )
     .unwrap();
     let admin_pw = "vex-admin-password";
@@ -439,6 +563,58 @@ fn vex_referrers_apply_only_from_trusted_pushers_with_real_clients() {
     ids.sort();
     ids.dedup();
     assert!(!ids.is_empty(), "{before}");
+
+    // The unhealthy image is told to the configured webhook: every
+    // finding that violates the policy, once, signed with its secret.
+    let (code, hooks) = get_as(port, &admin, "/api/v1/webhooks");
+    assert_eq!(code, 200, "{hooks}");
+    let hooks = hooks.as_array().unwrap();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0]["url"], hook.as_str());
+    let hook_id = hooks[0]["id"].as_str().unwrap().to_string();
+    let told = deliveries_settled(port, &admin, &hook_id, 1, &got);
+    let mut violating: Vec<(String, String)> = before["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["violates_policy"] == true)
+        .map(|f| (f["id"].to_string(), f["package"].to_string()))
+        .collect();
+    violating.sort();
+    violating.dedup();
+    assert!(!violating.is_empty(), "{before}");
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for (i, h) in got.lock().unwrap().iter().enumerate() {
+        let body = h.json();
+        let event = h.header("x-drydock-event").unwrap();
+        assert_eq!(
+            event,
+            if i == 0 {
+                "image.unhealthy"
+            } else {
+                "image.new_findings"
+            },
+            "{body}"
+        );
+        assert_eq!(
+            h.header("x-drydock-signature").unwrap(),
+            format!("sha256={}", hmac_sha256_hex(secret.as_bytes(), &h.body)),
+            "the signature verifies with the configured secret"
+        );
+        let delivery = h.header("x-drydock-delivery").unwrap();
+        assert!(told.iter().any(|d| d["id"] == delivery), "{told:?}");
+        assert_eq!(body["repository"], "library/debian", "{body}");
+        assert_eq!(body["digest"], digest.as_str(), "{body}");
+        assert_eq!(body["health"]["status"], "unhealthy", "{body}");
+        for f in body["new_findings"].as_array().unwrap() {
+            sent.push((f["id"].to_string(), f["package"].to_string()));
+        }
+    }
+    let n = sent.len();
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent.len(), n, "a finding told twice");
+    assert_eq!(sent, violating, "the findings told are the policy's");
     let subject = manifest_descriptor(port, &admin, "library/debian", &digest);
 
     // Push one OpenVEX referrer as `who`; returns its job's view.
@@ -576,4 +752,28 @@ fn vex_referrers_apply_only_from_trusted_pushers_with_real_clients() {
     let row = listed(&by_dev);
     assert_eq!(row["recorded_by"], "sec", "{row}");
     assert!(row["not_applied"].is_null(), "{row}");
+
+    // The webhook heard nothing new. A test delivery, asked for only now,
+    // goes through the same delivery loop: once it is in, anything the
+    // VEX pushes and re-judgings above had queued would be too (the log
+    // lists pending deliveries as well as sent ones).
+    let (code, _, body) = http(
+        port,
+        "POST",
+        &format!("/api/v1/webhooks/{hook_id}/test"),
+        &admin,
+        b"",
+    );
+    assert_eq!(code, 202, "{}", String::from_utf8_lossy(&body));
+    let after = deliveries_settled(port, &admin, &hook_id, told.len() + 1, &got);
+    let new: Vec<&Value> = after
+        .iter()
+        .filter(|d| !told.iter().any(|t| t["id"] == d["id"]))
+        .collect();
+    assert_eq!(new.len(), 1, "only the test delivery is new: {new:?}");
+    assert_eq!(new[0]["event"], "webhook.test", "{new:?}");
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), told.len() + 1);
+    let last = got.last().unwrap();
+    assert_eq!(last.header("x-drydock-event"), Some("webhook.test"));
 }
