@@ -48,9 +48,11 @@ pub struct Options {
     pub data_dir: PathBuf,
     /// Concurrent assessments (cataloging is CPU and I/O bound).
     pub workers: usize,
-    /// Times a job may be started without finishing (the process stopped
-    /// while it ran, e.g. a layer that crashes it) before it is failed
-    /// with the reason "gave up after N attempts: …".
+    /// Times a job may be started before it is failed with the reason
+    /// "gave up after N attempts: …": starts that never finished (the
+    /// process stopped while it ran, e.g. a layer that crashes it) and
+    /// retries after a transient failure (a blob the store could not hand
+    /// over) both count.
     pub max_attempts: u32,
     /// Images pushed or pulled within this many days are re-matched when
     /// the database changes and at least every `rescan_interval`.

@@ -54,8 +54,8 @@ pub struct AssessConfig {
     /// ["group:security", "robot:release-*"]`; absent: anyone with push on
     /// the repository).
     pub vex: assess::vex::VexOptions,
-    /// A job started this many times without finishing (the process
-    /// stopped while assessing) is marked failed.
+    /// A job started this many times (starts that never finished, and
+    /// retries after a transient failure) is marked failed.
     pub max_attempts: u32,
     /// How long rows of tables that would otherwise grow for ever are
     /// kept (`[assess.retention]`).
