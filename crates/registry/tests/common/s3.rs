@@ -5,7 +5,7 @@ use registry::S3Config;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 /// A running S3 server; stopped on drop.
 pub struct S3Server {
@@ -109,13 +109,30 @@ fn wait_for_bucket(endpoint: &str) {
     panic!("the bucket at {endpoint} never answered: {last:?}");
 }
 
-/// One server for the whole test process (`DRYDOCK_TEST_BLOBS=s3`). It
-/// is not stopped at exit (statics are not dropped): CI starts one and
-/// sets `DRYDOCK_TEST_S3_ENDPOINT` instead.
+/// One server for the whole test process (`DRYDOCK_TEST_BLOBS=s3`, and
+/// the multi-node tests when CI gave no endpoint). Statics are not
+/// dropped, so it is stopped by an `atexit` hook when the test binary
+/// exits: each run of such a binary left a SeaweedFS behind before.
 pub fn shared_endpoint() -> String {
-    static SERVER: OnceLock<S3Server> = OnceLock::new();
+    static SERVER: Mutex<Option<S3Server>> = Mutex::new(None);
+    unsafe extern "C" {
+        fn atexit(hook: extern "C" fn()) -> std::ffi::c_int;
+    }
+    extern "C" fn stop_shared() {
+        if let Ok(mut server) = SERVER.lock() {
+            drop(server.take());
+        }
+    }
     assert!(available(), "DRYDOCK_TEST_BLOBS=s3 needs an S3 server");
-    SERVER.get_or_init(start).endpoint.clone()
+    let mut server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    if server.is_none() {
+        *server = Some(start());
+        // SAFETY: registers a plain function with the C runtime; it only
+        // takes the lock and drops the server (a `kill` and a directory
+        // removal) after `main` has returned.
+        unsafe { atexit(stop_shared) };
+    }
+    server.as_ref().unwrap().endpoint.clone()
 }
 
 /// The driver's configuration for `endpoint`: the scripts' bucket and
