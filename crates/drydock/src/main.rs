@@ -25,20 +25,22 @@ use std::path::PathBuf;
 /// upload thread and then merged on a worker thread counted twice in the
 /// server's RSS (issue #10: 244–385 MB peak for a heap peak of ≈130 MB).
 /// mimalloc, tuned below, returns freed pages to the system and frees
-/// 5,000 findings faster than glibc's consolidation does. Its C source is built with the
-/// cc crate (gcc), which CI already installs.
+/// 5,000 findings faster than glibc's consolidation does. Its C source is
+/// built with the cc crate (gcc, which CI installs); jemalloc's would also
+/// need make and a configure run.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's defaults keep freed memory for a while (purge after 1 s,
-/// arenas ten times later) and commit arenas eagerly: measured, the bench
-/// of issue #10 peaked at 224–255 MB with them and 141–145 MB with both
-/// off (`MIMALLOC_PURGE_DELAY=0 MIMALLOC_ARENA_EAGER_COMMIT=0`). mimalloc
-/// reads its options when it starts, before `main` (set there, they came
-/// too late), so they are set from a constructor that runs before any
-/// Rust allocation. The options are found by their positions in the
-/// bundled mimalloc 3's `mi_option_e` (the sys crate names no constant for
-/// them).
+/// mimalloc's defaults commit arenas eagerly and keep freed pages for 1 s
+/// (arenas ten times longer). Measured on the bench of issue #10 (peak
+/// RSS; the image view's median): defaults 224–255 MB, 24–33 ms; purging
+/// at once 137–155 MB but 43–48 ms (every request faults its pages in
+/// again); arenas committed lazily with a 250 ms purge delay 183–216 MB,
+/// 25–35 ms, the balance taken. mimalloc reads its options when it starts,
+/// before `main` (set there, they came too late), so they are set from a
+/// constructor that runs before any Rust allocation. The options are found
+/// by their positions in the bundled mimalloc 3's `mi_option_e` (the sys
+/// crate names no constant for them).
 #[cfg(target_os = "linux")]
 #[used]
 #[unsafe(link_section = ".init_array.00101")]
@@ -51,11 +53,12 @@ extern "C" fn tune_allocator() {
     const ARENA_EAGER_COMMIT: mi::mi_option_t = mi::mi_option_large_os_pages - 2;
     const PURGE_DELAY: mi::mi_option_t = mi::mi_option_use_numa_nodes - 1;
     const _: () = assert!(ARENA_EAGER_COMMIT == 4 && PURGE_DELAY == 15);
+    const PURGE_DELAY_MS: std::ffi::c_long = 250;
     // SAFETY: plain setters of mimalloc's option table, called while the
     // process is single-threaded (they are not thread safe).
     unsafe {
         mi::mi_option_set(ARENA_EAGER_COMMIT, 0);
-        mi::mi_option_set(PURGE_DELAY, 0);
+        mi::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS);
     }
 }
 
