@@ -33,7 +33,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's defaults commit arenas eagerly and keep freed pages for 1 s
 /// (arenas ten times longer). Measured on the bench of issue #10 (peak
-/// RSS; the image view's median): defaults 224–255 MB, 24–33 ms; purging
+/// RSS; the image view's median): defaults 224–255 MB, 24–44 ms; purging
 /// at once 137–155 MB but 43–48 ms (every request faults its pages in
 /// again); arenas committed lazily with a 250 ms purge delay 183–216 MB,
 /// 25–35 ms, the balance taken. mimalloc reads its options when it starts,
