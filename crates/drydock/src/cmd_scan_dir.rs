@@ -73,7 +73,7 @@ pub fn catalog_dir(
         .join()
         .map_err(|_| anyhow::anyhow!("the directory walk failed"))?;
     let layer_inv = read.with_context(|| format!("cataloging {}", root.display()))?;
-    let image = catalog::merge_image(&[(layer, layer_inv)], &limits);
+    let image = catalog::merge_image(vec![(layer, layer_inv)], &limits);
     let mut incomplete = problems;
     incomplete.extend(image.reasons());
     Ok(DirScan {
