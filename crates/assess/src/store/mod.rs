@@ -301,12 +301,10 @@ impl Store {
     }
 }
 
-/// First bytes of a zstd frame: layer results stored compressed are told
-/// from those stored before compression by them.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
 /// The registry-wide layer cache: the cataloger's per-layer results, as
-/// zstd-compressed JSON.
+/// zstd-compressed JSON written and read like the stored inventories
+/// ([`results::pack`] / [`results::unpack`]; rows from before compression
+/// are plain JSON and still read).
 impl catalog::LayerCache for Store {
     fn get(&self, layer: &oci::Digest, version: u32) -> Option<catalog::LayerInventory> {
         let key = layer.to_string();
@@ -320,28 +318,22 @@ impl catalog::LayerCache for Store {
             .optional()
             .ok()
             .flatten()?;
-        let raw = if data.starts_with(&ZSTD_MAGIC) {
-            match zstd::stream::decode_all(&data[..]) {
-                Ok(raw) => raw,
-                Err(e) => {
-                    // Unreadable: read the layer again rather than fail.
-                    tracing::warn!(%layer, error = %e, "cannot decompress a cached layer inventory");
-                    return None;
-                }
+        // Unreadable or no longer parsing: read the layer again, like a
+        // missing one, rather than fail.
+        match results::unpack(&data) {
+            Ok(inv) => Some(inv),
+            Err(e) => {
+                tracing::warn!(%layer, error = %e, "cannot read a cached layer inventory");
+                None
             }
-        } else {
-            data
-        };
-        // A result that no longer parses is read again, like a missing one.
-        serde_json::from_slice(&raw).ok()
+        }
     }
 
     fn put(&self, layer: &oci::Digest, version: u32, inv: &catalog::LayerInventory) {
-        let Ok(json) = serde_json::to_vec(inv) else {
-            return;
-        };
-        // Compressed outside the lock; JSON never starts with the zstd magic.
-        let data = match zstd::bulk::compress(&json, 3) {
+        // Serialized straight into the compressor, outside the lock: the
+        // JSON text of a large layer (50,000 packages: ~15 MB) is never
+        // held whole.
+        let data = match results::pack(inv) {
             Ok(z) => z,
             Err(e) => {
                 tracing::warn!(%layer, error = %e, "cannot compress a layer inventory");
@@ -363,4 +355,60 @@ impl catalog::LayerCache for Store {
 /// Severity from a stored string (webhook thresholds).
 pub fn parse_severity(s: Option<&str>) -> Option<Severity> {
     s.and_then(Severity::parse)
+}
+
+#[cfg(test)]
+mod layer_cache_tests {
+    use super::*;
+    use catalog::LayerCache;
+
+    fn empty_layer() -> (oci::Digest, catalog::LayerInventory) {
+        // Two zero blocks: a tar archive with no entries.
+        let tar = vec![0u8; 1024];
+        let digest = oci::Digest::sha256_of(&tar);
+        let limits = catalog::Limits {
+            verify_digest: false,
+            ..catalog::Limits::default()
+        };
+        let inv = catalog::catalog_layer(&tar[..], oci::LayerCompression::None, &digest, &limits)
+            .unwrap();
+        (digest, inv)
+    }
+
+    #[test]
+    fn a_cached_layer_reads_back_compressed_plain_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("assess.db")).unwrap();
+        let (digest, inv) = empty_layer();
+        let v = inv.catalog_version;
+
+        store.put(&digest, v, &inv);
+        let stored: Vec<u8> = store
+            .c()
+            .query_row("SELECT data FROM layer_cache", [], |r| r.get(0))
+            .unwrap();
+        assert!(!stored.starts_with(b"{"), "stored compressed");
+        assert_eq!(store.get(&digest, v), Some(inv.clone()));
+        assert_eq!(store.get(&digest, v + 1), None, "another version is a miss");
+
+        // A row from before compression: plain JSON, still read.
+        store
+            .c()
+            .execute(
+                "UPDATE layer_cache SET data = ?1",
+                params![serde_json::to_vec(&inv).unwrap()],
+            )
+            .unwrap();
+        assert_eq!(store.get(&digest, v), Some(inv));
+
+        // Damaged: a miss (the layer is read again), not an error.
+        store
+            .c()
+            .execute(
+                "UPDATE layer_cache SET data = ?1",
+                params![vec![0x28u8, 0xb5, 0x2f, 0xfd, 1, 2, 3]],
+            )
+            .unwrap();
+        assert_eq!(store.get(&digest, v), None);
+    }
 }
