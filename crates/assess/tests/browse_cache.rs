@@ -6,11 +6,9 @@
 
 mod common;
 
-use assess::{
-    Finding, FindingStatus, ManualClock, Options, Service, Severity, VulnDatabase, VulnSource,
-};
-use common::{OCI_MANIFEST, TextCatalog, push};
-use inventory::{Ecosystem, Inventory};
+use assess::{Finding, ManualClock, Options, Service, Severity, VulnDatabase, VulnSource};
+use common::{OCI_MANIFEST, TextCatalog, fixable, push};
+use inventory::Inventory;
 use oci::Digest;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,27 +25,7 @@ impl VulnDatabase for OneCritical {
         inventory
             .packages
             .iter()
-            .map(|p| Finding {
-                id: "CVE-2099-0100".into(),
-                aliases: Vec::new().into(),
-                related: Vec::new().into(),
-                ecosystem: Ecosystem::Deb,
-                distro: Some("debian:12".into()),
-                package: p.name.as_str().into(),
-                source_package: None,
-                purl: p.purl.as_str().into(),
-                installed_version: p.version.as_str().into(),
-                fixed_version: Some("1.0-2".into()),
-                status: FindingStatus::Fixed,
-                status_note: None,
-                severity: Severity::Critical,
-                severity_source: "test".into(),
-                cvss: None,
-                summary: "".into(),
-                references: Vec::new().into(),
-                informational: None,
-                data_source: "test".into(),
-            })
+            .map(|p| fixable("CVE-2099-0100", p, "1.0-2", Severity::Critical))
             .collect()
     }
     fn status(&self) -> serde_json::Value {

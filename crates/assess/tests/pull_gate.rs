@@ -4,10 +4,13 @@
 //! registry, refuses manifest reads by their verdict. Cached verdicts
 //! follow the store: a new result or an exemption is seen at the next pull.
 
+mod common;
+
 use assess::{
-    Cataloger, Finding, FindingStatus, Options, PullGateRule, Service, Severity, VerdictGate,
-    VulnDatabase, VulnSource,
+    Cataloger, Finding, Options, PullGateRule, Service, Severity, VerdictGate, VulnDatabase,
+    VulnSource,
 };
+use common::fixable;
 use inventory::{Ecosystem, Inventory, Package};
 use oci::{BlobSource, Digest, ImageManifest};
 use reqwest::StatusCode;
@@ -72,27 +75,7 @@ impl VulnDatabase for OneAdvisory {
             .packages
             .iter()
             .filter(|p| p.name == "openssl")
-            .map(|p| Finding {
-                id: "CVE-2099-0001".into(),
-                aliases: Vec::new().into(),
-                related: Vec::new().into(),
-                ecosystem: Ecosystem::Deb,
-                distro: Some("debian:12".into()),
-                package: p.name.as_str().into(),
-                source_package: None,
-                purl: p.purl.as_str().into(),
-                installed_version: p.version.as_str().into(),
-                fixed_version: Some("1.0-2".into()),
-                status: FindingStatus::Fixed,
-                status_note: None,
-                severity: Severity::Critical,
-                severity_source: "test".into(),
-                cvss: None,
-                summary: "".into(),
-                references: Vec::new().into(),
-                informational: None,
-                data_source: "test".into(),
-            })
+            .map(|p| fixable("CVE-2099-0001", p, "1.0-2", Severity::Critical))
             .collect()
     }
     fn status(&self) -> serde_json::Value {

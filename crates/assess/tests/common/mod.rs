@@ -6,7 +6,7 @@
 // Each test file uses a part of these helpers.
 #![allow(dead_code)]
 
-use assess::Cataloger;
+use assess::{Cataloger, Finding, FindingStatus, Severity};
 use inventory::{Ecosystem, Inventory, Package};
 use oci::{BlobSource, Digest, ImageManifest};
 use std::io::Read;
@@ -14,6 +14,32 @@ use std::io::Read;
 pub mod referrers;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// A fixable finding `id` of `severity` in the Debian package `p`, fixed in
+/// `fixed`: what the fake vulnerability databases of these tests return.
+pub fn fixable(id: &str, p: &Package, fixed: &str, severity: Severity) -> Finding {
+    Finding {
+        id: id.into(),
+        aliases: Vec::new().into(),
+        related: Vec::new().into(),
+        ecosystem: Ecosystem::Deb,
+        distro: Some("debian:12".into()),
+        package: p.name.as_str().into(),
+        source_package: None,
+        purl: p.purl.as_str().into(),
+        installed_version: p.version.as_str().into(),
+        fixed_version: Some(fixed.into()),
+        status: FindingStatus::Fixed,
+        status_note: None,
+        severity,
+        severity_source: "test".into(),
+        cvss: None,
+        summary: "".into(),
+        references: Vec::new().into(),
+        informational: None,
+        data_source: "test".into(),
+    }
+}
 
 /// Each layer's text is one Debian package's name.
 pub struct TextCatalog;

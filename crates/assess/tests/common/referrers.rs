@@ -5,9 +5,7 @@
 //! signed in by a header.
 
 use super::OCI_MANIFEST;
-use assess::{
-    Cataloger, Finding, FindingStatus, Options, Service, Severity, VulnDatabase, VulnSource,
-};
+use assess::{Cataloger, Finding, Options, Service, Severity, VulnDatabase, VulnSource};
 use inventory::{Ecosystem, Inventory, Package};
 use oci::{BlobSource, Digest, ImageManifest};
 use std::sync::Arc;
@@ -57,25 +55,8 @@ impl VulnDatabase for OneDb {
             .iter()
             .filter(|p| p.name == "openssl")
             .map(|p| Finding {
-                id: CVE.into(),
                 aliases: vec!["GHSA-9v9h-cgj8-h64p".to_string()].into(),
-                related: Vec::new().into(),
-                ecosystem: Ecosystem::Deb,
-                distro: Some("debian:12".into()),
-                package: "openssl".into(),
-                source_package: None,
-                purl: p.purl.as_str().into(),
-                installed_version: p.version.as_str().into(),
-                fixed_version: Some("3.0.13-1".into()),
-                status: FindingStatus::Fixed,
-                status_note: None,
-                severity: Severity::High,
-                severity_source: "test".into(),
-                cvss: None,
-                summary: "".into(),
-                references: Vec::new().into(),
-                informational: None,
-                data_source: "test".into(),
+                ..super::fixable(CVE, p, "3.0.13-1", Severity::High)
             })
             .collect()
     }
