@@ -84,16 +84,7 @@ async fn world() -> World {
 
 impl World {
     async fn put_blob(&self, repo: &str, data: &[u8]) -> Digest {
-        let d = Digest::sha256_of(data);
-        let r = self
-            .client
-            .post(format!("{}/v2/{repo}/blobs/uploads/?digest={d}", self.base))
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        d
+        common::put_blob(&self.client, &self.base, repo, data).await
     }
 
     /// An OpenVEX document saying `image` is not affected by its openssl

@@ -76,6 +76,19 @@ impl Cataloger for TextCatalog {
     }
 }
 
+/// `data` uploaded to `repo` in one request (its digest given up front).
+pub async fn put_blob(client: &reqwest::Client, base: &str, repo: &str, data: &[u8]) -> Digest {
+    let d = Digest::sha256_of(data);
+    let r = client
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    d
+}
+
 pub async fn push(
     client: &reqwest::Client,
     base: &str,
@@ -83,20 +96,9 @@ pub async fn push(
     tag: &str,
     pkg: &str,
 ) -> Digest {
-    let put_blob = async |data: &[u8]| {
-        let d = Digest::sha256_of(data);
-        let r = client
-            .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        d
-    };
     let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"p\":\"{pkg}\"}}");
-    let dc = put_blob(config.as_bytes()).await;
-    let dl = put_blob(pkg.as_bytes()).await;
+    let dc = put_blob(client, base, repo, config.as_bytes()).await;
+    let dl = put_blob(client, base, repo, pkg.as_bytes()).await;
     let body = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{dc}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{dl}","size":{}}}]}}"#,
         config.len(),
