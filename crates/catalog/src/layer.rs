@@ -1,155 +1,20 @@
 //! Reading one layer: decompress, walk the tar stream, hand the few files
 //! catalogers care about to them, record whiteouts.
 
+mod pipe;
+mod streams;
+
 use crate::catalogers::{self, Handler, PkgCtx};
 use crate::targuard::{HeaderTooLarge, TarGuard};
 use crate::{
     CatalogError, FileFacts, FileKind, LayerInventory, Limits, SkipKind, Skipped, escape_path,
 };
 use oci::{Digest, Digester, LayerCompression};
-use std::fmt;
+use pipe::{Blocks, PIPE_DEPTH, inflate_into};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, Sender, SyncSender};
-
-/// Shared by the inflating thread (which counts) and the walking thread
-/// (which reads `uncompressed` and `eof` to judge a tar stream's end).
-#[derive(Default)]
-struct Counters {
-    compressed: AtomicU64,
-    uncompressed: AtomicU64,
-    /// The decompressed stream has ended.
-    eof: AtomicBool,
-}
-
-/// Counts the compressed bytes and, when hashing, hands each chunk read to
-/// the hashing thread, so hashing runs alongside decompression instead of
-/// adding to it.
-struct HashingReader<R> {
-    inner: R,
-    tx: Option<std::sync::mpsc::SyncSender<Arc<Vec<u8>>>>,
-    chunk: Arc<Vec<u8>>,
-    pos: usize,
-    counters: Arc<Counters>,
-}
-
-const CHUNK: usize = 256 << 10;
-
-/// An error of the blob's own reader, marked so that it is reported as
-/// [`CatalogError::Read`] (where the blob lives failed), not as a fault
-/// of the layer's content.
-#[derive(Debug)]
-struct SourceError(io::Error);
-
-impl fmt::Display for SourceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-impl std::error::Error for SourceError {}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if self.tx.is_none() {
-            // Not hashing: straight into the caller's buffer, with no chunk
-            // to allocate, zero and copy out of again.
-            let n = loop {
-                match self.inner.read(buf) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(io::Error::new(e.kind(), SourceError(e))),
-                }
-            };
-            self.counters.compressed.fetch_add(n as u64, Relaxed);
-            return Ok(n);
-        }
-        if self.pos == self.chunk.len() {
-            let mut v = vec![0u8; CHUNK];
-            let n = loop {
-                match self.inner.read(&mut v) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(io::Error::new(e.kind(), SourceError(e))),
-                }
-            };
-            if n == 0 {
-                return Ok(0);
-            }
-            v.truncate(n);
-            self.chunk = Arc::new(v);
-            self.pos = 0;
-            if let Some(tx) = &self.tx {
-                // The hasher only stops early if it panicked; the missing
-                // digest is reported at the end.
-                let _ = tx.send(self.chunk.clone());
-            }
-            self.counters.compressed.fetch_add(n as u64, Relaxed);
-        }
-        let n = (self.chunk.len() - self.pos).min(buf.len());
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-/// Why the uncompressed stream was cut short.
-#[derive(Debug)]
-enum StreamLimit {
-    TooLarge { max: u64 },
-    Ratio { out: u64, inp: u64, max: u64 },
-}
-
-impl fmt::Display for StreamLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StreamLimit::TooLarge { max } => {
-                write!(f, "uncompressed size exceeds the limit of {max} bytes")
-            }
-            StreamLimit::Ratio { out, inp, max } => write!(
-                f,
-                "{out} bytes decompressed from {inp} (ratio over {max}:1)"
-            ),
-        }
-    }
-}
-impl std::error::Error for StreamLimit {}
-
-/// Counts the uncompressed bytes and stops bombs.
-struct LimitedReader<R> {
-    inner: R,
-    counters: Arc<Counters>,
-    max_bytes: u64,
-    max_ratio: u64,
-    grace: u64,
-}
-
-impl<R: Read> Read for LimitedReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let out = self.counters.uncompressed.fetch_add(n as u64, Relaxed) + n as u64;
-        if n == 0 && !buf.is_empty() {
-            self.counters.eof.store(true, Relaxed);
-        }
-        if out > self.max_bytes {
-            return Err(io::Error::other(StreamLimit::TooLarge {
-                max: self.max_bytes,
-            }));
-        }
-        let inp = self.counters.compressed.load(Relaxed).max(1);
-        if out > self.grace && out / inp >= self.max_ratio {
-            return Err(io::Error::other(StreamLimit::Ratio {
-                out,
-                inp,
-                max: self.max_ratio,
-            }));
-        }
-        Ok(n)
-    }
-}
+use std::sync::atomic::Ordering::Relaxed;
+use streams::{Counters, HashingReader, LimitedReader, SourceError, StreamLimit};
 
 /// A private scratch directory, made on first use and removed with the
 /// value, for the few files that need random access.
@@ -282,13 +147,7 @@ fn read_layer(
     limits: &Limits,
 ) -> Result<LayerInventory, CatalogError> {
     let counters = Arc::new(Counters::default());
-    let mut hashing = HashingReader {
-        inner: reader,
-        tx,
-        chunk: Arc::new(Vec::new()),
-        pos: 0,
-        counters: counters.clone(),
-    };
+    let mut hashing = HashingReader::new(reader, tx, counters.clone());
     let mut out = LayerInventory::new();
     out.limits = limits.key();
     let mut scratch = Scratch::new(limits.scratch_dir.clone());
@@ -325,13 +184,7 @@ fn read_layer(
             let walker = std::thread::Builder::new()
                 .name("layer-walk".into())
                 .spawn_scoped(scope, move || {
-                    let mut blocks = Blocks {
-                        rx: full_rx,
-                        recycle: empty_tx,
-                        block: Vec::new(),
-                        len: 0,
-                        pos: 0,
-                    };
+                    let mut blocks = Blocks::new(full_rx, empty_tx);
                     walk(
                         TarGuard::new(&mut blocks, MAX_EXTENSION_HEADER),
                         layer,
@@ -367,87 +220,6 @@ fn read_layer(
     out.stats.compressed_bytes = counters.compressed.load(Relaxed);
     out.stats.uncompressed_bytes = counters.uncompressed.load(Relaxed);
     Ok(out)
-}
-
-/// Decompressed bytes handed from the inflating thread to the walker at a
-/// time, and how many such blocks may wait between them: the pipe holds at
-/// most `(PIPE_DEPTH + 2) * PIPE_BLOCK` bytes whatever the layer's size.
-const PIPE_BLOCK: usize = 256 << 10;
-const PIPE_DEPTH: usize = 4;
-
-/// A filled block: the buffer and how many of its bytes are data. An error
-/// of the decompressed stream ends it.
-type Filled = io::Result<(Vec<u8>, usize)>;
-
-/// Fill blocks from `src` and send them until the stream ends, fails, or
-/// the walker stops taking them (it finished or failed: its result says).
-fn inflate_into(src: &mut impl Read, tx: &SyncSender<Filled>, recycle: &Receiver<Vec<u8>>) {
-    loop {
-        // A block the walker gave back, else a new one; never more than
-        // the pipe can hold exist at once.
-        let mut block = recycle.try_recv().unwrap_or_else(|_| vec![0u8; PIPE_BLOCK]);
-        let mut len = 0;
-        let mut failed = None;
-        while len < block.len() {
-            match src.read(&mut block[len..]) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        let last = len < block.len() || failed.is_some();
-        if len > 0 && tx.send(Ok((block, len))).is_err() {
-            return;
-        }
-        if let Some(e) = failed {
-            let _ = tx.send(Err(e));
-            return;
-        }
-        if last {
-            return;
-        }
-    }
-}
-
-/// The walker's end of the pipe: reads the blocks in order, gives each back
-/// once read, and ends where the inflating thread stopped.
-struct Blocks {
-    rx: Receiver<Filled>,
-    recycle: Sender<Vec<u8>>,
-    block: Vec<u8>,
-    len: usize,
-    pos: usize,
-}
-
-impl Read for Blocks {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if self.pos == self.len {
-            match self.rx.recv() {
-                Ok(Ok((block, len))) => {
-                    let done = std::mem::replace(&mut self.block, block);
-                    if !done.is_empty() {
-                        let _ = self.recycle.send(done);
-                    }
-                    self.len = len;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                // The inflating thread reached the end of the stream.
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = (self.len - self.pos).min(buf.len());
-        buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
 
 /// Largest PAX header or GNU long name accepted (the tar parser reads
