@@ -551,31 +551,27 @@ impl Importer {
 
     /// Run a job to its end (waiting for a slot first).
     async fn work(&self, plan: &Plan, job: &Arc<job::Job>) {
-        let this = self;
-        {
-            let _slot = tokio::select! {
-                s = this.inner.slots.clone().acquire_owned() => s,
-                _ = job.cancelled() => {
-                    job.mark_cancelled();
-                    return;
-                }
-            };
-            job.start();
-            let sink = copy::RegistrySink {
-                reg: &this.inner.registry,
-                repo: &plan.repo,
-            };
-            let result = copy::run(&sink, this.inner.config.blob_concurrency, plan, job).await;
-            match result {
-                Ok(()) => job.succeed(),
-                Err(copy::Stopped::Cancelled) => {
-                    tracing::info!(id = %job.id, source = %plan.spec, "import cancelled");
-                    job.mark_cancelled();
-                }
-                Err(copy::Stopped::Failed(e)) => {
-                    tracing::warn!(id = %job.id, source = %plan.spec, error = %e, "import failed");
-                    job.fail(e.to_string());
-                }
+        let _slot = tokio::select! {
+            s = self.inner.slots.clone().acquire_owned() => s,
+            _ = job.cancelled() => {
+                job.mark_cancelled();
+                return;
+            }
+        };
+        job.start();
+        let sink = copy::RegistrySink {
+            reg: &self.inner.registry,
+            repo: &plan.repo,
+        };
+        match copy::run(&sink, self.inner.config.blob_concurrency, plan, job).await {
+            Ok(()) => job.succeed(),
+            Err(copy::Stopped::Cancelled) => {
+                tracing::info!(id = %job.id, source = %plan.spec, "import cancelled");
+                job.mark_cancelled();
+            }
+            Err(copy::Stopped::Failed(e)) => {
+                tracing::warn!(id = %job.id, source = %plan.spec, error = %e, "import failed");
+                job.fail(e.to_string());
             }
         }
     }
