@@ -26,7 +26,7 @@ use std::sync::Arc;
 /// The registry metadata in PostgreSQL, shared by every node.
 #[derive(Clone)]
 pub struct PgMeta {
-    pg: Arc<Pg>,
+    pub(crate) pg: Arc<Pg>,
 }
 
 impl PgMeta {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 /// The registry metadata in a SQLite file (the embedded default).
 #[derive(Clone)]
 pub struct SqliteMeta {
-    db: Arc<Db>,
+    pub(crate) db: Arc<Db>,
 }
 
 fn digest_col(s: String) -> rusqlite::Result<Digest> {
