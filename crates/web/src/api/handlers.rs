@@ -778,10 +778,8 @@ pub async fn list_exemptions(
     blocking(&state, move |svc| {
         let now = svc.clock().now();
         Ok(Json(
-            svc.store()
-                .exemptions()?
+            administered::<Exemption>(svc, &caller)?
                 .into_iter()
-                .filter(|e| caller.may_admin_glob(e.repository.as_deref()))
                 .map(|e| {
                     let active = e.is_active(now);
                     let mut v = serde_json::to_value(e).unwrap_or_default();
@@ -831,12 +829,12 @@ pub async fn create_exemption(
     let vulnerability = nonempty("vulnerability", n.vulnerability)?;
     let package = nonempty("package", n.package)?;
     let repository = nonempty("repository", n.repository)?;
-    if !caller.may_admin_glob(repository.as_deref()) {
-        return Err(caller.forbidden(match &repository {
-            Some(r) => format!("exempting findings in {r:?} needs admin on those repositories"),
-            None => "an exemption for every repository needs administrator rights".into(),
-        }));
-    }
+    require_admin_glob(
+        &caller,
+        repository.as_deref(),
+        "exempting findings in",
+        "an exemption for every repository",
+    )?;
     let (status, e) = blocking(&state, move |svc| {
         svc.add_exemption(
             vulnerability,
@@ -989,6 +987,105 @@ fn audit_change(state: &State, caller: &Caller, action: &str, repository: Option
     }
 }
 
+/// Exemptions and webhooks: each has an id and a repository glob that
+/// decides who may see, create and remove it, so one list, check and
+/// delete serve both.
+trait Scoped: Sized + Send + 'static {
+    /// In messages and audit actions (`exemption.rm`).
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+    fn repository(&self) -> Option<&str>;
+    fn all(store: &assess::store::Store) -> anyhow::Result<Vec<Self>>;
+    fn delete(store: &assess::store::Store, id: &str) -> anyhow::Result<bool>;
+}
+
+impl Scoped for Exemption {
+    const KIND: &'static str = "exemption";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn repository(&self) -> Option<&str> {
+        self.repository.as_deref()
+    }
+    fn all(store: &assess::store::Store) -> anyhow::Result<Vec<Self>> {
+        store.exemptions()
+    }
+    fn delete(store: &assess::store::Store, id: &str) -> anyhow::Result<bool> {
+        store.delete_exemption(id)
+    }
+}
+
+impl Scoped for assess::store::Webhook {
+    const KIND: &'static str = "webhook";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn repository(&self) -> Option<&str> {
+        self.repository.as_deref()
+    }
+    fn all(store: &assess::store::Store) -> anyhow::Result<Vec<Self>> {
+        store.webhooks()
+    }
+    fn delete(store: &assess::store::Store, id: &str) -> anyhow::Result<bool> {
+        store.delete_webhook(id)
+    }
+}
+
+/// The exemptions or webhooks whose repositories the caller administers
+/// (those for every repository: administrators only).
+fn administered<T: Scoped>(svc: &Service, caller: &Caller) -> ApiResult<Vec<T>> {
+    Ok(T::all(svc.store())?
+        .into_iter()
+        .filter(|e| caller.may_admin_glob(e.repository()))
+        .collect())
+}
+
+/// Refused unless the caller administers `glob`'s repositories (every
+/// repository when `None`); `in_repo` and `everywhere` begin the refusal.
+fn require_admin_glob(
+    caller: &Caller,
+    glob: Option<&str>,
+    in_repo: &str,
+    everywhere: &str,
+) -> ApiResult<()> {
+    if caller.may_admin_glob(glob) {
+        return Ok(());
+    }
+    Err(caller.forbidden(match glob {
+        Some(r) => format!("{in_repo} {r:?} needs admin on those repositories"),
+        None => format!("{everywhere} needs administrator rights"),
+    }))
+}
+
+/// Remove an exemption or webhook: one the caller does not administer is
+/// refused, an unknown id is not found; audited as `<kind>.rm`.
+async fn delete_scoped<T: Scoped>(
+    state: State,
+    caller: Caller,
+    id: String,
+) -> ApiResult<StatusCode> {
+    let st = state.clone();
+    blocking(&state, move |svc| {
+        let kind = T::KIND;
+        let found = T::all(svc.store())?.into_iter().find(|e| e.id() == id);
+        if let Some(e) = &found
+            && !caller.may_admin_glob(e.repository())
+        {
+            return Err(caller.forbidden(format!(
+                "removing this {kind} needs admin on its repositories"
+            )));
+        }
+        if T::delete(svc.store(), &id)? {
+            let repo = found.as_ref().and_then(|e| e.repository());
+            audit_change(&st, &caller, &format!("{kind}.rm"), repo, &id);
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(caller.hidden(format!("no {kind} {id:?}")))
+        }
+    })
+    .await
+}
+
 #[utoipa::path(delete, path = "/api/v1/exemptions/{id}", params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = super::ErrorBody),
         (status = 403, description = "No admin on the exemption's repositories", body = super::ErrorBody),
@@ -998,23 +1095,7 @@ pub async fn delete_exemption(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let st = state.clone();
-    blocking(&state, move |svc| {
-        let found = svc.store().exemptions()?.into_iter().find(|e| e.id == id);
-        if let Some(e) = &found
-            && !caller.may_admin_glob(e.repository.as_deref())
-        {
-            return Err(caller.forbidden("removing this exemption needs admin on its repositories"));
-        }
-        if svc.store().delete_exemption(&id)? {
-            let repo = found.and_then(|e| e.repository);
-            audit_change(&st, &caller, "exemption.rm", repo.as_deref(), &id);
-            Ok(StatusCode::NO_CONTENT)
-        } else {
-            Err(caller.hidden(format!("no exemption {id:?}")))
-        }
-    })
-    .await
+    delete_scoped::<Exemption>(state, caller, id).await
 }
 
 // ---- webhooks ----
@@ -1047,13 +1128,7 @@ pub async fn list_webhooks(
     caller: Caller,
 ) -> ApiResult<Json<Vec<assess::store::Webhook>>> {
     blocking(&state, move |svc| {
-        Ok(Json(
-            svc.store()
-                .webhooks()?
-                .into_iter()
-                .filter(|w| caller.may_admin_glob(w.repository.as_deref()))
-                .collect(),
-        ))
+        Ok(Json(administered::<assess::store::Webhook>(svc, &caller)?))
     })
     .await
 }
@@ -1075,12 +1150,12 @@ pub async fn create_webhook(
     {
         return Err(ApiError::bad_request("repository must not be empty"));
     }
-    if !caller.may_admin_glob(n.repository.as_deref()) {
-        return Err(caller.forbidden(match &n.repository {
-            Some(r) => format!("a webhook for {r:?} needs admin on those repositories"),
-            None => "a webhook for every repository needs administrator rights".into(),
-        }));
-    }
+    require_admin_glob(
+        &caller,
+        n.repository.as_deref(),
+        "a webhook for",
+        "a webhook for every repository",
+    )?;
     let url = n.url.trim().to_string();
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
         return Err(ApiError::bad_request(format!(
@@ -1129,23 +1204,7 @@ pub async fn delete_webhook(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let st = state.clone();
-    blocking(&state, move |svc| {
-        let found = svc.store().webhooks()?.into_iter().find(|w| w.id == id);
-        if let Some(w) = &found
-            && !caller.may_admin_glob(w.repository.as_deref())
-        {
-            return Err(caller.forbidden("removing this webhook needs admin on its repositories"));
-        }
-        if svc.store().delete_webhook(&id)? {
-            let repo = found.and_then(|w| w.repository);
-            audit_change(&st, &caller, "webhook.rm", repo.as_deref(), &id);
-            Ok(StatusCode::NO_CONTENT)
-        } else {
-            Err(caller.hidden(format!("no webhook {id:?}")))
-        }
-    })
-    .await
+    delete_scoped::<assess::store::Webhook>(state, caller, id).await
 }
 
 /// Send a test delivery to a webhook now, through the normal delivery
