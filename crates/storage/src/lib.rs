@@ -32,11 +32,13 @@
 //!   never deletes a blob that a concurrent push has just linked.
 
 pub mod access;
+pub mod assess;
 mod blobs;
 pub mod hashstate;
 pub mod ingest;
 mod meta;
 mod pg;
+pub mod releases;
 mod s3;
 mod sqlite;
 #[cfg(feature = "testing")]
@@ -53,11 +55,14 @@ pub use meta::{
     ClusterLock, Duty, GcMarked, GcParams, Leadership, ManifestRow, ManifestSummary, Meta,
     MetaError, MetaLock, NewManifest, PutManifestError, Referrer, StoredImportJob, UnlinkBlob,
 };
+pub use pg::uploads::PgUploads;
 pub use pg::{PgAccess, PgConfig, PgMeta, PgTlsMode};
+pub use releases::{Release, Releases, open_releases};
 pub use s3::{S3Blobs, S3Config};
 pub use sqlite::access::SqliteAccess;
 pub use sqlite::meta::SqliteMeta;
-pub use uploads::UploadInfo;
+pub use sqlite::uploads::SqliteUploads;
+pub use uploads::{UploadCasError, UploadInfo, UploadRecord, UploadSessions};
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -155,6 +160,24 @@ impl MetadataStorage {
             MetadataStorage::Postgres(cfg) => Arc::new(PgMeta::connect(cfg)?),
         })
     }
+
+    /// Open the registry metadata store and, on the same connections, its
+    /// upload session table.
+    pub fn open_meta_and_uploads(
+        &self,
+        data_dir: &Path,
+    ) -> Result<(Arc<dyn Meta>, Arc<dyn UploadSessions>), MetaError> {
+        Ok(match self {
+            MetadataStorage::Sqlite => {
+                let m = SqliteMeta::open(&data_dir.join("meta.db"))?;
+                (Arc::new(m.clone()), Arc::new(SqliteUploads::of(&m)))
+            }
+            MetadataStorage::Postgres(cfg) => {
+                let m = PgMeta::connect(cfg)?;
+                (Arc::new(m.clone()), Arc::new(PgUploads::of(&m)))
+            }
+        })
+    }
 }
 
 /// Open the access-control store (users, robots, tokens, bindings, audit).
@@ -204,16 +227,19 @@ impl Store {
             source,
         };
         std::fs::create_dir_all(root).map_err(io_err)?;
+        let (meta, sessions) = metadata.open_meta_and_uploads(root)?;
         let blobs: Arc<dyn BlobDriver> = match blobs {
+            // One host: its sessions stay beside their bytes (`uploads/`).
             BlobStorage::Filesystem => Arc::new(FsBlobs::open(root).map_err(io_err)?),
             BlobStorage::S3(cfg) => {
                 // Local temporaries are never written with S3, but tools
                 // and tests look for the directory.
                 std::fs::create_dir_all(root.join("tmp")).map_err(io_err)?;
-                Arc::new(S3Blobs::new(cfg.clone())?)
+                // Sessions in the metadata store, where any node finds
+                // them and a save is a compare-and-swap; bytes in the bucket.
+                Arc::new(S3Blobs::new(cfg.clone())?.with_sessions(sessions))
             }
         };
-        let meta = metadata.open_meta(root)?;
         Ok(Store {
             root: root.to_path_buf(),
             blobs,
