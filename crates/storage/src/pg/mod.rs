@@ -11,6 +11,7 @@
 
 pub(crate) mod access;
 pub(crate) mod meta;
+pub(crate) mod releases;
 
 pub use access::PgAccess;
 pub use meta::PgMeta;
@@ -341,6 +342,10 @@ fn migrations() -> Vec<refinery::Migration> {
         (
             "V3__import_jobs",
             include_str!("../../migrations/postgres/V3__import_jobs.sql"),
+        ),
+        (
+            "V5__vulndb_releases",
+            include_str!("../../migrations/postgres/V5__vulndb_releases.sql"),
         ),
     ]
     .into_iter()

@@ -9,6 +9,7 @@
 
 pub(crate) mod access;
 pub(crate) mod meta;
+pub(crate) mod releases;
 
 use crate::MetaError;
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
@@ -37,6 +38,10 @@ fn migrations() -> Vec<refinery::Migration> {
         (
             "V3__import_jobs",
             include_str!("../../migrations/sqlite/V3__import_jobs.sql"),
+        ),
+        (
+            "V5__vulndb_releases",
+            include_str!("../../migrations/sqlite/V5__vulndb_releases.sql"),
         ),
     ]
     .into_iter()
