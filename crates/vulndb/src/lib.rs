@@ -21,6 +21,9 @@
 //!   server, swapping it in when `CURRENT` changes; [`Handle::changed`]
 //!   waits for a new version.
 //! - [`import`] / [`update`] build a new version.
+//! - [`dist`] moves a build between nodes as a tar stream (`std::io`
+//!   only): packed by the node that built it, received and installed
+//!   beside the current build by the others.
 //! - [`version`]: the [`version::VersionScheme`] trait and one ordering per
 //!   scheme (dpkg, apk, rpm, SemVer, Go, PEP 440, Maven, RubyGems, NuGet,
 //!   Composer).
@@ -50,6 +53,7 @@ use std::time::Duration;
 
 mod build;
 pub mod cvss;
+pub mod dist;
 mod ingest;
 mod matcher;
 mod model;

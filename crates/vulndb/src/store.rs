@@ -7,6 +7,7 @@
 //! <version>/db.bin        postcard-encoded [`Store`]
 //! <version>/status.json   human-readable status of that build
 //! <version>.tmp-<pid>/    a build in progress (never read)
+//! <version>.partial/      a build being received from another node (never read)
 //! ```
 //!
 //! A build is written completely into its `.tmp` directory, synced,
@@ -126,7 +127,28 @@ pub(crate) fn load(data_dir: &Path, version: &str) -> Result<Store, Error> {
     Ok(store)
 }
 
-fn sync_dir(path: &Path) {
+/// The [`Meta`] at the head of a stored build's `db.bin`, read from its
+/// first bytes (it is encoded first), with the format checked.
+pub(crate) fn load_meta(path: &Path) -> Result<Meta, Error> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = Vec::new();
+    f.take(1 << 20)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(path, e))?;
+    let (meta, _): (Meta, _) = postcard::take_from_bytes(&head)
+        .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+    if meta.format != FORMAT {
+        return Err(Error::Corrupt(format!(
+            "{}: format {} (expected {FORMAT})",
+            path.display(),
+            meta.format
+        )));
+    }
+    Ok(meta)
+}
+
+pub(crate) fn sync_dir(path: &Path) {
     // Best effort: directory fsync is not supported everywhere.
     if let Ok(f) = std::fs::File::open(path) {
         let _ = f.sync_all();
@@ -175,6 +197,14 @@ pub(crate) fn commit(data_dir: &Path, store: &mut Store) -> Result<String, Error
     } else {
         std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
     }
+    make_current(&dir, &version)?;
+    Ok(version)
+}
+
+/// Point `CURRENT` in `dir` (`<data>/vulndb`) at `version`, a complete
+/// build already in place (write `CURRENT.tmp-<pid>`, rename), then
+/// prune older builds.
+pub(crate) fn make_current(dir: &Path, version: &str) -> Result<(), Error> {
     let cur_tmp = dir.join(format!("CURRENT.tmp-{}", std::process::id()));
     std::fs::write(&cur_tmp, format!("{version}\n")).map_err(|e| Error::io(&cur_tmp, e))?;
     if let Ok(f) = std::fs::File::open(&cur_tmp) {
@@ -182,9 +212,9 @@ pub(crate) fn commit(data_dir: &Path, store: &mut Store) -> Result<String, Error
     }
     let cur = dir.join("CURRENT");
     std::fs::rename(&cur_tmp, &cur).map_err(|e| Error::io(&cur, e))?;
-    sync_dir(&dir);
-    prune(&dir, &version);
-    Ok(version)
+    sync_dir(dir);
+    prune(dir, version);
+    Ok(())
 }
 
 /// Remove builds other than the current one and the one before it, and
@@ -199,7 +229,7 @@ fn prune(dir: &Path, current: &str) {
         if !e.path().is_dir() {
             continue;
         }
-        if name.contains(".tmp-") {
+        if name.contains(".tmp-") || name.ends_with(".partial") {
             // Only remove our own leftovers; another process may be building.
             if name.ends_with(&format!(".tmp-{}", std::process::id())) {
                 let _ = std::fs::remove_dir_all(e.path());
