@@ -15,6 +15,7 @@ impl From<BlobError> for RegistryError {
         match e {
             BlobError::StorageFull(m) => RegistryError::storage_full(m),
             BlobError::UploadUnknown => RegistryError::upload_unknown(),
+            BlobError::UploadChanged => crate::upload::range_error(e.to_string()),
             BlobError::DigestMismatch { expected, got } => RegistryError::new(
                 ErrorCode::DigestInvalid,
                 format!("content hashes to {got}, not {expected}"),

@@ -61,6 +61,10 @@ pub enum BlobError {
     NotFound,
     #[error("upload session not found")]
     UploadUnknown,
+    /// Another request saved the session since this one resumed it (two
+    /// requests of one session at once, on two nodes): nothing was saved.
+    #[error("the upload session was changed by another request")]
+    UploadChanged,
     /// ENOSPC, EDQUOT, or the object store's quota: answered with 507.
     #[error("the storage is full: {0}")]
     StorageFull(String),
@@ -161,6 +165,18 @@ pub trait BlobDriver: Send + Sync + 'static {
     async fn cancel_upload(&self, id: &Uuid) -> Result<bool, BlobError>;
     /// Every session.
     async fn list_uploads(&self) -> Result<Vec<UploadInfo>, BlobError>;
+    /// Cancel a session if it has been idle for longer than `max_idle`;
+    /// `true` when it went. A driver whose sessions can be saved from
+    /// elsewhere meanwhile removes only the state it found idle.
+    async fn expire_upload(&self, id: &Uuid, max_idle: Duration) -> Result<bool, BlobError> {
+        let Some(info) = self.upload_info(id).await? else {
+            return Ok(false);
+        };
+        let idle = SystemTime::now()
+            .duration_since(info.updated)
+            .unwrap_or_default();
+        Ok(idle > max_idle && self.cancel_upload(id).await?)
+    }
     /// Remove leftovers of writes interrupted by a crash. Only call this
     /// when no other process writes. Returns how many went.
     async fn recover(&self) -> Result<usize, BlobError> {

@@ -127,6 +127,9 @@ pub enum BlobStorage {
     S3(S3Config),
 }
 
+/// A metadata store and its upload session table, on shared connections.
+pub type MetaAndUploads = (Arc<dyn Meta>, Arc<dyn UploadSessions>);
+
 /// Where registry metadata and access control live.
 #[derive(Debug, Clone, Default)]
 pub enum MetadataStorage {
@@ -163,10 +166,7 @@ impl MetadataStorage {
 
     /// Open the registry metadata store and, on the same connections, its
     /// upload session table.
-    pub fn open_meta_and_uploads(
-        &self,
-        data_dir: &Path,
-    ) -> Result<(Arc<dyn Meta>, Arc<dyn UploadSessions>), MetaError> {
+    pub fn open_meta_and_uploads(&self, data_dir: &Path) -> Result<MetaAndUploads, MetaError> {
         Ok(match self {
             MetadataStorage::Sqlite => {
                 let m = SqliteMeta::open(&data_dir.join("meta.db"))?;

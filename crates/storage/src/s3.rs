@@ -5,13 +5,20 @@
 //!
 //! ```text
 //! blobs/<alg>/<hex>              committed blobs, named by digest
-//! _uploads/<id>/info             a session as last saved (JSON): repository,
-//!                                owner, multipart upload id and part ETags,
-//!                                offset, sha256 state, tail object
 //! _uploads/<id>/tail.<offset>    bytes past the last part (under 5 MiB, the
 //!                                smallest part S3 accepts but for the last)
 //! _uploads/<id>/data             the session's multipart upload target
 //! ```
+//!
+//! A session itself (repository, owner, offset, and as the driver's
+//! opaque state the sha256 state, multipart upload id, part ETags and
+//! tail length) lives in the metadata store ([`UploadSessions`]), handed
+//! over with [`S3Blobs::with_sessions`]: every node sees it, and each
+//! save is a compare-and-swap on the revision its writer resumed from.
+//! A save after the session was cancelled, or after another writer saved
+//! a newer revision, fails and changes nothing, so a cancelled session
+//! never comes back. (Sessions used to be `_uploads/<id>/info` objects;
+//! one in progress across the upgrade is not carried over.)
 //!
 //! Uploads never hold a whole blob in memory or on local disk: bytes are
 //! hashed as they stream and cut into parts of `part_size` bytes, a few of
@@ -37,7 +44,7 @@ use crate::blobs::{
     BlobDriver, BlobError, BlobStat, BlobStream, BlobWriter, ByteStream, Committed, PRESIGN_TTL,
 };
 use crate::hashstate::Sha256State;
-use crate::uploads::UploadInfo;
+use crate::uploads::{UploadCasError, UploadInfo, UploadRecord, UploadSessions};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -111,6 +118,9 @@ pub struct S3Blobs {
     part_size: usize,
     rt: Option<Runtime>,
     handle: Handle,
+    /// Where sessions are kept; without one the driver takes no sessions
+    /// (a driver built only to read or list the bucket).
+    sessions: Option<Arc<dyn UploadSessions>>,
 }
 
 impl Drop for S3Blobs {
@@ -137,19 +147,42 @@ fn backend(e: object_store::Error) -> BlobError {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone)]
-struct SessionInfo {
-    repo: String,
-    owner: String,
+/// A session's state as the driver saves it (JSON) beside the offset in
+/// the metadata store.
+#[derive(Serialize, Deserialize, Clone, Default)]
+struct SessionState {
     /// The multipart upload, once its first part was sent.
     multipart: Option<String>,
     /// Part ETags, in order.
     parts: Vec<String>,
-    offset: u64,
-    /// [`Sha256State::save`] over `offset` bytes.
+    /// [`Sha256State::save`] over the session's offset.
     hash: String,
-    /// Bytes in the tail object (the last `tail` bytes of `offset`).
+    /// Bytes in the tail object (the last `tail` bytes of the offset).
     tail: u64,
+}
+
+impl SessionState {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("serialisable")
+    }
+
+    fn decode(rec: &UploadRecord) -> Result<SessionState, BlobError> {
+        serde_json::from_slice(&rec.state)
+            .map_err(|e| BlobError::Backend(format!("upload session {}: {e}", rec.id)))
+    }
+}
+
+/// A failed compare-and-swap, as the driver reports it.
+fn cas_error(e: UploadCasError) -> BlobError {
+    match e {
+        UploadCasError::Gone => BlobError::UploadUnknown,
+        UploadCasError::Conflict => BlobError::UploadChanged,
+        UploadCasError::Store(e) => BlobError::Backend(format!("upload sessions: {e}")),
+    }
+}
+
+fn store_error(e: crate::MetaError) -> BlobError {
+    BlobError::Backend(format!("upload sessions: {e}"))
 }
 
 impl S3Blobs {
@@ -200,6 +233,20 @@ impl S3Blobs {
             rt: Some(rt),
             part_size,
             cfg,
+            sessions: None,
+        })
+    }
+
+    /// Keep upload sessions in `sessions` (the metadata store); without
+    /// it the driver refuses to start or resume one.
+    pub fn with_sessions(mut self, sessions: Arc<dyn UploadSessions>) -> S3Blobs {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    fn sessions(&self) -> Result<&Arc<dyn UploadSessions>, BlobError> {
+        self.sessions.as_ref().ok_or_else(|| {
+            BlobError::Backend("upload sessions need a metadata store (none was given)".into())
         })
     }
 
@@ -230,28 +277,32 @@ impl S3Blobs {
             .await
     }
 
-    async fn load_session(
+    /// Remove what a session stored in the bucket: its multipart upload
+    /// and every object under `_uploads/<id>/`. Its row is already gone.
+    async fn remove_session_objects(
         &self,
         id: &Uuid,
-    ) -> Result<Option<(SessionInfo, SystemTime)>, BlobError> {
+        multipart: Option<String>,
+    ) -> Result<(), BlobError> {
         let store = self.store.clone();
-        let path = self.session_key(id, "info");
-        let got = self
-            .run(async move {
-                let r = store.get(&path).await?;
-                let modified = r.meta.last_modified;
-                Ok((r.bytes().await?, modified))
-            })
-            .await;
-        match got {
-            Ok((bytes, modified)) => {
-                let info: SessionInfo = serde_json::from_slice(&bytes)
-                    .map_err(|e| BlobError::Backend(format!("upload session {id}: {e}")))?;
-                Ok(Some((info, modified.into())))
+        let data = self.session_key(id, "data");
+        let prefix = self.key(&format!("_uploads/{id}"));
+        self.run(async move {
+            if let Some(m) = &multipart {
+                // Already completed or aborted: nothing left to abort.
+                let _ = store.abort_multipart(&data, m).await;
             }
-            Err(BlobError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
+            let keys: Vec<_> = store
+                .list(Some(&prefix))
+                .filter_map(|m| async move { m.ok().map(|m| m.location) })
+                .collect()
+                .await;
+            for k in &keys {
+                store.delete(k).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     fn writer(&self, target: Target) -> S3Writer {
@@ -268,6 +319,7 @@ impl S3Blobs {
             offset: 0,
             poisoned: false,
             done: false,
+            sessions: self.sessions.clone(),
         }
     }
 }
@@ -282,16 +334,6 @@ where
         h.await
             .map_err(|e| BlobError::Io(io::Error::other(e)))?
             .map_err(backend)
-    }
-}
-
-fn info(id: Uuid, s: &SessionInfo, updated: SystemTime) -> UploadInfo {
-    UploadInfo {
-        id,
-        repo: s.repo.clone(),
-        owner: Some(s.owner.clone()),
-        len: s.offset,
-        updated,
     }
 }
 
@@ -436,47 +478,41 @@ impl BlobDriver for S3Blobs {
     }
 
     async fn create_upload(&self, repo: &str, owner: &str) -> Result<UploadInfo, BlobError> {
-        let id = Uuid::new_v4();
-        let s = SessionInfo {
-            repo: repo.to_string(),
-            owner: owner.to_string(),
-            multipart: None,
-            parts: Vec::new(),
-            offset: 0,
+        let state = SessionState {
             hash: Sha256State::new().save(),
-            tail: 0,
+            ..Default::default()
         };
-        let store = self.store.clone();
-        let path = self.session_key(&id, "info");
-        let body = serde_json::to_vec(&s).expect("serialisable");
-        self.run(async move { store.put(&path, PutPayload::from(body)).await })
-            .await?;
-        Ok(info(id, &s, SystemTime::now()))
+        let rec = self
+            .sessions()?
+            .create(Uuid::new_v4(), repo, owner, &state.encode())
+            .await
+            .map_err(store_error)?;
+        Ok(rec.info())
     }
 
     async fn upload_info(&self, id: &Uuid) -> Result<Option<UploadInfo>, BlobError> {
-        Ok(self
-            .load_session(id)
-            .await?
-            .map(|(s, at)| info(*id, &s, at)))
+        let rec = self.sessions()?.get(id).await.map_err(store_error)?;
+        Ok(rec.map(|r| r.info()))
     }
 
     async fn resume_upload(&self, id: &Uuid) -> Result<Box<dyn BlobWriter>, BlobError> {
-        let Some((s, _)) = self.load_session(id).await? else {
+        let Some(rec) = self.sessions()?.get(id).await.map_err(store_error)? else {
             return Err(BlobError::UploadUnknown);
         };
+        let s = SessionState::decode(&rec)?;
         let hash = Sha256State::load(&s.hash)
-            .filter(|h| h.len() == s.offset)
+            .filter(|h| h.len() == rec.offset)
             .ok_or_else(|| BlobError::Backend(format!("upload session {id}: bad hash state")))?;
         let mut w = self.writer(Target::Session {
             id: *id,
-            info: s.clone(),
-            info_key: self.session_key(id, "info"),
+            revision: rec.revision,
+            saved_offset: rec.offset,
+            state: s.clone(),
             data_key: self.session_key(id, "data"),
             prefix: self.cfg.prefix.clone(),
         });
         w.hash = Hash::Resumable(hash);
-        w.offset = s.offset;
+        w.offset = rec.offset;
         w.multipart = s.multipart.clone();
         w.parts = s
             .parts
@@ -487,7 +523,7 @@ impl BlobDriver for S3Blobs {
             .collect();
         if s.tail > 0 {
             let tail = self
-                .get_bytes(self.session_key(id, &format!("tail.{}", s.offset - s.tail)))
+                .get_bytes(self.session_key(id, &format!("tail.{}", rec.offset - s.tail)))
                 .await?;
             if tail.len() as u64 != s.tail {
                 return Err(BlobError::Backend(format!(
@@ -500,57 +536,41 @@ impl BlobDriver for S3Blobs {
     }
 
     async fn cancel_upload(&self, id: &Uuid) -> Result<bool, BlobError> {
-        let Some((s, _)) = self.load_session(id).await? else {
+        // The row first: from then on the session is unknown everywhere,
+        // and a request of it still running on another node fails to save.
+        let Some(rec) = self.sessions()?.delete(id).await.map_err(store_error)? else {
             return Ok(false);
         };
-        let store = self.store.clone();
-        let data = self.session_key(id, "data");
-        let prefix = self.key(&format!("_uploads/{id}"));
-        let info_key = self.session_key(id, "info");
-        self.run(async move {
-            if let Some(m) = &s.multipart {
-                // Already completed or aborted: nothing left to abort.
-                let _ = store.abort_multipart(&data, m).await;
-            }
-            // `info` last: until it goes, the session can be cancelled again.
-            let keys: Vec<_> = store
-                .list(Some(&prefix))
-                .filter_map(|m| async move { m.ok().map(|m| m.location) })
-                .collect()
-                .await;
-            for k in keys.iter().filter(|k| **k != info_key) {
-                store.delete(k).await?;
-            }
-            store.delete(&info_key).await
-        })
-        .await?;
+        let multipart = SessionState::decode(&rec).ok().and_then(|s| s.multipart);
+        self.remove_session_objects(id, multipart).await?;
+        Ok(true)
+    }
+
+    async fn expire_upload(&self, id: &Uuid, max_idle: Duration) -> Result<bool, BlobError> {
+        let sessions = self.sessions()?;
+        let Some(rec) = sessions.get(id).await.map_err(store_error)? else {
+            return Ok(false);
+        };
+        let idle = SystemTime::now()
+            .duration_since(rec.updated())
+            .unwrap_or_default();
+        if idle <= max_idle {
+            return Ok(false);
+        }
+        // Only the revision found idle: a save since then keeps it.
+        let rec = match sessions.delete_at(id, rec.revision).await {
+            Ok(rec) => rec,
+            Err(UploadCasError::Gone | UploadCasError::Conflict) => return Ok(false),
+            Err(e) => return Err(cas_error(e)),
+        };
+        let multipart = SessionState::decode(&rec).ok().and_then(|s| s.multipart);
+        self.remove_session_objects(id, multipart).await?;
         Ok(true)
     }
 
     async fn list_uploads(&self) -> Result<Vec<UploadInfo>, BlobError> {
-        let store = self.store.clone();
-        let prefix = self.key("_uploads");
-        let keys: Vec<_> = self
-            .run(async move {
-                let v: Vec<_> = store.list(Some(&prefix)).collect().await;
-                v.into_iter().collect::<Result<Vec<_>, _>>()
-            })
-            .await?;
-        let mut out = Vec::new();
-        for m in keys {
-            let key = m.location.as_ref();
-            let Some(id) = key
-                .strip_suffix("/info")
-                .and_then(|k| k.rsplit('/').next())
-                .and_then(|s| Uuid::parse_str(s).ok())
-            else {
-                continue;
-            };
-            if let Some((s, at)) = self.load_session(&id).await? {
-                out.push(info(id, &s, at));
-            }
-        }
-        Ok(out)
+        let all = self.sessions()?.list().await.map_err(store_error)?;
+        Ok(all.iter().map(UploadRecord::info).collect())
     }
 }
 
@@ -595,8 +615,12 @@ enum Target {
     /// A resumable session.
     Session {
         id: Uuid,
-        info: SessionInfo,
-        info_key: Path,
+        /// The revision last saved (by this writer, or before it resumed):
+        /// the next save is a compare-and-swap on it.
+        revision: i64,
+        /// The offset and state of that revision.
+        saved_offset: u64,
+        state: SessionState,
         data_key: Path,
         prefix: String,
     },
@@ -632,6 +656,7 @@ struct S3Writer {
     poisoned: bool,
     /// Committed: nothing to clean up.
     done: bool,
+    sessions: Option<Arc<dyn UploadSessions>>,
 }
 
 impl Drop for S3Writer {
@@ -811,41 +836,86 @@ impl BlobWriter for S3Writer {
         let tail_start = self.offset - tail.len() as u64;
         let Target::Session {
             id,
-            info,
-            info_key,
+            revision,
+            saved_offset,
+            state,
             prefix,
             ..
-        } = &mut self.target
+        } = &self.target
         else {
             return Ok(());
         };
-        let old_tail = (info.tail > 0).then(|| info.offset - info.tail);
-        info.multipart = self.multipart.clone();
-        info.parts = self.parts.iter().map(|p| p.content_id.clone()).collect();
-        info.offset = self.offset;
-        info.hash = hash;
-        info.tail = tail.len() as u64;
-        let body = serde_json::to_vec(&*info).expect("serialisable");
-        let store = self.store.clone();
-        let info_key = info_key.clone();
+        let (id, revision) = (*id, *revision);
+        let old_tail = (state.tail > 0).then(|| *saved_offset - state.tail);
+        let new_state = SessionState {
+            multipart: self.multipart.clone(),
+            parts: self.parts.iter().map(|p| p.content_id.clone()).collect(),
+            hash,
+            tail: tail.len() as u64,
+        };
+        // A multipart upload this writer started (none was saved before):
+        // no other session state names it.
+        let own_multipart = self
+            .multipart
+            .clone()
+            .filter(|m| state.multipart.as_ref() != Some(m));
         let tail_key = |off: u64| Path::from(format!("{prefix}_uploads/{id}/tail.{off}"));
-        let new_tail = tail_key(tail_start);
-        let old_tail = old_tail.map(tail_key);
-        spawn_on(&self.handle, async move {
-            // The tail under a new name first, then `info` naming it: a
-            // crash between the two leaves the previous save intact.
-            if !tail.is_empty() {
-                store.put(&new_tail, PutPayload::from(tail)).await?;
+        let new_tail = (!tail.is_empty()).then(|| tail_key(tail_start));
+        let old_tail = old_tail
+            .map(tail_key)
+            .filter(|t| Some(t) != new_tail.as_ref());
+        let store = self.store.clone();
+        if let Some(key) = &new_tail {
+            // The tail under a new name first, then the row naming it: a
+            // failure between the two leaves the previous save intact.
+            let (store, key) = (store.clone(), key.clone());
+            spawn_on(&self.handle, async move {
+                store.put(&key, PutPayload::from(tail)).await.map(|_| ())
+            })
+            .await?;
+        }
+        let sessions = self.sessions.clone().ok_or(BlobError::UploadUnknown)?;
+        match sessions
+            .save(&id, revision, self.offset, &new_state.encode())
+            .await
+        {
+            Ok(next) => {
+                if let Target::Session {
+                    revision,
+                    saved_offset,
+                    state,
+                    ..
+                } = &mut self.target
+                {
+                    *revision = next;
+                    *saved_offset = self.offset;
+                    *state = new_state;
+                }
+                if let Some(old) = old_tail {
+                    let _ = spawn_on(&self.handle, async move { store.delete(&old).await }).await;
+                }
+                Ok(())
             }
-            store.put(&info_key, PutPayload::from(body)).await?;
-            if let Some(old) = old_tail
-                && old != new_tail
-            {
-                let _ = store.delete(&old).await;
+            Err(e) => {
+                // Nothing was saved; leave nothing this writer alone made.
+                // A tail is another writer's too when it won at the same
+                // offset, so only a cancelled session's is removed.
+                self.poisoned = true;
+                let gone = matches!(e, UploadCasError::Gone);
+                let data_key = self.upload_key();
+                let _ = spawn_on(&self.handle, async move {
+                    if let Some(m) = own_multipart {
+                        let _ = store.abort_multipart(&data_key, &m).await;
+                    }
+                    if gone && let Some(t) = new_tail {
+                        let _ = store.delete(&t).await;
+                    }
+                    Ok(())
+                })
+                .await;
+                Err(cas_error(e))
             }
-            Ok(())
-        })
-        .await
+        }
     }
 
     async fn commit(mut self: Box<Self>, expected: &Digest) -> Result<Committed, BlobError> {
@@ -889,11 +959,21 @@ impl BlobWriter for S3Writer {
             }
             Target::Session {
                 id,
+                revision,
+                saved_offset,
+                state,
                 data_key,
                 prefix,
-                ..
             } => {
                 let (id, data_key) = (*id, data_key.clone());
+                let sessions = self.sessions.clone().ok_or(BlobError::UploadUnknown)?;
+                // Claim the session before anything becomes visible: a
+                // compare-and-swap that fails if it was cancelled or moved
+                // on since this writer resumed it (the state saved stays).
+                let claimed = sessions
+                    .save(&id, *revision, *saved_offset, &state.encode())
+                    .await
+                    .map_err(cas_error)?;
                 let final_key =
                     Path::from(format!("{prefix}blobs/{}/{}", alg.as_str(), expected.hex()));
                 let session_prefix = Path::from(format!("{prefix}_uploads/{id}"));
@@ -938,18 +1018,23 @@ impl BlobWriter for S3Writer {
                     spawn_on(&self.handle, async move { s5.copy(&from, &to).await }).await?;
                 }
                 self.done = true;
-                // The session's objects go; `info` last.
-                let info_key = self.session_key_info();
+                // The session ends: its row (unless a cancel took it
+                // meanwhile, which is as good), then its objects.
+                // (A request that resumed the claimed revision and saved
+                // since keeps its row: the blob is committed either way.)
+                if let Err(UploadCasError::Store(e)) = sessions.delete_at(&id, claimed).await {
+                    return Err(store_error(e));
+                }
                 spawn_on(&self.handle, async move {
                     let keys: Vec<_> = store
                         .list(Some(&session_prefix))
                         .filter_map(|m| async move { m.ok().map(|m| m.location) })
                         .collect()
                         .await;
-                    for k in keys.iter().filter(|k| **k != info_key) {
+                    for k in &keys {
                         let _ = store.delete(k).await;
                     }
-                    store.delete(&info_key).await
+                    Ok(())
                 })
                 .await?;
                 Ok(Committed {
@@ -957,15 +1042,6 @@ impl BlobWriter for S3Writer {
                     new: !existed,
                 })
             }
-        }
-    }
-}
-
-impl S3Writer {
-    fn session_key_info(&self) -> Path {
-        match &self.target {
-            Target::Session { info_key, .. } => info_key.clone(),
-            Target::Put { key } => key.clone(),
         }
     }
 }

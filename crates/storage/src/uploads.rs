@@ -7,6 +7,7 @@
 //! offset is the length of `data`, rehashed when it resumes. Its last
 //! activity is `data`'s modification time.
 
+use crate::MetaError;
 use crate::hashstate::Sha256State;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -27,6 +28,102 @@ pub struct UploadInfo {
     /// Bytes received (as of the last save).
     pub len: u64,
     pub updated: SystemTime,
+}
+
+/// One upload session as the metadata store keeps it (the S3 driver's
+/// sessions, so that any node resumes them): who it belongs to, how far
+/// it got, and the driver's own state (hash state, part list…), opaque
+/// to the store. `revision` moves with every save.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub id: Uuid,
+    pub repo: String,
+    pub owner: String,
+    /// Unix milliseconds.
+    pub created_ms: i64,
+    /// Unix milliseconds of the last save: what idle expiry looks at.
+    pub updated_ms: i64,
+    pub offset: u64,
+    pub revision: i64,
+    pub state: Vec<u8>,
+}
+
+impl UploadRecord {
+    /// When it was last saved.
+    pub fn updated(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(self.updated_ms.max(0) as u64)
+    }
+
+    /// As the blob driver describes a session.
+    pub fn info(&self) -> UploadInfo {
+        UploadInfo {
+            id: self.id,
+            repo: self.repo.clone(),
+            owner: Some(self.owner.clone()),
+            len: self.offset,
+            updated: self.updated(),
+        }
+    }
+}
+
+/// Why a compare-and-swap on a session failed. Either way nothing was
+/// written.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadCasError {
+    /// Another writer saved the session since this one read it: its
+    /// revision moved on.
+    #[error("the upload session was changed by another request")]
+    Conflict,
+    /// The session was cancelled (or expired, or completed) meanwhile.
+    #[error("the upload session is gone")]
+    Gone,
+    #[error(transparent)]
+    Store(#[from] MetaError),
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Upload sessions in the metadata store (SQLite or PostgreSQL). A save
+/// is a compare-and-swap on the revision its writer resumed from, and
+/// never creates a row: a session deleted (cancelled, expired, committed)
+/// while a request of it still ran on another node stays deleted, and of
+/// two writers that resumed the same revision only the first saves.
+#[async_trait::async_trait]
+pub trait UploadSessions: Send + Sync + 'static {
+    /// A new session at offset 0, revision 0.
+    async fn create(
+        &self,
+        id: Uuid,
+        repo: &str,
+        owner: &str,
+        state: &[u8],
+    ) -> Result<UploadRecord, MetaError>;
+    /// A session as last saved; `None` when unknown.
+    async fn get(&self, id: &Uuid) -> Result<Option<UploadRecord>, MetaError>;
+    /// Save `offset` and `state` if the session is still at `revision`;
+    /// returns the new revision.
+    async fn save(
+        &self,
+        id: &Uuid,
+        revision: i64,
+        offset: u64,
+        state: &[u8],
+    ) -> Result<i64, UploadCasError>;
+    /// Delete a session whatever its revision; the row as it was, `None`
+    /// when unknown.
+    async fn delete(&self, id: &Uuid) -> Result<Option<UploadRecord>, MetaError>;
+    /// Delete a session only if it is still at `revision`: a writer ending
+    /// the session (its commit) or expiry, which must not remove what a
+    /// newer save described.
+    async fn delete_at(&self, id: &Uuid, revision: i64) -> Result<UploadRecord, UploadCasError>;
+    /// Every session.
+    async fn list(&self) -> Result<Vec<UploadRecord>, MetaError>;
 }
 
 #[derive(Debug, Clone)]

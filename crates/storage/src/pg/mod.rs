@@ -12,6 +12,7 @@
 pub(crate) mod access;
 pub(crate) mod meta;
 pub(crate) mod releases;
+pub(crate) mod uploads;
 
 pub use access::PgAccess;
 pub use meta::PgMeta;
@@ -342,6 +343,10 @@ fn migrations() -> Vec<refinery::Migration> {
         (
             "V3__import_jobs",
             include_str!("../../migrations/postgres/V3__import_jobs.sql"),
+        ),
+        (
+            "V4__upload_sessions",
+            include_str!("../../migrations/postgres/V4__upload_sessions.sql"),
         ),
         (
             "V5__vulndb_releases",

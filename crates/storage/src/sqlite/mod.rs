@@ -10,6 +10,7 @@
 pub(crate) mod access;
 pub(crate) mod meta;
 pub(crate) mod releases;
+pub(crate) mod uploads;
 
 use crate::MetaError;
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
@@ -38,6 +39,10 @@ fn migrations() -> Vec<refinery::Migration> {
         (
             "V3__import_jobs",
             include_str!("../../migrations/sqlite/V3__import_jobs.sql"),
+        ),
+        (
+            "V4__upload_sessions",
+            include_str!("../../migrations/sqlite/V4__upload_sessions.sql"),
         ),
         (
             "V5__vulndb_releases",
