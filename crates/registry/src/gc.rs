@@ -17,7 +17,8 @@
 //!    - live blobs: those referenced by a live manifest in any repository;
 //!    - delete repository links to blobs that are not live and were linked
 //!      before the grace period.
-//! 3. Delete blob files that are not live, no longer linked anywhere and
+//! 3. Delete blob files that are not live, no longer linked anywhere, not
+//!    a published vulnerability database build ([`storage::Releases`]) and
 //!    older than the grace period (a push in progress commits a fresh file
 //!    or refreshes an existing one's time, so it is protected).
 //! 4. Release the lock. The manifests removed are journaled in the same
@@ -87,20 +88,46 @@ pub async fn gc_stores(
     opts: GcOptions,
 ) -> Result<GcReport, RegistryError> {
     let store = Arc::new(Store::open(data_dir, blobs, metadata).map_err(RegistryError::internal)?);
-    gc_store(store, opts).await
+    let releases = storage::open_releases(data_dir, metadata).map_err(RegistryError::internal)?;
+    gc_store_keeping(store, Some(releases), opts).await
 }
 
-/// Run a GC over an opened store.
+/// Run a GC over an opened store that holds no published vulnerability
+/// database builds (see [`gc_store_keeping`]).
 pub async fn gc_store(store: Arc<Store>, opts: GcOptions) -> Result<GcReport, RegistryError> {
+    gc_store_keeping(store, None, opts).await
+}
+
+/// Run a GC over an opened store, keeping the blobs of the vulnerability
+/// database builds `releases` records (no manifest references them).
+pub async fn gc_store_keeping(
+    store: Arc<Store>,
+    releases: Option<Arc<dyn storage::Releases>>,
+    opts: GcOptions,
+) -> Result<GcReport, RegistryError> {
     // Blocking all through: the file lock and the driver's listing need no
     // runtime of the caller's (see `storage::block_on`).
-    tokio::task::spawn_blocking(move || gc_blocking(&store, &opts))
+    tokio::task::spawn_blocking(move || gc_blocking(&store, releases.as_deref(), &opts))
         .await
         .map_err(RegistryError::internal)?
 }
 
-fn gc_blocking(store: &Store, opts: &GcOptions) -> Result<GcReport, RegistryError> {
+fn gc_blocking(
+    store: &Store,
+    releases: Option<&dyn storage::Releases>,
+    opts: &GcOptions,
+) -> Result<GcReport, RegistryError> {
     let _lock = store.gc_lock_exclusive()?;
+    // Published database builds are live like manifests' blobs. Read
+    // under the lock: a release's blob and row are written under it
+    // shared, so none appears half-way through this run.
+    let pinned: std::collections::HashSet<String> = match releases {
+        Some(r) => block_on(r.releases())?
+            .into_iter()
+            .map(|r| r.digest.to_string())
+            .collect(),
+        None => Default::default(),
+    };
     let now = SystemTime::now();
     let cutoff_time = now
         .checked_sub(opts.grace)
@@ -131,6 +158,7 @@ fn gc_blocking(store: &Store, opts: &GcOptions) -> Result<GcReport, RegistryErro
         let s = d.to_string();
         if marked.live_blobs.contains(&s)
             || marked.linked.contains(&s)
+            || pinned.contains(&s)
             || st.modified >= cutoff_time
         {
             report.blobs_kept += 1;

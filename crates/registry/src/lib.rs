@@ -54,7 +54,7 @@ mod metrics;
 mod upload;
 
 pub use error::{ErrorCode, RegistryError};
-pub use gc::{GcOptions, GcReport, gc, gc_store, gc_stores, gc_with};
+pub use gc::{GcOptions, GcReport, gc, gc_store, gc_store_keeping, gc_stores, gc_with};
 pub use http::{ObserveFn, ObserveLayer, observe};
 pub use storage::{BlobStorage, Duty, Leadership, Meta, MetadataStorage, PgConfig, S3Config};
 
