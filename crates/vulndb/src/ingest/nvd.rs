@@ -60,20 +60,27 @@ fn add_cve5_metrics(b: &mut Builder, id: &str, container: &Value, rank: u8, sour
         .flatten()
     {
         for key in ["cvssV4_0", "cvssV3_1", "cvssV3_0"] {
-            if let Some(c) = m.get(key)
-                && let Some(vector) = str_field(c, "vectorString")
-            {
-                b.add_cvss(
-                    id,
-                    Candidate {
-                        vector: vector.to_string(),
-                        stated: c.get("baseScore").and_then(Value::as_f64),
-                        rank,
-                        source: source.to_string(),
-                    },
-                );
+            if let Some(c) = m.get(key) {
+                add_cvss_data(b, id, c, rank, || source.to_string());
             }
         }
+    }
+}
+
+/// A CVSS object as CVE 5 and both NVD formats spell it (`vectorString`,
+/// `baseScore`) as a candidate score of `id`; one without a vector is
+/// skipped.
+fn add_cvss_data(b: &mut Builder, id: &str, c: &Value, rank: u8, source: impl FnOnce() -> String) {
+    if let Some(vector) = str_field(c, "vectorString") {
+        b.add_cvss(
+            id,
+            Candidate {
+                vector: vector.to_string(),
+                stated: c.get("baseScore").and_then(Value::as_f64),
+                rank,
+                source: source(),
+            },
+        );
     }
 }
 
@@ -96,18 +103,8 @@ pub(crate) fn read_nvd11(b: &mut Builder, label: &str, v: &Value) -> Result<(), 
             ));
         };
         b.record(source, feed_date.as_deref());
-        if let Some(c) = item.pointer("/impact/baseMetricV3/cvssV3")
-            && let Some(vector) = str_field(c, "vectorString")
-        {
-            b.add_cvss(
-                id,
-                Candidate {
-                    vector: vector.to_string(),
-                    stated: c.get("baseScore").and_then(Value::as_f64),
-                    rank: rank::NVD_11,
-                    source: "nvd-1.1".into(),
-                },
-            );
+        if let Some(c) = item.pointer("/impact/baseMetricV3/cvssV3") {
+            add_cvss_data(b, id, c, rank::NVD_11, || "nvd-1.1".into());
         }
         if let Some(d) = english(item.pointer("/cve/description/description_data"), "value") {
             b.add_description(id, &d);
@@ -156,27 +153,19 @@ pub(crate) fn read_nvd2_cve(b: &mut Builder, label: &str, v: &Value) -> Result<(
             let Some(data) = m.get("cvssData") else {
                 continue;
             };
-            let Some(vector) = str_field(data, "vectorString") else {
-                continue;
-            };
             let primary = str_field(m, "type") == Some("Primary");
-            b.add_cvss(
-                id,
-                Candidate {
-                    vector: vector.to_string(),
-                    stated: data.get("baseScore").and_then(Value::as_f64),
-                    rank: if primary {
-                        rank::NVD_PRIMARY
-                    } else {
-                        rank::NVD_SECONDARY
-                    },
-                    source: if primary {
-                        "nvd".into()
-                    } else {
-                        format!("nvd:{}", str_field(m, "source").unwrap_or("secondary"))
-                    },
-                },
-            );
+            let rank = if primary {
+                rank::NVD_PRIMARY
+            } else {
+                rank::NVD_SECONDARY
+            };
+            add_cvss_data(b, id, data, rank, || {
+                if primary {
+                    "nvd".into()
+                } else {
+                    format!("nvd:{}", str_field(m, "source").unwrap_or("secondary"))
+                }
+            });
         }
     }
     if let Some(d) = english(v.get("descriptions"), "value") {

@@ -15,28 +15,20 @@ use crate::store::{Entry, Event};
 use serde::Deserialize;
 use serde_json::Value;
 
+// A missing `Option` field reads as `None` (serde's rule for `Option`),
+// so only the plain fields below need `#[serde(default)]`.
 #[derive(Deserialize)]
 struct Record {
     id: String,
-    #[serde(default)]
     modified: Option<String>,
-    #[serde(default)]
     withdrawn: Option<String>,
-    #[serde(default)]
     aliases: Option<Vec<String>>,
-    #[serde(default)]
     related: Option<Vec<String>>,
-    #[serde(default)]
     summary: Option<String>,
-    #[serde(default)]
     details: Option<String>,
-    #[serde(default)]
     severity: Option<Vec<SeverityItem>>,
-    #[serde(default)]
     affected: Option<Vec<Affected>>,
-    #[serde(default)]
     references: Option<Vec<Reference>>,
-    #[serde(default)]
     database_specific: Option<Value>,
 }
 
@@ -49,23 +41,16 @@ struct SeverityItem {
 
 #[derive(Deserialize)]
 struct Reference {
-    #[serde(default)]
     url: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct Affected {
-    #[serde(default)]
     package: Option<Package>,
-    #[serde(default)]
     ranges: Option<Vec<Range>>,
-    #[serde(default)]
     versions: Option<Vec<String>>,
-    #[serde(default)]
     ecosystem_specific: Option<Value>,
-    #[serde(default)]
     database_specific: Option<Value>,
-    #[serde(default)]
     severity: Option<Vec<SeverityItem>>,
 }
 
@@ -75,7 +60,6 @@ struct Package {
     ecosystem: String,
     #[serde(default)]
     name: String,
-    #[serde(default)]
     purl: Option<String>,
 }
 
