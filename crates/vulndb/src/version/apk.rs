@@ -3,14 +3,14 @@
 //! `_alpha < _beta < _pre < _rc` sort before the plain version and the
 //! post-release suffixes `_cvs < _svn < _git < _hg < _p` after it.
 
-use super::{VersionError, VersionScheme};
+use super::Scheme;
 use std::cmp::Ordering;
 
 /// apk-tools ordering (Alpine).
 pub struct Apk;
 
 #[derive(Debug)]
-struct Parsed<'a> {
+pub(crate) struct Parsed<'a> {
     numbers: Vec<&'a str>,
     letter: Option<u8>,
     suffixes: Vec<(i8, &'a str)>,
@@ -105,28 +105,26 @@ fn num(s: &str) -> &[u8] {
     s.as_bytes()
 }
 
-impl VersionScheme for Apk {
-    fn name(&self) -> &'static str {
-        "apk"
+impl Scheme for Apk {
+    const NAME: &'static str = "apk";
+    type Parsed<'a> = Parsed<'a>;
+    fn parse(v: &str) -> Option<Self::Parsed<'_>> {
+        parse(v)
     }
-    fn validate(&self, v: &str) -> Result<(), VersionError> {
-        parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
-    }
-    fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let (pa, pb) = self.parse_pair(a, b, parse)?;
+    fn order(pa: &Self::Parsed<'_>, pb: &Self::Parsed<'_>) -> Ordering {
         for (i, (x, y)) in pa.numbers.iter().zip(&pb.numbers).enumerate() {
             let o = cmp_component(x, y, i == 0);
             if o != Ordering::Equal {
-                return Ok(o);
+                return o;
             }
         }
         let o = pa.numbers.len().cmp(&pb.numbers.len());
         if o != Ordering::Equal {
-            return Ok(o);
+            return o;
         }
         let o = pa.letter.cmp(&pb.letter);
         if o != Ordering::Equal {
-            return Ok(o);
+            return o;
         }
         let n = pa.suffixes.len().max(pb.suffixes.len());
         for i in 0..n {
@@ -136,16 +134,17 @@ impl VersionScheme for Apk {
                 .cmp(&rb)
                 .then_with(|| super::dpkg::cmp_digits(num(na), num(nb)));
             if o != Ordering::Equal {
-                return Ok(o);
+                return o;
             }
         }
-        Ok(super::dpkg::cmp_digits(num(pa.revision), num(pb.revision)))
+        super::dpkg::cmp_digits(num(pa.revision), num(pb.revision))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::VersionScheme;
     use crate::version::check_table;
     use Ordering::*;
 

@@ -5,7 +5,7 @@
 //! dev < alpha < beta < RC < stable < patch. Branch names (`dev-main`,
 //! `2.x-dev`) have no place in that order and are not valid here.
 
-use super::{VersionError, VersionScheme};
+use super::Scheme;
 use std::cmp::Ordering;
 
 /// Composer ordering.
@@ -62,22 +62,21 @@ fn parse(v: &str) -> Option<Parsed> {
     Some((numbers, rank, number))
 }
 
-impl VersionScheme for Composer {
-    fn name(&self) -> &'static str {
-        "composer"
+impl Scheme for Composer {
+    const NAME: &'static str = "composer";
+    type Parsed<'a> = Parsed;
+    fn parse(v: &str) -> Option<Self::Parsed<'_>> {
+        parse(v)
     }
-    fn validate(&self, v: &str) -> Result<(), VersionError> {
-        parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
-    }
-    fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let (pa, pb) = self.parse_pair(a, b, parse)?;
-        Ok(pa.cmp(&pb))
+    fn order(pa: &Self::Parsed<'_>, pb: &Self::Parsed<'_>) -> Ordering {
+        pa.cmp(pb)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::VersionScheme;
     use crate::version::check_table;
     use Ordering::*;
 

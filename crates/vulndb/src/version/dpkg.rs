@@ -1,13 +1,13 @@
 //! Debian package versions: `[epoch:]upstream[-revision]`, ordered as in
 //! Debian Policy §5.6.12.
 
-use super::{VersionError, VersionScheme};
+use super::Scheme;
 use std::cmp::Ordering;
 
 /// dpkg ordering (Debian, Ubuntu).
 pub struct Dpkg;
 
-struct Parts<'a> {
+pub(crate) struct Parts<'a> {
     epoch: u64,
     upstream: &'a str,
     revision: &'a str,
@@ -108,26 +108,24 @@ fn trim_zeros(s: &[u8]) -> &[u8] {
     &s[n..]
 }
 
-impl VersionScheme for Dpkg {
-    fn name(&self) -> &'static str {
-        "dpkg"
+impl Scheme for Dpkg {
+    const NAME: &'static str = "dpkg";
+    type Parsed<'a> = Parts<'a>;
+    fn parse(v: &str) -> Option<Self::Parsed<'_>> {
+        parse(v)
     }
-    fn validate(&self, v: &str) -> Result<(), VersionError> {
-        parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
-    }
-    fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let (pa, pb) = self.parse_pair(a, b, parse)?;
-        Ok(pa
-            .epoch
+    fn order(pa: &Self::Parsed<'_>, pb: &Self::Parsed<'_>) -> Ordering {
+        pa.epoch
             .cmp(&pb.epoch)
             .then_with(|| cmp_part(pa.upstream, pb.upstream))
-            .then_with(|| cmp_part(pa.revision, pb.revision)))
+            .then_with(|| cmp_part(pa.revision, pb.revision))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::VersionScheme;
     use crate::version::check_table;
     use Ordering::*;
 

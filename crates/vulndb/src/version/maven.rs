@@ -6,14 +6,14 @@
 //! `alpha < beta < milestone < rc = cr < snapshot < "" = ga = final = release < sp`
 //! and unknown qualifiers come after them, alphabetically.
 
-use super::{VersionError, VersionScheme};
+use super::Scheme;
 use std::cmp::Ordering;
 
 /// Maven ordering (Java artifacts).
 pub struct Maven;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Item {
+pub(crate) enum Item {
     Int(String),
     Str(String),
     List(Vec<Item>),
@@ -207,22 +207,21 @@ fn parse(v: &str) -> Option<Item> {
     Some(Item::List(root))
 }
 
-impl VersionScheme for Maven {
-    fn name(&self) -> &'static str {
-        "maven"
+impl Scheme for Maven {
+    const NAME: &'static str = "maven";
+    type Parsed<'a> = Item;
+    fn parse(v: &str) -> Option<Self::Parsed<'_>> {
+        parse(v)
     }
-    fn validate(&self, v: &str) -> Result<(), VersionError> {
-        parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
-    }
-    fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let (pa, pb) = self.parse_pair(a, b, parse)?;
-        Ok(pa.cmp_item(&pb))
+    fn order(pa: &Self::Parsed<'_>, pb: &Self::Parsed<'_>) -> Ordering {
+        pa.cmp_item(pb)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::VersionScheme;
     use crate::version::check_table;
     use Ordering::*;
 

@@ -61,21 +61,29 @@ pub trait VersionScheme: Send + Sync {
             version: v.to_string(),
         }
     }
+}
 
-    /// Helper for implementations: both sides parsed with `parse`, or the
-    /// error naming the first that does not parse.
-    fn parse_pair<'s, T>(
-        &self,
-        a: &'s str,
-        b: &'s str,
-        parse: impl Fn(&'s str) -> Option<T>,
-    ) -> Result<(T, T), VersionError>
-    where
-        Self: Sized,
-    {
-        let pa = parse(a).ok_or_else(|| self.invalid(a))?;
-        let pb = parse(b).ok_or_else(|| self.invalid(b))?;
-        Ok((pa, pb))
+/// What each scheme here defines: how a version parses and how two
+/// parsed versions order. Validation, comparison and their errors follow
+/// from these alike for every scheme (the `VersionScheme` impl below).
+pub(crate) trait Scheme: Send + Sync {
+    const NAME: &'static str;
+    type Parsed<'a>;
+    fn parse(v: &str) -> Option<Self::Parsed<'_>>;
+    fn order(a: &Self::Parsed<'_>, b: &Self::Parsed<'_>) -> Ordering;
+}
+
+impl<S: Scheme> VersionScheme for S {
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+    fn validate(&self, v: &str) -> Result<(), VersionError> {
+        S::parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
+    }
+    fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
+        let pa = S::parse(a).ok_or_else(|| self.invalid(a))?;
+        let pb = S::parse(b).ok_or_else(|| self.invalid(b))?;
+        Ok(S::order(&pa, &pb))
     }
 }
 

@@ -4,13 +4,13 @@
 //! case-insensitively, and build metadata after `+` that does not take
 //! part in ordering.
 
-use super::{VersionError, VersionScheme};
+use super::Scheme;
 use std::cmp::Ordering;
 
 /// NuGet ordering.
 pub struct NuGet;
 
-struct Parsed {
+pub(crate) struct Parsed {
     numbers: [u64; 4],
     pre: Vec<String>,
 }
@@ -72,25 +72,23 @@ fn cmp_pre(a: &[String], b: &[String]) -> Ordering {
     a.len().cmp(&b.len())
 }
 
-impl VersionScheme for NuGet {
-    fn name(&self) -> &'static str {
-        "nuget"
+impl Scheme for NuGet {
+    const NAME: &'static str = "nuget";
+    type Parsed<'a> = Parsed;
+    fn parse(v: &str) -> Option<Self::Parsed<'_>> {
+        parse(v)
     }
-    fn validate(&self, v: &str) -> Result<(), VersionError> {
-        parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
-    }
-    fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let (pa, pb) = self.parse_pair(a, b, parse)?;
-        Ok(pa
-            .numbers
+    fn order(pa: &Self::Parsed<'_>, pb: &Self::Parsed<'_>) -> Ordering {
+        pa.numbers
             .cmp(&pb.numbers)
-            .then_with(|| cmp_pre(&pa.pre, &pb.pre)))
+            .then_with(|| cmp_pre(&pa.pre, &pb.pre))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::VersionScheme;
     use crate::version::check_table;
     use Ordering::*;
 

@@ -1,6 +1,6 @@
 //! PEP 440 versions (Python packages), parsed and ordered by `pep440_rs`.
 
-use super::{VersionError, VersionScheme};
+use super::Scheme;
 use std::cmp::Ordering;
 use std::str::FromStr;
 
@@ -11,22 +11,21 @@ fn parse(v: &str) -> Option<pep440_rs::Version> {
     pep440_rs::Version::from_str(v.trim()).ok()
 }
 
-impl VersionScheme for Pep440 {
-    fn name(&self) -> &'static str {
-        "pep440"
+impl Scheme for Pep440 {
+    const NAME: &'static str = "pep440";
+    type Parsed<'a> = pep440_rs::Version;
+    fn parse(v: &str) -> Option<Self::Parsed<'_>> {
+        parse(v)
     }
-    fn validate(&self, v: &str) -> Result<(), VersionError> {
-        parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
-    }
-    fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let (pa, pb) = self.parse_pair(a, b, parse)?;
-        Ok(pa.cmp(&pb))
+    fn order(pa: &Self::Parsed<'_>, pb: &Self::Parsed<'_>) -> Ordering {
+        pa.cmp(pb)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::VersionScheme;
     use crate::version::check_table;
     use Ordering::*;
 

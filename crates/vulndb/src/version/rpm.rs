@@ -3,7 +3,7 @@
 //! segments newer than alphabetic ones, `~` sorting before anything (even
 //! the end) and `^` sorting after the end but before any further segment.
 
-use super::{VersionError, VersionScheme};
+use super::Scheme;
 use std::cmp::Ordering;
 
 /// RPM ordering (Red Hat, Fedora, SUSE, …).
@@ -119,15 +119,14 @@ pub(crate) fn rpmvercmp(a: &str, b: &str) -> Ordering {
     }
 }
 
-impl VersionScheme for Rpm {
-    fn name(&self) -> &'static str {
-        "rpm"
+impl Scheme for Rpm {
+    const NAME: &'static str = "rpm";
+    type Parsed<'a> = (u64, &'a str, Option<&'a str>);
+    fn parse(v: &str) -> Option<Self::Parsed<'_>> {
+        parse(v)
     }
-    fn validate(&self, v: &str) -> Result<(), VersionError> {
-        parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
-    }
-    fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let ((ea, va, ra), (eb, vb, rb)) = self.parse_pair(a, b, parse)?;
+    fn order(pa: &Self::Parsed<'_>, pb: &Self::Parsed<'_>) -> Ordering {
+        let (&(ea, va, ra), &(eb, vb, rb)) = (pa, pb);
         let mut o = ea.cmp(&eb).then_with(|| rpmvercmp(va, vb));
         // A missing release matches any release (as rpm does for EVR
         // comparisons where one side has no release).
@@ -136,13 +135,14 @@ impl VersionScheme for Rpm {
         {
             o = rpmvercmp(ra, rb);
         }
-        Ok(o)
+        o
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::VersionScheme;
     use crate::version::check_table;
     use Ordering::*;
 

@@ -3,14 +3,14 @@
 //! a pre-release, and string segments sort before numeric ones. A `-` is
 //! read as `.pre.`. Trailing zero segments are not significant.
 
-use super::{VersionError, VersionScheme};
+use super::Scheme;
 use std::cmp::Ordering;
 
 /// RubyGems ordering.
 pub struct RubyGems;
 
 #[derive(Debug, PartialEq, Eq)]
-enum Seg {
+pub(crate) enum Seg {
     Num(String),
     Str(String),
 }
@@ -67,15 +67,13 @@ fn parse(v: &str) -> Option<Vec<Seg>> {
     Some(release)
 }
 
-impl VersionScheme for RubyGems {
-    fn name(&self) -> &'static str {
-        "rubygems"
+impl Scheme for RubyGems {
+    const NAME: &'static str = "rubygems";
+    type Parsed<'a> = Vec<Seg>;
+    fn parse(v: &str) -> Option<Self::Parsed<'_>> {
+        parse(v)
     }
-    fn validate(&self, v: &str) -> Result<(), VersionError> {
-        parse(v).map(|_| ()).ok_or_else(|| self.invalid(v))
-    }
-    fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let (pa, pb) = self.parse_pair(a, b, parse)?;
+    fn order(pa: &Self::Parsed<'_>, pb: &Self::Parsed<'_>) -> Ordering {
         let zero = Seg::Num(String::new());
         for i in 0..pa.len().max(pb.len()) {
             let x = pa.get(i).unwrap_or(&zero);
@@ -87,16 +85,17 @@ impl VersionScheme for RubyGems {
                 (Seg::Str(x), Seg::Str(y)) => x.cmp(y),
             };
             if o != Ordering::Equal {
-                return Ok(o);
+                return o;
             }
         }
-        Ok(Ordering::Equal)
+        Ordering::Equal
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::VersionScheme;
     use crate::version::check_table;
     use Ordering::*;
 

@@ -3,7 +3,7 @@
 //! Parsing uses the `semver` crate. Build metadata (`+incompatible`,
 //! `+build.5`) does not take part in ordering, as SemVer §10 requires.
 
-use super::{VersionError, VersionScheme};
+use super::Scheme;
 use std::cmp::Ordering;
 
 /// SemVer 2.0 ordering (npm, Rust crates). A leading `v` or `=` is accepted.
@@ -27,16 +27,14 @@ fn cmp_ignoring_build(a: &::semver::Version, b: &::semver::Version) -> Ordering 
         .then_with(|| a.pre.cmp(&b.pre))
 }
 
-impl VersionScheme for Semver {
-    fn name(&self) -> &'static str {
-        "semver"
+impl Scheme for Semver {
+    const NAME: &'static str = "semver";
+    type Parsed<'a> = ::semver::Version;
+    fn parse(v: &str) -> Option<Self::Parsed<'_>> {
+        parse_semver(v)
     }
-    fn validate(&self, v: &str) -> Result<(), VersionError> {
-        parse_semver(v).map(|_| ()).ok_or_else(|| self.invalid(v))
-    }
-    fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let (pa, pb) = self.parse_pair(a, b, parse_semver)?;
-        Ok(cmp_ignoring_build(&pa, &pb))
+    fn order(pa: &Self::Parsed<'_>, pb: &Self::Parsed<'_>) -> Ordering {
+        cmp_ignoring_build(pa, pb)
     }
 }
 
@@ -77,22 +75,21 @@ fn parse_go(v: &str) -> Option<::semver::Version> {
     ::semver::Version::parse(&full).ok()
 }
 
-impl VersionScheme for GoSemver {
-    fn name(&self) -> &'static str {
-        "go"
+impl Scheme for GoSemver {
+    const NAME: &'static str = "go";
+    type Parsed<'a> = ::semver::Version;
+    fn parse(v: &str) -> Option<Self::Parsed<'_>> {
+        parse_go(v)
     }
-    fn validate(&self, v: &str) -> Result<(), VersionError> {
-        parse_go(v).map(|_| ()).ok_or_else(|| self.invalid(v))
-    }
-    fn compare(&self, a: &str, b: &str) -> Result<Ordering, VersionError> {
-        let (pa, pb) = self.parse_pair(a, b, parse_go)?;
-        Ok(cmp_ignoring_build(&pa, &pb))
+    fn order(pa: &Self::Parsed<'_>, pb: &Self::Parsed<'_>) -> Ordering {
+        cmp_ignoring_build(pa, pb)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::VersionScheme;
     use crate::version::check_table;
     use Ordering::*;
 
