@@ -98,25 +98,37 @@ fn read_pair(files: &TlsFiles) -> io::Result<(Vec<u8>, Vec<u8>)> {
     Ok((read(&files.cert, "certificate")?, read(&files.key, "key")?))
 }
 
+/// Why a certificate and key do not make a usable pair.
+#[derive(Debug, thiserror::Error)]
+enum PairError {
+    #[error("bad certificate PEM: {0}")]
+    CertificatePem(rustls::pki_types::pem::Error),
+    #[error("no certificate in the certificate file")]
+    NoCertificate,
+    #[error("no usable private key in the key file (PEM: PKCS#8, PKCS#1 or SEC1)")]
+    NoKey,
+    #[error("unsupported private key: {0}")]
+    UnsupportedKey(rustls::Error),
+    #[error("the key does not belong to the certificate: {0}")]
+    Mismatch(rustls::Error),
+}
+
 /// A certificate chain and its key from PEM; the key must match the leaf.
-fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, PairError> {
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("bad certificate PEM: {e}"))?;
+        .map_err(PairError::CertificatePem)?;
     if chain.is_empty() {
-        return Err("no certificate in the certificate file".into());
+        return Err(PairError::NoCertificate);
     }
     // The key file's content never goes into a message: the PEM error could
     // quote a line of it.
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| {
-        "no usable private key in the key file (PEM: PKCS#8, PKCS#1 or SEC1)".to_string()
-    })?;
-    let signer = ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("unsupported private key: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| PairError::NoKey)?;
+    let signer = ring::sign::any_supported_type(&key).map_err(PairError::UnsupportedKey)?;
     let certified = CertifiedKey::new(chain, signer);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(e) => return Err(format!("the key does not belong to the certificate: {e}")),
+        Err(e) => return Err(PairError::Mismatch(e)),
     }
     Ok(certified)
 }
