@@ -53,7 +53,8 @@ pub fn test_images() -> Option<PathBuf> {
 /// fails is always a failure.
 pub fn test_images_dir() -> Option<PathBuf> {
     // One decision (and at most one build) per test binary.
-    static DIR: std::sync::Mutex<Option<Result<PathBuf, String>>> = std::sync::Mutex::new(None);
+    static DIR: std::sync::Mutex<Option<Result<PathBuf, MissingBuildTool>>> =
+        std::sync::Mutex::new(None);
     let mut guard = DIR.lock().unwrap_or_else(|p| p.into_inner());
     let found = guard.get_or_insert_with(find_or_build_test_images).clone();
     drop(guard);
@@ -72,7 +73,7 @@ pub fn test_images_dir() -> Option<PathBuf> {
 
 /// The test images (`oci/` inside) or, when a tool to build them is
 /// missing, which one; fails (panics) when a build is tried and fails.
-fn find_or_build_test_images() -> Result<PathBuf, String> {
+fn find_or_build_test_images() -> Result<PathBuf, MissingBuildTool> {
     let base = std::env::var_os("DRYDOCK_TEST_IMAGES")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/test-images"));
@@ -124,11 +125,26 @@ fn layout_tags(oci: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Why the test images cannot be built here: a tool the build needs is
+/// missing (the message is the skip's, or under CI the failure's, reason).
+#[derive(Debug, Clone, thiserror::Error)]
+enum MissingBuildTool {
+    #[error("debootstrap (or mmdebstrap) is not on PATH (it builds the bookworm-base rootfs)")]
+    Debootstrap,
+    #[error("{tool} is not on PATH (it is needed for {what})")]
+    NotOnPath {
+        tool: &'static str,
+        what: &'static str,
+    },
+    #[error("python3 has no pip module (`python3 -m pip` installs python-app's packages)")]
+    Pip,
+}
+
 /// Why `scripts/make-images.sh` cannot build the `missing` images here
 /// (a tool it needs is not on `PATH`), or `None` when it can. Steps whose
 /// output is already cached (`rootfs/bookworm.ok`, `stage/<image>.ok`)
 /// need no tool.
-fn missing_build_tool(base: &Path, missing: &[&str]) -> Option<String> {
+fn missing_build_tool(base: &Path, missing: &[&str]) -> Option<MissingBuildTool> {
     let cached = |rel: &str| base.join(rel).exists();
     let mut needs: Vec<(&str, &str)> = vec![
         ("bash", "the build script"),
@@ -140,10 +156,7 @@ fn missing_build_tool(base: &Path, missing: &[&str]) -> Option<String> {
     if !cached("rootfs/bookworm.ok") {
         let debootstrap = on_path("debootstrap") || on_path("mmdebstrap");
         if !debootstrap {
-            return Some(
-                "debootstrap (or mmdebstrap) is not on PATH (it builds the bookworm-base rootfs)"
-                    .to_string(),
-            );
+            return Some(MissingBuildTool::Debootstrap);
         }
     }
     if missing.contains(&"node-app") && !cached("stage/node-app.ok") {
@@ -154,7 +167,7 @@ fn missing_build_tool(base: &Path, missing: &[&str]) -> Option<String> {
     }
     for (tool, what) in needs {
         if !on_path(tool) {
-            return Some(format!("{tool} is not on PATH (it is needed for {what})"));
+            return Some(MissingBuildTool::NotOnPath { tool, what });
         }
     }
     if missing.contains(&"python-app") && !cached("stage/python-app.ok") {
@@ -164,10 +177,7 @@ fn missing_build_tool(base: &Path, missing: &[&str]) -> Option<String> {
             .output()
             .is_ok_and(|o| o.status.success());
         if !pip {
-            return Some(
-                "python3 has no pip module (`python3 -m pip` installs python-app's packages)"
-                    .to_string(),
-            );
+            return Some(MissingBuildTool::Pip);
         }
     }
     None
