@@ -121,50 +121,6 @@ fn tune_allocator() {
     }
 }
 
-/// Run `db update` whenever the database is `every` old, and at once when
-/// there is none (then retrying hourly until one is built). The handle
-/// picks each new build up by itself; a failed update leaves the current
-/// build in use. The update runs as a child process (this binary's
-/// `db update`), so the memory a build takes is given back when it ends
-/// and a failure there cannot take the server down.
-async fn keep_database_fresh(
-    data: std::path::PathBuf,
-    urls: Vec<String>,
-    handle: vulndb::Handle,
-    every: Duration,
-) {
-    const RETRY: Duration = Duration::from_secs(3600);
-    let age = handle.current().map(|db| {
-        time::OffsetDateTime::parse(
-            db.built_at(),
-            &time::format_description::well_known::Rfc3339,
-        )
-        .map_or(Duration::MAX, |built| {
-            (time::OffsetDateTime::now_utc() - built)
-                .try_into()
-                .unwrap_or(Duration::ZERO)
-        })
-    });
-    let mut wait = match age {
-        Some(age) if age < every => every - age,
-        _ => Duration::ZERO,
-    };
-    loop {
-        tokio::time::sleep(wait).await;
-        tracing::info!(sources = urls.len(), "updating the vulnerability database");
-        wait = match run_db_update(&data, &urls).await {
-            Ok(version) => {
-                tracing::info!(%version, "vulnerability database updated");
-                every
-            }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), retry_secs = RETRY.min(every).as_secs(), "vulnerability database update failed; any current build stays in use");
-                RETRY.min(every)
-            }
-        };
-    }
-}
-
 /// `drydock --data DATA db update --json` with `urls` as its sources, in a
 /// child process; the new build's version.
 async fn run_db_update(data: &std::path::Path, urls: &[String]) -> anyhow::Result<String> {
@@ -271,19 +227,39 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     if vulndb.current().is_none() {
         tracing::warn!(
             "no vulnerability database in {} yet: images are cataloged but not matched until \
-             one is built (by the scheduled update, unless vulndb.update_hours is 0, or by \
-             `drydock db update` / `drydock db import`)",
+             one is built (by the scheduled update on the node that leads it, unless \
+             vulndb.update_hours is 0, or by `drydock db update` / `drydock db import`) or \
+             fetched from the build another node published",
             config.data.display()
         );
     }
-    if config.vulndb.update_hours > 0 {
-        tokio::spawn(keep_database_fresh(
-            config.data.clone(),
-            config.vulndb.update_urls(),
-            vulndb.clone(),
-            Duration::from_secs(config.vulndb.update_hours * 3600),
-        ));
-    }
+    // The database is built once, by the node that leads its update
+    // (every `update_hours`, in a child process: `db update`), and
+    // published through the shared stores; every node fetches the newest
+    // build every `poll_secs` (see the dbsync crate).
+    let sync = dbsync::DbSync::open(
+        &config.data,
+        &config.storage.blobs(),
+        &config.metadata.storage(),
+    )
+    .context("cannot open the stores that distribute the vulnerability database")?
+    .with_handle(vulndb.clone());
+    let lead = sync.lead(LEAD_RETRY);
+    let build = (config.vulndb.update_hours > 0).then(|| {
+        let (data, urls) = (config.data.clone(), config.vulndb.update_urls());
+        dbsync::Build {
+            every: Duration::from_secs(config.vulndb.update_hours * 3600),
+            run: Box::new(move || {
+                let (data, urls) = (data.clone(), urls.clone());
+                Box::pin(async move { run_db_update(&data, &urls).await.map_err(Into::into) })
+            }),
+        }
+    });
+    tokio::spawn(sync.run(
+        lead,
+        Duration::from_secs(config.vulndb.poll_secs.max(1)),
+        build,
+    ));
     // Validated when the configuration was loaded.
     let outbound = config.outbound.policy()?;
     let mut assess_options = config.assess.options(&config.data);

@@ -98,6 +98,7 @@ fn crates_keep_to_their_layers() {
         "web",
         "drydock",
         "report",
+        "dbsync",
     ] {
         assert!(deps.contains_key(expected), "no crate {expected}");
     }
@@ -139,6 +140,29 @@ fn crates_keep_to_their_layers() {
         "catalog and vulndb do no registry I/O",
         &["catalog", "vulndb"],
         &["registry", "storage", "transport", "import", "assess"],
+        &mut failures,
+    );
+    // Database builds move between nodes through the storage layer's
+    // traits: no HTTP, no SQL of its own, no registry or assessment.
+    never(
+        &deps,
+        "dbsync moves builds through the storage layer only",
+        &["dbsync"],
+        &[
+            "axum",
+            "tower",
+            "tower-http",
+            "hyper",
+            "hyper-util",
+            "http",
+            "reqwest",
+            "rusqlite",
+            "tokio-postgres",
+            "registry",
+            "assess",
+            "web",
+            "import",
+        ],
         &mut failures,
     );
     // The registry only raises events; assessment subscribes.
