@@ -56,7 +56,9 @@ async fn start_with(settings: Settings, tune: impl FnOnce(&mut edge::Edge)) -> S
         .route(
             "/api/v1/slow",
             axum::routing::get(|| async {
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                // Far beyond any time bound a test sets, so that a late
+                // answer on a loaded machine is not mistaken for this one.
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
                 "late"
             }),
         );
@@ -487,7 +489,11 @@ async fn slow_requests_end_and_uploads_are_capped() {
     let t = std::time::Instant::now();
     let r = s.client.get(s.url("/api/v1/slow")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(t.elapsed() < std::time::Duration::from_secs(3));
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        t.elapsed()
+    );
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "UNAVAILABLE");
 
@@ -524,16 +530,31 @@ async fn slow_requests_end_and_uploads_are_capped() {
             .status()
     });
     tx.send(Ok(vec![1u8; 1024])).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let r = s
-        .client
-        .post(s.url("/v2/team-a/app/blobs/uploads/"))
-        .header("authorization", &alice)
-        .send()
-        .await
-        .unwrap();
+    // The first PATCH holds the one slot from when the server takes it up
+    // until its body ends (held open here): ask until a second upload
+    // request meets it, rather than guess how long that takes. Before,
+    // the slot is free and a start is accepted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let r = loop {
+        let r = s
+            .client
+            .post(s.url("/v2/team-a/app/blobs/uploads/"))
+            .header("authorization", &alice)
+            .send()
+            .await
+            .unwrap();
+        if r.status() != StatusCode::ACCEPTED {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a second upload request was never refused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.headers()["retry-after"], "1");
+    assert!(!first.is_finished(), "the first upload ended early");
     drop(tx);
     assert_eq!(first.await.unwrap(), StatusCode::ACCEPTED);
     // The slot is free again.
