@@ -80,12 +80,13 @@ async fn presented(srv: &Server, trusted: &[&[u8]]) -> Vec<u8> {
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
-/// Wait until new connections see `want` (up to 5 s).
+/// Wait until new connections see `want` (checked every 100 ms by the
+/// server; up to 60 s on a loaded machine).
 async fn wait_for_cert(srv: &Server, trusted: &[&[u8]], want: &[u8]) {
     let start = Instant::now();
     while presented(srv, trusted).await != want {
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(60),
             "the new certificate was not picked up"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
