@@ -374,6 +374,20 @@ pub trait Meta: Send + Sync + 'static {
     /// Forget finished import jobs beyond the newest `keep`; how many went.
     async fn prune_import_jobs(&self, keep: usize) -> Result<u64, MetaError>;
 
+    /// Import jobs not finished whose heartbeat is older than `before`
+    /// (unix nanos): their node went silent.
+    async fn silent_import_jobs(&self, before: i64) -> Result<Vec<StoredImportJob>, MetaError>;
+
+    /// Write `status` as the final status of a job whose node went silent:
+    /// only while it is still not finished and its heartbeat still
+    /// `heartbeat` (its node wrote nothing since). Whether it was written.
+    async fn finish_silent_import_job(
+        &self,
+        id: uuid::Uuid,
+        heartbeat: i64,
+        status: String,
+    ) -> Result<bool, MetaError>;
+
     /// Link a committed blob to a repository (creating the repository).
     async fn link_blob(
         &self,

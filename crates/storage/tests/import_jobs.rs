@@ -106,3 +106,72 @@ async fn a_job_written_by_one_node_is_read_by_another() {
         assert_eq!(b.import_jobs(10).await.unwrap().len(), 2);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_job_is_rewritten_finished_unless_its_node_wrote_again() {
+    for (backend, a, b, _dir) in stores() {
+        let (silent, alive, done) = (
+            uuid::Uuid::new_v4(),
+            uuid::Uuid::new_v4(),
+            uuid::Uuid::new_v4(),
+        );
+        a.save_import_job(silent, 1, "running".into(), false, 100)
+            .await
+            .unwrap();
+        a.save_import_job(alive, 2, "running".into(), false, 900)
+            .await
+            .unwrap();
+        a.save_import_job(done, 3, "succeeded".into(), true, 100)
+            .await
+            .unwrap();
+        let found: Vec<uuid::Uuid> = b
+            .silent_import_jobs(500)
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(found, vec![silent], "{backend}");
+
+        // Its node wrote again after the job was judged silent: the
+        // rewrite is refused and the row stays as the node wrote it.
+        a.save_import_job(silent, 1, "running, later".into(), false, 150)
+            .await
+            .unwrap();
+        assert!(
+            !b.finish_silent_import_job(silent, 100, "failed".into())
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+        let row = b.import_job(silent).await.unwrap().unwrap();
+        assert_eq!(
+            (row.status.as_str(), row.finished),
+            ("running, later", false)
+        );
+
+        // Still silent at that heartbeat: the row itself becomes finished.
+        assert!(
+            b.finish_silent_import_job(silent, 150, "failed".into())
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+        let row = a.import_job(silent).await.unwrap().unwrap();
+        assert_eq!((row.status.as_str(), row.finished), ("failed", true));
+        assert_eq!(row.heartbeat, 150);
+        assert!(b.silent_import_jobs(500).await.unwrap().is_empty());
+        // Once only: a second node finds it finished.
+        assert!(
+            !a.finish_silent_import_job(silent, 150, "failed".into())
+                .await
+                .unwrap()
+        );
+        // A finished job is never rewritten.
+        assert!(
+            !b.finish_silent_import_job(done, 100, "failed".into())
+                .await
+                .unwrap()
+        );
+    }
+}

@@ -650,6 +650,37 @@ impl Meta for PgMeta {
             .await
     }
 
+    async fn silent_import_jobs(&self, before: i64) -> Result<Vec<StoredImportJob>, MetaError> {
+        self.pg
+            .query(
+                "SELECT id, status, finished, heartbeat, cancel_requested
+                 FROM import_jobs WHERE NOT finished AND heartbeat < $1
+                 ORDER BY created_at, id",
+                params![before],
+            )
+            .await?
+            .iter()
+            .map(import_job_row)
+            .collect()
+    }
+
+    async fn finish_silent_import_job(
+        &self,
+        id: uuid::Uuid,
+        heartbeat: i64,
+        status: String,
+    ) -> Result<bool, MetaError> {
+        Ok(self
+            .pg
+            .execute(
+                "UPDATE import_jobs SET status = $1, finished = TRUE
+                 WHERE id = $2 AND NOT finished AND heartbeat = $3",
+                params![status, id.to_string(), heartbeat],
+            )
+            .await?
+            > 0)
+    }
+
     async fn gc_mark_and_sweep(&self, p: GcParams) -> Result<GcMarked, MetaError> {
         self.pg
             .tx(move |t| {

@@ -597,6 +597,38 @@ impl Meta for SqliteMeta {
             .await
     }
 
+    async fn silent_import_jobs(&self, before: i64) -> Result<Vec<StoredImportJob>, MetaError> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT id, status, finished, heartbeat, cancel_requested
+                     FROM import_jobs WHERE NOT finished AND heartbeat < ?1
+                     ORDER BY created_at, id",
+                )?
+                .query_map(params![before], import_job_row)?
+                .collect()
+            })
+            .await
+    }
+
+    async fn finish_silent_import_job(
+        &self,
+        id: uuid::Uuid,
+        heartbeat: i64,
+        status: String,
+    ) -> Result<bool, MetaError> {
+        let id = id.to_string();
+        self.db
+            .write(move |tx| {
+                Ok(tx.execute(
+                    "UPDATE import_jobs SET status = ?1, finished = 1
+                     WHERE id = ?2 AND NOT finished AND heartbeat = ?3",
+                    params![status, id, heartbeat],
+                )? > 0)
+            })
+            .await
+    }
+
     async fn gc_mark_and_sweep(&self, p: GcParams) -> Result<GcMarked, MetaError> {
         // One immediate transaction: manifest pushes check their
         // references under the same write lock, so the two serialise.
