@@ -141,8 +141,9 @@ fn expire_uploads(inner: &Inner) {
 /// Cancel an upload session that is still idle for longer than `expiry`,
 /// holding its cluster lock: a request of the session running on another
 /// node holds that lock, and the session is left to it (without the lock
-/// a PATCH streaming slowly there was expired under it). Re-read under
-/// the lock, since a request that just ended moved the session on.
+/// a PATCH streaming slowly there was expired under it). The driver
+/// re-reads it under the lock, since a request that just ended moved the
+/// session on, and (S3) removes only the revision it found idle.
 pub(crate) fn expire_if_idle(store: &storage::Store, id: &uuid::Uuid, expiry: Duration) -> bool {
     let _cluster = match storage::block_on(
         store
@@ -156,11 +157,11 @@ pub(crate) fn expire_if_idle(store: &storage::Store, id: &uuid::Uuid, expiry: Du
             return false;
         }
     };
-    let Ok(Some(info)) = storage::block_on(store.blobs.upload_info(id)) else {
-        return false;
-    };
-    let idle = std::time::SystemTime::now()
-        .duration_since(info.updated)
-        .unwrap_or_default();
-    idle > expiry && storage::block_on(store.blobs.cancel_upload(id)).unwrap_or(false)
+    match storage::block_on(store.blobs.expire_upload(id, expiry)) {
+        Ok(gone) => gone,
+        Err(e) => {
+            tracing::warn!(upload = %id, "cannot expire an idle upload: {e}");
+            false
+        }
+    }
 }

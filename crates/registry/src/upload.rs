@@ -13,7 +13,14 @@
 //! ([`storage::ClusterLock::Upload`], PostgreSQL). Without it two
 //! requests of one session on two nodes (a client's retry through a
 //! balancer) would both resume the same saved state, and the later save
-//! would describe bytes the earlier one had overwritten.
+//! would describe bytes the earlier one had overwritten. Should the lock
+//! fail anyway (its holder's connection died mid-request), the driver's
+//! save is a compare-and-swap on the state it resumed (S3: the session
+//! row in the metadata store): the second save fails and changes nothing.
+//!
+//! A cancel (DELETE) does not wait for that lock: it removes the session
+//! at once, and a request of it still streaming on another node then
+//! fails (`BLOB_UPLOAD_UNKNOWN`) instead of saving it back into being.
 //!
 //! A session belongs to the identity that started it: every later request
 //! names the session through a [`SessionKey`] carrying the caller, and a
@@ -265,11 +272,28 @@ impl Registry {
         let info = self.upload_info(key).await?;
         let mut w = self.resume(&info.id).await?;
         let mut slot = self.session_watch(&mut state, key.repo, w.offset());
-        self.append(&mut *w, range, content_length, slot.watched(body))
-            .await?;
-        w.save().await?;
+        let appended = self
+            .append(&mut *w, range, content_length, slot.watched(body))
+            .await;
+        let saved = match appended {
+            Ok(()) => w.save().await.map_err(RegistryError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = saved {
+            return Err(self.unless_cancelled(key, e).await);
+        }
         state.watch = slot.park(w.offset());
         Ok(w.offset())
+    }
+
+    /// A request of a session failed: if the session was cancelled (or
+    /// expired) meanwhile, say so (`BLOB_UPLOAD_UNKNOWN`) rather than
+    /// how the writes into its removed objects failed.
+    async fn unless_cancelled(&self, key: &SessionKey<'_>, e: RegistryError) -> RegistryError {
+        match self.upload_info(key).await {
+            Err(gone) if gone.code == ErrorCode::BlobUploadUnknown => gone,
+            _ => e,
+        }
     }
 
     async fn append<S, E>(
@@ -338,9 +362,16 @@ impl Registry {
         let info = self.upload_info(key).await?;
         let mut w = self.resume(&info.id).await?;
         let mut slot = self.session_watch(&mut state, key.repo, w.offset());
-        self.append(&mut *w, range, content_length, slot.watched(body))
-            .await?;
-        let len = self.commit_and_link(w, key.repo, digest, slot).await?;
+        if let Err(e) = self
+            .append(&mut *w, range, content_length, slot.watched(body))
+            .await
+        {
+            return Err(self.unless_cancelled(key, e).await);
+        }
+        let len = match self.commit_and_link(w, key.repo, digest, slot).await {
+            Ok(len) => len,
+            Err(e) => return Err(self.unless_cancelled(key, e).await),
+        };
         self.inner.metrics.uploads_in_progress.dec();
         drop(cluster);
         drop(state);
@@ -348,12 +379,14 @@ impl Registry {
         Ok(len)
     }
 
-    /// Cancel a session: the driver removes everything it stored.
+    /// Cancel a session: the driver removes everything it stored. Not
+    /// under the session's cluster lock: a request streaming on another
+    /// node would hold the DELETE until its body ended; it finds the
+    /// session gone when it saves instead.
     pub(crate) async fn cancel_upload(&self, key: &SessionKey<'_>) -> Result<(), RegistryError> {
         let info = self.upload_info(key).await?;
         let state_arc = self.session(&info.id);
         let _state = state_arc.lock().await;
-        let _cluster = self.lock_session(&info.id).await?;
         if self.inner.store.blobs.cancel_upload(&info.id).await? {
             self.inner.metrics.uploads_in_progress.dec();
         }

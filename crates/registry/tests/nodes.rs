@@ -444,3 +444,222 @@ async fn a_gc_on_one_node_never_deletes_a_layer_a_push_on_another_references_pos
 async fn a_gc_in_one_process_never_deletes_a_layer_a_push_in_another_references_sqlite() {
     gc_racing_a_push(on_sqlite()).await;
 }
+
+/// The upload keys left in the bucket for session `id` (none on the
+/// filesystem, where sessions are each node's directory).
+async fn session_objects(shared: &Shared, loc: &str) -> Vec<String> {
+    let BlobStorage::S3(cfg) = &shared.blobs else {
+        return Vec::new();
+    };
+    let id = loc.rsplit('/').next().unwrap();
+    let d = storage::S3Blobs::new(cfg.clone()).unwrap();
+    d.list_keys(&format!("_uploads/{id}/")).await.unwrap()
+}
+
+/// A DELETE on node A while node B still streams a PATCH of the same
+/// session: A answers at once (it does not wait for B's request), and
+/// when B's body ends its save finds the session gone: B answers 404
+/// and the session does not come back on either node, nor can a PUT
+/// finish it. Before the session state was a compare-and-swap in the
+/// metadata store, B's save wrote it back (`_uploads/<id>/info`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cancelled_on_one_node_while_another_streams_a_patch_stays_cancelled() {
+    let Some(shared) = on_postgres() else {
+        return;
+    };
+    let (a, b) = (node(&shared, 0).await, node(&shared, 1).await);
+    let c = client();
+    let r = c
+        .post(format!("{}/v2/team/app/blobs/uploads/", a.base))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    // A part and a tail saved first (on S3), so the cancel has a
+    // multipart upload and objects to remove.
+    let blob = data(9 << 20, 7);
+    let cut = 6 << 20;
+    let r = c
+        .patch(format!("{}{loc}", a.base))
+        .header("content-range", format!("0-{}", cut - 1))
+        .body(blob[..cut].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    // B's PATCH trickles for about 2 s.
+    let rest = blob[cut..].to_vec();
+    let patch = tokio::spawn(
+        c.patch(format!("{}{loc}", b.base))
+            .header("content-range", format!("{cut}-{}", blob.len() - 1))
+            .header("content-length", rest.len().to_string())
+            .body(slow_body(rest, 25))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!patch.is_finished(), "the slow PATCH ended early");
+    let r = tokio::time::timeout(
+        Duration::from_secs(1),
+        c.delete(format!("{}{loc}", a.base)).send(),
+    )
+    .await
+    .expect("the DELETE waited for the PATCH on the other node")
+    .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(!patch.is_finished(), "the PATCH ended before the DELETE");
+    for n in [&a, &b] {
+        let r = c.get(format!("{}{loc}", n.base)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "cancelled, yet known at {}", n.base);
+    }
+    let r = patch.await.unwrap().unwrap();
+    assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
+    assert!(
+        r.text().await.unwrap().contains("BLOB_UPLOAD_UNKNOWN"),
+        "the PATCH's error names the unknown upload"
+    );
+    for n in [&a, &b] {
+        let r = c.get(format!("{}{loc}", n.base)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "the session came back at {}", n.base);
+    }
+    let d = Digest::sha256_of(&blob);
+    let r = c
+        .put(format!("{}{loc}?digest={d}", b.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
+    let r = c
+        .get(format!("{}/v2/team/app/blobs/{d}", a.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a blob of the cancelled session");
+    let left = session_objects(&shared, &loc).await;
+    assert!(left.is_empty(), "left in the bucket: {left:?}");
+}
+
+/// Chunks of one upload alternate between two nodes, each crossing part
+/// boundaries (on S3), and the PUT lands on a third request's node: the
+/// blob is whole, and each node saw where the other left it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_upload_alternating_between_two_nodes_works() {
+    let Some(shared) = on_postgres() else {
+        return;
+    };
+    let (a, b) = (node(&shared, 0).await, node(&shared, 1).await);
+    let c = client();
+    let blob = data((13 << 20) + 777, 11);
+    let d = Digest::sha256_of(&blob);
+    let r = c
+        .post(format!("{}/v2/team/app/blobs/uploads/", b.base))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let cuts = [0, 1 << 20, 4 << 20, (6 << 20) + 3, 11 << 20, blob.len() - 5];
+    for (i, w) in cuts.windows(2).enumerate() {
+        let (n, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let r = c
+            .patch(format!("{}{loc}", n.base))
+            .header("content-range", format!("{}-{}", w[0], w[1] - 1))
+            .body(blob[w[0]..w[1]].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        let r = c.get(format!("{}{loc}", other.base)).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(
+            r.headers()["range"].to_str().unwrap(),
+            format!("0-{}", w[1] - 1)
+        );
+    }
+    let last = cuts[cuts.len() - 1];
+    let r = c
+        .put(format!("{}{loc}?digest={d}", a.base))
+        .body(blob[last..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    for n in [&a, &b] {
+        let got = c
+            .get(format!("{}/v2/team/app/blobs/{d}", n.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200);
+        assert_eq!(Digest::sha256_of(&got.bytes().await.unwrap()), d);
+        let r = c.get(format!("{}{loc}", n.base)).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let left = session_objects(&shared, &loc).await;
+    assert!(left.is_empty(), "left in the bucket: {left:?}");
+}
+
+fn body(b: &[u8]) -> storage::ByteStream<'static> {
+    let b = Bytes::copy_from_slice(b);
+    Box::pin(futures::stream::iter([Ok(b)]))
+}
+
+/// The driver, beneath the registry's locks (as when a lock holder's
+/// connection died and another node took the lock mid-request): two
+/// writers resume one saved state on two nodes; the first save wins and
+/// the second is refused (`UploadChanged`) without changing what was
+/// saved. A writer whose session was cancelled meanwhile is refused
+/// (`UploadUnknown`), and neither its save nor its commit brings the
+/// session back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_from_a_stale_or_cancelled_state_changes_nothing() {
+    let Some(shared) = on_postgres() else {
+        return;
+    };
+    // The filesystem driver keeps its sessions in one host's directory.
+    if !matches!(shared.blobs, BlobStorage::S3(_)) {
+        eprintln!("no S3 server: skipped");
+        return;
+    }
+    let one = Store::open(shared.dir(0), &shared.blobs, &shared.metadata).unwrap();
+    let two = Store::open(shared.dir(1), &shared.blobs, &shared.metadata).unwrap();
+    let (x, y) = (one.blobs.clone(), two.blobs.clone());
+    let info = x.create_upload("team/app", "alice").await.unwrap();
+    let mut w1 = x.resume_upload(&info.id).await.unwrap();
+    let mut w2 = y.resume_upload(&info.id).await.unwrap();
+    w1.append(body(b"first "), None).await.1.unwrap();
+    w2.append(body(b"second, longer "), None).await.1.unwrap();
+    w1.save().await.unwrap();
+    match w2.save().await {
+        Err(BlobError::UploadChanged) => {}
+        other => panic!("a save from a stale state: {:?}", other.err()),
+    }
+    drop(w2);
+    assert_eq!(y.upload_info(&info.id).await.unwrap().unwrap().len, 6);
+
+    // Resumed afresh, the loser goes on from the winner's bytes.
+    let mut w3 = y.resume_upload(&info.id).await.unwrap();
+    assert_eq!(w3.offset(), 6);
+    w3.append(body(b"third"), None).await.1.unwrap();
+    let mut w4 = x.resume_upload(&info.id).await.unwrap();
+    w4.append(body(b"third"), None).await.1.unwrap();
+    assert!(x.cancel_upload(&info.id).await.unwrap());
+    match w3.save().await {
+        Err(BlobError::UploadUnknown) => {}
+        other => panic!("a save after a cancel: {:?}", other.err()),
+    }
+    let want = Digest::sha256_of(b"first third");
+    match w4.commit(&want).await {
+        Err(BlobError::UploadUnknown) => {}
+        other => panic!("a commit after a cancel: {other:?}"),
+    }
+    for s in [&x, &y] {
+        assert!(s.upload_info(&info.id).await.unwrap().is_none());
+        assert!(s.stat(&want).await.unwrap().is_none());
+        assert!(
+            s.list_uploads()
+                .await
+                .unwrap()
+                .iter()
+                .all(|u| u.id != info.id)
+        );
+    }
+}

@@ -34,18 +34,22 @@ fn client() -> Client {
         .unwrap()
 }
 
-/// Every key under the test's prefix, through a driver of its own.
-async fn keys(cfg: &S3Config, under: &str) -> Vec<String> {
+/// Every blob under the test's prefix, through a driver of its own.
+async fn keys(cfg: &S3Config) -> Vec<String> {
     let d = storage::S3Blobs::new(cfg.clone()).unwrap();
     let mut out = vec![];
-    if under == "blobs" {
-        d.list(&mut |d, _| out.push(d.to_string())).await.unwrap();
-    } else {
-        for u in d.list_uploads().await.unwrap() {
-            out.push(u.id.to_string());
-        }
-    }
+    d.list(&mut |d, _| out.push(d.to_string())).await.unwrap();
     out
+}
+
+/// Every upload session, as the metadata store (the nodes' shared
+/// `meta.db` in `dir`) keeps them.
+async fn sessions(dir: &std::path::Path) -> Vec<String> {
+    let (_, s) = storage::MetadataStorage::Sqlite
+        .open_meta_and_uploads(dir)
+        .unwrap();
+    let all = s.list().await.unwrap();
+    all.iter().map(|u| u.id.to_string()).collect()
 }
 
 fn data(n: usize, seed: u8) -> Vec<u8> {
@@ -107,7 +111,7 @@ async fn chunked_upload_moves_between_nodes_and_verifies_before_visible() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    assert!(keys(&cfg, "blobs").await.is_empty());
+    assert!(keys(&cfg).await.is_empty());
     let r = c.get(format!("{}{loc}", a.base)).send().await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(
@@ -122,8 +126,8 @@ async fn chunked_upload_moves_between_nodes_and_verifies_before_visible() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    assert_eq!(keys(&cfg, "blobs").await, vec![d.to_string()]);
-    assert!(keys(&cfg, "uploads").await.is_empty());
+    assert_eq!(keys(&cfg).await, vec![d.to_string()]);
+    assert!(sessions(dir.path()).await.is_empty());
     // Served from the store, whole and in part, by either node.
     let got = c
         .get(format!("{}/v2/t/app/blobs/{d}", a.base))
@@ -173,7 +177,7 @@ async fn monolithic_mismatch_and_cancel_leave_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    assert!(keys(&cfg, "blobs").await.is_empty());
+    assert!(keys(&cfg).await.is_empty());
     assert!(!a.registry.has_blob(None, &wrong));
     let d = Digest::sha256_of(&blob);
     let r = c
@@ -199,10 +203,10 @@ async fn monolithic_mismatch_and_cancel_leave_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    assert_eq!(keys(&cfg, "uploads").await.len(), 1);
+    assert_eq!(sessions(dir.path()).await.len(), 1);
     let r = c.delete(format!("{}{loc}", a.base)).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    assert!(keys(&cfg, "uploads").await.is_empty());
+    assert!(sessions(dir.path()).await.is_empty());
     let d = storage::S3Blobs::new(cfg.clone()).unwrap();
     let left = d.list_keys("_uploads/").await.unwrap();
     assert!(left.is_empty(), "left behind: {left:?}");
@@ -261,7 +265,7 @@ async fn gc_on_s3_deletes_only_unreferenced_blobs_past_the_grace_period() {
     .await
     .unwrap();
     assert_eq!(rep.blobs_removed, 0, "{rep:?}");
-    assert_eq!(keys(&cfg, "blobs").await.len(), 3);
+    assert_eq!(keys(&cfg).await.len(), 3);
     // SeaweedFS keeps times in seconds.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let rep = registry::gc_with(
@@ -275,7 +279,7 @@ async fn gc_on_s3_deletes_only_unreferenced_blobs_past_the_grace_period() {
     .await
     .unwrap();
     assert_eq!(rep.blobs_removed, 1, "{rep:?}");
-    let mut left = keys(&cfg, "blobs").await;
+    let mut left = keys(&cfg).await;
     left.sort();
     let mut want = vec![config.to_string(), layer.to_string()];
     want.sort();

@@ -5,8 +5,11 @@
 //!
 //! ```text
 //! blobs/<alg>/<hex>              committed blobs, named by digest
-//! _uploads/<id>/tail.<offset>    bytes past the last part (under 5 MiB, the
-//!                                smallest part S3 accepts but for the last)
+//! _uploads/<id>/tail.<offset>.<n>  bytes past the last part (under 5 MiB,
+//!                                the smallest part S3 accepts but for the
+//!                                last); a name of its own for each save, so
+//!                                a save that loses its compare-and-swap
+//!                                never overwrites the winner's
 //! _uploads/<id>/data             the session's multipart upload target
 //! ```
 //!
@@ -159,6 +162,8 @@ struct SessionState {
     hash: String,
     /// Bytes in the tail object (the last `tail` bytes of the offset).
     tail: u64,
+    /// The tail object's name under `_uploads/<id>/`.
+    tail_key: String,
 }
 
 impl SessionState {
@@ -522,9 +527,7 @@ impl BlobDriver for S3Blobs {
             })
             .collect();
         if s.tail > 0 {
-            let tail = self
-                .get_bytes(self.session_key(id, &format!("tail.{}", rec.offset - s.tail)))
-                .await?;
+            let tail = self.get_bytes(self.session_key(id, &s.tail_key)).await?;
             if tail.len() as u64 != s.tail {
                 return Err(BlobError::Backend(format!(
                     "upload session {id}: tail lost"
@@ -837,7 +840,6 @@ impl BlobWriter for S3Writer {
         let Target::Session {
             id,
             revision,
-            saved_offset,
             state,
             prefix,
             ..
@@ -846,12 +848,18 @@ impl BlobWriter for S3Writer {
             return Ok(());
         };
         let (id, revision) = (*id, *revision);
-        let old_tail = (state.tail > 0).then(|| *saved_offset - state.tail);
+        let old_tail = (state.tail > 0).then(|| state.tail_key.clone());
+        let tail_name = format!("tail.{tail_start}.{}", Uuid::new_v4().simple());
         let new_state = SessionState {
             multipart: self.multipart.clone(),
             parts: self.parts.iter().map(|p| p.content_id.clone()).collect(),
             hash,
             tail: tail.len() as u64,
+            tail_key: if tail.is_empty() {
+                String::new()
+            } else {
+                tail_name.clone()
+            },
         };
         // A multipart upload this writer started (none was saved before):
         // no other session state names it.
@@ -859,11 +867,9 @@ impl BlobWriter for S3Writer {
             .multipart
             .clone()
             .filter(|m| state.multipart.as_ref() != Some(m));
-        let tail_key = |off: u64| Path::from(format!("{prefix}_uploads/{id}/tail.{off}"));
-        let new_tail = (!tail.is_empty()).then(|| tail_key(tail_start));
-        let old_tail = old_tail
-            .map(tail_key)
-            .filter(|t| Some(t) != new_tail.as_ref());
+        let tail_key = |name: &str| Path::from(format!("{prefix}_uploads/{id}/{name}"));
+        let new_tail = (!tail.is_empty()).then(|| tail_key(&tail_name));
+        let old_tail = old_tail.map(|n| tail_key(&n));
         let store = self.store.clone();
         if let Some(key) = &new_tail {
             // The tail under a new name first, then the row naming it: a
@@ -897,17 +903,15 @@ impl BlobWriter for S3Writer {
                 Ok(())
             }
             Err(e) => {
-                // Nothing was saved; leave nothing this writer alone made.
-                // A tail is another writer's too when it won at the same
-                // offset, so only a cancelled session's is removed.
+                // Nothing was saved: remove what only this writer made
+                // (its tail's name is its own).
                 self.poisoned = true;
-                let gone = matches!(e, UploadCasError::Gone);
                 let data_key = self.upload_key();
                 let _ = spawn_on(&self.handle, async move {
                     if let Some(m) = own_multipart {
                         let _ = store.abort_multipart(&data_key, &m).await;
                     }
-                    if gone && let Some(t) = new_tail {
+                    if let Some(t) = new_tail {
                         let _ = store.delete(&t).await;
                     }
                     Ok(())
