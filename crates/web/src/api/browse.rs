@@ -20,8 +20,8 @@ use super::params::{
 use super::scope::{Caller, Scope};
 use crate::State;
 use assess::browse::{
-    BrowseError, ImageEntry, ImageQuery, Overview, Page, RepositoryEntry, TagEntry, VulnDetail,
-    VulnEntry, VulnQuery,
+    BrowseError, ImageEntry, ImageQuery, Overview, Page, RepositoryEntry, Snapshot, TagEntry,
+    VulnDetail, VulnEntry, VulnQuery,
 };
 use assess::{Service, Severity};
 use axum::extract::{Path, State as AxState};
@@ -76,6 +76,58 @@ fn open_cursor(svc: &Service, cursor: Option<&str>) -> ApiResult<Option<String>>
 fn stamped<T>(svc: &Service, mut page: assess::browse::Page<T>) -> assess::browse::Page<T> {
     page.next = page.next.map(|n| stamp_cursor(svc, &n));
     page
+}
+
+/// Read the current snapshot in the caller's scope with the client's
+/// cursor (`read` is handed whether the caller may pull a repository, the
+/// list's own cursor and the limit), and answer `answer`'s value as JSON with an `ETag`: what every
+/// browse list and the vulnerability page do alike.
+async fn snapshot_read<R, V: Serialize>(
+    state: &State,
+    caller: Caller,
+    headers: HeaderMap,
+    (cursor, limit): (Option<String>, usize),
+    read: impl FnOnce(&Snapshot, &dyn Fn(&str) -> bool, Option<&str>, usize) -> Result<R, BrowseError>
+    + Send
+    + 'static,
+    answer: impl FnOnce(&Service, &Caller, R) -> ApiResult<V> + Send + 'static,
+) -> ApiResult<Response> {
+    blocking(state, move |svc| {
+        let scope = Scope::new(&caller.principal);
+        let snap = svc.snapshot().map_err(browse_error)?;
+        let cursor = open_cursor(svc, cursor.as_deref())?;
+        let found =
+            read(&snap, &|r| scope.repo(r), cursor.as_deref(), limit).map_err(browse_error)?;
+        Ok(tagged_json(&headers, &answer(svc, &caller, found)?))
+    })
+    .await
+}
+
+/// One page of a browse list, its `next` cursor stamped.
+async fn list_page<T: Serialize + 'static>(
+    state: &State,
+    caller: Caller,
+    headers: HeaderMap,
+    cursor: Option<String>,
+    limit: usize,
+    read: impl FnOnce(
+        &Snapshot,
+        &dyn Fn(&str) -> bool,
+        Option<&str>,
+        usize,
+    ) -> Result<Page<T>, BrowseError>
+    + Send
+    + 'static,
+) -> ApiResult<Response> {
+    snapshot_read(
+        state,
+        caller,
+        headers,
+        (cursor, limit),
+        read,
+        |svc, _, page| Ok(stamped(svc, page)),
+    )
+    .await
 }
 
 /// JSON with a strong `ETag` of its bytes; `If-None-Match` → 304.
@@ -276,19 +328,14 @@ pub async fn images(
         sort,
     };
     let (cursor, limit) = (q.cursor, limit(q.limit.as_deref())?);
-    blocking(&state, move |svc| {
-        let scope = Scope::new(&caller.principal);
-        let snap = svc.snapshot().map_err(browse_error)?;
-        let page = snap
-            .images(
-                &iq,
-                &|r| scope.repo(r),
-                open_cursor(svc, cursor.as_deref())?.as_deref(),
-                limit,
-            )
-            .map_err(browse_error)?;
-        Ok(tagged_json(&headers, &stamped(svc, page)))
-    })
+    list_page(
+        &state,
+        caller,
+        headers,
+        cursor,
+        limit,
+        move |snap, visible, cursor, limit| snap.images(&iq, visible, cursor, limit),
+    )
     .await
 }
 
@@ -303,19 +350,16 @@ pub async fn repositories(
     Params(q): Params<RepositoriesQuery>,
 ) -> ApiResult<Response> {
     let (cursor, limit) = (q.cursor.clone(), limit(q.limit.as_deref())?);
-    blocking(&state, move |svc| {
-        let scope = Scope::new(&caller.principal);
-        let snap = svc.snapshot().map_err(browse_error)?;
-        let page = snap
-            .repositories(
-                q.q.as_deref(),
-                &|r| scope.repo(r),
-                open_cursor(svc, cursor.as_deref())?.as_deref(),
-                limit,
-            )
-            .map_err(browse_error)?;
-        Ok(tagged_json(&headers, &stamped(svc, page)))
-    })
+    list_page(
+        &state,
+        caller,
+        headers,
+        cursor,
+        limit,
+        move |snap, visible, cursor, limit| {
+            snap.repositories(q.q.as_deref(), visible, cursor, limit)
+        },
+    )
     .await
 }
 
@@ -337,23 +381,19 @@ pub async fn tags(
     oci::Name::parse(&repo).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let sort = one_of(q.sort.as_deref(), "sort", &["name", "pushed"])?;
     let (cursor, limit) = (q.cursor.clone(), limit(q.limit.as_deref())?);
-    blocking(&state, move |svc| {
-        let scope = Scope::new(&caller.principal);
-        if !scope.repo(&repo) {
-            return Err(caller.hidden(format!("repository {repo:?} not found")));
-        }
-        let snap = svc.snapshot().map_err(browse_error)?;
-        let page = snap
-            .tags(
-                &repo,
-                q.q.as_deref(),
-                sort == "pushed",
-                open_cursor(svc, cursor.as_deref())?.as_deref(),
-                limit,
-            )
-            .map_err(browse_error)?;
-        Ok(tagged_json(&headers, &stamped(svc, page)))
-    })
+    if !Scope::new(&caller.principal).repo(&repo) {
+        return Err(caller.hidden(format!("repository {repo:?} not found")));
+    }
+    list_page(
+        &state,
+        caller,
+        headers,
+        cursor,
+        limit,
+        move |snap, _, cursor, limit| {
+            snap.tags(&repo, q.q.as_deref(), sort == "pushed", cursor, limit)
+        },
+    )
     .await
 }
 
@@ -404,19 +444,14 @@ pub async fn vulnerabilities(
         }
     }
     let (cursor, limit) = (q.cursor.clone(), limit(q.limit.as_deref())?);
-    blocking(&state, move |svc| {
-        let scope = Scope::new(&caller.principal);
-        let snap = svc.snapshot().map_err(browse_error)?;
-        let page = snap
-            .vulnerabilities(
-                &vq,
-                &|r| scope.repo(r),
-                open_cursor(svc, cursor.as_deref())?.as_deref(),
-                limit,
-            )
-            .map_err(browse_error)?;
-        Ok(tagged_json(&headers, &stamped(svc, page)))
-    })
+    list_page(
+        &state,
+        caller,
+        headers,
+        cursor,
+        limit,
+        move |snap, visible, cursor, limit| snap.vulnerabilities(&vq, visible, cursor, limit),
+    )
     .await
 }
 
@@ -435,27 +470,23 @@ pub async fn vulnerability(
     // Paged: a vulnerability in thousands of images listed every
     // repository with all its tags and digests (826 kB at 8,200 images).
     let (cursor, limit) = (q.cursor, limit(q.limit.as_deref())?);
-    blocking(&state, move |svc| {
-        let scope = Scope::new(&caller.principal);
-        let snap = svc.snapshot().map_err(browse_error)?;
-        let found = snap
-            .vulnerability(
-                &id,
-                &|r| scope.repo(r),
-                open_cursor(svc, cursor.as_deref())?.as_deref(),
-                limit,
-            )
-            .map_err(browse_error)?;
-        match found {
+    let id2 = id.clone();
+    snapshot_read(
+        &state,
+        caller,
+        headers,
+        (cursor, limit),
+        move |snap, visible, cursor, limit| snap.vulnerability(&id2, visible, cursor, limit),
+        move |svc, caller, found| match found {
             Some(mut v) => {
                 v.affected_next = v.affected_next.map(|n| stamp_cursor(svc, &n));
-                Ok(tagged_json(&headers, &v))
+                Ok(v)
             }
             None => Err(caller.hidden(format!(
                 "vulnerability {id:?} affects no image in this registry"
             ))),
-        }
-    })
+        },
+    )
     .await
 }
 
