@@ -4,7 +4,7 @@
 //! history, exemptions, webhooks and their delivery log, notification
 //! dedup, usage, VEX documents, attached SBOMs and patch jobs.
 //!
-//! Backends: SQLite (`<data>/assess.db`, WAL; the
+//! Backends: SQLite ([`SqliteAssessState`], `<data>/assess.db`, WAL; the
 //! embedded default) and PostgreSQL (shared by several nodes). Rows are
 //! plain data ([`model`]): the assessor packs its documents (findings,
 //! inventories, layer results) to bytes itself, so no backend knows its
@@ -18,8 +18,14 @@
 //! asking again.
 
 pub mod model;
+mod pg;
+mod sqlite;
 
 pub use model::*;
+pub use pg::{PgAssessOptions, PgAssessState};
+pub use sqlite::SqliteAssessState;
+#[cfg(feature = "testing")]
+pub use sqlite::execute_for_tests as sqlite_execute_for_tests;
 
 use crate::MetaError;
 use std::collections::{HashMap, HashSet};
