@@ -30,7 +30,8 @@
 //! when it ends; so every node sharing the store answers `GET` for it
 //! (this node's own jobs from memory, fresher). A job whose node stopped
 //! writing for [`ImportConfig::stale_after`] is reported `failed`
-//! (phase `interrupted`), never `running` for ever. A `DELETE` on another
+//! (phase `interrupted`), never `running` for ever, and every node's
+//! housekeeping writes it so in the store ([`Importer::fail_silent_jobs`]). A `DELETE` on another
 //! node records the request in the store; the running node sees it at
 //! its next heartbeat.
 //!
@@ -83,6 +84,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use transport::{Credentials, SourceSpec};
 
 /// What to import: the body of `POST /api/v1/imports`.
@@ -397,14 +399,62 @@ impl Importer {
         let slots = Arc::new(tokio::sync::Semaphore::new(
             config.max_concurrent_jobs.max(1),
         ));
-        Importer {
+        let importer = Importer {
             inner: Arc::new(Inner {
                 registry,
                 config,
                 jobs: Mutex::new(Jobs::default()),
                 slots,
             }),
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let every = (importer.inner.config.stale_after / 3).max(Duration::from_secs(1));
+            rt.spawn(housekeeping(Arc::downgrade(&importer.inner), every));
         }
+        importer
+    }
+
+    /// Write every stored job whose node went silent (not finished, no
+    /// heartbeat for [`ImportConfig::stale_after`]) as failed
+    /// (`interrupted`) in the store itself, so that lists, counts and
+    /// filters see it as `GET` reports it; how many were written.
+    ///
+    /// Every node does this on its housekeeping round rather than one
+    /// leader: the rewrite holds only while the row still has the
+    /// heartbeat judged silent (a node that wrote since keeps its job),
+    /// so nodes sweeping at once write each job once, and a dead node's
+    /// jobs end without waiting for any leader to be elected.
+    pub async fn fail_silent_jobs(&self) -> Result<usize, storage::MetaError> {
+        let stale_after = self.inner.config.stale_after;
+        let before = job::nanos(time::OffsetDateTime::now_utc())
+            .saturating_sub(i64::try_from(stale_after.as_nanos()).unwrap_or(i64::MAX));
+        let mut written = 0;
+        for stored in self.meta().silent_import_jobs(before).await? {
+            if self
+                .status(stored.id)
+                .is_some_and(|s| !s.state.is_finished())
+            {
+                // Running here: its heartbeat is only late.
+                continue;
+            }
+            let Some(status) = JobStatus::from_stored(&stored, stale_after) else {
+                continue;
+            };
+            if !status.state.is_finished() {
+                continue;
+            }
+            let json = serde_json::to_string(&status)
+                .map_err(|e| storage::MetaError::Backend(format!("import job status: {e}")))?;
+            if self
+                .meta()
+                .finish_silent_import_job(stored.id, stored.heartbeat, json)
+                .await?
+            {
+                tracing::info!(id = %stored.id, "import job written failed: its node went silent");
+                written += 1;
+            }
+        }
+        Ok(written)
     }
 
     /// The registry jobs import into.
@@ -663,6 +713,20 @@ impl Importer {
                 return Ok(s);
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Every `every`, while the importer lives: write the jobs of silent
+/// nodes as failed ([`Importer::fail_silent_jobs`]).
+async fn housekeeping(inner: std::sync::Weak<Inner>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if let Err(e) = (Importer { inner }).fail_silent_jobs().await {
+            tracing::warn!("cannot write silent nodes' import jobs as failed: {e}");
         }
     }
 }

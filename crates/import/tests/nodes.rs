@@ -3,7 +3,8 @@
 //! end on node 2, listed there, and its image served there; a job whose
 //! node dies (its runtime shut down mid-copy: no more heartbeats) is
 //! reported by the others as running at first, then failed (interrupted)
-//! once its heartbeat is stale, never running for ever. Sources are
+//! once its heartbeat is stale, never running for ever, and the stored
+//! row itself is rewritten failed by another node's housekeeping. Sources are
 //! loopback registries serving an OCI layout made here. Skips without
 //! PostgreSQL, except under CI.
 
@@ -236,6 +237,35 @@ async fn a_job_whose_node_died_is_reported_interrupted() {
     assert_eq!(st.state, JobState::Failed);
     assert_eq!(st.phase, "interrupted");
     assert!(st.error.unwrap().contains("interrupted"));
+    // Not only reported: the survivor's housekeeping writes the row
+    // itself as failed, so lists, counts and filters see it too.
+    let uuid = st.id;
+    let row = loop {
+        let row = survivor.registry.meta().import_job(uuid).await.unwrap();
+        let row = row.expect("stored");
+        if row.finished {
+            break row;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(15),
+            "the stored row still says running: {}",
+            row.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let stored: JobStatus = serde_json::from_str(&row.status).unwrap();
+    assert_eq!(stored.state, JobState::Failed);
+    assert_eq!(stored.phase, "interrupted");
+    assert!(stored.error.unwrap().contains("interrupted"));
+    assert!(
+        survivor
+            .registry
+            .meta()
+            .silent_import_jobs(i64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A stop asked for now is refused: the job is over.
     let r = client()
         .delete(format!("{}/api/v1/imports/{id}", survivor.base))
