@@ -33,6 +33,9 @@ CREATE TABLE assess_images (
     lease_until BIGINT
 );
 CREATE INDEX assess_images_status ON assess_images(status, queued_at, seq);
+-- Claims walk the jobs not finished, oldest first: a few among many.
+CREATE INDEX assess_images_pending ON assess_images(queued_at, seq)
+    WHERE status IN ('queued', 'cataloging', 'matching');
 CREATE INDEX assess_images_parent ON assess_images(parent);
 CREATE INDEX assess_images_lease ON assess_images(lease_until) WHERE lease_owner IS NOT NULL;
 

@@ -527,6 +527,16 @@ impl AssessState for PgAssessState {
         // and of its index.
         self.write(Verdicts::Keep, move |t| {
             Box::pin(async move {
+                // Rows locked in digest order first: two nodes recording
+                // pulls of the same images wait for each other instead of
+                // deadlocking.
+                exec(
+                    t,
+                    "SELECT 1 FROM assess_images WHERE digest = ANY($1) OR parent = ANY($1)
+                     ORDER BY digest FOR UPDATE",
+                    &[&digests],
+                )
+                .await?;
                 let n = exec(
                     t,
                     "UPDATE assess_images i SET last_pulled_at = GREATEST(COALESCE(i.last_pulled_at, 0), m.at)
@@ -715,10 +725,13 @@ impl AssessState for PgAssessState {
         if batch.is_empty() {
             return Ok(());
         }
-        let rows = batch
+        let mut rows = batch
             .into_iter()
             .map(|r| Ok((to_json(&r.findings.keys)?, r)))
             .collect::<Result<Vec<_>>>()?;
+        // Rows locked in digest order (a stable sort: repeats of one
+        // digest stay in their order), so two batches never deadlock.
+        rows.sort_by(|a, b| a.1.digest.cmp(&b.1.digest));
         self.write(Verdicts::Move, move |t| {
             Box::pin(async move {
                 // One statement per result, all sent before the first
@@ -1040,7 +1053,10 @@ impl AssessState for PgAssessState {
         if keys.is_empty() {
             return Ok(());
         }
-        let (digest, keys) = (digest.to_owned(), keys.to_vec());
+        let digest = digest.to_owned();
+        // In key order, so two nodes inserting the same keys never deadlock.
+        let mut keys = keys.to_vec();
+        keys.sort();
         self.write(Verdicts::Keep, move |t| {
             Box::pin(async move {
                 let n = exec(
