@@ -78,15 +78,16 @@ fn stamped<T>(svc: &Service, mut page: assess::browse::Page<T>) -> assess::brows
     page
 }
 
-/// Read the current snapshot in the caller's scope with the client's
-/// cursor (`read` is handed whether the caller may pull a repository, the
-/// list's own cursor and the limit), and answer `answer`'s value as JSON with an `ETag`: what every
-/// browse list and the vulnerability page do alike.
+/// What every browse list and the vulnerability page do alike: read the
+/// current snapshot (`read` is handed whether the caller may pull a
+/// repository, the list's own cursor opened from the client's, and the
+/// limit), and answer `answer`'s value as JSON with an `ETag`.
 async fn snapshot_read<R, V: Serialize>(
     state: &State,
     caller: Caller,
     headers: HeaderMap,
-    (cursor, limit): (Option<String>, usize),
+    cursor: Option<String>,
+    limit: usize,
     read: impl FnOnce(&Snapshot, &dyn Fn(&str) -> bool, Option<&str>, usize) -> Result<R, BrowseError>
     + Send
     + 'static,
@@ -123,7 +124,8 @@ async fn list_page<T: Serialize + 'static>(
         state,
         caller,
         headers,
-        (cursor, limit),
+        cursor,
+        limit,
         read,
         |svc, _, page| Ok(stamped(svc, page)),
     )
@@ -475,7 +477,8 @@ pub async fn vulnerability(
         &state,
         caller,
         headers,
-        (cursor, limit),
+        cursor,
+        limit,
         move |snap, visible, cursor, limit| snap.vulnerability(&id2, visible, cursor, limit),
         move |svc, caller, found| match found {
             Some(mut v) => {
