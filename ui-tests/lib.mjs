@@ -131,8 +131,10 @@ export async function assertAccessible(page, what) {
   );
 }
 
-/** Wait until `check()` is true (polled), or fail saying `what`. */
-export async function eventually(check, what, timeoutMs = 10_000) {
+/** Wait until `check()` is true (polled), or fail saying `what`. The
+ * default is generous: CI runs these on two loaded cores, and a wait
+ * ends as soon as the check holds. */
+export async function eventually(check, what, timeoutMs = 60_000) {
   const end = Date.now() + timeoutMs;
   while (!(await check())) {
     assert.ok(Date.now() < end, `timed out waiting for ${what}`);

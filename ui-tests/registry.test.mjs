@@ -183,7 +183,7 @@ test("a webhook made in the page shows its delivery in the log", { skip: !ready 
   let reads = 0;
   page.on("request", r => { if (new URL(r.url()).pathname === "/api/v1/webhooks") reads++; });
   await page.evaluate(() => document.activeElement && document.activeElement.blur());
-  await eventually(() => reads >= 2, "two live refreshes of the webhooks page", 15_000);
+  await eventually(() => reads >= 2, "two live refreshes of the webhooks page", 60_000);
   const before = got.length;
   await page.getByRole("button", { name: "Send test" }).first().click();
   await eventually(() => got.slice(before).some(g => g.event === "webhook.test"), "the test delivery at the receiver", 30_000);
