@@ -118,11 +118,13 @@ async fn a_meta_db_from_before_versioning_migrates_and_keeps_its_rows() {
         vec![
             (1, "registry".to_string()),
             (2, "access".to_string()),
-            (3, "import_jobs".to_string())
+            (3, "import_jobs".to_string()),
+            (4, "upload_sessions".to_string()),
+            (5, "vulndb_releases".to_string())
         ]
     );
     let meta = SqliteMeta::open(&path).unwrap();
-    assert_eq!(applied().len(), 3);
+    assert_eq!(applied().len(), 5);
     assert_eq!(
         meta.repositories(None, None).await.unwrap(),
         vec!["team/app"]
