@@ -388,3 +388,61 @@ async fn nodes_starting_together_migrate_once() {
     let history = psql(&url, "SELECT COUNT(*) FROM assess_schema_history").await;
     assert_eq!(history[0].get::<_, i64>(0), 1);
 }
+
+/// One batch naming an image, its index and the image again: each image
+/// keeps the latest time that names it or its index (the one statement
+/// PostgreSQL runs for a batch, against SQLite's one per pull).
+async fn pulls_in_one_batch(s: &dyn AssessState) {
+    let mut child = job("r", "sha256:c", 1);
+    child.parent = Some("sha256:idx".into());
+    s.enqueue(child).await.unwrap();
+    s.enqueue(job("r", "sha256:idx", 2)).await.unwrap();
+    s.enqueue(job("r", "sha256:lone", 3)).await.unwrap();
+    s.record_pulls(&[
+        ("sha256:c".into(), 50),
+        ("sha256:idx".into(), 80),
+        ("sha256:c".into(), 60),
+        ("sha256:unknown".into(), 99),
+    ])
+    .await
+    .unwrap();
+    let pulled = s.pulled_times().await.unwrap();
+    assert_eq!(pulled.get("sha256:c"), Some(&80));
+    assert_eq!(pulled.get("sha256:idx"), Some(&80));
+    assert_eq!(pulled.get("sha256:lone"), None);
+    assert_eq!(pulled.len(), 2);
+    // An older pull never moves a time back.
+    s.record_pulls(&[("sha256:idx".into(), 10)]).await.unwrap();
+    assert_eq!(s.pulled_times().await.unwrap(), pulled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_in_one_batch_keep_the_latest_time_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = storage::assess::SqliteAssessState::open(&dir.path().join("assess.db")).unwrap();
+    pulls_in_one_batch(&sqlite).await;
+    let Some(url) = database() else { return };
+    pulls_in_one_batch(&node(&url, "a", PgAssessOptions::default())).await;
+}
+
+#[test]
+fn an_unreachable_server_is_unavailable_and_its_password_never_shows() {
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = PgConfig::new(&format!(
+        "postgres://drydock:s3cret-pw@127.0.0.1:{port}/db?sslmode=disable"
+    ))
+    .unwrap();
+    let Err(e) = PgAssessState::connect(&cfg, PgAssessOptions::default()) else {
+        panic!("connected to nothing");
+    };
+    assert!(
+        matches!(e, storage::assess::AssessStateError::Unavailable(_)),
+        "{e:?}"
+    );
+    assert!(!format!("{e} {e:?}").contains("s3cret-pw"), "{e:?}");
+}
