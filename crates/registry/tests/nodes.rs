@@ -663,3 +663,51 @@ async fn a_save_from_a_stale_or_cancelled_state_changes_nothing() {
         );
     }
 }
+
+/// An idle session with a part and a tail (on S3) is expired by the
+/// housekeeping of a node that never served it: gone on both nodes, and
+/// nothing of it left in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_upload_is_expired_with_everything_it_stored() {
+    let Some(shared) = on_postgres() else {
+        return;
+    };
+    let mut opts = Options::new(shared.dir(0));
+    opts.blobs = shared.blobs.clone();
+    opts.metadata = shared.metadata.clone();
+    opts.upload_expiry = Duration::from_secs(1);
+    let (addr, _a) = common::serve(opts).await;
+    let a = format!("http://{addr}");
+    let b = node(&shared, 1).await;
+    let c = client();
+    let r = c
+        .post(format!("{}/v2/team/app/blobs/uploads/", b.base))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let r = c
+        .patch(format!("{}{loc}", b.base))
+        .body(data((5 << 20) + 100, 13))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    if matches!(shared.blobs, BlobStorage::S3(_)) {
+        assert!(!session_objects(&shared, &loc).await.is_empty());
+    }
+    // A status GET reads, and does not keep the session alive.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c.get(format!("{}{loc}", b.base)).send().await.unwrap();
+        if r.status() == 404 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = c.get(format!("{a}{loc}")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let left = session_objects(&shared, &loc).await;
+    assert!(left.is_empty(), "left in the bucket: {left:?}");
+}
