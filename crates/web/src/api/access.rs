@@ -7,7 +7,7 @@
 //! to sign in to.
 
 use super::ApiError;
-use super::handlers::parse_time;
+use super::handlers::{limit_param, parse_time};
 use super::params::{AuditParams, OwnerQuery, Params};
 use super::scope::{Body, Caller};
 use crate::State;
@@ -51,6 +51,34 @@ async fn run<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(ApiError::internal)?
+}
+
+/// An administrator's listing (users, robots, bindings), each row as its
+/// API type.
+async fn admin_list<R: 'static, T: From<R> + Send + 'static>(
+    state: &State,
+    caller: &Caller,
+    action: &str,
+    list: fn(&AccessControl) -> Result<Vec<R>, AuthError>,
+) -> ApiResult<Json<Vec<T>>> {
+    let ac = admin(state, caller, action, "")?;
+    run(move || Ok(Json(list(&ac)?.into_iter().map(T::from).collect()))).await
+}
+
+/// An administrator's change of `target` answered 204 when done.
+async fn admin_change(
+    state: &State,
+    caller: Caller,
+    action: &str,
+    target: String,
+    change: fn(&AccessControl, &auth::Principal, &str) -> Result<(), AuthError>,
+) -> ApiResult<StatusCode> {
+    let ac = admin(state, &caller, action, &target)?;
+    run(move || {
+        change(&ac, &caller.principal, &target)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 /// Parse a body that may carry a secret: serde's messages for a wrong
@@ -174,6 +202,27 @@ fn session_cookie(value: &str, max_age: u64, secure: bool) -> String {
     )
 }
 
+/// A session just started for `p` (a login, or a password change): its
+/// name and CSRF token, and the cookie set.
+fn logged_in(
+    p: &auth::Principal,
+    cookie: &str,
+    csrf: String,
+    ttl: u64,
+    secure: bool,
+) -> ApiResult<Response> {
+    let mut r = Json(LoggedIn {
+        name: p.name(),
+        admin: p.is_admin(),
+        csrf,
+    })
+    .into_response();
+    let value =
+        HeaderValue::from_str(&session_cookie(cookie, ttl, secure)).map_err(ApiError::internal)?;
+    r.headers_mut().insert(header::SET_COOKIE, value);
+    Ok(r)
+}
+
 /// Sign in: checks the credentials (rate-limited per name and address)
 /// and sets the session cookie.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
@@ -211,15 +260,7 @@ pub async fn login(
         let p = ac.login(&req.username, &req.password, address)?;
         let (cookie, csrf) = ac.start_session(&p)?;
         ac.audit_by(&p, "login", "", "ok", "dashboard session");
-        let mut r = Json(LoggedIn {
-            name: p.name(),
-            admin: p.is_admin(),
-            csrf,
-        })
-        .into_response();
-        let value = HeaderValue::from_str(&session_cookie(&cookie, ttl, secure))
-            .map_err(ApiError::internal)?;
-        r.headers_mut().insert(header::SET_COOKIE, value);
+        let mut r = logged_in(&p, &cookie, csrf, ttl, secure)?;
         r.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok(r)
@@ -310,8 +351,7 @@ pub async fn list_users(
     AxState(state): AxState<State>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<User>>> {
-    let ac = admin(&state, &caller, "user.list", "")?;
-    run(move || Ok(Json(ac.users()?.into_iter().map(User::from).collect()))).await
+    admin_list(&state, &caller, "user.list", AccessControl::users).await
 }
 
 #[utoipa::path(post, path = "/api/v1/users", tag = "access", request_body = NewUser,
@@ -402,16 +442,7 @@ pub async fn set_password(
         }
         let (cookie, csrf) = ac.start_session(&p)?;
         let ttl = ac.settings().session_ttl.as_secs();
-        let mut r = Json(LoggedIn {
-            name: p.name(),
-            admin: p.is_admin(),
-            csrf,
-        })
-        .into_response();
-        let value = HeaderValue::from_str(&session_cookie(&cookie, ttl, secure))
-            .map_err(ApiError::internal)?;
-        r.headers_mut().insert(header::SET_COOKIE, value);
-        Ok(r)
+        logged_in(&p, &cookie, csrf, ttl, secure)
     })
     .await
 }
@@ -513,8 +544,7 @@ pub async fn list_robots(
     AxState(state): AxState<State>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<Robot>>> {
-    let ac = admin(&state, &caller, "robot.list", "")?;
-    run(move || Ok(Json(ac.robots()?.into_iter().map(Robot::from).collect()))).await
+    admin_list(&state, &caller, "robot.list", AccessControl::robots).await
 }
 
 #[utoipa::path(post, path = "/api/v1/robots", tag = "access", request_body = NewRobot,
@@ -560,11 +590,13 @@ pub async fn revoke_robot(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let ac = admin(&state, &caller, "robot.revoke", &name)?;
-    run(move || {
-        ac.revoke_robot(&caller.principal, &name)?;
-        Ok(StatusCode::NO_CONTENT)
-    })
+    admin_change(
+        &state,
+        caller,
+        "robot.revoke",
+        name,
+        AccessControl::revoke_robot,
+    )
     .await
 }
 
@@ -576,11 +608,13 @@ pub async fn delete_robot(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let ac = admin(&state, &caller, "robot.rm", &name)?;
-    run(move || {
-        ac.remove_robot(&caller.principal, &name)?;
-        Ok(StatusCode::NO_CONTENT)
-    })
+    admin_change(
+        &state,
+        caller,
+        "robot.rm",
+        name,
+        AccessControl::remove_robot,
+    )
     .await
 }
 
@@ -644,13 +678,7 @@ pub async fn list_bindings(
     AxState(state): AxState<State>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<BindingView>>> {
-    let ac = admin(&state, &caller, "binding.list", "")?;
-    run(move || {
-        Ok(Json(
-            ac.bindings()?.into_iter().map(BindingView::from).collect(),
-        ))
-    })
-    .await
+    admin_list(&state, &caller, "binding.list", AccessControl::bindings).await
 }
 
 #[utoipa::path(post, path = "/api/v1/bindings", tag = "access", request_body = NewBinding,
@@ -772,14 +800,7 @@ pub async fn audit(
             .transpose()?
             .map(|t| t.unix_timestamp()))
     };
-    let limit = match text(&q.limit) {
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("limit must be 1 to 1000, not {v:?}")))?,
-        None => 100,
-    };
+    let limit = limit_param(text(&q.limit).as_deref(), 100, 1000)?;
     let before_id = text(&q.before)
         .map(|v| {
             v.parse::<i64>().map_err(|_| {

@@ -669,14 +669,7 @@ pub async fn recommendations(
     caller: Caller,
     Params(q): Params<LimitQuery>,
 ) -> ApiResult<Json<Recommendations>> {
-    let limit = match q.limit {
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("limit must be 1 to 1000, not {v:?}")))?,
-        None => 100,
-    };
+    let limit = limit_param(q.limit.as_deref(), 100, 1000)?;
     blocking(&state, move |svc| {
         let scope = Scope::new(&caller.principal);
         if scope.all() {
