@@ -446,3 +446,75 @@ fn an_unreachable_server_is_unavailable_and_its_password_never_shows() {
     );
     assert!(!format!("{e} {e:?}").contains("s3cret-pw"), "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_node_assesses_every_other_reads() {
+    use storage::assess::{EncodedFindings, NewResult, Webhook};
+    let Some(url) = database() else { return };
+    let (n1, n3) = (
+        node(&url, "n1", PgAssessOptions::default()),
+        node(&url, "n3", PgAssessOptions::default()),
+    );
+    // Node 1 takes the push, catalogs the image (its layer into the
+    // shared cache) and stores the result.
+    n1.enqueue(job("team/app", "sha256:a", 1)).await.unwrap();
+    let j = n1.claim(2).await.unwrap().unwrap();
+    n1.set_shape(&j.digest, "image", &["sha256:l1".into()], &[])
+        .await
+        .unwrap();
+    n1.layer_cache_put("sha256:l1", 7, b"layer".to_vec(), 3)
+        .await
+        .unwrap();
+    n1.put_inventory(&j.digest, 7, b"inventory".to_vec(), &[])
+        .await
+        .unwrap();
+    n1.save_results(vec![NewResult {
+        digest: j.digest.clone(),
+        db_version: Some("v1".into()),
+        assessed_at: 4,
+        findings: EncodedFindings {
+            data: b"[]".to_vec(),
+            hash: "h".into(),
+            keys: vec!["CVE-1".into()],
+        },
+    }])
+    .await
+    .unwrap();
+    n1.set_status(&j.digest, status::DONE, None, 5)
+        .await
+        .unwrap();
+
+    // Node 3 reads all of it, and reuses the layer instead of reading it.
+    let img = n3.image("sha256:a").await.unwrap().unwrap();
+    assert_eq!(
+        (img.status.as_str(), img.layers),
+        ("done", vec!["sha256:l1".to_string()])
+    );
+    assert_eq!(
+        n3.layer_cache_get("sha256:l1", 7).await.unwrap().as_deref(),
+        Some(&b"layer"[..])
+    );
+    assert_eq!(
+        n3.inventory("sha256:a").await.unwrap().unwrap().data,
+        b"inventory"
+    );
+    let r = n3.result("sha256:a").await.unwrap().unwrap();
+    assert_eq!((r.db_version.as_deref(), r.assessed_at), (Some("v1"), 4));
+    assert_eq!(
+        n3.rematch_candidates(0, "v2", 0).await.unwrap(),
+        vec!["sha256:a".to_string()]
+    );
+
+    // And the other way: a webhook registered through node 3 is node 1's.
+    n3.add_webhook(&Webhook {
+        id: "w1".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        secret: "s".into(),
+        repository: None,
+        min_severity: None,
+        created_at: 6,
+    })
+    .await
+    .unwrap();
+    assert_eq!(n1.webhooks().await.unwrap()[0].id, "w1");
+}
