@@ -6,7 +6,7 @@
 use oci::Digest;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// An acknowledged push: repository, tag, manifest digest, blob digests.
 type Acked = (String, String, Digest, Vec<Digest>);
@@ -32,8 +32,15 @@ fn spawn(data: &std::path::Path, port: u16) -> Child {
         .unwrap()
 }
 
-async fn wait_ready(c: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
+/// Wait until `/readyz` answers 200: a restart after a kill may take a
+/// while on a loaded machine (the deadline is generous; it returns as
+/// soon as the server is up).
+async fn wait_ready(c: &reqwest::Client, base: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the server exited: {status}");
+        }
         if let Ok(r) = c.get(format!("{base}/readyz")).send().await
             && r.status() == 200
         {
@@ -115,7 +122,7 @@ async fn kill_during_pushes_loses_nothing_acknowledged() {
     let base = format!("http://127.0.0.1:{port}");
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut child = spawn(&data, port);
-    wait_ready(&c, &base).await;
+    wait_ready(&c, &base, &mut child).await;
 
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let mut tasks = Vec::new();
@@ -141,8 +148,22 @@ async fn kill_during_pushes_loses_nothing_acknowledged() {
             }
         }));
     }
-    // Let pushes run, then kill -9 in the middle of them.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Let pushes run (at least 2.5 s and until some were acknowledged,
+    // however slow the machine), then kill -9 in the middle of them.
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(120);
+    while start.elapsed() < Duration::from_millis(2500) || acked.lock().unwrap().len() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} pushes acknowledged",
+            acked.lock().unwrap().len()
+        );
+        assert!(
+            !tasks.iter().all(|t| t.is_finished()),
+            "every pusher stopped before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     for t in tasks {
@@ -156,7 +177,7 @@ async fn kill_during_pushes_loses_nothing_acknowledged() {
     );
 
     let mut child = spawn(&data, port);
-    wait_ready(&c, &base).await;
+    wait_ready(&c, &base, &mut child).await;
     // Every acknowledged push is intact.
     for (repo, tag, md, blobs) in &acked {
         let r = c
