@@ -67,6 +67,20 @@ fn wait_total(data: &std::path::Path, want: u64, timeout: Duration) -> Value {
     }
 }
 
+/// Poll the server's `/api/v1/queue` until no job is queued or running.
+fn wait_queue_empty(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let (code, v) = get_json(port, "/api/v1/queue");
+        assert_eq!(code, 200, "{v}");
+        if v["pending"].as_array().is_some_and(|p| p.is_empty()) {
+            return;
+        }
+        assert!(start.elapsed() < timeout, "jobs still pending: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn an_assessed_image_is_counted_once_per_digest() {
     transport::require_test_images!(dir);
@@ -100,7 +114,10 @@ fn an_assessed_image_is_counted_once_per_digest() {
     push("app:v1");
     push("app:v2");
     push("other/app:v1");
-    std::thread::sleep(Duration::from_secs(5));
+    // Each push queued its job before it returned: once the queue is
+    // empty the re-scans are done (a fixed wait passed without them on a
+    // slow machine, proving nothing).
+    wait_queue_empty(server.port, Duration::from_secs(120));
     let v = json_ok(d, &["usage", "--json"]);
     assert_eq!(v["rows"], want_rows, "{v:#}");
     assert_eq!(v["total"], 1);
