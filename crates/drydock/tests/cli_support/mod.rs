@@ -270,7 +270,7 @@ impl Server {
                 .spawn()
                 .expect("spawn drydock serve");
             let mut s = Server { child, port };
-            if s.wait_ready(Duration::from_secs(30)) {
+            if s.wait_ready(Duration::from_secs(60)) {
                 return s;
             }
         }
