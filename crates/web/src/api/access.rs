@@ -81,6 +81,15 @@ async fn admin_change(
     .await
 }
 
+/// A robot or token just added, as its listing shows it; missing from
+/// the list is the server's fault.
+fn just_added<R, T: From<R>>(rows: Vec<R>, is_it: impl Fn(&R) -> bool, what: &str) -> ApiResult<T> {
+    rows.into_iter()
+        .find(is_it)
+        .map(T::from)
+        .ok_or_else(|| ApiError::internal(format!("a {what} just added is not listed")))
+}
+
 /// Parse a body that may carry a secret: serde's messages for a wrong
 /// type or value quote the value, so only those naming a field are kept.
 fn parse_secret<T: for<'de> Deserialize<'de>>(body: &Body, expected: &str) -> ApiResult<T> {
@@ -571,12 +580,7 @@ pub async fn create_robot(
             expires_at,
             &permissions,
         )?;
-        let robot = ac
-            .robots()?
-            .into_iter()
-            .find(|r| r.name == n.name)
-            .map(Robot::from)
-            .ok_or_else(|| ApiError::internal("a robot just added is not listed"))?;
+        let robot = just_added(ac.robots()?, |r| r.name == n.name, "robot")?;
         Ok((StatusCode::CREATED, Json(CreatedRobot { robot, secret })))
     })
     .await
@@ -946,12 +950,7 @@ pub async fn create_token(
             n.description.as_deref().unwrap_or_default(),
             expires_at,
         )?;
-        let token = ac
-            .api_tokens(Some(&owner))?
-            .into_iter()
-            .find(|t| t.id == id)
-            .map(ApiToken::from)
-            .ok_or_else(|| ApiError::internal("a token just added is not listed"))?;
+        let token = just_added(ac.api_tokens(Some(&owner))?, |t| t.id == id, "token")?;
         Ok((StatusCode::CREATED, Json(CreatedToken { token, secret })))
     })
     .await
