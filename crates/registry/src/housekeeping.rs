@@ -105,6 +105,22 @@ pub(crate) fn spawn_housekeeping(weak: Weak<Inner>) -> Result<(), RegistryError>
 }
 
 fn expire_uploads(inner: &Inner) {
+    // Objects of sessions that no longer exist (a node that died between
+    // ending a session and removing its objects; sessions kept as objects
+    // before the metadata store held them).
+    match storage::block_on(
+        inner
+            .store
+            .blobs
+            .sweep_upload_leftovers(inner.opts.upload_expiry),
+    ) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            sessions = n,
+            "removed what ended upload sessions left behind"
+        ),
+        Err(e) => tracing::warn!("cannot sweep what ended upload sessions left behind: {e}"),
+    }
     let Ok(list) = storage::block_on(inner.store.blobs.list_uploads()) else {
         return;
     };

@@ -711,3 +711,72 @@ async fn an_idle_upload_is_expired_with_everything_it_stored() {
     let left = session_objects(&shared, &loc).await;
     assert!(left.is_empty(), "left in the bucket: {left:?}");
 }
+
+/// Objects of a session whose row is gone (its node died between
+/// removing the row and the objects, or a session kept as objects before
+/// the metadata store held them) are swept by a node's housekeeping once
+/// idle for the expiry; a live session's objects are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_ended_session_left_in_the_bucket_is_swept() {
+    let Some(shared) = on_postgres() else {
+        return;
+    };
+    if !matches!(shared.blobs, BlobStorage::S3(_)) {
+        eprintln!("no S3 server: skipped");
+        return;
+    }
+    let b = node(&shared, 1).await;
+    let c = client();
+    let mut locs = Vec::new();
+    for seed in [21, 22] {
+        let r = c
+            .post(format!("{}/v2/team/app/blobs/uploads/", b.base))
+            .send()
+            .await
+            .unwrap();
+        let loc = r.headers()["location"].to_str().unwrap().to_string();
+        let r = c
+            .patch(format!("{}{loc}", b.base))
+            .body(data((5 << 20) + 100, seed))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        assert!(!session_objects(&shared, &loc).await.is_empty());
+        locs.push(loc);
+    }
+    // The first session's row goes, its objects stay (as after a crash).
+    let (_, sessions) = shared
+        .metadata
+        .open_meta_and_uploads(shared.dir(2))
+        .unwrap();
+    let id: Uuid = locs[0].rsplit('/').next().unwrap().parse().unwrap();
+    assert!(sessions.delete(&id).await.unwrap().is_some());
+    // A node whose expiry is long enough for the live session to stay.
+    let mut opts = Options::new(shared.dir(0));
+    opts.blobs = shared.blobs.clone();
+    opts.metadata = shared.metadata.clone();
+    opts.upload_expiry = Duration::from_secs(2);
+    let (_addr, _a) = common::serve(opts).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !session_objects(&shared, &locs[0]).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never swept");
+        // The live one is kept busy (an empty PATCH saves it), so it is
+        // never idle for the expiry.
+        let r = c
+            .patch(format!("{}{}", b.base, locs[1]))
+            .body(Vec::new())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "the live session was removed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let r = c
+        .get(format!("{}{}", b.base, locs[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "the live session was removed");
+    assert!(!session_objects(&shared, &locs[1]).await.is_empty());
+}

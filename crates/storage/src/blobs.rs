@@ -177,6 +177,13 @@ pub trait BlobDriver: Send + Sync + 'static {
             .unwrap_or_default();
         Ok(idle > max_idle && self.cancel_upload(id).await?)
     }
+    /// Remove what sessions that no longer exist left in the store (a
+    /// node that died between a session's end and its objects' removal;
+    /// sessions of an older layout) once untouched for `max_idle`. Safe
+    /// beside other processes. Returns how many sessions' leftovers went.
+    async fn sweep_upload_leftovers(&self, _max_idle: Duration) -> Result<usize, BlobError> {
+        Ok(0)
+    }
     /// Remove leftovers of writes interrupted by a crash. Only call this
     /// when no other process writes. Returns how many went.
     async fn recover(&self) -> Result<usize, BlobError> {

@@ -575,6 +575,59 @@ impl BlobDriver for S3Blobs {
         let all = self.sessions()?.list().await.map_err(store_error)?;
         Ok(all.iter().map(UploadRecord::info).collect())
     }
+
+    async fn sweep_upload_leftovers(&self, max_idle: Duration) -> Result<usize, BlobError> {
+        let sessions = self.sessions()?;
+        let store = self.store.clone();
+        let prefix = self.key("_uploads");
+        let objects: Vec<_> = self
+            .run(async move {
+                let v: Vec<_> = store.list(Some(&prefix)).collect().await;
+                v.into_iter().collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        // Each session's objects, and when the newest was written.
+        let base = format!("{}_uploads/", self.cfg.prefix);
+        let mut by_id: std::collections::HashMap<Uuid, (SystemTime, Vec<Path>)> =
+            Default::default();
+        for m in objects {
+            let Some(id) = m
+                .location
+                .as_ref()
+                .strip_prefix(&base)
+                .and_then(|k| k.split_once('/'))
+                .and_then(|(id, _)| Uuid::parse_str(id).ok())
+            else {
+                continue;
+            };
+            let e = by_id
+                .entry(id)
+                .or_insert((SystemTime::UNIX_EPOCH, Vec::new()));
+            e.0 = e.0.max(m.last_modified.into());
+            e.1.push(m.location);
+        }
+        let Some(cutoff) = SystemTime::now().checked_sub(max_idle) else {
+            return Ok(0);
+        };
+        let mut swept = 0;
+        for (id, (newest, keys)) in by_id {
+            // A row is created before its session writes anything, so
+            // objects old and without a row belong to no live session.
+            if newest > cutoff || sessions.get(&id).await.map_err(store_error)?.is_some() {
+                continue;
+            }
+            let store = self.store.clone();
+            self.run(async move {
+                for k in &keys {
+                    store.delete(k).await?;
+                }
+                Ok(())
+            })
+            .await?;
+            swept += 1;
+        }
+        Ok(swept)
+    }
 }
 
 impl S3Blobs {
