@@ -7,7 +7,9 @@
 //! on SQLite ([`SqliteMeta`], [`SqliteAccess`]: the embedded default) and
 //! on PostgreSQL ([`PgMeta`], [`PgAccess`]), both with versioned schema
 //! migrations. [`MetadataStorage`] says which; [`Store::open`] and
-//! [`open_access`] open it.
+//! [`open_access`] open it. The S3 driver keeps its upload sessions in
+//! the metadata store too ([`UploadSessions`]: a save is a
+//! compare-and-swap on the session's revision), so every node sees them.
 //!
 //! Layout of a data directory (the blob parts only with the filesystem
 //! driver; see [`S3Blobs`] for the object layout):
