@@ -484,14 +484,12 @@ fn verdict_states() {
 fn store_adds_the_incomplete_column_to_an_old_database() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("assess.db");
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(
-            "CREATE TABLE inventories(digest TEXT PRIMARY KEY, catalog_version INTEGER NOT NULL, data BLOB NOT NULL);
-             INSERT INTO inventories VALUES ('sha256:old', 3, '{\"packages\":[]}');",
-        )
-        .unwrap();
-    }
+    storage::assess::sqlite_execute_for_tests(
+        &path,
+        "CREATE TABLE inventories(digest TEXT PRIMARY KEY, catalog_version INTEGER NOT NULL, data BLOB NOT NULL);
+         INSERT INTO inventories VALUES ('sha256:old', 3, '{\"packages\":[]}');",
+    )
+    .unwrap();
     let store = Store::open(&path).unwrap();
     assert!(store.incomplete("sha256:old").unwrap().is_empty());
     let reasons = vec!["x: skipped".to_string()];

@@ -156,8 +156,8 @@ async fn listings_report_database_errors() {
     let repo = oci::Name::parse("team/app").unwrap();
     assert_eq!(source.repositories().unwrap(), vec![repo.clone()]);
     // A fault the registry cannot have caused: its tables vanish.
-    let raw = rusqlite::Connection::open(s.dir.path().join("meta.db")).unwrap();
-    raw.execute_batch(
+    storage::assess::sqlite_execute_for_tests(
+        &s.dir.path().join("meta.db"),
         "ALTER TABLE repos RENAME TO repos_gone;
          ALTER TABLE tags RENAME TO tags_gone;
          ALTER TABLE manifests RENAME TO manifests_gone;",

@@ -264,6 +264,7 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let outbound = config.outbound.policy()?;
     let mut assess_options = config.assess.options(&config.data);
     assess_options.outbound = outbound.clone();
+    assess_options.metadata = config.metadata.storage();
     let assess = assess::start_with_registry(
         assess_options,
         registry.clone(),

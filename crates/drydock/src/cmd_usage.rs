@@ -37,10 +37,13 @@ pub async fn run(args: UsageArgs, config: Config) -> anyhow::Result<ExitCode> {
         bail!("--from ({from}) is after --to ({to})");
     }
     crate::config::require_data_dir(&config)?;
+    let metadata = config.metadata.storage();
     let path = config.data.join("assess.db");
-    let rows = if path.exists() {
-        let store = assess::store::Store::open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+    // On SQLite a data directory never assessed has nothing to count (and
+    // gets no database from asking).
+    let rows = if path.exists() || !matches!(metadata, registry::MetadataStorage::Sqlite) {
+        let store = assess::store::Store::open_where(&config.data, &metadata)
+            .with_context(|| format!("cannot open the assessor's state ({})", path.display()))?;
         store.usage(&from, &to)?
     } else {
         Vec::new()

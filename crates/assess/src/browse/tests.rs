@@ -161,9 +161,7 @@ fn a_store_that_cannot_be_read_is_the_servers_error() {
     )
     .unwrap();
     // The images' table gone under the service: judging cannot read it.
-    rusqlite::Connection::open(dir.path().join("assess.db"))
-        .unwrap()
-        .execute_batch("DROP TABLE images")
+    storage::assess::sqlite_execute_for_tests(&dir.path().join("assess.db"), "DROP TABLE images")
         .unwrap();
     match svc.snapshot() {
         Err(e @ BrowseError::Store(_)) => {

@@ -46,6 +46,9 @@ pub struct WebhookConfig {
 pub struct Options {
     /// Directory holding `assess.db`.
     pub data_dir: PathBuf,
+    /// Where the assessor's state lives: `assess.db` in `data_dir`
+    /// (the default), or the PostgreSQL database of `metadata.url`.
+    pub metadata: storage::MetadataStorage,
     /// Concurrent assessments (cataloging is CPU and I/O bound).
     pub workers: usize,
     /// Times a job may be started before it is failed with the reason
@@ -125,6 +128,7 @@ impl Options {
     pub fn new(data_dir: impl Into<PathBuf>) -> Options {
         Options {
             data_dir: data_dir.into(),
+            metadata: storage::MetadataStorage::default(),
             workers: 2,
             max_attempts: 3,
             rescan_window_days: 30,
@@ -175,7 +179,8 @@ pub struct Service {
 }
 
 impl Service {
-    /// Open the store; no task runs until [`Service::start`].
+    /// Open the store `opts.metadata` names (`<data>/assess.db` by
+    /// default); no task runs until [`Service::start`].
     pub fn open(
         opts: Options,
         source: Arc<dyn RegistryContent>,
@@ -183,7 +188,28 @@ impl Service {
         vulns: Arc<dyn VulnSource>,
         clock: Arc<dyn Clock>,
     ) -> Result<Service> {
-        let store = Store::open(&opts.data_dir.join("assess.db"))?;
+        let state = storage::assess::open_state(
+            &opts.data_dir,
+            &opts.metadata,
+            storage::assess::PgAssessOptions {
+                max_attempts: opts.max_attempts,
+                ..Default::default()
+            },
+        )?;
+        Service::open_with_state(opts, state, source, cataloger, vulns, clock)
+    }
+
+    /// [`Service::open`] over any backend of the assessor's state (the
+    /// binary passes PostgreSQL's with `metadata.url`).
+    pub fn open_with_state(
+        opts: Options,
+        state: Arc<dyn storage::assess::AssessState>,
+        source: Arc<dyn RegistryContent>,
+        cataloger: Arc<dyn Cataloger>,
+        vulns: Arc<dyn VulnSource>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Service> {
+        let store = Store::new(state);
         store.set_clock(clock.clone());
         // Deliveries follow no redirect: a receiver that moved is a failed
         // delivery, not a POST turned into a GET somewhere else.

@@ -200,7 +200,7 @@ impl Service {
                 batch.push((d.clone(), Some(version.clone()), at, enc));
                 findings.push((d, f));
             }
-            self.inner.store.save_encoded(&batch)?;
+            self.inner.store.save_encoded(batch)?;
             // Notifications need a receiver; with no webhook there is nothing to tell.
             if !self.inner.store.webhooks()?.is_empty() {
                 for (digest, f) in &findings {

@@ -1,11 +1,15 @@
 //! The queue and the images it knows: intake, claiming, status, shape,
 //! tag history and pull times.
 
-use super::{IMAGE_COLS, ImageRow, Store, image_row, status};
+use super::{ImageRow, Store, wait};
 use crate::vex::Pusher;
 use anyhow::Result;
-use rusqlite::{OptionalExtension, params};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use storage::assess::Enqueue;
+
+fn rows(v: Vec<storage::assess::ImageRow>) -> Vec<ImageRow> {
+    v.into_iter().map(ImageRow::from).collect()
+}
 
 impl Store {
     // ---- queue ----
@@ -25,9 +29,16 @@ impl Store {
         now: i64,
         pushed: bool,
     ) -> Result<bool> {
-        self.enqueue_row(
-            repo, digest, media_type, parent, platform, now, pushed, None,
-        )
+        wait(self.state.enqueue(Enqueue {
+            repo: repo.into(),
+            digest: digest.into(),
+            media_type: media_type.into(),
+            parent: parent.map(str::to_owned),
+            platform: platform.map(str::to_owned),
+            now,
+            pushed,
+            pusher: None,
+        }))
     }
 
     /// [`Store::enqueue`] a pushed manifest and record who pushed it, in
@@ -45,22 +56,23 @@ impl Store {
         pusher: Option<&Pusher>,
     ) -> Result<bool> {
         let pusher = pusher.map(encode_pusher).transpose()?;
-        self.enqueue_row(repo, digest, media_type, None, None, now, true, pusher)
+        wait(self.state.enqueue(Enqueue {
+            repo: repo.into(),
+            digest: digest.into(),
+            media_type: media_type.into(),
+            parent: None,
+            platform: None,
+            now,
+            pushed: true,
+            pusher,
+        }))
     }
 
     /// Who pushed `digest`, as recorded by [`Store::enqueue_pushed_by`]
     /// (`None`: nobody known, or forgotten). A stored value this build
     /// cannot read counts as unknown: it is then trusted by no one.
     pub fn pusher(&self, digest: &str) -> Result<Option<Pusher>> {
-        let stored: Option<String> = self
-            .c()
-            .query_row(
-                "SELECT pusher FROM images WHERE digest = ?1",
-                [digest],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
+        let stored = wait(self.state.pusher(digest))?;
         Ok(stored.and_then(|s| match decode_pusher(&s) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -72,115 +84,22 @@ impl Store {
 
     /// Forget who pushed `digest` (its job succeeded).
     pub fn forget_pusher(&self, digest: &str) -> Result<()> {
-        // No verdict reads the pusher once the job is done.
-        self.c_quiet().execute(
-            "UPDATE images SET pusher = NULL WHERE digest = ?1 AND pusher IS NOT NULL",
-            [digest],
-        )?;
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn enqueue_row(
-        &self,
-        repo: &str,
-        digest: &str,
-        media_type: &str,
-        parent: Option<&str>,
-        platform: Option<&str>,
-        now: i64,
-        pushed: bool,
-        pusher: Option<String>,
-    ) -> Result<bool> {
-        let c = self.c();
-        let pushed_at = pushed.then_some(now);
-        // A failed job is retried. So is a finished artifact pushed again
-        // by someone known: a VEX referrer is judged by its pushers, and
-        // this one may be trusted where the first was not (a cheap job:
-        // one manifest, one small blob).
-        let again = "images.status = 'failed' OR (excluded.pusher IS NOT NULL \
-                     AND images.kind = 'artifact' AND images.status = 'unsupported')";
-        let changed = c.execute(
-            &format!(
-                "INSERT INTO images(digest, repo, media_type, parent, platform, status, queued_at, last_pushed_at, pusher)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)
-             ON CONFLICT(digest) DO UPDATE SET
-               last_pushed_at = COALESCE(excluded.last_pushed_at, images.last_pushed_at),
-               pusher = COALESCE(excluded.pusher, images.pusher),
-               parent = COALESCE(images.parent, excluded.parent),
-               platform = COALESCE(images.platform, excluded.platform),
-               status = CASE WHEN {again} THEN 'queued' ELSE images.status END,
-               attempts = CASE WHEN {again} THEN 0 ELSE images.attempts END,
-               error = CASE WHEN {again} THEN NULL ELSE images.error END,
-               queued_at = CASE WHEN {again} THEN excluded.queued_at ELSE images.queued_at END"
-            ),
-            params![digest, repo, media_type, parent, platform, now, pushed_at, pusher],
-        )?;
-        let _ = changed;
-        c.execute(
-            "INSERT OR IGNORE INTO image_repos(repo, digest) VALUES (?1, ?2)",
-            params![repo, digest],
-        )?;
-        let st: String = c.query_row(
-            "SELECT status FROM images WHERE digest = ?1",
-            [digest],
-            |r| r.get(0),
-        )?;
-        Ok(st == status::QUEUED)
+        wait(self.state.forget_pusher(digest))
     }
 
     pub fn record_tag(&self, repo: &str, tag: &str, digest: &str, at: i64) -> Result<()> {
-        // History for diffs; the dashboard reads tags from the registry.
-        let c = self.c_quiet();
-        let last: Option<String> = c
-            .query_row(
-                "SELECT digest FROM tag_history WHERE repo = ?1 AND tag = ?2 ORDER BY id DESC LIMIT 1",
-                params![repo, tag],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if last.as_deref() != Some(digest) {
-            c.execute(
-                "INSERT INTO tag_history(repo, tag, digest, at) VALUES (?1, ?2, ?3, ?4)",
-                params![repo, tag, digest, at],
-            )?;
-        }
-        Ok(())
+        wait(self.state.record_tag(repo, tag, digest, at))
     }
 
     /// For each (repo, tag) that pointed at `digest`, the digest it pointed
     /// at just before.
     pub fn previous_tag_digests(&self, digest: &str) -> Result<Vec<(String, String, String)>> {
-        let c = self.c();
-        let mut st = c.prepare(
-            "SELECT h.repo, h.tag, (SELECT p.digest FROM tag_history p
-                 WHERE p.repo = h.repo AND p.tag = h.tag AND p.id < h.id AND p.digest != h.digest
-                 ORDER BY p.id DESC LIMIT 1)
-             FROM tag_history h WHERE h.digest = ?1 AND h.id = (SELECT MAX(id) FROM tag_history x WHERE x.repo = h.repo AND x.tag = h.tag AND x.digest = h.digest)",
-        )?;
-        let rows = st
-            .query_map([digest], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                ))
-            })?
-            .filter_map(|r| r.ok())
-            .filter_map(|(a, b, p)| p.map(|p| (a, b, p)))
-            .collect();
-        Ok(rows)
+        wait(self.state.previous_tag_digests(digest))
     }
 
     /// Claim the oldest queued job, marking it `cataloging`.
     pub fn claim(&self, now: i64) -> Result<Option<ImageRow>> {
-        let c = self.c();
-        let sql = format!(
-            "UPDATE images SET status = 'cataloging', started_at = ?1, attempts = attempts + 1
-             WHERE digest = (SELECT digest FROM images WHERE status = 'queued' ORDER BY queued_at, rowid LIMIT 1)
-             RETURNING {IMAGE_COLS}"
-        );
-        Ok(c.query_row(&sql, [now], image_row).optional()?)
+        Ok(wait(self.state.claim(now))?.map(ImageRow::from))
     }
 
     /// Fail every queued job already claimed `max_attempts` times: each
@@ -188,30 +107,11 @@ impl Store {
     /// (a layer that crashes it would crash it again, for ever). Returns
     /// the digests given up, with the reason recorded.
     pub fn give_up_exhausted(&self, max_attempts: u32, now: i64) -> Result<Vec<(String, String)>> {
-        let c = self.c();
-        let mut st = c.prepare(
-            "UPDATE images SET status = 'failed', finished_at = ?2,
-               error = 'gave up after ' || attempts || ' attempts: '
-                       || COALESCE(error, 'the process stopped while assessing')
-             WHERE status = 'queued' AND attempts >= ?1
-             RETURNING digest, error",
-        )?;
-        let v = st
-            .query_map(params![max_attempts.max(1), now], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(v)
+        wait(self.state.give_up_exhausted(max_attempts, now))
     }
 
     pub fn set_status(&self, digest: &str, st: &str, error: Option<&str>, now: i64) -> Result<()> {
-        let finished =
-            matches!(st, status::DONE | status::FAILED | status::UNSUPPORTED).then_some(now);
-        self.c().execute(
-            "UPDATE images SET status = ?2, error = ?3, finished_at = COALESCE(?4, finished_at) WHERE digest = ?1",
-            params![digest, st, error, finished],
-        )?;
-        Ok(())
+        wait(self.state.set_status(digest, st, error, now))
     }
 
     pub fn set_shape(
@@ -221,161 +121,73 @@ impl Store {
         layers: &[String],
         children: &[String],
     ) -> Result<()> {
-        self.c().execute(
-            "UPDATE images SET kind = ?2, layers = ?3, children = ?4 WHERE digest = ?1",
-            params![
-                digest,
-                kind,
-                serde_json::to_string(layers)?,
-                serde_json::to_string(children)?
-            ],
-        )?;
-        Ok(())
+        wait(self.state.set_shape(digest, kind, layers, children))
     }
 
     /// Record an image's platform unless one is known (an index entry's
     /// platform, given at enqueue, wins over the image's own config).
     pub fn set_platform_if_unknown(&self, digest: &str, platform: &str) -> Result<()> {
-        self.c().execute(
-            "UPDATE images SET platform = ?2 WHERE digest = ?1 AND platform IS NULL",
-            params![digest, platform],
-        )?;
-        Ok(())
+        wait(self.state.set_platform_if_unknown(digest, platform))
     }
 
     /// After a crash: jobs that were in progress go back to the queue
     /// (those claimed too often are then given up by the worker, see
     /// [`Store::give_up_exhausted`]).
     pub fn requeue_interrupted(&self) -> Result<usize> {
-        Ok(self.c().execute(
-            "UPDATE images SET status = 'queued' WHERE status IN ('cataloging', 'matching')",
-            [],
-        )?)
+        wait(self.state.requeue_interrupted())
     }
 
     pub fn known_digests(&self) -> Result<HashSet<String>> {
-        let c = self.c();
-        let mut st = c.prepare("SELECT digest FROM images")?;
-        let v = st
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(v)
+        wait(self.state.known_digests())
     }
 
     pub fn image(&self, digest: &str) -> Result<Option<ImageRow>> {
-        let c = self.c();
-        Ok(c.query_row(
-            &format!("SELECT {IMAGE_COLS} FROM images WHERE digest = ?1"),
-            [digest],
-            image_row,
-        )
-        .optional()?)
-    }
-
-    /// Images matching a WHERE clause fragment (internal use only).
-    fn images_where(&self, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<ImageRow>> {
-        let c = self.c();
-        let mut st = c.prepare(&format!("SELECT {IMAGE_COLS} FROM images {clause}"))?;
-        let v = st
-            .query_map(p, image_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(v)
+        Ok(wait(self.state.image(digest))?.map(ImageRow::from))
     }
 
     pub fn children(&self, index: &str) -> Result<Vec<ImageRow>> {
-        self.images_where("WHERE parent = ?1 ORDER BY platform", &[&index])
+        Ok(rows(wait(self.state.children(index))?))
     }
 
     pub fn all_images(&self) -> Result<Vec<ImageRow>> {
-        self.images_where("ORDER BY queued_at DESC", &[])
+        Ok(rows(wait(self.state.all_images())?))
     }
 
     pub fn images_in_repo(&self, repo: &str) -> Result<Vec<ImageRow>> {
-        self.images_where(
-            "WHERE digest IN (SELECT digest FROM image_repos WHERE repo = ?1) ORDER BY queued_at DESC",
-            &[&repo],
-        )
+        Ok(rows(wait(self.state.images_in_repo(repo))?))
     }
 
     pub fn repos_of(&self, digest: &str) -> Result<Vec<String>> {
-        let c = self.c();
-        let mut st = c.prepare("SELECT repo FROM image_repos WHERE digest = ?1 ORDER BY repo")?;
-        let v = st
-            .query_map([digest], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(v)
+        wait(self.state.repos_of(digest))
     }
 
     /// Jobs not finished, oldest first, and counts per status.
     #[allow(clippy::type_complexity)]
     pub fn queue(&self) -> Result<(Vec<ImageRow>, Vec<(String, i64)>)> {
-        let pending = self.images_where(
-            "WHERE status IN ('queued', 'cataloging', 'matching') ORDER BY queued_at LIMIT 1000",
-            &[],
-        )?;
-        let c = self.c();
-        let mut st =
-            c.prepare("SELECT status, COUNT(*) FROM images GROUP BY status ORDER BY status")?;
-        let counts = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok((pending, counts))
+        let q = wait(self.state.queue())?;
+        Ok((rows(q.pending), q.counts))
     }
 
     /// A manifest was deleted from `repo`; forget it when no repository
     /// holds it any more (usage is kept).
     pub fn forget(&self, repo: &str, digest: &str) -> Result<()> {
-        let mut c = self.c();
-        let tx = c.transaction()?;
-        tx.execute(
-            "DELETE FROM image_repos WHERE repo = ?1 AND digest = ?2",
-            params![repo, digest],
-        )?;
-        let left: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM image_repos WHERE digest = ?1",
-            [digest],
-            |r| r.get(0),
-        )?;
-        if left == 0 {
-            for t in ["images", "results", "inventories"] {
-                tx.execute(&format!("DELETE FROM {t} WHERE digest = ?1"), [digest])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        wait(self.state.forget(repo, digest))
     }
 
     /// Record pulls (assessor time). Pulling an index counts for its children.
     pub fn record_pulls(&self, pulls: &[(String, i64)]) -> Result<()> {
-        // Quiet: a busy registry records pulls all the time, and the
-        // dashboard lays pull times over its judging (`pulled_times`).
-        let mut c = self.c_quiet();
-        let tx = c.transaction()?;
-        for (digest, at) in pulls {
-            tx.execute(
-                "UPDATE images SET last_pulled_at = MAX(COALESCE(last_pulled_at, 0), ?2) WHERE digest = ?1 OR parent = ?1",
-                params![digest, at],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        wait(self.state.record_pulls(pulls))
     }
 
     /// Every image's last pull time (assessor time), for the dashboard
     /// to lay over a judging that pulls do not redo.
-    pub fn pulled_times(&self) -> Result<std::collections::HashMap<String, i64>> {
-        let c = self.c();
-        let mut st = c.prepare(
-            "SELECT digest, last_pulled_at FROM images WHERE last_pulled_at IS NOT NULL",
-        )?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    pub fn pulled_times(&self) -> Result<HashMap<String, i64>> {
+        wait(self.state.pulled_times())
     }
 
     /// Drop every cached layer inventory (benchmarks measure cold catalogs).
     pub fn clear_layer_cache(&self) -> Result<()> {
-        self.c().execute("DELETE FROM layer_cache", [])?;
-        Ok(())
+        wait(self.state.clear_layer_cache())
     }
 }
 
@@ -411,18 +223,6 @@ fn decode_pusher(s: &str) -> Result<Pusher> {
         StoredPusher::User { name, groups } => Pusher::User { name, groups },
         StoredPusher::Robot { name } => Pusher::Robot { name },
     })
-}
-
-/// Databases from before the pusher was stored with its job: the column
-/// is added in place (existing rows: pusher unknown).
-pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<()> {
-    let has = conn
-        .prepare("SELECT 1 FROM pragma_table_info('images') WHERE name = 'pusher'")?
-        .exists([])?;
-    if !has {
-        conn.execute_batch("ALTER TABLE images ADD COLUMN pusher TEXT;")?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,15 +1,15 @@
 //! Stored inventories and assessment results, with the previous
 //! assessment's keys, and the choice of digests to re-match.
 
-use super::Store;
+use super::{Store, wait};
 use crate::policy::finding_key;
 use crate::vuln::Finding;
 use anyhow::Result;
 use inventory::Inventory;
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
+use storage::assess::NewResult;
 
 /// zstd level for stored documents: fast, and JSON of package lists
 /// shrinks 10–20× (a million-file npm layer's 50,000 packages: ~15 MB of
@@ -105,55 +105,27 @@ impl Store {
         incomplete: &[String],
     ) -> Result<()> {
         let data = pack(inv)?;
-        let incomplete = if incomplete.is_empty() {
-            None
-        } else {
-            Some(serde_json::to_string(incomplete)?)
-        };
-        self.c().execute(
-            "INSERT OR REPLACE INTO inventories(digest, catalog_version, data, incomplete) VALUES (?1, ?2, ?3, ?4)",
-            params![digest, version, data, incomplete],
-        )?;
-        Ok(())
+        wait(self.state.put_inventory(digest, version, data, incomplete))
     }
 
     /// Why the stored inventory of `digest` is incomplete (empty when it is
     /// complete, or when there is none).
     pub fn incomplete(&self, digest: &str) -> Result<Vec<String>> {
-        let row: Option<Option<String>> = self
-            .c()
-            .query_row(
-                "SELECT incomplete FROM inventories WHERE digest = ?1",
-                [digest],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match row.flatten() {
-            None => Ok(Vec::new()),
-            Some(s) => Ok(serde_json::from_str(&s)?),
-        }
+        wait(self.state.incomplete(digest))
     }
 
     pub fn inventory(&self, digest: &str) -> Result<Option<(u32, Inventory)>> {
-        let row: Option<(u32, Vec<u8>)> = self
-            .c()
-            .query_row(
-                "SELECT catalog_version, data FROM inventories WHERE digest = ?1",
-                [digest],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        match row {
+        match wait(self.state.inventory(digest))? {
             None => Ok(None),
-            Some((v, data)) => Ok(Some((v, unpack(&data)?))),
+            Some(s) => Ok(Some((s.catalog_version, unpack(&s.data)?))),
         }
     }
 
     // ---- results ----
 
     /// Store an assessment. When the findings are unchanged only the
-    /// version and time move (cheap for mass re-matching). Returns the
-    /// previous findings' keys when there was a previous assessment.
+    /// version and time move (cheap for mass re-matching); the previous
+    /// assessment's keys are kept for diffs.
     pub fn save_result(
         &self,
         digest: &str,
@@ -162,62 +134,48 @@ impl Store {
         findings: &[Finding],
     ) -> Result<()> {
         let enc = EncodedFindings::new(findings)?;
-        let mut c = self.c();
-        let tx = c.transaction()?;
-        save_result_tx(&tx, digest, db_version, at, &enc)?;
-        tx.commit()?;
-        Ok(())
+        wait(self.state.save_results(vec![NewResult {
+            digest: digest.into(),
+            db_version: db_version.map(str::to_owned),
+            assessed_at: at,
+            findings: enc.into(),
+        }]))
     }
 
     /// Many results (findings already encoded) in one transaction.
     pub fn save_encoded(
         &self,
-        batch: &[(String, Option<String>, i64, EncodedFindings)],
+        batch: Vec<(String, Option<String>, i64, EncodedFindings)>,
     ) -> Result<()> {
-        let mut c = self.c();
-        let tx = c.transaction()?;
-        for (digest, v, at, enc) in batch {
-            save_result_tx(&tx, digest, v.as_deref(), *at, enc)?;
-        }
-        tx.commit()?;
-        Ok(())
+        let batch = batch
+            .into_iter()
+            .map(|(digest, db_version, assessed_at, enc)| NewResult {
+                digest,
+                db_version,
+                assessed_at,
+                findings: enc.into(),
+            })
+            .collect();
+        wait(self.state.save_results(batch))
     }
 
     /// The stored inventory's bytes, without parsing (read them with
     /// [`unpack`]): re-matching parses them on its own threads.
     pub fn inventory_raw(&self, digest: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .c()
-            .query_row(
-                "SELECT data FROM inventories WHERE digest = ?1",
-                [digest],
-                |r| r.get(0),
-            )
-            .optional()?)
+        Ok(wait(self.state.inventory(digest))?.map(|s| s.data))
     }
 
     pub fn result(&self, digest: &str) -> Result<Option<ResultRow>> {
-        #[allow(clippy::type_complexity)]
-        let row: Option<(Option<String>, i64, Vec<u8>, Option<String>, Option<i64>, Option<String>)> = self
-            .c()
-            .query_row(
-                "SELECT db_version, assessed_at, findings, prev_db_version, prev_assessed_at, prev_keys FROM results WHERE digest = ?1",
-                [digest],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-            )
-            .optional()?;
-        let Some((db_version, assessed_at, data, prev_db_version, prev_assessed_at, prev_keys)) =
-            row
-        else {
+        let Some(r) = wait(self.state.result(digest))? else {
             return Ok(None);
         };
         Ok(Some(ResultRow {
-            db_version,
-            assessed_at,
-            findings: unpack(&data)?,
-            prev_db_version,
-            prev_assessed_at,
-            prev_keys: prev_keys.and_then(|s| serde_json::from_str(&s).ok()),
+            db_version: r.db_version,
+            assessed_at: r.assessed_at,
+            findings: unpack(&r.findings)?,
+            prev_db_version: r.prev_db_version,
+            prev_assessed_at: r.prev_assessed_at,
+            prev_keys: r.prev_keys,
         }))
     }
 
@@ -231,30 +189,32 @@ impl Store {
         db_version: &str,
         older_than: i64,
     ) -> Result<Vec<String>> {
-        let c = self.c();
-        let mut st = c.prepare(
-            "SELECT i.digest FROM images i JOIN results r ON r.digest = i.digest
-             WHERE i.status = 'done' AND i.kind = 'image' AND (
-               r.db_version IS NULL OR (
-                 (COALESCE(i.last_pushed_at, 0) >= ?1 OR COALESCE(i.last_pulled_at, 0) >= ?1)
-                 AND (r.db_version != ?2 OR r.assessed_at < ?3)))",
-        )?;
-        let v = st
-            .query_map(params![window_start, db_version, older_than], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(v)
+        wait(
+            self.state
+                .rematch_candidates(window_start, db_version, older_than),
+        )
     }
 }
 
-/// A result's database version, time and findings hash.
-pub type ResultStamp = (Option<String>, i64, String);
+pub use storage::assess::ResultStamp;
 
 /// Findings serialized for storage, with their hash and sorted keys;
 /// computed outside the store's lock (in parallel when re-matching).
 pub struct EncodedFindings {
     pub data: Vec<u8>,
     pub hash: String,
-    pub keys: String,
+    /// Sorted, without duplicates.
+    pub keys: Vec<String>,
+}
+
+impl From<EncodedFindings> for storage::assess::EncodedFindings {
+    fn from(e: EncodedFindings) -> Self {
+        storage::assess::EncodedFindings {
+            data: e.data,
+            hash: e.hash,
+            keys: e.keys,
+        }
+    }
 }
 
 impl EncodedFindings {
@@ -263,62 +223,8 @@ impl EncodedFindings {
         let mut keys: Vec<String> = findings.iter().map(finding_key).collect();
         keys.sort();
         keys.dedup();
-        Ok(EncodedFindings {
-            data,
-            hash,
-            keys: serde_json::to_string(&keys)?,
-        })
+        Ok(EncodedFindings { data, hash, keys })
     }
-}
-
-fn save_result_tx(
-    tx: &rusqlite::Transaction<'_>,
-    digest: &str,
-    db_version: Option<&str>,
-    at: i64,
-    enc: &EncodedFindings,
-) -> Result<()> {
-    let old: Option<(String, Option<String>, i64, String)> = tx
-        .query_row(
-            "SELECT findings_hash, db_version, assessed_at, keys FROM results WHERE digest = ?1",
-            [digest],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    match old {
-        Some((old_hash, old_version, old_at, _)) if old_hash == enc.hash => {
-            tx.execute(
-                "UPDATE results SET db_version = ?2, assessed_at = ?3, prev_db_version = ?4, prev_assessed_at = ?5, prev_keys = NULL WHERE digest = ?1",
-                params![digest, db_version, at, old_version, old_at],
-            )?;
-        }
-        Some((_, old_version, old_at, old_keys)) => {
-            tx.execute(
-                "UPDATE results SET db_version = ?2, assessed_at = ?3, findings = ?4, findings_hash = ?5, keys = ?6,
-                   prev_db_version = ?7, prev_assessed_at = ?8, prev_keys = ?9 WHERE digest = ?1",
-                params![digest, db_version, at, enc.data, enc.hash, enc.keys, old_version, old_at, old_keys],
-            )?;
-        }
-        None => {
-            tx.execute(
-                "INSERT INTO results(digest, db_version, assessed_at, findings, findings_hash, keys) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![digest, db_version, at, enc.data, enc.hash, enc.keys],
-            )?;
-        }
-    }
-    Ok(())
-}
-
-/// Columns added to `inventories` after it was first created.
-pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<()> {
-    let has_incomplete = conn
-        .prepare("SELECT 1 FROM pragma_table_info('inventories') WHERE name = 'incomplete'")?
-        .exists([])?;
-    if !has_incomplete {
-        // JSON array of reasons; NULL when the image was read whole.
-        conn.execute_batch("ALTER TABLE inventories ADD COLUMN incomplete TEXT")?;
-    }
-    Ok(())
 }
 
 /// One page of a stored inventory's packages, and how many there are.
@@ -445,25 +351,12 @@ impl Store {
     /// result, without reading the findings (the dashboard judges again
     /// only the images whose stamps moved).
     pub fn result_stamps(&self) -> Result<std::collections::HashMap<String, ResultStamp>> {
-        let c = self.c();
-        let mut st =
-            c.prepare("SELECT digest, db_version, assessed_at, findings_hash FROM results")?;
-        let v = st
-            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(v)
+        wait(self.state.result_stamps())
     }
 
     /// The hash of the stored findings of `digest` (what a findings cursor
     /// is checked against).
     pub fn findings_hash(&self, digest: &str) -> Result<Option<String>> {
-        Ok(self
-            .c()
-            .query_row(
-                "SELECT findings_hash FROM results WHERE digest = ?1",
-                [digest],
-                |r| r.get(0),
-            )
-            .optional()?)
+        wait(self.state.findings_hash(digest))
     }
 }

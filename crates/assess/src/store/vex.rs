@@ -1,10 +1,10 @@
 //! VEX documents (as received, with where they came from) and the SBOM
 //! attached to each image (so an unchanged re-assessment attaches none).
 
-use super::Store;
+use super::{Store, wait};
 use anyhow::Result;
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
+pub use storage::assess::SbomRow;
 use utoipa::ToSchema;
 
 /// A stored VEX document.
@@ -30,133 +30,68 @@ pub struct VexRow {
     pub created_at: i64,
 }
 
-/// The SBOM artifact attached to an image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SbomRow {
-    pub subject: String,
-    pub repo: String,
-    pub digest: String,
-    pub catalog_version: u32,
+impl From<storage::assess::VexRow> for VexRow {
+    fn from(r: storage::assess::VexRow) -> Self {
+        VexRow {
+            key: r.key,
+            doc_id: r.doc_id,
+            subject: r.subject,
+            source: r.source,
+            recorded_by: r.recorded_by,
+            not_applied: r.not_applied,
+            data: r.data,
+            created_at: r.created_at,
+        }
+    }
+}
+
+impl From<&VexRow> for storage::assess::VexRow {
+    fn from(r: &VexRow) -> Self {
+        storage::assess::VexRow {
+            key: r.key.clone(),
+            doc_id: r.doc_id.clone(),
+            subject: r.subject.clone(),
+            source: r.source.clone(),
+            recorded_by: r.recorded_by.clone(),
+            not_applied: r.not_applied.clone(),
+            data: r.data.clone(),
+            created_at: r.created_at,
+        }
+    }
 }
 
 impl Store {
     /// Insert or replace a document; returns the one it replaced, if any.
     pub fn put_vex(&self, row: &VexRow) -> Result<Option<VexRow>> {
-        let mut c = self.c();
-        let tx = c.transaction()?;
-        let old = tx
-            .query_row(
-                "SELECT key, doc_id, subject, source, data, created_at, recorded_by, not_applied FROM vex WHERE key = ?1",
-                [&row.key],
-                vex_row,
-            )
-            .optional()?;
-        tx.execute(
-            "INSERT OR REPLACE INTO vex(key, doc_id, subject, source, data, created_at, recorded_by, not_applied) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![row.key, row.doc_id, row.subject, row.source, row.data.to_string(), row.created_at, row.recorded_by, row.not_applied],
-        )?;
-        tx.commit()?;
-        Ok(old)
+        Ok(wait(self.state.put_vex(&row.into()))?.map(VexRow::from))
     }
 
     /// The stored document with `key`, if any.
     pub fn vex_document(&self, key: &str) -> Result<Option<VexRow>> {
-        Ok(self
-            .c()
-            .query_row(
-                "SELECT key, doc_id, subject, source, data, created_at, recorded_by, not_applied FROM vex WHERE key = ?1",
-                [key],
-                vex_row,
-            )
-            .optional()?)
+        Ok(wait(self.state.vex_document(key))?.map(VexRow::from))
     }
 
     pub fn vex_documents(&self) -> Result<Vec<VexRow>> {
-        let c = self.c();
-        let mut st = c.prepare(
-            "SELECT key, doc_id, subject, source, data, created_at, recorded_by, not_applied FROM vex ORDER BY created_at, key",
-        )?;
-        let rows = st
-            .query_map([], vex_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+        Ok(wait(self.state.vex_documents())?
+            .into_iter()
+            .map(VexRow::from)
+            .collect())
     }
 
     pub fn delete_vex(&self, key: &str) -> Result<Option<VexRow>> {
-        let mut c = self.c();
-        let tx = c.transaction()?;
-        let old = tx
-            .query_row(
-                "SELECT key, doc_id, subject, source, data, created_at, recorded_by, not_applied FROM vex WHERE key = ?1",
-                [key],
-                vex_row,
-            )
-            .optional()?;
-        tx.execute("DELETE FROM vex WHERE key = ?1", [key])?;
-        tx.commit()?;
-        Ok(old)
+        Ok(wait(self.state.delete_vex(key))?.map(VexRow::from))
     }
 
     pub fn sbom(&self, subject: &str) -> Result<Option<SbomRow>> {
-        Ok(self
-            .c()
-            .query_row(
-                "SELECT subject, repo, digest, catalog_version FROM sboms WHERE subject = ?1",
-                [subject],
-                |r| {
-                    Ok(SbomRow {
-                        subject: r.get(0)?,
-                        repo: r.get(1)?,
-                        digest: r.get(2)?,
-                        catalog_version: r.get(3)?,
-                    })
-                },
-            )
-            .optional()?)
+        wait(self.state.sbom(subject))
     }
 
     /// Digests of every SBOM artifact drydock attached.
     pub fn attached_sboms(&self) -> Result<std::collections::HashSet<String>> {
-        let c = self.c();
-        let mut st = c.prepare("SELECT digest FROM sboms")?;
-        let rows = st
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        wait(self.state.attached_sboms())
     }
 
     pub fn put_sbom(&self, row: &SbomRow, at: i64) -> Result<()> {
-        self.c().execute(
-            "INSERT OR REPLACE INTO sboms(subject, repo, digest, catalog_version, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![row.subject, row.repo, row.digest, row.catalog_version, at],
-        )?;
-        Ok(())
+        wait(self.state.put_sbom(row, at))
     }
-}
-
-fn vex_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VexRow> {
-    let data: String = r.get(4)?;
-    Ok(VexRow {
-        key: r.get(0)?,
-        doc_id: r.get(1)?,
-        subject: r.get(2)?,
-        source: r.get(3)?,
-        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
-        created_at: r.get(5)?,
-        recorded_by: r.get(6)?,
-        not_applied: r.get(7)?,
-    })
-}
-
-/// Databases from before drydock recorded who gave it a document.
-pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<()> {
-    let has = conn
-        .prepare("SELECT 1 FROM pragma_table_info('vex') WHERE name = 'recorded_by'")?
-        .exists([])?;
-    if !has {
-        conn.execute_batch(
-            "ALTER TABLE vex ADD COLUMN recorded_by TEXT; ALTER TABLE vex ADD COLUMN not_applied TEXT;",
-        )?;
-    }
-    Ok(())
 }

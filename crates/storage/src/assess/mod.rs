@@ -27,8 +27,10 @@ pub use sqlite::SqliteAssessState;
 #[cfg(feature = "testing")]
 pub use sqlite::execute_for_tests as sqlite_execute_for_tests;
 
-use crate::MetaError;
+use crate::{MetaError, MetadataStorage};
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
 
 /// A failure of the assessor's state. Callers branch on the kind.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,6 +63,21 @@ impl From<MetaError> for AssessStateError {
             MetaError::NotFound(m) | MetaError::Backend(m) => AssessStateError::Backend(m),
         }
     }
+}
+
+/// Open the assessor's state where `metadata` says: SQLite at
+/// `<data_dir>/assess.db` (created, or upgraded in place), or the
+/// PostgreSQL database of `metadata.url`, in whose shared queue this
+/// node takes part as `pg` says.
+pub fn open_state(
+    data_dir: &Path,
+    metadata: &MetadataStorage,
+    pg: PgAssessOptions,
+) -> Result<Arc<dyn AssessState>> {
+    Ok(match metadata {
+        MetadataStorage::Sqlite => Arc::new(SqliteAssessState::open(&data_dir.join("assess.db"))?),
+        MetadataStorage::Postgres(cfg) => Arc::new(PgAssessState::connect(cfg, pg)?),
+    })
 }
 
 /// Shorthand for this module's results.
