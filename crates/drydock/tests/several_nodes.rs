@@ -234,11 +234,14 @@ async fn the_gc_leader_dies_and_another_node_takes_over() {
     assert_eq!(ran, leaders);
     let old = leaders[0];
 
-    let from: Vec<usize> = nodes
-        .iter()
-        .map(|n| std::fs::metadata(&n.log).map_or(0, |m| m.len() as usize))
-        .collect();
+    let log_len = |n: &Node| std::fs::metadata(&n.log).map_or(0, |m| m.len() as usize);
+    // The others' logs are measured before the kill (a new leader can
+    // log as soon as the old one's session ends), the old leader's only
+    // once it is dead: a collection it finished just before the kill
+    // must not count as one run after it.
+    let mut from: Vec<usize> = nodes.iter().map(log_len).collect();
     nodes[old].kill9();
+    from[old] = log_len(&nodes[old]);
     let killed = Instant::now();
     let new = until_logged(&nodes, &from, LEADS, Duration::from_secs(30)).await;
     eprintln!("GC lead taken over in {:?}", killed.elapsed());
