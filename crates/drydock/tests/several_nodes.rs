@@ -517,11 +517,16 @@ async fn three_nodes_behind_a_round_robin_balancer() {
         .chunks(256 << 10)
         .map(<[u8]>::to_vec)
         .collect();
-    let sent = pieces.clone();
+    let (sent, dead) = (pieces.clone(), killed.clone());
+    // After three pieces the rest waits for the kill, so the request is
+    // still streaming when node 2 dies however slow the machine is.
     let slow = futures::stream::iter(rest).then(move |p| {
-        let sent = sent.clone();
+        let (sent, dead) = (sent.clone(), dead.clone());
         async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
+            while sent.load(Ordering::Relaxed) >= 3 && !dead.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             sent.fetch_add(1, Ordering::Relaxed);
             Ok::<_, std::io::Error>(p)
         }
