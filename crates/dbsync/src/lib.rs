@@ -42,8 +42,8 @@ use storage::{
 /// Releases kept in the store (their blobs are kept from GC).
 pub const KEEP_RELEASES: usize = 3;
 
-/// After a release was refused (its bytes did not verify), how long a
-/// node waits before it downloads it again.
+/// After a release was refused (its bytes did not verify, or its blob is
+/// missing), how long a node waits before it tries it again.
 const REFUSED_RETRY: Duration = Duration::from_secs(300);
 
 /// After a failed scheduled build, the longest wait before the next try.
@@ -211,7 +211,12 @@ impl DbSync {
         let got = tokio::task::spawn_blocking(move || receive(&store, &dir, &release))
             .await
             .map_err(std::io::Error::other)?;
-        if let Err(e @ (Error::Damaged { .. } | Error::Db(vulndb::Error::Corrupt(_)))) = &got {
+        if let Err(
+            e @ (Error::Damaged { .. }
+            | Error::Db(vulndb::Error::Corrupt(_))
+            | Error::Blob(BlobError::NotFound)),
+        ) = &got
+        {
             *self.refused.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some((newest.version.clone(), Instant::now()));
             tracing::warn!(version = %newest.version, error = %e, "vulnerability database release refused");

@@ -199,3 +199,52 @@ async fn only_the_newest_few_releases_are_kept() {
     published.truncate(dbsync::KEEP_RELEASES);
     assert_eq!(kept, published);
 }
+
+/// A stream that is not a build (another entry, a path out of the
+/// directory, a missing file) is refused and leaves nothing behind.
+#[test]
+fn only_a_builds_own_files_are_received() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let v = build(&src);
+    let mut good = Vec::new();
+    vulndb::dist::pack(&src, &v, &mut good).unwrap();
+
+    let tar_of = |entries: &[(&str, &[u8])]| {
+        let mut t = tar::Builder::new(Vec::new());
+        for (name, body) in entries {
+            let mut h = tar::Header::new_gnu();
+            // Written raw: the builder itself refuses `..`.
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            t.append(&h, *body).unwrap();
+        }
+        t.into_inner().unwrap()
+    };
+    let dest = tmp.path().join("dest");
+    for bad in [
+        tar_of(&[("../escape", b"x")]),
+        tar_of(&[("db.bin", b"x")]),
+        tar_of(&[("db.bin", b"x"), ("status.json", b"{}"), ("extra", b"x")]),
+        good[..good.len() / 2].to_vec(),
+    ] {
+        assert!(vulndb::dist::receive(&dest, &v, &bad[..]).is_err());
+        assert!(!dest.join("vulndb").join(format!("{v}.partial")).exists());
+        assert!(!dest.join("escape").exists() && !dest.join("vulndb/escape").exists());
+    }
+    // Files of another version under this version's name: refused at
+    // install, before anything becomes current.
+    let incoming =
+        vulndb::dist::receive(&dest, "20990101T000000Z-000000000000", &good[..]).unwrap();
+    assert!(incoming.install().is_err());
+    assert!(vulndb::dist::current_version(&dest).unwrap().is_none());
+    // The real thing.
+    vulndb::dist::receive(&dest, &v, &good[..])
+        .unwrap()
+        .install()
+        .unwrap();
+    assert_eq!(vulndb::dist::current_version(&dest).unwrap(), Some(v));
+    assert_eq!(findings(&dest), findings(&src));
+}
