@@ -640,11 +640,9 @@ fn too_big_binary(ctx: &PkgCtx, size: u64, limits: &Limits) -> Skipped {
 fn copy_to(entry: &mut impl Read, f: &mut std::fs::File) -> Result<(), FileError> {
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let n = match entry.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(FileError::Stream(e)),
+        let n = match read_some(entry, &mut buf).map_err(FileError::Stream)? {
+            0 => break,
+            n => n,
         };
         f.write_all(&buf[..n]).map_err(FileError::Scratch)?;
     }
@@ -657,14 +655,23 @@ fn copy_to(entry: &mut impl Read, f: &mut std::fs::File) -> Result<(), FileError
 pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        match read_some(r, &mut buf[n..])? {
+            0 => break,
+            k => n += k,
         }
     }
     Ok(n)
+}
+
+/// One `read`, tried again when a signal interrupted it (the one retry
+/// rule of every read loop in the crate).
+pub(crate) fn read_some(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
 }
 
 impl From<io::Error> for FileError {

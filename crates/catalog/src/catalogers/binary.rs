@@ -64,11 +64,9 @@ pub(crate) fn scan(
     let mut go_blob: Option<Vec<u8>> = None;
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let n = match entry.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+        let n = match crate::layer::read_some(entry, &mut buf)? {
+            0 => break,
+            n => n,
         };
         let chunk = &buf[..n];
         write(&mut spool, chunk);
@@ -301,10 +299,7 @@ fn auditable_packages(json: &[u8], ctx: &PkgCtx) -> Result<Vec<Package>, String>
         .packages
         .into_iter()
         .filter(|p| p.source.as_deref() != Some("local") && p.kind.as_deref() != Some("build"))
-        .map(|p| {
-            let purl = purl::cargo(&p.name, &p.version);
-            ctx.package(Ecosystem::Cargo, p.name, p.version, purl)
-        })
+        .map(|p| super::rust::crate_package(ctx, p.name, p.version))
         .collect())
 }
 

@@ -25,11 +25,15 @@ pub(crate) fn cargo_lock(text: &str, ctx: &PkgCtx) -> Result<Vec<Package>, Strin
         .package
         .into_iter()
         .filter(|p| p.source.is_some())
-        .map(|p| {
-            let purl = purl::cargo(&p.name, &p.version);
-            ctx.package(Ecosystem::Cargo, p.name, p.version, purl)
-        })
+        .map(|p| crate_package(ctx, p.name, p.version))
         .collect())
+}
+
+/// A crate as a package, whether a lock file or a binary's
+/// cargo-auditable data names it.
+pub(crate) fn crate_package(ctx: &PkgCtx, name: String, version: String) -> Package {
+    let purl = purl::cargo(&name, &version);
+    ctx.package(Ecosystem::Cargo, name, version, purl)
 }
 
 #[cfg(test)]

@@ -28,10 +28,9 @@ pub(super) fn inflate_into(
         let mut len = 0;
         let mut failed = None;
         while len < block.len() {
-            match src.read(&mut block[len..]) {
+            match super::read_some(src, &mut block[len..]) {
                 Ok(0) => break,
                 Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     failed = Some(e);
                     break;

@@ -1,6 +1,7 @@
 //! The readers under a layer's decompression: the blob's bytes counted
 //! (and handed to the hasher), the decompressed bytes counted and capped.
 
+use super::read_some;
 use std::fmt;
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -58,6 +59,11 @@ impl fmt::Display for SourceError {
 }
 impl std::error::Error for SourceError {}
 
+/// The blob reader's error, marked as a [`SourceError`].
+fn source_error(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), SourceError(e))
+}
+
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -66,25 +72,13 @@ impl<R: Read> Read for HashingReader<R> {
         if self.tx.is_none() {
             // Not hashing: straight into the caller's buffer, with no chunk
             // to allocate, zero and copy out of again.
-            let n = loop {
-                match self.inner.read(buf) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(io::Error::new(e.kind(), SourceError(e))),
-                }
-            };
+            let n = read_some(&mut self.inner, buf).map_err(source_error)?;
             self.counters.compressed.fetch_add(n as u64, Relaxed);
             return Ok(n);
         }
         if self.pos == self.chunk.len() {
             let mut v = vec![0u8; CHUNK];
-            let n = loop {
-                match self.inner.read(&mut v) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(io::Error::new(e.kind(), SourceError(e))),
-                }
-            };
+            let n = read_some(&mut self.inner, &mut v).map_err(source_error)?;
             if n == 0 {
                 return Ok(0);
             }
