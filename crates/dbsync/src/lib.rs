@@ -152,17 +152,17 @@ impl DbSync {
             tokio::task::spawn_blocking(move || pack_to_file(&dir, &version))
                 .await
                 .map_err(std::io::Error::other)??;
-        // As a blob commit does: GC cannot sweep between the blob and the
-        // row that keeps it.
-        let store = self.store.clone();
-        let _lock = tokio::task::spawn_blocking(move || store.gc_lock_shared())
-            .await
-            .map_err(std::io::Error::other)??;
         let mut writer = self.store.blobs.put(&digest).await?;
         let body =
             tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 20);
         let (_, appended) = writer.append(Box::pin(body), None).await;
         appended?;
+        // As a blob commit does: from the blob made visible to the row
+        // that keeps it, under the GC lock shared, so no sweep between.
+        let store = self.store.clone();
+        let _lock = tokio::task::spawn_blocking(move || store.gc_lock_shared())
+            .await
+            .map_err(std::io::Error::other)??;
         writer.commit(&digest).await?;
         let release = Release {
             version: local,
