@@ -248,3 +248,67 @@ fn only_a_builds_own_files_are_received() {
     assert_eq!(vulndb::dist::current_version(&dest).unwrap(), Some(v));
     assert_eq!(findings(&dest), findings(&src));
 }
+
+/// Two nodes run the loop `drydock serve` runs, each with a scheduled
+/// build: only the one that leads the update builds, and the other
+/// serves that build without ever building.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_builds_and_the_follower_fetches() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let Some(pg) = storage::testing::shared_cluster() else {
+        return;
+    };
+    let metadata = MetadataStorage::from_url(&pg.fresh_database()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = tmp.path().join("shared");
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2"] {
+        let data = tmp.path().join(name);
+        let sync = node(&data, &shared, &metadata);
+        let lead = sync.lead(Duration::from_millis(200));
+        let builds = Arc::new(AtomicUsize::new(0));
+        let (d, count) = (data.clone(), builds.clone());
+        let build = dbsync::Build {
+            every: Duration::from_secs(3600),
+            run: Box::new(move || {
+                let (d, count) = (d.clone(), count.clone());
+                Box::pin(async move {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    Ok(tokio::task::spawn_blocking(move || build(&d)).await?)
+                })
+            }),
+        };
+        let task = tokio::spawn(sync.run(lead, Duration::from_millis(200), Some(build)));
+        nodes.push((data, builds, task));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let version = loop {
+        let v: Vec<Option<String>> = nodes
+            .iter()
+            .map(|(d, _, _)| vulndb::dist::current_version(d).unwrap())
+            .collect();
+        if v[0].is_some() && v[0] == v[1] {
+            break v[0].clone().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "not in step: {v:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // A few more rounds: still one build, by one node.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let counts: Vec<usize> = nodes
+        .iter()
+        .map(|(_, b, _)| b.load(Ordering::SeqCst))
+        .collect();
+    assert_eq!(
+        counts.iter().sum::<usize>(),
+        1,
+        "builds per node: {counts:?}"
+    );
+    for (d, _, task) in &nodes {
+        assert_eq!(
+            vulndb::dist::current_version(d).unwrap().as_deref(),
+            Some(version.as_str())
+        );
+        task.abort();
+    }
+}
