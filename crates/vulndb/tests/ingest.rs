@@ -200,11 +200,18 @@ fn handle_swaps_in_new_builds() {
     assert!(handle.current().is_none());
 
     let waiter = handle.clone();
-    let v1 = good_import(&data);
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), waiter.changed())
+    // `changed()` waits for a build newer than the one in use when it is
+    // first polled: poll it once before the import, or the watcher thread
+    // may load the build in between and the wait would be for another.
+    let v1 = rt.block_on(async {
+        let mut waiting = std::pin::pin!(waiter.changed());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending(), "no build yet");
+        let v1 = good_import(&data);
+        tokio::time::timeout(Duration::from_secs(60), waiting)
             .await
             .expect("new version noticed");
+        v1
     });
     let db1 = handle.current().unwrap();
     assert_eq!(db1.version(), v1);
