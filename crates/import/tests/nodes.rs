@@ -112,6 +112,7 @@ async fn a_job_started_on_one_node_is_followed_on_another() {
     )
     .await;
 
+    let submitted = Instant::now();
     let r = client()
         .post(format!("{}/api/v1/imports", n1.base))
         .json(&request(&mini, "team/imported:v1"))
@@ -124,7 +125,12 @@ async fn a_job_started_on_one_node_is_followed_on_another() {
     // Node 2 knows the job as soon as node 1 answered.
     let (code, st) = get_job(&n2.base, &id).await;
     assert_eq!(code, 200);
-    assert!(!st.unwrap().state.is_finished(), "the source is slow");
+    // Each blob takes the source 600 ms: a job read back sooner than that
+    // cannot have finished (a loaded machine may take longer to get here,
+    // and then the job may be over, rightly).
+    if submitted.elapsed() < Duration::from_millis(600) {
+        assert!(!st.unwrap().state.is_finished(), "the source is slow");
+    }
     assert!(n2.importer.list().is_empty(), "node 2 runs nothing");
 
     let deadline = Instant::now() + Duration::from_secs(30);
