@@ -8,7 +8,7 @@ use super::PkgCtx;
 use crate::LayerInventory;
 use crate::purl;
 use inventory::{Ecosystem, Package};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 
 const TAG_NAME: i32 = 1000;
 const TAG_VERSION: i32 = 1001;
@@ -156,12 +156,27 @@ pub(crate) fn read_bdb(
     ctx: &PkgCtx,
     out: &mut LayerInventory,
 ) -> Vec<Package> {
-    match bdb_blobs(f) {
-        Ok(blobs) => blobs
-            .iter()
-            .filter_map(|b| parse_header(b))
-            .filter_map(|h| to_package(h, ctx))
-            .collect(),
+    packages_of(bdb_blobs(f).map(|blobs| (blobs, Vec::new())), ctx, out)
+}
+
+/// The packages of a Berkeley DB or NDB database's header blobs; the
+/// database unreadable, or a package's blob damaged, is named as skipped.
+fn packages_of(
+    read: Result<(Vec<Vec<u8>>, Vec<String>), DbError>,
+    ctx: &PkgCtx,
+    out: &mut LayerInventory,
+) -> Vec<Package> {
+    match read {
+        Ok((blobs, bad)) => {
+            for e in bad {
+                out.skip(ctx.malformed(e));
+            }
+            blobs
+                .iter()
+                .filter_map(|b| parse_header(b))
+                .filter_map(|h| to_package(h, ctx))
+                .collect()
+        }
         Err(e) => {
             out.skip(ctx.malformed(e.to_string()));
             Vec::new()
@@ -169,45 +184,92 @@ pub(crate) fn read_bdb(
     }
 }
 
-fn bdb_blobs(f: &mut std::fs::File) -> Result<Vec<Vec<u8>>, String> {
+/// Why a Berkeley DB or NDB database could not be read at all.
+#[derive(Debug, thiserror::Error)]
+enum DbError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("not a Berkeley DB file: {0}")]
+    NotBdbFile(io::Error),
+    #[error("not a Berkeley DB hash database")]
+    NotBdbHash,
+    #[error("implausible page size {0}")]
+    PageSize(usize),
+    #[error("page {0}: {1}")]
+    Page(u32, io::Error),
+    #[error("not an NDB database: {0}")]
+    NotNdbFile(io::Error),
+    #[error("not an NDB database (no RpmP magic)")]
+    NoNdbMagic,
+    #[error("unsupported NDB format version {0}")]
+    NdbVersion(u32),
+    #[error("{slot_pages} slot pages do not fit in {file_len} bytes")]
+    SlotPages { slot_pages: u64, file_len: u64 },
+    #[error("corrupt slot page (no Slot magic)")]
+    NoSlotMagic,
+}
+
+/// Integers in the byte order of the database's writer (its magic tells
+/// which).
+#[derive(Clone, Copy)]
+struct ByteOrder {
+    little: bool,
+}
+
+impl ByteOrder {
+    fn u32_at(self, b: &[u8], at: usize) -> u32 {
+        let a: [u8; 4] = b[at..at + 4].try_into().expect("4 bytes");
+        if self.little {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    }
+
+    fn u16_at(self, b: &[u8], at: usize) -> u16 {
+        let a: [u8; 2] = b[at..at + 2].try_into().expect("2 bytes");
+        if self.little {
+            u16::from_le_bytes(a)
+        } else {
+            u16::from_be_bytes(a)
+        }
+    }
+
+    /// Whether `b` starts with the four-byte magic `m` as this order
+    /// writes it (`m` spelled little-endian).
+    fn magic(self, b: &[u8], m: &[u8; 4]) -> bool {
+        let mut want = *m;
+        if !self.little {
+            want.reverse();
+        }
+        b[..4] == want
+    }
+}
+
+fn bdb_blobs(f: &mut std::fs::File) -> Result<Vec<Vec<u8>>, DbError> {
     let mut meta = [0u8; 72];
-    f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-    f.read_exact(&mut meta)
-        .map_err(|e| format!("not a Berkeley DB file: {e}"))?;
+    f.seek(SeekFrom::Start(0))?;
+    f.read_exact(&mut meta).map_err(DbError::NotBdbFile)?;
     let le = u32::from_le_bytes(meta[12..16].try_into().expect("4 bytes"));
     let little = if le == HASH_MAGIC {
         true
     } else if u32::from_be_bytes(meta[12..16].try_into().expect("4 bytes")) == HASH_MAGIC {
         false
     } else {
-        return Err("not a Berkeley DB hash database".into());
+        return Err(DbError::NotBdbHash);
     };
-    let u32_at = |b: &[u8], at: usize| -> u32 {
-        let a: [u8; 4] = b[at..at + 4].try_into().expect("4 bytes");
-        if little {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
-    let u16_at = |b: &[u8], at: usize| -> u16 {
-        let a: [u8; 2] = b[at..at + 2].try_into().expect("2 bytes");
-        if little {
-            u16::from_le_bytes(a)
-        } else {
-            u16::from_be_bytes(a)
-        }
-    };
+    let order = ByteOrder { little };
+    let u32_at = |b: &[u8], at: usize| order.u32_at(b, at);
+    let u16_at = |b: &[u8], at: usize| order.u16_at(b, at);
     let page_size = u32_at(&meta, 20) as usize;
     if !(512..=65536).contains(&page_size) {
-        return Err(format!("implausible page size {page_size}"));
+        return Err(DbError::PageSize(page_size));
     }
     let last_pgno = u32_at(&meta, 32);
-    let mut read_page = |pgno: u32, buf: &mut Vec<u8>| -> Result<(), String> {
+    let mut read_page = |pgno: u32, buf: &mut Vec<u8>| -> Result<(), DbError> {
         buf.resize(page_size, 0);
-        f.seek(SeekFrom::Start(pgno as u64 * page_size as u64))
-            .map_err(|e| e.to_string())?;
-        f.read_exact(buf).map_err(|e| format!("page {pgno}: {e}"))
+        f.seek(SeekFrom::Start(pgno as u64 * page_size as u64))?;
+        f.read_exact(buf).map_err(|e| DbError::Page(pgno, e))
     };
     let mut blobs = Vec::new();
     let mut page = Vec::new();
@@ -299,22 +361,7 @@ pub(crate) fn read_ndb(
     ctx: &PkgCtx,
     out: &mut LayerInventory,
 ) -> Vec<Package> {
-    match ndb_blobs(f) {
-        Ok((blobs, bad)) => {
-            for e in bad {
-                out.skip(ctx.malformed(e.to_string()));
-            }
-            blobs
-                .iter()
-                .filter_map(|b| parse_header(b))
-                .filter_map(|h| to_package(h, ctx))
-                .collect()
-        }
-        Err(e) => {
-            out.skip(ctx.malformed(e.to_string()));
-            Vec::new()
-        }
-    }
+    packages_of(ndb_blobs(f), ctx, out)
 }
 
 fn adler32(data: &[u8]) -> u32 {
@@ -334,46 +381,34 @@ fn adler32(data: &[u8]) -> u32 {
 
 /// The header blobs of an NDB database, with a message for each slot whose
 /// blob is damaged (those packages are skipped, the others still read).
-fn ndb_blobs<R: Read + Seek>(f: &mut R) -> Result<(Vec<Vec<u8>>, Vec<String>), String> {
-    let file_len = f.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+fn ndb_blobs<R: Read + Seek>(f: &mut R) -> Result<(Vec<Vec<u8>>, Vec<String>), DbError> {
+    let file_len = f.seek(SeekFrom::End(0))?;
     let mut head = [0u8; NDB_SLOT];
-    f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-    f.read_exact(&mut head)
-        .map_err(|e| format!("not an NDB database: {e}"))?;
+    f.seek(SeekFrom::Start(0))?;
+    f.read_exact(&mut head).map_err(DbError::NotNdbFile)?;
     let little = match &head[0..4] {
         b"RpmP" => true,
         b"PmpR" => false,
-        _ => return Err("not an NDB database (no RpmP magic)".into()),
+        _ => return Err(DbError::NoNdbMagic),
     };
-    let u32_at = |b: &[u8], at: usize| -> u32 {
-        let a: [u8; 4] = b[at..at + 4].try_into().expect("4 bytes");
-        if little {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
-    let magic = |b: &[u8], m: &[u8; 4]| -> bool {
-        let mut want = *m;
-        if !little {
-            want.reverse();
-        }
-        b[..4] == want
-    };
+    let order = ByteOrder { little };
+    let u32_at = |b: &[u8], at: usize| order.u32_at(b, at);
+    let magic = |b: &[u8], m: &[u8; 4]| order.magic(b, m);
     let version = u32_at(&head, 4);
     if version != 0 {
-        return Err(format!("unsupported NDB format version {version}"));
+        return Err(DbError::NdbVersion(version));
     }
     let slot_pages = u64::from(u32_at(&head, 12));
     if slot_pages == 0 || slot_pages * NDB_PAGE > file_len {
-        return Err(format!(
-            "{slot_pages} slot pages do not fit in {file_len} bytes"
-        ));
+        return Err(DbError::SlotPages {
+            slot_pages,
+            file_len,
+        });
     }
     let slot_area = slot_pages * NDB_PAGE;
     let mut slots = vec![0u8; slot_area as usize];
-    f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-    f.read_exact(&mut slots).map_err(|e| e.to_string())?;
+    f.seek(SeekFrom::Start(0))?;
+    f.read_exact(&mut slots)?;
 
     let mut blobs = Vec::new();
     let mut bad = Vec::new();
@@ -381,7 +416,7 @@ fn ndb_blobs<R: Read + Seek>(f: &mut R) -> Result<(Vec<Vec<u8>>, Vec<String>), S
     // The first two records are the database header.
     for slot in slots.chunks_exact(NDB_SLOT).skip(2) {
         if !magic(slot, b"Slot") {
-            return Err("corrupt slot page (no Slot magic)".into());
+            return Err(DbError::NoSlotMagic);
         }
         let pkgidx = u32_at(slot, 4);
         if pkgidx == 0 {
@@ -395,8 +430,8 @@ fn ndb_blobs<R: Read + Seek>(f: &mut R) -> Result<(Vec<Vec<u8>>, Vec<String>), S
             continue;
         }
         buf.resize(len as usize, 0);
-        f.seek(SeekFrom::Start(off)).map_err(|e| e.to_string())?;
-        f.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        f.seek(SeekFrom::Start(off))?;
+        f.read_exact(&mut buf)?;
         let dlen = u32_at(&buf, 12) as usize;
         let tail = &buf[buf.len() - NDB_BLOB_TAIL..];
         let ok = magic(&buf, b"BlbS")
@@ -574,7 +609,7 @@ pub(crate) mod tests {
     #[test]
     fn ndb_rejects_other_files() {
         let mut c = std::io::Cursor::new(vec![0u8; 8192]);
-        assert!(ndb_blobs(&mut c).unwrap_err().contains("RpmP"));
+        assert!(ndb_blobs(&mut c).unwrap_err().to_string().contains("RpmP"));
         let mut short = std::io::Cursor::new(NDB[..4096].to_vec());
         // Slots point past the end of a truncated file: reported, no panic.
         let (blobs, bad) = ndb_blobs(&mut short).unwrap();
@@ -588,6 +623,7 @@ pub(crate) mod tests {
         assert!(
             ndb_blobs(&mut std::io::Cursor::new(db))
                 .unwrap_err()
+                .to_string()
                 .contains("version 1")
         );
     }
