@@ -57,9 +57,14 @@ impl Scratch {
     }
 }
 
+/// A tar path whose `..` leads above the layer's root.
+#[derive(Debug, thiserror::Error)]
+#[error("path climbs out of the layer root with '..'")]
+pub(crate) struct ClimbsOut;
+
 /// Normalise a tar path: drop `/`, `.` and empty components, resolve `..`
 /// lexically. `Ok(None)` for the root itself; `Err` when `..` climbs out.
-pub(crate) fn normalize(raw: &[u8]) -> Result<Option<String>, String> {
+pub(crate) fn normalize(raw: &[u8]) -> Result<Option<String>, ClimbsOut> {
     let s = String::from_utf8_lossy(raw);
     let mut parts: Vec<&str> = Vec::new();
     for c in s.split('/') {
@@ -67,7 +72,7 @@ pub(crate) fn normalize(raw: &[u8]) -> Result<Option<String>, String> {
             "" | "." => {}
             ".." => {
                 if parts.pop().is_none() {
-                    return Err("path climbs out of the layer root with '..'".into());
+                    return Err(ClimbsOut);
                 }
             }
             c => parts.push(c),

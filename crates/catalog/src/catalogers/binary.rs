@@ -11,7 +11,7 @@
 //! while streaming and the `object` crate reads its section table from
 //! there.
 
-use super::PkgCtx;
+use super::{ParseError, PkgCtx};
 use crate::LayerInventory;
 use crate::purl;
 use inventory::{Ecosystem, Package};
@@ -292,9 +292,8 @@ struct AuditPackage {
     kind: Option<String>,
 }
 
-fn auditable_packages(json: &[u8], ctx: &PkgCtx) -> Result<Vec<Package>, String> {
-    let info: AuditInfo =
-        serde_json::from_slice(json).map_err(|e| format!("cargo-auditable data: {e}"))?;
+fn auditable_packages(json: &[u8], ctx: &PkgCtx) -> Result<Vec<Package>, ParseError> {
+    let info: AuditInfo = serde_json::from_slice(json).map_err(ParseError::Auditable)?;
     Ok(info
         .packages
         .into_iter()

@@ -1,13 +1,13 @@
 //! .NET: `*.deps.json`, whose `libraries` map `Name/Version` to entries of
 //! type `package` (NuGet) or `project` (the application itself).
 
-use super::PkgCtx;
+use super::{ParseError, PkgCtx};
 use crate::purl;
 use inventory::{Ecosystem, Package};
 use serde_json::Value;
 
-pub(crate) fn deps_json(data: &[u8], ctx: &PkgCtx) -> Result<Vec<Package>, String> {
-    let v: Value = serde_json::from_slice(data).map_err(|e| format!("invalid JSON: {e}"))?;
+pub(crate) fn deps_json(data: &[u8], ctx: &PkgCtx) -> Result<Vec<Package>, ParseError> {
+    let v: Value = serde_json::from_slice(data).map_err(ParseError::Json)?;
     let mut out = Vec::new();
     if let Some(libs) = v.get("libraries").and_then(Value::as_object) {
         for (key, lib) in libs {

@@ -3,7 +3,7 @@
 //! (`WEB-INF/lib/*.jar`, `BOOT-INF/lib/*.jar`) are read from memory under
 //! the file size cap, to [`crate::Limits::max_nesting`] levels.
 
-use super::PkgCtx;
+use super::{ParseError, PkgCtx};
 use crate::purl;
 use crate::{LayerInventory, Limits};
 use inventory::{Ecosystem, Package};
@@ -60,8 +60,8 @@ fn scan_zip<R: Read + Seek>(
     limits: &Limits,
     depth: u32,
     found: &mut Vec<Package>,
-) -> Result<(), String> {
-    let mut zip = zip::ZipArchive::new(reader).map_err(|e| format!("not a readable zip: {e}"))?;
+) -> Result<(), ParseError> {
+    let mut zip = zip::ZipArchive::new(reader).map_err(ParseError::Zip)?;
     let mut poms = Vec::new();
     let mut manifest = None;
     let mut nested = Vec::new();

@@ -192,6 +192,20 @@ pub(crate) fn classify(path: &str, mode: u32, size: u64, limits: &Limits) -> Opt
     None
 }
 
+/// Why a package file could not be read: its packages are skipped, and
+/// the skip names this.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ParseError {
+    #[error("invalid JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("invalid Cargo.lock: {0}")]
+    CargoLock(toml::de::Error),
+    #[error("cargo-auditable data: {0}")]
+    Auditable(serde_json::Error),
+    #[error("not a readable zip: {0}")]
+    Zip(zip::result::ZipError),
+}
+
 /// Parse a text file a cataloger watches.
 pub(crate) fn parse_text(
     kind: FileKind,
@@ -205,7 +219,7 @@ pub(crate) fn parse_text(
         packages: Vec::new(),
         distro: None,
     };
-    let result: Result<(), String> = (|| {
+    let result: Result<(), ParseError> = (|| {
         match kind {
             FileKind::OsRelease => facts.distro = os::os_release(&text),
             FileKind::DebianVersion => facts.distro = os::debian_version(&text),

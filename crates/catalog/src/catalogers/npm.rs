@@ -4,7 +4,7 @@
 //! yarn.lock and pnpm-lock.yaml are read line by line: only entry keys and
 //! `version` lines matter, so a full YAML parser buys nothing here.
 
-use super::PkgCtx;
+use super::{ParseError, PkgCtx};
 use crate::purl;
 use inventory::{Ecosystem, Package};
 use serde_json::Value;
@@ -13,8 +13,8 @@ fn pkg(ctx: &PkgCtx, name: &str, version: &str) -> Package {
     ctx.package(Ecosystem::Npm, name, version, purl::npm(name, version))
 }
 
-pub(crate) fn package_json(data: &[u8], ctx: &PkgCtx) -> Result<Vec<Package>, String> {
-    let v: Value = serde_json::from_slice(data).map_err(|e| format!("invalid JSON: {e}"))?;
+pub(crate) fn package_json(data: &[u8], ctx: &PkgCtx) -> Result<Vec<Package>, ParseError> {
+    let v: Value = serde_json::from_slice(data).map_err(ParseError::Json)?;
     match (
         v.get("name").and_then(Value::as_str),
         v.get("version").and_then(Value::as_str),
@@ -24,8 +24,8 @@ pub(crate) fn package_json(data: &[u8], ctx: &PkgCtx) -> Result<Vec<Package>, St
     }
 }
 
-pub(crate) fn package_lock(data: &[u8], ctx: &PkgCtx) -> Result<Vec<Package>, String> {
-    let v: Value = serde_json::from_slice(data).map_err(|e| format!("invalid JSON: {e}"))?;
+pub(crate) fn package_lock(data: &[u8], ctx: &PkgCtx) -> Result<Vec<Package>, ParseError> {
+    let v: Value = serde_json::from_slice(data).map_err(ParseError::Json)?;
     let mut out = Vec::new();
     if let Some(packages) = v.get("packages").and_then(Value::as_object) {
         // lockfileVersion 2 and 3: keys are install paths.

@@ -1,13 +1,13 @@
 //! PHP: `composer.lock` (`packages` and `packages-dev`) and
 //! `vendor/composer/installed.json` (Composer 1: an array; 2: `packages`).
 
-use super::PkgCtx;
+use super::{ParseError, PkgCtx};
 use crate::purl;
 use inventory::{Ecosystem, Package};
 use serde_json::Value;
 
-pub(crate) fn composer(data: &[u8], ctx: &PkgCtx) -> Result<Vec<Package>, String> {
-    let v: Value = serde_json::from_slice(data).map_err(|e| format!("invalid JSON: {e}"))?;
+pub(crate) fn composer(data: &[u8], ctx: &PkgCtx) -> Result<Vec<Package>, ParseError> {
+    let v: Value = serde_json::from_slice(data).map_err(ParseError::Json)?;
     let mut lists: Vec<&Vec<Value>> = Vec::new();
     if let Some(a) = v.as_array() {
         lists.push(a);

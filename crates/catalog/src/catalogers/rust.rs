@@ -1,6 +1,6 @@
 //! Rust: `Cargo.lock` (the binary side, cargo-auditable, is in `binary`).
 
-use super::PkgCtx;
+use super::{ParseError, PkgCtx};
 use crate::purl;
 use inventory::{Ecosystem, Package};
 
@@ -19,8 +19,8 @@ struct LockPackage {
 
 /// Packages from a registry or git; workspace and path crates (no
 /// `source`) are the project itself, not dependencies.
-pub(crate) fn cargo_lock(text: &str, ctx: &PkgCtx) -> Result<Vec<Package>, String> {
-    let lock: Lock = toml::from_str(text).map_err(|e| format!("invalid Cargo.lock: {e}"))?;
+pub(crate) fn cargo_lock(text: &str, ctx: &PkgCtx) -> Result<Vec<Package>, ParseError> {
+    let lock: Lock = toml::from_str(text).map_err(ParseError::CargoLock)?;
     Ok(lock
         .package
         .into_iter()
