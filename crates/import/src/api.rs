@@ -120,13 +120,24 @@ pub async fn get_import(
     caller: Option<Extension<auth::Principal>>,
     Path(id): Path<String>,
 ) -> Response {
-    let caller = caller_of(caller);
-    let Ok(id) = uuid::Uuid::parse_str(&id) else {
-        return error(StatusCode::NOT_FOUND, "no such import");
-    };
+    match visible_job(&imp, &caller_of(caller), &id).await {
+        Ok((_, s)) => Json(s).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The job `id` names, if the caller may see it; else the 404 an unknown
+/// job gets.
+async fn visible_job(
+    imp: &Importer,
+    caller: &auth::Principal,
+    id: &str,
+) -> Result<(uuid::Uuid, JobStatus), Response> {
+    let unknown = || error(StatusCode::NOT_FOUND, "no such import");
+    let id = uuid::Uuid::parse_str(id).map_err(|_| unknown())?;
     match imp.find(id).await {
-        Some(s) if visible(&caller, &s) => Json(s).into_response(),
-        _ => error(StatusCode::NOT_FOUND, "no such import"),
+        Some(s) if visible(caller, &s) => Ok((id, s)),
+        _ => Err(unknown()),
     }
 }
 
@@ -141,18 +152,13 @@ pub async fn cancel_import(
     Path(id): Path<String>,
 ) -> Response {
     let caller = caller_of(caller);
-    let Ok(id) = uuid::Uuid::parse_str(&id) else {
-        return error(StatusCode::NOT_FOUND, "no such import");
+    let (id, status) = match visible_job(&imp, &caller, &id).await {
+        Ok(found) => found,
+        Err(r) => return r,
     };
-    let status = match imp.find(id).await {
-        Some(s) if visible(&caller, &s) => {
-            if let Err(e) = authorize(&caller, target_repo(&s.target), false) {
-                return error(e.status(), e.to_string());
-            }
-            s
-        }
-        _ => return error(StatusCode::NOT_FOUND, "no such import"),
-    };
+    if let Err(e) = authorize(&caller, target_repo(&status.target), false) {
+        return error(e.status(), e.to_string());
+    }
     if imp.status(id).is_none() {
         // Another node runs it: record the request for its next
         // heartbeat (which still refuses it once tags are being written).

@@ -58,44 +58,31 @@ impl Client {
         }
     }
 
+    /// Send a request of the imports API and decode the job it answers.
+    async fn job(&self, r: reqwest::RequestBuilder) -> Result<JobStatus, ClientError> {
+        let resp = r.send().await.map_err(|e| {
+            ClientError::Connect(self.base.clone(), transport::remote::describe_reqwest(&e))
+        })?;
+        decode(resp).await
+    }
+
     /// Start an import; returns the job as the server accepted it.
     pub async fn submit(&self, req: &ImportRequest) -> Result<JobStatus, ClientError> {
         let url = format!("{}/api/v1/imports", self.base);
-        let resp = self
-            .request(reqwest::Method::POST, &url)
-            .json(req)
-            .send()
+        self.job(self.request(reqwest::Method::POST, &url).json(req))
             .await
-            .map_err(|e| {
-                ClientError::Connect(self.base.clone(), transport::remote::describe_reqwest(&e))
-            })?;
-        decode(resp).await
     }
 
     /// A job's status.
     pub async fn status(&self, id: uuid::Uuid) -> Result<JobStatus, ClientError> {
         let url = format!("{}/api/v1/imports/{id}", self.base);
-        let resp = self
-            .request(reqwest::Method::GET, &url)
-            .send()
-            .await
-            .map_err(|e| {
-                ClientError::Connect(self.base.clone(), transport::remote::describe_reqwest(&e))
-            })?;
-        decode(resp).await
+        self.job(self.request(reqwest::Method::GET, &url)).await
     }
 
     /// Ask the server to cancel a job.
     pub async fn cancel(&self, id: uuid::Uuid) -> Result<JobStatus, ClientError> {
         let url = format!("{}/api/v1/imports/{id}", self.base);
-        let resp = self
-            .request(reqwest::Method::DELETE, &url)
-            .send()
-            .await
-            .map_err(|e| {
-                ClientError::Connect(self.base.clone(), transport::remote::describe_reqwest(&e))
-            })?;
-        decode(resp).await
+        self.job(self.request(reqwest::Method::DELETE, &url)).await
     }
 
     /// Poll until the job finishes, calling `progress` with each status.
