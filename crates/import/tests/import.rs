@@ -2,6 +2,8 @@
 //! docker-archive, Debian's docker-registry, a second drydock, and a mini
 //! registry that demands a bearer token and cuts transfers. Loopback only.
 
+mod common;
+
 use import::{ImportConfig, ImportRequest, Importer, JobState, JobStatus, RemoteConfig};
 use oci::{Digest, Name, Reference, Tag};
 use registry::{Event, EventSink, Origin, Registry};
@@ -38,7 +40,7 @@ async fn server(mut config: ImportConfig) -> Server {
     config.outbound =
         egress::EgressPolicy::parse_allow(&["127.0.0.0/8".into(), "::1/128".into()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let reg = Registry::open(registry::Options::new(dir.path())).unwrap();
+    let reg = common::open_registry(dir.path());
     let events = Arc::new(Events::default());
     reg.add_sink(events.clone());
     let importer = Importer::new(reg.clone(), config);

@@ -3,6 +3,8 @@
 //! token from its realm (Docker token flow), skips blobs the registry has,
 //! and never commits bytes that do not match their digest. Loopback only.
 
+mod common;
+
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -34,7 +36,7 @@ impl Drop for Target {
 
 async fn target() -> Target {
     let dir = tempfile::tempdir().unwrap();
-    let reg = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
+    let reg = common::open_registry(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let scopes = Arc::new(Mutex::new(Vec::new()));

@@ -1,6 +1,8 @@
 //! Pull-through mirroring: a prefix fetches from an upstream that demands a
 //! bearer token (credentials stored in the importer's configuration).
 
+mod common;
+
 use import::mirror::{self, MirrorRule};
 use import::{ImportConfig, Importer, RemoteConfig};
 use std::sync::atomic::Ordering;
@@ -19,7 +21,7 @@ async fn fetches_on_a_miss_then_serves_locally() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let reg = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
+    let reg = common::open_registry(dir.path());
     let mut config = ImportConfig {
         // The upstream is on loopback, which the default outbound policy refuses.
         outbound: egress::EgressPolicy::parse_allow(&["127.0.0.0/8".into()]).unwrap(),

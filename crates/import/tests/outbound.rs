@@ -4,6 +4,8 @@
 //! and the allow-list lets listed ranges through. Only loopback is ever
 //! contacted: every other address is refused before a connection.
 
+mod common;
+
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -23,7 +25,7 @@ struct Server {
 
 async fn server(outbound: EgressPolicy, mirrors: Vec<import::mirror::MirrorRule>) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let reg = registry::Registry::open(registry::Options::new(dir.path())).unwrap();
+    let reg = common::open_registry(dir.path());
     let config = ImportConfig {
         outbound,
         ..Default::default()

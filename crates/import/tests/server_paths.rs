@@ -3,6 +3,8 @@
 //! directory; a failed job's error names the problem and never quotes the
 //! file; callers need push on the target and see only jobs they may pull.
 
+mod common;
+
 use axum::extract::Request;
 use axum::middleware::Next;
 use import::{ImportConfig, Importer, JobState, JobStatus};
@@ -69,7 +71,7 @@ fn principals() -> Principals {
 
 async fn server(config: ImportConfig) -> Server {
     let data = tempfile::tempdir().unwrap();
-    let reg = registry::Registry::open(registry::Options::new(data.path())).unwrap();
+    let reg = common::open_registry(data.path());
     let importer = Importer::new(reg.clone(), config);
     let who = principals();
     let app =

@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod s3;
 
 use oci::Digest;
@@ -60,34 +61,30 @@ pub async fn serve(opts: Options) -> (SocketAddr, Registry) {
 }
 
 /// The blob storage the tests run on: the data directory, or with
-/// `DRYDOCK_TEST_BLOBS=s3` a fresh prefix in an S3 bucket (the server at
-/// `DRYDOCK_TEST_S3_ENDPOINT`, or a SeaweedFS started for this process).
+/// `DRYDOCK_TEST_BLOBS=s3` a fresh prefix in an S3 bucket (see `backend`).
 pub fn test_blobs() -> BlobStorage {
-    match std::env::var("DRYDOCK_TEST_BLOBS").as_deref() {
-        Ok("s3") => BlobStorage::S3(s3::config(s3::shared_endpoint())),
-        Ok("fs") | Ok("") | Err(_) => BlobStorage::Filesystem,
-        Ok(other) => panic!("DRYDOCK_TEST_BLOBS={other}: expected fs or s3"),
+    if backend::wants_s3() {
+        BlobStorage::S3(s3::config(s3::shared_endpoint()))
+    } else {
+        BlobStorage::Filesystem
     }
 }
 
 /// Where the tests keep metadata: the data directory's SQLite file, or
-/// with `DRYDOCK_TEST_METADATA=postgres` a fresh database in a PostgreSQL
-/// cluster started for this process (`storage::testing`; outside CI a
-/// missing PostgreSQL is named and the run falls back to SQLite).
+/// with `DRYDOCK_TEST_METADATA=postgres` a fresh database (see `backend`).
 pub fn test_metadata() -> MetadataStorage {
-    match std::env::var("DRYDOCK_TEST_METADATA").as_deref() {
-        Ok("postgres") => match storage::testing::shared_cluster() {
+    match backend::wants_postgres() {
+        true => match storage::testing::shared_cluster() {
             Some(cluster) => MetadataStorage::from_url(&cluster.fresh_database()).unwrap(),
             None => MetadataStorage::Sqlite,
         },
-        Ok("sqlite") | Ok("") | Err(_) => MetadataStorage::Sqlite,
-        Ok(other) => panic!("DRYDOCK_TEST_METADATA={other}: expected sqlite or postgres"),
+        false => MetadataStorage::Sqlite,
     }
 }
 
 /// Whether the tests run on S3.
 pub fn on_s3() -> bool {
-    std::env::var("DRYDOCK_TEST_BLOBS").as_deref() == Ok("s3")
+    backend::wants_s3()
 }
 
 impl Server {

@@ -145,8 +145,21 @@ pub fn config(endpoint: String) -> S3Config {
         path_style: true,
         access_key: Some("testkey".into()),
         secret_key: Some("testsecret".into()),
-        prefix: format!("t-{}/", uuid::Uuid::new_v4()),
+        prefix: unique_prefix(),
         redirect: false,
         part_size: 0,
     }
+}
+
+/// A key prefix no other test (in this process or another) uses: the
+/// process id, a counter and the time (no uuid: the crates that include
+/// this file do not all depend on it).
+fn unique_prefix() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("t-{}-{n}-{nanos}/", std::process::id())
 }
