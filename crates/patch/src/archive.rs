@@ -170,6 +170,14 @@ fn lacks_architecture(
     }
 }
 
+/// A suite's verified `InRelease`: its `dists` URL, its signed text and
+/// the files it lists.
+struct SignedRelease {
+    dists: String,
+    text: String,
+    listed: HashMap<String, Listed>,
+}
+
 /// A binary package the archive offers.
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -300,6 +308,29 @@ impl Fetcher {
         Ok(path)
     }
 
+    /// A suite's `InRelease`, once its signature verified against
+    /// `keyring`.
+    async fn signed_release(
+        &self,
+        src: &ArchiveSource,
+        keyring: &Keyring,
+    ) -> Result<SignedRelease> {
+        let base = src.url.trim_end_matches('/');
+        let dists = format!("{base}/dists/{}", src.suite);
+        let inrelease = self
+            .text(&format!("{dists}/InRelease"))
+            .await
+            .with_context(|| format!("archive {base} suite {}", src.suite))?;
+        let release = keyring
+            .verify_clearsigned(&inrelease)
+            .with_context(|| format!("{dists}/InRelease"))?;
+        Ok(SignedRelease {
+            listed: parse_release(&release),
+            dists,
+            text: release,
+        })
+    }
+
     /// What the archives hold now, as one string: each suite's signed
     /// `SHA256` entries of its `Packages` indexes (every architecture).
     /// Continuous mode compares it with the last one it saw; a change
@@ -312,16 +343,8 @@ impl Fetcher {
     ) -> Result<String> {
         let mut out = String::new();
         for src in sources {
-            let base = src.url.trim_end_matches('/');
-            let dists = format!("{base}/dists/{}", src.suite);
-            let inrelease = self
-                .text(&format!("{dists}/InRelease"))
-                .await
-                .with_context(|| format!("archive {base} suite {}", src.suite))?;
-            let release = keyring
-                .verify_clearsigned(&inrelease)
-                .with_context(|| format!("{dists}/InRelease"))?;
-            let mut listed: Vec<(String, Listed)> = parse_release(&release)
+            let SignedRelease { dists, listed, .. } = self.signed_release(src, keyring).await?;
+            let mut listed: Vec<(String, Listed)> = listed
                 .into_iter()
                 .filter(|(p, _)| {
                     src.components
@@ -352,15 +375,11 @@ impl Fetcher {
         let mut index = Index::default();
         for src in sources {
             let base = src.url.trim_end_matches('/');
-            let dists = format!("{base}/dists/{}", src.suite);
-            let inrelease = self
-                .text(&format!("{dists}/InRelease"))
-                .await
-                .with_context(|| format!("archive {base} suite {}", src.suite))?;
-            let release = keyring
-                .verify_clearsigned(&inrelease)
-                .with_context(|| format!("{dists}/InRelease"))?;
-            let listed = parse_release(&release);
+            let SignedRelease {
+                dists,
+                text: release,
+                listed,
+            } = self.signed_release(src, keyring).await?;
             for comp in &src.components {
                 let stem = format!("{comp}/binary-{arch}/Packages");
                 let mut found = false;
