@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
   echo
   echo "The latest table of each harness, gathered by \`bench/collect.sh\`."
   echo "Machine: 2 cores, 24 GiB. Each section says how it was run."
-  for area in registry vulndb catalog assess patch dashboard scale; do
+  for area in registry vulndb catalog assess reassess patch dashboard scale; do
     [ -f "$area.md" ] || continue
     echo
     # Demote the part's headings one level under this page's title.

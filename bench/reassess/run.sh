@@ -26,9 +26,11 @@ trap cleanup EXIT
 if [[ ",${BENCH_BACKENDS:-sqlite,postgres}," == *,postgres,* ]] \
   && [ -z "${BENCH_PG_URL:-}" ] && [ -x "$pg_tool" -o -f "$pg_tool" ]; then
   pg_dir="$(mktemp -d /tmp/drydock-reassess-pg.XXXXXX)"
+  chmod 755 "$pg_dir" # the server runs as postgres
   # A free loopback port: ask the kernel, then hand it to the server.
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  base="$(bash "$pg_tool" "$port" "$pg_dir/data" | head -1)"
+  out="$(bash "$pg_tool" "$port" "$pg_dir/data")"
+  base="${out%%$'\n'*}"
   # An empty database per size (the bench puts the size for {n}).
   pgbin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
   IFS=, read -ra sizes <<< "${BENCH_IMAGES:-10000,100000}"
