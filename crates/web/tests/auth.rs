@@ -10,6 +10,8 @@
 //! in-process API; the assessor has no workers, so they stay queued, which
 //! is all the views need.
 
+mod common;
+
 use auth::{AccessControl, Action, Binding, Principal, Subject};
 use axum::Router;
 use axum::extract::{Request, State};
@@ -251,9 +253,9 @@ fn settings() -> auth::Settings {
 async fn start(with_access: bool) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let registry = registry::Registry::open(registry::Options::new(data)).unwrap();
+    let registry = registry::Registry::open(crate::common::registry_options(data)).unwrap();
     let handle = vulndb::Handle::open_with_interval(data, Duration::from_millis(100));
-    let mut opts = assess::Options::new(data);
+    let mut opts = crate::common::assess_options(data);
     opts.workers = 0; // images stay queued; the views need nothing more
     opts.tick = Duration::from_secs(3600);
     // Webhook receivers in these tests listen on loopback.

@@ -1,6 +1,8 @@
 //! The dashboard is served, and every API path its script reads exists in
 //! the OpenAPI document (so the page cannot drift from the API).
 
+mod common;
+
 use utoipa::OpenApi;
 
 async fn serve() -> String {
@@ -139,7 +141,7 @@ fn script_sends_the_csrf_token_on_writes() {
 // ---- the browsing API against a real registry and real images ----
 
 mod browse {
-    use assess::{ManualClock, Options, Service};
+    use assess::{ManualClock, Service};
     use axum::Router;
     use serde_json::Value;
     use std::collections::HashSet;
@@ -204,9 +206,9 @@ mod browse {
 
     impl Server {
         async fn start(data: &Path) -> Server {
-            let registry = registry::Registry::open(registry::Options::new(data)).unwrap();
+            let registry = registry::Registry::open(crate::common::registry_options(data)).unwrap();
             let handle = vulndb::Handle::open_with_interval(data, Duration::from_millis(100));
-            let mut opts = Options::new(data);
+            let mut opts = crate::common::assess_options(data);
             opts.workers = 2;
             // The database appearing is noticed by the scheduler's tick.
             opts.tick = Duration::from_millis(200);

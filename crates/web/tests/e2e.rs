@@ -7,7 +7,9 @@
 //! missing). Advisory data: the repository's
 //! `tests/fixtures/vulndata` (or `$DRYDOCK_VULNDATA`).
 
-use assess::{Clock, ManualClock, Options, Service};
+mod common;
+
+use assess::{Clock, ManualClock, Service};
 use axum::Router;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -162,10 +164,10 @@ impl Server {
 }
 
 async fn start(data: &Path, workers: usize) -> Server {
-    let registry = registry::Registry::open(registry::Options::new(data)).unwrap();
+    let registry = registry::Registry::open(crate::common::registry_options(data)).unwrap();
     let handle = vulndb::Handle::open_with_interval(data, Duration::from_millis(100));
     let clock = ManualClock::new();
-    let mut opts = Options::new(data);
+    let mut opts = crate::common::assess_options(data);
     opts.workers = workers;
     opts.tick = Duration::from_secs(3600); // the test drives re-matching itself
     opts.webhook_backoff = Duration::from_millis(50);
@@ -592,7 +594,7 @@ async fn restart_mid_queue_loses_no_job() {
 
     // The restarted service picks both up.
     let handle = vulndb::Handle::open(&data);
-    let mut opts = Options::new(&data);
+    let mut opts = crate::common::assess_options(&data);
     opts.tick = Duration::from_secs(3600);
     let svc = assess::start_with_registry(
         opts,

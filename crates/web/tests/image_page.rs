@@ -11,7 +11,9 @@
 //! edge: `x-test-user: NAME` makes the request that user's (absent: an
 //! unrestricted caller, as in-process embedders are).
 
-use assess::{ManualClock, Options, Service};
+mod common;
+
+use assess::{ManualClock, Service};
 use auth::{AccessControl, Action, Binding, Principal, Subject};
 use axum::Router;
 use axum::extract::{Request, State};
@@ -71,9 +73,9 @@ impl Env {
     async fn start() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
-        let registry = registry::Registry::open(registry::Options::new(data)).unwrap();
+        let registry = registry::Registry::open(crate::common::registry_options(data)).unwrap();
         let handle = vulndb::Handle::open_with_interval(data, Duration::from_millis(100));
-        let mut opts = Options::new(data);
+        let mut opts = crate::common::assess_options(data);
         opts.workers = 1;
         opts.tick = Duration::from_millis(200);
         opts.webhook_backoff = Duration::from_millis(50);

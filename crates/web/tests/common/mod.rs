@@ -5,12 +5,32 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
+// The backend the environment picks (DRYDOCK_TEST_METADATA,
+// DRYDOCK_TEST_BLOBS), defined once beside the registry's tests.
+#[path = "../../../registry/tests/common/backend.rs"]
+pub mod backend;
+#[path = "../../../registry/tests/common/s3.rs"]
+pub mod s3;
+
 use assess::Options;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The registry's options for `data` on the environment's backend.
+pub fn registry_options(data: &std::path::Path) -> registry::Options {
+    backend::registry_options(data)
+}
+
+/// The assessor's options for `data`, its state on the same backend as
+/// the registry's metadata.
+pub fn assess_options(data: &std::path::Path) -> Options {
+    let mut opts = Options::new(data);
+    opts.metadata = backend::for_data(data).metadata();
+    opts
+}
 
 pub fn sha256(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
@@ -52,9 +72,9 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path();
         vulndb::import(data, &[fixture("osv/PyPI/all.zip")], &mut |_| {}).unwrap();
-        let registry = registry::Registry::open(registry::Options::new(data)).unwrap();
+        let registry = registry::Registry::open(registry_options(data)).unwrap();
         let handle = vulndb::Handle::open_with_interval(data, Duration::from_millis(100));
-        let mut opts = Options::new(data);
+        let mut opts = assess_options(data);
         opts.workers = 1;
         opts.tick = Duration::from_millis(200);
         let service = assess::start_with_registry(
