@@ -3,8 +3,10 @@
 //! intact, every stored blob matches its digest, no temporary files remain,
 //! and no tag points at a missing manifest.
 
+mod cli_support;
+
 use oci::Digest;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,13 +21,10 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `drydock serve` on the environment's backend (cli_support), the same
+/// one again after the kill.
 fn spawn(data: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_drydock"))
-        .args(["--data"])
-        .arg(data)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DRYDOCK_VULNDB_UPDATE_HOURS", "0")
-        .env("RUST_LOG", "warn")
+    cli_support::drydock(data, &["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -199,17 +198,19 @@ async fn kill_during_pushes_loses_nothing_acknowledged() {
         }
     }
     // Every stored blob matches its name; no temporary files remain.
-    let mut n = 0;
-    for prefix in std::fs::read_dir(data.join("blobs/sha256")).unwrap() {
-        for f in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
-            let p = f.unwrap().path();
-            let name = p.file_name().unwrap().to_str().unwrap().to_string();
-            assert_eq!(Digest::sha256_of(&std::fs::read(&p).unwrap()).hex(), name);
-            n += 1;
+    if cli_support::backend::embedded_only("reads the blob files under the data directory") {
+        let mut n = 0;
+        for prefix in std::fs::read_dir(data.join("blobs/sha256")).unwrap() {
+            for f in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
+                let p = f.unwrap().path();
+                let name = p.file_name().unwrap().to_str().unwrap().to_string();
+                assert_eq!(Digest::sha256_of(&std::fs::read(&p).unwrap()).hex(), name);
+                n += 1;
+            }
         }
+        assert!(n >= acked.len());
+        assert_eq!(std::fs::read_dir(data.join("tmp")).unwrap().count(), 0);
     }
-    assert!(n >= acked.len());
-    assert_eq!(std::fs::read_dir(data.join("tmp")).unwrap().count(), 0);
     // Every tag resolves.
     let catalog: serde_json::Value = c
         .get(format!("{base}/v2/_catalog"))

@@ -3,7 +3,19 @@
 //! and the test images, read OSV records, run `drydock serve` on a free port.
 //!
 //! Each test crate uses a different subset of these helpers.
+//!
+//! Every command that opens the server's stores (`serve`, `gc`, `usage`,
+//! `user`, `robot`, `patch`) runs on the backend the environment picks
+//! (`DRYDOCK_TEST_METADATA`, `DRYDOCK_TEST_BLOBS`: see [`backend`]), the
+//! same one for every run on one data directory.
 #![allow(dead_code)]
+
+// The backend choice shared with the registry's, import's and web's
+// tests: one definition of what the environment variables mean.
+#[path = "../../../registry/tests/common/backend.rs"]
+pub mod backend;
+#[path = "../../../registry/tests/common/s3.rs"]
+pub mod s3;
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -23,12 +35,39 @@ pub fn vulndata(rel: &str) -> PathBuf {
     Path::new(VULNDATA).join(rel)
 }
 
-/// `drydock --data DATA ARGS...`, with quiet logs.
+/// The subcommands that open the server's stores.
+const STORE_COMMANDS: &[&str] = &["serve", "gc", "usage", "user", "robot", "patch"];
+
+/// `drydock --data DATA ARGS...`, with quiet logs; a command that opens
+/// the stores runs on the environment's backend for `data` (its
+/// `metadata.url` by `DRYDOCK_METADATA_URL`, its `[storage.s3]` added to
+/// the test's `--config`, or a file of its own).
 pub fn drydock(data: &Path, args: &[&str]) -> Command {
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let mut metadata_url = None;
+    if args
+        .first()
+        .is_some_and(|c| STORE_COMMANDS.contains(&c.as_str()))
+    {
+        let b = backend::for_data(data);
+        metadata_url = b.metadata_url.clone();
+        if b.s3.is_some() {
+            let at = args.iter().position(|a| a == "--config");
+            let theirs = at
+                .and_then(|i| args.get(i + 1))
+                .map(|p| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p}: {e}")))
+                .unwrap_or_default();
+            let ours = backend_config_file(&format!("{theirs}\n{}", b.config_toml()));
+            match at {
+                Some(i) if i + 1 < args.len() => args[i + 1] = ours,
+                _ => args.extend(["--config".to_string(), ours]),
+            }
+        }
+    }
     let mut c = Command::new(env!("CARGO_BIN_EXE_drydock"));
     c.arg("--data")
         .arg(data)
-        .args(args)
+        .args(&args)
         .env("RUST_LOG", "warn")
         .env_remove("DRYDOCK_CONFIG")
         .env_remove("DRYDOCK_DATA")
@@ -37,7 +76,40 @@ pub fn drydock(data: &Path, args: &[&str]) -> Command {
         // Tests speak only to loopback: no scheduled database downloads.
         .env("DRYDOCK_VULNDB_UPDATE_HOURS", "0")
         .stdin(Stdio::null());
+    if let Some(url) = metadata_url {
+        c.env("DRYDOCK_METADATA_URL", url);
+    }
     c
+}
+
+/// A configuration file with `text`, in a directory of this process's
+/// removed when the test binary exits; its path.
+fn backend_config_file(text: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    unsafe extern "C" {
+        fn atexit(hook: extern "C" fn()) -> std::ffi::c_int;
+    }
+    extern "C" fn remove_dir() {
+        if let Some(d) = DIR.get() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    let dir = DIR.get_or_init(|| {
+        let d = tempfile::Builder::new()
+            .prefix("drydock-test-backend-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        // SAFETY: registers a plain function with the C runtime; it only
+        // removes a directory after `main` has returned.
+        unsafe { atexit(remove_dir) };
+        d
+    });
+    let path = dir.join(format!("{}.toml", N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
 }
 
 /// Run and return the output; fails the test if the binary panicked.
@@ -249,6 +321,16 @@ impl Server {
             let listen = format!("127.0.0.1:{port}");
             let mut all = vec!["serve", "--listen", &listen];
             all.extend_from_slice(args);
+            // A test's own DRYDOCK_CONFIG goes in as `--config` (the same
+            // to the binary), so the backend's section can be added to it.
+            if let Some((_, cfg)) = env.iter().find(|(k, _)| *k == "DRYDOCK_CONFIG") {
+                all.extend(["--config", cfg]);
+            }
+            let env: Vec<(&str, &str)> = env
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != "DRYDOCK_CONFIG")
+                .collect();
             let stderr = match log {
                 Some(path) => Stdio::from(
                     std::fs::OpenOptions::new()
