@@ -32,17 +32,9 @@ set -euo pipefail
 shopt -s inherit_errexit
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 tools="${DRYDOCK_SHARED_TOOLS:-$root/../shared/tools}"
-out=""
-only=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --out) out="$2"; shift 2 ;;
-    --only) only="$2"; shift 2 ;;
-    *) echo "usage: $0 [--out FILE] [--only compare|auth|gate]" >&2; exit 2 ;;
-  esac
-done
-case "$only" in ""|compare|auth|gate) ;; *) echo "--only: compare, auth or gate" >&2; exit 2 ;; esac
-wants() { [ -z "$only" ] || [ "$only" = "$1" ]; }
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
+bench_options "compare auth gate" "$@"
 rounds="${BENCH_ROUNDS:-2}"
 load_at_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 work="$(mktemp -d /tmp/drydock-bench.XXXXXX)"
@@ -51,7 +43,6 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "building drydock (release)..." >&2
 if [ -z "${DRYDOCK_BIN:-}" ]; then

@@ -39,17 +39,9 @@ shopt -s inherit_errexit
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 tools="${DRYDOCK_SHARED_TOOLS:-$root/../shared/tools}"
 here="$root/bench/scale"
-out=""
-only=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --out) out="$2"; shift 2 ;;
-    --only) only="$2"; shift 2 ;;
-    *) echo "usage: $0 [--only blobs|nodes] [--out FILE]" >&2; exit 2 ;;
-  esac
-done
-case "$only" in ""|blobs|nodes) ;; *) echo "--only: blobs or nodes" >&2; exit 2 ;; esac
-wants() { [ -z "$only" ] || [ "$only" = "$1" ]; }
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
+bench_options "blobs nodes" "$@"
 # The command as run, knobs included, for the report's header.
 invocation=""
 for v in BENCH_ROUNDS BENCH_NODE_ROUNDS BENCH_IMAGES BENCH_PUSH_THREADS BENCH_DURATION; do
@@ -89,7 +81,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 # CPU seconds (user + system) a process has used so far.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -139,7 +130,7 @@ log "SeaweedFS on $s3_port (pid $s3_pid), PostgreSQL on $pg_port"
 
 # Start `drydock serve`: sets DD_PORT and DD_PID. ARGS: name data [config]
 start_drydock() {
-  local name=$1 data=$2 cfg=${3:-} i
+  local name=$1 data=$2 cfg=${3:-}
   local args=(--data "$data")
   [ -z "$cfg" ] || args+=(--config "$cfg")
   mkdir -p "$data"
@@ -150,14 +141,7 @@ start_drydock() {
     >>"$work/$name.log" 2>&1 </dev/null &
   DD_PID=$!
   pids+=("$DD_PID")
-  for i in $(seq 1 600); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$DD_PORT/readyz" 2>/dev/null; then return 0; fi
-    kill -0 "$DD_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "drydock $name did not become ready; log:" >&2
-  tail -20 "$work/$name.log" >&2
-  exit 1
+  wait_up "drydock $name" "http://127.0.0.1:$DD_PORT/readyz" "$DD_PID" "$work/$name.log" 600
 }
 # drydock's S3 configuration. ARGS: file prefix database_url
 s3_config() {
@@ -178,7 +162,7 @@ EOF
 # CNCF distribution on the same bucket, its own root per round: sets
 # DIST_PORT, DIST_PID. (peer-registry.sh always uses the bucket's root.)
 start_distribution() {
-  local root_dir=$1 cfg="$work/dist-$1.yml" i
+  local root_dir=$1 cfg="$work/dist-$1.yml"
   DIST_PORT=$(free_port)
   cat >"$cfg" <<EOF
 version: 0.1
@@ -212,14 +196,7 @@ EOF
   env -u AWS_CA_BUNDLE docker-registry serve "$cfg" >>"$work/dist.log" 2>&1 </dev/null &
   DIST_PID=$!
   pids+=("$DIST_PID")
-  for i in $(seq 1 200); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$DIST_PORT/v2/" 2>/dev/null; then return 0; fi
-    kill -0 "$DIST_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "distribution did not start; log:" >&2
-  tail -20 "$work/dist.log" >&2
-  exit 1
+  wait_up distribution "http://127.0.0.1:$DIST_PORT/v2/" "$DIST_PID" "$work/dist.log" 200
 }
 stop_pid() { kill -9 "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
