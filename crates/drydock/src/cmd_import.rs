@@ -21,16 +21,8 @@ pub struct ImportArgs {
     /// Where to put it in this registry: REPO[:TAG]. Without a tag the
     /// source's tag is kept.
     pub target: String,
-    /// The drydock server [default: http://<listen address>, i.e.
-    /// http://127.0.0.1:5000].
-    #[arg(long, env = "DRYDOCK_SERVER")]
-    pub server: Option<String>,
-    /// User name on the drydock server (registry pushes and /api/v1).
-    #[arg(long, env = "DRYDOCK_USERNAME")]
-    pub username: Option<String>,
-    /// Password or token on the drydock server.
-    #[arg(long, env = "DRYDOCK_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Import only these platforms of an index (repeatable, or
     /// comma-separated): OS/ARCH[/VARIANT]. One platform imports that
     /// image's manifest itself; several import an index of just those.
@@ -55,32 +47,53 @@ pub struct ImportArgs {
     pub json: bool,
 }
 
-/// The server credentials the flags or environment give.
-fn credentials(args: &ImportArgs) -> anyhow::Result<Option<transport::Credentials>> {
-    match (&args.username, &args.password) {
-        (Some(u), p) if !u.is_empty() => Ok(Some(transport::Credentials {
-            username: u.clone(),
-            password: p.clone().unwrap_or_default(),
-        })),
-        (_, Some(_)) => bail!("--password (DRYDOCK_PASSWORD) needs --username (DRYDOCK_USERNAME)"),
-        _ => Ok(None),
-    }
+/// How the client commands (`drydock import`, `drydock patch`) reach a
+/// running drydock server.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// The drydock server [default: http://<listen address>, i.e.
+    /// http://127.0.0.1:5000].
+    #[arg(long, env = "DRYDOCK_SERVER")]
+    pub server: Option<String>,
+    /// User name on the drydock server (registry pushes and /api/v1).
+    #[arg(long, env = "DRYDOCK_USERNAME")]
+    pub username: Option<String>,
+    /// Password or token on the drydock server.
+    #[arg(long, env = "DRYDOCK_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
 }
 
-fn default_server(config: &Config) -> String {
-    let mut addr = config.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+impl ServerArgs {
+    /// The server's URL: `--server`, else this configuration's listen
+    /// address (loopback when it listens on every address).
+    pub fn url(&self, config: &Config) -> String {
+        self.server.clone().unwrap_or_else(|| {
+            let mut addr = config.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        })
     }
-    format!("http://{addr}")
+
+    /// The server credentials the flags or environment give.
+    pub fn credentials(&self) -> anyhow::Result<Option<transport::Credentials>> {
+        match (&self.username, &self.password) {
+            (Some(u), p) if !u.is_empty() => Ok(Some(transport::Credentials {
+                username: u.clone(),
+                password: p.clone().unwrap_or_default(),
+            })),
+            (_, Some(_)) => {
+                bail!("--password (DRYDOCK_PASSWORD) needs --username (DRYDOCK_USERNAME)")
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 pub async fn run(args: ImportArgs, config: Config) -> anyhow::Result<ExitCode> {
-    let server = args
-        .server
-        .clone()
-        .unwrap_or_else(|| default_server(&config));
-    let creds = credentials(&args)?;
+    let server = args.server.url(&config);
+    let creds = args.server.credentials()?;
     let req = ImportRequest {
         source: args.source.trim().to_string(),
         target: args.target.clone(),

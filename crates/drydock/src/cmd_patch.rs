@@ -22,13 +22,8 @@ pub struct PatchArgs {
     /// Plan only: print what would be upgraded and refused; push nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// The drydock server [default: http://<listen address>].
-    #[arg(long, env = "DRYDOCK_SERVER")]
-    pub server: Option<String>,
-    #[arg(long, env = "DRYDOCK_USERNAME")]
-    pub username: Option<String>,
-    #[arg(long, env = "DRYDOCK_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
+    #[command(flatten)]
+    pub server: crate::cmd_import::ServerArgs,
     /// Print the job's result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -40,19 +35,14 @@ pub async fn run(args: PatchArgs, config: Config) -> Result<ExitCode> {
         .rsplit_once(':')
         .filter(|(r, _)| !r.is_empty())
         .ok_or_else(|| anyhow!("give the image as REPO:TAG"))?;
-    let server = args.server.clone().unwrap_or_else(|| {
-        let mut a = config.listen;
-        if a.ip().is_unspecified() {
-            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        format!("http://{a}")
-    });
+    let server = args.server.url(&config);
     let server = server.trim_end_matches('/');
+    let creds = args.server.credentials()?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
-    let auth = |r: reqwest::RequestBuilder| match &args.username {
-        Some(u) => r.basic_auth(u, args.password.as_deref()),
+    let auth = |r: reqwest::RequestBuilder| match &creds {
+        Some(c) => r.basic_auth(&c.username, Some(&c.password)),
         None => r,
     };
     let resp = auth(http.post(format!("{server}/api/v1/patches")))
