@@ -180,29 +180,20 @@ pub(crate) fn read_record(b: &mut Builder, label: &str, v: Value) -> Result<(), 
         return Ok(());
     }
 
-    let mut own_cvss = Vec::new();
-    for s in rec.severity.iter().flatten() {
-        if s.kind.starts_with("CVSS_V") {
-            own_cvss.push(Candidate {
-                vector: s.score.clone(),
-                stated: None,
-                rank: rank::OSV,
-                source: "osv".into(),
-            });
-        }
-    }
-    for a in &affected {
-        for s in a.severity.iter().flatten() {
-            if s.kind.starts_with("CVSS_V") {
-                own_cvss.push(Candidate {
-                    vector: s.score.clone(),
-                    stated: None,
-                    rank: rank::OSV,
-                    source: "osv".into(),
-                });
-            }
-        }
-    }
+    // The record's own CVSS vectors, then each affected package's.
+    let own_cvss: Vec<Candidate> = rec
+        .severity
+        .iter()
+        .flatten()
+        .chain(affected.iter().flat_map(|a| a.severity.iter().flatten()))
+        .filter(|s| s.kind.starts_with("CVSS_V"))
+        .map(|s| Candidate {
+            vector: s.score.clone(),
+            stated: None,
+            rank: rank::OSV,
+            source: "osv".into(),
+        })
+        .collect();
     let word = rec
         .database_specific
         .as_ref()

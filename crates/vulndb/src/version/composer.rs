@@ -76,8 +76,7 @@ impl Scheme for Composer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::VersionScheme;
-    use crate::version::check_table;
+    use crate::version::{VersionScheme, check_table};
     use Ordering::*;
 
     #[test]

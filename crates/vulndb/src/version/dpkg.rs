@@ -125,8 +125,7 @@ impl Scheme for Dpkg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::VersionScheme;
-    use crate::version::check_table;
+    use crate::version::{VersionScheme, check_table};
     use Ordering::*;
 
     #[test]

@@ -221,8 +221,7 @@ impl Scheme for Maven {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::VersionScheme;
-    use crate::version::check_table;
+    use crate::version::{VersionScheme, check_table};
     use Ordering::*;
 
     #[test]

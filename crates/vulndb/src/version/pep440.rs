@@ -25,8 +25,7 @@ impl Scheme for Pep440 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::VersionScheme;
-    use crate::version::check_table;
+    use crate::version::{VersionScheme, check_table};
     use Ordering::*;
 
     #[test]

@@ -89,8 +89,7 @@ impl Scheme for GoSemver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::VersionScheme;
-    use crate::version::check_table;
+    use crate::version::{VersionScheme, check_table};
     use Ordering::*;
 
     #[test]
