@@ -89,7 +89,7 @@ pub use gate::{PullGateError, PullGateRule, VerdictGate};
 pub use policy::{Exemption, Health, Policy, PolicyRule, Summary, health_status};
 pub use ports::{Artifact, CatalogFailure, Cataloged, Cataloger, RegistryContent};
 pub use service::{
-    CATALOG_VERSION_ANNOTATION, Options, Retention, SBOM_ARTIFACT_TYPE, SPDX_ARTIFACT_TYPE,
+    CATALOG_VERSION_ANNOTATION, Leads, Options, Retention, SBOM_ARTIFACT_TYPE, SPDX_ARTIFACT_TYPE,
     SbomOptions, SbomRule, Service, UploadCatalogCounts, VexAdded, WebhookConfig,
     WebhookUrlRefused, not_an_image,
 };

@@ -91,6 +91,114 @@ pub struct Options {
     pub vex: crate::vex::VexOptions,
     /// How long rows of the ever-growing tables are kept.
     pub retention: Retention,
+    /// Who leads the singleton duties (the scheduler, webhook delivery)
+    /// among the nodes sharing this state. The default leads always: one
+    /// node, as with `assess.db`.
+    pub leads: Leads,
+}
+
+/// Stands for the lead of one of the assessor's singleton duties
+/// ([`storage::Duty::AssessScheduler`], [`storage::Duty::WebhookDelivery`]).
+/// With shared state (PostgreSQL) every node runs an assessor, and without
+/// one leader a webhook would be posted by each and every node would
+/// re-match; the binary hands in its metadata store's [`storage::Meta::lead`],
+/// so the assessor needs no registry of its own to choose.
+#[derive(Clone, Default)]
+pub struct Leads(Option<Arc<LeadFn>>);
+
+type LeadFn = dyn Fn(storage::Duty) -> storage::Leadership + Send + Sync;
+
+impl Leads {
+    /// This node always leads (one node, or state of its own).
+    pub fn always() -> Leads {
+        Leads(None)
+    }
+
+    /// Leadership from `lead`, called once per duty when the service starts
+    /// (inside its Tokio runtime).
+    pub fn new(
+        lead: impl Fn(storage::Duty) -> storage::Leadership + Send + Sync + 'static,
+    ) -> Leads {
+        Leads(Some(Arc::new(lead)))
+    }
+
+    /// The leads of `meta`'s cluster, tried for every `retry` by a node that
+    /// does not hold them.
+    pub fn of_meta(meta: Arc<dyn storage::Meta>, retry: StdDuration) -> Leads {
+        Leads::new(move |duty| meta.lead(duty, retry))
+    }
+
+    fn lead(&self, duty: storage::Duty) -> storage::Leadership {
+        match &self.0 {
+            Some(lead) => lead(duty),
+            None => storage::Leadership::always(duty),
+        }
+    }
+}
+
+impl std::fmt::Debug for Leads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Leads(cluster)"
+        } else {
+            "Leads(always)"
+        })
+    }
+}
+
+/// One loop's hold on its duty, logging when it is taken and lost.
+pub(super) struct DutyLead {
+    lead: storage::Leadership,
+    leading: bool,
+}
+
+impl DutyLead {
+    fn new(leads: &Leads, duty: storage::Duty) -> DutyLead {
+        DutyLead {
+            lead: leads.lead(duty),
+            leading: false,
+        }
+    }
+
+    /// Whether this node leads now; checked before each step of work, so a
+    /// lost lead stops the work at the next step.
+    pub(super) fn holds(&mut self) -> bool {
+        let now = self.lead.is_leader();
+        if self.leading && !now {
+            tracing::info!(
+                duty = self.lead.duty().name(),
+                "this node no longer leads: another node takes over this work"
+            );
+        } else if !self.leading && now {
+            tracing::info!(
+                duty = self.lead.duty().name(),
+                "this node leads: it runs this work"
+            );
+        }
+        self.leading = now;
+        now
+    }
+
+    /// Waits until this node leads; `false` when the service stopped first.
+    pub(super) async fn wait(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        loop {
+            if *stop.borrow() {
+                return false;
+            }
+            if self.holds() {
+                return true;
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = self.lead.changed() => {}
+            }
+        }
+    }
+
+    /// Resolves when the lead changes (then ask [`DutyLead::holds`]).
+    pub(super) async fn changed(&mut self) {
+        self.lead.changed().await
+    }
 }
 
 /// How long the assessor keeps rows that would otherwise pile up. Pruned
@@ -146,6 +254,7 @@ impl Options {
             sbom: SbomOptions::default(),
             vex: crate::vex::VexOptions::default(),
             retention: Retention::default(),
+            leads: Leads::always(),
         }
     }
 }
@@ -273,7 +382,9 @@ impl Service {
     /// Recover and start background tasks: jobs interrupted by a crash go
     /// back to the queue, manifests the registry holds that were never
     /// enqueued are enqueued, configured webhooks are registered, then the
-    /// workers, the scheduler and the delivery loop start.
+    /// workers, the scheduler and the delivery loop start. Workers run on
+    /// every node (the queue is leased); the scheduler and the delivery
+    /// loop work only while this node leads their duty (`Options::leads`).
     pub async fn start(&self) -> Result<()> {
         let requeued = self.inner.store.requeue_interrupted()?;
         if requeued > 0 {

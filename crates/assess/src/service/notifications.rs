@@ -197,14 +197,22 @@ impl Service {
 
     pub(super) async fn delivery_loop(&self) {
         let mut stop = self.inner.shutdown.subscribe();
+        // With shared state every node's loop sees every pending delivery;
+        // only the leader posts, so a receiver hears each event once.
+        let mut lead = super::DutyLead::new(&self.inner.opts.leads, storage::Duty::WebhookDelivery);
         loop {
-            if self.stopped() {
+            if self.stopped() || !lead.wait(&mut stop).await {
                 return;
             }
             let notified = self.inner.deliver_wake.notified();
             let now = to_ms(self.now());
             let due = self.inner.store.due_deliveries(now, 64).unwrap_or_default();
             for d in due {
+                // A lost lead stops before the next post: the new leader
+                // reads the same pending rows.
+                if self.stopped() || !lead.holds() {
+                    break;
+                }
                 self.attempt(d).await;
             }
             let wait = match self.inner.store.next_delivery_at() {
@@ -216,6 +224,7 @@ impl Service {
             tokio::select! {
                 _ = notified => {}
                 _ = stop.changed() => {}
+                _ = lead.changed() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }

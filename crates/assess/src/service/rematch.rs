@@ -12,6 +12,12 @@ use time::{Duration, OffsetDateTime};
 impl Service {
     pub(super) async fn scheduler_loop(&self) {
         let mut stop = self.inner.shutdown.subscribe();
+        // With shared state every node runs this loop; one leads, so a new
+        // database version is re-matched (and told to webhooks) once.
+        let mut lead = super::DutyLead::new(&self.inner.opts.leads, storage::Duty::AssessScheduler);
+        // Kept across leads: a node taking over polls pulls since it last
+        // did (or since its start's window) and judges expiries since its
+        // start; notifications already sent are not repeated.
         let mut last_poll =
             OffsetDateTime::now_utc() - Duration::days(self.inner.opts.rescan_window_days as i64);
         // Exemptions that expired before the service started were already
@@ -19,7 +25,7 @@ impl Service {
         let mut expiry_checked = self.now();
         let mut pruned_at: Option<std::time::Instant> = None;
         loop {
-            if self.stopped() {
+            if self.stopped() || !lead.wait(&mut stop).await {
                 return;
             }
             // Pull records: registry time, shifted into the assessor's clock.
@@ -65,6 +71,7 @@ impl Service {
             }
             tokio::select! {
                 _ = stop.changed() => {}
+                _ = lead.changed() => {}
                 _ = tokio::time::sleep(self.inner.opts.tick) => {}
             }
         }
