@@ -265,6 +265,10 @@ pub async fn run(args: ServeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let mut assess_options = config.assess.options(&config.data);
     assess_options.outbound = outbound.clone();
     assess_options.metadata = config.metadata.storage();
+    // With metadata.url every node shares the assessor's state: its
+    // scheduler and webhook delivery run on the node that leads them
+    // (on SQLite, this one).
+    assess_options.leads = assess::Leads::of_meta(registry.meta().clone(), LEAD_RETRY);
     let assess = assess::start_with_registry(
         assess_options,
         registry.clone(),
