@@ -8,7 +8,7 @@
 # starts storage::testing's cluster (fsync off). Needs the test images
 # (scripts/test-images.sh) and vulnerability data (../shared/vulndata, else
 # tests/fixtures/vulndata). The tables are printed and kept in
-# bench/reassess/last-run.md; copy them into bench/reassess.md, then run
+# target/reassess-last-run.md; copy them into bench/reassess.md, then run
 # bench/collect.sh.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -40,5 +40,5 @@ if [[ ",${BENCH_BACKENDS:-sqlite,postgres}," == *,postgres,* ]] \
   export BENCH_PG_URL="${base%/*}/reassess_{n}"
 fi
 echo "load before: $(uptime)" >&2
-cargo bench -p assess --bench reassess "$@" | tee bench/reassess/last-run.md
+cargo bench -p assess --bench reassess "$@" | tee target/reassess-last-run.md
 echo "load after: $(uptime)" >&2

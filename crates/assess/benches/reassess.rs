@@ -178,6 +178,11 @@ struct Phases {
     decode: Duration,
     matching: Duration,
     encode: Duration,
+    /// JSON and SHA-256 alone.
+    encode_json: Duration,
+    /// zstd of that JSON with one context reused.
+    encode_zstd_reused: Duration,
+    findings_per_image: usize,
     write: Duration,
 }
 
@@ -216,6 +221,26 @@ fn profile(store: &Store, db: &Arc<dyn VulnDatabase>, n: usize, sample: usize) -
         .map(|f| EncodedFindings::new(f).unwrap())
         .collect();
     let encode = t.elapsed();
+    // The same documents encoded as JSON into a buffer, hashed, then
+    // compressed with one zstd context reused (not a new encoder per
+    // document, as the store's pack does): to tell what encoding costs.
+    let t = Instant::now();
+    let json: Vec<Vec<u8>> = found
+        .iter()
+        .map(|f| {
+            let j = serde_json::to_vec(f).unwrap();
+            std::hint::black_box(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&j)));
+            j
+        })
+        .collect();
+    let encode_json = t.elapsed();
+    let mut zstd = zstd::bulk::Compressor::new(3).unwrap();
+    let t = Instant::now();
+    for j in &json {
+        std::hint::black_box(zstd.compress(j).unwrap());
+    }
+    let encode_zstd_reused = t.elapsed();
+    let findings_per_image = found.iter().map(Vec::len).sum::<usize>() / found.len().max(1);
     let at = assess::clock::to_ms(time::OffsetDateTime::now_utc());
     let t = Instant::now();
     let version = db.version();
@@ -242,6 +267,9 @@ fn profile(store: &Store, db: &Arc<dyn VulnDatabase>, n: usize, sample: usize) -
         decode,
         matching,
         encode,
+        encode_json,
+        encode_zstd_reused,
+        findings_per_image,
         write,
     }
 }
@@ -422,22 +450,25 @@ fn main() {
         "\nWhere the time goes (one thread, per image, over a sample; the re-match decodes, matches and encodes on `workers` = 2 threads, reads and writes on one):\n"
     );
     println!(
-        "| backend | images | sample | candidates query (all) | read inventory | decode | match | encode | write result |"
+        "| backend | images | sample | findings per image | candidates query (all) | read inventory | decode | match | encode | of which JSON + SHA-256 | zstd, context reused | write result |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &runs {
         let Some(p) = &r.phases else { continue };
         let per = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6 / p.sample as f64);
         println!(
-            "| {} | {} | {} | {:.2} s | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.2} s | {} | {} | {} | {} | {} | {} | {} |",
             r.backend,
             r.images,
             p.sample,
+            p.findings_per_image,
             p.candidates.as_secs_f64(),
             per(p.read),
             per(p.decode),
             per(p.matching),
             per(p.encode),
+            per(p.encode_json),
+            per(p.encode_zstd_reused),
             per(p.write)
         );
     }
