@@ -4,7 +4,8 @@
 #                                       SQLite and on PostgreSQL
 #   BENCH_IMAGES=2000 BENCH_BACKENDS=sqlite bash bench/reassess/run.sh
 # PostgreSQL: a throwaway cluster started here with ../shared/tools/pg-server.sh
-# (fsync on, as a real server), or BENCH_PG_URL; without the tool, the bench
+# (fsync on, as a real server), or BENCH_PG_URL (put {n} in its database name:
+# each size needs an empty database of its own); without the tool, the bench
 # starts storage::testing's cluster (fsync off). Needs the test images
 # (scripts/test-images.sh) and vulnerability data (../shared/vulndata, else
 # tests/fixtures/vulndata). The tables are printed and kept in
