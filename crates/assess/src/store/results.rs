@@ -41,17 +41,69 @@ fn pack_hashed<T: Serialize + ?Sized>(v: &T) -> Result<(Vec<u8>, String)> {
             self.inner.flush()
         }
     }
-    let mut w = Hashing {
-        inner: std::io::BufWriter::with_capacity(
-            64 << 10,
-            zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)?,
-        ),
-        hash: Sha256::new(),
+    with_cctx(|cctx| {
+        let mut w = Hashing {
+            inner: std::io::BufWriter::with_capacity(
+                64 << 10,
+                zstd::stream::write::Encoder::with_context(Vec::new(), cctx),
+            ),
+            hash: Sha256::new(),
+        };
+        serde_json::to_writer(&mut w, v)?;
+        let hash = hex::encode(w.hash.finalize());
+        let encoder = w.inner.into_inner().map_err(|e| e.into_error())?;
+        Ok((encoder.finish()?, hash))
+    })
+}
+
+thread_local! {
+    // Creating a zstd context costs more than compressing a small document
+    // (about half of encoding one image's findings when re-matching), so
+    // each thread keeps one of each. The frames are the same as a fresh
+    // context writes: only allocation is saved.
+    static CCTX: std::cell::RefCell<Option<zstd::zstd_safe::CCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DCTX: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn new_cctx() -> Result<zstd::zstd_safe::CCtx<'static>> {
+    let mut c = zstd::zstd_safe::CCtx::try_create()
+        .ok_or_else(|| anyhow::anyhow!("cannot create a zstd context"))?;
+    c.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(ZSTD_LEVEL))
+        .map_err(|code| anyhow::anyhow!("zstd: {}", zstd::zstd_safe::get_error_name(code)))?;
+    Ok(c)
+}
+
+/// Runs `f` with this thread's compression context (a fresh one if it is
+/// in use further up the stack). A context whose frame `f` left unfinished
+/// is reset by the next `with_context`.
+fn with_cctx<R>(f: impl FnOnce(&mut zstd::zstd_safe::CCtx<'static>) -> Result<R>) -> Result<R> {
+    CCTX.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => {
+            if slot.is_none() {
+                *slot = Some(new_cctx()?);
+            }
+            f(slot.as_mut().expect("set above"))
+        }
+        Err(_) => f(&mut new_cctx()?),
+    })
+}
+
+fn with_dctx<R>(f: impl FnOnce(&mut zstd::zstd_safe::DCtx<'static>) -> Result<R>) -> Result<R> {
+    let create = || {
+        zstd::zstd_safe::DCtx::try_create()
+            .ok_or_else(|| anyhow::anyhow!("cannot create a zstd context"))
     };
-    serde_json::to_writer(&mut w, v)?;
-    let hash = hex::encode(w.hash.finalize());
-    let encoder = w.inner.into_inner().map_err(|e| e.into_error())?;
-    Ok((encoder.finish()?, hash))
+    DCTX.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => {
+            if slot.is_none() {
+                *slot = Some(create()?);
+            }
+            f(slot.as_mut().expect("set above"))
+        }
+        Err(_) => f(&mut create()?),
+    })
 }
 
 /// Reads what [`pack`] wrote. The JSON is decompressed into one buffer and
@@ -67,7 +119,14 @@ pub fn unpack<T: DeserializeOwned>(data: &[u8]) -> Result<T> {
 }
 
 fn decompress(data: &[u8]) -> Result<Vec<u8>> {
-    Ok(zstd::stream::decode_all(data)?)
+    use std::io::Read as _;
+    with_dctx(|dctx| {
+        // JSON shrinks about 10×; a good first guess saves regrowing.
+        let mut out = Vec::with_capacity(data.len().saturating_mul(8).min(64 << 20));
+        // Like `decode_all`: every frame, concatenated.
+        zstd::stream::read::Decoder::with_context(data, dctx).read_to_end(&mut out)?;
+        Ok(out)
+    })
 }
 
 /// A stored assessment result.
@@ -358,5 +417,77 @@ impl Store {
     /// is checked against).
     pub fn findings_hash(&self, digest: &str) -> Result<Option<String>> {
         wait(self.state.findings_hash(digest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(n: usize) -> Vec<(String, u32)> {
+        (0..n).map(|i| (format!("package-{i}"), i as u32)).collect()
+    }
+
+    /// What `pack` wrote before contexts were reused: a fresh stream
+    /// encoder per document.
+    fn old_pack<T: Serialize>(v: &T) -> Vec<u8> {
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL).unwrap();
+        serde_json::to_writer(&mut e, v).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn packed_documents_round_trip_on_a_reused_context() {
+        for n in [0, 1, 50, 20_000, 3] {
+            let v = doc(n);
+            let (bytes, hash) = pack_hashed(&v).unwrap();
+            assert_eq!(unpack::<Vec<(String, u32)>>(&bytes).unwrap(), v);
+            assert_eq!(hash, hash_bytes(&serde_json::to_vec(&v).unwrap()));
+            // The same document packs to the same bytes every time: nothing
+            // of an earlier frame stays in the thread's context.
+            assert_eq!(pack(&v).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn old_rows_read_and_new_rows_read_by_the_old_decoder() {
+        let v = doc(5_000);
+        let old = old_pack(&v);
+        assert_eq!(unpack::<Vec<(String, u32)>>(&old).unwrap(), v);
+        let new = pack(&v).unwrap();
+        let json = zstd::stream::decode_all(&new[..]).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Vec<(String, u32)>>(&json).unwrap(),
+            v
+        );
+        // Rows from before compression: plain JSON.
+        let plain = serde_json::to_vec(&v).unwrap();
+        assert_eq!(unpack::<Vec<(String, u32)>>(&plain).unwrap(), v);
+    }
+
+    #[test]
+    fn a_corrupt_row_fails_and_leaves_the_context_usable() {
+        let v = doc(100);
+        let mut bad = pack(&v).unwrap();
+        bad.truncate(bad.len() / 2);
+        assert!(unpack::<Vec<(String, u32)>>(&bad).is_err());
+        // The half-read frame is not carried into the next document.
+        assert_eq!(unpack::<Vec<(String, u32)>>(&pack(&v).unwrap()).unwrap(), v);
+        // A document abandoned mid-write does not leak into the next one.
+        with_cctx(|c| {
+            use std::io::Write as _;
+            let mut e = zstd::stream::write::Encoder::with_context(Vec::new(), c);
+            e.write_all(b"[\"left over\"").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(unpack::<Vec<(String, u32)>>(&pack(&v).unwrap()).unwrap(), v);
+    }
+
+    #[test]
+    fn concatenated_frames_read_whole_as_before() {
+        let mut two = zstd::stream::encode_all(&b"[1,"[..], 3).unwrap();
+        two.extend(zstd::stream::encode_all(&b"2]"[..], 3).unwrap());
+        assert_eq!(unpack::<Vec<u32>>(&two).unwrap(), vec![1, 2]);
     }
 }
