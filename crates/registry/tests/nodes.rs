@@ -487,19 +487,46 @@ async fn a_session_cancelled_on_one_node_while_another_streams_a_patch_stays_can
         .await
         .unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    // B's PATCH trickles for about 2 s.
+    // B's PATCH streams a few pieces, then holds the rest until the DELETE
+    // has answered: the request is mid-stream at the cancel however fast or
+    // slow the machine, and a DELETE that waited for it would never answer.
     let rest = blob[cut..].to_vec();
+    let step = rest.len().div_ceil(25);
+    let pieces: Vec<Bytes> = rest.chunks(step).map(Bytes::copy_from_slice).collect();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (release, held) = tokio::sync::watch::channel(false);
+    let body = {
+        let sent = sent.clone();
+        futures::stream::iter(pieces.into_iter().enumerate()).then(move |(i, piece)| {
+            let (sent, mut held) = (sent.clone(), held.clone());
+            async move {
+                if i == 3 {
+                    held.wait_for(|go| *go).await.ok();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, std::io::Error>(piece)
+            }
+        })
+    };
     let patch = tokio::spawn(
         c.patch(format!("{}{loc}", b.base))
             .header("content-range", format!("{cut}-{}", blob.len() - 1))
             .header("content-length", rest.len().to_string())
-            .body(slow_body(rest, 25))
+            .body(reqwest::Body::wrap_stream(body))
             .send(),
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!patch.is_finished(), "the slow PATCH ended early");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sent.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the PATCH never streamed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!patch.is_finished(), "the held PATCH ended early");
     let r = tokio::time::timeout(
-        Duration::from_secs(1),
+        Duration::from_secs(60),
         c.delete(format!("{}{loc}", a.base)).send(),
     )
     .await
@@ -511,6 +538,7 @@ async fn a_session_cancelled_on_one_node_while_another_streams_a_patch_stays_can
         let r = c.get(format!("{}{loc}", n.base)).send().await.unwrap();
         assert_eq!(r.status(), 404, "cancelled, yet known at {}", n.base);
     }
+    release.send(true).unwrap();
     let r = patch.await.unwrap().unwrap();
     assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
     assert!(
