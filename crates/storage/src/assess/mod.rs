@@ -199,6 +199,10 @@ pub trait AssessState: Send + Sync + 'static {
         incomplete: &[String],
     ) -> Result<()>;
     async fn inventory(&self, digest: &str) -> Result<Option<StoredInventory>>;
+    /// The stored inventories of `digests` in one read (re-matching reads
+    /// thousands; one round trip each dominated on PostgreSQL): in the
+    /// order asked, each digest once, those without an inventory left out.
+    async fn inventories(&self, digests: &[String]) -> Result<Vec<(String, StoredInventory)>>;
     /// Reasons the stored inventory is incomplete (empty when complete or
     /// absent).
     async fn incomplete(&self, digest: &str) -> Result<Vec<String>>;

@@ -23,6 +23,7 @@ pub const CASES: &[&str] = &[
     "tag_history_tells_the_previous_digest",
     "generations_move_with_writes",
     "inventories_and_layer_cache",
+    "inventories_are_read_many_at_once",
     "exemptions_and_webhooks",
     "deliveries_and_notifications",
     "usage_is_counted_once",
@@ -46,6 +47,7 @@ pub async fn run(name: &str, s: State) {
         "tag_history_tells_the_previous_digest" => tag_history_tells_the_previous_digest(s).await,
         "generations_move_with_writes" => generations_move_with_writes(s).await,
         "inventories_and_layer_cache" => inventories_and_layer_cache(s).await,
+        "inventories_are_read_many_at_once" => inventories_are_read_many_at_once(s).await,
         "exemptions_and_webhooks" => exemptions_and_webhooks(s).await,
         "deliveries_and_notifications" => deliveries_and_notifications(s).await,
         "usage_is_counted_once" => usage_is_counted_once(s).await,
@@ -428,6 +430,43 @@ pub async fn generations_move_with_writes(s: State) {
         .await
         .unwrap();
     assert!(s.verdict_generation().await.unwrap() > v2);
+}
+
+pub async fn inventories_are_read_many_at_once(s: State) {
+    assert!(s.inventories(&[]).await.unwrap().is_empty());
+    // More than one bound list's worth, stored out of order.
+    let n = 1_300;
+    for i in (0..n).rev() {
+        if i % 7 != 3 {
+            s.put_inventory(&format!("sha256:{i:05}"), i % 5, vec![i as u8, 1], &[])
+                .await
+                .unwrap();
+        }
+    }
+    let mut asked: Vec<String> = (0..n).map(|i| format!("sha256:{i:05}")).collect();
+    asked.reverse();
+    asked.push("sha256:none".into());
+    asked.push("sha256:00010".into());
+    let got = s.inventories(&asked).await.unwrap();
+    let want: Vec<(String, StoredInventory)> = (0..n)
+        .rev()
+        .filter(|i| i % 7 != 3)
+        .map(|i| {
+            (
+                format!("sha256:{i:05}"),
+                StoredInventory {
+                    catalog_version: i % 5,
+                    data: vec![i as u8, 1],
+                },
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got, want);
+    // Each agrees with the one-at-a-time read.
+    for (d, inv) in got.iter().step_by(97) {
+        assert_eq!(s.inventory(d).await.unwrap().as_ref(), Some(inv));
+    }
 }
 
 pub async fn inventories_and_layer_cache(s: State) {

@@ -658,6 +658,32 @@ impl AssessState for PgAssessState {
         .transpose()
     }
 
+    async fn inventories(&self, digests: &[String]) -> Result<Vec<(String, StoredInventory)>> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .read(
+                "SELECT digest, catalog_version, data FROM assess_inventories WHERE digest = ANY($1)",
+                params![digests.to_vec()],
+            )
+            .await?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for r in rows {
+            found.insert(
+                col::<String>(&r, 0)?,
+                StoredInventory {
+                    catalog_version: col_u32(&r, 1)?,
+                    data: col(&r, 2)?,
+                },
+            );
+        }
+        Ok(digests
+            .iter()
+            .filter_map(|d| found.remove(d).map(|inv| (d.clone(), inv)))
+            .collect())
+    }
+
     async fn incomplete(&self, digest: &str) -> Result<Vec<String>> {
         let row = self
             .read_opt(

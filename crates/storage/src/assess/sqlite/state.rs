@@ -528,6 +528,44 @@ impl AssessState for SqliteAssessState {
         .await
     }
 
+    async fn inventories(&self, digests: &[String]) -> Result<Vec<(String, StoredInventory)>> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let digests = digests.to_vec();
+        let mut found = self
+            .read(move |c| {
+                let mut found = HashMap::with_capacity(digests.len());
+                // Bound lists stay well under SQLite's variable limit.
+                for part in digests.chunks(500) {
+                    let marks = vec!["?"; part.len()].join(",");
+                    let mut st = c.prepare_cached(&format!(
+                        "SELECT digest, catalog_version, data FROM inventories WHERE digest IN ({marks})"
+                    ))?;
+                    let rows = st.query_map(rusqlite::params_from_iter(part), |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            StoredInventory {
+                                catalog_version: r.get(1)?,
+                                data: r.get(2)?,
+                            },
+                        ))
+                    })?;
+                    for row in rows {
+                        let (d, inv) = row?;
+                        found.insert(d, inv);
+                    }
+                }
+                Ok((digests, found))
+            })
+            .await?;
+        let (digests, ref mut map) = found;
+        Ok(digests
+            .into_iter()
+            .filter_map(|d| map.remove(&d).map(|inv| (d, inv)))
+            .collect())
+    }
+
     async fn incomplete(&self, digest: &str) -> Result<Vec<String>> {
         let digest = digest.to_owned();
         let row: Option<Option<String>> = self
