@@ -265,20 +265,20 @@ async fn a_webhook_is_posted_by_the_leader_only_and_by_the_next_when_it_dies() {
     // Node A alone delivers the first event: it leads delivery.
     let mut a = cluster.node(true).await;
     let first = cluster.push("v0", "openssl-0").await;
-    a.service.wait_idle(Duration::from_secs(30)).await.unwrap();
+    a.service.wait_idle(Duration::from_secs(60)).await.unwrap();
     delivered_once(&a.service, &receiver, &first).await;
 
     // With B beside it, the next event is still posted once.
     let b = cluster.node(false).await;
     let second = cluster.push("v1", "openssl-1").await;
-    a.service.wait_idle(Duration::from_secs(30)).await.unwrap();
+    a.service.wait_idle(Duration::from_secs(60)).await.unwrap();
     delivered_once(&a.service, &receiver, &second).await;
 
     // A dies: B takes delivery over within its retry period and posts the
     // next event, once (A's loop no longer does).
     a.die();
     let third = cluster.push("v2", "openssl-2").await;
-    a.service.wait_idle(Duration::from_secs(30)).await.unwrap();
+    a.service.wait_idle(Duration::from_secs(60)).await.unwrap();
     delivered_once(&b.service, &receiver, &third).await;
     assert_eq!(receiver.posts().len(), 3, "{:?}", receiver.posts());
     a.service.shutdown();
@@ -312,7 +312,7 @@ async fn only_the_scheduler_leader_rematches_after_a_new_database() {
     };
     let mut a = cluster.node(true).await;
     let image = cluster.push("v1", "openssl").await;
-    a.service.wait_idle(Duration::from_secs(30)).await.unwrap();
+    a.service.wait_idle(Duration::from_secs(60)).await.unwrap();
     rematched(&a.service, &image, 1).await;
     // A alone re-matches version 2: it leads the scheduler.
     cluster.version.store(2, Ordering::SeqCst);

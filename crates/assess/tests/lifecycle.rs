@@ -130,7 +130,7 @@ async fn every_tag_of_a_push_reaches_the_assessor() {
     let s = setup().await;
     let old = s.push_image("team/app", "one", "@", &["a", "b"]).await;
     let new = s.push_image("team/app", "two", "@", &["a", "b"]).await;
-    s.service.wait_idle(Duration::from_secs(10)).await.unwrap();
+    s.service.wait_idle(Duration::from_secs(60)).await.unwrap();
     let mut prev = s
         .service
         .store()
@@ -186,7 +186,7 @@ async fn images_removed_by_gc_leave_the_assessor() {
     let s = setup().await;
     let md = s.push_image("team/app", "one", "v1", &[]).await;
     let kept = s.push_image("team/app", "two", "v2", &[]).await;
-    s.service.wait_idle(Duration::from_secs(10)).await.unwrap();
+    s.service.wait_idle(Duration::from_secs(60)).await.unwrap();
     let listed = |s: &Setup| -> Vec<String> {
         let mut v: Vec<String> = s
             .service
@@ -217,7 +217,7 @@ async fn images_removed_by_gc_leave_the_assessor() {
     .await
     .unwrap();
     assert_eq!(report.manifests_removed, 1);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while listed(&s) != vec![kept.to_string()] {
         assert!(
             std::time::Instant::now() < deadline,
@@ -281,7 +281,7 @@ async fn a_job_that_never_finishes_is_given_up() {
     .unwrap();
     registry.add_sink(Arc::new(service.clone()));
     service.start().await.unwrap();
-    service.wait_idle(Duration::from_secs(10)).await.unwrap();
+    service.wait_idle(Duration::from_secs(60)).await.unwrap();
     let view = service.image_view_of(&md);
     assert_eq!(view.0, "failed");
     assert_eq!(
@@ -290,7 +290,7 @@ async fn a_job_that_never_finishes_is_given_up() {
     );
     // A new push asks again, from zero attempts.
     service.manifest_pushed("team/app", &md, OCI_MANIFEST, &["v1"]);
-    service.wait_idle(Duration::from_secs(10)).await.unwrap();
+    service.wait_idle(Duration::from_secs(60)).await.unwrap();
     assert_eq!(service.image_view_of(&md).0, "done");
 }
 

@@ -67,7 +67,7 @@ async fn an_image_is_assessed_into_postgresql_and_read_by_another_node() {
 
     let before = service.store().verdict_generation();
     let image = push(&client, &base, "team/app", "v1", "openssl").await;
-    service.wait_idle(Duration::from_secs(30)).await.unwrap();
+    service.wait_idle(Duration::from_secs(60)).await.unwrap();
 
     let row = service.store().image(&image.to_string()).unwrap().unwrap();
     assert_eq!(row.status, "done", "{row:?}");

@@ -204,7 +204,7 @@ impl Setup {
 
     async fn idle(&self) {
         self.service
-            .wait_idle(Duration::from_secs(20))
+            .wait_idle(Duration::from_secs(60))
             .await
             .unwrap();
     }

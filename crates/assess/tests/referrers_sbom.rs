@@ -251,7 +251,7 @@ async fn an_index_sbom_names_its_platform_images() {
     }
 
     // The index's SPDX document.
-    s.service.wait_idle(Duration::from_secs(30)).await.unwrap();
+    s.service.wait_idle(Duration::from_secs(60)).await.unwrap();
     let refs = s.referrers("multi/app", &index, SPDX).await;
     assert_eq!(refs.len(), 1, "{refs:?}");
     let (m, bytes) = s
@@ -358,6 +358,6 @@ async fn findings_are_stored_before_the_sbom_is_attached() {
             .is_err()
     );
     s.latch.hold(false);
-    s.service.wait_idle(Duration::from_secs(30)).await.unwrap();
+    s.service.wait_idle(Duration::from_secs(60)).await.unwrap();
     assert_eq!(s.referrers("team/app", &digest, CDX).await.len(), 1);
 }

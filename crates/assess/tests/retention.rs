@@ -259,7 +259,7 @@ async fn the_scheduler_prunes_by_the_configured_retention() {
     )
     .unwrap();
     service.start().await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let ids: Vec<String> = service
             .store()

@@ -252,9 +252,9 @@ impl Setup {
             .status()
     }
 
-    /// The cached layer result of `layer`, waiting up to 10 s for it.
+    /// The cached layer result of `layer`, waiting up to 60 s for it.
     async fn cached(&self, layer: &Digest) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(inv) = self.service.store().get(layer, catalog::CATALOG_VERSION) {
                 return Some(serde_json::to_vec(&inv).unwrap());

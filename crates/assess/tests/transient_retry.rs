@@ -214,7 +214,7 @@ impl Harness {
             .manifest_pushed(REPO, &self.image, OCI_MANIFEST, &["latest"]);
         // Two waits on the retry schedule (1 s, 2 s) fit well inside.
         self.service
-            .wait_idle(Duration::from_secs(30))
+            .wait_idle(Duration::from_secs(60))
             .await
             .unwrap();
     }

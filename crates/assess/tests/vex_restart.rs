@@ -166,7 +166,7 @@ impl World {
         let after = open(self.dir.path(), &self.registry);
         self.registry.add_sink(Arc::new(after.clone()));
         after.start().await.unwrap();
-        after.wait_idle(Duration::from_secs(30)).await.unwrap();
+        after.wait_idle(Duration::from_secs(60)).await.unwrap();
         (after, image, vex)
     }
 }
@@ -226,7 +226,7 @@ async fn a_trusted_pushers_vex_queued_before_a_restart_is_applied_after_it() {
     // A rescan of the referrer (anyone with push may ask for one) runs it
     // without a pusher: the judgement made with sec known stands.
     assert!(svc.requeue(&vex.to_string()).unwrap());
-    svc.wait_idle(Duration::from_secs(30)).await.unwrap();
+    svc.wait_idle(Duration::from_secs(60)).await.unwrap();
     let artifact = svc.store().image(&vex.to_string()).unwrap().unwrap();
     // Re-queued as failed-then-queued: only running it makes it unsupported.
     assert_eq!(artifact.status, "unsupported", "ran again");
@@ -276,7 +276,7 @@ async fn an_untrusted_pushers_vex_queued_before_a_restart_is_stored_not_applied(
 
     // Rescanned: still refused for the reason it had, not as unknown.
     assert!(svc.requeue(&vex.to_string()).unwrap());
-    svc.wait_idle(Duration::from_secs(30)).await.unwrap();
+    svc.wait_idle(Duration::from_secs(60)).await.unwrap();
     let docs = svc.vex_documents().unwrap();
     assert_eq!(
         docs[0].not_applied.as_deref(),
@@ -309,7 +309,7 @@ async fn a_refused_vex_pushed_again_by_a_trusted_user_is_applied() {
         svc.manifest_pushed_by("team/app", &vex.to_string(), OCI_MANIFEST, &[], Some(who))
     };
     again(sec);
-    svc.wait_idle(Duration::from_secs(30)).await.unwrap();
+    svc.wait_idle(Duration::from_secs(60)).await.unwrap();
     let docs = svc.vex_documents().unwrap();
     assert_eq!(docs.len(), 1, "{docs:?}");
     assert_eq!(docs[0].recorded_by.as_deref(), Some("sec"));
@@ -319,7 +319,7 @@ async fn a_refused_vex_pushed_again_by_a_trusted_user_is_applied() {
     assert_eq!(note.unwrap().recorded_by.as_deref(), Some("sec"));
 
     again(dev);
-    svc.wait_idle(Duration::from_secs(30)).await.unwrap();
+    svc.wait_idle(Duration::from_secs(60)).await.unwrap();
     // It ran (only a job that succeeded forgets the pusher it stored).
     assert_eq!(svc.store().pusher(&vex.to_string()).unwrap(), None);
     let docs = svc.vex_documents().unwrap();
@@ -408,7 +408,7 @@ async fn an_assess_db_from_before_the_pusher_column_upgrades_in_place() {
     // Opening an upgraded database again changes nothing more.
     let svc = open(w.dir.path(), &w.registry);
     svc.start().await.unwrap();
-    svc.wait_idle(Duration::from_secs(30)).await.unwrap();
+    svc.wait_idle(Duration::from_secs(60)).await.unwrap();
     let docs = svc.vex_documents().unwrap();
     assert_eq!(docs.len(), 1, "{docs:?}");
     assert_eq!(docs[0].recorded_by.as_deref(), Some("sec"));

@@ -310,7 +310,7 @@ impl Harness {
         self.service
             .manifest_pushed(REPO, digest, OCI_MANIFEST, &["latest"]);
         self.service
-            .wait_idle(Duration::from_secs(10))
+            .wait_idle(Duration::from_secs(60))
             .await
             .unwrap();
     }
@@ -378,7 +378,7 @@ async fn a_layer_that_cannot_be_read_fails_the_image_with_the_reason() {
     );
     // The same failure again is not told twice.
     h.service.requeue(&d).unwrap();
-    h.service.wait_idle(Duration::from_secs(10)).await.unwrap();
+    h.service.wait_idle(Duration::from_secs(60)).await.unwrap();
     assert_eq!(h.status(&d).0, "failed");
     assert_eq!(h.deliveries().len(), 1);
 }
@@ -429,7 +429,7 @@ async fn attempts_are_capped() {
         assert_eq!(store.claim(2 + run).unwrap().unwrap().digest, d);
     }
     h.service.start().await.unwrap();
-    h.service.wait_idle(Duration::from_secs(10)).await.unwrap();
+    h.service.wait_idle(Duration::from_secs(60)).await.unwrap();
     let (status, error) = h.status(&d);
     assert_eq!(status, "failed");
     assert_eq!(
@@ -529,9 +529,9 @@ async fn notifications_only_for_problems_and_only_once() {
     assert_eq!(h.deliveries().len(), 1);
     // Assessed again (re-pushed): same findings, nothing new to tell.
     h.service.requeue(&sick).unwrap();
-    h.service.wait_idle(Duration::from_secs(10)).await.unwrap();
+    h.service.wait_idle(Duration::from_secs(60)).await.unwrap();
     h.service.requeue(&healthy).unwrap();
-    h.service.wait_idle(Duration::from_secs(10)).await.unwrap();
+    h.service.wait_idle(Duration::from_secs(60)).await.unwrap();
     assert_eq!(h.deliveries().len(), 1);
 
     // A finding below the threshold (low) is no problem to tell.

@@ -324,7 +324,7 @@ impl Setup {
     pub async fn settled(&self, digest: &str) -> assess::views::ImageView {
         let deadline = Instant::now() + Duration::from_secs(30);
         self.service
-            .wait_idle(Duration::from_secs(30))
+            .wait_idle(Duration::from_secs(60))
             .await
             .unwrap();
         loop {
