@@ -169,12 +169,9 @@ impl Service {
         let version = db.version();
         let threads = self.inner.opts.workers.max(1);
         for chunk in digests.chunks(1024) {
-            let mut loaded: Vec<(String, Vec<u8>)> = Vec::with_capacity(chunk.len());
-            for d in chunk {
-                if let Some(raw) = self.inner.store.inventory_raw(d)? {
-                    loaded.push((d.clone(), raw));
-                }
-            }
+            // One read per chunk: a round trip per image was most of the
+            // time on PostgreSQL.
+            let loaded = self.inner.store.inventories_raw(chunk)?;
             // Parse, match and encode in parallel; only the writes are serial.
             let per = loaded.len().div_ceil(threads).max(1);
             type Out = (String, Vec<Finding>, crate::store::EncodedFindings);

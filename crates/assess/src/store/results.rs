@@ -224,6 +224,15 @@ impl Store {
         Ok(wait(self.state.inventory(digest))?.map(|s| s.data))
     }
 
+    /// [`Store::inventory_raw`] for many digests in one read: in the order
+    /// asked, those without a stored inventory left out.
+    pub fn inventories_raw(&self, digests: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(wait(self.state.inventories(digests))?
+            .into_iter()
+            .map(|(d, s)| (d, s.data))
+            .collect())
+    }
+
     pub fn result(&self, digest: &str) -> Result<Option<ResultRow>> {
         let Some(r) = wait(self.state.result(digest))? else {
             return Ok(None);
