@@ -161,6 +161,40 @@ async fn a_dead_nodes_job_is_claimed_again_when_its_lease_ends() {
     assert!(other.claim(5).await.unwrap().is_none(), "claimed once");
 }
 
+/// A node that stops (its assessor shut down) gives its jobs back at once
+/// and stops renewing them: before, they stayed its own, renewed for as
+/// long as the process lived, and a service restarted in it never got them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_gives_its_jobs_back_at_once() {
+    let Some(url) = database() else { return };
+    let renewing = PgAssessOptions {
+        lease: Duration::from_secs(60),
+        renew_every: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
+    let stopping = node(&url, "stopping", renewing.clone());
+    let other = node(&url, "other", renewing);
+    other.enqueue(job("r", "sha256:a", 1)).await.unwrap();
+    other.enqueue(job("r", "sha256:b", 1)).await.unwrap();
+    let held = stopping.claim(2).await.unwrap().unwrap();
+    let theirs = other.claim(2).await.unwrap().unwrap();
+    assert_ne!(held.digest, theirs.digest);
+    assert!(other.claim(3).await.unwrap().is_none());
+
+    assert_eq!(stopping.release_claims().await.unwrap(), 1);
+    // Still alive as a value: the job is free all the same.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = other.claim(4).await.unwrap().expect("the job came back");
+    assert_eq!(again.digest, held.digest);
+    assert_eq!(again.attempts, 2, "the stopped node's claim counted");
+    // The other node's own job was left alone.
+    assert_eq!(
+        other.image(&theirs.digest).await.unwrap().unwrap().status,
+        status::CATALOGING
+    );
+    drop(stopping);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_lease_is_renewed_and_never_taken() {
     let Some(url) = database() else { return };

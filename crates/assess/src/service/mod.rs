@@ -422,6 +422,11 @@ impl Service {
     /// Stop background tasks (they finish the step they are in).
     pub fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
+        // Shared state: hand this node's jobs to the others now rather
+        // than when their leases lapse.
+        if let Err(e) = self.inner.store.release_claims() {
+            tracing::warn!(error = %e, "cannot give back this node's assessment jobs");
+        }
         self.inner.wake.notify_waiters();
         self.inner.deliver_wake.notify_waiters();
     }

@@ -137,6 +137,12 @@ impl Store {
         wait(self.state.requeue_interrupted())
     }
 
+    /// This node stops: the jobs it holds go back to the queue for the
+    /// other nodes (see [`storage::assess::AssessState::release_claims`]).
+    pub fn release_claims(&self) -> Result<usize> {
+        wait(self.state.release_claims())
+    }
+
     pub fn known_digests(&self) -> Result<HashSet<String>> {
         wait(self.state.known_digests())
     }

@@ -156,6 +156,15 @@ pub trait AssessState: Send + Sync + 'static {
     /// to `queued`. Returns how many.
     async fn requeue_interrupted(&self) -> Result<usize>;
 
+    /// This node is stopping: the jobs it holds go back to the queue at
+    /// once (their attempts stay counted) and it stops renewing its
+    /// claims, so another node need not wait for them to lapse. Returns
+    /// how many. On one node (SQLite) nothing else could take them, and
+    /// the next start requeues them ([`AssessState::requeue_interrupted`]).
+    async fn release_claims(&self) -> Result<usize> {
+        Ok(0)
+    }
+
     async fn known_digests(&self) -> Result<HashSet<String>>;
     async fn image(&self, digest: &str) -> Result<Option<ImageRow>>;
     /// Platform images of an index, by platform.

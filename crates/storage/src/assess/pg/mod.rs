@@ -34,7 +34,7 @@ use deadpool_postgres::{GenericClient, Pool, Transaction};
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -115,6 +115,9 @@ struct Inner {
     max_attempts: AtomicU32,
     ttl: Duration,
     counters: Counters,
+    /// Set when the node stops ([`AssessState::release_claims`]): the
+    /// renewal task ends.
+    stopped: Arc<AtomicBool>,
 }
 
 /// The PostgreSQL backend of [`AssessState`](super::AssessState). Cheap to clone; each
@@ -199,6 +202,7 @@ impl PgAssessState {
                     verdicts: AtomicU64::new(0),
                     read_at: Mutex::new(None),
                 },
+                stopped: Arc::new(AtomicBool::new(false)),
             }),
         };
         crate::block_on(state.migrate())?;
@@ -250,10 +254,14 @@ impl PgAssessState {
     /// this node's leases.
     async fn spawn_renewal(&self, every: Duration) -> Result<()> {
         let (node, lease) = (self.inner.node.clone(), self.inner.lease_ms);
+        let stopped = self.inner.stopped.clone();
         self.run(move |pool| async move {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
+                    if stopped.load(Ordering::Acquire) {
+                        return;
+                    }
                     if let Err(e) = renew(&pool, &node, lease).await {
                         tracing::warn!(error = %e, "cannot renew this node's assessment leases");
                     }

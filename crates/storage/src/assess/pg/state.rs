@@ -387,6 +387,26 @@ impl AssessState for PgAssessState {
         .await
     }
 
+    async fn release_claims(&self) -> Result<usize> {
+        self.inner
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        let node = self.inner.node.clone();
+        self.write(Verdicts::Move, move |t| {
+            Box::pin(async move {
+                let n = exec(
+                    t,
+                    "UPDATE assess_images SET status = 'queued', lease_owner = NULL, lease_until = NULL
+                     WHERE lease_owner = $1 AND status IN ('cataloging', 'matching')",
+                    &[&node],
+                )
+                .await?;
+                Ok((n as usize, n))
+            })
+        })
+        .await
+    }
+
     async fn known_digests(&self) -> Result<HashSet<String>> {
         let rows = self
             .read("SELECT digest FROM assess_images", vec![])
