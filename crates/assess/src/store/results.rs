@@ -27,6 +27,27 @@ pub(crate) fn pack<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
 /// [`pack`], and the SHA-256 of the JSON (so a hash does not move with
 /// the compressor).
 fn pack_hashed<T: Serialize + ?Sized>(v: &T) -> Result<(Vec<u8>, String)> {
+    // Most documents (findings, small inventories) are JSON into a buffer,
+    // then compressed in one call: with the size known zstd sizes its
+    // tables to the document, where a stream of unknown size sets up
+    // tables for megabytes each time. Larger ones stream (written again).
+    let mut json = Capped(Vec::new());
+    match serde_json::to_writer(&mut json, v) {
+        Ok(()) => {
+            let hash = hex::encode(Sha256::digest(&json.0));
+            let data = with_cctx(|c| {
+                let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(json.0.len()));
+                c.compress2(&mut out, &json.0).map_err(|code| {
+                    anyhow::anyhow!("zstd: {}", zstd::zstd_safe::get_error_name(code))
+                })?;
+                Ok(out)
+            })?;
+            return Ok((data, hash));
+        }
+        // Only `Capped` fails with I/O: too big to buffer.
+        Err(e) if e.is_io() => {}
+        Err(e) => return Err(e.into()),
+    }
     struct Hashing<W> {
         inner: W,
         hash: Sha256,
@@ -54,6 +75,24 @@ fn pack_hashed<T: Serialize + ?Sized>(v: &T) -> Result<(Vec<u8>, String)> {
         let encoder = w.inner.into_inner().map_err(|e| e.into_error())?;
         Ok((encoder.finish()?, hash))
     })
+}
+
+/// JSON of a document packed in one call at most this long.
+const BUFFERED_MAX: usize = 1 << 20;
+
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + b.len() > BUFFERED_MAX {
+            return Err(std::io::Error::other("document too big to buffer"));
+        }
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 thread_local! {
@@ -447,7 +486,7 @@ mod tests {
 
     #[test]
     fn packed_documents_round_trip_on_a_reused_context() {
-        for n in [0, 1, 50, 20_000, 3] {
+        for n in [0, 1, 50, 20_000, 80_000, 3] {
             let v = doc(n);
             let (bytes, hash) = pack_hashed(&v).unwrap();
             assert_eq!(unpack::<Vec<(String, u32)>>(&bytes).unwrap(), v);
