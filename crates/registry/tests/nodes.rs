@@ -78,9 +78,19 @@ struct Node {
 }
 
 async fn node(shared: &Shared, i: usize) -> Node {
+    node_with(shared, i, |_| {}).await
+}
+
+/// A node that expires uploads idle for `expiry`.
+async fn expiring_node(shared: &Shared, i: usize, expiry: Duration) -> Node {
+    node_with(shared, i, |o| o.upload_expiry = expiry).await
+}
+
+async fn node_with(shared: &Shared, i: usize, configure: impl FnOnce(&mut Options)) -> Node {
     let mut opts = Options::new(shared.dir(i));
     opts.blobs = shared.blobs.clone();
     opts.metadata = shared.metadata.clone();
+    configure(&mut opts);
     let (addr, registry) = common::serve(opts).await;
     Node {
         base: format!("http://{addr}"),
@@ -236,12 +246,9 @@ async fn an_upload_busy_on_one_node_is_not_expired_by_another() {
     };
     // Node A expires uploads idle for a second (it looks every 250 ms);
     // node B runs a PATCH whose body stalls for longer than that.
-    let mut opts = Options::new(shared.dir(0));
-    opts.blobs = shared.blobs.clone();
-    opts.metadata = shared.metadata.clone();
-    opts.upload_expiry = Duration::from_secs(1);
-    let (addr, _a) = common::serve(opts).await;
-    let a = format!("http://{addr}");
+    // Kept, not only its address: the node lives as long as its registry.
+    let a_node = expiring_node(&shared, 0, Duration::from_secs(1)).await;
+    let a = a_node.base.clone();
     let b = node(&shared, 1).await;
     let c = client();
     let r = c
@@ -700,12 +707,9 @@ async fn an_idle_upload_is_expired_with_everything_it_stored() {
     let Some(shared) = on_postgres() else {
         return;
     };
-    let mut opts = Options::new(shared.dir(0));
-    opts.blobs = shared.blobs.clone();
-    opts.metadata = shared.metadata.clone();
-    opts.upload_expiry = Duration::from_secs(1);
-    let (addr, _a) = common::serve(opts).await;
-    let a = format!("http://{addr}");
+    // Kept, not only its address: the node lives as long as its registry.
+    let a_node = expiring_node(&shared, 0, Duration::from_secs(1)).await;
+    let a = a_node.base.clone();
     let b = node(&shared, 1).await;
     let c = client();
     let r = c
@@ -781,11 +785,7 @@ async fn what_an_ended_session_left_in_the_bucket_is_swept() {
     let id: Uuid = locs[0].rsplit('/').next().unwrap().parse().unwrap();
     assert!(sessions.delete(&id).await.unwrap().is_some());
     // A node whose expiry is long enough for the live session to stay.
-    let mut opts = Options::new(shared.dir(0));
-    opts.blobs = shared.blobs.clone();
-    opts.metadata = shared.metadata.clone();
-    opts.upload_expiry = Duration::from_secs(2);
-    let (_addr, _a) = common::serve(opts).await;
+    let _a = expiring_node(&shared, 0, Duration::from_secs(2)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !session_objects(&shared, &locs[0]).await.is_empty() {
         assert!(std::time::Instant::now() < deadline, "never swept");
